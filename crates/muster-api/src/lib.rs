@@ -1,0 +1,466 @@
+//! The JSON shapes of muster's HTTP API v1 (`shared/api-v1.md`), shared by the server and the
+//! client so the two cannot drift apart.
+//!
+//! These types are the wire format only. The server converts them to and from the domain types
+//! of `muster-core`; nothing else does.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+macro_rules! schema {
+    ($($item:item)*) => {
+        $(
+            #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+            $item
+        )*
+    };
+}
+
+/// The header a runner sends its lease epoch in.
+pub const LEASE_EPOCH_HEADER: &str = "Muster-Lease-Epoch";
+
+/// The prefix of every runner token.
+pub const RUNNER_TOKEN_PREFIX: &str = "muster_runner_";
+
+schema! {
+/// The error body of every non-2xx answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable snake_case `code` to branch on and a message for people.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Pending,
+    Claimed,
+    Running,
+    Cancelling,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// Why an attempt or a job failed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    RunnerError,
+    LeaseExpired,
+    TimedOut,
+    Cancelled,
+}
+
+/// Why a pending job is not being taken.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingReason {
+    NoRunnerForKind,
+    RequirementsUnmet,
+    Scheduled,
+}
+
+/// Log severity.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+/// A runner's health.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunnerStatus {
+    Online,
+    Offline,
+    Draining,
+}
+
+/// What a runner says about itself in a heartbeat.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RunnerActivity {
+    #[default]
+    Active,
+    Draining,
+}
+
+/// Labels that must match, tags that must all be present, resources that must be at least as
+/// large.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct Requirements {
+    pub labels: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub resources: BTreeMap<String, f64>,
+}
+
+/// The last progress a runner reported.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Progress {
+    pub percent: f64,
+    pub message: Option<String>,
+}
+
+/// The error recorded on a failed attempt or job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobError {
+    pub reason: FailureReason,
+    pub message: String,
+}
+
+/// A job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Job {
+    pub id: Uuid,
+    pub kind: String,
+    pub state: JobState,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub payload: Value,
+    pub priority: i32,
+    pub requirements: Requirements,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub timeout_s: u32,
+    pub lease_ttl_s: u32,
+    pub backoff_base_s: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub run_after: OffsetDateTime,
+    pub idempotency_key: Option<String>,
+    pub progress: Progress,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub result: Option<Value>,
+    pub error: Option<JobError>,
+    pub runner_id: Option<Uuid>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub claimed_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub lease_expires_at: Option<OffsetDateTime>,
+    /// Current lease epoch (0 before the first claim).
+    #[serde(default)]
+    pub lease_epoch: u64,
+    pub pending_reason: Option<PendingReason>,
+}
+
+/// `POST /api/v1/jobs`: only `kind` is required.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct SubmitJob {
+    pub kind: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    /// Lower runs first; default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<Requirements>,
+    /// Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Run-time limit of one attempt; default 3600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u32>,
+    /// Lease length, extended by each job heartbeat; default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ttl_s: Option<u32>,
+    /// Retry backoff base; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_base_s: Option<u32>,
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub run_after: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `POST /api/v1/jobs/batch`: up to 1000 jobs submitted in one commit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct SubmitJobs {
+    pub jobs: Vec<SubmitJob>,
+}
+
+/// A page of jobs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobList {
+    pub items: Vec<Job>,
+    pub next_cursor: Option<String>,
+}
+
+/// A stored log entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogEntry {
+    pub seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ts: OffsetDateTime,
+    pub level: LogLevel,
+    pub message: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<Value>,
+}
+
+/// A page of a job's log. Continue with `after_seq = next_seq - 1`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogPage {
+    pub items: Vec<LogEntry>,
+    pub next_seq: u64,
+}
+
+/// A step DAG as a runner reports it: nodes with at least an `id`, edges with `from` and `to`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Dag {
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub nodes: Vec<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub edges: Vec<Value>,
+}
+
+/// `POST /api/v1/runners`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct CreateRunner {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+}
+
+/// A registered runner.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Runner {
+    pub id: Uuid,
+    pub name: String,
+    pub organization_id: Option<String>,
+    pub status: RunnerStatus,
+    pub labels: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub resources: BTreeMap<String, f64>,
+    pub kinds: Vec<String>,
+    pub hostname: Option<String>,
+    pub version: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_heartbeat_at: Option<OffsetDateTime>,
+    pub running_jobs: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// The answer to `POST /api/v1/runners`: the only time the token is shown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreatedRunner {
+    pub runner: Runner,
+    pub token: String,
+}
+
+/// A page of runners.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunnerList {
+    pub items: Vec<Runner>,
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /api/v1/runner/heartbeat`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct RunnerHeartbeat {
+    pub status: RunnerActivity,
+    /// The jobs the runner is working on.
+    pub jobs: Vec<Uuid>,
+    pub hostname: Option<String>,
+    pub version: Option<String>,
+}
+
+/// The answer to a runner heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunnerHeartbeatResponse {
+    /// When to send the next heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// Jobs among those listed that the runner must stop.
+    pub cancel: Vec<Uuid>,
+}
+
+/// `POST /api/v1/runner/claim`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ClaimJobs {
+    /// The kinds this runner can run; required, not empty.
+    pub kinds: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub resources: BTreeMap<String, f64>,
+    /// Default 1, at most 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_jobs: Option<u32>,
+    /// Long-poll up to this long for work; default 0, at most 60000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// A lease: the time-limited right to work on one attempt, fenced by its epoch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Lease {
+    pub epoch: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    pub ttl_ms: u64,
+}
+
+/// A job handed to a runner.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClaimedJob {
+    pub id: Uuid,
+    pub kind: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub payload: Value,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub timeout_s: u32,
+    pub lease: Lease,
+}
+
+/// The answer to a claim that found work.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClaimedJobs {
+    pub jobs: Vec<ClaimedJob>,
+}
+
+/// Progress as a runner reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ProgressReport {
+    /// 0 to 100.
+    pub progress: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `POST /api/v1/runner/jobs/{id}/heartbeat`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct JobHeartbeat {
+    /// Either a number (0 to 100) or `{"progress", "message"}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Value>,
+    /// Appended to the job's log as `info` entries.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<Value>>,
+}
+
+/// The answer to a job heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobHeartbeatResponse {
+    pub lease: Lease,
+    pub cancel: bool,
+}
+
+/// The answer to job-scoped calls that only need to say whether to stop.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CancelFlag {
+    pub cancel: bool,
+}
+
+/// One log entry as a runner sends it. With `seq`, a resent entry is stored once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct NewLogEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default)]
+    pub level: LogLevel,
+    pub message: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+/// A batch of log entries (`POST .../log` also takes one bare entry).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct LogBatch {
+    pub entries: Vec<NewLogEntry>,
+}
+
+/// The answer to a log append.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogAppended {
+    pub next_seq: u64,
+    pub cancel: bool,
+}
+
+/// `POST /api/v1/runner/jobs/{id}/complete`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct CompleteJob {
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[serde(default)]
+    pub result: Option<Value>,
+}
+
+/// One completion in a batch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CompletionItem {
+    pub id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[serde(default)]
+    pub result: Option<Value>,
+}
+
+/// `POST /api/v1/runner/complete`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct CompleteJobs {
+    pub items: Vec<CompletionItem>,
+}
+
+/// The outcome of one completion in a batch: `ok: true` or an `error`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CompletionOutcome {
+    pub id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+/// The answer to a batch completion, in the order of the request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CompletionOutcomes {
+    pub items: Vec<CompletionOutcome>,
+}
+
+/// `POST /api/v1/runner/jobs/{id}/fail`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct FailJob {
+    /// What went wrong.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Default `runner_error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<FailureReason>,
+    /// Default true: retried while attempts remain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+}
+}

@@ -1,0 +1,131 @@
+//! `muster`: one binary for the coordinator and the tools around it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use muster_server::{RawServerConfig, ServerConfig};
+use tokio_util::sync::CancellationToken;
+
+/// muster: a control plane for fleets of runners.
+#[derive(Parser)]
+#[command(name = "muster", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the coordinator: the job queue, the runner registry and the HTTP API.
+    ///
+    /// With no flags it listens on 127.0.0.1:7070 and keeps everything in ./.muster (an SQLite
+    /// file and the admin token). Example:
+    ///
+    ///   muster server --listen 0.0.0.0:7070 --data-dir /var/lib/muster
+    Server(ServerArgs),
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Address to listen on (HOST:PORT); port 0 picks a free one.
+    #[arg(long, env = "MUSTER_LISTEN", default_value = muster_server::config::DEFAULT_LISTEN)]
+    listen: String,
+    /// Directory for the database file and the generated admin token.
+    #[arg(long, env = "MUSTER_DATA_DIR", default_value = muster_server::config::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Store URL; omit for the embedded SQLite file in the data directory (`sqlite:PATH` names
+    /// another file).
+    #[arg(long, env = "MUSTER_DATABASE_URL")]
+    database: Option<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "MUSTER_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+    /// Log bytes kept per job; later lines are dropped after one truncation notice.
+    #[arg(long, env = "MUSTER_LOG_CAP_BYTES")]
+    log_cap_bytes: Option<u64>,
+    /// How often runners are asked to heartbeat; a runner silent for 3 intervals is offline.
+    #[arg(long, env = "MUSTER_HEARTBEAT_INTERVAL_MS")]
+    heartbeat_interval_ms: Option<u64>,
+    /// How long a cancelled running job waits for its runner before it ends `cancelled` anyway.
+    #[arg(long, env = "MUSTER_CANCEL_GRACE_S")]
+    cancel_grace_s: Option<u64>,
+    /// How often expired leases and timeouts are looked for.
+    #[arg(long, env = "MUSTER_REAP_INTERVAL_MS")]
+    reap_interval_ms: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MUSTER_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let outcome = match cli.command {
+        Command::Server(args) => run_server(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let raw = RawServerConfig {
+        listen: Some(args.listen),
+        data_dir: Some(args.data_dir),
+        database: args.database,
+        admin_token: std::env::var("MUSTER_ADMIN_TOKEN")
+            .ok()
+            .filter(|token| !token.trim().is_empty()),
+        max_body_bytes: args.max_body_bytes,
+        log_cap_bytes: args.log_cap_bytes,
+        heartbeat_interval_ms: args.heartbeat_interval_ms,
+        cancel_grace_s: args.cancel_grace_s,
+        reap_interval_ms: args.reap_interval_ms,
+    };
+    let config = ServerConfig::from_raw(raw).context("check the configuration")?;
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    runtime.block_on(async move {
+        let (admin_token, token_file) = muster_server::load_or_create_admin_token(
+            config.admin_token.as_deref(),
+            &config.data_dir,
+        )?;
+        match token_file {
+            Some(path) => eprintln!("admin token: in {}", path.display()),
+            None => eprintln!("admin token: from MUSTER_ADMIN_TOKEN"),
+        }
+        let store = muster_server::open_store(&config)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen on {}", config.listen))?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        muster_server::run(config, store, &admin_token, listener, shutdown).await
+    })
+}
+
+/// Cancel `shutdown` on SIGINT or SIGTERM: the server stops taking requests and finishes the
+/// ones in flight.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        tracing::warn!("failed to install the SIGTERM handler; stop with SIGINT");
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("stopping: finishing requests in flight");
+    shutdown.cancel();
+}

@@ -1,0 +1,573 @@
+//! A typed async client for muster's HTTP API v1.
+//!
+//! [`MusterClient`] speaks the user and admin routes with the admin token; [`RunnerClient`] speaks
+//! the runner protocol with a runner token. Both answer the wire types of `muster-api` and turn
+//! every non-2xx answer into a [`ClientError::Api`] carrying the contract's error code.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), muster_client::ClientError> {
+//! use muster_client::{MusterClient, api::SubmitJob};
+//! let client = MusterClient::new("http://127.0.0.1:7070", "admin-token")?;
+//! let (job, _created) = client
+//!     .submit_job(&SubmitJob { kind: "exec".into(), ..Default::default() })
+//!     .await?;
+//! println!("{} is {:?}", job.id, job.state);
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+pub use muster_api as api;
+use muster_api::{
+    CancelFlag, ClaimJobs, ClaimedJob, ClaimedJobs, CompleteJob, CompleteJobs, CompletionOutcomes,
+    CreateRunner, CreatedRunner, Dag, ErrorBody, FailJob, Job, JobHeartbeat, JobHeartbeatResponse,
+    JobList, JobState, LEASE_EPOCH_HEADER, LogAppended, LogBatch, LogPage, NewLogEntry,
+    ProgressReport, Runner, RunnerHeartbeat, RunnerHeartbeatResponse, RunnerList, SubmitJob,
+    SubmitJobs,
+};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The coordinator answered with an error (the contract's `code` and `message`).
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The coordinator could not be reached, or the connection broke.
+    #[error("could not reach the coordinator: {0}")]
+    Transport(String),
+    /// The answer was not what the contract promises.
+    #[error("unexpected answer from the coordinator: {0}")]
+    Decode(String),
+    /// The client was given something unusable (a bad URL, a bad token).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// The contract's error code, for API errors.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, for API errors.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The lease on the job is gone: stop working on it.
+    pub fn is_lease_lost(&self) -> bool {
+        self.code() == Some("lease_lost")
+    }
+
+    /// Worth retrying later: the coordinator was unreachable or said it is unavailable.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Transport(_) => true,
+            ClientError::Api { status, .. } => *status == 503 || *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// What every request needs: where, with which token.
+#[derive(Clone)]
+struct Connection {
+    http: reqwest::Client,
+    base_url: String,
+    token: String,
+}
+
+impl Connection {
+    fn new(base_url: &str, token: &str) -> Result<Connection, ClientError> {
+        let base_url = base_url.trim().trim_end_matches('/').to_string();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(ClientError::Config(format!(
+                "server URL '{base_url}' must start with http:// or https://"
+            )));
+        }
+        if token.trim().is_empty() {
+            return Err(ClientError::Config("the token is empty".into()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|error| ClientError::Config(format!("build HTTP client: {error}")))?;
+        Ok(Connection {
+            http,
+            base_url,
+            token: token.trim().to_string(),
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.base_url, path))
+            .bearer_auth(&self.token)
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Result<Response, ClientError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|error| ClientError::Transport(error_chain(&error)))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| ClientError::Transport(error_chain(&error)))?;
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => ClientError::Api {
+                status,
+                code: body.error.code,
+                message: body.error.message,
+            },
+            Err(_) => ClientError::Api {
+                status,
+                code: "unknown".into(),
+                message: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+            },
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
+        let response = self.send(request).await?;
+        decode(response).await
+    }
+}
+
+async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, ClientError> {
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|error| ClientError::Transport(error_chain(&error)))?;
+    serde_json::from_slice(&bytes).map_err(|error| ClientError::Decode(error.to_string()))
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Filters for [`MusterClient::list_jobs`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<JobState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// The user and admin API, with the admin token.
+#[derive(Clone)]
+pub struct MusterClient {
+    connection: Connection,
+}
+
+impl MusterClient {
+    pub fn new(base_url: &str, admin_token: &str) -> Result<MusterClient, ClientError> {
+        Ok(MusterClient {
+            connection: Connection::new(base_url, admin_token)?,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.connection.base_url
+    }
+
+    /// Submit a job; `created` is false when its idempotency key was already used and the
+    /// earlier job came back.
+    pub async fn submit_job(&self, job: &SubmitJob) -> Result<(Job, bool), ClientError> {
+        let response = self
+            .connection
+            .send(
+                self.connection
+                    .request(Method::POST, "/api/v1/jobs")
+                    .json(job),
+            )
+            .await?;
+        let created = response.status() == StatusCode::CREATED;
+        Ok((decode(response).await?, created))
+    }
+
+    /// Submit up to 1000 jobs in one commit.
+    pub async fn submit_jobs(&self, jobs: &[SubmitJob]) -> Result<Vec<Job>, ClientError> {
+        let body = SubmitJobs {
+            jobs: jobs.to_vec(),
+        };
+        let list: JobList = self
+            .connection
+            .json(
+                self.connection
+                    .request(Method::POST, "/api/v1/jobs/batch")
+                    .json(&body),
+            )
+            .await?;
+        Ok(list.items)
+    }
+
+    pub async fn list_jobs(&self, query: &JobQuery) -> Result<JobList, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, "/api/v1/jobs")
+                    .query(query),
+            )
+            .await
+    }
+
+    pub async fn get_job(&self, id: Uuid) -> Result<Job, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, &format!("/api/v1/jobs/{id}")),
+            )
+            .await
+    }
+
+    pub async fn cancel_job(&self, id: Uuid) -> Result<Job, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::POST, &format!("/api/v1/jobs/{id}/cancel")),
+            )
+            .await
+    }
+
+    pub async fn retry_job(&self, id: Uuid) -> Result<Job, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::POST, &format!("/api/v1/jobs/{id}/retry")),
+            )
+            .await
+    }
+
+    /// A page of the job's log: entries after `after_seq`.
+    pub async fn job_logs(
+        &self,
+        id: Uuid,
+        after_seq: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<LogPage, ClientError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(after) = after_seq {
+            query.push(("after_seq", after.to_string()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, &format!("/api/v1/jobs/{id}/logs"))
+                    .query(&query),
+            )
+            .await
+    }
+
+    /// The raw response of the live log stream (`text/event-stream`), for callers that read
+    /// server-sent events themselves.
+    pub async fn follow_logs_response(
+        &self,
+        id: Uuid,
+        after_seq: Option<u64>,
+    ) -> Result<Response, ClientError> {
+        let mut request = self
+            .connection
+            .request(Method::GET, &format!("/api/v1/jobs/{id}/logs"))
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(after) = after_seq {
+            request = request.query(&[("after_seq", after.to_string())]);
+        }
+        self.connection.send(request).await
+    }
+
+    pub async fn job_dag(&self, id: Uuid) -> Result<Dag, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, &format!("/api/v1/jobs/{id}/dag")),
+            )
+            .await
+    }
+
+    /// Register a runner; the answer holds its token, shown this once.
+    pub async fn create_runner(&self, runner: &CreateRunner) -> Result<CreatedRunner, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::POST, "/api/v1/runners")
+                    .json(runner),
+            )
+            .await
+    }
+
+    pub async fn list_runners(
+        &self,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<RunnerList, ClientError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        if let Some(cursor) = cursor {
+            query.push(("cursor", cursor.to_string()));
+        }
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, "/api/v1/runners")
+                    .query(&query),
+            )
+            .await
+    }
+
+    pub async fn get_runner(&self, id: Uuid) -> Result<Runner, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, &format!("/api/v1/runners/{id}")),
+            )
+            .await
+    }
+
+    pub async fn delete_runner(&self, id: Uuid) -> Result<(), ClientError> {
+        self.connection
+            .send(
+                self.connection
+                    .request(Method::DELETE, &format!("/api/v1/runners/{id}")),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /readyz`: whether the coordinator's store answers.
+    pub async fn ready(&self) -> Result<(), ClientError> {
+        self.connection
+            .send(
+                self.connection
+                    .http
+                    .get(format!("{}/readyz", self.connection.base_url)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /metrics`, as Prometheus text.
+    pub async fn metrics_text(&self) -> Result<String, ClientError> {
+        let response = self
+            .connection
+            .send(
+                self.connection
+                    .http
+                    .get(format!("{}/metrics", self.connection.base_url)),
+            )
+            .await?;
+        response
+            .text()
+            .await
+            .map_err(|error| ClientError::Transport(error_chain(&error)))
+    }
+}
+
+/// The runner protocol, with a runner token. Job-scoped methods take the lease epoch the claim
+/// gave; a call after the lease was lost fails with [`ClientError::is_lease_lost`].
+#[derive(Clone)]
+pub struct RunnerClient {
+    connection: Connection,
+}
+
+impl RunnerClient {
+    pub fn new(base_url: &str, runner_token: &str) -> Result<RunnerClient, ClientError> {
+        if !runner_token
+            .trim()
+            .starts_with(muster_api::RUNNER_TOKEN_PREFIX)
+        {
+            return Err(ClientError::Config(format!(
+                "a runner token starts with '{}'",
+                muster_api::RUNNER_TOKEN_PREFIX
+            )));
+        }
+        Ok(RunnerClient {
+            connection: Connection::new(base_url, runner_token)?,
+        })
+    }
+
+    fn job_request(
+        &self,
+        method: Method,
+        id: Uuid,
+        action: &str,
+        epoch: Option<u64>,
+    ) -> RequestBuilder {
+        let request = self
+            .connection
+            .request(method, &format!("/api/v1/runner/jobs/{id}/{action}"));
+        match epoch {
+            Some(epoch) => request.header(LEASE_EPOCH_HEADER, epoch.to_string()),
+            None => request,
+        }
+    }
+
+    /// Tell the coordinator this runner is alive; answers the jobs to stop and when to beat next.
+    pub async fn heartbeat(
+        &self,
+        beat: &RunnerHeartbeat,
+    ) -> Result<RunnerHeartbeatResponse, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::POST, "/api/v1/runner/heartbeat")
+                    .json(beat),
+            )
+            .await
+    }
+
+    /// Claim jobs; empty when none came within `wait_ms`.
+    pub async fn claim_job(&self, claim: &ClaimJobs) -> Result<Vec<ClaimedJob>, ClientError> {
+        let response = self
+            .connection
+            .send(
+                self.connection
+                    .request(Method::POST, "/api/v1/runner/claim")
+                    .json(claim),
+            )
+            .await?;
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(Vec::new());
+        }
+        let claimed: ClaimedJobs = decode(response).await?;
+        Ok(claimed.jobs)
+    }
+
+    /// Extend the lease, optionally with progress and log events.
+    pub async fn job_heartbeat(
+        &self,
+        id: Uuid,
+        epoch: Option<u64>,
+        beat: &JobHeartbeat,
+    ) -> Result<JobHeartbeatResponse, ClientError> {
+        self.connection
+            .json(
+                self.job_request(Method::POST, id, "heartbeat", epoch)
+                    .json(beat),
+            )
+            .await
+    }
+
+    pub async fn report_progress(
+        &self,
+        id: Uuid,
+        epoch: Option<u64>,
+        progress: f64,
+        message: Option<String>,
+    ) -> Result<CancelFlag, ClientError> {
+        let body = ProgressReport { progress, message };
+        self.connection
+            .json(
+                self.job_request(Method::PUT, id, "progress", epoch)
+                    .json(&body),
+            )
+            .await
+    }
+
+    pub async fn append_log(
+        &self,
+        id: Uuid,
+        epoch: Option<u64>,
+        entries: Vec<NewLogEntry>,
+    ) -> Result<LogAppended, ClientError> {
+        let body = LogBatch { entries };
+        self.connection
+            .json(self.job_request(Method::POST, id, "log", epoch).json(&body))
+            .await
+    }
+
+    pub async fn complete_job(
+        &self,
+        id: Uuid,
+        epoch: Option<u64>,
+        result: serde_json::Value,
+    ) -> Result<Job, ClientError> {
+        let body = CompleteJob {
+            result: Some(result),
+        };
+        self.connection
+            .json(
+                self.job_request(Method::POST, id, "complete", epoch)
+                    .json(&body),
+            )
+            .await
+    }
+
+    /// Complete many jobs in one commit; one outcome per item, in order.
+    pub async fn complete_jobs(
+        &self,
+        batch: &CompleteJobs,
+    ) -> Result<CompletionOutcomes, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::POST, "/api/v1/runner/complete")
+                    .json(batch),
+            )
+            .await
+    }
+
+    pub async fn fail_job(
+        &self,
+        id: Uuid,
+        epoch: Option<u64>,
+        failure: &FailJob,
+    ) -> Result<Job, ClientError> {
+        self.connection
+            .json(
+                self.job_request(Method::POST, id, "fail", epoch)
+                    .json(failure),
+            )
+            .await
+    }
+
+    pub async fn sync_dag(
+        &self,
+        id: Uuid,
+        epoch: Option<u64>,
+        dag: &Dag,
+    ) -> Result<CancelFlag, ClientError> {
+        self.connection
+            .json(self.job_request(Method::PUT, id, "dag", epoch).json(dag))
+            .await
+    }
+}

@@ -1,0 +1,234 @@
+use std::collections::BTreeMap;
+
+use crate::job::spec_error;
+use crate::{JobSpecError, RunnerStatus, Timestamp};
+
+const MAX_ENTRIES: usize = 64;
+const MAX_NAME_LEN: usize = 128;
+
+/// Labels, tags and resources: what a job requires, or what a runner offers.
+///
+/// A runner meets a requirement when it has every label with the same value, every tag, and at
+/// least each resource amount.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Capabilities {
+    pub labels: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub resources: BTreeMap<String, f64>,
+}
+
+impl Capabilities {
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.tags.is_empty() && self.resources.is_empty()
+    }
+
+    /// Whether `offer` satisfies every requirement in `self`.
+    pub fn are_met_by(&self, offer: &Capabilities) -> bool {
+        let labels_match = self
+            .labels
+            .iter()
+            .all(|(key, value)| offer.labels.get(key) == Some(value));
+        let tags_present = self.tags.iter().all(|tag| offer.tags.contains(tag));
+        let resources_suffice = self.resources.iter().all(|(name, needed)| {
+            offer
+                .resources
+                .get(name)
+                .is_some_and(|available| available >= needed)
+        });
+        labels_match && tags_present && resources_suffice
+    }
+
+    /// Reject shapes no sane caller sends: too many entries, huge names, negative or
+    /// non-finite amounts. `field` prefixes the names in the error.
+    pub fn validate(&self, field: &str) -> Result<(), JobSpecError> {
+        let too_many = |part: &str| {
+            spec_error(
+                format!("{field}.{part}"),
+                format!("at most {MAX_ENTRIES} entries"),
+            )
+        };
+        if self.labels.len() > MAX_ENTRIES {
+            return Err(too_many("labels"));
+        }
+        if self.tags.len() > MAX_ENTRIES {
+            return Err(too_many("tags"));
+        }
+        if self.resources.len() > MAX_ENTRIES {
+            return Err(too_many("resources"));
+        }
+        let names = self
+            .labels
+            .iter()
+            .flat_map(|(key, value)| [key, value])
+            .chain(self.tags.iter())
+            .chain(self.resources.keys());
+        for name in names {
+            if name.len() > MAX_NAME_LEN {
+                return Err(spec_error(
+                    field,
+                    format!("names and values must be at most {MAX_NAME_LEN} bytes"),
+                ));
+            }
+        }
+        for (name, amount) in &self.resources {
+            if !amount.is_finite() || *amount < 0.0 {
+                return Err(spec_error(
+                    format!("{field}.resources.{name}"),
+                    format!("must be a finite number at least 0, got {amount}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a pending job is not being taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingReason {
+    /// `run_after` is in the future, including the backoff before a retry.
+    Scheduled,
+    /// No runner seen recently hosts this job's kind.
+    NoRunnerForKind,
+    /// Runners for the kind are up, but none meets the requirements.
+    RequirementsUnmet,
+}
+
+impl PendingReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PendingReason::Scheduled => "scheduled",
+            PendingReason::NoRunnerForKind => "no_runner_for_kind",
+            PendingReason::RequirementsUnmet => "requirements_unmet",
+        }
+    }
+}
+
+/// What the coordinator last heard from a runner, for explaining pending jobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerSnapshot {
+    pub status: RunnerStatus,
+    pub kinds: Vec<String>,
+    pub offer: Capabilities,
+}
+
+/// Why a pending job waits, or `None` when some online runner could take it and it is only
+/// waiting for capacity.
+pub fn pending_reason(
+    kind: &str,
+    requirements: &Capabilities,
+    run_after: Timestamp,
+    now: Timestamp,
+    runners: &[RunnerSnapshot],
+) -> Option<PendingReason> {
+    if run_after > now {
+        return Some(PendingReason::Scheduled);
+    }
+    let mut for_kind = runners
+        .iter()
+        .filter(|runner| runner.status == RunnerStatus::Online)
+        .filter(|runner| runner.kinds.iter().any(|hosted| hosted == kind))
+        .peekable();
+    if for_kind.peek().is_none() {
+        return Some(PendingReason::NoRunnerForKind);
+    }
+    if for_kind.any(|runner| requirements.are_met_by(&runner.offer)) {
+        None
+    } else {
+        Some(PendingReason::RequirementsUnmet)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(labels: &[(&str, &str)], tags: &[&str], resources: &[(&str, f64)]) -> Capabilities {
+        Capabilities {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            tags: tags.iter().map(|tag| tag.to_string()).collect(),
+            resources: resources.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn matching_table() {
+        let offer = caps(
+            &[("gpu", "a100"), ("zone", "eu")],
+            &["q4_k_m", "q8_0"],
+            &[("vram_gb", 40.0), ("cpus", 8.0)],
+        );
+        let cases = [
+            (caps(&[], &[], &[]), true),
+            (caps(&[("gpu", "a100")], &[], &[]), true),
+            (caps(&[("gpu", "h100")], &[], &[]), false),
+            (caps(&[("arch", "arm")], &[], &[]), false),
+            (caps(&[], &["q4_k_m"], &[]), true),
+            (caps(&[], &["q4_k_m", "q8_0"], &[]), true),
+            (caps(&[], &["fp16"], &[]), false),
+            (caps(&[], &[], &[("vram_gb", 40.0)]), true),
+            (caps(&[], &[], &[("vram_gb", 40.5)]), false),
+            (caps(&[], &[], &[("memory_gb", 1.0)]), false),
+            (caps(&[("gpu", "a100")], &["q8_0"], &[("cpus", 4.0)]), true),
+        ];
+        for (requirements, expected) in cases {
+            assert_eq!(
+                requirements.are_met_by(&offer),
+                expected,
+                "{requirements:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pending_reasons() {
+        let now = Timestamp(10_000);
+        let gpu_runner = RunnerSnapshot {
+            status: RunnerStatus::Online,
+            kinds: vec!["train".into()],
+            offer: caps(&[("gpu", "a100")], &[], &[]),
+        };
+        let offline = RunnerSnapshot {
+            status: RunnerStatus::Offline,
+            kinds: vec!["exec".into()],
+            offer: Capabilities::default(),
+        };
+        let none = Capabilities::default();
+        let needs_h100 = caps(&[("gpu", "h100")], &[], &[]);
+        let runners = [gpu_runner, offline];
+        assert_eq!(
+            pending_reason("train", &none, Timestamp(20_000), now, &runners),
+            Some(PendingReason::Scheduled)
+        );
+        assert_eq!(
+            pending_reason("exec", &none, now, now, &runners),
+            Some(PendingReason::NoRunnerForKind)
+        );
+        assert_eq!(
+            pending_reason("train", &needs_h100, now, now, &runners),
+            Some(PendingReason::RequirementsUnmet)
+        );
+        assert_eq!(pending_reason("train", &none, now, now, &runners), None);
+    }
+
+    #[test]
+    fn validation_rejects_negative_and_non_finite_resources() {
+        assert!(
+            caps(&[], &[], &[("cpus", f64::NAN)])
+                .validate("requirements")
+                .is_err()
+        );
+        assert!(
+            caps(&[], &[], &[("cpus", -2.0)])
+                .validate("requirements")
+                .is_err()
+        );
+        assert!(
+            caps(&[], &[], &[("cpus", 2.0)])
+                .validate("requirements")
+                .is_ok()
+        );
+    }
+}

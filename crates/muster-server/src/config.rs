@@ -1,0 +1,167 @@
+//! Server configuration in two stages: [`RawServerConfig`] is what flags, environment and files
+//! gave (every field optional), [`ServerConfig`] is the checked result the server runs with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Configuration as given, before defaults and checks.
+#[derive(Debug, Clone, Default)]
+pub struct RawServerConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database: Option<String>,
+    pub admin_token: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub log_cap_bytes: Option<u64>,
+    pub heartbeat_interval_ms: Option<u64>,
+    pub cancel_grace_s: Option<u64>,
+    pub reap_interval_ms: Option<u64>,
+}
+
+/// Where jobs are stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatabaseConfig {
+    /// The embedded SQLite file.
+    Sqlite { path: PathBuf },
+}
+
+/// Checked configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    /// From `MUSTER_ADMIN_TOKEN`; when `None`, the token in `<data-dir>/admin.token` is used or
+    /// made.
+    pub admin_token: Option<String>,
+    pub max_body_bytes: usize,
+    pub log_cap_bytes: u64,
+    pub heartbeat_interval: Duration,
+    /// How long a cancelled job waits for its runner to confirm before it ends anyway.
+    pub cancel_grace: Duration,
+    pub reap_interval: Duration,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+pub const DEFAULT_DATA_DIR: &str = ".muster";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+pub const DEFAULT_LOG_CAP_BYTES: u64 = 4 * 1024 * 1024;
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 10_000;
+pub const DEFAULT_CANCEL_GRACE_S: u64 = 30;
+pub const DEFAULT_REAP_INTERVAL_MS: u64 = 250;
+
+/// A setting that cannot be used; names the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+fn config_error(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        problem: problem.into(),
+    }
+}
+
+impl ServerConfig {
+    pub fn from_raw(raw: RawServerConfig) -> Result<ServerConfig, ConfigError> {
+        let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen = resolve_listen(&listen_text)?;
+        let data_dir = raw
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let database = match raw.database.as_deref().map(str::trim) {
+            None | Some("") => DatabaseConfig::Sqlite {
+                path: data_dir.join("muster.db"),
+            },
+            Some(url) if url.starts_with("sqlite:") => {
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
+                if path.is_empty() {
+                    return Err(config_error(
+                        "--database",
+                        "sqlite: URL without a file path",
+                    ));
+                }
+                DatabaseConfig::Sqlite {
+                    path: PathBuf::from(path),
+                }
+            }
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                return Err(config_error(
+                    "--database",
+                    "the PostgreSQL backend is not available in this build yet; omit --database to use the embedded SQLite store",
+                ));
+            }
+            Some(other) => {
+                return Err(config_error(
+                    "--database",
+                    format!("unsupported URL '{other}': use sqlite:PATH or omit it"),
+                ));
+            }
+        };
+        if let Some(token) = &raw.admin_token {
+            if token.trim().len() < 16 {
+                return Err(config_error(
+                    "MUSTER_ADMIN_TOKEN",
+                    "must be at least 16 characters",
+                ));
+            }
+            if token.starts_with(muster_api::RUNNER_TOKEN_PREFIX) {
+                return Err(config_error(
+                    "MUSTER_ADMIN_TOKEN",
+                    "must not look like a runner token",
+                ));
+            }
+        }
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes < 1024 {
+            return Err(config_error("--max-body-bytes", "must be at least 1024"));
+        }
+        let heartbeat_interval_ms = raw
+            .heartbeat_interval_ms
+            .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL_MS);
+        if !(100..=600_000).contains(&heartbeat_interval_ms) {
+            return Err(config_error(
+                "--heartbeat-interval-ms",
+                "must be between 100 and 600000",
+            ));
+        }
+        let reap_interval_ms = raw.reap_interval_ms.unwrap_or(DEFAULT_REAP_INTERVAL_MS);
+        if !(10..=60_000).contains(&reap_interval_ms) {
+            return Err(config_error(
+                "--reap-interval-ms",
+                "must be between 10 and 60000",
+            ));
+        }
+        Ok(ServerConfig {
+            listen,
+            data_dir,
+            database,
+            admin_token: raw.admin_token.map(|token| token.trim().to_string()),
+            max_body_bytes,
+            log_cap_bytes: raw.log_cap_bytes.unwrap_or(DEFAULT_LOG_CAP_BYTES),
+            heartbeat_interval: Duration::from_millis(heartbeat_interval_ms),
+            cancel_grace: Duration::from_secs(raw.cancel_grace_s.unwrap_or(DEFAULT_CANCEL_GRACE_S)),
+            reap_interval: Duration::from_millis(reap_interval_ms),
+        })
+    }
+
+    /// A runner unheard of for three heartbeat intervals is offline.
+    pub fn runner_offline_after_ms(&self) -> i64 {
+        self.heartbeat_interval.as_millis() as i64 * 3
+    }
+}
+
+fn resolve_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let text = text.trim().trim_start_matches("http://");
+    text.to_socket_addrs()
+        .map_err(|error| config_error("--listen", format!("'{text}' is not HOST:PORT: {error}")))?
+        .next()
+        .ok_or_else(|| config_error("--listen", format!("'{text}' resolves to no address")))
+}

@@ -1,0 +1,245 @@
+//! Conversions between the domain types of `muster-core` and the wire types of `muster-api`.
+//! This module is the only place where the two meet.
+
+use muster_api as wire;
+use muster_core::{
+    Capabilities, FailureReason, JobRecord, JobState, Lease, LogEntry, LogLevel, PendingReason,
+    RunnerRecord, RunnerStatus, Timestamp,
+};
+use time::OffsetDateTime;
+
+use crate::ApiError;
+
+pub(crate) fn time_to_wire(at: Timestamp) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(at.as_millis()) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+pub(crate) fn time_from_wire(at: OffsetDateTime) -> Timestamp {
+    Timestamp((at.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+pub(crate) fn state_to_wire(state: JobState) -> wire::JobState {
+    match state {
+        JobState::Pending => wire::JobState::Pending,
+        JobState::Claimed => wire::JobState::Claimed,
+        JobState::Running => wire::JobState::Running,
+        JobState::Cancelling => wire::JobState::Cancelling,
+        JobState::Completed => wire::JobState::Completed,
+        JobState::Failed => wire::JobState::Failed,
+        JobState::Cancelled => wire::JobState::Cancelled,
+    }
+}
+
+pub(crate) fn state_from_wire(state: wire::JobState) -> JobState {
+    match state {
+        wire::JobState::Pending => JobState::Pending,
+        wire::JobState::Claimed => JobState::Claimed,
+        wire::JobState::Running => JobState::Running,
+        wire::JobState::Cancelling => JobState::Cancelling,
+        wire::JobState::Completed => JobState::Completed,
+        wire::JobState::Failed => JobState::Failed,
+        wire::JobState::Cancelled => JobState::Cancelled,
+    }
+}
+
+pub(crate) fn reason_to_wire(reason: FailureReason) -> wire::FailureReason {
+    match reason {
+        FailureReason::RunnerError => wire::FailureReason::RunnerError,
+        FailureReason::LeaseExpired => wire::FailureReason::LeaseExpired,
+        FailureReason::TimedOut => wire::FailureReason::TimedOut,
+        FailureReason::Cancelled => wire::FailureReason::Cancelled,
+    }
+}
+
+pub(crate) fn reason_from_wire(reason: wire::FailureReason) -> FailureReason {
+    match reason {
+        wire::FailureReason::RunnerError => FailureReason::RunnerError,
+        wire::FailureReason::LeaseExpired => FailureReason::LeaseExpired,
+        wire::FailureReason::TimedOut => FailureReason::TimedOut,
+        wire::FailureReason::Cancelled => FailureReason::Cancelled,
+    }
+}
+
+pub(crate) fn level_to_wire(level: LogLevel) -> wire::LogLevel {
+    match level {
+        LogLevel::Trace => wire::LogLevel::Trace,
+        LogLevel::Debug => wire::LogLevel::Debug,
+        LogLevel::Info => wire::LogLevel::Info,
+        LogLevel::Warn => wire::LogLevel::Warn,
+        LogLevel::Error => wire::LogLevel::Error,
+    }
+}
+
+pub(crate) fn level_from_wire(level: wire::LogLevel) -> LogLevel {
+    match level {
+        wire::LogLevel::Trace => LogLevel::Trace,
+        wire::LogLevel::Debug => LogLevel::Debug,
+        wire::LogLevel::Info => LogLevel::Info,
+        wire::LogLevel::Warn => LogLevel::Warn,
+        wire::LogLevel::Error => LogLevel::Error,
+    }
+}
+
+fn pending_reason_to_wire(reason: PendingReason) -> wire::PendingReason {
+    match reason {
+        PendingReason::Scheduled => wire::PendingReason::Scheduled,
+        PendingReason::NoRunnerForKind => wire::PendingReason::NoRunnerForKind,
+        PendingReason::RequirementsUnmet => wire::PendingReason::RequirementsUnmet,
+    }
+}
+
+pub(crate) fn capabilities_to_wire(capabilities: &Capabilities) -> wire::Requirements {
+    wire::Requirements {
+        labels: capabilities.labels.clone(),
+        tags: capabilities.tags.clone(),
+        resources: capabilities.resources.clone(),
+    }
+}
+
+pub(crate) fn capabilities_from_wire(requirements: wire::Requirements) -> Capabilities {
+    Capabilities {
+        labels: requirements.labels,
+        tags: requirements.tags,
+        resources: requirements.resources,
+    }
+}
+
+pub(crate) fn lease_to_wire(lease: Lease) -> wire::Lease {
+    wire::Lease {
+        epoch: lease.epoch,
+        expires_at: time_to_wire(lease.expires_at),
+        ttl_ms: lease.ttl_ms.max(0) as u64,
+    }
+}
+
+pub(crate) fn job_to_wire(job: JobRecord, pending_reason: Option<PendingReason>) -> wire::Job {
+    let lifecycle = job.lifecycle;
+    wire::Job {
+        id: job.id.0,
+        kind: job.kind,
+        state: state_to_wire(lifecycle.state),
+        payload: job.payload,
+        priority: job.priority,
+        requirements: capabilities_to_wire(&job.requirements),
+        attempt: lifecycle.attempt,
+        max_attempts: lifecycle.policy.max_attempts,
+        timeout_s: lifecycle.policy.timeout_s,
+        lease_ttl_s: lifecycle.policy.lease_ttl_s,
+        backoff_base_s: lifecycle.policy.backoff_base_s,
+        run_after: time_to_wire(lifecycle.run_after),
+        idempotency_key: job.idempotency_key,
+        progress: wire::Progress {
+            percent: job.progress.percent,
+            message: job.progress.message,
+        },
+        result: job.result,
+        error: lifecycle.error.map(|error| wire::JobError {
+            reason: reason_to_wire(error.reason),
+            message: error.message,
+        }),
+        runner_id: lifecycle.runner_id.map(|id| id.0),
+        created_at: time_to_wire(job.created_at),
+        claimed_at: lifecycle.claimed_at.map(time_to_wire),
+        started_at: lifecycle.started_at.map(time_to_wire),
+        finished_at: lifecycle.finished_at.map(time_to_wire),
+        lease_expires_at: if lifecycle.state.is_leased() {
+            lifecycle.lease_expires_at.map(time_to_wire)
+        } else {
+            None
+        },
+        lease_epoch: lifecycle.lease_epoch,
+        pending_reason: pending_reason.map(pending_reason_to_wire),
+    }
+}
+
+pub(crate) fn runner_to_wire(runner: RunnerRecord, status: RunnerStatus) -> wire::Runner {
+    wire::Runner {
+        id: runner.id.0,
+        name: runner.name,
+        organization_id: runner.organization_id,
+        status: match status {
+            RunnerStatus::Online => wire::RunnerStatus::Online,
+            RunnerStatus::Offline => wire::RunnerStatus::Offline,
+            RunnerStatus::Draining => wire::RunnerStatus::Draining,
+        },
+        labels: runner.labels,
+        tags: runner.offer.tags,
+        resources: runner.offer.resources,
+        kinds: runner.kinds,
+        hostname: runner.hostname,
+        version: runner.version,
+        last_heartbeat_at: runner.last_heartbeat_at.map(time_to_wire),
+        running_jobs: runner.running_jobs,
+        created_at: time_to_wire(runner.created_at),
+    }
+}
+
+pub(crate) fn log_entry_to_wire(entry: LogEntry) -> wire::LogEntry {
+    wire::LogEntry {
+        seq: entry.seq,
+        ts: time_to_wire(entry.ts),
+        level: level_to_wire(entry.level),
+        message: entry.message,
+        metadata: entry.metadata,
+    }
+}
+
+pub(crate) fn log_entry_from_wire(entry: wire::NewLogEntry) -> muster_core::NewLogEntry {
+    muster_core::NewLogEntry {
+        seq: entry.seq,
+        level: level_from_wire(entry.level),
+        message: entry.message,
+        metadata: entry.metadata,
+    }
+}
+
+/// Progress from a heartbeat's `progress` field: a number, or `{"progress"|"percent", "message"}`.
+pub(crate) fn progress_from_value(
+    value: serde_json::Value,
+) -> Result<muster_core::Progress, ApiError> {
+    let (percent, message) = match value {
+        serde_json::Value::Number(number) => (number.as_f64(), None),
+        serde_json::Value::Object(object) => {
+            let percent = object
+                .get("progress")
+                .or_else(|| object.get("percent"))
+                .and_then(serde_json::Value::as_f64);
+            let message = match object.get("message") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(text)) => Some(text.clone()),
+                Some(_) => {
+                    return Err(ApiError::InvalidInput(
+                        "progress.message must be a string".into(),
+                    ));
+                }
+            };
+            (percent, message)
+        }
+        _ => (None, None),
+    };
+    let percent = percent.ok_or_else(|| {
+        ApiError::InvalidInput(
+            "progress must be a number from 0 to 100, or {\"progress\": N, \"message\": \"...\"}"
+                .into(),
+        )
+    })?;
+    checked_progress(percent, message)
+}
+
+pub(crate) fn checked_progress(
+    percent: f64,
+    message: Option<String>,
+) -> Result<muster_core::Progress, ApiError> {
+    if !percent.is_finite() || !(0.0..=100.0).contains(&percent) {
+        return Err(ApiError::InvalidInput(format!(
+            "progress must be between 0 and 100, got {percent}"
+        )));
+    }
+    if message.as_ref().is_some_and(|message| message.len() > 4096) {
+        return Err(ApiError::InvalidInput(
+            "progress message must be at most 4096 bytes".into(),
+        ));
+    }
+    Ok(muster_core::Progress { percent, message })
+}

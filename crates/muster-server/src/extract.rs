@@ -1,0 +1,180 @@
+//! Request extractors that answer bad input with the contract's typed errors instead of axum's
+//! plain-text rejections.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::ApiError;
+use crate::auth::Caller;
+use crate::state::AppState;
+
+/// A JSON body of type `T`. Ignores the content type (curl's `-d` sends a form type), enforces
+/// the configured size limit with 413, and names the offending field in 400s.
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<JsonBody<T>, ApiError> {
+        let limit = state.config.max_body_bytes;
+        let bytes = read_body(request.into_body(), limit).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let inner = error.into_inner();
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+        while let Some(current) = source {
+            if current.is::<http_body_util::LengthLimitError>() {
+                return ApiError::PayloadTooLarge(format!(
+                    "request body is larger than the limit of {limit} bytes"
+                ));
+            }
+            source = current.source();
+        }
+        ApiError::InvalidInput(format!("could not read the request body: {inner}"))
+    })
+}
+
+/// Parse JSON, naming the field that is wrong.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::InvalidInput(
+            "request body is empty; a JSON object is required".into(),
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let what = if inner.is_syntax() || inner.is_eof() {
+            "malformed JSON"
+        } else {
+            "invalid field"
+        };
+        if path == "." || path.is_empty() {
+            ApiError::InvalidInput(format!("{what}: {inner}"))
+        } else {
+            ApiError::InvalidInput(format!("{what} '{path}': {inner}"))
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|error| ApiError::InvalidInput(format!("malformed JSON: {error}")))?;
+    Ok(value)
+}
+
+/// Query parameters of type `T`, with 400s that name the parameter.
+pub(crate) struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<QueryParams<T>, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(QueryParams)
+            .map_err(|error| {
+                ApiError::InvalidInput(format!(
+                    "query parameter '{}': {}",
+                    error.path(),
+                    error.inner()
+                ))
+            })
+    }
+}
+
+/// The id in a path, as a UUID; anything else is an unknown id.
+pub(crate) fn parse_id(text: &str, what: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::NotFound(format!("{what} '{text}' not found (ids are UUIDs)")))
+}
+
+/// The bearer token of a request, if any.
+pub(crate) fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::Unauthorized(
+            "missing Authorization header; send 'Authorization: Bearer <token>'".into(),
+        )
+    })?;
+    let text = header
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("Authorization header is not valid text".into()))?;
+    let token = text
+        .strip_prefix("Bearer ")
+        .or_else(|| text.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            ApiError::Unauthorized("Authorization header must be 'Bearer <token>'".into())
+        })?;
+    Ok(token.trim())
+}
+
+/// A request made with the admin token.
+pub(crate) struct AdminAuth;
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<AdminAuth, ApiError> {
+        match state.auth.identify(bearer_token(parts)?, state).await? {
+            Caller::Admin => Ok(AdminAuth),
+            Caller::Runner(_) => Err(ApiError::Forbidden(
+                "a runner token cannot be used on user or admin routes".into(),
+            )),
+        }
+    }
+}
+
+/// A request made with a runner token: the runner's id.
+pub(crate) struct RunnerAuth(pub muster_core::RunnerId);
+
+impl FromRequestParts<AppState> for RunnerAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<RunnerAuth, ApiError> {
+        match state.auth.identify(bearer_token(parts)?, state).await? {
+            Caller::Runner(id) => Ok(RunnerAuth(id)),
+            Caller::Admin => Err(ApiError::Forbidden(
+                "runner routes take a runner token, not the admin token".into(),
+            )),
+        }
+    }
+}
+
+/// The `Muster-Lease-Epoch` header, when sent.
+pub(crate) struct LeaseEpoch(pub Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for LeaseEpoch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<LeaseEpoch, ApiError> {
+        match parts.headers.get(muster_api::LEASE_EPOCH_HEADER) {
+            None => Ok(LeaseEpoch(None)),
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .map(|epoch| LeaseEpoch(Some(epoch)))
+                .ok_or_else(|| {
+                    ApiError::InvalidInput(format!(
+                        "header {}: must be a non-negative integer",
+                        muster_api::LEASE_EPOCH_HEADER
+                    ))
+                }),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The muster coordinator: the HTTP API of `shared/api-v1.md` over a [`muster_store::Store`].
+//!
+//! [`run`] serves until its shutdown token is cancelled; [`build`] makes the router and its state
+//! without a socket, for embedding and tests.
+
+mod auth;
+pub mod config;
+mod convert;
+mod error;
+mod extract;
+mod metrics;
+mod reaper;
+mod routes;
+mod state;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use muster_core::{Clock, SystemClock};
+use muster_store::Store;
+use muster_store::sqlite::{SqliteConfig, SqliteStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{hash_token, load_or_create_admin_token};
+pub(crate) use axum::Json;
+pub use config::{DatabaseConfig, RawServerConfig, ServerConfig};
+pub use error::ApiError;
+pub use state::AppState;
+
+/// Open the store the configuration names.
+pub fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    match &config.database {
+        DatabaseConfig::Sqlite { path } => {
+            let store = SqliteStore::open(&SqliteConfig {
+                path: path.clone(),
+                log_cap_bytes: config.log_cap_bytes,
+            })
+            .with_context(|| format!("open SQLite store {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// A coordinator ready to serve: its router and the state behind it.
+pub struct Coordinator {
+    pub router: Router,
+    pub state: AppState,
+}
+
+/// Build the router over `store`, with `clock` as the source of "now".
+pub fn build(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    admin_token: &str,
+    shutdown: CancellationToken,
+) -> Coordinator {
+    let (routes, openapi) = routes::routes();
+    let openapi_json = openapi
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".to_string());
+    let (job_changes, _) = tokio::sync::broadcast::channel(1024);
+    let state = AppState {
+        store,
+        clock,
+        config: Arc::new(config),
+        auth: Arc::new(auth::Auth::new(admin_token)),
+        metrics: Arc::new(metrics::Metrics::new()),
+        runner_view: Arc::new(state::RunnerView::default()),
+        job_changes,
+        shutdown,
+        openapi_json: Arc::new(openapi_json),
+    };
+    let router = routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.max_body_bytes,
+        ))
+        .with_state(state.clone());
+    Coordinator { router, state }
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{} is not allowed on {}", method, uri.path()))
+}
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    let body = ApiError::Internal("panic".into()).body();
+    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+}
+
+/// Serve on `listener` until `shutdown` is cancelled, with the system clock, running the reaper
+/// beside it. Prints `listening on http://HOST:PORT` once ready.
+pub async fn run(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    admin_token: &str,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let coordinator = build(
+        config,
+        store,
+        Arc::new(SystemClock),
+        admin_token,
+        shutdown.clone(),
+    );
+    serve(coordinator, listener, shutdown).await
+}
+
+/// Serve a built coordinator on `listener` until `shutdown` is cancelled, running the reaper
+/// beside it.
+pub async fn serve(
+    coordinator: Coordinator,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let reaper = tokio::spawn(reaper::run(coordinator.state.clone(), shutdown.clone()));
+    let address = listener
+        .local_addr()
+        .context("read the listening address")?;
+    // Printed on stdout for scripts and tests that wait for it, whatever the log settings.
+    println!("muster coordinator listening on http://{address}");
+    tracing::info!(%address, "listening");
+    let stop = shutdown.clone();
+    let served = axum::serve(listener, coordinator.router)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .context("serve HTTP");
+    shutdown.cancel();
+    let _ = reaper.await;
+    served
+}
+
+/// Run the reaper once now; for tests that move a manual clock.
+pub async fn reap_now(state: &AppState) {
+    reaper::reap_once(state).await;
+}

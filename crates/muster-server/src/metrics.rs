@@ -1,0 +1,135 @@
+//! Prometheus metrics. Counters are kept in this process; queue depth and runner counts are read
+//! from the store at scrape time so they are right with many coordinators too.
+
+use std::sync::Mutex;
+
+use muster_core::{FailureReason, RunnerStatus};
+use muster_store::QueueDepth;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    claim_requests: Counter,
+    jobs_claimed: Counter,
+    jobs_completed: Counter,
+    attempts_failed: Family<Labels, Counter>,
+    claim_wait_seconds: Histogram,
+    jobs: Family<Labels, Gauge>,
+    runners: Family<Labels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("muster");
+        let claim_requests = Counter::default();
+        let jobs_claimed = Counter::default();
+        let jobs_completed = Counter::default();
+        let attempts_failed = Family::<Labels, Counter>::default();
+        let claim_wait_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 20));
+        let jobs = Family::<Labels, Gauge>::default();
+        let runners = Family::<Labels, Gauge>::default();
+        registry.register(
+            "claim_requests",
+            "Claim calls answered",
+            claim_requests.clone(),
+        );
+        registry.register(
+            "jobs_claimed",
+            "Jobs handed to runners",
+            jobs_claimed.clone(),
+        );
+        registry.register(
+            "jobs_completed",
+            "Jobs completed by runners",
+            jobs_completed.clone(),
+        );
+        registry.register(
+            "attempts_failed",
+            "Attempts that failed, by reason (runner_error, lease_expired, timed_out, cancelled)",
+            attempts_failed.clone(),
+        );
+        registry.register(
+            "claim_wait_seconds",
+            "Time from a job becoming claimable to its claim",
+            claim_wait_seconds.clone(),
+        );
+        registry.register("jobs", "Jobs in the store by kind and state", jobs.clone());
+        registry.register("runners", "Registered runners by status", runners.clone());
+        Metrics {
+            registry: Mutex::new(registry),
+            claim_requests,
+            jobs_claimed,
+            jobs_completed,
+            attempts_failed,
+            claim_wait_seconds,
+            jobs,
+            runners,
+        }
+    }
+
+    pub fn record_claim(&self, wait_seconds: impl IntoIterator<Item = f64>) {
+        self.claim_requests.inc();
+        for wait in wait_seconds {
+            self.jobs_claimed.inc();
+            self.claim_wait_seconds.observe(wait.max(0.0));
+        }
+    }
+
+    pub fn record_completions(&self, count: u64) {
+        self.jobs_completed.inc_by(count);
+    }
+
+    pub fn record_failure(&self, reason: FailureReason, count: u64) {
+        if count > 0 {
+            self.attempts_failed
+                .get_or_create(&vec![("reason".to_string(), reason.as_str().to_string())])
+                .inc_by(count);
+        }
+    }
+
+    /// The exposition text, with gauges set from `depths` and `runner_statuses`.
+    pub fn render(&self, depths: &[QueueDepth], runner_statuses: &[RunnerStatus]) -> String {
+        self.jobs.clear();
+        for depth in depths {
+            let labels = vec![
+                ("kind".to_string(), depth.kind.clone()),
+                ("state".to_string(), depth.state.as_str().to_string()),
+            ];
+            self.jobs.get_or_create(&labels).set(depth.count as i64);
+        }
+        self.runners.clear();
+        for status in [
+            RunnerStatus::Online,
+            RunnerStatus::Offline,
+            RunnerStatus::Draining,
+        ] {
+            let count = runner_statuses
+                .iter()
+                .filter(|seen| **seen == status)
+                .count();
+            self.runners
+                .get_or_create(&vec![("status".to_string(), status.as_str().to_string())])
+                .set(count as i64);
+        }
+        let mut text = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            if let Err(error) = encode(&mut text, &registry) {
+                tracing::error!(%error, "failed to encode metrics");
+            }
+        }
+        text
+    }
+}

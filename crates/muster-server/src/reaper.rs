@@ -1,0 +1,56 @@
+//! The reaper: applies passed deadlines (lease expiry, attempt timeout, cancel grace) so no job
+//! stays claimed or running forever.
+
+use muster_core::FailureReason;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+/// Jobs handled per store call; a pass repeats while calls come back full.
+const REAP_BATCH: u32 = 500;
+
+pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(state.config.reap_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        reap_once(&state).await;
+    }
+}
+
+/// One pass; errors are logged here, where they are handled, and the next tick tries again.
+pub(crate) async fn reap_once(state: &AppState) {
+    loop {
+        match state.store.reap(state.clock.now(), REAP_BATCH).await {
+            Ok(report) => {
+                state
+                    .metrics
+                    .record_failure(FailureReason::LeaseExpired, u64::from(report.lease_expired));
+                state
+                    .metrics
+                    .record_failure(FailureReason::TimedOut, u64::from(report.timed_out));
+                state
+                    .metrics
+                    .record_failure(FailureReason::Cancelled, u64::from(report.cancels_finished));
+                if report.total() > 0 {
+                    tracing::info!(
+                        lease_expired = report.lease_expired,
+                        timed_out = report.timed_out,
+                        cancels_finished = report.cancels_finished,
+                        "reaped jobs past their deadlines"
+                    );
+                }
+                if report.total() < REAP_BATCH {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "failed to reap expired leases; will retry");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! User routes for jobs: submit, list, show, cancel, retry, logs (paged or live), DAG.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use muster_api as wire;
+use muster_core::{JobId, JobPolicy, JobRecord, JobSpec, JobState, NewJob, pending_reason};
+use muster_store::{JobFilter, PageRequest};
+use rand::Rng;
+use serde::Deserialize;
+
+use crate::convert::{
+    capabilities_from_wire, job_to_wire, log_entry_to_wire, state_from_wire, time_from_wire,
+};
+use crate::extract::{AdminAuth, JsonBody, QueryParams, parse_id};
+use crate::state::AppState;
+use crate::{ApiError, Json};
+
+const MAX_BATCH_SUBMIT: usize = 1000;
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 1000;
+
+/// Render jobs for users, explaining why pending ones wait.
+pub(crate) async fn jobs_to_wire(state: &AppState, jobs: Vec<JobRecord>) -> Vec<wire::Job> {
+    let needs_reasons = jobs.iter().any(|job| job.state() == JobState::Pending);
+    let runners = if needs_reasons {
+        Some(state.runner_view.snapshots(state).await)
+    } else {
+        None
+    };
+    let now = state.clock.now();
+    jobs.into_iter()
+        .map(|job| {
+            let reason = match (&runners, job.state()) {
+                (Some(runners), JobState::Pending) => pending_reason(
+                    &job.kind,
+                    &job.requirements,
+                    job.lifecycle.run_after,
+                    now,
+                    runners,
+                ),
+                _ => None,
+            };
+            job_to_wire(job, reason)
+        })
+        .collect()
+}
+
+pub(crate) async fn job_to_user(state: &AppState, job: JobRecord) -> wire::Job {
+    jobs_to_wire(state, vec![job])
+        .await
+        .pop()
+        .expect("one job in, one job out")
+}
+
+fn new_job_from_wire(request: wire::SubmitJob, state: &AppState) -> Result<NewJob, ApiError> {
+    let defaults = JobSpec::with_defaults(request.kind.clone());
+    let spec = JobSpec {
+        kind: request.kind,
+        payload: request.payload.unwrap_or(defaults.payload),
+        priority: request.priority.unwrap_or(defaults.priority),
+        requirements: request
+            .requirements
+            .map(capabilities_from_wire)
+            .unwrap_or_default(),
+        policy: JobPolicy {
+            max_attempts: request.max_attempts.unwrap_or(defaults.policy.max_attempts),
+            timeout_s: request.timeout_s.unwrap_or(defaults.policy.timeout_s),
+            lease_ttl_s: request.lease_ttl_s.unwrap_or(defaults.policy.lease_ttl_s),
+            backoff_base_s: request
+                .backoff_base_s
+                .unwrap_or(defaults.policy.backoff_base_s),
+        },
+        run_after: request.run_after.map(time_from_wire),
+        idempotency_key: request.idempotency_key,
+    };
+    spec.validate()
+        .map_err(|error| ApiError::InvalidInput(error.to_string()))?;
+    let now = state.clock.now();
+    Ok(NewJob {
+        id: JobId::new(now, rand::rng().random()),
+        created_at: now,
+        spec,
+    })
+}
+
+/// Submit a job.
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = wire::SubmitJob,
+    responses(
+        (status = 201, description = "created", body = wire::Job),
+        (status = 200, description = "a job with this idempotency_key exists; it is returned", body = wire::Job),
+        (status = 400, body = wire::ErrorBody), (status = 401, body = wire::ErrorBody), (status = 413, body = wire::ErrorBody),
+    ),
+    security(("admin_token" = [])))]
+pub(crate) async fn submit_job(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    JsonBody(request): JsonBody<wire::SubmitJob>,
+) -> Result<Response, ApiError> {
+    let new_job = new_job_from_wire(request, &state)?;
+    let mut submitted = state.store.submit_jobs(vec![new_job]).await?;
+    let submitted = submitted
+        .pop()
+        .ok_or_else(|| ApiError::Internal("store answered no job for one submitted".into()))?;
+    let status = if submitted.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(job_to_user(&state, submitted.job).await)).into_response())
+}
+
+/// Submit up to 1000 jobs in one commit (all or none).
+#[utoipa::path(post, path = "/api/v1/jobs/batch", tag = "jobs", request_body = wire::SubmitJobs,
+    responses((status = 201, body = wire::JobList), (status = 400, body = wire::ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn submit_jobs(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    JsonBody(request): JsonBody<wire::SubmitJobs>,
+) -> Result<(StatusCode, Json<wire::JobList>), ApiError> {
+    if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH_SUBMIT {
+        return Err(ApiError::InvalidInput(format!(
+            "jobs: between 1 and {MAX_BATCH_SUBMIT} jobs per batch"
+        )));
+    }
+    let new_jobs = request
+        .jobs
+        .into_iter()
+        .enumerate()
+        .map(|(index, job)| {
+            new_job_from_wire(job, &state)
+                .map_err(|error| ApiError::InvalidInput(format!("jobs[{index}]: {error}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let submitted = state.store.submit_jobs(new_jobs).await?;
+    let items = jobs_to_wire(
+        &state,
+        submitted
+            .into_iter()
+            .map(|submitted| submitted.job)
+            .collect(),
+    )
+    .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(wire::JobList {
+            items,
+            next_cursor: None,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct ListJobsQuery {
+    /// pending, claimed, running, cancelling, completed, failed, cancelled
+    state: Option<wire::JobState>,
+    kind: Option<String>,
+    runner_id: Option<uuid::Uuid>,
+    /// Default 50, at most 1000.
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub(crate) fn page_request(
+    limit: Option<u32>,
+    cursor: Option<String>,
+) -> Result<PageRequest, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::InvalidInput(format!(
+            "query parameter 'limit': must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    Ok(PageRequest {
+        limit,
+        cursor: cursor.filter(|cursor| !cursor.is_empty()),
+    })
+}
+
+/// List jobs, newest first.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListJobsQuery),
+    responses((status = 200, body = wire::JobList), (status = 400, body = wire::ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn list_jobs(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    QueryParams(query): QueryParams<ListJobsQuery>,
+) -> Result<Json<wire::JobList>, ApiError> {
+    let filter = JobFilter {
+        state: query.state.map(state_from_wire),
+        kind: query.kind,
+        runner_id: query.runner_id.map(muster_core::RunnerId),
+    };
+    let page = state
+        .store
+        .list_jobs(filter, page_request(query.limit, query.cursor)?)
+        .await?;
+    let items = jobs_to_wire(&state, page.items).await;
+    Ok(Json(wire::JobList {
+        items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Show a job.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = wire::Job), (status = 404, body = wire::ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn get_job(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    Path(id): Path<String>,
+) -> Result<Json<wire::Job>, ApiError> {
+    let id = JobId(parse_id(&id, "job")?);
+    let job = state.store.get_job(id).await?;
+    Ok(Json(job_to_user(&state, job).await))
+}
+
+/// Cancel a job: a pending job ends `cancelled`, a claimed or running one goes to `cancelling`
+/// until its runner confirms or the grace period ends.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = wire::Job), (status = 404, body = wire::ErrorBody), (status = 409, body = wire::ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn cancel_job(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    Path(id): Path<String>,
+) -> Result<Json<wire::Job>, ApiError> {
+    let id = JobId(parse_id(&id, "job")?);
+    let grace_ms = state.config.cancel_grace.as_millis() as i64;
+    let job = state
+        .store
+        .cancel_job(id, grace_ms, state.clock.now())
+        .await?;
+    let _ = state.job_changes.send(id);
+    Ok(Json(job_to_user(&state, job).await))
+}
+
+/// Put a failed or cancelled job back in the queue with a fresh allowance of attempts.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = wire::Job), (status = 404, body = wire::ErrorBody), (status = 409, body = wire::ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn retry_job(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    Path(id): Path<String>,
+) -> Result<Json<wire::Job>, ApiError> {
+    let id = JobId(parse_id(&id, "job")?);
+    let job = state.store.retry_job(id, state.clock.now()).await?;
+    Ok(Json(job_to_user(&state, job).await))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct LogsQuery {
+    /// Entries with a larger seq than this; omit to start at the beginning.
+    after_seq: Option<u64>,
+    /// Default 1000, at most 10000.
+    limit: Option<u32>,
+}
+
+/// Read a job's log, or follow it live with `Accept: text/event-stream` (events `log`, then
+/// `end` once the job is finished).
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/logs", tag = "jobs", params(("id" = String, Path), LogsQuery),
+    responses(
+        (status = 200, description = "a page of entries, or an SSE stream", body = wire::LogPage),
+        (status = 404, body = wire::ErrorBody),
+    ),
+    security(("admin_token" = [])))]
+pub(crate) async fn job_logs(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    Path(id): Path<String>,
+    QueryParams(query): QueryParams<LogsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = JobId(parse_id(&id, "job")?);
+    let limit = query.limit.unwrap_or(1000);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::InvalidInput(
+            "query parameter 'limit': must be between 1 and 10000".into(),
+        ));
+    }
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"));
+    // Resuming streams send the last id they saw.
+    let resume_after = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    let after_seq = resume_after.or(query.after_seq);
+    let page = state.store.read_logs(id, after_seq, limit).await?;
+    if !wants_stream {
+        let items = page.items.into_iter().map(log_entry_to_wire).collect();
+        return Ok(Json(wire::LogPage {
+            items,
+            next_seq: page.next_seq,
+        })
+        .into_response());
+    }
+    let stream = follow_logs(state, id, page);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Entries as they arrive until the job is finished and its log drained.
+fn follow_logs(
+    state: AppState,
+    id: JobId,
+    first: muster_store::LogPage,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    async_stream_from(move |sender| async move {
+        let mut changes = state.job_changes.subscribe();
+        let mut page = first;
+        loop {
+            let drained = page.items.is_empty();
+            for entry in page.items.drain(..) {
+                let seq = entry.seq;
+                let data = serde_json::to_string(&log_entry_to_wire(entry)).unwrap_or_default();
+                if sender
+                    .send(Event::default().event("log").id(seq.to_string()).data(data))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if drained && page.job_finished {
+                let job = match state.store.get_job(id).await {
+                    Ok(job) => {
+                        serde_json::json!({"id": id.to_string(), "state": job.state().as_str()})
+                    }
+                    Err(_) => serde_json::json!({"id": id.to_string()}),
+                };
+                let _ = sender
+                    .send(Event::default().event("end").data(job.to_string()))
+                    .await;
+                return;
+            }
+            if drained {
+                // Wake on a change made here, or poll: another coordinator may have written.
+                let wait = async {
+                    loop {
+                        match changes.recv().await {
+                            Ok(changed) if changed == id => return,
+                            Ok(_) => continue,
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                std::future::pending::<()>().await
+                            }
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_millis(500), wait).await;
+            }
+            let after = page.next_seq.checked_sub(1);
+            page = match state.store.read_logs(id, after, 1000).await {
+                Ok(next) => next,
+                Err(error) => {
+                    tracing::warn!(%error, job = %id, "failed to read logs for a live stream; closing it");
+                    let body = crate::ApiError::from(error).body();
+                    let _ = sender
+                        .send(
+                            Event::default()
+                                .event("error")
+                                .data(serde_json::to_string(&body).unwrap_or_default()),
+                        )
+                        .await;
+                    return;
+                }
+            };
+        }
+    })
+}
+
+/// A stream fed by a task: the task ends when the client goes away (its sends fail).
+fn async_stream_from<F, Fut>(produce: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(produce(sender));
+    futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(receiver), Ok)
+}
+
+/// The step DAG its runner last synced (empty when none was).
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/dag", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = wire::Dag), (status = 404, body = wire::ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn job_dag(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = JobId(parse_id(&id, "job")?);
+    let dag = state.store.read_dag(id).await?;
+    Ok(Json(dag.unwrap_or_else(
+        || serde_json::json!({"nodes": [], "edges": []}),
+    )))
+}

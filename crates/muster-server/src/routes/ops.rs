@@ -1,0 +1,82 @@
+//! Unauthenticated operational endpoints: liveness, readiness, metrics, the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use muster_core::runner_status;
+use muster_store::PageRequest;
+
+use crate::state::AppState;
+use crate::{ApiError, Json};
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
+pub(crate) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// The store answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready"), (status = 503, body = muster_api::ErrorBody)))]
+pub(crate) async fn readyz(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::Unavailable(
+            "the coordinator is shutting down".into(),
+        ));
+    }
+    state.store.ping().await?;
+    Ok(Json(serde_json::json!({"status": "ready"})))
+}
+
+/// Prometheus metrics: queue depth by kind and state, claims, completions, failures by reason,
+/// claim wait, runners by status.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let depths = state.store.queue_depths().await?;
+    let now = state.clock.now();
+    let offline_after = state.config.runner_offline_after_ms();
+    let mut statuses = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = state
+            .store
+            .list_runners(PageRequest {
+                limit: 1000,
+                cursor,
+            })
+            .await?;
+        statuses.extend(
+            page.items.iter().map(|runner| {
+                runner_status(runner.last_seen_at, runner.draining, offline_after, now)
+            }),
+        );
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let text = state.metrics.render(&depths, &statuses);
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "the OpenAPI 3.1 document of this API")))]
+pub(crate) async fn openapi(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi_json.as_ref().clone(),
+    )
+        .into_response()
+}

@@ -1,0 +1,93 @@
+//! What every request handler shares.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use muster_core::{Clock, JobId, RunnerSnapshot, runner_status};
+use muster_store::{PageRequest, Store};
+use tokio::sync::broadcast;
+
+use crate::auth::Auth;
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+
+/// How stale the runner view behind `pending_reason` may be.
+const RUNNER_VIEW_MAX_AGE: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<ServerConfig>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    pub runner_view: Arc<RunnerView>,
+    /// Jobs whose log or state changed in this process; live log streams wake on it.
+    pub job_changes: broadcast::Sender<JobId>,
+    /// Cancelled when the coordinator stops; long polls and live streams end on it.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub openapi_json: Arc<String>,
+}
+
+/// A recent snapshot of every runner, for explaining why pending jobs wait.
+#[derive(Default)]
+pub struct RunnerView {
+    snapshot: Mutex<Option<(Instant, Arc<Vec<RunnerSnapshot>>)>>,
+}
+
+impl RunnerView {
+    pub(crate) async fn snapshots(&self, state: &AppState) -> Arc<Vec<RunnerSnapshot>> {
+        if let Ok(guard) = self.snapshot.lock() {
+            if let Some((taken, snapshot)) = guard.as_ref() {
+                if taken.elapsed() < RUNNER_VIEW_MAX_AGE {
+                    return Arc::clone(snapshot);
+                }
+            }
+        }
+        let now = state.clock.now();
+        let offline_after = state.config.runner_offline_after_ms();
+        let mut snapshots = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = match state
+                .store
+                .list_runners(PageRequest {
+                    limit: 1000,
+                    cursor,
+                })
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%error, "failed to list runners for pending reasons; reasons may be stale");
+                    break;
+                }
+            };
+            snapshots.extend(page.items.into_iter().map(|runner| RunnerSnapshot {
+                status: runner_status(runner.last_seen_at, runner.draining, offline_after, now),
+                kinds: runner.kinds,
+                offer: {
+                    let mut offer = runner.offer;
+                    offer.labels = runner.labels;
+                    offer
+                },
+            }));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let snapshot = Arc::new(snapshots);
+        if let Ok(mut guard) = self.snapshot.lock() {
+            *guard = Some((Instant::now(), Arc::clone(&snapshot)));
+        }
+        snapshot
+    }
+
+    /// Drop the snapshot so the next read sees a change just made.
+    pub(crate) fn invalidate(&self) {
+        if let Ok(mut guard) = self.snapshot.lock() {
+            *guard = None;
+        }
+    }
+}

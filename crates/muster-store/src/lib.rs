@@ -1,0 +1,164 @@
+//! muster's durable store.
+//!
+//! [`Store`] is the one interface the coordinator uses for state; every backend implements it
+//! with the same observable behaviour, which the conformance suite in this crate's tests checks.
+//! Each method is one atomic unit: it either commits entirely or changes nothing, and a method
+//! that answers `Ok` has made its change durable. State changes are decided by
+//! [`muster_core::JobLifecycle`]; a backend only loads, asks and writes back.
+//!
+//! This crate holds all of muster's SQL and no other crate does.
+
+mod error;
+mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use muster_core::{
+    JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId, RunnerRecord, Timestamp,
+};
+use serde_json::Value;
+
+pub use error::StoreError;
+pub use model::{
+    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, NewRunner, Page,
+    PageRequest, QueueDepth, ReapReport, RunnerBeat, Submitted,
+};
+
+/// The coordinator's durable state. See the crate docs for the guarantees every method gives.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Store new jobs. A job whose `idempotency_key` is already taken is not stored again;
+    /// the existing job is returned with `created: false`. All or nothing.
+    async fn submit_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError>;
+
+    async fn get_job(&self, id: JobId) -> Result<JobRecord, StoreError>;
+
+    /// Jobs newest first, filtered, one page at a time.
+    async fn list_jobs(
+        &self,
+        filter: JobFilter,
+        page: PageRequest,
+    ) -> Result<Page<JobRecord>, StoreError>;
+
+    /// Cancel a job: pending ends at once, leased waits `grace_ms` for its runner.
+    async fn cancel_job(
+        &self,
+        id: JobId,
+        grace_ms: i64,
+        now: Timestamp,
+    ) -> Result<JobRecord, StoreError>;
+
+    /// Put a failed or cancelled job back in the queue.
+    async fn retry_job(&self, id: JobId, now: Timestamp) -> Result<JobRecord, StoreError>;
+
+    /// Lease up to `max_jobs` due jobs of the runner's kinds whose requirements it meets, lowest
+    /// priority number first, then oldest. Records what the runner declared.
+    async fn claim_jobs(
+        &self,
+        claim: ClaimRequest,
+        now: Timestamp,
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
+
+    /// Extend the lease; optionally record progress and append events to the log as `info`.
+    async fn job_heartbeat(
+        &self,
+        call: JobCall,
+        progress: Option<Progress>,
+        events: Vec<NewLogEntry>,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError>;
+
+    async fn report_progress(
+        &self,
+        call: JobCall,
+        progress: Progress,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError>;
+
+    /// Append log entries; entries carrying a `seq` already stored are skipped.
+    async fn append_logs(
+        &self,
+        call: JobCall,
+        entries: Vec<NewLogEntry>,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError>;
+
+    /// Replace the job's step DAG.
+    async fn sync_dag(
+        &self,
+        call: JobCall,
+        dag: Value,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError>;
+
+    async fn complete_job(
+        &self,
+        call: JobCall,
+        result: Value,
+        now: Timestamp,
+    ) -> Result<JobRecord, StoreError>;
+
+    /// Many completions by one runner, each fenced on its own, committed together. The answer
+    /// has one entry per item, in order.
+    async fn complete_jobs(
+        &self,
+        runner: RunnerId,
+        items: Vec<CompletionItem>,
+        now: Timestamp,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError>;
+
+    async fn fail_job(
+        &self,
+        call: JobCall,
+        error: JobError,
+        retryable: bool,
+        now: Timestamp,
+    ) -> Result<JobRecord, StoreError>;
+
+    async fn read_logs(
+        &self,
+        id: JobId,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<LogPage, StoreError>;
+
+    /// The DAG as last synced, `None` when the runner never sent one.
+    async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError>;
+
+    /// Apply passed deadlines (lease expiry, attempt timeout, cancel grace) to at most `limit`
+    /// jobs. Safe to call from many places at once: each deadline is applied once.
+    async fn reap(&self, now: Timestamp, limit: u32) -> Result<ReapReport, StoreError>;
+
+    async fn create_runner(&self, runner: NewRunner) -> Result<RunnerRecord, StoreError>;
+
+    async fn get_runner(&self, id: RunnerId) -> Result<RunnerRecord, StoreError>;
+
+    async fn list_runners(&self, page: PageRequest) -> Result<Page<RunnerRecord>, StoreError>;
+
+    /// Delete a runner: its token stops working and the attempts it holds fail as lost leases.
+    async fn delete_runner(&self, id: RunnerId, now: Timestamp) -> Result<(), StoreError>;
+
+    /// The live runner whose token hashes to `token_hash`.
+    async fn runner_by_token_hash(
+        &self,
+        token_hash: [u8; 32],
+    ) -> Result<Option<RunnerId>, StoreError>;
+
+    /// Record a runner heartbeat; answers the ids among `beat.jobs` the runner should stop
+    /// (being cancelled, or no longer its own).
+    async fn runner_heartbeat(
+        &self,
+        beat: RunnerBeat,
+        now: Timestamp,
+    ) -> Result<Vec<JobId>, StoreError>;
+
+    /// Job counts by kind and state.
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError>;
+
+    /// A counter that grows whenever jobs may have become claimable; long-polling claims wait on
+    /// it instead of polling the store.
+    fn pending_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Whether the store answers at all.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,129 @@
+use std::collections::BTreeMap;
+
+use muster_core::{Capabilities, JobId, JobRecord, JobState, Lease, LogEntry, RunnerId, Timestamp};
+use serde_json::Value;
+
+/// The answer for one submitted job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    pub job: JobRecord,
+    /// False when an earlier job with the same idempotency key was returned instead.
+    pub created: bool,
+}
+
+/// Filters for listing jobs; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+    pub runner_id: Option<RunnerId>,
+}
+
+/// One page of a list: at most `limit` items after `cursor`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageRequest {
+    pub limit: u32,
+    /// Opaque, from an earlier page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// A runner asking for work, with what it declares about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimRequest {
+    pub runner: RunnerId,
+    pub kinds: Vec<String>,
+    pub offer: Capabilities,
+    pub max_jobs: u32,
+}
+
+/// A job just leased to a runner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedJob {
+    pub job: JobRecord,
+    pub lease: Lease,
+}
+
+/// A job-scoped call by a runner: who, on which job, at which epoch (when it said).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JobCall {
+    pub runner: RunnerId,
+    pub job: JobId,
+    pub epoch: Option<u64>,
+}
+
+/// The answer to a job-scoped call that does not return the job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobAck {
+    pub lease: Option<Lease>,
+    /// The runner should stop the work and report it cancelled.
+    pub cancel: bool,
+    /// The next log sequence number the job will give.
+    pub next_seq: u64,
+}
+
+/// One completion in a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletionItem {
+    pub job: JobId,
+    pub epoch: Option<u64>,
+    pub result: Value,
+}
+
+/// A page of a job's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogPage {
+    pub items: Vec<LogEntry>,
+    /// Where the next read should continue (`after_seq` = `next_seq - 1`, or read from it).
+    pub next_seq: u64,
+    /// Whether the job has reached a terminal state (the log will not grow).
+    pub job_finished: bool,
+}
+
+/// What one reaper pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReapReport {
+    pub lease_expired: u32,
+    pub timed_out: u32,
+    pub cancels_finished: u32,
+}
+
+impl ReapReport {
+    pub fn total(&self) -> u32 {
+        self.lease_expired + self.timed_out + self.cancels_finished
+    }
+}
+
+/// A runner to register; the coordinator made the id and hashed the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRunner {
+    pub id: RunnerId,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub organization_id: Option<String>,
+    pub token_hash: [u8; 32],
+    pub created_at: Timestamp,
+}
+
+/// A runner's periodic heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerBeat {
+    pub runner: RunnerId,
+    pub draining: bool,
+    pub jobs: Vec<JobId>,
+    pub hostname: Option<String>,
+    pub version: Option<String>,
+}
+
+/// How many jobs of one kind are in one state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueDepth {
+    pub kind: String,
+    pub state: JobState,
+    pub count: u64,
+}

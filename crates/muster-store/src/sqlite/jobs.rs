@@ -1,0 +1,683 @@
+//! Job operations of the SQLite backend. Write operations take the writer's context and run
+//! inside its transaction; read operations take a reader connection.
+
+use muster_core::{
+    Capabilities, JobError, JobId, JobLifecycle, JobRecord, JobState, LogEntry, LogLevel, NewJob,
+    NewLogEntry, Progress, ReapOutcome, RunnerId, Timestamp, TransitionError,
+    jitter_unit_from_seed,
+};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde_json::Value;
+
+use super::map_sqlite_error;
+use super::rows::{
+    JOB_COLUMNS, capabilities_from_json, capabilities_to_json, decode_cursor, job_from_row,
+    level_code, level_from_code, string_map_from_json, write_lifecycle,
+};
+use super::runners::touch_runner;
+use super::writer::WriterContext;
+use crate::{
+    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, Page,
+    PageRequest, QueueDepth, ReapReport, StoreError, Submitted,
+};
+
+/// Rows of one kind looked at per claim before giving up on finding matching jobs: bounds the
+/// work a claim does when the head of the queue holds jobs this runner cannot take.
+const MAX_CLAIM_SCAN_PER_KIND: usize = 2048;
+
+fn job_not_found(id: JobId) -> StoreError {
+    StoreError::NotFound(format!("job {id}"))
+}
+
+/// Pseudo-random but repeatable jitter for one attempt of one job.
+fn jitter_for(seq: i64, attempt: u32) -> f64 {
+    jitter_unit_from_seed((seq as u64) ^ (u64::from(attempt) << 48))
+}
+
+pub(super) fn load_by_id(conn: &Connection, id: JobId) -> Result<(i64, JobRecord), StoreError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+    let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    statement
+        .query_row(params![id.as_bytes().as_slice()], job_from_row)
+        .optional()
+        .map_err(map_sqlite_error)?
+        .ok_or_else(|| job_not_found(id))
+}
+
+fn load_by_idempotency_key(conn: &Connection, key: &str) -> Result<Option<JobRecord>, StoreError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?1");
+    let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    let row = statement
+        .query_row(params![key], job_from_row)
+        .optional()
+        .map_err(map_sqlite_error)?;
+    Ok(row.map(|(_, job)| job))
+}
+
+pub(super) fn submit(
+    context: &mut WriterContext,
+    new_jobs: Vec<NewJob>,
+) -> Result<Vec<Submitted>, StoreError> {
+    let conn = &context.conn;
+    let mut answers = Vec::with_capacity(new_jobs.len());
+    for new_job in new_jobs {
+        if let Some(key) = &new_job.spec.idempotency_key {
+            if let Some(existing) = load_by_idempotency_key(conn, key)? {
+                answers.push(Submitted {
+                    job: existing,
+                    created: false,
+                });
+                continue;
+            }
+        }
+        let spec = &new_job.spec;
+        let lifecycle = new_job.initial_lifecycle();
+        let requirements = (!spec.requirements.is_empty())
+            .then(|| capabilities_to_json(&spec.requirements).to_string());
+        let mut statement = conn
+            .prepare_cached(
+                "INSERT INTO jobs (id, kind, state, priority, payload, requirements, idempotency_key, \
+                 max_attempts, timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )
+            .map_err(map_sqlite_error)?;
+        statement
+            .execute(params![
+                new_job.id.as_bytes().as_slice(),
+                spec.kind,
+                JobState::Pending.code(),
+                spec.priority,
+                spec.payload.to_string(),
+                requirements,
+                spec.idempotency_key,
+                i64::from(spec.policy.max_attempts),
+                i64::from(spec.policy.timeout_s),
+                i64::from(spec.policy.lease_ttl_s),
+                i64::from(spec.policy.backoff_base_s),
+                lifecycle.run_after.as_millis(),
+                new_job.created_at.as_millis(),
+            ])
+            .map_err(map_sqlite_error)?;
+        let job = JobRecord {
+            id: new_job.id,
+            kind: spec.kind.clone(),
+            payload: spec.payload.clone(),
+            priority: spec.priority,
+            requirements: spec.requirements.clone(),
+            idempotency_key: spec.idempotency_key.clone(),
+            created_at: new_job.created_at,
+            progress: Progress::default(),
+            result: None,
+            lifecycle,
+        };
+        answers.push(Submitted { job, created: true });
+    }
+    context.pending_changed = true;
+    Ok(answers)
+}
+
+pub(super) fn list(
+    conn: &Connection,
+    filter: &JobFilter,
+    page: &PageRequest,
+) -> Result<Page<JobRecord>, StoreError> {
+    let before = decode_cursor(page.cursor.as_deref())?;
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(state) = filter.state {
+        values.push(state.code().into());
+        sql.push_str(&format!(" AND state = ?{}", values.len()));
+    }
+    if let Some(kind) = &filter.kind {
+        values.push(kind.clone().into());
+        sql.push_str(&format!(" AND kind = ?{}", values.len()));
+    }
+    if let Some(runner) = filter.runner_id {
+        values.push(runner.as_bytes().to_vec().into());
+        sql.push_str(&format!(" AND runner_id = ?{}", values.len()));
+    }
+    if let Some(before) = before {
+        values.push(before.into());
+        sql.push_str(&format!(" AND seq < ?{}", values.len()));
+    }
+    values.push(i64::from(page.limit).saturating_add(1).into());
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", values.len()));
+    let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    let mut rows: Vec<(i64, JobRecord)> = statement
+        .query_map(params_from_iter(values), job_from_row)
+        .map_err(map_sqlite_error)?
+        .collect::<Result<_, _>>()
+        .map_err(map_sqlite_error)?;
+    let next_cursor = if rows.len() > page.limit as usize {
+        rows.truncate(page.limit as usize);
+        rows.last().map(|(seq, _)| seq.to_string())
+    } else {
+        None
+    };
+    Ok(Page {
+        items: rows.into_iter().map(|(_, job)| job).collect(),
+        next_cursor,
+    })
+}
+
+/// Load a job, let `change` transition its lifecycle, write it back. Nothing is written when
+/// `change` refuses.
+fn transition<T>(
+    conn: &Connection,
+    id: JobId,
+    operation: &'static str,
+    change: impl FnOnce(&mut JobLifecycle, i64) -> Result<T, TransitionError>,
+) -> Result<(i64, JobRecord, T), StoreError> {
+    let (seq, mut job) = load_by_id(conn, id)?;
+    let outcome = change(&mut job.lifecycle, seq)
+        .map_err(|error| StoreError::from_transition(error, &id.to_string(), operation))?;
+    write_lifecycle(conn, seq, &job.lifecycle)?;
+    Ok((seq, job, outcome))
+}
+
+pub(super) fn cancel(
+    context: &mut WriterContext,
+    id: JobId,
+    grace_ms: i64,
+    now: Timestamp,
+) -> Result<JobRecord, StoreError> {
+    let (_, job, ()) = transition(&context.conn, id, "cancel", |lifecycle, _| {
+        lifecycle.cancel(grace_ms, now)
+    })?;
+    Ok(job)
+}
+
+pub(super) fn retry(
+    context: &mut WriterContext,
+    id: JobId,
+    now: Timestamp,
+) -> Result<JobRecord, StoreError> {
+    let (_, job, ()) = transition(&context.conn, id, "retry", |lifecycle, _| {
+        lifecycle.retry(now)
+    })?;
+    context.pending_changed = true;
+    Ok(job)
+}
+
+/// A candidate row for a claim, with what ordering across kinds needs.
+struct Candidate {
+    priority: i32,
+    seq: i64,
+    job: JobRecord,
+}
+
+pub(super) fn claim(
+    context: &mut WriterContext,
+    claim: &ClaimRequest,
+    now: Timestamp,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let registered_labels = touch_runner(context, claim, now)?;
+    let mut offer = claim.offer.clone();
+    // Labels an operator gave the runner at registration win over what it declares itself.
+    offer.labels.extend(registered_labels);
+    let wanted = claim.max_jobs as usize;
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut kinds: Vec<&String> = claim.kinds.iter().collect();
+    kinds.sort();
+    kinds.dedup();
+    for kind in kinds {
+        candidates.extend(candidates_of_kind(
+            &context.conn,
+            kind,
+            &offer,
+            wanted,
+            now,
+        )?);
+    }
+    candidates.sort_by_key(|candidate| (candidate.priority, candidate.seq));
+    candidates.truncate(wanted);
+    let mut claimed = Vec::with_capacity(candidates.len());
+    for Candidate { seq, mut job, .. } in candidates {
+        let lease = job
+            .lifecycle
+            .claim(claim.runner, now)
+            .map_err(|error| StoreError::from_transition(error, &job.id.to_string(), "claim"))?;
+        write_lifecycle(&context.conn, seq, &job.lifecycle)?;
+        claimed.push(ClaimedJob { job, lease });
+    }
+    Ok(claimed)
+}
+
+/// The first `wanted` due jobs of `kind` that `offer` can take, in claim order.
+fn candidates_of_kind(
+    conn: &Connection,
+    kind: &str,
+    offer: &Capabilities,
+    wanted: usize,
+    now: Timestamp,
+) -> Result<Vec<Candidate>, StoreError> {
+    let page_size = (wanted * 2).clamp(16, 512);
+    let first_sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 0 AND kind = ?1 ORDER BY priority, seq LIMIT ?2"
+    );
+    let next_sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 0 AND kind = ?1 AND (priority, seq) > (?3, ?4) \
+         ORDER BY priority, seq LIMIT ?2"
+    );
+    let mut found = Vec::new();
+    let mut scanned = 0usize;
+    let mut after: Option<(i32, i64)> = None;
+    while found.len() < wanted && scanned < MAX_CLAIM_SCAN_PER_KIND {
+        let rows: Vec<(i64, JobRecord)> = match after {
+            None => {
+                let mut statement = conn.prepare_cached(&first_sql).map_err(map_sqlite_error)?;
+                statement
+                    .query_map(params![kind, page_size as i64], job_from_row)
+                    .map_err(map_sqlite_error)?
+                    .collect::<Result<_, _>>()
+            }
+            Some((priority, seq)) => {
+                let mut statement = conn.prepare_cached(&next_sql).map_err(map_sqlite_error)?;
+                statement
+                    .query_map(params![kind, page_size as i64, priority, seq], job_from_row)
+                    .map_err(map_sqlite_error)?
+                    .collect::<Result<_, _>>()
+            }
+        }
+        .map_err(map_sqlite_error)?;
+        let exhausted = rows.len() < page_size;
+        scanned += rows.len();
+        for (seq, job) in rows {
+            after = Some((job.priority, seq));
+            if found.len() < wanted
+                && job.lifecycle.run_after <= now
+                && job.requirements.are_met_by(offer)
+            {
+                found.push(Candidate {
+                    priority: job.priority,
+                    seq,
+                    job,
+                });
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    Ok(found)
+}
+
+/// Load a job for a call by its lease holder, checking the lease first.
+fn load_for_call(conn: &Connection, call: JobCall) -> Result<(i64, JobRecord), StoreError> {
+    let (seq, job) = load_by_id(conn, call.job)?;
+    job.lifecycle
+        .check_lease(call.runner, call.epoch)
+        .map_err(|error| StoreError::from_transition(error, &call.job.to_string(), "this call"))?;
+    Ok((seq, job))
+}
+
+pub(super) fn heartbeat(
+    context: &mut WriterContext,
+    call: JobCall,
+    progress: Option<Progress>,
+    events: Vec<NewLogEntry>,
+    now: Timestamp,
+) -> Result<JobAck, StoreError> {
+    heartbeat_like(context, call, progress, events, true, now)
+}
+
+/// Job heartbeats, progress reports and log appends: activity by the lease holder (a claimed
+/// job becomes running), optionally extending the lease, recording progress, appending logs.
+pub(super) fn heartbeat_like(
+    context: &mut WriterContext,
+    call: JobCall,
+    progress: Option<Progress>,
+    entries: Vec<NewLogEntry>,
+    extend_lease: bool,
+    now: Timestamp,
+) -> Result<JobAck, StoreError> {
+    activity(context, call, progress, entries, extend_lease, now).map(|(_, ack)| ack)
+}
+
+fn activity(
+    context: &mut WriterContext,
+    call: JobCall,
+    progress: Option<Progress>,
+    entries: Vec<NewLogEntry>,
+    extend_lease: bool,
+    now: Timestamp,
+) -> Result<(i64, JobAck), StoreError> {
+    let (seq, mut job) = load_for_call(&context.conn, call)?;
+    let was = job.lifecycle.clone();
+    let lease = if extend_lease {
+        job.lifecycle
+            .extend_lease(call.runner, call.epoch, now)
+            .map(Some)
+    } else {
+        job.lifecycle
+            .record_activity(call.runner, call.epoch, now)
+            .map(|()| None)
+    }
+    .map_err(|error| StoreError::from_transition(error, &call.job.to_string(), "this call"))?;
+    if job.lifecycle != was {
+        write_lifecycle(&context.conn, seq, &job.lifecycle)?;
+    }
+    if let Some(progress) = progress {
+        context
+            .conn
+            .prepare_cached(
+                "UPDATE jobs SET progress_percent = ?2, progress_message = ?3 WHERE seq = ?1",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![seq, progress.percent, progress.message])
+            })
+            .map_err(map_sqlite_error)?;
+    }
+    let next_seq = append_log_entries(context, seq, entries, now)?;
+    let ack = JobAck {
+        lease: lease.or_else(|| job.lifecycle.lease()),
+        cancel: job.lifecycle.cancel_requested(),
+        next_seq,
+    };
+    Ok((seq, ack))
+}
+
+/// Append entries to a job's log within its cap; answers the job's next sequence number.
+fn append_log_entries(
+    context: &mut WriterContext,
+    job_seq: i64,
+    entries: Vec<NewLogEntry>,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let conn = &context.conn;
+    let (mut next_seq, mut bytes, mut truncated): (i64, i64, bool) = conn
+        .prepare_cached("SELECT log_next_seq, log_bytes, log_truncated FROM jobs WHERE seq = ?1")
+        .and_then(|mut statement| {
+            statement.query_row(params![job_seq], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+        })
+        .map_err(map_sqlite_error)?;
+    if entries.is_empty() {
+        return Ok(next_seq as u64);
+    }
+    let cap = context.log_cap_bytes as i64;
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO job_logs (job_seq, seq, ts, level, message, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(map_sqlite_error)?;
+    for entry in entries {
+        let entry_seq = match entry.seq {
+            Some(seq) => i64::try_from(seq)
+                .map_err(|_| StoreError::Rejected(format!("log seq {seq} is too large")))?,
+            None => next_seq,
+        };
+        if entry.seq.is_some() && entry_seq < next_seq {
+            // Already stored (a retried batch) or a gap filled late: keep what is there.
+            let inserted = if truncated {
+                0
+            } else {
+                insert
+                    .execute(params![
+                        job_seq,
+                        entry_seq,
+                        now.as_millis(),
+                        level_code(entry.level),
+                        entry.message,
+                        entry.metadata.as_ref().map(Value::to_string)
+                    ])
+                    .map_err(map_sqlite_error)?
+            };
+            if inserted > 0 {
+                bytes += entry.weight() as i64;
+            }
+            continue;
+        }
+        next_seq = entry_seq + 1;
+        if truncated {
+            continue;
+        }
+        let weight = entry.weight() as i64;
+        if bytes + weight > cap {
+            truncated = true;
+            let message = format!(
+                "log truncated: this job's log reached its cap of {cap} bytes and later entries were dropped"
+            );
+            insert
+                .execute(params![
+                    job_seq,
+                    entry_seq,
+                    now.as_millis(),
+                    level_code(LogLevel::Warn),
+                    message,
+                    Option::<String>::None
+                ])
+                .map_err(map_sqlite_error)?;
+            continue;
+        }
+        bytes += weight;
+        insert
+            .execute(params![
+                job_seq,
+                entry_seq,
+                now.as_millis(),
+                level_code(entry.level),
+                entry.message,
+                entry.metadata.as_ref().map(Value::to_string)
+            ])
+            .map_err(map_sqlite_error)?;
+    }
+    conn.prepare_cached(
+        "UPDATE jobs SET log_next_seq = ?2, log_bytes = ?3, log_truncated = ?4 WHERE seq = ?1",
+    )
+    .and_then(|mut statement| statement.execute(params![job_seq, next_seq, bytes, truncated]))
+    .map_err(map_sqlite_error)?;
+    Ok(next_seq as u64)
+}
+
+pub(super) fn sync_dag(
+    context: &mut WriterContext,
+    call: JobCall,
+    dag: Value,
+    now: Timestamp,
+) -> Result<JobAck, StoreError> {
+    let (seq, ack) = activity(context, call, None, Vec::new(), false, now)?;
+    context
+        .conn
+        .prepare_cached(
+            "INSERT INTO job_dags (job_seq, dag, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (job_seq) DO UPDATE SET dag = excluded.dag, updated_at = excluded.updated_at",
+        )
+        .and_then(|mut statement| statement.execute(params![seq, dag.to_string(), now.as_millis()]))
+        .map_err(map_sqlite_error)?;
+    Ok(ack)
+}
+
+pub(super) fn complete(
+    context: &mut WriterContext,
+    call: JobCall,
+    result: Value,
+    now: Timestamp,
+) -> Result<JobRecord, StoreError> {
+    let conn = &context.conn;
+    let (seq, mut job, ()) = transition(conn, call.job, "complete", |lifecycle, _| {
+        lifecycle.complete(call.runner, call.epoch, now)
+    })?;
+    conn.prepare_cached("UPDATE jobs SET result = ?2 WHERE seq = ?1")
+        .and_then(|mut statement| statement.execute(params![seq, result.to_string()]))
+        .map_err(map_sqlite_error)?;
+    job.result = Some(result);
+    Ok(job)
+}
+
+pub(super) fn complete_many(
+    context: &mut WriterContext,
+    runner: RunnerId,
+    items: Vec<CompletionItem>,
+    now: Timestamp,
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut answers = Vec::with_capacity(items.len());
+    for item in items {
+        let call = JobCall {
+            runner,
+            job: item.job,
+            epoch: item.epoch,
+        };
+        // Each item is checked before anything of it is written, so a refused item writes nothing.
+        answers.push(complete(context, call, item.result, now).map(|_| ()));
+    }
+    Ok(answers)
+}
+
+pub(super) fn fail(
+    context: &mut WriterContext,
+    call: JobCall,
+    error: JobError,
+    retryable: bool,
+    now: Timestamp,
+) -> Result<JobRecord, StoreError> {
+    let (_, job, ()) = transition(&context.conn, call.job, "fail", |lifecycle, seq| {
+        let jitter = jitter_for(seq, lifecycle.attempt);
+        lifecycle.fail(call.runner, call.epoch, error, retryable, jitter, now)
+    })?;
+    if job.state() == JobState::Pending {
+        context.pending_changed = true;
+    }
+    Ok(job)
+}
+
+pub(super) fn reap(
+    context: &mut WriterContext,
+    now: Timestamp,
+    limit: u32,
+) -> Result<ReapReport, StoreError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN (1, 2, 3) AND reap_at <= ?1 ORDER BY reap_at LIMIT ?2"
+    );
+    let due: Vec<(i64, JobRecord)> = context
+        .conn
+        .prepare_cached(&sql)
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![now.as_millis(), i64::from(limit)], job_from_row)?
+                .collect()
+        })
+        .map_err(map_sqlite_error)?;
+    let mut report = ReapReport::default();
+    for (seq, mut job) in due {
+        let jitter = jitter_for(seq, job.lifecycle.attempt);
+        let Some(outcome) = job.lifecycle.reap(jitter, now) else {
+            continue;
+        };
+        write_lifecycle(&context.conn, seq, &job.lifecycle)?;
+        match outcome {
+            ReapOutcome::AttemptFailed(muster_core::FailureReason::TimedOut) => {
+                report.timed_out += 1
+            }
+            ReapOutcome::AttemptFailed(_) => report.lease_expired += 1,
+            ReapOutcome::CancelFinished => report.cancels_finished += 1,
+        }
+        if job.state() == JobState::Pending {
+            context.pending_changed = true;
+        }
+    }
+    Ok(report)
+}
+
+pub(super) fn read_logs(
+    conn: &Connection,
+    id: JobId,
+    after_seq: Option<u64>,
+    limit: u32,
+) -> Result<LogPage, StoreError> {
+    let (seq, job) = load_by_id(conn, id)?;
+    let first = after_seq
+        .map_or(0, |after| after.saturating_add(1))
+        .min(i64::MAX as u64) as i64;
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT seq, ts, level, message, metadata FROM job_logs WHERE job_seq = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+        )
+        .map_err(map_sqlite_error)?;
+    let items: Vec<LogEntry> = statement
+        .query_map(params![seq, first, i64::from(limit)], |row| {
+            let metadata: Option<String> = row.get(4)?;
+            Ok(LogEntry {
+                seq: row.get::<_, i64>(0)? as u64,
+                ts: Timestamp(row.get(1)?),
+                level: level_from_code(row.get(2)?),
+                message: row.get(3)?,
+                metadata: metadata.and_then(|text| serde_json::from_str(&text).ok()),
+            })
+        })
+        .map_err(map_sqlite_error)?
+        .collect::<Result<_, _>>()
+        .map_err(map_sqlite_error)?;
+    let next_seq = items.last().map_or(first as u64, |entry| entry.seq + 1);
+    Ok(LogPage {
+        items,
+        next_seq,
+        job_finished: job.state().is_terminal(),
+    })
+}
+
+pub(super) fn read_dag(conn: &Connection, id: JobId) -> Result<Option<Value>, StoreError> {
+    let (seq, _) = load_by_id(conn, id)?;
+    let text: Option<String> = conn
+        .prepare_cached("SELECT dag FROM job_dags WHERE job_seq = ?1")
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![seq], |row| row.get(0))
+                .optional()
+        })
+        .map_err(map_sqlite_error)?;
+    text.map(|text| {
+        serde_json::from_str(&text)
+            .map_err(|error| StoreError::Internal(format!("stored DAG of job {id}: {error}")))
+    })
+    .transpose()
+}
+
+pub(super) fn queue_depths(conn: &Connection) -> Result<Vec<QueueDepth>, StoreError> {
+    let mut statement = conn
+        .prepare_cached("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state")
+        .map_err(map_sqlite_error)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(map_sqlite_error)?;
+    let mut depths = Vec::new();
+    for row in rows {
+        let (kind, state, count) = row.map_err(map_sqlite_error)?;
+        if let Some(state) = JobState::from_code(state) {
+            depths.push(QueueDepth {
+                kind,
+                state,
+                count: count as u64,
+            });
+        }
+    }
+    Ok(depths)
+}
+
+/// Parse stored labels, for the runner module.
+pub(super) fn labels_from_text(
+    text: &str,
+) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|error| StoreError::Internal(format!("stored labels: {error}")))?;
+    string_map_from_json(&value).map_err(StoreError::Internal)
+}
+
+/// Parse a stored offer, for the runner module.
+pub(super) fn offer_from_text(text: Option<&str>) -> Result<Capabilities, StoreError> {
+    match text {
+        None => Ok(Capabilities::default()),
+        Some(text) => {
+            let value: Value = serde_json::from_str(text)
+                .map_err(|error| StoreError::Internal(format!("stored offer: {error}")))?;
+            capabilities_from_json(&value).map_err(StoreError::Internal)
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The embedded SQLite backend: one file, WAL with `synchronous=FULL`, one writer thread that
+//! group-commits (see [`writer`]), and a few reader connections for queries.
+//!
+//! One process owns a data directory at a time (an exclusive lock on `muster.lock` beside the
+//! database), which is what lets the writer thread be the only writer and keep small caches.
+
+mod jobs;
+mod rows;
+mod runners;
+mod schema;
+mod writer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use muster_core::{
+    JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId, RunnerRecord, Timestamp,
+};
+use rusqlite::{Connection, OpenFlags};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::{
+    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, NewRunner, Page,
+    PageRequest, QueueDepth, ReapReport, RunnerBeat, Store, StoreError, Submitted,
+};
+use writer::{Writer, WriterContext};
+
+/// Settings of the SQLite backend.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// The database file; created with its directory when missing.
+    pub path: PathBuf,
+    /// Bytes of log text kept per job; later entries are dropped after one truncation entry.
+    pub log_cap_bytes: u64,
+}
+
+/// The SQLite [`Store`].
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Arc<Readers>,
+    pending_signal: watch::Receiver<u64>,
+    // Held for the life of the store: while it is open no other process may open the data.
+    _lock: File,
+}
+
+impl SqliteStore {
+    /// Open (creating when missing) the database and bring its schema up to date.
+    pub fn open(config: &SqliteConfig) -> Result<SqliteStore, StoreError> {
+        if let Some(parent) = config
+            .path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|error| {
+                StoreError::Unavailable(format!("create directory {}: {error}", parent.display()))
+            })?;
+        }
+        let lock = lock_database(&config.path)?;
+        let mut conn = open_connection(&config.path, true)?;
+        schema::migrate(&mut conn).map_err(map_sqlite_error)?;
+        let (signal_sender, pending_signal) = watch::channel(0u64);
+        let context = WriterContext {
+            conn,
+            runner_touches: Default::default(),
+            pending_changed: false,
+            log_cap_bytes: config.log_cap_bytes,
+            begin_failed: None,
+        };
+        let writer = Writer::start(context, signal_sender).map_err(|error| {
+            StoreError::Unavailable(format!("start the writer thread: {error}"))
+        })?;
+        let readers = Arc::new(Readers {
+            path: config.path.clone(),
+            idle: Mutex::new(Vec::new()),
+        });
+        Ok(SqliteStore {
+            writer,
+            readers,
+            pending_signal,
+            _lock: lock,
+        })
+    }
+}
+
+fn lock_database(path: &Path) -> Result<File, StoreError> {
+    let lock_path = path.with_extension("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|error| {
+            StoreError::Unavailable(format!("open lock file {}: {error}", lock_path.display()))
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
+            "{} is in use by another muster process (lock {} is held)",
+            path.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(error)) => Err(StoreError::Unavailable(format!(
+            "lock {}: {error}",
+            lock_path.display()
+        ))),
+    }
+}
+
+fn open_connection(path: &Path, writer: bool) -> Result<Connection, StoreError> {
+    let flags = if writer {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(map_sqlite_error)?;
+    // WAL lets readers run beside the writer; FULL makes every commit durable before it returns.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 5000;
+         PRAGMA cache_size = -65536;
+         PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(map_sqlite_error)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Map a SQLite error to what callers can act on: the disk or file failing is "unavailable",
+/// anything else is a bug.
+pub(crate) fn map_sqlite_error(error: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match &error {
+        rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
+            | ErrorCode::OutOfMemory => StoreError::Unavailable(error.to_string()),
+            _ => StoreError::Internal(error.to_string()),
+        },
+        _ => StoreError::Internal(error.to_string()),
+    }
+}
+
+/// Read-only connections for queries, reused between calls.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    async fn run<R: Send + 'static>(
+        self: &Arc<Self>,
+        query: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let readers = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let idle = readers
+                .idle
+                .lock()
+                .map(|mut idle| idle.pop())
+                .unwrap_or(None);
+            let conn = match idle {
+                Some(conn) => conn,
+                None => open_connection(&readers.path, false)?,
+            };
+            let answer = query(&conn);
+            if let Ok(mut idle) = readers.idle.lock() {
+                idle.push(conn);
+            }
+            answer
+        })
+        .await
+        .map_err(|error| StoreError::Internal(format!("a read task failed: {error}")))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn submit_jobs(&self, new_jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
+        self.writer
+            .run(move |context| jobs::submit(context, new_jobs))
+            .await
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<JobRecord, StoreError> {
+        self.readers
+            .run(move |conn| jobs::load_by_id(conn, id).map(|(_, job)| job))
+            .await
+    }
+
+    async fn list_jobs(
+        &self,
+        filter: JobFilter,
+        page: PageRequest,
+    ) -> Result<Page<JobRecord>, StoreError> {
+        self.readers
+            .run(move |conn| jobs::list(conn, &filter, &page))
+            .await
+    }
+
+    async fn cancel_job(
+        &self,
+        id: JobId,
+        grace_ms: i64,
+        now: Timestamp,
+    ) -> Result<JobRecord, StoreError> {
+        self.writer
+            .run(move |context| jobs::cancel(context, id, grace_ms, now))
+            .await
+    }
+
+    async fn retry_job(&self, id: JobId, now: Timestamp) -> Result<JobRecord, StoreError> {
+        self.writer
+            .run(move |context| jobs::retry(context, id, now))
+            .await
+    }
+
+    async fn claim_jobs(
+        &self,
+        claim: ClaimRequest,
+        now: Timestamp,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        self.writer
+            .run(move |context| jobs::claim(context, &claim, now))
+            .await
+    }
+
+    async fn job_heartbeat(
+        &self,
+        call: JobCall,
+        progress: Option<Progress>,
+        events: Vec<NewLogEntry>,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError> {
+        self.writer
+            .run(move |context| jobs::heartbeat(context, call, progress, events, now))
+            .await
+    }
+
+    async fn report_progress(
+        &self,
+        call: JobCall,
+        progress: Progress,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError> {
+        self.writer
+            .run(move |context| {
+                jobs::heartbeat_like(context, call, Some(progress), Vec::new(), false, now)
+            })
+            .await
+    }
+
+    async fn append_logs(
+        &self,
+        call: JobCall,
+        entries: Vec<NewLogEntry>,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError> {
+        self.writer
+            .run(move |context| jobs::heartbeat_like(context, call, None, entries, false, now))
+            .await
+    }
+
+    async fn sync_dag(
+        &self,
+        call: JobCall,
+        dag: Value,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError> {
+        self.writer
+            .run(move |context| jobs::sync_dag(context, call, dag, now))
+            .await
+    }
+
+    async fn complete_job(
+        &self,
+        call: JobCall,
+        result: Value,
+        now: Timestamp,
+    ) -> Result<JobRecord, StoreError> {
+        self.writer
+            .run(move |context| jobs::complete(context, call, result, now))
+            .await
+    }
+
+    async fn complete_jobs(
+        &self,
+        runner: RunnerId,
+        items: Vec<CompletionItem>,
+        now: Timestamp,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        self.writer
+            .run(move |context| jobs::complete_many(context, runner, items, now))
+            .await
+    }
+
+    async fn fail_job(
+        &self,
+        call: JobCall,
+        error: JobError,
+        retryable: bool,
+        now: Timestamp,
+    ) -> Result<JobRecord, StoreError> {
+        self.writer
+            .run(move |context| jobs::fail(context, call, error, retryable, now))
+            .await
+    }
+
+    async fn read_logs(
+        &self,
+        id: JobId,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<LogPage, StoreError> {
+        self.readers
+            .run(move |conn| jobs::read_logs(conn, id, after_seq, limit))
+            .await
+    }
+
+    async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError> {
+        self.readers.run(move |conn| jobs::read_dag(conn, id)).await
+    }
+
+    async fn reap(&self, now: Timestamp, limit: u32) -> Result<ReapReport, StoreError> {
+        self.writer
+            .run(move |context| jobs::reap(context, now, limit))
+            .await
+    }
+
+    async fn create_runner(&self, runner: NewRunner) -> Result<RunnerRecord, StoreError> {
+        let id = runner.id;
+        self.writer
+            .run(move |context| runners::create(&context.conn, &runner))
+            .await?;
+        self.get_runner(id).await
+    }
+
+    async fn get_runner(&self, id: RunnerId) -> Result<RunnerRecord, StoreError> {
+        self.readers.run(move |conn| runners::get(conn, id)).await
+    }
+
+    async fn list_runners(&self, page: PageRequest) -> Result<Page<RunnerRecord>, StoreError> {
+        self.readers
+            .run(move |conn| runners::list(conn, &page))
+            .await
+    }
+
+    async fn delete_runner(&self, id: RunnerId, now: Timestamp) -> Result<(), StoreError> {
+        self.writer
+            .run(move |context| runners::delete(context, id, now))
+            .await
+    }
+
+    async fn runner_by_token_hash(
+        &self,
+        token_hash: [u8; 32],
+    ) -> Result<Option<RunnerId>, StoreError> {
+        self.readers
+            .run(move |conn| runners::by_token_hash(conn, &token_hash))
+            .await
+    }
+
+    async fn runner_heartbeat(
+        &self,
+        beat: RunnerBeat,
+        now: Timestamp,
+    ) -> Result<Vec<JobId>, StoreError> {
+        self.writer
+            .run(move |context| runners::heartbeat(context, &beat, now))
+            .await
+    }
+
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        self.readers.run(jobs::queue_depths).await
+    }
+
+    fn pending_signal(&self) -> watch::Receiver<u64> {
+        self.pending_signal.clone()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.readers
+            .run(|conn| {
+                conn.query_row("SELECT 1", [], |_| Ok(()))
+                    .map_err(map_sqlite_error)
+            })
+            .await
+    }
+}

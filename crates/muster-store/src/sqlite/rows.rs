@@ -1,0 +1,262 @@
+//! Mapping between SQLite rows and domain values.
+
+use std::collections::BTreeMap;
+
+use muster_core::{
+    Capabilities, FailureReason, JobError, JobId, JobLifecycle, JobPolicy, JobRecord, JobState,
+    LogLevel, Progress, RunnerId, Timestamp,
+};
+use rusqlite::types::Type;
+use rusqlite::{Connection, Row, params};
+use serde_json::{Map, Value};
+
+use crate::StoreError;
+
+pub(crate) const JOB_COLUMNS: &str = "seq, id, kind, state, priority, payload, requirements, \
+    idempotency_key, max_attempts, timeout_s, lease_ttl_s, backoff_base_s, attempt, lease_epoch, \
+    runner_id, run_after, lease_expires_at, attempt_deadline_at, cancel_deadline_at, created_at, \
+    claimed_at, started_at, finished_at, progress_percent, progress_message, result, error_reason, \
+    error_message";
+
+fn conversion_error(column: usize, problem: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, problem.into())
+}
+
+fn json_column(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<Value>> {
+    let text: Option<String> = row.get(column)?;
+    text.map(|text| {
+        serde_json::from_str(&text).map_err(|error| conversion_error(column, error.to_string()))
+    })
+    .transpose()
+}
+
+fn timestamp_column(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<Timestamp>> {
+    Ok(row.get::<_, Option<i64>>(column)?.map(Timestamp))
+}
+
+fn u32_column(row: &Row<'_>, column: usize) -> rusqlite::Result<u32> {
+    let value: i64 = row.get(column)?;
+    u32::try_from(value).map_err(|_| conversion_error(column, format!("{value} is out of range")))
+}
+
+pub(crate) fn runner_id_column(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<RunnerId>> {
+    let bytes: Option<Vec<u8>> = row.get(column)?;
+    bytes
+        .map(|bytes| {
+            RunnerId::from_slice(&bytes)
+                .ok_or_else(|| conversion_error(column, "bad runner id".into()))
+        })
+        .transpose()
+}
+
+/// Read a row selected with [`JOB_COLUMNS`]; answers the row's `seq` and the job.
+pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, JobRecord)> {
+    let seq: i64 = row.get(0)?;
+    let id_bytes: Vec<u8> = row.get(1)?;
+    let id =
+        JobId::from_slice(&id_bytes).ok_or_else(|| conversion_error(1, "bad job id".into()))?;
+    let state_code: i64 = row.get(3)?;
+    let state = JobState::from_code(state_code)
+        .ok_or_else(|| conversion_error(3, format!("unknown state {state_code}")))?;
+    let requirements = match json_column(row, 6)? {
+        Some(value) => {
+            capabilities_from_json(&value).map_err(|problem| conversion_error(6, problem))?
+        }
+        None => Capabilities::default(),
+    };
+    let error = match row.get::<_, Option<String>>(26)? {
+        Some(reason) => Some(JobError {
+            reason: reason
+                .parse::<FailureReason>()
+                .map_err(|()| conversion_error(26, format!("unknown reason {reason}")))?,
+            message: row.get::<_, Option<String>>(27)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    let lifecycle = JobLifecycle {
+        state,
+        policy: JobPolicy {
+            max_attempts: u32_column(row, 8)?,
+            timeout_s: u32_column(row, 9)?,
+            lease_ttl_s: u32_column(row, 10)?,
+            backoff_base_s: u32_column(row, 11)?,
+        },
+        attempt: u32_column(row, 12)?,
+        lease_epoch: row.get::<_, i64>(13)? as u64,
+        runner_id: runner_id_column(row, 14)?,
+        run_after: Timestamp(row.get(15)?),
+        lease_expires_at: timestamp_column(row, 16)?,
+        attempt_deadline_at: timestamp_column(row, 17)?,
+        cancel_deadline_at: timestamp_column(row, 18)?,
+        claimed_at: timestamp_column(row, 20)?,
+        started_at: timestamp_column(row, 21)?,
+        finished_at: timestamp_column(row, 22)?,
+        error,
+    };
+    let job = JobRecord {
+        id,
+        kind: row.get(2)?,
+        payload: json_column(row, 5)?.unwrap_or(Value::Null),
+        priority: row.get(4)?,
+        requirements,
+        idempotency_key: row.get(7)?,
+        created_at: Timestamp(row.get(19)?),
+        progress: Progress {
+            percent: row.get(23)?,
+            message: row.get(24)?,
+        },
+        result: json_column(row, 25)?,
+        lifecycle,
+    };
+    Ok((seq, job))
+}
+
+/// Write back every lifecycle column of the job at `seq`.
+pub(crate) fn write_lifecycle(
+    conn: &Connection,
+    seq: i64,
+    lifecycle: &JobLifecycle,
+) -> Result<(), StoreError> {
+    let millis = |at: Option<Timestamp>| at.map(Timestamp::as_millis);
+    let mut statement = conn
+        .prepare_cached(
+            "UPDATE jobs SET state = ?2, attempt = ?3, lease_epoch = ?4, runner_id = ?5, run_after = ?6, \
+             lease_expires_at = ?7, attempt_deadline_at = ?8, cancel_deadline_at = ?9, reap_at = ?10, \
+             claimed_at = ?11, started_at = ?12, finished_at = ?13, error_reason = ?14, error_message = ?15 \
+             WHERE seq = ?1",
+        )
+        .map_err(super::map_sqlite_error)?;
+    statement
+        .execute(params![
+            seq,
+            lifecycle.state.code(),
+            i64::from(lifecycle.attempt),
+            lifecycle.lease_epoch as i64,
+            lifecycle.runner_id.map(|id| id.as_bytes().to_vec()),
+            lifecycle.run_after.as_millis(),
+            millis(lifecycle.lease_expires_at),
+            millis(lifecycle.attempt_deadline_at),
+            millis(lifecycle.cancel_deadline_at),
+            millis(lifecycle.reap_at()),
+            millis(lifecycle.claimed_at),
+            millis(lifecycle.started_at),
+            millis(lifecycle.finished_at),
+            lifecycle.error.as_ref().map(|error| error.reason.as_str()),
+            lifecycle.error.as_ref().map(|error| error.message.as_str()),
+        ])
+        .map_err(super::map_sqlite_error)?;
+    Ok(())
+}
+
+pub(crate) fn capabilities_to_json(capabilities: &Capabilities) -> Value {
+    let mut object = Map::new();
+    if !capabilities.labels.is_empty() {
+        let labels = capabilities
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        object.insert("labels".into(), Value::Object(labels));
+    }
+    if !capabilities.tags.is_empty() {
+        object.insert(
+            "tags".into(),
+            Value::Array(
+                capabilities
+                    .tags
+                    .iter()
+                    .cloned()
+                    .map(Value::String)
+                    .collect(),
+            ),
+        );
+    }
+    if !capabilities.resources.is_empty() {
+        let resources = capabilities
+            .resources
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(*v)))
+            .collect();
+        object.insert("resources".into(), Value::Object(resources));
+    }
+    Value::Object(object)
+}
+
+pub(crate) fn capabilities_from_json(value: &Value) -> Result<Capabilities, String> {
+    let mut capabilities = Capabilities::default();
+    if let Some(labels) = value.get("labels") {
+        capabilities.labels = string_map_from_json(labels)?;
+    }
+    if let Some(tags) = value.get("tags").and_then(Value::as_array) {
+        capabilities.tags = tags
+            .iter()
+            .map(|tag| {
+                tag.as_str()
+                    .map(str::to_string)
+                    .ok_or("tag is not a string")
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(resources) = value.get("resources").and_then(Value::as_object) {
+        for (name, amount) in resources {
+            let amount = amount
+                .as_f64()
+                .ok_or_else(|| format!("resource {name} is not a number"))?;
+            capabilities.resources.insert(name.clone(), amount);
+        }
+    }
+    Ok(capabilities)
+}
+
+pub(crate) fn string_map_from_json(value: &Value) -> Result<BTreeMap<String, String>, String> {
+    let object = value.as_object().ok_or("expected an object of strings")?;
+    object
+        .iter()
+        .map(|(key, value)| match value.as_str() {
+            Some(text) => Ok((key.clone(), text.to_string())),
+            None => Err(format!("value of {key} is not a string")),
+        })
+        .collect()
+}
+
+pub(crate) fn string_map_to_json(map: &BTreeMap<String, String>) -> Value {
+    Value::Object(
+        map.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+pub(crate) fn level_code(level: LogLevel) -> i64 {
+    match level {
+        LogLevel::Trace => 0,
+        LogLevel::Debug => 1,
+        LogLevel::Info => 2,
+        LogLevel::Warn => 3,
+        LogLevel::Error => 4,
+    }
+}
+
+pub(crate) fn level_from_code(code: i64) -> LogLevel {
+    match code {
+        0 => LogLevel::Trace,
+        1 => LogLevel::Debug,
+        3 => LogLevel::Warn,
+        4 => LogLevel::Error,
+        _ => LogLevel::Info,
+    }
+}
+
+/// Cursors are the row sequence number of the last item of the previous page.
+pub(crate) fn decode_cursor(cursor: Option<&str>) -> Result<Option<i64>, StoreError> {
+    cursor
+        .map(|text| {
+            text.parse::<i64>()
+                .ok()
+                .filter(|seq| *seq > 0)
+                .ok_or_else(|| {
+                    StoreError::Rejected(format!("cursor '{text}' is not one this server gave out"))
+                })
+        })
+        .transpose()
+}

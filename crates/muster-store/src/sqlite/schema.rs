@@ -1,0 +1,100 @@
+//! The SQLite schema, as numbered migrations tracked in `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Applied in order, each once; never edit one that has shipped, add a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY,
+    id BLOB NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    requirements TEXT,
+    idempotency_key TEXT,
+    max_attempts INTEGER NOT NULL,
+    timeout_s INTEGER NOT NULL,
+    lease_ttl_s INTEGER NOT NULL,
+    backoff_base_s INTEGER NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    lease_epoch INTEGER NOT NULL DEFAULT 0,
+    runner_id BLOB,
+    run_after INTEGER NOT NULL,
+    lease_expires_at INTEGER,
+    attempt_deadline_at INTEGER,
+    cancel_deadline_at INTEGER,
+    reap_at INTEGER,
+    created_at INTEGER NOT NULL,
+    claimed_at INTEGER,
+    started_at INTEGER,
+    finished_at INTEGER,
+    progress_percent REAL NOT NULL DEFAULT 0,
+    progress_message TEXT,
+    result TEXT,
+    error_reason TEXT,
+    error_message TEXT,
+    log_next_seq INTEGER NOT NULL DEFAULT 0,
+    log_bytes INTEGER NOT NULL DEFAULT 0,
+    log_truncated INTEGER NOT NULL DEFAULT 0
+);
+-- The claim path reads only this index: it holds pending jobs alone, in claim order per kind,
+-- so its cost does not grow with finished jobs.
+CREATE INDEX jobs_pending ON jobs (kind, priority, seq) WHERE state = 0;
+-- The reaper reads only this index: leased jobs by their next deadline.
+CREATE INDEX jobs_leased ON jobs (reap_at) WHERE state IN (1, 2, 3);
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+CREATE TABLE job_logs (
+    job_seq INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    level INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    metadata TEXT,
+    PRIMARY KEY (job_seq, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE job_dags (
+    job_seq INTEGER PRIMARY KEY,
+    dag TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE runners (
+    seq INTEGER PRIMARY KEY,
+    id BLOB NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    organization_id TEXT,
+    labels TEXT NOT NULL,
+    kinds TEXT NOT NULL DEFAULT '[]',
+    offer TEXT,
+    hostname TEXT,
+    version TEXT,
+    draining INTEGER NOT NULL DEFAULT 0,
+    token_hash BLOB,
+    created_at INTEGER NOT NULL,
+    last_heartbeat_at INTEGER,
+    last_seen_at INTEGER,
+    deleted_at INTEGER
+);
+CREATE UNIQUE INDEX runners_token ON runners (token_hash) WHERE token_hash IS NOT NULL;
+"#];
+
+/// Bring the schema up to date inside one transaction.
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let applied: usize =
+        conn.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))? as usize;
+    if applied > MIGRATIONS.len() {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the database schema is version {applied}, newer than this muster knows ({}); upgrade muster",
+            MIGRATIONS.len()
+        )));
+    }
+    let transaction = conn.transaction()?;
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        transaction.execute_batch(migration)?;
+        transaction.pragma_update(None, "user_version", (index + 1) as i64)?;
+    }
+    transaction.commit()
+}

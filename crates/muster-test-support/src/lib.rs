@@ -1,0 +1,160 @@
+//! Helpers shared by muster's test suites: a store in a temporary SQLite file, a real coordinator
+//! on `127.0.0.1:0`, a clock tests move by hand, and ready-made clients.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use anyhow::Context;
+use muster_api::{CreateRunner, CreatedRunner};
+use muster_client::{MusterClient, RunnerClient};
+use muster_core::{Clock, SystemClock, Timestamp};
+use muster_server::{AppState, RawServerConfig, ServerConfig};
+use muster_store::Store;
+use muster_store::sqlite::{SqliteConfig, SqliteStore};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+/// The admin token every test server uses.
+pub const TEST_ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A clock that moves only when told to.
+#[derive(Debug)]
+pub struct ManualClock {
+    millis: AtomicI64,
+}
+
+impl ManualClock {
+    /// A clock at the current wall time.
+    pub fn starting_now() -> Arc<ManualClock> {
+        Arc::new(ManualClock {
+            millis: AtomicI64::new(SystemClock.now().as_millis()),
+        })
+    }
+
+    pub fn advance_ms(&self, millis: i64) {
+        self.millis.fetch_add(millis, Ordering::SeqCst);
+    }
+
+    pub fn advance_s(&self, seconds: i64) {
+        self.advance_ms(seconds * 1000);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.millis.load(Ordering::SeqCst))
+    }
+}
+
+/// An SQLite store in a fresh temporary directory (kept alive by the returned guard).
+pub fn temp_sqlite_store() -> anyhow::Result<(TempDir, Arc<dyn Store>)> {
+    temp_sqlite_store_with_log_cap(4 * 1024 * 1024)
+}
+
+pub fn temp_sqlite_store_with_log_cap(
+    log_cap_bytes: u64,
+) -> anyhow::Result<(TempDir, Arc<dyn Store>)> {
+    let directory = tempfile::tempdir().context("create a temporary directory")?;
+    let config = SqliteConfig {
+        path: directory.path().join("muster.db"),
+        log_cap_bytes,
+    };
+    let store = SqliteStore::open(&config).context("open a temporary SQLite store")?;
+    Ok((directory, Arc::new(store)))
+}
+
+/// A real coordinator serving HTTP on a free loopback port, over a temporary SQLite file.
+pub struct TestServer {
+    pub base_url: String,
+    pub admin_token: String,
+    pub state: AppState,
+    pub clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub data_dir: TempDir,
+}
+
+impl TestServer {
+    /// Defaults, the wall clock.
+    pub async fn start() -> anyhow::Result<TestServer> {
+        TestServer::start_with(Arc::new(SystemClock), |_| {}).await
+    }
+
+    /// With `clock` as "now" and `adjust` applied to the configuration first.
+    pub async fn start_with(
+        clock: Arc<dyn Clock>,
+        adjust: impl FnOnce(&mut RawServerConfig),
+    ) -> anyhow::Result<TestServer> {
+        let data_dir = tempfile::tempdir().context("create a data directory")?;
+        let mut raw = RawServerConfig {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(data_dir.path().to_path_buf()),
+            admin_token: Some(TEST_ADMIN_TOKEN.into()),
+            ..RawServerConfig::default()
+        };
+        adjust(&mut raw);
+        let config = ServerConfig::from_raw(raw).context("check the test configuration")?;
+        let store = muster_server::open_store(&config)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .context("bind a loopback port")?;
+        let address = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let admin_token = config
+            .admin_token
+            .clone()
+            .unwrap_or_else(|| TEST_ADMIN_TOKEN.into());
+        let coordinator = muster_server::build(
+            config,
+            store,
+            Arc::clone(&clock),
+            &admin_token,
+            shutdown.clone(),
+        );
+        let state = coordinator.state.clone();
+        let task = tokio::spawn(muster_server::serve(
+            coordinator,
+            listener,
+            shutdown.clone(),
+        ));
+        Ok(TestServer {
+            base_url: format!("http://{address}"),
+            admin_token,
+            state,
+            clock,
+            shutdown,
+            task,
+            data_dir,
+        })
+    }
+
+    /// A client with the admin token.
+    pub fn client(&self) -> MusterClient {
+        MusterClient::new(&self.base_url, &self.admin_token).expect("test URL and token are valid")
+    }
+
+    /// Register a runner and answer it with a client holding its token.
+    pub async fn runner(&self, name: &str) -> anyhow::Result<(CreatedRunner, RunnerClient)> {
+        let created = self
+            .client()
+            .create_runner(&CreateRunner {
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .context("register a test runner")?;
+        let client = RunnerClient::new(&self.base_url, &created.token)?;
+        Ok((created, client))
+    }
+
+    /// Apply passed deadlines now instead of waiting for the reaper's tick.
+    pub async fn reap(&self) {
+        muster_server::reap_now(&self.state).await;
+    }
+
+    /// Stop serving and wait for the server task.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.context("join the server task")?
+    }
+}
