@@ -267,8 +267,11 @@ impl JobLifecycle {
             return None;
         }
         let passed = |deadline: Option<Timestamp>| deadline.is_some_and(|at| at <= now);
+        // Any passed deadline ends a cancel: retrying would bring back a job the user cancelled.
         if self.state == JobState::Cancelling
-            && (passed(self.cancel_deadline_at) || passed(self.lease_expires_at))
+            && (passed(self.cancel_deadline_at)
+                || passed(self.lease_expires_at)
+                || passed(self.attempt_deadline_at))
         {
             self.finish_cancelled(
                 "the runner did not confirm the cancel in time".to_string(),
@@ -318,7 +321,10 @@ impl JobLifecycle {
             let delay = backoff_delay_ms(self.policy.backoff_base_s, self.attempt, jitter_unit);
             self.state = JobState::Pending;
             self.run_after = now.plus_millis(delay);
+            // Back in the queue: nothing of the failed attempt but its error describes the job now.
             self.runner_id = None;
+            self.claimed_at = None;
+            self.started_at = None;
             self.lease_expires_at = None;
             self.attempt_deadline_at = None;
             self.cancel_deadline_at = None;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::map_sqlite_error;
 use super::rows::{
     JOB_COLUMNS, capabilities_from_json, capabilities_to_json, decode_cursor, job_from_row,
-    level_code, level_from_code, string_map_from_json, write_lifecycle,
+    level_code, level_from_code, string_map_from_json, write_lifecycle, write_lifecycle_and_result,
 };
 use super::runners::touch_runner;
 use super::writer::WriterContext;
@@ -236,7 +236,11 @@ pub(super) fn claim(
         let lease = job
             .lifecycle
             .claim(claim.runner, now)
-            .map_err(|error| StoreError::from_transition(error, &job.id.to_string(), "claim"))?;
+            // Candidates are due pending jobs, so a refusal here is a bug; as an internal error it
+            // rolls back the whole group rather than leave the jobs claimed before it.
+            .map_err(|error| {
+                StoreError::Internal(format!("claim of candidate job {}: {error}", job.id))
+            })?;
         write_lifecycle(&context.conn, seq, &job.lifecycle)?;
         claimed.push(ClaimedJob { job, lease });
     }
@@ -251,7 +255,8 @@ fn candidates_of_kind(
     wanted: usize,
     now: Timestamp,
 ) -> Result<Vec<Candidate>, StoreError> {
-    let page_size = (wanted * 2).clamp(16, 512);
+    // Most queues hold jobs any runner of the kind can take, so the first page usually suffices.
+    let page_size = (wanted + 8).min(512);
     let first_sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 0 AND kind = ?1 ORDER BY priority, seq LIMIT ?2"
     );
@@ -402,6 +407,9 @@ fn append_log_entries(
             "INSERT OR IGNORE INTO job_logs (job_seq, seq, ts, level, message, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .map_err(map_sqlite_error)?;
+    let truncation_notice = format!(
+        "log truncated: this job's log reached its cap of {cap} bytes and later entries were dropped"
+    );
     for entry in entries {
         let entry_seq = match entry.seq {
             Some(seq) => i64::try_from(seq)
@@ -409,23 +417,40 @@ fn append_log_entries(
             None => next_seq,
         };
         if entry.seq.is_some() && entry_seq < next_seq {
-            // Already stored (a retried batch) or a gap filled late: keep what is there.
-            let inserted = if truncated {
-                0
+            // Already stored (a retried batch) or a gap filled late: keep what is there. A late
+            // entry counts against the cap like any other, or out-of-order seqs would bypass it;
+            // past the cap a free slot gets the truncation notice, a taken one stays as it is.
+            if truncated {
+                continue;
+            }
+            let weight = entry.weight() as i64;
+            let over_cap = bytes + weight > cap;
+            let inserted = if over_cap {
+                insert.execute(params![
+                    job_seq,
+                    entry_seq,
+                    now.as_millis(),
+                    level_code(LogLevel::Warn),
+                    truncation_notice,
+                    Option::<String>::None
+                ])
             } else {
-                insert
-                    .execute(params![
-                        job_seq,
-                        entry_seq,
-                        now.as_millis(),
-                        level_code(entry.level),
-                        entry.message,
-                        entry.metadata.as_ref().map(Value::to_string)
-                    ])
-                    .map_err(map_sqlite_error)?
-            };
+                insert.execute(params![
+                    job_seq,
+                    entry_seq,
+                    now.as_millis(),
+                    level_code(entry.level),
+                    entry.message,
+                    entry.metadata.as_ref().map(Value::to_string)
+                ])
+            }
+            .map_err(map_sqlite_error)?;
             if inserted > 0 {
-                bytes += entry.weight() as i64;
+                if over_cap {
+                    truncated = true;
+                } else {
+                    bytes += weight;
+                }
             }
             continue;
         }
@@ -436,16 +461,13 @@ fn append_log_entries(
         let weight = entry.weight() as i64;
         if bytes + weight > cap {
             truncated = true;
-            let message = format!(
-                "log truncated: this job's log reached its cap of {cap} bytes and later entries were dropped"
-            );
             insert
                 .execute(params![
                     job_seq,
                     entry_seq,
                     now.as_millis(),
                     level_code(LogLevel::Warn),
-                    message,
+                    truncation_notice,
                     Option::<String>::None
                 ])
                 .map_err(map_sqlite_error)?;
@@ -495,13 +517,11 @@ pub(super) fn complete(
     result: Value,
     now: Timestamp,
 ) -> Result<JobRecord, StoreError> {
-    let conn = &context.conn;
-    let (seq, mut job, ()) = transition(conn, call.job, "complete", |lifecycle, _| {
-        lifecycle.complete(call.runner, call.epoch, now)
-    })?;
-    conn.prepare_cached("UPDATE jobs SET result = ?2 WHERE seq = ?1")
-        .and_then(|mut statement| statement.execute(params![seq, result.to_string()]))
-        .map_err(map_sqlite_error)?;
+    let (seq, mut job) = load_by_id(&context.conn, call.job)?;
+    job.lifecycle
+        .complete(call.runner, call.epoch, now)
+        .map_err(|error| StoreError::from_transition(error, &call.job.to_string(), "complete"))?;
+    write_lifecycle_and_result(&context.conn, seq, &job.lifecycle, Some(&result))?;
     job.result = Some(result);
     Ok(job)
 }

@@ -68,6 +68,7 @@ impl SqliteStore {
             pending_changed: false,
             log_cap_bytes: config.log_cap_bytes,
             begin_failed: None,
+            group_failed: None,
         };
         let writer = Writer::start(context, signal_sender).map_err(|error| {
             StoreError::Unavailable(format!("start the writer thread: {error}"))
@@ -231,7 +232,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
         self.writer
-            .run(move |context| jobs::claim(context, &claim, now))
+            .run_unguarded(move |context| jobs::claim(context, &claim, now))
             .await
     }
 
@@ -300,7 +301,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         self.writer
-            .run(move |context| jobs::complete_many(context, runner, items, now))
+            .run_unguarded(move |context| jobs::complete_many(context, runner, items, now))
             .await
     }
 

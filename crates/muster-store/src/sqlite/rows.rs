@@ -117,13 +117,24 @@ pub(crate) fn write_lifecycle(
     seq: i64,
     lifecycle: &JobLifecycle,
 ) -> Result<(), StoreError> {
+    write_lifecycle_and_result(conn, seq, lifecycle, None)
+}
+
+/// Write back the lifecycle and, when given, the result, in one row write (completions are the
+/// hot path; two updates would rewrite the row twice).
+pub(crate) fn write_lifecycle_and_result(
+    conn: &Connection,
+    seq: i64,
+    lifecycle: &JobLifecycle,
+    result: Option<&Value>,
+) -> Result<(), StoreError> {
     let millis = |at: Option<Timestamp>| at.map(Timestamp::as_millis);
     let mut statement = conn
         .prepare_cached(
             "UPDATE jobs SET state = ?2, attempt = ?3, lease_epoch = ?4, runner_id = ?5, run_after = ?6, \
              lease_expires_at = ?7, attempt_deadline_at = ?8, cancel_deadline_at = ?9, reap_at = ?10, \
-             claimed_at = ?11, started_at = ?12, finished_at = ?13, error_reason = ?14, error_message = ?15 \
-             WHERE seq = ?1",
+             claimed_at = ?11, started_at = ?12, finished_at = ?13, error_reason = ?14, error_message = ?15, \
+             result = coalesce(?16, result) WHERE seq = ?1",
         )
         .map_err(super::map_sqlite_error)?;
     statement
@@ -143,6 +154,7 @@ pub(crate) fn write_lifecycle(
             millis(lifecycle.finished_at),
             lifecycle.error.as_ref().map(|error| error.reason.as_str()),
             lifecycle.error.as_ref().map(|error| error.message.as_str()),
+            result.map(Value::to_string),
         ])
         .map_err(super::map_sqlite_error)?;
     Ok(())

@@ -33,6 +33,8 @@ pub(crate) struct WriterContext {
     pub(crate) log_cap_bytes: u64,
     /// Set when the group's transaction could not begin: every operation is refused with it.
     pub(crate) begin_failed: Option<StoreError>,
+    /// Set when an unguarded operation failed: the group is rolled back instead of committed.
+    pub(crate) group_failed: Option<StoreError>,
 }
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -62,6 +64,41 @@ impl Writer {
         let (answer, answered) = oneshot::channel::<Result<R, StoreError>>();
         let queued: Operation = Box::new(move |context| {
             let outcome = run_in_savepoint(context, operation);
+            Box::new(move |commit: Result<(), StoreError>| {
+                let _ = answer.send(commit.and(outcome));
+            })
+        });
+        let stopped = || StoreError::Unavailable("the SQLite writer has stopped".into());
+        self.queue.send(queued).map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
+
+    /// Like [`Writer::run`] but without a savepoint, for hot operations that refuse (not found,
+    /// lease lost, wrong state, rejected) only before their first write and write each row with
+    /// one statement, so anything else is an SQLite failure. Such an error rolls back the whole group and every caller in it is refused:
+    /// no half-written state, without paying for a savepoint (which copies every page the
+    /// operation touches into the statement journal).
+    pub(crate) async fn run_unguarded<R: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&mut WriterContext) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (answer, answered) = oneshot::channel::<Result<R, StoreError>>();
+        let queued: Operation = Box::new(move |context| {
+            let outcome = match &context.begin_failed {
+                Some(error) => Err(error.clone()),
+                None => {
+                    catch_unwind(AssertUnwindSafe(|| operation(context))).unwrap_or_else(|_| {
+                        Err(StoreError::Internal(
+                            "a store operation panicked; its group was rolled back".into(),
+                        ))
+                    })
+                }
+            };
+            // Refusals (not found, lease lost, wrong state, rejected) come before any write by
+            // this method's contract; only a failure of SQLite itself can leave writes behind.
+            if let Err(error @ (StoreError::Unavailable(_) | StoreError::Internal(_))) = &outcome {
+                context.group_failed.get_or_insert_with(|| error.clone());
+            }
             Box::new(move |commit: Result<(), StoreError>| {
                 let _ = answer.send(commit.and(outcome));
             })
@@ -131,20 +168,32 @@ fn run_writer(
             .into_iter()
             .map(|operation| operation(&mut context))
             .collect();
-        let commit = begin.and_then(|()| {
-            context
-                .conn
-                .execute_batch("COMMIT")
-                .map_err(map_sqlite_error)
-        });
+        // Wake waiting claimers before the fsync rather than after: their claims queue behind
+        // this group, so they can only see its jobs once it is committed, and their wake-up and
+        // request handling overlap with the sync instead of following it.
+        if context.pending_changed
+            && context.group_failed.is_none()
+            && context.begin_failed.is_none()
+        {
+            pending_signal.send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
+        context.pending_changed = false;
+        let commit = match context.group_failed.take() {
+            Some(error) => Err(StoreError::Unavailable(format!(
+                "a write committed together with this one failed ({error}); nothing was committed, retry"
+            ))),
+            None => begin.and_then(|()| {
+                context
+                    .conn
+                    .execute_batch("COMMIT")
+                    .map_err(map_sqlite_error)
+            }),
+        };
         if let Err(error) = &commit {
             tracing::error!(%error, "failed to commit a write group; every operation in it was refused");
             let _ = context.conn.execute_batch("ROLLBACK");
             context.runner_touches.clear();
-        } else if context.pending_changed {
-            pending_signal.send_modify(|generation| *generation = generation.wrapping_add(1));
         }
-        context.pending_changed = false;
         for reply in replies {
             reply(commit.clone());
         }

@@ -1,0 +1,517 @@
+//! Claiming: exclusive under concurrency, in priority-then-age order, limited to the runner's
+//! kinds and capabilities, never before `run_after`, at most `max_jobs` at a time.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use anyhow::{Context, ensure};
+use muster_core::{Capabilities, JobId, JobSpec, JobState, RunnerId};
+use muster_store::{ClaimRequest, CompletionItem, Store};
+
+use super::{
+    T0, at, claim, claim_one, claim_request, expect_not_found, register_runner,
+    register_runner_with_labels, snapshot, spec, submit_each, submit_many, submit_one,
+};
+
+const CONCURRENT_JOBS: usize = 500;
+const CONCURRENT_CLAIMERS: usize = 16;
+
+pub async fn concurrent_claimers_claim_every_job_exactly_once(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let submitted = submit_many(store.as_ref(), "burn", CONCURRENT_JOBS, T0).await?;
+    let now = at(1_000);
+    let mut tasks = Vec::new();
+    for claimer in 0..CONCURRENT_CLAIMERS {
+        let store = Arc::clone(&store);
+        let runner = register_runner(store.as_ref(), &format!("claimer-{claimer}")).await?;
+        tasks.push(tokio::spawn(async move {
+            let mut claimed: Vec<(JobId, u64)> = Vec::new();
+            for round in 0usize.. {
+                // Every claimer varies its batch size so small and large claims interleave.
+                let max_jobs = 1 + ((claimer + round) % 10) as u32;
+                let batch = store
+                    .claim_jobs(claim_request(runner, &["burn"], max_jobs), now)
+                    .await
+                    .context("claim under concurrency")?;
+                ensure!(
+                    batch.len() <= max_jobs as usize,
+                    "claimed {} jobs with max_jobs {max_jobs}",
+                    batch.len()
+                );
+                if batch.is_empty() {
+                    break;
+                }
+                let mut items = Vec::new();
+                for job in &batch {
+                    ensure!(job.job.state() == JobState::Claimed);
+                    ensure!(job.job.runner_id() == Some(runner));
+                    claimed.push((job.job.id, job.lease.epoch));
+                    items.push(CompletionItem {
+                        job: job.job.id,
+                        epoch: Some(job.lease.epoch),
+                        result: serde_json::json!({"claimer": claimer}),
+                    });
+                }
+                // Completing while others still claim puts writes of both kinds in flight.
+                let outcomes = store
+                    .complete_jobs(runner, items, now.plus_millis(1))
+                    .await
+                    .context("complete a claimed batch")?;
+                for outcome in outcomes {
+                    outcome.context("a job this runner just claimed must complete")?;
+                }
+            }
+            anyhow::Ok((runner, claimed))
+        }));
+    }
+    let mut claims_per_job: HashMap<JobId, Vec<RunnerId>> = HashMap::new();
+    for task in tasks {
+        let (runner, claimed) = task.await.context("join a claimer task")??;
+        for (job, epoch) in claimed {
+            ensure!(epoch == 1, "a job claimed once has epoch 1, got {epoch}");
+            claims_per_job.entry(job).or_default().push(runner);
+        }
+    }
+    let doubles: Vec<_> = claims_per_job
+        .iter()
+        .filter(|(_, runners)| runners.len() > 1)
+        .collect();
+    ensure!(
+        doubles.is_empty(),
+        "jobs claimed more than once: {doubles:?}"
+    );
+    let submitted_ids: HashSet<JobId> = submitted.iter().map(|job| job.id).collect();
+    let claimed_ids: HashSet<JobId> = claims_per_job.keys().copied().collect();
+    ensure!(
+        claimed_ids == submitted_ids,
+        "claimed {} distinct jobs of {} submitted",
+        claimed_ids.len(),
+        submitted_ids.len()
+    );
+    for job in &submitted {
+        let stored = store.get_job(job.id).await?;
+        ensure!(
+            stored.state() == JobState::Completed,
+            "{} is {}",
+            job.id,
+            stored.state()
+        );
+        ensure!(
+            stored.runner_id() == claims_per_job[&job.id].first().copied(),
+            "the stored holder is the claimer"
+        );
+    }
+    Ok(())
+}
+
+pub async fn claims_take_the_lowest_priority_number_first_then_the_oldest(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let with_priority = |priority: i32| JobSpec {
+        priority,
+        ..spec("ordered")
+    };
+    // Submitted in this order, so within one priority the earlier is the older.
+    let jobs = submit_each(
+        store,
+        vec![
+            with_priority(100),
+            with_priority(5),
+            with_priority(100),
+            with_priority(-3),
+            with_priority(5),
+            with_priority(50),
+        ],
+        T0,
+    )
+    .await?;
+    let expected_order = [
+        jobs[3].id, jobs[1].id, jobs[4].id, jobs[5].id, jobs[0].id, jobs[2].id,
+    ];
+
+    // A batch claim takes the best two.
+    let runner = register_runner(store, "ordered-batch").await?;
+    let batch = claim(store, runner, &["ordered"], 2, at(1_000)).await?;
+    let batch_ids: HashSet<JobId> = batch.iter().map(|claimed| claimed.job.id).collect();
+    ensure!(
+        batch_ids == HashSet::from([expected_order[0], expected_order[1]]),
+        "a claim of two takes the two best jobs"
+    );
+
+    // One at a time, the rest come in order.
+    let mut taken = Vec::new();
+    for _ in 2..expected_order.len() {
+        taken.push(claim_one(store, runner, "ordered", at(2_000)).await?.job.id);
+    }
+    ensure!(
+        taken == expected_order[2..],
+        "claim order by priority then age: expected {:?}, got {taken:?}",
+        &expected_order[2..]
+    );
+    Ok(())
+}
+
+pub async fn claims_order_by_priority_across_kinds(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let jobs = submit_each(
+        store,
+        vec![
+            JobSpec {
+                priority: 10,
+                ..spec("kind-a")
+            },
+            JobSpec {
+                priority: 1,
+                ..spec("kind-b")
+            },
+            JobSpec {
+                priority: 10,
+                ..spec("kind-b")
+            },
+        ],
+        T0,
+    )
+    .await?;
+    let runner = register_runner(store, "two-kinds").await?;
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        let mut claimed = claim(store, runner, &["kind-a", "kind-b"], 1, at(1_000)).await?;
+        ensure!(claimed.len() == 1, "one job per claim of one");
+        taken.push(claimed.remove(0).job.id);
+    }
+    ensure!(
+        taken == vec![jobs[1].id, jobs[0].id, jobs[2].id],
+        "the best job of any listed kind comes first, ties by age"
+    );
+    Ok(())
+}
+
+pub async fn claims_respect_max_jobs(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    submit_many(store, "limited", 10, T0).await?;
+    let runner = register_runner(store, "limited").await?;
+    let mut sizes = Vec::new();
+    for _ in 0..5 {
+        sizes.push(
+            claim(store, runner, &["limited"], 3, at(1_000))
+                .await?
+                .len(),
+        );
+    }
+    ensure!(sizes == vec![3, 3, 3, 1, 0], "batch sizes {sizes:?}");
+    Ok(())
+}
+
+pub async fn claims_only_take_the_runners_kinds(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let a = submit_many(store, "alpha", 3, T0).await?;
+    let b = submit_many(store, "beta", 3, T0).await?;
+    let c = submit_many(store, "gamma", 3, T0).await?;
+    let runner = register_runner(store, "alpha-gamma").await?;
+
+    ensure!(
+        claim(store, runner, &[], 10, at(1_000)).await?.is_empty(),
+        "a runner hosting no kind takes nothing"
+    );
+    ensure!(
+        claim(store, runner, &["delta"], 10, at(1_000))
+            .await?
+            .is_empty(),
+        "a kind with no jobs gives nothing"
+    );
+    // A kind listed twice must not make a job look like two candidates.
+    let claimed = claim(store, runner, &["gamma", "alpha", "gamma"], 10, at(1_000)).await?;
+    let claimed_ids: HashSet<JobId> = claimed.iter().map(|job| job.job.id).collect();
+    let expected: HashSet<JobId> = a.iter().chain(&c).map(|job| job.id).collect();
+    ensure!(claimed.len() == 6, "each job once, got {}", claimed.len());
+    ensure!(claimed_ids == expected, "exactly the alpha and gamma jobs");
+    for job in &b {
+        ensure!(store.get_job(job.id).await?.state() == JobState::Pending);
+    }
+    Ok(())
+}
+
+fn capabilities(labels: &[(&str, &str)], tags: &[&str], resources: &[(&str, f64)]) -> Capabilities {
+    Capabilities {
+        labels: labels
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect(),
+        tags: tags.iter().map(|tag| tag.to_string()).collect(),
+        resources: resources
+            .iter()
+            .map(|(name, amount)| (name.to_string(), *amount))
+            .collect(),
+    }
+}
+
+pub async fn claims_match_labels_tags_and_resources(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let offer = capabilities(
+        &[("gpu", "a100"), ("zone", "eu")],
+        &["q4_k_m", "q8_0"],
+        &[("vram_gb", 40.0), ("cpus", 8.0)],
+    );
+    let cases: Vec<(&str, Capabilities, bool)> = vec![
+        ("no requirements", Capabilities::default(), true),
+        (
+            "equal label",
+            capabilities(&[("gpu", "a100")], &[], &[]),
+            true,
+        ),
+        (
+            "different label value",
+            capabilities(&[("gpu", "h100")], &[], &[]),
+            false,
+        ),
+        (
+            "missing label",
+            capabilities(&[("arch", "arm")], &[], &[]),
+            false,
+        ),
+        (
+            "tags subset",
+            capabilities(&[], &["q8_0", "q4_k_m"], &[]),
+            true,
+        ),
+        (
+            "tag missing",
+            capabilities(&[], &["q8_0", "fp16"], &[]),
+            false,
+        ),
+        (
+            "resource equal",
+            capabilities(&[], &[], &[("vram_gb", 40.0)]),
+            true,
+        ),
+        (
+            "resource less",
+            capabilities(&[], &[], &[("cpus", 2.5)]),
+            true,
+        ),
+        (
+            "resource more",
+            capabilities(&[], &[], &[("vram_gb", 40.5)]),
+            false,
+        ),
+        (
+            "resource absent",
+            capabilities(&[], &[], &[("memory_gb", 1.0)]),
+            false,
+        ),
+        (
+            "all parts met",
+            capabilities(&[("zone", "eu")], &["q8_0"], &[("cpus", 8.0)]),
+            true,
+        ),
+    ];
+    let runner = register_runner(store, "matcher").await?;
+    for (index, (name, requirements, claimable)) in cases.into_iter().enumerate() {
+        // A kind per case keeps the cases from seeing each other's jobs.
+        let kind = format!("match-{index}");
+        let job = submit_one(
+            store,
+            JobSpec {
+                requirements: requirements.clone(),
+                ..spec(&kind)
+            },
+            T0,
+        )
+        .await?;
+        ensure!(
+            store.get_job(job.id).await?.requirements == requirements,
+            "{name}: requirements are stored as given"
+        );
+        let claimed = store
+            .claim_jobs(
+                ClaimRequest {
+                    runner,
+                    kinds: vec![kind.clone()],
+                    offer: offer.clone(),
+                    max_jobs: 5,
+                },
+                at(1_000),
+            )
+            .await?;
+        let expected = usize::from(claimable);
+        ensure!(
+            claimed.len() == expected,
+            "{name}: expected {expected} claimed, got {}",
+            claimed.len()
+        );
+    }
+    Ok(())
+}
+
+pub async fn registration_labels_count_for_matching_and_cannot_be_overridden(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let needs_a100 = JobSpec {
+        requirements: capabilities(&[("gpu", "a100")], &[], &[]),
+        ..spec("gpu-work")
+    };
+    let job = submit_one(store, needs_a100, T0).await?;
+
+    // Declares a100 itself, but an operator registered it as t4: the operator's word holds.
+    let t4 = register_runner_with_labels(
+        store,
+        "registered-t4",
+        BTreeMap::from([("gpu".to_string(), "t4".to_string())]),
+    )
+    .await?;
+    let spoofed = store
+        .claim_jobs(
+            ClaimRequest {
+                runner: t4,
+                kinds: vec!["gpu-work".into()],
+                offer: capabilities(&[("gpu", "a100")], &[], &[]),
+                max_jobs: 1,
+            },
+            at(1_000),
+        )
+        .await?;
+    ensure!(
+        spoofed.is_empty(),
+        "declared labels must not override registered ones"
+    );
+
+    // Declares nothing, registered as a100: matches on the registration alone.
+    let a100 = register_runner_with_labels(
+        store,
+        "registered-a100",
+        BTreeMap::from([("gpu".to_string(), "a100".to_string())]),
+    )
+    .await?;
+    let claimed = claim_one(store, a100, "gpu-work", at(2_000)).await?;
+    ensure!(claimed.job.id == job.id);
+    let runner = store.get_runner(a100).await?;
+    ensure!(
+        runner.labels.get("gpu").map(String::as_str) == Some("a100"),
+        "registered labels are reported: {:?}",
+        runner.labels
+    );
+    Ok(())
+}
+
+pub async fn jobs_scheduled_for_later_are_claimed_only_once_due(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let due_at = at(60_000);
+    let later = submit_one(
+        store,
+        JobSpec {
+            run_after: Some(due_at),
+            // The best priority: being scheduled must still keep it out of claims.
+            priority: -100,
+            ..spec("scheduled")
+        },
+        T0,
+    )
+    .await?;
+    ensure!(store.get_job(later.id).await?.lifecycle.run_after == due_at);
+    let now_job = submit_one(store, spec("scheduled"), T0.plus_millis(1)).await?;
+    let runner = register_runner(store, "scheduler").await?;
+
+    let first = claim(store, runner, &["scheduled"], 10, at(1_000)).await?;
+    ensure!(
+        first.iter().map(|job| job.job.id).collect::<Vec<_>>() == vec![now_job.id],
+        "only the due job is claimed, the scheduled one does not block it"
+    );
+    ensure!(
+        claim(store, runner, &["scheduled"], 10, due_at.plus_millis(-1))
+            .await?
+            .is_empty(),
+        "one millisecond early is too early"
+    );
+    let claimed = claim_one(store, runner, "scheduled", due_at).await?;
+    ensure!(claimed.job.id == later.id, "due exactly at run_after");
+    Ok(())
+}
+
+pub async fn claims_by_unknown_or_deleted_runners_are_refused(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let job = submit_one(store, spec("guarded"), T0).await?;
+    let before = snapshot(store, job.id).await?;
+    let stranger = RunnerId::new(T0, 0xDEAD_BEEF);
+    expect_not_found(
+        store
+            .claim_jobs(claim_request(stranger, &["guarded"], 1), at(1_000))
+            .await,
+        "claim by a runner never registered",
+    )?;
+    let deleted = register_runner(store, "soon-gone").await?;
+    store.delete_runner(deleted, at(500)).await?;
+    expect_not_found(
+        store
+            .claim_jobs(claim_request(deleted, &["guarded"], 1), at(1_000))
+            .await,
+        "claim by a deleted runner",
+    )?;
+    ensure!(
+        snapshot(store, job.id).await? == before,
+        "refused claims change nothing"
+    );
+    Ok(())
+}
+
+pub async fn a_claim_records_the_lease_attempt_and_what_the_runner_declared(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let job = submit_one(
+        store,
+        JobSpec {
+            policy: super::policy(4, 120, 45, 2),
+            ..spec("leased")
+        },
+        T0,
+    )
+    .await?;
+    let runner = register_runner(store, "declaring").await?;
+    let offer = capabilities(&[("zone", "eu")], &["fast"], &[("cpus", 4.0)]);
+    let now = at(1_000);
+    let mut claimed = store
+        .claim_jobs(
+            ClaimRequest {
+                runner,
+                kinds: vec!["leased".into()],
+                offer: offer.clone(),
+                max_jobs: 1,
+            },
+            now,
+        )
+        .await?;
+    ensure!(claimed.len() == 1);
+    let claimed = claimed.remove(0);
+    ensure!(claimed.lease.epoch == 1);
+    ensure!(claimed.lease.ttl_ms == 45_000);
+    ensure!(claimed.lease.expires_at == now.plus_seconds(45));
+    let stored = store.get_job(job.id).await?;
+    ensure!(stored == claimed.job, "the claim answers the job as stored");
+    ensure!(stored.state() == JobState::Claimed);
+    ensure!(stored.lifecycle.attempt == 1);
+    ensure!(stored.lifecycle.claimed_at == Some(now));
+    ensure!(stored.lifecycle.started_at.is_none());
+    ensure!(stored.lifecycle.lease() == Some(claimed.lease));
+    ensure!(stored.lifecycle.attempt_deadline_at == Some(now.plus_seconds(120)));
+
+    let record = store
+        .get_runner(runner)
+        .await
+        .context("reload the runner")?;
+    ensure!(
+        record.kinds == vec!["leased".to_string()],
+        "kinds {:?}",
+        record.kinds
+    );
+    ensure!(record.offer == offer, "offer {:?}", record.offer);
+    ensure!(record.last_seen_at == Some(now));
+    ensure!(record.running_jobs == 1);
+    Ok(())
+}

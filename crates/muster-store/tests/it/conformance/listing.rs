@@ -1,0 +1,273 @@
+//! Listing jobs and runners: newest first, cursors that visit every item exactly once, filters
+//! that combine, and cursors the store never gave out refused as `Rejected`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use anyhow::ensure;
+use muster_core::{JobId, JobState, RunnerId};
+use muster_store::{JobFilter, PageRequest, Store};
+
+use super::{
+    T0, at, call_for, claim, expect_rejected, list_all_jobs, register_runner, spec, submit_each,
+    submit_many,
+};
+
+pub async fn list_jobs_is_newest_first_and_cursors_visit_every_job_once(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let submitted = submit_each(store, (0..23).map(|_| spec("listed")).collect(), T0).await?;
+    let newest_first: Vec<JobId> = submitted.iter().rev().map(|job| job.id).collect();
+
+    for page_size in [1, 5, 23, 100] {
+        let listed: Vec<JobId> = list_all_jobs(store, JobFilter::default(), page_size)
+            .await?
+            .iter()
+            .map(|job| job.id)
+            .collect();
+        ensure!(
+            listed == newest_first,
+            "page size {page_size}: every job once, newest first"
+        );
+    }
+
+    let first = store
+        .list_jobs(
+            JobFilter::default(),
+            PageRequest {
+                limit: 5,
+                cursor: None,
+            },
+        )
+        .await?;
+    ensure!(first.items.len() == 5);
+    ensure!(first.next_cursor.is_some(), "more jobs remain");
+    ensure!(
+        first.items[0] == store.get_job(newest_first[0]).await?,
+        "items are full records"
+    );
+    let all = store
+        .list_jobs(
+            JobFilter::default(),
+            PageRequest {
+                limit: 23,
+                cursor: None,
+            },
+        )
+        .await?;
+    ensure!(all.items.len() == 23);
+    ensure!(
+        all.next_cursor.is_none(),
+        "a page holding the rest has no cursor"
+    );
+    Ok(())
+}
+
+pub async fn list_jobs_cursors_stay_stable_while_new_jobs_arrive(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let older = submit_each(store, (0..6).map(|_| spec("stable")).collect(), T0).await?;
+    let first = store
+        .list_jobs(
+            JobFilter::default(),
+            PageRequest {
+                limit: 3,
+                cursor: None,
+            },
+        )
+        .await?;
+    // Jobs submitted mid-walk are newer than the cursor and must not shift what follows.
+    submit_each(store, (0..4).map(|_| spec("stable")).collect(), at(10_000)).await?;
+    let second = store
+        .list_jobs(
+            JobFilter::default(),
+            PageRequest {
+                limit: 3,
+                cursor: first.next_cursor.clone(),
+            },
+        )
+        .await?;
+    let seen: Vec<JobId> = first
+        .items
+        .iter()
+        .chain(&second.items)
+        .map(|job| job.id)
+        .collect();
+    let expected: Vec<JobId> = older.iter().rev().map(|job| job.id).collect();
+    ensure!(seen == expected, "the walk continues where it was");
+    Ok(())
+}
+
+pub async fn list_jobs_filters_by_state_kind_and_runner(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    submit_many(store, "filter-a", 6, T0).await?;
+    submit_many(store, "filter-b", 4, T0.plus_millis(1)).await?;
+    let first_runner = register_runner(store, "filter-1").await?;
+    let second_runner = register_runner(store, "filter-2").await?;
+    let by_first = claim(store, first_runner, &["filter-a"], 2, at(1_000)).await?;
+    let by_second = claim(store, second_runner, &["filter-b"], 1, at(1_000)).await?;
+    ensure!(by_first.len() == 2 && by_second.len() == 1);
+    store
+        .complete_job(
+            call_for(&by_first[0], first_runner),
+            serde_json::json!(1),
+            at(2_000),
+        )
+        .await?;
+
+    let ids_of = |jobs: &[muster_store::ClaimedJob]| -> HashSet<JobId> {
+        jobs.iter().map(|job| job.job.id).collect()
+    };
+    let filter =
+        |state: Option<JobState>, kind: Option<&str>, runner: Option<RunnerId>| JobFilter {
+            state,
+            kind: kind.map(str::to_string),
+            runner_id: runner,
+        };
+    let cases: Vec<(&str, JobFilter, usize)> = vec![
+        ("everything", JobFilter::default(), 10),
+        ("pending", filter(Some(JobState::Pending), None, None), 7),
+        ("claimed", filter(Some(JobState::Claimed), None, None), 2),
+        (
+            "completed",
+            filter(Some(JobState::Completed), None, None),
+            1,
+        ),
+        ("failed", filter(Some(JobState::Failed), None, None), 0),
+        ("kind a", filter(None, Some("filter-a"), None), 6),
+        ("kind b", filter(None, Some("filter-b"), None), 4),
+        ("unknown kind", filter(None, Some("filter-z"), None), 0),
+        ("first runner", filter(None, None, Some(first_runner)), 2),
+        ("second runner", filter(None, None, Some(second_runner)), 1),
+        (
+            "kind a and pending",
+            filter(Some(JobState::Pending), Some("filter-a"), None),
+            4,
+        ),
+        (
+            "first runner and claimed",
+            filter(Some(JobState::Claimed), None, Some(first_runner)),
+            1,
+        ),
+        (
+            "kind b and first runner",
+            filter(None, Some("filter-b"), Some(first_runner)),
+            0,
+        ),
+    ];
+    for (name, job_filter, expected) in cases {
+        // A page size of 2 makes every filter walk several pages.
+        let jobs = list_all_jobs(store, job_filter.clone(), 2).await?;
+        ensure!(
+            jobs.len() == expected,
+            "{name}: expected {expected}, got {}",
+            jobs.len()
+        );
+        let distinct: HashSet<JobId> = jobs.iter().map(|job| job.id).collect();
+        ensure!(distinct.len() == jobs.len(), "{name}: no job listed twice");
+        for job in &jobs {
+            ensure!(
+                job_filter.state.is_none_or(|state| job.state() == state),
+                "{name}"
+            );
+            ensure!(
+                job_filter
+                    .kind
+                    .as_deref()
+                    .is_none_or(|kind| job.kind == kind),
+                "{name}"
+            );
+            ensure!(
+                job_filter
+                    .runner_id
+                    .is_none_or(|runner| job.runner_id() == Some(runner)),
+                "{name}"
+            );
+        }
+    }
+    let first_runners_jobs: HashSet<JobId> =
+        list_all_jobs(store, filter(None, None, Some(first_runner)), 10)
+            .await?
+            .iter()
+            .map(|job| job.id)
+            .collect();
+    ensure!(first_runners_jobs == ids_of(&by_first));
+    Ok(())
+}
+
+pub async fn cursors_the_store_never_gave_out_are_rejected(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    submit_many(store, "cursed", 3, T0).await?;
+    register_runner(store, "cursed").await?;
+    for bad in ["not a cursor!", "%%%", "-1"] {
+        expect_rejected(
+            store
+                .list_jobs(
+                    JobFilter::default(),
+                    PageRequest {
+                        limit: 10,
+                        cursor: Some(bad.to_string()),
+                    },
+                )
+                .await,
+            &format!("list_jobs with cursor {bad:?}"),
+        )?;
+        expect_rejected(
+            store
+                .list_runners(PageRequest {
+                    limit: 10,
+                    cursor: Some(bad.to_string()),
+                })
+                .await,
+            &format!("list_runners with cursor {bad:?}"),
+        )?;
+    }
+    Ok(())
+}
+
+pub async fn list_runners_is_newest_first_and_cursors_visit_every_runner_once(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let mut created = Vec::new();
+    for index in 0..7 {
+        created.push(register_runner(store, &format!("listed-{index}")).await?);
+    }
+    let gone = created.remove(3);
+    store.delete_runner(gone, at(1_000)).await?;
+    let newest_first: Vec<RunnerId> = created.iter().rev().copied().collect();
+
+    for page_size in [1u32, 2, 6, 50] {
+        let mut listed = Vec::new();
+        let mut cursor = None;
+        for _ in 0..100 {
+            let page = store
+                .list_runners(PageRequest {
+                    limit: page_size,
+                    cursor: cursor.clone(),
+                })
+                .await?;
+            ensure!(page.items.len() <= page_size as usize);
+            ensure!(
+                cursor.is_none() || !page.items.is_empty() || page.next_cursor.is_none(),
+                "an empty page must end the walk"
+            );
+            listed.extend(page.items.iter().map(|runner| runner.id));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        ensure!(
+            listed == newest_first,
+            "page size {page_size}: every live runner once, newest first, deleted ones left out: {listed:?}"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! Job logs: sequence numbers from zero, resent entries stored once, paging by `after_seq`, and a
+//! per-job byte cap past which entries are dropped after exactly one truncation notice.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::{Context, ensure};
+use muster_core::{JobState, LogLevel};
+use muster_store::Store;
+
+use super::{
+    OpenedStore, T0, at, call_for, claim_one, log_entry, policy, register_runner, spec_with_policy,
+    submit_one,
+};
+
+fn messages(page: &muster_store::LogPage) -> Vec<(u64, String)> {
+    page.items
+        .iter()
+        .map(|entry| (entry.seq, entry.message.clone()))
+        .collect()
+}
+
+pub async fn log_entries_resent_with_their_seq_are_stored_once(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let job = submit_one(store, spec_with_policy("chatty", policy(3, 600, 30, 1)), T0).await?;
+    let runner = register_runner(store, "chatty").await?;
+    let claimed = claim_one(store, runner, "chatty", at(1_000)).await?;
+    let call = call_for(&claimed, runner);
+
+    let first = store
+        .append_logs(
+            call,
+            vec![
+                log_entry(Some(0), "zero"),
+                log_entry(Some(1), "one"),
+                log_entry(Some(2), "two"),
+            ],
+            at(2_000),
+        )
+        .await?;
+    ensure!(
+        first.next_seq == 3,
+        "next_seq after 0..=2 is 3, got {}",
+        first.next_seq
+    );
+
+    // A retried batch overlapping the first: only seq 3 is new.
+    let resent = store
+        .append_logs(
+            call,
+            vec![
+                log_entry(Some(1), "one again"),
+                log_entry(Some(2), "two again"),
+                log_entry(Some(3), "three"),
+            ],
+            at(3_000),
+        )
+        .await?;
+    ensure!(resent.next_seq == 4, "got {}", resent.next_seq);
+    let exact_repeat = store
+        .append_logs(call, vec![log_entry(Some(3), "three again")], at(3_500))
+        .await?;
+    ensure!(exact_repeat.next_seq == 4, "a full resend moves nothing");
+
+    // Entries without a seq continue after the highest one given.
+    let unnumbered = store
+        .append_logs(
+            call,
+            vec![log_entry(None, "four"), log_entry(None, "five")],
+            at(4_000),
+        )
+        .await?;
+    ensure!(unnumbered.next_seq == 6);
+
+    let page = store.read_logs(job.id, None, 100).await?;
+    let expected: Vec<(u64, String)> = [
+        (0, "zero"),
+        (1, "one"),
+        (2, "two"),
+        (3, "three"),
+        (4, "four"),
+        (5, "five"),
+    ]
+    .into_iter()
+    .map(|(seq, message)| (seq, message.to_string()))
+    .collect();
+    ensure!(
+        messages(&page) == expected,
+        "each entry once, first version kept: {:?}",
+        messages(&page)
+    );
+    ensure!(page.next_seq == 6);
+    ensure!(!page.job_finished);
+    Ok(())
+}
+
+pub async fn next_seq_starts_at_zero_and_read_logs_pages_by_after_seq(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let job = submit_one(
+        store,
+        spec_with_policy("paged-log", policy(3, 600, 30, 1)),
+        T0,
+    )
+    .await?;
+    let empty = store.read_logs(job.id, None, 10).await?;
+    ensure!(empty.items.is_empty());
+    ensure!(
+        empty.next_seq == 0,
+        "an empty log reads from 0, got {}",
+        empty.next_seq
+    );
+
+    let runner = register_runner(store, "pager").await?;
+    let claimed = claim_one(store, runner, "paged-log", at(1_000)).await?;
+    let call = call_for(&claimed, runner);
+    let ack = store
+        .job_heartbeat(call, None, Vec::new(), at(1_500))
+        .await?;
+    ensure!(ack.next_seq == 0, "nothing logged yet: {}", ack.next_seq);
+
+    let events = vec![log_entry(None, "event a"), log_entry(None, "event b")];
+    let ack = store.job_heartbeat(call, None, events, at(2_000)).await?;
+    ensure!(
+        ack.next_seq == 2,
+        "heartbeat events are logged: {}",
+        ack.next_seq
+    );
+    let mut warn = log_entry(None, "careful");
+    warn.level = LogLevel::Warn;
+    warn.metadata = Some(serde_json::json!({"disk_free_gb": 3}));
+    let ack = store
+        .append_logs(call, vec![warn, log_entry(None, "last")], at(3_000))
+        .await?;
+    ensure!(ack.next_seq == 4);
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    for _ in 0..10 {
+        let page = store.read_logs(job.id, after, 1).await?;
+        if page.items.is_empty() {
+            break;
+        }
+        ensure!(page.items.len() == 1, "limit 1 gives one entry");
+        ensure!(page.next_seq == page.items[0].seq + 1);
+        seen.push(page.items[0].clone());
+        after = Some(page.next_seq - 1);
+    }
+    let seqs: Vec<u64> = seen.iter().map(|entry| entry.seq).collect();
+    ensure!(
+        seqs == vec![0, 1, 2, 3],
+        "paging walks every entry once: {seqs:?}"
+    );
+    ensure!(seen[0].message == "event a" && seen[1].message == "event b");
+    ensure!(seen[2].level == LogLevel::Warn);
+    ensure!(seen[2].metadata == Some(serde_json::json!({"disk_free_gb": 3})));
+    ensure!(
+        seen[2].ts == at(3_000),
+        "entries carry the time they were stored"
+    );
+
+    let tail = store.read_logs(job.id, Some(1), 100).await?;
+    ensure!(
+        tail.items.iter().map(|entry| entry.seq).collect::<Vec<_>>() == vec![2, 3],
+        "after_seq is exclusive"
+    );
+
+    store
+        .complete_job(call, serde_json::json!(null), at(4_000))
+        .await?;
+    let finished = store.read_logs(job.id, Some(3), 100).await?;
+    ensure!(finished.items.is_empty());
+    ensure!(finished.job_finished, "the log says when it will not grow");
+    Ok(())
+}
+
+/// The cap the log-cap test opens its store with, in bytes of message text.
+pub const SMALL_LOG_CAP: u64 = 100;
+
+pub async fn entries_past_the_log_cap_are_dropped_after_one_truncation_notice<F, Fut>(
+    open_with_log_cap: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(u64) -> Fut,
+    Fut: Future<Output = anyhow::Result<OpenedStore>>,
+{
+    let opened = open_with_log_cap(SMALL_LOG_CAP)
+        .await
+        .context("open a store with a small log cap")?;
+    let store = opened.store.as_ref();
+    let job = submit_one(
+        store,
+        spec_with_policy("verbose", policy(3, 600, 30, 1)),
+        T0,
+    )
+    .await?;
+    let runner = register_runner(store, "verbose").await?;
+    let claimed = claim_one(store, runner, "verbose", at(1_000)).await?;
+    let call = call_for(&claimed, runner);
+
+    // 30 bytes each: three fit in 100 bytes, the fourth does not.
+    let line = |index: usize| format!("line {index:02} {}", "x".repeat(22));
+    ensure!(line(0).len() == 30);
+    for batch in 0..3 {
+        let entries = (0..4)
+            .map(|offset| log_entry(None, &line(batch * 4 + offset)))
+            .collect();
+        store
+            .append_logs(call, entries, at(2_000 + batch as i64))
+            .await?;
+    }
+    // A heartbeat's events are log entries too and are capped the same way.
+    store
+        .job_heartbeat(call, None, vec![log_entry(None, &line(99))], at(3_000))
+        .await?;
+
+    let page = store.read_logs(job.id, None, 1_000).await?;
+    let kept: Vec<&str> = page
+        .items
+        .iter()
+        .filter(|entry| entry.level != LogLevel::Warn)
+        .map(|entry| entry.message.as_str())
+        .collect();
+    ensure!(
+        kept == vec![line(0), line(1), line(2)],
+        "the entries within the cap are kept: {kept:?}"
+    );
+    let notices: Vec<_> = page
+        .items
+        .iter()
+        .filter(|entry| entry.level == LogLevel::Warn)
+        .collect();
+    ensure!(
+        notices.len() == 1,
+        "exactly one truncation notice, got {notices:?}"
+    );
+    ensure!(
+        notices[0].message.to_lowercase().contains("truncat"),
+        "the notice says the log was truncated: {}",
+        notices[0].message
+    );
+    ensure!(
+        page.items.last().map(|entry| entry.level) == Some(LogLevel::Warn),
+        "nothing is stored after the notice"
+    );
+    ensure!(page.items.len() == 4);
+
+    let done = store
+        .complete_job(call, serde_json::json!({"lines": 13}), at(4_000))
+        .await?;
+    ensure!(
+        done.state() == JobState::Completed,
+        "a full log does not stop the job"
+    );
+    Ok(())
+}
+
+pub async fn sequence_numbers_sent_out_of_order_cannot_get_past_the_log_cap<F, Fut>(
+    open_with_log_cap: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(u64) -> Fut,
+    Fut: Future<Output = anyhow::Result<OpenedStore>>,
+{
+    let opened = open_with_log_cap(SMALL_LOG_CAP)
+        .await
+        .context("open a store with a small log cap")?;
+    let store = opened.store.as_ref();
+    let job = submit_one(store, spec_with_policy("gappy", policy(3, 600, 30, 1)), T0).await?;
+    let runner = register_runner(store, "gappy").await?;
+    let claimed = claim_one(store, runner, "gappy", at(1_000)).await?;
+    let call = call_for(&claimed, runner);
+
+    // The highest seq first, then the gap below it: each entry is 30 bytes and the gap alone
+    // holds 270, far past the 100-byte cap.
+    let line = |seq: u64| format!("seq {seq:02} {}", "y".repeat(23));
+    ensure!(line(0).len() == 30);
+    store
+        .append_logs(call, vec![log_entry(Some(9), &line(9))], at(2_000))
+        .await?;
+    let gap = (0..9).map(|seq| log_entry(Some(seq), &line(seq))).collect();
+    store.append_logs(call, gap, at(3_000)).await?;
+    // Resending everything must not add anything either.
+    let all = (0..10)
+        .map(|seq| log_entry(Some(seq), &line(seq)))
+        .collect();
+    store.append_logs(call, all, at(4_000)).await?;
+
+    let page = store.read_logs(job.id, None, 1_000).await?;
+    let kept_bytes: usize = page
+        .items
+        .iter()
+        .filter(|entry| entry.level != LogLevel::Warn)
+        .map(|entry| entry.message.len())
+        .sum();
+    ensure!(
+        kept_bytes as u64 <= SMALL_LOG_CAP,
+        "{kept_bytes} bytes of log kept with a cap of {SMALL_LOG_CAP}: {:?}",
+        messages(&page)
+    );
+    let notices = page
+        .items
+        .iter()
+        .filter(|entry| entry.level == LogLevel::Warn)
+        .count();
+    ensure!(
+        notices == 1,
+        "exactly one truncation notice, got {notices}: {:?}",
+        messages(&page)
+    );
+    let seqs: Vec<u64> = page.items.iter().map(|entry| entry.seq).collect();
+    let mut distinct = seqs.clone();
+    distinct.dedup();
+    ensure!(seqs == distinct, "every seq at most once: {seqs:?}");
+    Ok(())
+}

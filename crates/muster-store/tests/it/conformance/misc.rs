@@ -1,0 +1,434 @@
+//! Submission (round trip and idempotency keys), runner activity on a job (progress, DAG,
+//! completion), queue depths and the pending signal.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use anyhow::ensure;
+use muster_core::{Capabilities, JobSpec, JobState, NewJob, Progress};
+use muster_store::{JobFilter, Store};
+
+use super::{
+    T0, at, call_for, claim, claim_one, expect_not_found, list_all_jobs, new_job, policy,
+    register_runner, runner_error, spec, spec_with_policy, submit_many, submit_one,
+};
+
+pub async fn a_submitted_job_is_stored_exactly_as_given(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let full = JobSpec {
+        kind: "/reconstruction/v1".into(),
+        payload: serde_json::json!({"scene": "hall", "frames": [1, 2, 3], "nested": {"ok": true}}),
+        priority: 7,
+        requirements: Capabilities {
+            labels: BTreeMap::from([("gpu".into(), "a100".into())]),
+            tags: vec!["q8_0".into(), "fp16".into()],
+            resources: BTreeMap::from([("vram_gb".into(), 24.5), ("cpus".into(), 4.0)]),
+        },
+        policy: policy(7, 900, 45, 3),
+        run_after: Some(at(30_000)),
+        idempotency_key: Some("scene-hall-v1".into()),
+    };
+    let submitted = store
+        .submit_jobs(vec![new_job(full.clone(), at(1_000))])
+        .await?;
+    ensure!(submitted.len() == 1 && submitted[0].created);
+    let record = submitted[0].job.clone();
+    ensure!(
+        record == store.get_job(record.id).await?,
+        "submit answers the job as stored"
+    );
+    ensure!(record.kind == full.kind);
+    ensure!(record.payload == full.payload);
+    ensure!(record.priority == 7);
+    ensure!(record.requirements == full.requirements);
+    ensure!(record.idempotency_key == full.idempotency_key);
+    ensure!(record.created_at == at(1_000));
+    ensure!(record.state() == JobState::Pending);
+    ensure!(record.lifecycle.policy == full.policy);
+    ensure!(record.lifecycle.run_after == at(30_000));
+    ensure!(record.lifecycle.attempt == 0 && record.lifecycle.lease_epoch == 0);
+    ensure!(record.progress == Progress::default());
+    ensure!(record.result.is_none() && record.lifecycle.error.is_none());
+
+    let plain = submit_one(store, spec("plain"), at(2_000)).await?;
+    ensure!(
+        plain.lifecycle.run_after == at(2_000),
+        "without run_after a job is due when created"
+    );
+    Ok(())
+}
+
+pub async fn a_submitted_batch_is_stored_all_or_nothing(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    ensure!(
+        store.submit_jobs(Vec::new()).await?.is_empty(),
+        "an empty batch answers nothing"
+    );
+    let existing = submit_one(store, spec("atomic"), T0).await?;
+    let fresh = new_job(spec("atomic"), at(1_000));
+    // Reusing an id is the simplest way to make one job of a batch impossible to store.
+    let clash = NewJob {
+        id: existing.id,
+        ..new_job(spec("atomic"), at(1_000))
+    };
+    let outcome = store.submit_jobs(vec![fresh.clone(), clash]).await;
+    ensure!(
+        outcome.is_err(),
+        "a batch with an unstorable job is refused: {outcome:?}"
+    );
+    expect_not_found(
+        store.get_job(fresh.id).await,
+        "the good job of a refused batch",
+    )?;
+    let stored = list_all_jobs(store, JobFilter::default(), 100).await?;
+    ensure!(
+        stored.iter().map(|job| job.id).collect::<Vec<_>>() == vec![existing.id],
+        "only the earlier job exists"
+    );
+    ensure!(
+        store.get_job(existing.id).await? == existing,
+        "the earlier job is untouched"
+    );
+    Ok(())
+}
+
+pub async fn submitting_an_idempotency_key_again_returns_the_first_job(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let keyed = |key: &str, payload: i64| JobSpec {
+        idempotency_key: Some(key.to_string()),
+        payload: serde_json::json!({ "version": payload }),
+        ..spec("keyed")
+    };
+    let first = store
+        .submit_jobs(vec![new_job(keyed("order-1", 1), at(1_000))])
+        .await?;
+    ensure!(first.len() == 1 && first[0].created);
+    let original = first[0].job.clone();
+
+    let second = store
+        .submit_jobs(vec![new_job(keyed("order-1", 2), at(2_000))])
+        .await?;
+    ensure!(second.len() == 1);
+    ensure!(!second[0].created, "the key was taken");
+    ensure!(
+        second[0].job.id == original.id,
+        "the same job id comes back"
+    );
+    ensure!(
+        second[0].job.payload == serde_json::json!({"version": 1}),
+        "the first job is kept, not overwritten"
+    );
+
+    // Within one call: a new key, the old key, and the new key again.
+    let mixed = store
+        .submit_jobs(vec![
+            new_job(keyed("order-2", 1), at(3_000)),
+            new_job(keyed("order-1", 3), at(3_000)),
+            new_job(keyed("order-2", 2), at(3_000)),
+            new_job(spec("keyed"), at(3_000)),
+        ])
+        .await?;
+    let created: Vec<bool> = mixed.iter().map(|answer| answer.created).collect();
+    ensure!(
+        created == vec![true, false, false, true],
+        "created flags {created:?}"
+    );
+    ensure!(mixed[1].job.id == original.id);
+    ensure!(
+        mixed[2].job.id == mixed[0].job.id,
+        "a key repeated in one call is one job"
+    );
+
+    let stored = list_all_jobs(store, JobFilter::default(), 100).await?;
+    ensure!(
+        stored.len() == 3,
+        "three distinct jobs stored, got {}",
+        stored.len()
+    );
+
+    // A key stays taken after its job finished.
+    let runner = register_runner(store, "keyed").await?;
+    let claimed = claim(store, runner, &["keyed"], 10, at(4_000)).await?;
+    for job in &claimed {
+        store
+            .complete_job(call_for(job, runner), serde_json::json!(null), at(5_000))
+            .await?;
+    }
+    let later = store
+        .submit_jobs(vec![new_job(keyed("order-1", 4), at(6_000))])
+        .await?;
+    ensure!(!later[0].created && later[0].job.id == original.id);
+    ensure!(
+        later[0].job.state() == JobState::Completed,
+        "answered as it is now"
+    );
+    Ok(())
+}
+
+pub async fn progress_and_heartbeats_start_the_job_and_record_progress(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let job = submit_one(
+        store,
+        spec_with_policy("progressing", policy(3, 600, 30, 1)),
+        T0,
+    )
+    .await?;
+    let runner = register_runner(store, "reporter").await?;
+    let claimed = claim_one(store, runner, "progressing", at(1_000)).await?;
+    let call = call_for(&claimed, runner);
+    ensure!(store.get_job(job.id).await?.state() == JobState::Claimed);
+
+    let ack = store
+        .report_progress(
+            call,
+            Progress {
+                percent: 25.0,
+                message: Some("a quarter".into()),
+            },
+            at(2_000),
+        )
+        .await?;
+    ensure!(!ack.cancel);
+    ensure!(
+        ack.lease.map(|lease| lease.epoch) == Some(claimed.lease.epoch),
+        "answers carry the lease: {ack:?}"
+    );
+    let stored = store.get_job(job.id).await?;
+    ensure!(
+        stored.state() == JobState::Running,
+        "the first sign of life starts the job"
+    );
+    ensure!(stored.lifecycle.started_at == Some(at(2_000)));
+    ensure!(
+        stored.lifecycle.lease_expires_at == Some(claimed.lease.expires_at),
+        "progress alone does not renew the lease"
+    );
+    ensure!(
+        stored.progress
+            == Progress {
+                percent: 25.0,
+                message: Some("a quarter".into()),
+            }
+    );
+
+    let ack = store
+        .job_heartbeat(
+            call,
+            Some(Progress {
+                percent: 80.0,
+                message: None,
+            }),
+            Vec::new(),
+            at(10_000),
+        )
+        .await?;
+    ensure!(ack.lease.map(|lease| lease.expires_at) == Some(at(40_000)));
+    let stored = store.get_job(job.id).await?;
+    ensure!(stored.progress.percent == 80.0);
+    ensure!(
+        stored.lifecycle.started_at == Some(at(2_000)),
+        "started once"
+    );
+    ensure!(stored.lifecycle.lease_expires_at == Some(at(40_000)));
+    Ok(())
+}
+
+pub async fn complete_stores_the_result_once(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let job = submit_one(store, spec_with_policy("result", policy(3, 600, 30, 1)), T0).await?;
+    let runner = register_runner(store, "resulting").await?;
+    let claimed = claim_one(store, runner, "result", at(1_000)).await?;
+    let result = serde_json::json!({"artifacts": ["sha256:ab"], "score": 0.93});
+    let done = store
+        .complete_job(call_for(&claimed, runner), result.clone(), at(2_000))
+        .await?;
+    ensure!(
+        done == store.get_job(job.id).await?,
+        "complete answers the stored job"
+    );
+    ensure!(done.state() == JobState::Completed);
+    ensure!(done.result == Some(result.clone()));
+    ensure!(done.lifecycle.finished_at == Some(at(2_000)));
+    ensure!(
+        done.lifecycle.started_at.is_some(),
+        "a finished job has a start"
+    );
+    ensure!(done.runner_id() == Some(runner), "who did it is kept");
+    ensure!(store.get_runner(runner).await?.running_jobs == 0);
+    super::expect_lease_lost(
+        store
+            .complete_job(
+                call_for(&claimed, runner),
+                serde_json::json!("again"),
+                at(3_000),
+            )
+            .await,
+        "a second completion",
+    )?;
+    ensure!(store.get_job(job.id).await?.result == Some(result));
+    Ok(())
+}
+
+pub async fn read_dag_returns_the_last_synced_dag(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let job = submit_one(store, spec_with_policy("dagged", policy(3, 600, 30, 1)), T0).await?;
+    ensure!(
+        store.read_dag(job.id).await?.is_none(),
+        "no DAG before the runner sends one"
+    );
+    let runner = register_runner(store, "dagger").await?;
+    let claimed = claim_one(store, runner, "dagged", at(1_000)).await?;
+    let call = call_for(&claimed, runner);
+
+    let first = serde_json::json!({
+        "nodes": [{"id": "fetch", "label": "Fetch", "status": "running"}],
+        "edges": []
+    });
+    let ack = store.sync_dag(call, first.clone(), at(2_000)).await?;
+    ensure!(!ack.cancel);
+    ensure!(store.read_dag(job.id).await? == Some(first));
+    ensure!(
+        store.get_job(job.id).await?.state() == JobState::Running,
+        "a DAG sync is a sign of life"
+    );
+
+    let second = serde_json::json!({
+        "nodes": [
+            {"id": "fetch", "label": "Fetch", "status": "done"},
+            {"id": "build", "label": "Build", "status": "running"}
+        ],
+        "edges": [{"from": "fetch", "to": "build"}]
+    });
+    store.sync_dag(call, second.clone(), at(3_000)).await?;
+    ensure!(
+        store.read_dag(job.id).await? == Some(second.clone()),
+        "replaced, not merged"
+    );
+
+    store
+        .complete_job(call, serde_json::json!(null), at(4_000))
+        .await?;
+    ensure!(
+        store.read_dag(job.id).await? == Some(second),
+        "kept after the job ends"
+    );
+    Ok(())
+}
+
+pub async fn queue_depths_count_jobs_by_kind_and_state(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    ensure!(
+        store
+            .queue_depths()
+            .await?
+            .iter()
+            .all(|depth| depth.count == 0),
+        "an empty store has no depth"
+    );
+    submit_many(store, "depth-a", 5, T0).await?;
+    submit_many(store, "depth-b", 3, T0).await?;
+    let runner = register_runner(store, "depth").await?;
+    let claimed_a = claim(store, runner, &["depth-a"], 2, at(1_000)).await?;
+    store
+        .complete_job(
+            call_for(&claimed_a[0], runner),
+            serde_json::json!(1),
+            at(2_000),
+        )
+        .await?;
+    let claimed_b = claim_one(store, runner, "depth-b", at(1_000)).await?;
+    store
+        .fail_job(
+            call_for(&claimed_b, runner),
+            runner_error("x"),
+            false,
+            at(2_000),
+        )
+        .await?;
+
+    let mut depths: HashMap<(String, JobState), u64> = HashMap::new();
+    for depth in store.queue_depths().await? {
+        if depth.count > 0 {
+            let previous = depths.insert((depth.kind.clone(), depth.state), depth.count);
+            ensure!(previous.is_none(), "one row per kind and state: {depth:?}");
+        }
+    }
+    let expected: HashMap<(String, JobState), u64> = [
+        (("depth-a", JobState::Pending), 3),
+        (("depth-a", JobState::Claimed), 1),
+        (("depth-a", JobState::Completed), 1),
+        (("depth-b", JobState::Pending), 2),
+        (("depth-b", JobState::Failed), 1),
+    ]
+    .into_iter()
+    .map(|((kind, state), count)| ((kind.to_string(), state), count))
+    .collect();
+    ensure!(depths == expected, "depths {depths:?}");
+    Ok(())
+}
+
+pub async fn the_pending_signal_moves_whenever_jobs_may_have_become_claimable(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let mut signal = store.pending_signal();
+    let mut last = *signal.borrow_and_update();
+    let mut expect_moved = |what: &str| -> anyhow::Result<()> {
+        // The value is read only after the call answered, so no waiting is needed.
+        ensure!(signal.has_changed()?, "{what}: the signal must move");
+        let now = *signal.borrow_and_update();
+        ensure!(
+            now != last,
+            "{what}: the value must change ({last} -> {now})"
+        );
+        last = now;
+        Ok(())
+    };
+
+    let job = submit_one(store, spec_with_policy("signal", policy(3, 600, 30, 0)), T0).await?;
+    expect_moved("submit")?;
+
+    let runner = register_runner(store, "signal").await?;
+    let claimed = claim_one(store, runner, "signal", at(1_000)).await?;
+    store
+        .fail_job(
+            call_for(&claimed, runner),
+            runner_error("again"),
+            true,
+            at(2_000),
+        )
+        .await?;
+    expect_moved("a retryable failure")?;
+
+    let claimed = claim_one(store, runner, "signal", at(3_000)).await?;
+    store.reap(claimed.lease.expires_at, 10).await?;
+    expect_moved("a lease expiry")?;
+
+    let claimed = claim_one(store, runner, "signal", at(60_000)).await?;
+    store
+        .fail_job(
+            call_for(&claimed, runner),
+            runner_error("final"),
+            false,
+            at(61_000),
+        )
+        .await?;
+    store.retry_job(job.id, at(62_000)).await?;
+    expect_moved("a user retry")?;
+    Ok(())
+}
+
+pub async fn ping_answers(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    store.ping().await?;
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The storage conformance suite, run against every backend.
+//!
+//! The tests themselves live in `conformance` and know only the `Store` trait. A backend joins by
+//! giving two functions (open a fresh empty store; open one with a given log cap) to
+//! `conformance_suite!`, which makes one `#[tokio::test]` per conformance test. Adding a test
+//! means writing it in `conformance` and naming it once in the list below.
+
+#![allow(
+    unreachable_pub,
+    reason = "the conformance functions are `pub` on purpose: they are the interface every backend instantiates"
+)]
+
+mod conformance;
+
+/// Instantiate every conformance test for one backend.
+///
+/// `open` is an async fn returning `anyhow::Result<conformance::OpenedStore>`;
+/// `open_with_log_cap` the same taking the log cap in bytes.
+macro_rules! conformance_suite {
+    (open: $open:path, open_with_log_cap: $open_with_log_cap:path $(,)?) => {
+        conformance_suite!(@store_tests $open;
+            // claims
+            concurrent_claimers_claim_every_job_exactly_once,
+            claims_take_the_lowest_priority_number_first_then_the_oldest,
+            claims_order_by_priority_across_kinds,
+            claims_respect_max_jobs,
+            claims_only_take_the_runners_kinds,
+            claims_match_labels_tags_and_resources,
+            registration_labels_count_for_matching_and_cannot_be_overridden,
+            jobs_scheduled_for_later_are_claimed_only_once_due,
+            claims_by_unknown_or_deleted_runners_are_refused,
+            a_claim_records_the_lease_attempt_and_what_the_runner_declared,
+            // fencing
+            calls_by_another_runner_are_refused_and_change_nothing,
+            calls_with_a_stale_or_future_epoch_are_refused_and_change_nothing,
+            after_a_reclaim_by_another_runner_the_old_holder_is_refused,
+            calls_on_unleased_jobs_are_refused,
+            calls_on_unknown_jobs_are_not_found,
+            // reaping
+            an_expired_lease_returns_the_job_to_pending_after_backoff,
+            a_lease_renewed_by_heartbeats_is_not_reaped,
+            the_last_attempt_lost_to_lease_expiry_fails_the_job,
+            an_attempt_past_its_timeout_is_timed_out,
+            reap_applies_each_deadline_once,
+            reap_handles_at_most_its_limit_per_call,
+            reap_leaves_pending_and_finished_jobs_alone,
+            // retries
+            a_retryable_failure_waits_out_a_doubling_backoff_until_attempts_run_out,
+            a_failure_that_is_not_retryable_fails_the_job_at_once,
+            retry_is_allowed_only_from_failed_or_cancelled,
+            retry_of_failed_and_cancelled_jobs_requeues_them_with_growing_epochs,
+            // cancel
+            cancel_of_a_pending_job_cancels_it_at_once,
+            cancel_of_a_claimed_job_asks_the_runner_to_stop_and_its_failure_ends_it_cancelled,
+            a_cancel_the_runner_never_confirms_ends_when_the_grace_passes,
+            a_cancelling_job_whose_attempt_times_out_ends_cancelled_not_retried,
+            completing_a_cancelling_job_completes_it,
+            cancel_of_a_finished_job_is_refused,
+            a_runner_reporting_reason_cancelled_ends_the_job_without_a_retry,
+            // logs
+            log_entries_resent_with_their_seq_are_stored_once,
+            next_seq_starts_at_zero_and_read_logs_pages_by_after_seq,
+            // listing
+            list_jobs_is_newest_first_and_cursors_visit_every_job_once,
+            list_jobs_cursors_stay_stable_while_new_jobs_arrive,
+            list_jobs_filters_by_state_kind_and_runner,
+            cursors_the_store_never_gave_out_are_rejected,
+            list_runners_is_newest_first_and_cursors_visit_every_runner_once,
+            // runners
+            runners_are_created_read_listed_and_deleted,
+            deleting_a_runner_releases_the_jobs_it_holds,
+            runner_heartbeat_records_the_runner_and_names_the_jobs_to_stop,
+            // batches
+            complete_jobs_answers_each_item_in_order_and_commits_only_the_valid_ones,
+            an_empty_completion_batch_answers_nothing,
+            // submission, activity, depths, signal
+            a_submitted_job_is_stored_exactly_as_given,
+            a_submitted_batch_is_stored_all_or_nothing,
+            submitting_an_idempotency_key_again_returns_the_first_job,
+            progress_and_heartbeats_start_the_job_and_record_progress,
+            complete_stores_the_result_once,
+            read_dag_returns_the_last_synced_dag,
+            queue_depths_count_jobs_by_kind_and_state,
+            the_pending_signal_moves_whenever_jobs_may_have_become_claimable,
+            ping_answers,
+        );
+        conformance_suite!(@factory_tests $open_with_log_cap;
+            entries_past_the_log_cap_are_dropped_after_one_truncation_notice,
+            sequence_numbers_sent_out_of_order_cannot_get_past_the_log_cap,
+        );
+    };
+    (@store_tests $open:path; $($test:ident),* $(,)?) => {
+        $(
+            // Several worker threads, so tasks a test spawns really run in parallel.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() -> anyhow::Result<()> {
+                let opened = $open().await?;
+                let outcome = crate::conformance::$test(std::sync::Arc::clone(&opened.store)).await;
+                drop(opened);
+                outcome
+            }
+        )*
+    };
+    (@factory_tests $open_with_log_cap:path; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() -> anyhow::Result<()> {
+                crate::conformance::$test($open_with_log_cap).await
+            }
+        )*
+    };
+}
+
+mod sqlite {
+    use crate::conformance::OpenedStore;
+
+    async fn open() -> anyhow::Result<OpenedStore> {
+        let (directory, store) = muster_test_support::temp_sqlite_store()?;
+        Ok(OpenedStore::new(store, directory))
+    }
+
+    async fn open_with_log_cap(log_cap_bytes: u64) -> anyhow::Result<OpenedStore> {
+        let (directory, store) =
+            muster_test_support::temp_sqlite_store_with_log_cap(log_cap_bytes)?;
+        Ok(OpenedStore::new(store, directory))
+    }
+
+    conformance_suite!(open: open, open_with_log_cap: open_with_log_cap);
+}
