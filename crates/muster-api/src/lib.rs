@@ -20,6 +20,100 @@ macro_rules! schema {
     };
 }
 
+/// Deserializers that accept only JSON objects where a struct is expected: serde would otherwise
+/// read an array as a struct's fields in order, so `["exec"]` would pass for a job. They hand the
+/// object's entries to the struct's own derived code, so error paths stay exact.
+mod objects_only {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::value::MapAccessDeserializer;
+    use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde::{Deserialize, Deserializer};
+
+    struct ObjectVisitor<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+        type Value = T;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(MapAccessDeserializer::new(map))
+        }
+    }
+
+    fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        deserializer: D,
+    ) -> Result<T, D::Error> {
+        deserializer.deserialize_map(ObjectVisitor(PhantomData))
+    }
+
+    struct OptionalObject<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for OptionalObject<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("a JSON object or null")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<T>, D::Error> {
+            object(deserializer).map(Some)
+        }
+    }
+
+    pub(crate) fn optional<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        deserializer: D,
+    ) -> Result<Option<T>, D::Error> {
+        deserializer.deserialize_option(OptionalObject(PhantomData))
+    }
+
+    struct ObjectSeed<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for ObjectSeed<T> {
+        type Value = T;
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+            object(deserializer)
+        }
+    }
+
+    struct ListOfObjects<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for ListOfObjects<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("an array of JSON objects")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut sequence: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::with_capacity(sequence.size_hint().unwrap_or(0).min(4096));
+            while let Some(item) = sequence.next_element_seed(ObjectSeed(PhantomData))? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+
+    pub(crate) fn list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<T>, D::Error> {
+        deserializer.deserialize_seq(ListOfObjects(PhantomData))
+    }
+}
+
 /// The header a runner sends its lease epoch in.
 pub const LEASE_EPOCH_HEADER: &str = "Muster-Lease-Epoch";
 
@@ -175,7 +269,7 @@ pub struct SubmitJob {
     /// Lower runs first; default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "objects_only::optional")]
     pub requirements: Option<Requirements>,
     /// Default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,6 +292,7 @@ pub struct SubmitJob {
 /// `POST /api/v1/jobs/batch`: up to 1000 jobs submitted in one commit.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct SubmitJobs {
+    #[serde(deserialize_with = "objects_only::list")]
     pub jobs: Vec<SubmitJob>,
 }
 
@@ -399,6 +494,7 @@ pub struct NewLogEntry {
 /// A batch of log entries (`POST .../log` also takes one bare entry).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct LogBatch {
+    #[serde(deserialize_with = "objects_only::list")]
     pub entries: Vec<NewLogEntry>,
 }
 
@@ -431,6 +527,7 @@ pub struct CompletionItem {
 /// `POST /api/v1/runner/complete`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct CompleteJobs {
+    #[serde(deserialize_with = "objects_only::list")]
     pub items: Vec<CompletionItem>,
 }
 

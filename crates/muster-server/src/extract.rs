@@ -26,6 +26,20 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// A request body as bytes, possibly empty. Like [`JsonBody`] it answers an oversize body with
+/// the contract's 413 instead of axum's plain-text rejection.
+pub(crate) struct RawBody(pub bytes::Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<RawBody, ApiError> {
+        read_body(request.into_body(), state.config.max_body_bytes)
+            .await
+            .map(RawBody)
+    }
+}
+
 pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|error| {
         let inner = error.into_inner();
@@ -47,6 +61,14 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::InvalidInput(
             "request body is empty; a JSON object is required".into(),
+        ));
+    }
+    // Every body of the API is an object. serde would read an array as a struct's fields in
+    // order (`["exec"]` as a job of kind exec), so well-formed non-objects are refused here.
+    let first = bytes.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first != Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError::InvalidInput(
+            "invalid body: the request body must be a JSON object".into(),
         ));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);

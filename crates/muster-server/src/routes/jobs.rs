@@ -359,7 +359,13 @@ fn follow_logs(
                         }
                     }
                 };
-                let _ = tokio::time::timeout(Duration::from_millis(500), wait).await;
+                // Stop when the client went away or the coordinator stops: an open stream
+                // must neither poll forever for nobody nor hold up a graceful shutdown.
+                tokio::select! {
+                    _ = tokio::time::timeout(Duration::from_millis(500), wait) => {}
+                    _ = sender.closed() => return,
+                    _ = state.shutdown.cancelled() => return,
+                }
             }
             let after = page.next_seq.checked_sub(1);
             page = match state.store.read_logs(id, after, 1000).await {

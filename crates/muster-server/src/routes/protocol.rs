@@ -13,7 +13,7 @@ use muster_store::{ClaimRequest, ClaimedJob, CompletionItem, JobCall};
 use crate::convert::{
     checked_progress, lease_to_wire, log_entry_from_wire, progress_from_value, reason_from_wire,
 };
-use crate::extract::{JsonBody, LeaseEpoch, RunnerAuth, parse_id};
+use crate::extract::{JsonBody, LeaseEpoch, RawBody, RunnerAuth, parse_id};
 use crate::routes::jobs::job_to_user;
 use crate::state::AppState;
 use crate::{ApiError, Json};
@@ -155,7 +155,13 @@ pub(crate) async fn claim_jobs(
             state.metrics.record_claim(std::iter::empty());
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        let _ = tokio::time::timeout(remaining.min(LONG_POLL_RECHECK), signal.changed()).await;
+        // A long poll must not hold up a graceful shutdown for up to wait_ms.
+        tokio::select! {
+            _ = tokio::time::timeout(remaining.min(LONG_POLL_RECHECK), signal.changed()) => {}
+            _ = state.shutdown.cancelled() => {
+                return Err(ApiError::Unavailable("the coordinator is shutting down".into()));
+            }
+        }
     }
 }
 
@@ -169,7 +175,7 @@ pub(crate) async fn job_heartbeat(
     RunnerAuth(runner): RunnerAuth,
     LeaseEpoch(epoch): LeaseEpoch,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<wire::JobHeartbeatResponse>, ApiError> {
     let call = job_call(runner, &id, epoch)?;
     let request: wire::JobHeartbeat = if body.iter().all(u8::is_ascii_whitespace) {
@@ -288,7 +294,7 @@ pub(crate) async fn complete_job(
     RunnerAuth(runner): RunnerAuth,
     LeaseEpoch(epoch): LeaseEpoch,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<wire::Job>, ApiError> {
     let call = job_call(runner, &id, epoch)?;
     let request: wire::CompleteJob = if body.iter().all(u8::is_ascii_whitespace) {

@@ -21,8 +21,9 @@ use crate::{
     PageRequest, QueueDepth, ReapReport, StoreError, Submitted,
 };
 
-/// Rows of one kind looked at per claim before giving up on finding matching jobs: bounds the
-/// work a claim does when the head of the queue holds jobs this runner cannot take.
+/// Jobs with requirements of one kind looked at per claim before giving up on finding ones this
+/// runner meets: bounds the work of a claim when the head of the queue holds jobs it cannot take.
+/// Jobs without requirements are never behind this bound (they have their own index).
 const MAX_CLAIM_SCAN_PER_KIND: usize = 2048;
 
 fn job_not_found(id: JobId) -> StoreError {
@@ -247,7 +248,9 @@ pub(super) fn claim(
     Ok(claimed)
 }
 
-/// The first `wanted` due jobs of `kind` that `offer` can take, in claim order.
+/// The first `wanted` due jobs of `kind` that `offer` can take, in claim order: the first
+/// `wanted` of those without requirements (any runner of the kind can take them) plus the first
+/// `wanted` of those whose requirements `offer` meets. The caller merges and cuts.
 fn candidates_of_kind(
     conn: &Connection,
     kind: &str,
@@ -255,44 +258,78 @@ fn candidates_of_kind(
     wanted: usize,
     now: Timestamp,
 ) -> Result<Vec<Candidate>, StoreError> {
-    // Most queues hold jobs any runner of the kind can take, so the first page usually suffices.
+    // Jobs without requirements live in their own index, so they are found with one bounded
+    // read however many jobs no runner can take sit ahead of them; jobs in a retry backoff are
+    // skipped inside the index (run_after is one of its columns) without reading their rows.
+    let open_sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 0 AND requirements IS NULL AND kind = ?1 \
+         AND run_after <= ?3 ORDER BY priority, seq LIMIT ?2"
+    );
+    let rows: Vec<(i64, JobRecord)> = conn
+        .prepare_cached(&open_sql)
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![kind, wanted as i64, now.as_millis()], job_from_row)?
+                .collect()
+        })
+        .map_err(map_sqlite_error)?;
+    let mut found: Vec<Candidate> = rows
+        .into_iter()
+        .map(|(seq, job)| Candidate {
+            priority: job.priority,
+            seq,
+            job,
+        })
+        .collect();
+    found.extend(constrained_candidates(conn, kind, offer, wanted, now)?);
+    Ok(found)
+}
+
+/// Due jobs of `kind` with requirements that `offer` meets, in claim order. Requirements are
+/// checked here, not in SQL, so the scan is bounded: a claim reads at most
+/// `MAX_CLAIM_SCAN_PER_KIND` such jobs that this runner cannot take.
+fn constrained_candidates(
+    conn: &Connection,
+    kind: &str,
+    offer: &Capabilities,
+    wanted: usize,
+    now: Timestamp,
+) -> Result<Vec<Candidate>, StoreError> {
     let page_size = (wanted + 8).min(512);
     let first_sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 0 AND kind = ?1 ORDER BY priority, seq LIMIT ?2"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 0 AND requirements IS NOT NULL AND kind = ?1 \
+         AND run_after <= ?3 ORDER BY priority, seq LIMIT ?2"
     );
     let next_sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 0 AND kind = ?1 AND (priority, seq) > (?3, ?4) \
-         ORDER BY priority, seq LIMIT ?2"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 0 AND requirements IS NOT NULL AND kind = ?1 \
+         AND run_after <= ?3 AND (priority, seq) > (?4, ?5) ORDER BY priority, seq LIMIT ?2"
     );
     let mut found = Vec::new();
     let mut scanned = 0usize;
     let mut after: Option<(i32, i64)> = None;
     while found.len() < wanted && scanned < MAX_CLAIM_SCAN_PER_KIND {
+        let limit = page_size as i64;
         let rows: Vec<(i64, JobRecord)> = match after {
-            None => {
-                let mut statement = conn.prepare_cached(&first_sql).map_err(map_sqlite_error)?;
+            None => conn.prepare_cached(&first_sql).and_then(|mut statement| {
                 statement
-                    .query_map(params![kind, page_size as i64], job_from_row)
-                    .map_err(map_sqlite_error)?
-                    .collect::<Result<_, _>>()
-            }
-            Some((priority, seq)) => {
-                let mut statement = conn.prepare_cached(&next_sql).map_err(map_sqlite_error)?;
+                    .query_map(params![kind, limit, now.as_millis()], job_from_row)?
+                    .collect()
+            }),
+            Some((priority, seq)) => conn.prepare_cached(&next_sql).and_then(|mut statement| {
                 statement
-                    .query_map(params![kind, page_size as i64, priority, seq], job_from_row)
-                    .map_err(map_sqlite_error)?
-                    .collect::<Result<_, _>>()
-            }
+                    .query_map(
+                        params![kind, limit, now.as_millis(), priority, seq],
+                        job_from_row,
+                    )?
+                    .collect()
+            }),
         }
         .map_err(map_sqlite_error)?;
         let exhausted = rows.len() < page_size;
         scanned += rows.len();
         for (seq, job) in rows {
             after = Some((job.priority, seq));
-            if found.len() < wanted
-                && job.lifecycle.run_after <= now
-                && job.requirements.are_met_by(offer)
-            {
+            if found.len() < wanted && job.requirements.are_met_by(offer) {
                 found.push(Candidate {
                     priority: job.priority,
                     seq,

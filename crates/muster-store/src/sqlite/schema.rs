@@ -38,9 +38,14 @@ CREATE TABLE jobs (
     log_bytes INTEGER NOT NULL DEFAULT 0,
     log_truncated INTEGER NOT NULL DEFAULT 0
 );
--- The claim path reads only this index: it holds pending jobs alone, in claim order per kind,
--- so its cost does not grow with finished jobs.
-CREATE INDEX jobs_pending ON jobs (kind, priority, seq) WHERE state = 0;
+-- The claim path reads only these two indexes: they hold pending jobs alone, in claim order per
+-- kind, so their cost does not grow with finished jobs. Jobs without requirements (any runner of
+-- the kind can take them) are kept apart so no pile of jobs nobody can take hides them; run_after
+-- is a column so jobs waiting out a retry backoff are skipped without reading their rows.
+CREATE INDEX jobs_pending_open ON jobs (kind, priority, seq, run_after)
+    WHERE state = 0 AND requirements IS NULL;
+CREATE INDEX jobs_pending_constrained ON jobs (kind, priority, seq, run_after)
+    WHERE state = 0 AND requirements IS NOT NULL;
 -- The reaper reads only this index: leased jobs by their next deadline.
 CREATE INDEX jobs_leased ON jobs (reap_at) WHERE state IN (1, 2, 3);
 CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;

@@ -28,6 +28,7 @@ macro_rules! conformance_suite {
             claims_match_labels_tags_and_resources,
             registration_labels_count_for_matching_and_cannot_be_overridden,
             jobs_scheduled_for_later_are_claimed_only_once_due,
+            jobs_anyone_can_take_are_not_hidden_behind_jobs_nobody_can_take,
             claims_by_unknown_or_deleted_runners_are_refused,
             a_claim_records_the_lease_attempt_and_what_the_runner_declared,
             // fencing

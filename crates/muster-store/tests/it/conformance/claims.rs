@@ -9,7 +9,7 @@ use muster_core::{Capabilities, JobId, JobSpec, JobState, RunnerId};
 use muster_store::{ClaimRequest, CompletionItem, Store};
 
 use super::{
-    T0, at, claim, claim_one, claim_request, expect_not_found, register_runner,
+    T0, at, claim, claim_one, claim_request, expect_not_found, new_job, register_runner,
     register_runner_with_labels, snapshot, spec, submit_each, submit_many, submit_one,
 };
 
@@ -513,5 +513,47 @@ pub async fn a_claim_records_the_lease_attempt_and_what_the_runner_declared(
     ensure!(record.offer == offer, "offer {:?}", record.offer);
     ensure!(record.last_seen_at == Some(now));
     ensure!(record.running_jobs == 1);
+    Ok(())
+}
+
+/// More jobs nobody can take than one claim scans must not hide a job anyone can take, nor a job
+/// in a retry backoff hide due jobs behind it.
+pub async fn jobs_anyone_can_take_are_not_hidden_behind_jobs_nobody_can_take(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let unmatchable = JobSpec {
+        requirements: capabilities(&[("gpu", "h100")], &[], &[]),
+        ..spec("hidden")
+    };
+    let blockers: Vec<_> = (0..2_100)
+        .map(|_| new_job(unmatchable.clone(), T0))
+        .collect();
+    store
+        .submit_jobs(blockers)
+        .await
+        .context("submit jobs no runner can take")?;
+    let scheduled_later = JobSpec {
+        run_after: Some(at(3_600_000)),
+        ..spec("hidden")
+    };
+    let later: Vec<_> = (0..2_100)
+        .map(|_| new_job(scheduled_later.clone(), T0))
+        .collect();
+    store
+        .submit_jobs(later)
+        .await
+        .context("submit jobs scheduled for later")?;
+    let open = submit_one(store, spec("hidden"), at(1)).await?;
+    let runner = register_runner(store, "no-gpu").await?;
+    let claimed = store
+        .claim_jobs(claim_request(runner, &["hidden"], 5), at(10))
+        .await
+        .context("claim behind 4,200 jobs this runner cannot take now")?;
+    let ids: Vec<JobId> = claimed.iter().map(|claimed| claimed.job.id).collect();
+    ensure!(
+        ids == vec![open.id],
+        "expected only the open job, got {ids:?}"
+    );
     Ok(())
 }

@@ -1,0 +1,318 @@
+//! A job's log as users read it: in pages (`after_seq`, `limit`, `next_seq`) and followed live
+//! over server-sent events until the job ends.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use muster_client::api::{JobHeartbeat, LogLevel, NewLogEntry};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{admin, start, submit_and_claim};
+
+fn entry(level: LogLevel, message: &str) -> NewLogEntry {
+    NewLogEntry {
+        level,
+        message: message.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn logs_are_read_in_pages_that_continue_after_next_seq() {
+    let server = start().await;
+    let client = server.client();
+    let (_, runner) = server.runner("r").await.expect("runner");
+    let (_, claimed) = submit_and_claim(&client, &runner, "exec").await;
+    let epoch = Some(claimed.lease.epoch);
+    let mut entries = vec![
+        entry(LogLevel::Trace, "zero"),
+        entry(LogLevel::Debug, "one"),
+        entry(LogLevel::Info, "two"),
+        entry(LogLevel::Warn, "three"),
+        entry(LogLevel::Error, "four"),
+    ];
+    entries[2].metadata = Some(json!({"step": "build", "n": 2}));
+    let appended = runner
+        .append_log(claimed.id, epoch, entries)
+        .await
+        .expect("append");
+    assert_eq!(appended.next_seq, 5);
+
+    let path = format!("/api/v1/jobs/{}/logs", claimed.id);
+    let whole = admin(&server, Method::GET, &path, None).await;
+    assert_eq!(whole.status, 200, "{}", whole.body);
+    let body = whole.json();
+    assert_eq!(body["next_seq"], 5);
+    let items = body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 5);
+    for (index, (item, (level, message))) in items
+        .iter()
+        .zip([
+            ("trace", "zero"),
+            ("debug", "one"),
+            ("info", "two"),
+            ("warn", "three"),
+            ("error", "four"),
+        ])
+        .enumerate()
+    {
+        let mut keys: Vec<_> = item
+            .as_object()
+            .expect("an entry")
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["level", "message", "metadata", "seq", "ts"],
+            "{item}"
+        );
+        assert_eq!(item["seq"], index as u64);
+        assert_eq!(item["level"], level);
+        assert_eq!(item["message"], message);
+        assert!(
+            item["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')),
+            "{item}"
+        );
+    }
+    assert_eq!(items[2]["metadata"], json!({"step": "build", "n": 2}));
+    assert_eq!(items[0]["metadata"], Value::Null);
+
+    let first = client
+        .job_logs(claimed.id, None, Some(2))
+        .await
+        .expect("page 1");
+    assert_eq!(
+        first.items.iter().map(|item| item.seq).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    assert_eq!(first.next_seq, 2);
+    let second = client
+        .job_logs(claimed.id, Some(first.next_seq - 1), Some(2))
+        .await
+        .expect("page 2");
+    assert_eq!(
+        second.items.iter().map(|item| item.seq).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    assert_eq!(second.next_seq, 4);
+    let third = client
+        .job_logs(claimed.id, Some(second.next_seq - 1), Some(2))
+        .await
+        .expect("page 3");
+    assert_eq!(
+        third.items.iter().map(|item| item.seq).collect::<Vec<_>>(),
+        [4]
+    );
+    assert_eq!(third.next_seq, 5);
+    let beyond = client
+        .job_logs(claimed.id, Some(4), None)
+        .await
+        .expect("past the end");
+    assert!(beyond.items.is_empty());
+    assert_eq!(
+        beyond.next_seq, 5,
+        "next_seq stays where the next entry will be"
+    );
+
+    // Heartbeat events land in the same log as info entries.
+    runner
+        .job_heartbeat(
+            claimed.id,
+            epoch,
+            &JobHeartbeat {
+                progress: None,
+                events: Some(vec![
+                    json!("plain text event"),
+                    json!({"message": "structured", "k": 1}),
+                ]),
+            },
+        )
+        .await
+        .expect("heartbeat with events");
+    let events = client
+        .job_logs(claimed.id, Some(4), None)
+        .await
+        .expect("events");
+    assert_eq!(events.items.len(), 2);
+    assert!(events.items.iter().all(|item| item.level == LogLevel::Info));
+    assert_eq!(events.items[0].message, "plain text event");
+    assert_eq!(events.items[1].message, "structured");
+    assert_eq!(events.next_seq, 7);
+}
+
+/// One server-sent event.
+#[derive(Debug)]
+struct SseEvent {
+    event: String,
+    id: Option<String>,
+    data: String,
+}
+
+/// Reads server-sent events off a response body, skipping keep-alive comments.
+struct SseReader {
+    stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+}
+
+impl SseReader {
+    fn new(response: reqwest::Response) -> SseReader {
+        SseReader {
+            stream: response.bytes_stream().boxed(),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event, or `None` when the stream ended. Bounded so a missing event fails the
+    /// test instead of hanging it.
+    async fn next(&mut self) -> Option<SseEvent> {
+        tokio::time::timeout(Duration::from_secs(10), self.next_unbounded())
+            .await
+            .expect("an SSE event (or the end of the stream) within 10 s")
+    }
+
+    async fn next_unbounded(&mut self) -> Option<SseEvent> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    event: "message".into(),
+                    id: None,
+                    data: String::new(),
+                };
+                let mut has_field = false;
+                for line in block.lines() {
+                    if line.starts_with(':') || line.is_empty() {
+                        continue;
+                    }
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    has_field = true;
+                    match field {
+                        "event" => event.event = value.to_string(),
+                        "id" => event.id = Some(value.to_string()),
+                        "data" => {
+                            if !event.data.is_empty() {
+                                event.data.push('\n');
+                            }
+                            event.data.push_str(value);
+                        }
+                        _ => {}
+                    }
+                }
+                if has_field {
+                    return Some(event);
+                }
+            }
+            match self.stream.next().await {
+                Some(chunk) => {
+                    let chunk = chunk.expect("read the event stream");
+                    self.buffer
+                        .push_str(std::str::from_utf8(&chunk).expect("SSE is UTF-8"));
+                }
+                None => return None,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn following_logs_streams_new_entries_live_and_ends_when_the_job_completes() {
+    let server = start().await;
+    let client = server.client();
+    let (_, runner) = server.runner("r").await.expect("runner");
+    let (_, claimed) = submit_and_claim(&client, &runner, "exec").await;
+    let epoch = Some(claimed.lease.epoch);
+    runner
+        .append_log(
+            claimed.id,
+            epoch,
+            vec![entry(LogLevel::Info, "before the stream")],
+        )
+        .await
+        .expect("append");
+
+    let response = crate::support::request(
+        &server,
+        Method::GET,
+        &format!("/api/v1/jobs/{}/logs", claimed.id),
+        Some(&server.admin_token),
+    )
+    .header(reqwest::header::ACCEPT, "text/event-stream")
+    .send()
+    .await
+    .expect("open the stream");
+    assert_eq!(response.status(), 200);
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    let mut events = SseReader::new(response);
+
+    let first = events.next().await.expect("the entry written before");
+    assert_eq!(first.event, "log");
+    assert_eq!(first.id.as_deref(), Some("0"));
+    let data: Value = serde_json::from_str(&first.data).expect("log data is JSON");
+    assert_eq!(data["message"], "before the stream");
+    assert_eq!(data["seq"], 0);
+
+    runner
+        .append_log(
+            claimed.id,
+            epoch,
+            vec![entry(LogLevel::Warn, "while streaming")],
+        )
+        .await
+        .expect("append live");
+    let live = events.next().await.expect("a live entry");
+    assert_eq!(live.event, "log");
+    let data: Value = serde_json::from_str(&live.data).expect("log data is JSON");
+    assert_eq!(data["message"], "while streaming");
+    assert_eq!(data["level"], "warn");
+    assert_eq!(data["seq"], 1);
+
+    runner
+        .append_log(
+            claimed.id,
+            epoch,
+            vec![entry(LogLevel::Info, "two"), entry(LogLevel::Info, "three")],
+        )
+        .await
+        .expect("append two");
+    for (seq, message) in [(2, "two"), (3, "three")] {
+        let next = events.next().await.expect("each entry");
+        assert_eq!(next.event, "log");
+        let data: Value = serde_json::from_str(&next.data).expect("log data is JSON");
+        assert_eq!(data["seq"], seq);
+        assert_eq!(data["message"], message);
+    }
+
+    runner
+        .complete_job(claimed.id, epoch, json!({"ok": true}))
+        .await
+        .expect("complete");
+    let end = events.next().await.expect("the end event");
+    assert_eq!(end.event, "end", "{end:?}");
+    let data: Value = serde_json::from_str(&end.data).expect("end data is JSON");
+    assert_eq!(data["state"], "completed");
+    assert!(events.next().await.is_none(), "the stream closes after end");
+
+    // A stream opened on a finished job drains what is there and ends at once.
+    let response = client
+        .follow_logs_response(claimed.id, Some(2))
+        .await
+        .expect("follow a finished job");
+    let mut events = SseReader::new(response);
+    let only = events.next().await.expect("the entry after seq 2");
+    assert_eq!(only.id.as_deref(), Some("3"));
+    assert_eq!(events.next().await.expect("end").event, "end");
+    assert!(events.next().await.is_none());
+}

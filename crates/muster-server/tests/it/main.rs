@@ -1,0 +1,15 @@
+//! muster-server against the HTTP contract (`shared/api-v1.md`): every route, its happy path
+//! and its errors, driven over real HTTP against a real server on a loopback port with a
+//! temporary SQLite store. Where time matters the server runs on a `ManualClock` and the test
+//! applies deadlines with `server.reap()` instead of sleeping.
+
+mod auth;
+mod bad_input;
+mod burn_down;
+mod fencing;
+mod jobs;
+mod logs;
+mod ops;
+mod protocol;
+mod runners;
+mod support;
