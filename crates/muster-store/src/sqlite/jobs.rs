@@ -11,8 +11,9 @@ use serde_json::Value;
 
 use super::map_sqlite_error;
 use super::rows::{
-    JOB_COLUMNS, capabilities_from_json, capabilities_to_json, decode_cursor, job_from_row,
-    level_code, level_from_code, string_map_from_json, write_lifecycle, write_lifecycle_and_result,
+    JOB_COLUMNS, LIFECYCLE_COLUMNS, capabilities_from_json, capabilities_to_json, decode_cursor,
+    job_from_row, level_code, level_from_code, lifecycle_from_row, string_map_from_json,
+    write_lifecycle, write_lifecycle_and_result,
 };
 use super::runners::touch_runner;
 use super::writer::WriterContext;
@@ -571,15 +572,33 @@ pub(super) fn complete_many(
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     let mut answers = Vec::with_capacity(items.len());
     for item in items {
-        let call = JobCall {
-            runner,
-            job: item.job,
-            epoch: item.epoch,
-        };
-        // Each item is checked before anything of it is written, so a refused item writes nothing.
-        answers.push(complete(context, call, item.result, now).map(|_| ()));
+        answers.push(complete_by_lifecycle(&context.conn, runner, item, now));
     }
     Ok(answers)
+}
+
+/// One completion of a batch. Only the lifecycle is read (batches answer no job), and an item
+/// is refused before anything of it is written.
+fn complete_by_lifecycle(
+    conn: &Connection,
+    runner: RunnerId,
+    item: CompletionItem,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let sql = format!("SELECT {LIFECYCLE_COLUMNS} FROM jobs WHERE id = ?1");
+    let (seq, mut lifecycle) = conn
+        .prepare_cached(&sql)
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![item.job.as_bytes().as_slice()], lifecycle_from_row)
+                .optional()
+        })
+        .map_err(map_sqlite_error)?
+        .ok_or_else(|| job_not_found(item.job))?;
+    lifecycle
+        .complete(runner, item.epoch, now)
+        .map_err(|error| StoreError::from_transition(error, &item.job.to_string(), "complete"))?;
+    write_lifecycle_and_result(conn, seq, &lifecycle, Some(&item.result))
 }
 
 pub(super) fn fail(

@@ -12,11 +12,24 @@ use serde_json::{Map, Value};
 
 use crate::StoreError;
 
-pub(crate) const JOB_COLUMNS: &str = "seq, id, kind, state, priority, payload, requirements, \
-    idempotency_key, max_attempts, timeout_s, lease_ttl_s, backoff_base_s, attempt, lease_epoch, \
-    runner_id, run_after, lease_expires_at, attempt_deadline_at, cancel_deadline_at, created_at, \
-    claimed_at, started_at, finished_at, progress_percent, progress_message, result, error_reason, \
-    error_message";
+macro_rules! lifecycle_columns {
+    () => {
+        "seq, state, max_attempts, timeout_s, lease_ttl_s, backoff_base_s, attempt, lease_epoch, \
+         runner_id, run_after, lease_expires_at, attempt_deadline_at, cancel_deadline_at, \
+         claimed_at, started_at, finished_at, error_reason, error_message"
+    };
+}
+
+/// The columns [`lifecycle_from_row`] reads: what a state change needs and nothing else, so hot
+/// paths that only change state do not decode payloads.
+pub(crate) const LIFECYCLE_COLUMNS: &str = lifecycle_columns!();
+
+/// The columns [`job_from_row`] reads: the lifecycle columns first, then the rest of the job.
+pub(crate) const JOB_COLUMNS: &str = concat!(
+    lifecycle_columns!(),
+    ", id, kind, priority, payload, requirements, idempotency_key, created_at, \
+     progress_percent, progress_message, result"
+);
 
 fn conversion_error(column: usize, problem: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, Type::Text, problem.into())
@@ -49,63 +62,69 @@ pub(crate) fn runner_id_column(row: &Row<'_>, column: usize) -> rusqlite::Result
         .transpose()
 }
 
-/// Read a row selected with [`JOB_COLUMNS`]; answers the row's `seq` and the job.
-pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, JobRecord)> {
+/// Read the leading [`LIFECYCLE_COLUMNS`] of a row; answers the row's `seq` and the lifecycle.
+pub(crate) fn lifecycle_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, JobLifecycle)> {
     let seq: i64 = row.get(0)?;
-    let id_bytes: Vec<u8> = row.get(1)?;
-    let id =
-        JobId::from_slice(&id_bytes).ok_or_else(|| conversion_error(1, "bad job id".into()))?;
-    let state_code: i64 = row.get(3)?;
+    let state_code: i64 = row.get(1)?;
     let state = JobState::from_code(state_code)
-        .ok_or_else(|| conversion_error(3, format!("unknown state {state_code}")))?;
-    let requirements = match json_column(row, 6)? {
-        Some(value) => {
-            capabilities_from_json(&value).map_err(|problem| conversion_error(6, problem))?
-        }
-        None => Capabilities::default(),
-    };
-    let error = match row.get::<_, Option<String>>(26)? {
+        .ok_or_else(|| conversion_error(1, format!("unknown state {state_code}")))?;
+    let error = match row.get::<_, Option<String>>(16)? {
         Some(reason) => Some(JobError {
             reason: reason
                 .parse::<FailureReason>()
-                .map_err(|()| conversion_error(26, format!("unknown reason {reason}")))?,
-            message: row.get::<_, Option<String>>(27)?.unwrap_or_default(),
+                .map_err(|()| conversion_error(16, format!("unknown reason {reason}")))?,
+            message: row.get::<_, Option<String>>(17)?.unwrap_or_default(),
         }),
         None => None,
     };
     let lifecycle = JobLifecycle {
         state,
         policy: JobPolicy {
-            max_attempts: u32_column(row, 8)?,
-            timeout_s: u32_column(row, 9)?,
-            lease_ttl_s: u32_column(row, 10)?,
-            backoff_base_s: u32_column(row, 11)?,
+            max_attempts: u32_column(row, 2)?,
+            timeout_s: u32_column(row, 3)?,
+            lease_ttl_s: u32_column(row, 4)?,
+            backoff_base_s: u32_column(row, 5)?,
         },
-        attempt: u32_column(row, 12)?,
-        lease_epoch: row.get::<_, i64>(13)? as u64,
-        runner_id: runner_id_column(row, 14)?,
-        run_after: Timestamp(row.get(15)?),
-        lease_expires_at: timestamp_column(row, 16)?,
-        attempt_deadline_at: timestamp_column(row, 17)?,
-        cancel_deadline_at: timestamp_column(row, 18)?,
-        claimed_at: timestamp_column(row, 20)?,
-        started_at: timestamp_column(row, 21)?,
-        finished_at: timestamp_column(row, 22)?,
+        attempt: u32_column(row, 6)?,
+        lease_epoch: row.get::<_, i64>(7)? as u64,
+        runner_id: runner_id_column(row, 8)?,
+        run_after: Timestamp(row.get(9)?),
+        lease_expires_at: timestamp_column(row, 10)?,
+        attempt_deadline_at: timestamp_column(row, 11)?,
+        cancel_deadline_at: timestamp_column(row, 12)?,
+        claimed_at: timestamp_column(row, 13)?,
+        started_at: timestamp_column(row, 14)?,
+        finished_at: timestamp_column(row, 15)?,
         error,
+    };
+    Ok((seq, lifecycle))
+}
+
+/// Read a row selected with [`JOB_COLUMNS`]; answers the row's `seq` and the job.
+pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, JobRecord)> {
+    let (seq, lifecycle) = lifecycle_from_row(row)?;
+    let id_bytes: Vec<u8> = row.get(18)?;
+    let id =
+        JobId::from_slice(&id_bytes).ok_or_else(|| conversion_error(18, "bad job id".into()))?;
+    let requirements = match json_column(row, 22)? {
+        Some(value) => {
+            capabilities_from_json(&value).map_err(|problem| conversion_error(22, problem))?
+        }
+        None => Capabilities::default(),
     };
     let job = JobRecord {
         id,
-        kind: row.get(2)?,
-        payload: json_column(row, 5)?.unwrap_or(Value::Null),
-        priority: row.get(4)?,
+        kind: row.get(19)?,
+        priority: row.get(20)?,
+        payload: json_column(row, 21)?.unwrap_or(Value::Null),
         requirements,
-        idempotency_key: row.get(7)?,
-        created_at: Timestamp(row.get(19)?),
+        idempotency_key: row.get(23)?,
+        created_at: Timestamp(row.get(24)?),
         progress: Progress {
-            percent: row.get(23)?,
-            message: row.get(24)?,
+            percent: row.get(25)?,
+            message: row.get(26)?,
         },
-        result: json_column(row, 25)?,
+        result: json_column(row, 27)?,
         lifecycle,
     };
     Ok((seq, job))
