@@ -167,14 +167,17 @@ fn main() -> anyhow::Result<()> {
         coordinator.stop()?;
         rows.push((
             format!(
-                "claim+complete at 1,000 pending ({} cycles)",
-                args.depth_cycles
+                "claim+complete at 1,000 pending (median of 10 blocks of {} cycles)",
+                (args.depth_cycles / 10).max(10)
             ),
             format!("{:.1} µs", small),
             String::new(),
         ));
         rows.push((
-            format!("claim+complete at {} pending", args.depth_large),
+            format!(
+                "claim+complete at {} pending (same blocks, interleaved)",
+                args.depth_large
+            ),
             format!("{:.1} µs", large),
             String::new(),
         ));
@@ -275,10 +278,12 @@ async fn preload(admin: &MusterClient, kind: &str, count: usize) -> anyhow::Resu
             None => break,
         }
     }
-    eprintln!(
-        "  preloaded {done} jobs of kind {kind} in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    if count >= 10_000 {
+        eprintln!(
+            "  preloaded {done} jobs of kind {kind} in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(())
 }
 
@@ -413,57 +418,64 @@ async fn latency(base_url: &str, args: &Args) -> anyhow::Result<(f64, f64)> {
     Ok((percentile(&latencies, 0.50), percentile(&latencies, 0.99)))
 }
 
-/// Mean microseconds of one claim+complete cycle by one runner with `pending` jobs queued.
-async fn cycle_cost(
-    admin: &MusterClient,
-    base_url: &str,
-    kind: &str,
-    pending: usize,
-    cycles: usize,
-) -> anyhow::Result<f64> {
-    preload(admin, kind, pending + cycles).await?;
-    let runner = register(admin, base_url, format!("depth-{kind}")).await?;
+/// Mean microseconds of `cycles` claim+complete cycles of one job of `kind` by `runner`.
+async fn timed_cycles(runner: &RunnerClient, kind: &str, cycles: usize) -> anyhow::Result<f64> {
     let claim = ClaimJobs {
         kinds: vec![kind.to_string()],
         max_jobs: Some(1),
         ..Default::default()
     };
-    // Warm caches and connections before timing.
-    for _ in 0..50.min(cycles) {
-        for job in runner.claim_job(&claim).await? {
-            runner
-                .complete_job(job.id, Some(job.lease.epoch), serde_json::Value::Null)
-                .await?;
-        }
-    }
     let started = Instant::now();
-    for _ in 50.min(cycles)..cycles {
+    for _ in 0..cycles {
         let jobs = runner.claim_job(&claim).await?;
         let Some(job) = jobs.into_iter().next() else {
-            bail!("queue ran dry during the depth run")
+            bail!("the {kind} queue ran dry")
         };
         runner
             .complete_job(job.id, Some(job.lease.epoch), serde_json::Value::Null)
             .await?;
     }
-    Ok(started.elapsed().as_secs_f64() * 1e6 / (cycles - 50.min(cycles)) as f64)
+    Ok(started.elapsed().as_secs_f64() * 1e6 / cycles as f64)
 }
 
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+/// Claim+complete cost with 1,000 and with `--depth-large` jobs pending, in one database.
+///
+/// Both queues live side by side and are measured in alternating blocks, so the two figures see
+/// the same database size, cache and disk, and drift in the machine's speed (a virtual disk's
+/// fsync time wanders) hits both alike. The shallow queue is topped up between blocks so it stays
+/// between 1,000 and 1,000 + one block.
 async fn depth(base_url: &str, args: &Args) -> anyhow::Result<(f64, f64)> {
-    eprintln!("depth: 1,000 and {} pending", args.depth_large);
+    const ROUNDS: usize = 10;
+    let block = (args.depth_cycles / ROUNDS).max(10);
+    eprintln!(
+        "depth: 1,000 and {} pending, {ROUNDS} alternating blocks of {block} cycles",
+        args.depth_large
+    );
     let admin = admin(base_url).await?;
-    let small = cycle_cost(&admin, base_url, "shallow", 1_000, args.depth_cycles).await?;
-    let large = cycle_cost(
-        &admin,
-        base_url,
-        "deep",
-        args.depth_large,
-        args.depth_cycles,
-    )
-    .await?;
-    // Measure the small queue again after the large one exists, so both see the same database
-    // size and the ratio isolates the depth of the claimed kind's queue.
-    let small_again = cycle_cost(&admin, base_url, "shallow2", 1_000, args.depth_cycles).await?;
-    eprintln!("  small {small:.1} µs, large {large:.1} µs, small again {small_again:.1} µs");
-    Ok((small.min(small_again), large))
+    preload(&admin, "shallow", 1_000).await?;
+    preload(&admin, "deep", args.depth_large + block * (ROUNDS + 3)).await?;
+    let runner = register(&admin, base_url, "depth".into()).await?;
+    // Warm connections and caches on both queues, and let the checkpoint of the preload's
+    // write-ahead log pass, before timing.
+    for _ in 0..3 {
+        for kind in ["shallow", "deep"] {
+            preload(&admin, "shallow", block).await?;
+            timed_cycles(&runner, kind, block).await?;
+        }
+    }
+    let mut shallow = Vec::with_capacity(ROUNDS);
+    let mut deep = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        preload(&admin, "shallow", block).await?;
+        shallow.push(timed_cycles(&runner, "shallow", block).await?);
+        deep.push(timed_cycles(&runner, "deep", block).await?);
+    }
+    eprintln!("  shallow blocks (µs): {shallow:.0?}");
+    eprintln!("  deep blocks (µs):    {deep:.0?}");
+    Ok((median(shallow), median(deep)))
 }
