@@ -230,6 +230,9 @@ pub struct Job {
     pub payload: Value,
     pub priority: i32,
     pub requirements: Requirements,
+    /// Artifact ids (`sha256:...`) the job reads, as submitted.
+    #[serde(default)]
+    pub inputs: Vec<String>,
     pub attempt: u32,
     pub max_attempts: u32,
     pub timeout_s: u32,
@@ -241,6 +244,10 @@ pub struct Job {
     pub progress: Progress,
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub result: Option<Value>,
+    /// Artifacts the current or last attempt recorded, by name; empty again when a new attempt
+    /// is claimed.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
     pub error: Option<JobError>,
     pub runner_id: Option<Uuid>,
     #[serde(with = "time::serde::rfc3339")]
@@ -287,6 +294,9 @@ pub struct SubmitJob {
     pub run_after: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Artifact ids (`sha256:...`, from an upload) the job reads; each must be stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Vec<String>>,
 }
 
 /// `POST /api/v1/jobs/batch`: up to 1000 jobs submitted in one commit.
@@ -433,6 +443,9 @@ pub struct ClaimedJob {
     pub attempt: u32,
     pub max_attempts: u32,
     pub timeout_s: u32,
+    /// Artifact ids the job reads; download them from `/api/v1/runner/artifacts/{id}`.
+    #[serde(default)]
+    pub inputs: Vec<String>,
     pub lease: Lease,
 }
 
@@ -511,6 +524,35 @@ pub struct CompleteJob {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     #[serde(default)]
     pub result: Option<Value>,
+    /// Outputs to record with the completion, in the same commit: name to artifact id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<BTreeMap<String, String>>,
+}
+
+/// `POST /api/v1/runner/jobs/{id}/outputs`: one output (`name` and `artifact_id`) or several
+/// (`outputs`, name to artifact id), not both.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct RecordOutputs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<BTreeMap<String, String>>,
+}
+
+/// The answer to recording outputs: every output the job now has, and whether to stop.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutputsRecorded {
+    pub outputs: BTreeMap<String, String>,
+    pub cancel: bool,
+}
+
+/// A stored artifact: its content id (`sha256:` and the hex SHA-256 of its bytes) and size.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Artifact {
+    pub id: String,
+    pub size: u64,
 }
 
 /// One completion in a batch.

@@ -1,5 +1,12 @@
 //! `muster`: one binary for the coordinator and the tools around it.
 
+mod connect;
+mod jobs;
+mod output;
+mod runner;
+mod runners;
+mod up;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,35 +32,62 @@ enum Command {
     ///
     ///   muster server --listen 0.0.0.0:7070 --data-dir /var/lib/muster
     Server(ServerArgs),
+    /// Run the coordinator and one local runner (hosting `exec`) in one process: the quickest
+    /// way to try muster. Takes the same flags as `muster server`.
+    ///
+    ///   muster up
+    ///   muster job submit -- echo hello
+    Up(up::UpArgs),
+    /// Run a runner: claim jobs of the kinds it hosts and run them.
+    ///
+    ///   muster runner --server http://coordinator:7070 --token muster_runner_... --exec
+    Runner(runner::RunnerArgs),
+    /// Submit and watch jobs.
+    Job {
+        #[command(flatten)]
+        connect: connect::ConnectArgs,
+        #[command(subcommand)]
+        command: jobs::JobCommand,
+    },
+    /// Register, list and delete runners.
+    Runners {
+        #[command(flatten)]
+        connect: connect::ConnectArgs,
+        #[command(subcommand)]
+        command: runners::RunnersCommand,
+    },
 }
 
-#[derive(Args)]
-struct ServerArgs {
+#[derive(Args, Clone, Debug)]
+pub(crate) struct ServerArgs {
     /// Address to listen on (HOST:PORT); port 0 picks a free one.
     #[arg(long, env = "MUSTER_LISTEN", default_value = muster_server::config::DEFAULT_LISTEN)]
-    listen: String,
+    pub(crate) listen: String,
     /// Directory for the database file and the generated admin token.
     #[arg(long, env = "MUSTER_DATA_DIR", default_value = muster_server::config::DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Store URL; omit for the embedded SQLite file in the data directory (`sqlite:PATH` names
     /// another file).
     #[arg(long, env = "MUSTER_DATABASE_URL")]
-    database: Option<String>,
+    pub(crate) database: Option<String>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MUSTER_MAX_BODY_BYTES")]
-    max_body_bytes: Option<usize>,
+    pub(crate) max_body_bytes: Option<usize>,
+    /// Largest accepted artifact upload, in bytes [default: 1 GiB].
+    #[arg(long, env = "MUSTER_MAX_ARTIFACT_BYTES")]
+    pub(crate) max_artifact_bytes: Option<u64>,
     /// Log bytes kept per job; later lines are dropped after one truncation notice.
     #[arg(long, env = "MUSTER_LOG_CAP_BYTES")]
-    log_cap_bytes: Option<u64>,
+    pub(crate) log_cap_bytes: Option<u64>,
     /// How often runners are asked to heartbeat; a runner silent for 3 intervals is offline.
     #[arg(long, env = "MUSTER_HEARTBEAT_INTERVAL_MS")]
-    heartbeat_interval_ms: Option<u64>,
+    pub(crate) heartbeat_interval_ms: Option<u64>,
     /// How long a cancelled running job waits for its runner before it ends `cancelled` anyway.
     #[arg(long, env = "MUSTER_CANCEL_GRACE_S")]
-    cancel_grace_s: Option<u64>,
+    pub(crate) cancel_grace_s: Option<u64>,
     /// How often expired leases and timeouts are looked for.
     #[arg(long, env = "MUSTER_REAP_INTERVAL_MS")]
-    reap_interval_ms: Option<u64>,
+    pub(crate) reap_interval_ms: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -66,10 +100,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let outcome = match cli.command {
-        Command::Server(args) => run_server(args),
+        Command::Server(args) => run_server(args).map(|()| 0),
+        Command::Up(args) => up::run(args).map(|()| 0),
+        Command::Runner(args) => runner::run(args).map(|()| 0),
+        Command::Job { connect, command } => run_async(jobs::run(command, &connect)),
+        Command::Runners { connect, command } => run_async(runners::run(command, &connect)),
     };
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -77,7 +115,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+/// Run a client command on a small runtime.
+fn run_async(command: impl std::future::Future<Output = anyhow::Result<u8>>) -> anyhow::Result<u8> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?
+        .block_on(command)
+}
+
+/// The checked server configuration from `muster server`/`muster up` flags.
+pub(crate) fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
     let raw = RawServerConfig {
         listen: Some(args.listen),
         data_dir: Some(args.data_dir),
@@ -90,25 +138,57 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         cancel_grace_s: args.cancel_grace_s,
         reap_interval_ms: args.reap_interval_ms,
+        max_artifact_bytes: args.max_artifact_bytes,
+        ..RawServerConfig::default()
     };
-    let config = ServerConfig::from_raw(raw).context("check the configuration")?;
+    ServerConfig::from_raw(raw).context("check the configuration")
+}
+
+/// Everything a coordinator needs before it serves: its admin token, store and socket.
+pub(crate) struct PreparedServer {
+    pub(crate) config: ServerConfig,
+    pub(crate) admin_token: String,
+    /// Where the admin token is kept, when it did not come from the environment.
+    pub(crate) admin_token_file: Option<std::path::PathBuf>,
+    pub(crate) store: muster_server::SharedStore,
+    pub(crate) listener: tokio::net::TcpListener,
+}
+
+pub(crate) async fn prepare_server(config: ServerConfig) -> anyhow::Result<PreparedServer> {
+    let (admin_token, token_file) =
+        muster_server::load_or_create_admin_token(config.admin_token.as_deref(), &config.data_dir)?;
+    let store = muster_server::open_store(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen on {}", config.listen))?;
+    Ok(PreparedServer {
+        config,
+        admin_token,
+        admin_token_file: token_file,
+        store,
+        listener,
+    })
+}
+
+fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let config = server_config(args)?;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async move {
-        let (admin_token, token_file) = muster_server::load_or_create_admin_token(
-            config.admin_token.as_deref(),
-            &config.data_dir,
-        )?;
-        match token_file {
-            Some(path) => eprintln!("admin token: in {}", path.display()),
-            None => eprintln!("admin token: from MUSTER_ADMIN_TOKEN"),
-        }
-        let store = muster_server::open_store(&config)?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("listen on {}", config.listen))?;
+        let prepared = prepare_server(config).await?;
+        eprintln!(
+            "admin token: {}",
+            crate::up::token_hint(prepared.admin_token_file.as_deref())
+        );
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        muster_server::run(config, store, &admin_token, listener, shutdown).await
+        muster_server::run(
+            prepared.config,
+            prepared.store,
+            &prepared.admin_token,
+            prepared.listener,
+            shutdown,
+        )
+        .await
     })
 }
 

@@ -14,16 +14,26 @@
 //! println!("{} is {:?}", job.id, job.state);
 //! # Ok(()) }
 //! ```
+//!
+//! Artifacts travel as streams both ways ([`MusterClient::upload_artifact_file`],
+//! [`MusterClient::download_artifact_to_file`] and their stream forms): nothing here holds a
+//! whole artifact in memory unless asked to (`*_bytes`).
 
+mod artifacts;
+
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
+pub use artifacts::{ArtifactDownload, ArtifactStream, UploadError};
+use bytes::Bytes;
 pub use muster_api as api;
 use muster_api::{
-    CancelFlag, ClaimJobs, ClaimedJob, ClaimedJobs, CompleteJob, CompleteJobs, CompletionOutcomes,
-    CreateRunner, CreatedRunner, Dag, ErrorBody, FailJob, Job, JobHeartbeat, JobHeartbeatResponse,
-    JobList, JobState, LEASE_EPOCH_HEADER, LogAppended, LogBatch, LogPage, NewLogEntry,
-    ProgressReport, Runner, RunnerHeartbeat, RunnerHeartbeatResponse, RunnerList, SubmitJob,
-    SubmitJobs,
+    Artifact, CancelFlag, ClaimJobs, ClaimedJob, ClaimedJobs, CompleteJob, CompleteJobs,
+    CompletionOutcomes, CreateRunner, CreatedRunner, Dag, ErrorBody, FailJob, Job, JobHeartbeat,
+    JobHeartbeatResponse, JobList, JobState, LEASE_EPOCH_HEADER, LogAppended, LogBatch, LogPage,
+    NewLogEntry, OutputsRecorded, ProgressReport, RecordOutputs, Runner, RunnerHeartbeat,
+    RunnerHeartbeatResponse, RunnerList, SubmitJob, SubmitJobs,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Serialize;
@@ -50,6 +60,9 @@ pub enum ClientError {
     /// The client was given something unusable (a bad URL, a bad token).
     #[error("{0}")]
     Config(String),
+    /// A local file (an artifact to upload, a download's target) could not be read or written.
+    #[error("{0}")]
+    Io(String),
 }
 
 impl ClientError {
@@ -373,6 +386,53 @@ impl MusterClient {
         Ok(())
     }
 
+    /// Upload an artifact from a stream of byte chunks; answers its id and size. The
+    /// coordinator stores the same bytes once: uploading them again answers the same id.
+    pub async fn upload_artifact<S>(&self, chunks: S) -> Result<Artifact, ClientError>
+    where
+        S: futures::TryStream + Send + 'static,
+        S::Error: Into<UploadError>,
+        Bytes: From<S::Ok>,
+    {
+        artifacts::upload_stream(&self.connection, artifacts::USER_PATH, chunks, None).await
+    }
+
+    /// Upload a file, streamed from disk (its size is sent first, so an artifact over the
+    /// coordinator's limit is refused before any of it travels).
+    pub async fn upload_artifact_file(&self, path: &Path) -> Result<Artifact, ClientError> {
+        artifacts::upload_file(&self.connection, artifacts::USER_PATH, path).await
+    }
+
+    /// Upload bytes already in memory.
+    pub async fn upload_artifact_bytes(
+        &self,
+        bytes: impl Into<Bytes>,
+    ) -> Result<Artifact, ClientError> {
+        artifacts::upload_bytes(&self.connection, artifacts::USER_PATH, bytes.into()).await
+    }
+
+    /// Start downloading an artifact: its size and a stream of its bytes. The stream is not
+    /// checked against the id; [`MusterClient::download_artifact_to_file`] and
+    /// [`MusterClient::download_artifact_bytes`] are.
+    pub async fn download_artifact(&self, id: &str) -> Result<ArtifactDownload, ClientError> {
+        artifacts::download(&self.connection, artifacts::USER_PATH, id).await
+    }
+
+    /// Download an artifact into memory, checked against its id.
+    pub async fn download_artifact_bytes(&self, id: &str) -> Result<Bytes, ClientError> {
+        artifacts::download_bytes(&self.connection, artifacts::USER_PATH, id).await
+    }
+
+    /// Download an artifact to `path`, streamed and checked against its id. The file appears
+    /// complete or not at all (it is written beside `path` and renamed). Answers its size.
+    pub async fn download_artifact_to_file(
+        &self,
+        id: &str,
+        path: &Path,
+    ) -> Result<u64, ClientError> {
+        artifacts::download_to_file(&self.connection, artifacts::USER_PATH, id, path).await
+    }
+
     /// `GET /readyz`: whether the coordinator's store answers.
     pub async fn ready(&self) -> Result<(), ClientError> {
         self.connection
@@ -523,6 +583,7 @@ impl RunnerClient {
     ) -> Result<Job, ClientError> {
         let body = CompleteJob {
             result: Some(result),
+            outputs: None,
         };
         self.connection
             .json(
@@ -530,6 +591,109 @@ impl RunnerClient {
                     .json(&body),
             )
             .await
+    }
+
+    /// Complete a job and record `outputs` (name to artifact id) in the same commit.
+    pub async fn complete_job_with_outputs(
+        &self,
+        id: Uuid,
+        epoch: Option<u64>,
+        result: serde_json::Value,
+        outputs: BTreeMap<String, String>,
+    ) -> Result<Job, ClientError> {
+        let body = CompleteJob {
+            result: Some(result),
+            outputs: Some(outputs),
+        };
+        self.connection
+            .json(
+                self.job_request(Method::POST, id, "complete", epoch)
+                    .json(&body),
+            )
+            .await
+    }
+
+    /// Record artifacts (uploaded first) as the job's outputs, by name; a name recorded again
+    /// names the new artifact. Answers every output the job now has and whether to stop.
+    pub async fn record_outputs(
+        &self,
+        id: Uuid,
+        epoch: Option<u64>,
+        outputs: BTreeMap<String, String>,
+    ) -> Result<OutputsRecorded, ClientError> {
+        let body = RecordOutputs {
+            outputs: Some(outputs),
+            ..Default::default()
+        };
+        self.connection
+            .json(
+                self.job_request(Method::POST, id, "outputs", epoch)
+                    .json(&body),
+            )
+            .await
+    }
+
+    /// Record one output.
+    pub async fn record_output(
+        &self,
+        id: Uuid,
+        epoch: Option<u64>,
+        name: &str,
+        artifact_id: &str,
+    ) -> Result<OutputsRecorded, ClientError> {
+        let body = RecordOutputs {
+            name: Some(name.to_string()),
+            artifact_id: Some(artifact_id.to_string()),
+            outputs: None,
+        };
+        self.connection
+            .json(
+                self.job_request(Method::POST, id, "outputs", epoch)
+                    .json(&body),
+            )
+            .await
+    }
+
+    /// Upload an artifact from a stream of byte chunks (for example a job's output).
+    pub async fn upload_artifact<S>(&self, chunks: S) -> Result<Artifact, ClientError>
+    where
+        S: futures::TryStream + Send + 'static,
+        S::Error: Into<UploadError>,
+        Bytes: From<S::Ok>,
+    {
+        artifacts::upload_stream(&self.connection, artifacts::RUNNER_PATH, chunks, None).await
+    }
+
+    /// Upload a file, streamed from disk.
+    pub async fn upload_artifact_file(&self, path: &Path) -> Result<Artifact, ClientError> {
+        artifacts::upload_file(&self.connection, artifacts::RUNNER_PATH, path).await
+    }
+
+    /// Upload bytes already in memory.
+    pub async fn upload_artifact_bytes(
+        &self,
+        bytes: impl Into<Bytes>,
+    ) -> Result<Artifact, ClientError> {
+        artifacts::upload_bytes(&self.connection, artifacts::RUNNER_PATH, bytes.into()).await
+    }
+
+    /// Start downloading an artifact (for example a job's input); not checked against its id.
+    pub async fn download_artifact(&self, id: &str) -> Result<ArtifactDownload, ClientError> {
+        artifacts::download(&self.connection, artifacts::RUNNER_PATH, id).await
+    }
+
+    /// Download an artifact into memory, checked against its id.
+    pub async fn download_artifact_bytes(&self, id: &str) -> Result<Bytes, ClientError> {
+        artifacts::download_bytes(&self.connection, artifacts::RUNNER_PATH, id).await
+    }
+
+    /// Download an artifact to `path`, streamed and checked against its id; answers its size.
+    pub async fn download_artifact_to_file(
+        &self,
+        id: &str,
+        path: &Path,
+    ) -> Result<u64, ClientError> {
+        artifacts::download_to_file(&self.connection, artifacts::RUNNER_PATH, id, path).await
     }
 
     /// Complete many jobs in one commit; one outcome per item, in order.

@@ -1,9 +1,10 @@
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use serde_json::Value;
 
-use crate::{Capabilities, JobId, JobLifecycle, RunnerId, Timestamp};
+use crate::{ArtifactId, Capabilities, JobId, JobLifecycle, RunnerId, Timestamp};
 
 pub const DEFAULT_PRIORITY: i32 = 100;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -17,6 +18,11 @@ const MAX_ATTEMPTS_LIMIT: u32 = 1000;
 const MAX_TIMEOUT_S: u32 = 30 * 24 * 3600;
 const MAX_LEASE_TTL_S: u32 = 3600;
 const MAX_BACKOFF_BASE_S: u32 = 3600;
+/// Artifacts one job may read; each is checked to exist when the job is submitted.
+pub const MAX_JOB_INPUTS: usize = 256;
+/// Named artifacts one job may record; the whole map is rewritten with each recording.
+pub const MAX_JOB_OUTPUTS: usize = 256;
+const MAX_OUTPUT_NAME_LEN: usize = 200;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -173,6 +179,8 @@ pub struct JobSpec {
     pub policy: JobPolicy,
     pub run_after: Option<Timestamp>,
     pub idempotency_key: Option<String>,
+    /// Artifacts the job reads, in the submitter's order (repeats allowed).
+    pub inputs: Vec<ArtifactId>,
 }
 
 /// A rejected [`JobSpec`]; the message names the field.
@@ -216,6 +224,7 @@ impl JobSpec {
             },
             run_after: None,
             idempotency_key: None,
+            inputs: Vec::new(),
         }
     }
 
@@ -255,8 +264,43 @@ impl JobSpec {
             }
         }
         self.requirements.validate("requirements")?;
+        if self.inputs.len() > MAX_JOB_INPUTS {
+            return Err(spec_error(
+                "inputs",
+                format!(
+                    "at most {MAX_JOB_INPUTS} artifacts, got {}",
+                    self.inputs.len()
+                ),
+            ));
+        }
         Ok(())
     }
+}
+
+/// Check outputs a runner records: names are 1 to 200 bytes without control characters, and
+/// at most [`MAX_JOB_OUTPUTS`] in one call (the job's total is checked where it is stored).
+pub fn validate_outputs(outputs: &BTreeMap<String, ArtifactId>) -> Result<(), JobSpecError> {
+    if outputs.len() > MAX_JOB_OUTPUTS {
+        return Err(spec_error(
+            "outputs",
+            format!("at most {MAX_JOB_OUTPUTS} per job, got {}", outputs.len()),
+        ));
+    }
+    for name in outputs.keys() {
+        if name.is_empty() || name.len() > MAX_OUTPUT_NAME_LEN {
+            return Err(spec_error(
+                format!("outputs.{name}"),
+                format!("an output name is 1 to {MAX_OUTPUT_NAME_LEN} bytes"),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(spec_error(
+                format!("outputs.{}", name.escape_debug()),
+                "an output name must not contain control characters",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A validated spec with the identity the coordinator gave it.
@@ -289,6 +333,10 @@ pub struct JobRecord {
     pub created_at: Timestamp,
     pub progress: Progress,
     pub result: Option<Value>,
+    /// Artifacts the job reads, as submitted.
+    pub inputs: Vec<ArtifactId>,
+    /// Artifacts the current (or last) attempt recorded, by name; a new claim starts empty.
+    pub outputs: BTreeMap<String, ArtifactId>,
     pub lifecycle: JobLifecycle,
 }
 
@@ -349,6 +397,12 @@ mod tests {
                 }),
                 "requirements.resources.vram_gb",
             ),
+            (
+                Box::new(|spec| {
+                    spec.inputs = vec![ArtifactId::from_digest([7; 32]); MAX_JOB_INPUTS + 1];
+                }),
+                "inputs",
+            ),
         ];
         for (mutate, field) in cases {
             let mut spec = JobSpec::with_defaults("exec");
@@ -357,5 +411,24 @@ mod tests {
             assert_eq!(error.field, field, "{error}");
         }
         assert_eq!(JobSpec::with_defaults("exec").validate(), Ok(()));
+    }
+
+    #[test]
+    fn output_names_are_checked() {
+        let id = ArtifactId::from_digest([1; 32]);
+        let one = |name: &str| BTreeMap::from([(name.to_string(), id)]);
+        assert_eq!(validate_outputs(&one("model.bin")), Ok(()));
+        assert_eq!(validate_outputs(&BTreeMap::new()), Ok(()));
+        for bad in [String::new(), "x".repeat(201), "a\nb".to_string()] {
+            let error = validate_outputs(&one(&bad)).expect_err("bad name");
+            assert!(error.field.starts_with("outputs"), "{error}");
+        }
+        let many: BTreeMap<String, ArtifactId> = (0..=MAX_JOB_OUTPUTS)
+            .map(|index| (format!("o{index}"), id))
+            .collect();
+        assert_eq!(
+            validate_outputs(&many).expect_err("too many").field,
+            "outputs"
+        );
     }
 }

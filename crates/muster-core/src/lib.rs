@@ -14,11 +14,11 @@ mod retry;
 mod runner;
 mod time;
 
-pub use ids::{JobId, RunnerId};
+pub use ids::{ArtifactId, ArtifactIdError, JobId, RunnerId};
 pub use job::{
     DEFAULT_BACKOFF_BASE_S, DEFAULT_LEASE_TTL_S, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY,
     DEFAULT_TIMEOUT_S, FailureReason, JobError, JobPolicy, JobRecord, JobSpec, JobSpecError,
-    JobState, NewJob, Progress,
+    JobState, MAX_JOB_INPUTS, MAX_JOB_OUTPUTS, NewJob, Progress, validate_outputs,
 };
 pub use lifecycle::{JobLifecycle, Lease, ReapOutcome, TransitionError};
 pub use logs::{LogEntry, LogLevel, NewLogEntry};

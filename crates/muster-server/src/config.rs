@@ -13,6 +13,8 @@ pub struct RawServerConfig {
     pub database: Option<String>,
     pub admin_token: Option<String>,
     pub max_body_bytes: Option<usize>,
+    /// `--max-artifact-bytes` / `MUSTER_MAX_ARTIFACT_BYTES`.
+    pub max_artifact_bytes: Option<u64>,
     pub log_cap_bytes: Option<u64>,
     pub heartbeat_interval_ms: Option<u64>,
     pub cancel_grace_s: Option<u64>,
@@ -35,7 +37,11 @@ pub struct ServerConfig {
     /// From `MUSTER_ADMIN_TOKEN`; when `None`, the token in `<data-dir>/admin.token` is used or
     /// made.
     pub admin_token: Option<String>,
+    /// The largest JSON request body; bodies are read whole, so this bounds memory per request.
     pub max_body_bytes: usize,
+    /// The largest artifact upload. Uploads are streamed to disk, never held in memory, so this
+    /// bounds disk use per upload, not memory.
+    pub max_artifact_bytes: u64,
     pub log_cap_bytes: u64,
     pub heartbeat_interval: Duration,
     /// How long a cancelled job waits for its runner to confirm before it ends anyway.
@@ -46,6 +52,7 @@ pub struct ServerConfig {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 pub const DEFAULT_DATA_DIR: &str = ".muster";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_LOG_CAP_BYTES: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 10_000;
 pub const DEFAULT_CANCEL_GRACE_S: u64 = 30;
@@ -122,6 +129,13 @@ impl ServerConfig {
         if max_body_bytes < 1024 {
             return Err(config_error("--max-body-bytes", "must be at least 1024"));
         }
+        let max_artifact_bytes = raw.max_artifact_bytes.unwrap_or(DEFAULT_MAX_ARTIFACT_BYTES);
+        if max_artifact_bytes < 1024 {
+            return Err(config_error(
+                "--max-artifact-bytes",
+                "must be at least 1024",
+            ));
+        }
         let heartbeat_interval_ms = raw
             .heartbeat_interval_ms
             .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL_MS);
@@ -144,6 +158,7 @@ impl ServerConfig {
             database,
             admin_token: raw.admin_token.map(|token| token.trim().to_string()),
             max_body_bytes,
+            max_artifact_bytes,
             log_cap_bytes: raw.log_cap_bytes.unwrap_or(DEFAULT_LOG_CAP_BYTES),
             heartbeat_interval: Duration::from_millis(heartbeat_interval_ms),
             cancel_grace: Duration::from_secs(raw.cancel_grace_s.unwrap_or(DEFAULT_CANCEL_GRACE_S)),

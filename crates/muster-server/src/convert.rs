@@ -1,10 +1,12 @@
 //! Conversions between the domain types of `muster-core` and the wire types of `muster-api`.
 //! This module is the only place where the two meet.
 
+use std::collections::BTreeMap;
+
 use muster_api as wire;
 use muster_core::{
-    Capabilities, FailureReason, JobRecord, JobState, Lease, LogEntry, LogLevel, PendingReason,
-    RunnerRecord, RunnerStatus, Timestamp,
+    ArtifactId, Capabilities, FailureReason, JobRecord, JobState, Lease, LogEntry, LogLevel,
+    PendingReason, RunnerRecord, RunnerStatus, Timestamp,
 };
 use time::OffsetDateTime;
 
@@ -122,6 +124,7 @@ pub(crate) fn job_to_wire(job: JobRecord, pending_reason: Option<PendingReason>)
         payload: job.payload,
         priority: job.priority,
         requirements: capabilities_to_wire(&job.requirements),
+        inputs: job.inputs.iter().map(ArtifactId::to_string).collect(),
         attempt: lifecycle.attempt,
         max_attempts: lifecycle.policy.max_attempts,
         timeout_s: lifecycle.policy.timeout_s,
@@ -134,6 +137,7 @@ pub(crate) fn job_to_wire(job: JobRecord, pending_reason: Option<PendingReason>)
             message: job.progress.message,
         },
         result: job.result,
+        outputs: outputs_to_wire(job.outputs),
         error: lifecycle.error.map(|error| wire::JobError {
             reason: reason_to_wire(error.reason),
             message: error.message,
@@ -151,6 +155,35 @@ pub(crate) fn job_to_wire(job: JobRecord, pending_reason: Option<PendingReason>)
         lease_epoch: lifecycle.lease_epoch,
         pending_reason: pending_reason.map(pending_reason_to_wire),
     }
+}
+
+/// An artifact id from a request body; `field` names where it was.
+pub(crate) fn artifact_id_from_wire(text: &str, field: &str) -> Result<ArtifactId, ApiError> {
+    text.parse()
+        .map_err(|error| ApiError::InvalidInput(format!("{field}: {error}")))
+}
+
+pub(crate) fn outputs_to_wire(outputs: BTreeMap<String, ArtifactId>) -> BTreeMap<String, String> {
+    outputs
+        .into_iter()
+        .map(|(name, id)| (name, id.to_string()))
+        .collect()
+}
+
+/// Outputs from a request body: each id well-formed, each name acceptable.
+pub(crate) fn outputs_from_wire(
+    outputs: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, ArtifactId>, ApiError> {
+    let outputs = outputs
+        .into_iter()
+        .map(|(name, id)| {
+            let id = artifact_id_from_wire(&id, &format!("outputs.{name}"))?;
+            Ok((name, id))
+        })
+        .collect::<Result<BTreeMap<_, _>, ApiError>>()?;
+    muster_core::validate_outputs(&outputs)
+        .map_err(|error| ApiError::InvalidInput(error.to_string()))?;
+    Ok(outputs)
 }
 
 pub(crate) fn runner_to_wire(runner: RunnerRecord, status: RunnerStatus) -> wire::Runner {

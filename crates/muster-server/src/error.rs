@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use muster_api::{ErrorBody, ErrorDetail};
 use muster_store::StoreError;
+use muster_store::blobs::BlobError;
 
 /// An error answer. User mistakes are answered as they are; internal ones are logged here, where
 /// they are handled, and answered without details.
@@ -24,6 +25,9 @@ pub enum ApiError {
     InvalidState(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A body names an artifact that is not stored (well-formed, so not a 400).
+    #[error("{0}")]
+    UnknownArtifact(String),
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
@@ -42,6 +46,7 @@ impl ApiError {
             ApiError::LeaseLost(_) => (StatusCode::CONFLICT, "lease_lost"),
             ApiError::InvalidState(_) => (StatusCode::CONFLICT, "invalid_state"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnknownArtifact(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_artifact"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -73,6 +78,22 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidState { .. } => ApiError::InvalidState(error.to_string()),
             StoreError::Rejected(message) => ApiError::InvalidInput(message),
             StoreError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(error: BlobError) -> ApiError {
+        match error {
+            BlobError::NotFound(_) => ApiError::NotFound(error.to_string()),
+            BlobError::TooLarge { .. } => ApiError::PayloadTooLarge(format!(
+                "{error} (--max-artifact-bytes); nothing was stored"
+            )),
+            BlobError::Upload(_) => ApiError::InvalidInput(format!(
+                "could not read the request body: {error}; nothing was stored"
+            )),
+            BlobError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

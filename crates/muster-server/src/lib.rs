@@ -21,6 +21,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use muster_core::{Clock, SystemClock};
 use muster_store::Store;
+use muster_store::blobs::{BlobStore, LocalBlobStore};
 use muster_store::sqlite::{SqliteConfig, SqliteStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,9 @@ pub(crate) use axum::Json;
 pub use config::{DatabaseConfig, RawServerConfig, ServerConfig};
 pub use error::ApiError;
 pub use state::AppState;
+
+/// The store a coordinator runs on, shared by its tasks.
+pub type SharedStore = Arc<dyn Store>;
 
 /// Open the store the configuration names.
 pub fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
@@ -45,16 +49,36 @@ pub fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
+/// Open the artifact store the configuration names: `<data-dir>/blobs/`. (An object store is
+/// the planned alternative; it implements the same [`BlobStore`] trait.)
+pub fn open_blobs(config: &ServerConfig) -> Arc<dyn BlobStore> {
+    Arc::new(LocalBlobStore::new(config.data_dir.join("blobs")))
+}
+
 /// A coordinator ready to serve: its router and the state behind it.
 pub struct Coordinator {
     pub router: Router,
     pub state: AppState,
 }
 
-/// Build the router over `store`, with `clock` as the source of "now".
+/// Build the router over `store` and the artifact store the configuration names, with `clock`
+/// as the source of "now".
 pub fn build(
     config: ServerConfig,
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    admin_token: &str,
+    shutdown: CancellationToken,
+) -> Coordinator {
+    let blobs = open_blobs(&config);
+    build_with_blobs(config, store, blobs, clock, admin_token, shutdown)
+}
+
+/// [`build`] with an artifact store chosen by the caller.
+pub fn build_with_blobs(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    blobs: Arc<dyn BlobStore>,
     clock: Arc<dyn Clock>,
     admin_token: &str,
     shutdown: CancellationToken,
@@ -66,6 +90,7 @@ pub fn build(
     let (job_changes, _) = tokio::sync::broadcast::channel(1024);
     let state = AppState {
         store,
+        blobs,
         clock,
         config: Arc::new(config),
         auth: Arc::new(auth::Auth::new(admin_token)),
@@ -74,6 +99,7 @@ pub fn build(
         job_changes,
         shutdown,
         openapi_json: Arc::new(openapi_json),
+        draining_runners: Arc::default(),
     };
     let router = routes
         .fallback(not_found)
@@ -81,6 +107,9 @@ pub fn build(
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
+        // Bounds the extractors that buffer a body (JSON). The artifact routes take the raw
+        // body stream instead, which this limit does not touch, and count its bytes against
+        // --max-artifact-bytes themselves while streaming them to disk.
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.max_body_bytes,
         ))

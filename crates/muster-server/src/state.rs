@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use muster_core::{Clock, JobId, RunnerSnapshot, runner_status};
+use muster_store::blobs::BlobStore;
 use muster_store::{PageRequest, Store};
 use tokio::sync::broadcast;
 
@@ -17,6 +18,8 @@ const RUNNER_VIEW_MAX_AGE: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// Artifact bytes; the store holds only which artifacts jobs name.
+    pub blobs: Arc<dyn BlobStore>,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<ServerConfig>,
     pub auth: Arc<Auth>,
@@ -27,6 +30,39 @@ pub struct AppState {
     /// Cancelled when the coordinator stops; long polls and live streams end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
     pub openapi_json: Arc<String>,
+    pub draining_runners: Arc<DrainingRunners>,
+}
+
+/// Runners whose last heartbeat said `draining`, as this coordinator heard it: their long polls
+/// end at once instead of handing them work they would not start.
+#[derive(Default)]
+pub struct DrainingRunners {
+    runners: Mutex<std::collections::HashSet<muster_core::RunnerId>>,
+    changed: tokio::sync::Notify,
+}
+
+impl DrainingRunners {
+    pub(crate) fn set(&self, runner: muster_core::RunnerId, draining: bool) {
+        let changed = match self.runners.lock() {
+            Ok(mut runners) if draining => runners.insert(runner),
+            Ok(mut runners) => runners.remove(&runner),
+            Err(_) => false,
+        };
+        if changed && draining {
+            self.changed.notify_waiters();
+        }
+    }
+
+    pub(crate) fn contains(&self, runner: muster_core::RunnerId) -> bool {
+        self.runners
+            .lock()
+            .map(|runners| runners.contains(&runner))
+            .unwrap_or(false)
+    }
+
+    pub(crate) async fn changed(&self) {
+        self.changed.notified().await;
+    }
 }
 
 /// A recent snapshot of every runner, for explaining why pending jobs wait.

@@ -6,29 +6,35 @@
 //! that answers `Ok` has made its change durable. State changes are decided by
 //! [`muster_core::JobLifecycle`]; a backend only loads, asks and writes back.
 //!
-//! This crate holds all of muster's SQL and no other crate does.
+//! This crate holds all of muster's SQL and no other crate does. It also owns the other half of
+//! persistence, artifact bytes ([`blobs`]), which live outside the database.
 
+pub mod blobs;
 mod error;
 mod model;
 pub mod sqlite;
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use muster_core::{
-    JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId, RunnerRecord, Timestamp,
+    ArtifactId, JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId, RunnerRecord,
+    Timestamp,
 };
 use serde_json::Value;
 
 pub use error::StoreError;
 pub use model::{
     ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, NewRunner, Page,
-    PageRequest, QueueDepth, ReapReport, RunnerBeat, Submitted,
+    PageRequest, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat, Submitted,
 };
 
 /// The coordinator's durable state. See the crate docs for the guarantees every method gives.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Store new jobs. A job whose `idempotency_key` is already taken is not stored again;
-    /// the existing job is returned with `created: false`. All or nothing.
+    /// the existing job is returned with `created: false`. All or nothing. A job's `inputs` are
+    /// stored as given: the caller has checked that those artifacts exist.
     async fn submit_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError>;
 
     async fn get_job(&self, id: JobId) -> Result<JobRecord, StoreError>;
@@ -91,12 +97,27 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<JobAck, StoreError>;
 
+    /// Complete a job with its result, recording `outputs` (by name, like
+    /// [`Store::record_outputs`]) in the same commit.
     async fn complete_job(
         &self,
         call: JobCall,
         result: Value,
+        outputs: BTreeMap<String, ArtifactId>,
         now: Timestamp,
     ) -> Result<JobRecord, StoreError>;
+
+    /// Record artifacts the lease holder produced, by name: a name recorded again now names
+    /// the new artifact. Counts as activity (a claimed job becomes running). Refused with
+    /// `Rejected` when the job would hold more than [`muster_core::MAX_JOB_OUTPUTS`]. Outputs
+    /// belong to an attempt: a new claim of the job starts with none. The caller has checked
+    /// that the artifacts exist.
+    async fn record_outputs(
+        &self,
+        call: JobCall,
+        outputs: BTreeMap<String, ArtifactId>,
+        now: Timestamp,
+    ) -> Result<RecordedOutputs, StoreError>;
 
     /// Many completions by one runner, each fenced on its own, committed together. The answer
     /// has one entry per item, in order.

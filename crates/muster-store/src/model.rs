@@ -1,6 +1,8 @@
 use std::collections::BTreeMap;
 
-use muster_core::{Capabilities, JobId, JobRecord, JobState, Lease, LogEntry, RunnerId, Timestamp};
+use muster_core::{
+    ArtifactId, Capabilities, JobId, JobRecord, JobState, Lease, LogEntry, RunnerId, Timestamp,
+};
 use serde_json::Value;
 
 /// The answer for one submitted job.
@@ -65,6 +67,13 @@ pub struct JobAck {
     pub cancel: bool,
     /// The next log sequence number the job will give.
     pub next_seq: u64,
+}
+
+/// The answer to recording outputs: the usual acknowledgement and every output the job now has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedOutputs {
+    pub ack: JobAck,
+    pub outputs: BTreeMap<String, ArtifactId>,
 }
 
 /// One completion in a batch.

@@ -147,6 +147,37 @@ impl TestServer {
         Ok((created, client))
     }
 
+    /// Where this server keeps artifact bytes (`<data-dir>/blobs`).
+    pub fn blobs_dir(&self) -> std::path::PathBuf {
+        self.data_dir.path().join("blobs")
+    }
+
+    /// Every file under [`TestServer::blobs_dir`], stored artifacts and unfinished uploads
+    /// alike, so a test can tell that a refused upload left nothing behind.
+    pub fn blob_files(&self) -> anyhow::Result<Vec<std::path::PathBuf>> {
+        let mut files = Vec::new();
+        let mut pending = vec![self.blobs_dir()];
+        while let Some(directory) = pending.pop() {
+            let entries = match std::fs::read_dir(&directory) {
+                Ok(entries) => entries,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => {
+                    return Err(error).with_context(|| format!("list {}", directory.display()));
+                }
+            };
+            for entry in entries {
+                let entry = entry.with_context(|| format!("list {}", directory.display()))?;
+                if entry.file_type()?.is_dir() {
+                    pending.push(entry.path());
+                } else {
+                    files.push(entry.path());
+                }
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
     /// Apply passed deadlines now instead of waiting for the reaper's tick.
     pub async fn reap(&self) {
         muster_server::reap_now(&self.state).await;

@@ -15,9 +15,11 @@ use rand::Rng;
 use serde::Deserialize;
 
 use crate::convert::{
-    capabilities_from_wire, job_to_wire, log_entry_to_wire, state_from_wire, time_from_wire,
+    artifact_id_from_wire, capabilities_from_wire, job_to_wire, log_entry_to_wire, state_from_wire,
+    time_from_wire,
 };
 use crate::extract::{AdminAuth, JsonBody, QueryParams, parse_id};
+use crate::routes::artifacts::ensure_artifacts_exist;
 use crate::state::AppState;
 use crate::{ApiError, Json};
 
@@ -60,6 +62,13 @@ pub(crate) async fn job_to_user(state: &AppState, job: JobRecord) -> wire::Job {
 
 fn new_job_from_wire(request: wire::SubmitJob, state: &AppState) -> Result<NewJob, ApiError> {
     let defaults = JobSpec::with_defaults(request.kind.clone());
+    let inputs = request
+        .inputs
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(index, id)| artifact_id_from_wire(id, &format!("inputs[{index}]")))
+        .collect::<Result<Vec<_>, _>>()?;
     let spec = JobSpec {
         kind: request.kind,
         payload: request.payload.unwrap_or(defaults.payload),
@@ -78,6 +87,7 @@ fn new_job_from_wire(request: wire::SubmitJob, state: &AppState) -> Result<NewJo
         },
         run_after: request.run_after.map(time_from_wire),
         idempotency_key: request.idempotency_key,
+        inputs,
     };
     spec.validate()
         .map_err(|error| ApiError::InvalidInput(error.to_string()))?;
@@ -95,6 +105,7 @@ fn new_job_from_wire(request: wire::SubmitJob, state: &AppState) -> Result<NewJo
         (status = 201, description = "created", body = wire::Job),
         (status = 200, description = "a job with this idempotency_key exists; it is returned", body = wire::Job),
         (status = 400, body = wire::ErrorBody), (status = 401, body = wire::ErrorBody), (status = 413, body = wire::ErrorBody),
+        (status = 422, description = "unknown_artifact: an input is not stored; no job was created", body = wire::ErrorBody),
     ),
     security(("admin_token" = [])))]
 pub(crate) async fn submit_job(
@@ -103,6 +114,18 @@ pub(crate) async fn submit_job(
     JsonBody(request): JsonBody<wire::SubmitJob>,
 ) -> Result<Response, ApiError> {
     let new_job = new_job_from_wire(request, &state)?;
+    // Checked before anything is stored, so a job naming a missing artifact is never created.
+    ensure_artifacts_exist(
+        &state,
+        new_job
+            .spec
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(index, id)| (format!("inputs[{index}]"), *id))
+            .collect(),
+    )
+    .await?;
     let mut submitted = state.store.submit_jobs(vec![new_job]).await?;
     let submitted = submitted
         .pop()
@@ -117,7 +140,8 @@ pub(crate) async fn submit_job(
 
 /// Submit up to 1000 jobs in one commit (all or none).
 #[utoipa::path(post, path = "/api/v1/jobs/batch", tag = "jobs", request_body = wire::SubmitJobs,
-    responses((status = 201, body = wire::JobList), (status = 400, body = wire::ErrorBody)),
+    responses((status = 201, body = wire::JobList), (status = 400, body = wire::ErrorBody),
+        (status = 422, description = "unknown_artifact: an input is not stored; no job was created", body = wire::ErrorBody)),
     security(("admin_token" = [])))]
 pub(crate) async fn submit_jobs(
     State(state): State<AppState>,
@@ -138,6 +162,22 @@ pub(crate) async fn submit_jobs(
                 .map_err(|error| ApiError::InvalidInput(format!("jobs[{index}]: {error}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    ensure_artifacts_exist(
+        &state,
+        new_jobs
+            .iter()
+            .enumerate()
+            .flat_map(|(job, new_job)| {
+                new_job
+                    .spec
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .map(move |(index, id)| (format!("jobs[{job}].inputs[{index}]"), *id))
+            })
+            .collect(),
+    )
+    .await?;
     let submitted = state.store.submit_jobs(new_jobs).await?;
     let items = jobs_to_wire(
         &state,

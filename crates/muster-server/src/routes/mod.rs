@@ -1,6 +1,7 @@
 //! The HTTP routes, by audience: users (`/api/v1/jobs`, `/api/v1/runners`), runners
 //! (`/api/v1/runner/*`) and operators (`/healthz`, `/readyz`, `/metrics`).
 
+pub(crate) mod artifacts;
 pub(crate) mod jobs;
 pub(crate) mod ops;
 pub(crate) mod protocol;
@@ -22,6 +23,7 @@ use crate::state::AppState;
         (name = "jobs", description = "Submit and watch jobs (admin token)"),
         (name = "runners", description = "The runner registry (admin token)"),
         (name = "runner", description = "The runner protocol (runner token)"),
+        (name = "artifacts", description = "Content-addressed artifacts: upload and download bytes (admin or runner token)"),
         (name = "operations", description = "Health, readiness, metrics (no token)"),
     )
 )]
@@ -60,9 +62,14 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(protocol::report_progress))
         .routes(routes!(protocol::append_log))
         .routes(routes!(protocol::complete_job))
+        .routes(routes!(protocol::record_outputs))
         .routes(routes!(protocol::complete_jobs))
         .routes(routes!(protocol::fail_job))
         .routes(routes!(protocol::sync_dag))
+        .routes(routes!(artifacts::upload_artifact))
+        .routes(routes!(artifacts::download_artifact))
+        .routes(routes!(artifacts::runner_upload_artifact))
+        .routes(routes!(artifacts::runner_download_artifact))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

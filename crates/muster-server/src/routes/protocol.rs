@@ -11,9 +11,11 @@ use muster_core::{Capabilities, JobError, JobId, NewLogEntry, RunnerId};
 use muster_store::{ClaimRequest, ClaimedJob, CompletionItem, JobCall};
 
 use crate::convert::{
-    checked_progress, lease_to_wire, log_entry_from_wire, progress_from_value, reason_from_wire,
+    checked_progress, lease_to_wire, log_entry_from_wire, outputs_from_wire, outputs_to_wire,
+    progress_from_value, reason_from_wire,
 };
 use crate::extract::{JsonBody, LeaseEpoch, RawBody, RunnerAuth, parse_id};
+use crate::routes::artifacts::ensure_artifacts_exist;
 use crate::routes::jobs::job_to_user;
 use crate::state::AppState;
 use crate::{ApiError, Json};
@@ -59,10 +61,12 @@ pub(crate) async fn runner_heartbeat(
         hostname: request.hostname,
         version: request.version,
     };
+    let draining = beat.draining;
     let cancel = state
         .store
         .runner_heartbeat(beat, state.clock.now())
         .await?;
+    state.draining_runners.set(runner, draining);
     Ok(Json(wire::RunnerHeartbeatResponse {
         heartbeat_interval_ms: state.config.heartbeat_interval.as_millis() as u64,
         cancel: cancel.into_iter().map(|id| id.0).collect(),
@@ -78,6 +82,7 @@ fn claimed_to_wire(claimed: ClaimedJob) -> wire::ClaimedJob {
         attempt: job.lifecycle.attempt,
         max_attempts: job.lifecycle.policy.max_attempts,
         timeout_s: job.lifecycle.policy.timeout_s,
+        inputs: job.inputs.iter().map(ToString::to_string).collect(),
         lease: lease_to_wire(claimed.lease),
     }
 }
@@ -139,6 +144,11 @@ pub(crate) async fn claim_jobs(
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let mut signal = state.store.pending_signal();
     loop {
+        // A draining runner claims nothing more, including in a long poll it began before.
+        if state.draining_runners.contains(runner) {
+            state.metrics.record_claim(std::iter::empty());
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
         signal.borrow_and_update();
         let now = state.clock.now();
         let claimed = state.store.claim_jobs(claim.clone(), now).await?;
@@ -158,6 +168,7 @@ pub(crate) async fn claim_jobs(
         // A long poll must not hold up a graceful shutdown for up to wait_ms.
         tokio::select! {
             _ = tokio::time::timeout(remaining.min(LONG_POLL_RECHECK), signal.changed()) => {}
+            _ = state.draining_runners.changed() => {}
             _ = state.shutdown.cancelled() => {
                 return Err(ApiError::Unavailable("the coordinator is shutting down".into()));
             }
@@ -284,10 +295,12 @@ pub(crate) async fn append_log(
     }))
 }
 
-/// Complete a job with its result.
+/// Complete a job with its result, optionally recording outputs in the same commit.
 #[utoipa::path(post, path = "/api/v1/runner/jobs/{id}/complete", tag = "runner", request_body = wire::CompleteJob,
     params(("id" = String, Path), ("Muster-Lease-Epoch" = Option<u64>, Header)),
-    responses((status = 200, body = wire::Job), (status = 409, description = "lease_lost", body = wire::ErrorBody)),
+    responses((status = 200, body = wire::Job), (status = 400, body = wire::ErrorBody),
+        (status = 409, description = "lease_lost", body = wire::ErrorBody),
+        (status = 422, description = "unknown_artifact: an output is not stored; nothing changed", body = wire::ErrorBody)),
     security(("runner_token" = [])))]
 pub(crate) async fn complete_job(
     State(state): State<AppState>,
@@ -303,13 +316,78 @@ pub(crate) async fn complete_job(
         crate::extract::parse_json(&body)?
     };
     let result = request.result.unwrap_or(serde_json::Value::Null);
+    let outputs = outputs_from_wire(request.outputs.unwrap_or_default())?;
+    ensure_artifacts_exist(
+        &state,
+        outputs
+            .iter()
+            .map(|(name, id)| (format!("outputs.{name}"), *id))
+            .collect(),
+    )
+    .await?;
     let job = state
         .store
-        .complete_job(call, result, state.clock.now())
+        .complete_job(call, result, outputs, state.clock.now())
         .await?;
     state.metrics.record_completions(1);
     let _ = state.job_changes.send(call.job);
     Ok(Json(job_to_user(&state, job).await))
+}
+
+/// Record artifacts the job produced, by name: `{"name", "artifact_id"}` or
+/// `{"outputs": {name: artifact_id}}`. A name recorded again names the new artifact.
+#[utoipa::path(post, path = "/api/v1/runner/jobs/{id}/outputs", tag = "runner", request_body = wire::RecordOutputs,
+    params(("id" = String, Path), ("Muster-Lease-Epoch" = Option<u64>, Header)),
+    responses(
+        (status = 200, description = "every output the job now has", body = wire::OutputsRecorded),
+        (status = 400, body = wire::ErrorBody),
+        (status = 404, body = wire::ErrorBody),
+        (status = 409, description = "lease_lost", body = wire::ErrorBody),
+        (status = 422, description = "unknown_artifact: an artifact is not stored; nothing changed", body = wire::ErrorBody),
+    ),
+    security(("runner_token" = [])))]
+pub(crate) async fn record_outputs(
+    State(state): State<AppState>,
+    RunnerAuth(runner): RunnerAuth,
+    LeaseEpoch(epoch): LeaseEpoch,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<wire::RecordOutputs>,
+) -> Result<Json<wire::OutputsRecorded>, ApiError> {
+    let call = job_call(runner, &id, epoch)?;
+    let outputs = match request {
+        wire::RecordOutputs {
+            name: Some(name),
+            artifact_id: Some(artifact_id),
+            outputs: None,
+        } => std::collections::BTreeMap::from([(name, artifact_id)]),
+        wire::RecordOutputs {
+            name: None,
+            artifact_id: None,
+            outputs: Some(outputs),
+        } if !outputs.is_empty() => outputs,
+        _ => {
+            return Err(ApiError::InvalidInput(
+                "send either name and artifact_id, or outputs (an object of at least one name to artifact id)".into(),
+            ));
+        }
+    };
+    let outputs = outputs_from_wire(outputs)?;
+    ensure_artifacts_exist(
+        &state,
+        outputs
+            .iter()
+            .map(|(name, id)| (format!("outputs.{name}"), *id))
+            .collect(),
+    )
+    .await?;
+    let recorded = state
+        .store
+        .record_outputs(call, outputs, state.clock.now())
+        .await?;
+    Ok(Json(wire::OutputsRecorded {
+        outputs: outputs_to_wire(recorded.outputs),
+        cancel: recorded.ack.cancel,
+    }))
 }
 
 /// Complete many jobs in one commit, each fenced on its own.

@@ -97,6 +97,26 @@ fn routes(job: &str, runner: &str) -> Vec<(Method, String, Audience, &'static st
         ),
         (
             Method::POST,
+            format!("/api/v1/runner/jobs/{job}/outputs"),
+            Runner,
+            r#"{"name": "x", "artifact_id": "sha256:0000000000000000000000000000000000000000000000000000000000000000"}"#,
+        ),
+        (Method::POST, "/api/v1/artifacts".into(), Admin, "bytes"),
+        (
+            Method::GET,
+            "/api/v1/artifacts/sha256:0000000000000000000000000000000000000000000000000000000000000000".into(),
+            Admin,
+            "",
+        ),
+        (Method::POST, "/api/v1/runner/artifacts".into(), Runner, "bytes"),
+        (
+            Method::GET,
+            "/api/v1/runner/artifacts/sha256:0000000000000000000000000000000000000000000000000000000000000000".into(),
+            Runner,
+            "",
+        ),
+        (
+            Method::POST,
             format!("/api/v1/runner/jobs/{job}/fail"),
             Runner,
             "{}",
@@ -187,6 +207,11 @@ async fn every_route_refuses_missing_unknown_and_wrong_audience_tokens() {
         job_count(&client).await,
         jobs_before,
         "no refused call stored a job"
+    );
+    assert_eq!(
+        server.blob_files().expect("list artifact files"),
+        Vec::<std::path::PathBuf>::new(),
+        "no refused call stored an artifact"
     );
     assert_eq!(client.get_job(claimed.id).await.expect("show"), job_before);
     client

@@ -24,6 +24,11 @@ async fn assert_every_call_is_fenced(
     id: Uuid,
     epoch: Option<u64>,
 ) {
+    // A stored artifact, so recording it as an output is refused for the lease alone.
+    let artifact = client
+        .upload_artifact_bytes(&b"ghost output"[..])
+        .await
+        .expect("upload an artifact");
     let before = client.get_job(id).await.expect("show");
     let logs_before = client.job_logs(id, None, None).await.expect("logs");
     let dag_before = client.job_dag(id).await.expect("dag");
@@ -96,6 +101,25 @@ async fn assert_every_call_is_fenced(
             "complete",
             runner
                 .complete_job(id, epoch, json!("ghost"))
+                .await
+                .map(drop),
+        ),
+        (
+            "outputs",
+            runner
+                .record_output(id, epoch, "ghost", &artifact.id)
+                .await
+                .map(drop),
+        ),
+        (
+            "complete with outputs",
+            runner
+                .complete_job_with_outputs(
+                    id,
+                    epoch,
+                    json!("ghost"),
+                    [("ghost".to_string(), artifact.id.clone())].into(),
+                )
                 .await
                 .map(drop),
         ),

@@ -3,6 +3,7 @@
 //! temporary SQLite store. Where time matters the server runs on a `ManualClock` and the test
 //! applies deadlines with `server.reap()` instead of sleeping.
 
+mod artifacts;
 mod auth;
 mod bad_input;
 mod burn_down;

@@ -866,3 +866,65 @@ async fn fail_retries_while_attempts_remain_unless_not_retryable() {
         "a failure without a message still says something"
     );
 }
+
+#[tokio::test]
+async fn a_draining_runner_claims_nothing_more_even_in_a_long_poll_it_began_before() {
+    let server = start().await;
+    let client = server.client();
+    let (_, runner) = server.runner("r").await.expect("runner");
+    let started = Instant::now();
+    let waiting = tokio::spawn({
+        let runner = runner.clone();
+        async move {
+            runner
+                .claim_job(&ClaimJobs {
+                    wait_ms: Some(20_000),
+                    ..claim_of(&["exec"])
+                })
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "nothing to claim yet: the claim waits"
+    );
+    runner
+        .heartbeat(&RunnerHeartbeat {
+            status: muster_client::api::RunnerActivity::Draining,
+            ..Default::default()
+        })
+        .await
+        .expect("draining heartbeat");
+    let claimed = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the long poll ends when the runner drains")
+        .expect("the claim task")
+        .expect("the claim");
+    assert!(claimed.is_empty(), "a draining runner gets no work");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Work submitted now stays for other runners.
+    let pending = submit(&client, job("exec")).await;
+    let again = runner
+        .claim_job(&claim_of(&["exec"]))
+        .await
+        .expect("claim while draining");
+    assert!(again.is_empty(), "still draining: nothing claimed");
+    assert_eq!(
+        client.get_job(pending.id).await.expect("show").state,
+        JobState::Pending
+    );
+    // Active again: it claims.
+    runner
+        .heartbeat(&RunnerHeartbeat::default())
+        .await
+        .expect("active heartbeat");
+    let claimed = runner
+        .claim_job(&claim_of(&["exec"]))
+        .await
+        .expect("claim when active");
+    assert_eq!(
+        claimed.iter().map(|job| job.id).collect::<Vec<_>>(),
+        vec![pending.id]
+    );
+}

@@ -1,10 +1,12 @@
 //! Job operations of the SQLite backend. Write operations take the writer's context and run
 //! inside its transaction; read operations take a reader connection.
 
+use std::collections::BTreeMap;
+
 use muster_core::{
-    Capabilities, JobError, JobId, JobLifecycle, JobRecord, JobState, LogEntry, LogLevel, NewJob,
-    NewLogEntry, Progress, ReapOutcome, RunnerId, Timestamp, TransitionError,
-    jitter_unit_from_seed,
+    ArtifactId, Capabilities, JobError, JobId, JobLifecycle, JobRecord, JobState, LogEntry,
+    LogLevel, MAX_JOB_OUTPUTS, NewJob, NewLogEntry, Progress, ReapOutcome, RunnerId, Timestamp,
+    TransitionError, jitter_unit_from_seed,
 };
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
@@ -12,14 +14,14 @@ use serde_json::Value;
 use super::map_sqlite_error;
 use super::rows::{
     JOB_COLUMNS, LIFECYCLE_COLUMNS, capabilities_from_json, capabilities_to_json, decode_cursor,
-    job_from_row, level_code, level_from_code, lifecycle_from_row, string_map_from_json,
-    write_lifecycle, write_lifecycle_and_result,
+    inputs_to_json, job_from_row, level_code, level_from_code, lifecycle_from_row, outputs_to_json,
+    string_map_from_json, write_lifecycle, write_lifecycle_and_result,
 };
 use super::runners::touch_runner;
 use super::writer::WriterContext;
 use crate::{
     ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, Page,
-    PageRequest, QueueDepth, ReapReport, StoreError, Submitted,
+    PageRequest, QueueDepth, ReapReport, RecordedOutputs, StoreError, Submitted,
 };
 
 /// Jobs with requirements of one kind looked at per claim before giving up on finding ones this
@@ -79,8 +81,8 @@ pub(super) fn submit(
         let mut statement = conn
             .prepare_cached(
                 "INSERT INTO jobs (id, kind, state, priority, payload, requirements, idempotency_key, \
-                 max_attempts, timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 max_attempts, timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )
             .map_err(map_sqlite_error)?;
         statement
@@ -98,6 +100,7 @@ pub(super) fn submit(
                 i64::from(spec.policy.backoff_base_s),
                 lifecycle.run_after.as_millis(),
                 new_job.created_at.as_millis(),
+                inputs_to_json(&spec.inputs),
             ])
             .map_err(map_sqlite_error)?;
         let job = JobRecord {
@@ -110,6 +113,8 @@ pub(super) fn submit(
             created_at: new_job.created_at,
             progress: Progress::default(),
             result: None,
+            inputs: spec.inputs.clone(),
+            outputs: BTreeMap::new(),
             lifecycle,
         };
         answers.push(Submitted { job, created: true });
@@ -244,6 +249,13 @@ pub(super) fn claim(
                 StoreError::Internal(format!("claim of candidate job {}: {error}", job.id))
             })?;
         write_lifecycle(&context.conn, seq, &job.lifecycle)?;
+        if !job.outputs.is_empty() {
+            // Outputs belong to the attempt that recorded them: a new attempt starts without
+            // the leftovers of a failed or lost one. Only re-claims of jobs that recorded
+            // outputs pay for this second write.
+            clear_outputs(&context.conn, seq)?;
+            job.outputs.clear();
+        }
         claimed.push(ClaimedJob { job, lease });
     }
     Ok(claimed)
@@ -385,7 +397,31 @@ fn activity(
     extend_lease: bool,
     now: Timestamp,
 ) -> Result<(i64, JobAck), StoreError> {
-    let (seq, mut job) = load_for_call(&context.conn, call)?;
+    let (seq, job) = load_for_call(&context.conn, call)?;
+    activity_on(
+        context,
+        call,
+        seq,
+        job,
+        progress,
+        entries,
+        extend_lease,
+        now,
+    )
+}
+
+/// [`activity`] on a job the caller already loaded with [`load_for_call`].
+#[allow(clippy::too_many_arguments)]
+fn activity_on(
+    context: &mut WriterContext,
+    call: JobCall,
+    seq: i64,
+    mut job: JobRecord,
+    progress: Option<Progress>,
+    entries: Vec<NewLogEntry>,
+    extend_lease: bool,
+    now: Timestamp,
+) -> Result<(i64, JobAck), StoreError> {
     let was = job.lifecycle.clone();
     let lease = if extend_lease {
         job.lifecycle
@@ -549,17 +585,77 @@ pub(super) fn sync_dag(
     Ok(ack)
 }
 
+/// The job's outputs with `recorded` added (a name recorded again names the new artifact), or
+/// `Rejected` when that would pass the per-job limit. Writes nothing.
+fn merged_outputs(
+    job: &JobRecord,
+    recorded: BTreeMap<String, ArtifactId>,
+) -> Result<BTreeMap<String, ArtifactId>, StoreError> {
+    let mut merged = job.outputs.clone();
+    merged.extend(recorded);
+    if merged.len() > MAX_JOB_OUTPUTS {
+        return Err(StoreError::Rejected(format!(
+            "outputs: a job records at most {MAX_JOB_OUTPUTS} outputs; job {} would have {}",
+            job.id,
+            merged.len()
+        )));
+    }
+    Ok(merged)
+}
+
+fn write_outputs(
+    conn: &Connection,
+    seq: i64,
+    outputs: &BTreeMap<String, ArtifactId>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE jobs SET outputs = ?2 WHERE seq = ?1")
+        .and_then(|mut statement| statement.execute(params![seq, outputs_to_json(outputs)]))
+        .map_err(map_sqlite_error)?;
+    Ok(())
+}
+
+fn clear_outputs(conn: &Connection, seq: i64) -> Result<(), StoreError> {
+    write_outputs(conn, seq, &BTreeMap::new())
+}
+
+pub(super) fn record_outputs(
+    context: &mut WriterContext,
+    call: JobCall,
+    outputs: BTreeMap<String, ArtifactId>,
+    now: Timestamp,
+) -> Result<RecordedOutputs, StoreError> {
+    let (seq, job) = load_for_call(&context.conn, call)?;
+    // Every refusal (lease, limit) comes before the first write.
+    let merged = merged_outputs(&job, outputs)?;
+    let (seq, ack) = activity_on(context, call, seq, job, None, Vec::new(), false, now)?;
+    write_outputs(&context.conn, seq, &merged)?;
+    Ok(RecordedOutputs {
+        ack,
+        outputs: merged,
+    })
+}
+
 pub(super) fn complete(
     context: &mut WriterContext,
     call: JobCall,
     result: Value,
+    outputs: BTreeMap<String, ArtifactId>,
     now: Timestamp,
 ) -> Result<JobRecord, StoreError> {
     let (seq, mut job) = load_by_id(&context.conn, call.job)?;
     job.lifecycle
         .complete(call.runner, call.epoch, now)
         .map_err(|error| StoreError::from_transition(error, &call.job.to_string(), "complete"))?;
+    let merged = if outputs.is_empty() {
+        None
+    } else {
+        Some(merged_outputs(&job, outputs)?)
+    };
     write_lifecycle_and_result(&context.conn, seq, &job.lifecycle, Some(&result))?;
+    if let Some(merged) = merged {
+        write_outputs(&context.conn, seq, &merged)?;
+        job.outputs = merged;
+    }
     job.result = Some(result);
     Ok(job)
 }

@@ -10,13 +10,15 @@ mod runners;
 mod schema;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use muster_core::{
-    JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId, RunnerRecord, Timestamp,
+    ArtifactId, JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId, RunnerRecord,
+    Timestamp,
 };
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
@@ -24,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::{
     ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, NewRunner, Page,
-    PageRequest, QueueDepth, ReapReport, RunnerBeat, Store, StoreError, Submitted,
+    PageRequest, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat, Store, StoreError, Submitted,
 };
 use writer::{Writer, WriterContext};
 
@@ -287,10 +289,22 @@ impl Store for SqliteStore {
         &self,
         call: JobCall,
         result: Value,
+        outputs: BTreeMap<String, ArtifactId>,
         now: Timestamp,
     ) -> Result<JobRecord, StoreError> {
         self.writer
-            .run(move |context| jobs::complete(context, call, result, now))
+            .run(move |context| jobs::complete(context, call, result, outputs, now))
+            .await
+    }
+
+    async fn record_outputs(
+        &self,
+        call: JobCall,
+        outputs: BTreeMap<String, ArtifactId>,
+        now: Timestamp,
+    ) -> Result<RecordedOutputs, StoreError> {
+        self.writer
+            .run(move |context| jobs::record_outputs(context, call, outputs, now))
             .await
     }
 

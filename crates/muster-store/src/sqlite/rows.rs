@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use muster_core::{
-    Capabilities, FailureReason, JobError, JobId, JobLifecycle, JobPolicy, JobRecord, JobState,
-    LogLevel, Progress, RunnerId, Timestamp,
+    ArtifactId, Capabilities, FailureReason, JobError, JobId, JobLifecycle, JobPolicy, JobRecord,
+    JobState, LogLevel, Progress, RunnerId, Timestamp,
 };
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row, params};
@@ -28,7 +28,7 @@ pub(crate) const LIFECYCLE_COLUMNS: &str = lifecycle_columns!();
 pub(crate) const JOB_COLUMNS: &str = concat!(
     lifecycle_columns!(),
     ", id, kind, priority, payload, requirements, idempotency_key, created_at, \
-     progress_percent, progress_message, result"
+     progress_percent, progress_message, result, inputs, outputs"
 );
 
 fn conversion_error(column: usize, problem: String) -> rusqlite::Error {
@@ -125,9 +125,74 @@ pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, JobRecord)> 
             message: row.get(26)?,
         },
         result: json_column(row, 27)?,
+        inputs: match json_column(row, 28)? {
+            Some(value) => {
+                inputs_from_json(&value).map_err(|problem| conversion_error(28, problem))?
+            }
+            None => Vec::new(),
+        },
+        outputs: match json_column(row, 29)? {
+            Some(value) => {
+                outputs_from_json(&value).map_err(|problem| conversion_error(29, problem))?
+            }
+            None => BTreeMap::new(),
+        },
         lifecycle,
     };
     Ok((seq, job))
+}
+
+/// A job's inputs as stored: a JSON list of ids, `None` (NULL) when there are none.
+pub(crate) fn inputs_to_json(inputs: &[ArtifactId]) -> Option<String> {
+    (!inputs.is_empty()).then(|| {
+        Value::Array(
+            inputs
+                .iter()
+                .map(|id| Value::String(id.to_string()))
+                .collect(),
+        )
+        .to_string()
+    })
+}
+
+fn inputs_from_json(value: &Value) -> Result<Vec<ArtifactId>, String> {
+    value
+        .as_array()
+        .ok_or("inputs: expected a list")?
+        .iter()
+        .map(|id| {
+            id.as_str()
+                .ok_or_else(|| "inputs: expected strings".to_string())?
+                .parse::<ArtifactId>()
+                .map_err(|error| format!("inputs: {error}"))
+        })
+        .collect()
+}
+
+/// A job's outputs as stored: a JSON object from name to id, `None` (NULL) when there are none.
+pub(crate) fn outputs_to_json(outputs: &BTreeMap<String, ArtifactId>) -> Option<String> {
+    (!outputs.is_empty()).then(|| {
+        Value::Object(
+            outputs
+                .iter()
+                .map(|(name, id)| (name.clone(), Value::String(id.to_string())))
+                .collect(),
+        )
+        .to_string()
+    })
+}
+
+fn outputs_from_json(value: &Value) -> Result<BTreeMap<String, ArtifactId>, String> {
+    string_map_from_json(value)
+        .map_err(|problem| format!("outputs: {problem}"))?
+        .into_iter()
+        .map(|(name, id)| {
+            let id = id
+                .parse::<ArtifactId>()
+                .map_err(|error| format!("outputs.{name}: {error}"))?;
+            Ok((name, id))
+        })
+        .collect()
 }
 
 /// Write back every lifecycle column of the job at `seq`.

@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Applied in order, each once; never edit one that has shipped, add a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE jobs (
     seq INTEGER PRIMARY KEY,
     id BLOB NOT NULL UNIQUE,
@@ -84,7 +85,15 @@ CREATE TABLE runners (
     deleted_at INTEGER
 );
 CREATE UNIQUE INDEX runners_token ON runners (token_hash) WHERE token_hash IS NOT NULL;
-"#];
+"#,
+    // 2: artifacts a job names. The bytes live in the blob store, not here. Both are JSON and NULL
+    // when empty (most jobs have none), so the rows of such jobs do not grow: `inputs` a list of
+    // ids in submission order, `outputs` an object from output name to id.
+    r#"
+ALTER TABLE jobs ADD COLUMN inputs TEXT;
+ALTER TABLE jobs ADD COLUMN outputs TEXT;
+"#,
+];
 
 /// Bring the schema up to date inside one transaction.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -4,13 +4,17 @@
 //! giving two functions (open a fresh empty store; open one with a given log cap) to
 //! `conformance_suite!`, which makes one `#[tokio::test]` per conformance test. Adding a test
 //! means writing it in `conformance` and naming it once in the list below.
+//!
+//! Beside it: `blobs` tests the local artifact store, `sqlite_schema` the SQLite migrations.
 
 #![allow(
     unreachable_pub,
     reason = "the conformance functions are `pub` on purpose: they are the interface every backend instantiates"
 )]
 
+mod blobs;
 mod conformance;
+mod sqlite_schema;
 
 /// Instantiate every conformance test for one backend.
 ///
@@ -74,6 +78,12 @@ macro_rules! conformance_suite {
             // batches
             complete_jobs_answers_each_item_in_order_and_commits_only_the_valid_ones,
             an_empty_completion_batch_answers_nothing,
+            // artifacts
+            inputs_are_stored_with_the_job_in_the_order_given,
+            recorded_outputs_merge_by_name_and_start_the_job,
+            complete_records_outputs_in_the_same_commit,
+            outputs_are_cleared_when_the_job_is_claimed_again,
+            a_job_holds_a_bounded_number_of_outputs_and_a_refusal_changes_nothing,
             // submission, activity, depths, signal
             a_submitted_job_is_stored_exactly_as_given,
             a_submitted_batch_is_stored_all_or_nothing,

@@ -204,6 +204,7 @@ pub async fn completing_a_cancelling_job_completes_it(store: Arc<dyn Store>) -> 
         .complete_job(
             call_for(&claimed, runner),
             serde_json::json!({"answer": 42}),
+            super::no_outputs(),
             at(2_500),
         )
         .await?;
@@ -240,7 +241,12 @@ pub async fn cancel_of_a_finished_job_is_refused(store: Arc<dyn Store>) -> anyho
     .await?;
     let done = claim_one(store, runner, "f-done", at(1_000)).await?;
     store
-        .complete_job(call_for(&done, runner), serde_json::json!(1), at(2_000))
+        .complete_job(
+            call_for(&done, runner),
+            serde_json::json!(1),
+            super::no_outputs(),
+            at(2_000),
+        )
         .await?;
     let broken = claim_one(store, runner, "f-failed", at(1_000)).await?;
     store

@@ -56,7 +56,12 @@ pub async fn calls_by_another_runner_are_refused_and_change_nothing(
     }
     // The holder is still fine afterwards.
     let done = store
-        .complete_job(call, serde_json::json!({"ok": true}), at(4_000))
+        .complete_job(
+            call,
+            serde_json::json!({"ok": true}),
+            super::no_outputs(),
+            at(4_000),
+        )
         .await?;
     ensure!(done.state() == JobState::Completed);
     Ok(())
@@ -109,7 +114,12 @@ pub async fn calls_with_a_stale_or_future_epoch_are_refused_and_change_nothing(
     .await?;
 
     let done = store
-        .complete_job(call_for(&second, runner), serde_json::json!(1), at(5_000))
+        .complete_job(
+            call_for(&second, runner),
+            serde_json::json!(1),
+            super::no_outputs(),
+            at(5_000),
+        )
         .await?;
     ensure!(
         done.state() == JobState::Completed,
@@ -152,6 +162,7 @@ pub async fn after_a_reclaim_by_another_runner_the_old_holder_is_refused(
         .complete_job(
             call_for(&second, new_holder),
             serde_json::json!({"by": "new"}),
+            super::no_outputs(),
             at(21_000),
         )
         .await?;
@@ -176,7 +187,12 @@ pub async fn calls_on_unleased_jobs_are_refused(store: Arc<dyn Store>) -> anyhow
     let claimed = claim_one(store, runner, "idle", at(2_000)).await?;
     let call = call_for(&claimed, runner);
     store
-        .complete_job(call, serde_json::json!(null), at(3_000))
+        .complete_job(
+            call,
+            serde_json::json!(null),
+            super::no_outputs(),
+            at(3_000),
+        )
         .await?;
     expect_every_job_call_refused(store, call, at(4_000), "the holder after completing").await?;
     Ok(())
@@ -192,7 +208,9 @@ pub async fn calls_on_unknown_jobs_are_not_found(store: Arc<dyn Store>) -> anyho
     };
     expect_not_found(store.get_job(call.job).await, "get_job")?;
     expect_not_found(
-        store.complete_job(call, serde_json::json!(1), at(1)).await,
+        store
+            .complete_job(call, serde_json::json!(1), super::no_outputs(), at(1))
+            .await,
         "complete_job",
     )?;
     expect_not_found(
@@ -202,6 +220,12 @@ pub async fn calls_on_unknown_jobs_are_not_found(store: Arc<dyn Store>) -> anyho
     expect_not_found(
         store.job_heartbeat(call, None, Vec::new(), at(1)).await,
         "job_heartbeat",
+    )?;
+    expect_not_found(
+        store
+            .record_outputs(call, super::outputs(&[("out", 1)]), at(1))
+            .await,
+        "record_outputs",
     )?;
     expect_not_found(store.read_logs(call.job, None, 10).await, "read_logs")?;
     expect_not_found(store.read_dag(call.job).await, "read_dag")?;
@@ -221,6 +245,7 @@ pub async fn calls_on_unknown_jobs_are_not_found(store: Arc<dyn Store>) -> anyho
                     ..call
                 },
                 serde_json::json!(1),
+                super::no_outputs(),
                 at(1),
             )
             .await,

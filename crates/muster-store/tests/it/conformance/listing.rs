@@ -115,6 +115,7 @@ pub async fn list_jobs_filters_by_state_kind_and_runner(
         .complete_job(
             call_for(&by_first[0], first_runner),
             serde_json::json!(1),
+            super::no_outputs(),
             at(2_000),
         )
         .await?;

@@ -169,7 +169,12 @@ pub async fn next_seq_starts_at_zero_and_read_logs_pages_by_after_seq(
     );
 
     store
-        .complete_job(call, serde_json::json!(null), at(4_000))
+        .complete_job(
+            call,
+            serde_json::json!(null),
+            super::no_outputs(),
+            at(4_000),
+        )
         .await?;
     let finished = store.read_logs(job.id, Some(3), 100).await?;
     ensure!(finished.items.is_empty());
@@ -249,7 +254,12 @@ where
     ensure!(page.items.len() == 4);
 
     let done = store
-        .complete_job(call, serde_json::json!({"lines": 13}), at(4_000))
+        .complete_job(
+            call,
+            serde_json::json!({"lines": 13}),
+            super::no_outputs(),
+            at(4_000),
+        )
         .await?;
     ensure!(
         done.state() == JobState::Completed,

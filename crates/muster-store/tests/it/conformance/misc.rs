@@ -29,6 +29,7 @@ pub async fn a_submitted_job_is_stored_exactly_as_given(
         policy: policy(7, 900, 45, 3),
         run_after: Some(at(30_000)),
         idempotency_key: Some("scene-hall-v1".into()),
+        inputs: vec![super::artifact(1), super::artifact(2)],
     };
     let submitted = store
         .submit_jobs(vec![new_job(full.clone(), at(1_000))])
@@ -51,6 +52,8 @@ pub async fn a_submitted_job_is_stored_exactly_as_given(
     ensure!(record.lifecycle.attempt == 0 && record.lifecycle.lease_epoch == 0);
     ensure!(record.progress == Progress::default());
     ensure!(record.result.is_none() && record.lifecycle.error.is_none());
+    ensure!(record.inputs == full.inputs);
+    ensure!(record.outputs.is_empty());
 
     let plain = submit_one(store, spec("plain"), at(2_000)).await?;
     ensure!(
@@ -157,7 +160,12 @@ pub async fn submitting_an_idempotency_key_again_returns_the_first_job(
     let claimed = claim(store, runner, &["keyed"], 10, at(4_000)).await?;
     for job in &claimed {
         store
-            .complete_job(call_for(job, runner), serde_json::json!(null), at(5_000))
+            .complete_job(
+                call_for(job, runner),
+                serde_json::json!(null),
+                super::no_outputs(),
+                at(5_000),
+            )
             .await?;
     }
     let later = store
@@ -248,7 +256,12 @@ pub async fn complete_stores_the_result_once(store: Arc<dyn Store>) -> anyhow::R
     let claimed = claim_one(store, runner, "result", at(1_000)).await?;
     let result = serde_json::json!({"artifacts": ["sha256:ab"], "score": 0.93});
     let done = store
-        .complete_job(call_for(&claimed, runner), result.clone(), at(2_000))
+        .complete_job(
+            call_for(&claimed, runner),
+            result.clone(),
+            super::no_outputs(),
+            at(2_000),
+        )
         .await?;
     ensure!(
         done == store.get_job(job.id).await?,
@@ -268,6 +281,7 @@ pub async fn complete_stores_the_result_once(store: Arc<dyn Store>) -> anyhow::R
             .complete_job(
                 call_for(&claimed, runner),
                 serde_json::json!("again"),
+                super::no_outputs(),
                 at(3_000),
             )
             .await,
@@ -314,7 +328,12 @@ pub async fn read_dag_returns_the_last_synced_dag(store: Arc<dyn Store>) -> anyh
     );
 
     store
-        .complete_job(call, serde_json::json!(null), at(4_000))
+        .complete_job(
+            call,
+            serde_json::json!(null),
+            super::no_outputs(),
+            at(4_000),
+        )
         .await?;
     ensure!(
         store.read_dag(job.id).await? == Some(second),
@@ -343,6 +362,7 @@ pub async fn queue_depths_count_jobs_by_kind_and_state(
         .complete_job(
             call_for(&claimed_a[0], runner),
             serde_json::json!(1),
+            super::no_outputs(),
             at(2_000),
         )
         .await?;

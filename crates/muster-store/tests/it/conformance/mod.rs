@@ -5,6 +5,7 @@
 //!
 //! Time is always passed in as a `Timestamp` the test picks; nothing here sleeps or reads a clock.
 
+mod artifacts;
 mod batch;
 mod cancel;
 mod claims;
@@ -16,6 +17,7 @@ mod reaping;
 mod retries;
 mod runners;
 
+pub use artifacts::*;
 pub use batch::*;
 pub use cancel::*;
 pub use claims::*;
@@ -35,8 +37,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail, ensure};
 use muster_core::{
-    Capabilities, FailureReason, JobError, JobId, JobPolicy, JobRecord, JobSpec, JobState,
-    LogLevel, NewJob, NewLogEntry, RunnerId, Timestamp,
+    ArtifactId, Capabilities, FailureReason, JobError, JobId, JobPolicy, JobRecord, JobSpec,
+    JobState, LogLevel, NewJob, NewLogEntry, RunnerId, Timestamp,
 };
 use muster_store::{
     ClaimRequest, ClaimedJob, JobCall, JobFilter, LogPage, NewRunner, PageRequest, Store,
@@ -237,6 +239,26 @@ pub fn call_for(claimed: &ClaimedJob, runner: RunnerId) -> JobCall {
     }
 }
 
+/// A made-up artifact id, distinct per `n`: stores take ids as given (the caller checks that
+/// the bytes exist), so the conformance suite needs no bytes.
+pub fn artifact(n: u64) -> ArtifactId {
+    let mut digest = [0xA7u8; 32];
+    digest[24..].copy_from_slice(&n.to_be_bytes());
+    ArtifactId::from_digest(digest)
+}
+
+/// Outputs from `(name, artifact(n))` pairs.
+pub fn outputs(pairs: &[(&str, u64)]) -> BTreeMap<String, ArtifactId> {
+    pairs
+        .iter()
+        .map(|(name, n)| (name.to_string(), artifact(*n)))
+        .collect()
+}
+
+pub fn no_outputs() -> BTreeMap<String, ArtifactId> {
+    BTreeMap::new()
+}
+
 pub fn runner_error(message: &str) -> JobError {
     JobError {
         reason: FailureReason::RunnerError,
@@ -370,13 +392,24 @@ pub async fn expect_every_job_call_refused(
     )?;
     expect_lease_lost(
         store
+            .record_outputs(call, outputs(&[("intruder", 0xBAD)]), now)
+            .await,
+        &format!("record_outputs by {who}"),
+    )?;
+    expect_lease_lost(
+        store
             .fail_job(call, runner_error("intruder failure"), true, now)
             .await,
         &format!("fail_job by {who}"),
     )?;
     expect_lease_lost(
         store
-            .complete_job(call, serde_json::json!({"by": "intruder"}), now)
+            .complete_job(
+                call,
+                serde_json::json!({"by": "intruder"}),
+                outputs(&[("intruder", 0xBAD)]),
+                now,
+            )
             .await,
         &format!("complete_job by {who}"),
     )?;

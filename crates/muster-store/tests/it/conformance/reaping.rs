@@ -244,7 +244,12 @@ pub async fn reap_leaves_pending_and_finished_jobs_alone(
     let runner = register_runner(store, "finisher").await?;
     let claimed = claim_one(store, runner, "finished", T0).await?;
     store
-        .complete_job(call_for(&claimed, runner), serde_json::json!(1), at(1_000))
+        .complete_job(
+            call_for(&claimed, runner),
+            serde_json::json!(1),
+            super::no_outputs(),
+            at(1_000),
+        )
         .await?;
     let before = [
         store.get_job(pending.id).await?,

@@ -151,6 +151,7 @@ pub async fn retry_is_allowed_only_from_failed_or_cancelled(
         .complete_job(
             call_for(&completed, runner),
             serde_json::json!(1),
+            super::no_outputs(),
             at(1_500),
         )
         .await?;
@@ -244,13 +245,18 @@ pub async fn retry_of_failed_and_cancelled_jobs_requeues_them_with_growing_epoch
         };
         expect_lease_lost(
             store
-                .complete_job(call, serde_json::json!(0), at(6_000))
+                .complete_job(call, serde_json::json!(0), super::no_outputs(), at(6_000))
                 .await,
             &format!("complete at the stale epoch {stale}"),
         )?;
     }
     let done = store
-        .complete_job(call_for(&third, runner), serde_json::json!("ok"), at(6_000))
+        .complete_job(
+            call_for(&third, runner),
+            serde_json::json!("ok"),
+            super::no_outputs(),
+            at(6_000),
+        )
         .await?;
     ensure!(done.state() == JobState::Completed);
     ensure!(error_reason(&done).is_none());

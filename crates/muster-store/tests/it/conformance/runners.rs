@@ -129,6 +129,7 @@ pub async fn deleting_a_runner_releases_the_jobs_it_holds(
         .complete_job(
             call_for(&done, leaving),
             serde_json::json!("kept"),
+            super::no_outputs(),
             at(1_500),
         )
         .await?;
@@ -223,7 +224,12 @@ pub async fn runner_heartbeat_records_the_runner_and_names_the_jobs_to_stop(
     let others = claim_one(store, other, "hb-other", at(1_000)).await?;
     let done = claim_one(store, runner, "hb-done", at(1_000)).await?;
     store
-        .complete_job(call_for(&done, runner), serde_json::json!(1), at(1_300))
+        .complete_job(
+            call_for(&done, runner),
+            serde_json::json!(1),
+            super::no_outputs(),
+            at(1_300),
+        )
         .await?;
     let failed = claim_one(store, runner, "hb-failed", at(1_000)).await?;
     store

@@ -1,0 +1,548 @@
+//! `muster job ...`: submit, list, show, logs, cancel, retry, wait.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use muster_api::{Job, JobState, Requirements, SubmitJob};
+use muster_client::{JobQuery, MusterClient};
+use uuid::Uuid;
+
+use crate::connect::ConnectArgs;
+use crate::output::{or_dash, out, print_json, print_table, short_time};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum JobCommand {
+    /// Submit a job; prints its id (or the job with --json).
+    ///
+    /// By default the job is an `exec` job running COMMAND on a runner started with `--exec`:
+    ///
+    ///   muster job submit -- echo hello
+    ///   muster job submit --label gpu=a100 --resource vram_gb=40 -- python train.py
+    ///   muster job submit --kind /reconstruction/v1 --payload '{"scene": 7}'
+    Submit(SubmitArgs),
+    /// List jobs, newest first.
+    ///
+    ///   muster job list --state running
+    List(ListArgs),
+    /// Show one job.
+    Show(IdArgs),
+    /// Print a job's log; -f follows it live until the job ends.
+    ///
+    ///   muster job logs 0192... -f
+    Logs(LogsArgs),
+    /// Cancel a job (a running job's runner is told to stop).
+    Cancel(IdArgs),
+    /// Put a failed or cancelled job back in the queue.
+    Retry(IdArgs),
+    /// Save one of a job's output artifacts to a file.
+    ///
+    ///   muster job download 0192... report.pdf --output ./report.pdf
+    Download(DownloadArgs),
+    /// Wait for a job to end, showing its progress; exits 0 only if it completed.
+    ///
+    ///   muster job wait $(muster job submit -- make test)
+    Wait(WaitArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct IdArgs {
+    /// The job's id.
+    id: Uuid,
+    /// Print the API's JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct SubmitArgs {
+    /// The job's kind: the capability that runs it.
+    #[arg(long, default_value = "exec")]
+    kind: String,
+    /// The payload as JSON; for `exec` jobs it is built from COMMAND, --env and --cwd.
+    #[arg(long)]
+    payload: Option<String>,
+    /// Lower runs first.
+    #[arg(long)]
+    priority: Option<i32>,
+    /// A label the runner must have, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// A tag the runner must have (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// A resource the runner must have at least, NAME=AMOUNT (repeatable), e.g. vram_gb=24.
+    #[arg(long = "resource", value_name = "NAME=AMOUNT")]
+    resources: Vec<String>,
+    /// Attempts before the job fails.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Run-time limit of one attempt, seconds.
+    #[arg(long = "timeout")]
+    timeout_s: Option<u32>,
+    /// Lease length in seconds; the runner's heartbeats extend it.
+    #[arg(long = "lease-ttl")]
+    lease_ttl_s: Option<u32>,
+    /// Base of the exponential retry backoff, seconds.
+    #[arg(long = "backoff-base")]
+    backoff_base_s: Option<u32>,
+    /// Do not run before this time (RFC 3339, e.g. 2026-12-01T09:00:00Z).
+    #[arg(long)]
+    run_after: Option<String>,
+    /// A file to upload as an input artifact of the job (repeatable); the runner gets its id.
+    #[arg(long = "input", value_name = "FILE")]
+    inputs: Vec<std::path::PathBuf>,
+    /// An artifact already uploaded, by id (sha256:...), as an input (repeatable).
+    #[arg(long = "input-id", value_name = "ID")]
+    input_ids: Vec<String>,
+    /// Submitting again with the same key returns the first job instead of a new one.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Environment variable for an `exec` command, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory for an `exec` command on the runner.
+    #[arg(long)]
+    cwd: Option<String>,
+    /// Print the job as JSON instead of its id.
+    #[arg(long)]
+    json: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DownloadArgs {
+    /// The job's id.
+    id: Uuid,
+    /// The output's name, as `muster job show` lists it.
+    name: String,
+    /// Where to write it [default: the output's name in the current directory].
+    #[arg(long, short)]
+    output: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ListArgs {
+    /// pending, claimed, running, cancelling, completed, failed or cancelled.
+    #[arg(long)]
+    state: Option<String>,
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only jobs of this runner.
+    #[arg(long)]
+    runner: Option<Uuid>,
+    /// At most this many jobs.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct LogsArgs {
+    id: Uuid,
+    /// Keep printing new entries until the job ends.
+    #[arg(short, long)]
+    follow: bool,
+    /// One JSON entry per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct WaitArgs {
+    id: Uuid,
+    /// Give up after this many seconds (exit code 2).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Print the final job as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn key_values(pairs: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+            _ => bail!("{what} '{pair}' is not KEY=VALUE"),
+        })
+        .collect()
+}
+
+fn parse_state(text: &str) -> anyhow::Result<JobState> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|_| {
+        anyhow::format_err!("unknown state '{text}': use pending, claimed, running, cancelling, completed, failed or cancelled")
+    })
+}
+
+/// Run a job command; answers the process exit code.
+pub(crate) async fn run(command: JobCommand, connect: &ConnectArgs) -> anyhow::Result<u8> {
+    let client = connect.client()?;
+    match command {
+        JobCommand::Submit(args) => submit(&client, args).await,
+        JobCommand::List(args) => list(&client, args).await,
+        JobCommand::Show(args) => {
+            let job = client.get_job(args.id).await.context("show job")?;
+            print_job(&job, args.json)?;
+            Ok(0)
+        }
+        JobCommand::Logs(args) => logs(&client, args).await,
+        JobCommand::Cancel(args) => {
+            let job = client.cancel_job(args.id).await.context("cancel job")?;
+            print_job(&job, args.json)?;
+            Ok(0)
+        }
+        JobCommand::Retry(args) => {
+            let job = client.retry_job(args.id).await.context("retry job")?;
+            print_job(&job, args.json)?;
+            Ok(0)
+        }
+        JobCommand::Wait(args) => wait(&client, args).await,
+        JobCommand::Download(args) => {
+            let job = client.get_job(args.id).await.context("read job")?;
+            let Some(artifact) = job.outputs.get(&args.name) else {
+                let names: Vec<&str> = job.outputs.keys().map(String::as_str).collect();
+                bail!(
+                    "job {} has no output named '{}' (it has: {})",
+                    job.id,
+                    args.name,
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                );
+            };
+            let target = args.output.unwrap_or_else(|| {
+                std::path::PathBuf::from(
+                    std::path::Path::new(&args.name)
+                        .file_name()
+                        .unwrap_or_else(|| std::ffi::OsStr::new("output")),
+                )
+            });
+            let size = client
+                .download_artifact_to_file(artifact, &target)
+                .await
+                .context("download the output")?;
+            eprintln!("saved {} ({size} bytes) to {}", args.name, target.display());
+            Ok(0)
+        }
+    }
+}
+
+async fn submit(client: &MusterClient, args: SubmitArgs) -> anyhow::Result<u8> {
+    let payload = match (&args.payload, args.command.is_empty()) {
+        (Some(text), true) => Some(serde_json::from_str(text).context("parse --payload as JSON")?),
+        (Some(_), false) => bail!("give either --payload or a command after --, not both"),
+        (None, false) => Some(serde_json::json!({
+            "command": args.command,
+            "env": key_values(&args.env, "--env")?,
+            "cwd": args.cwd,
+            "timeout_s": args.timeout_s,
+        })),
+        (None, true) if args.kind == "exec" => {
+            bail!("an exec job needs a command: muster job submit -- COMMAND ARGS...")
+        }
+        (None, true) => None,
+    };
+    let resources = args
+        .resources
+        .iter()
+        .map(|pair| {
+            let (name, amount) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow::format_err!("--resource '{pair}' is not NAME=AMOUNT"))?;
+            let amount: f64 = amount
+                .parse()
+                .with_context(|| format!("--resource '{pair}': the amount is not a number"))?;
+            Ok((name.to_string(), amount))
+        })
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let requirements = Requirements {
+        labels: key_values(&args.labels, "--label")?,
+        tags: args.tags,
+        resources,
+    };
+    let run_after = args
+        .run_after
+        .as_deref()
+        .map(|text| {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        })
+        .transpose()
+        .context("parse --run-after as RFC 3339")?;
+    let mut inputs = args.input_ids;
+    for path in &args.inputs {
+        let uploaded = client
+            .upload_artifact_file(path)
+            .await
+            .with_context(|| format!("upload input {}", path.display()))?;
+        inputs.push(uploaded.id);
+    }
+    let request = SubmitJob {
+        inputs: if inputs.is_empty() {
+            None
+        } else {
+            Some(inputs)
+        },
+        kind: args.kind,
+        payload,
+        priority: args.priority,
+        requirements: Some(requirements),
+        max_attempts: args.max_attempts,
+        timeout_s: args.timeout_s,
+        lease_ttl_s: args.lease_ttl_s,
+        backoff_base_s: args.backoff_base_s,
+        run_after,
+        idempotency_key: args.idempotency_key,
+    };
+    let (job, _) = client.submit_job(&request).await.context("submit job")?;
+    if args.json {
+        print_json(&job)?;
+    } else {
+        out!("{}", job.id);
+    }
+    Ok(0)
+}
+
+fn state_name(state: JobState) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn print_job(job: &Job, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(job);
+    }
+    let field = |name: &str, value: String| out!("{name:<14}{value}");
+    field("id", job.id.to_string());
+    field("kind", job.kind.clone());
+    field("state", state_name(job.state));
+    if let Some(reason) = job.pending_reason {
+        field(
+            "waiting",
+            serde_json::to_value(reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+        );
+    }
+    field(
+        "attempt",
+        format!("{} of {}", job.attempt, job.max_attempts),
+    );
+    field("priority", job.priority.to_string());
+    field(
+        "progress",
+        format!(
+            "{}%{}",
+            job.progress.percent,
+            job.progress
+                .message
+                .as_deref()
+                .map(|m| format!(" {m}"))
+                .unwrap_or_default()
+        ),
+    );
+    field(
+        "runner",
+        or_dash(job.runner_id.map(|id| id.to_string()).as_deref()),
+    );
+    field("created", short_time(Some(job.created_at)));
+    field("started", short_time(job.started_at));
+    field("finished", short_time(job.finished_at));
+    if let Some(error) = &job.error {
+        let reason = serde_json::to_value(error.reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        field("error", format!("{reason}: {}", error.message));
+    }
+    if let Some(result) = &job.result {
+        field("result", result.to_string());
+    }
+    for (index, input) in job.inputs.iter().enumerate() {
+        field(if index == 0 { "inputs" } else { "" }, input.clone());
+    }
+    for (index, (name, id)) in job.outputs.iter().enumerate() {
+        field(
+            if index == 0 { "outputs" } else { "" },
+            format!("{name}  {id}"),
+        );
+    }
+    field("payload", job.payload.to_string());
+    Ok(())
+}
+
+async fn list(client: &MusterClient, args: ListArgs) -> anyhow::Result<u8> {
+    if args.limit == 0 || args.limit > 1000 {
+        bail!("--limit must be between 1 and 1000");
+    }
+    let query = JobQuery {
+        state: args.state.as_deref().map(parse_state).transpose()?,
+        kind: args.kind,
+        runner_id: args.runner,
+        limit: Some(args.limit),
+        cursor: None,
+    };
+    let page = client.list_jobs(&query).await.context("list jobs")?;
+    if args.json {
+        return print_json(&page).map(|()| 0);
+    }
+    let rows: Vec<Vec<String>> = page
+        .items
+        .iter()
+        .map(|job| {
+            vec![
+                job.id.to_string(),
+                job.kind.clone(),
+                state_name(job.state),
+                format!("{}/{}", job.attempt, job.max_attempts),
+                format!("{:.0}%", job.progress.percent),
+                short_time(Some(job.created_at)),
+            ]
+        })
+        .collect();
+    print_table(
+        &["ID", "KIND", "STATE", "ATTEMPT", "PROGRESS", "CREATED"],
+        &rows,
+    );
+    if page.next_cursor.is_some() {
+        eprintln!("(more jobs: raise --limit or filter with --state/--kind)");
+    }
+    Ok(0)
+}
+
+fn print_log_entry(entry: &muster_api::LogEntry, json: bool) -> anyhow::Result<()> {
+    if json {
+        out!("{}", serde_json::to_string(entry)?);
+    } else {
+        let level = serde_json::to_value(entry.level)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_uppercase))
+            .unwrap_or_default();
+        out!(
+            "{} {level:<5} {}",
+            short_time(Some(entry.ts)),
+            entry.message
+        );
+    }
+    Ok(())
+}
+
+async fn logs(client: &MusterClient, args: LogsArgs) -> anyhow::Result<u8> {
+    if !args.follow {
+        let mut after = None;
+        loop {
+            let page = client
+                .job_logs(args.id, after, Some(1000))
+                .await
+                .context("read job log")?;
+            for entry in &page.items {
+                print_log_entry(entry, args.json)?;
+            }
+            if page.items.is_empty() {
+                return Ok(0);
+            }
+            after = page.next_seq.checked_sub(1);
+        }
+    }
+    let response = client
+        .follow_logs_response(args.id, None)
+        .await
+        .context("follow job log")?;
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut event = String::new();
+    let mut data = String::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.context("read the live log")?;
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(newline) = buffer.find('\n') {
+            let line: String = buffer.drain(..=newline).collect();
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                match event.as_str() {
+                    "log" => {
+                        let entry: muster_api::LogEntry =
+                            serde_json::from_str(&data).context("parse a log event")?;
+                        print_log_entry(&entry, args.json)?;
+                    }
+                    "end" => return Ok(0),
+                    "error" => bail!("the coordinator ended the stream: {data}"),
+                    _ => {}
+                }
+                event.clear();
+                data.clear();
+            } else if let Some(value) = line.strip_prefix("event:") {
+                event = value.trim().to_string();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.trim_start());
+            }
+        }
+    }
+    bail!("the live log ended before the job did (coordinator stopped?)")
+}
+
+async fn wait(client: &MusterClient, args: WaitArgs) -> anyhow::Result<u8> {
+    let bar = indicatif::ProgressBar::new(100);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos:>3}% {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let job = loop {
+        let job = client.get_job(args.id).await.context("read job")?;
+        bar.set_position(job.progress.percent.clamp(0.0, 100.0) as u64);
+        let message = job.progress.message.clone().unwrap_or_default();
+        bar.set_message(format!("{} {message}", state_name(job.state)));
+        if matches!(
+            job.state,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        ) {
+            break job;
+        }
+        if args
+            .timeout
+            .is_some_and(|limit| started.elapsed() >= Duration::from_secs(limit))
+        {
+            bar.abandon_with_message(format!(
+                "still {} after {} s",
+                state_name(job.state),
+                started.elapsed().as_secs()
+            ));
+            return Ok(2);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    bar.finish_and_clear();
+    if args.json {
+        print_json(&job)?;
+    } else {
+        match (&job.state, &job.error) {
+            (JobState::Completed, _) => eprintln!("job {} completed", job.id),
+            (_, Some(error)) => eprintln!(
+                "job {} {}: {}",
+                job.id,
+                state_name(job.state),
+                error.message
+            ),
+            _ => eprintln!("job {} {}", job.id, state_name(job.state)),
+        }
+    }
+    Ok(if job.state == JobState::Completed {
+        0
+    } else {
+        1
+    })
+}

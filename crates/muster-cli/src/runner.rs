@@ -1,0 +1,202 @@
+//! `muster runner`: the runner daemon, configured from flags, environment and a config file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use muster_runner::exec::{DEFAULT_KILL_GRACE, ExecHandler};
+use muster_runner::{DaemonConfig, JobHandler, StopSignals};
+use serde::Deserialize;
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct RunnerArgs {
+    /// Coordinator URL [env: MUSTER_SERVER] [default: http://127.0.0.1:7070]
+    #[arg(long)]
+    server: Option<String>,
+    /// This runner's token, from `muster runners create` [env: MUSTER_RUNNER_TOKEN]
+    #[arg(long)]
+    token: Option<String>,
+    /// A TOML file with any of: server, token, exec, labels, tags, resources, concurrency,
+    /// drain_timeout_s, work_dir [env: MUSTER_RUNNER_CONFIG]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Host the built-in `exec` runner, which runs any command a submitter sends. Only turn this
+    /// on for runners whose submitters you trust with a shell on this machine.
+    #[arg(long)]
+    exec: bool,
+    /// A label this runner declares, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// A tag this runner declares (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// A resource amount, NAME=AMOUNT (repeatable), e.g. vram_gb=24; cpus and memory_gb are
+    /// detected unless given.
+    #[arg(long = "resource", value_name = "NAME=AMOUNT")]
+    resources: Vec<String>,
+    /// Jobs run at once [default: 1].
+    #[arg(long)]
+    concurrency: Option<u32>,
+    /// On SIGTERM/SIGINT, how long to let running jobs finish before cancelling them [default: 300].
+    #[arg(long = "drain-timeout", value_name = "SECONDS")]
+    drain_timeout_s: Option<u64>,
+    /// Where job output directories are made [default: the system temp dir].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunnerFile {
+    server: Option<String>,
+    token: Option<String>,
+    exec: Option<bool>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    resources: BTreeMap<String, f64>,
+    concurrency: Option<u32>,
+    drain_timeout_s: Option<u64>,
+    work_dir: Option<PathBuf>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+}
+
+/// Flags win over the environment, which wins over the file.
+fn resolve(args: RunnerArgs) -> anyhow::Result<(DaemonConfig, bool, PathBuf)> {
+    let file_path = args
+        .config
+        .clone()
+        .or_else(|| env("MUSTER_RUNNER_CONFIG").map(PathBuf::from));
+    let file: RunnerFile = match &file_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read runner config {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("parse runner config {}", path.display()))?
+        }
+        None => RunnerFile::default(),
+    };
+    let server = args
+        .server
+        .or_else(|| env("MUSTER_SERVER"))
+        .or(file.server)
+        .unwrap_or_else(|| crate::connect::DEFAULT_SERVER.to_string());
+    let Some(token) = args
+        .token
+        .or_else(|| env("MUSTER_RUNNER_TOKEN"))
+        .or(file.token)
+    else {
+        bail!(
+            "no runner token: pass --token or set MUSTER_RUNNER_TOKEN (create one with `muster runners create NAME`)"
+        );
+    };
+    let mut labels = file.labels;
+    for pair in &args.labels {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("--label '{pair}' is not KEY=VALUE")
+        };
+        labels.insert(key.to_string(), value.to_string());
+    }
+    let mut resources = muster_runner::detect_resources();
+    resources.extend(file.resources);
+    for pair in &args.resources {
+        let Some((name, amount)) = pair.split_once('=') else {
+            bail!("--resource '{pair}' is not NAME=AMOUNT")
+        };
+        let amount: f64 = amount
+            .parse()
+            .with_context(|| format!("--resource '{pair}': the amount is not a number"))?;
+        resources.insert(name.to_string(), amount);
+    }
+    let mut tags = file.tags;
+    tags.extend(args.tags);
+    let concurrency = args.concurrency.or(file.concurrency).unwrap_or(1);
+    if concurrency == 0 || concurrency > 1000 {
+        bail!("--concurrency must be between 1 and 1000");
+    }
+    let config = DaemonConfig {
+        server,
+        token,
+        labels,
+        tags,
+        resources,
+        concurrency,
+        drain_timeout: Duration::from_secs(
+            args.drain_timeout_s.or(file.drain_timeout_s).unwrap_or(300),
+        ),
+        hostname: hostname(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let work_dir = args
+        .work_dir
+        .or(file.work_dir)
+        .unwrap_or_else(|| std::env::temp_dir().join("muster-runner"));
+    Ok((config, args.exec || file.exec.unwrap_or(false), work_dir))
+}
+
+pub(crate) fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .or_else(|| env("HOSTNAME"))
+}
+
+/// The handlers a runner hosts.
+pub(crate) fn handlers(exec: bool, work_dir: PathBuf) -> Vec<Arc<dyn JobHandler>> {
+    let mut handlers: Vec<Arc<dyn JobHandler>> = Vec::new();
+    if exec {
+        handlers.push(Arc::new(ExecHandler::new(work_dir, DEFAULT_KILL_GRACE)));
+    }
+    handlers
+}
+
+pub(crate) fn run(args: RunnerArgs) -> anyhow::Result<()> {
+    let (config, exec, work_dir) = resolve(args)?;
+    let handlers = handlers(exec, work_dir);
+    if handlers.is_empty() {
+        bail!(
+            "this runner hosts no job kinds: pass --exec to run commands (or embed muster-runner with your own handlers)"
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    runtime.block_on(async move {
+        let stop = StopSignals::default();
+        tokio::spawn(stop_on_signals(stop.clone()));
+        muster_runner::run(config, handlers, stop).await
+    })
+}
+
+/// First SIGINT/SIGTERM drains, a second one stops at once.
+pub(crate) async fn stop_on_signals(stop: StopSignals) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("failed to install signal handlers; the runner cannot drain on signals");
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    eprintln!("draining: no new jobs; running jobs may finish (signal again to stop now)");
+    stop.drain.cancel();
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    eprintln!("stopping now: cancelling running jobs");
+    stop.abort.cancel();
+}

@@ -1,0 +1,168 @@
+//! `muster runners ...`: the runner registry.
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use muster_api::{CreateRunner, Runner};
+use uuid::Uuid;
+
+use crate::connect::ConnectArgs;
+use crate::output::{or_dash, out, print_json, print_table, short_time};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RunnersCommand {
+    /// List registered runners.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one runner.
+    Show {
+        id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register a runner and print its token (shown this once).
+    ///
+    ///   muster runners create gpu-box-1 --label gpu=a100
+    Create(CreateArgs),
+    /// Delete a runner: its token stops working and the jobs it holds go back to the queue.
+    Delete { id: Uuid },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CreateArgs {
+    /// A name for people.
+    name: String,
+    /// A label jobs can require, KEY=VALUE (repeatable); the runner cannot override it.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// The organization (tenant) the runner belongs to.
+    #[arg(long)]
+    organization: Option<String>,
+    /// Print `{"runner": {...}, "token": "..."}` as the API returns it.
+    #[arg(long)]
+    json: bool,
+}
+
+fn status_name(runner: &Runner) -> String {
+    serde_json::to_value(runner.status)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn print_runner(runner: &Runner) {
+    let field = |name: &str, value: String| out!("{name:<14}{value}");
+    field("id", runner.id.to_string());
+    field("name", runner.name.clone());
+    field("status", status_name(runner));
+    field("kinds", runner.kinds.join(", "));
+    field(
+        "labels",
+        runner
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    field("tags", runner.tags.join(", "));
+    field(
+        "resources",
+        runner
+            .resources
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    field("hostname", or_dash(runner.hostname.as_deref()));
+    field("version", or_dash(runner.version.as_deref()));
+    field("running jobs", runner.running_jobs.to_string());
+    field("last heartbeat", short_time(runner.last_heartbeat_at));
+    field("created", short_time(Some(runner.created_at)));
+}
+
+pub(crate) async fn run(command: RunnersCommand, connect: &ConnectArgs) -> anyhow::Result<u8> {
+    let client = connect.client()?;
+    match command {
+        RunnersCommand::List { json } => {
+            let mut runners = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = client
+                    .list_runners(Some(1000), cursor.as_deref())
+                    .await
+                    .context("list runners")?;
+                runners.extend(page.items);
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            if json {
+                print_json(&serde_json::json!({"items": runners, "next_cursor": null}))?;
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = runners
+                .iter()
+                .map(|runner| {
+                    vec![
+                        runner.id.to_string(),
+                        runner.name.clone(),
+                        status_name(runner),
+                        runner.kinds.join(","),
+                        runner.running_jobs.to_string(),
+                        short_time(runner.last_heartbeat_at),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["ID", "NAME", "STATUS", "KINDS", "RUNNING", "LAST HEARTBEAT"],
+                &rows,
+            );
+        }
+        RunnersCommand::Show { id, json } => {
+            let runner = client.get_runner(id).await.context("show runner")?;
+            if json {
+                print_json(&runner)?;
+            } else {
+                print_runner(&runner);
+            }
+        }
+        RunnersCommand::Create(args) => {
+            let mut labels = std::collections::BTreeMap::new();
+            for pair in &args.labels {
+                let Some((key, value)) = pair.split_once('=') else {
+                    bail!("--label '{pair}' is not KEY=VALUE")
+                };
+                labels.insert(key.to_string(), value.to_string());
+            }
+            let request = CreateRunner {
+                name: args.name,
+                labels,
+                organization_id: args.organization,
+            };
+            let created = client
+                .create_runner(&request)
+                .await
+                .context("create runner")?;
+            if args.json {
+                print_json(&created)?;
+            } else {
+                out!("{}", created.token);
+                eprintln!(
+                    "runner {} registered; the token above is shown only now. Start it with:\n  muster runner --server {} --token {}",
+                    created.runner.id,
+                    client.base_url(),
+                    created.token
+                );
+            }
+        }
+        RunnersCommand::Delete { id } => {
+            client.delete_runner(id).await.context("delete runner")?;
+            eprintln!("runner {id} deleted");
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,136 @@
+//! `muster up`: a coordinator and one local runner (hosting `exec`) in one process.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use muster_api::{CreateRunner, RunnerHeartbeat};
+use muster_client::{MusterClient, RunnerClient};
+use muster_runner::{DaemonConfig, StopSignals};
+use tokio_util::sync::CancellationToken;
+
+use crate::{ServerArgs, prepare_server, server_config};
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Jobs the local runner runs at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: u32,
+}
+
+/// Where the admin token is, for people reading the startup lines.
+pub(crate) fn token_hint(file: Option<&Path>) -> String {
+    match file {
+        Some(path) => format!("in {}", path.display()),
+        None => "from MUSTER_ADMIN_TOKEN".to_string(),
+    }
+}
+
+const LOCAL_RUNNER_TOKEN_FILE: &str = "local-runner.token";
+
+/// The local runner's token: the one saved in the data directory while the coordinator still
+/// accepts it, otherwise a newly registered runner's (so restarts do not pile up runners).
+async fn local_runner_token(
+    url: &str,
+    admin_token: &str,
+    data_dir: &Path,
+) -> anyhow::Result<String> {
+    let path = data_dir.join(LOCAL_RUNNER_TOKEN_FILE);
+    if let Ok(saved) = std::fs::read_to_string(&path) {
+        let saved = saved.trim().to_string();
+        if let Ok(client) = RunnerClient::new(url, &saved) {
+            match client.heartbeat(&RunnerHeartbeat::default()).await {
+                Ok(_) => return Ok(saved),
+                Err(error) if matches!(error.status(), Some(401 | 403)) => {}
+                Err(error) => return Err(error).context("check the saved local runner token"),
+            }
+        }
+    }
+    let admin = MusterClient::new(url, admin_token)?;
+    let name = format!(
+        "local-{}",
+        crate::runner::hostname().unwrap_or_else(|| "runner".into())
+    );
+    let created = admin
+        .create_runner(&CreateRunner {
+            name,
+            ..Default::default()
+        })
+        .await
+        .context("register the local runner")?;
+    write_private(&path, &created.token).with_context(|| format!("save {}", path.display()))?;
+    Ok(created.token)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
+    let config = server_config(args.server)?;
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    runtime.block_on(async move {
+        let prepared = prepare_server(config).await?;
+        let address = prepared
+            .listener
+            .local_addr()
+            .context("read the listening address")?;
+        let url = format!("http://{address}");
+        let data_dir = prepared.config.data_dir.clone();
+        let admin_token = prepared.admin_token.clone();
+        let token_hint = token_hint(prepared.admin_token_file.as_deref());
+        let server_stop = CancellationToken::new();
+        let server = {
+            let stop = server_stop.clone();
+            let admin_token = admin_token.clone();
+            tokio::spawn(async move {
+                muster_server::run(
+                    prepared.config,
+                    prepared.store,
+                    &admin_token,
+                    prepared.listener,
+                    stop,
+                )
+                .await
+            })
+        };
+        let token = local_runner_token(&url, &admin_token, &data_dir).await?;
+        eprintln!("muster is up at {url}");
+        eprintln!("  admin token: {token_hint}");
+        eprintln!(
+            "  a local runner runs `exec` jobs ({} at a time)",
+            args.concurrency
+        );
+        eprintln!("  try: muster job submit -- echo hello");
+        let daemon = DaemonConfig {
+            server: url,
+            token,
+            labels: Default::default(),
+            tags: Vec::new(),
+            resources: muster_runner::detect_resources(),
+            concurrency: args.concurrency.max(1),
+            drain_timeout: Duration::from_secs(30),
+            hostname: crate::runner::hostname(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let stop = StopSignals::default();
+        tokio::spawn(crate::runner::stop_on_signals(stop.clone()));
+        let handlers = crate::runner::handlers(true, data_dir.join("work"));
+        let ran = muster_runner::run(daemon, handlers, stop).await;
+        server_stop.cancel();
+        let served = server.await.context("join the coordinator")?;
+        ran.and(served)
+    })
+}

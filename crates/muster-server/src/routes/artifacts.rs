@@ -1,0 +1,216 @@
+//! Artifact routes: upload and download content-addressed bytes, for users (admin token,
+//! `/api/v1/artifacts`) and runners (runner token, `/api/v1/runner/artifacts`).
+//!
+//! Bodies here are streams, never buffered: an upload goes chunk by chunk to the blob store,
+//! which hashes it on the way to disk, and a download goes from disk to the socket. These
+//! handlers take the raw `Body`, which the router's `DefaultBodyLimit` (meant for JSON bodies)
+//! does not limit; they count bytes against `--max-artifact-bytes` instead.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use muster_api as wire;
+use muster_core::ArtifactId;
+use muster_store::blobs::{BlobError, ByteStream};
+
+use crate::extract::{AdminAuth, RunnerAuth};
+use crate::state::AppState;
+use crate::{ApiError, Json};
+
+/// How much of a refused upload is still read (and thrown away) before answering 413. A client
+/// is usually still sending when the server refuses; if the server closed the connection on
+/// unread bytes, the client would see a reset instead of the answer. Past this budget the
+/// connection is closed anyway: reading gigabytes to be polite is not worth it.
+const DRAIN_BUDGET: u64 = 16 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Fail with `unknown_artifact` (422) naming the first artifact that is not stored. Each item
+/// is `(field, id)`, the field naming where the request put the id. (An owned list: borrowing
+/// iterators held across the awaits below trip up the handlers' `Send` bounds.)
+pub(crate) async fn ensure_artifacts_exist(
+    state: &AppState,
+    artifacts: Vec<(String, ArtifactId)>,
+) -> Result<(), ApiError> {
+    let mut checked = HashSet::new();
+    for (field, id) in artifacts {
+        if !checked.insert(id) {
+            continue;
+        }
+        if !state.blobs.exists(&id).await? {
+            return Err(ApiError::UnknownArtifact(format!(
+                "{field}: artifact {id} is not stored; upload it first (POST /api/v1/artifacts or /api/v1/runner/artifacts)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse().ok())
+}
+
+/// A client sending `Expect: 100-continue` sends nothing until told to, so there is nothing to
+/// drain and reading would only invite the body in.
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|text| text.eq_ignore_ascii_case("100-continue"))
+}
+
+/// Read and drop what is left of `body`, up to the budget and time limit.
+async fn drain(body: &mut ByteStream) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut drained = 0u64;
+        while let Some(Ok(chunk)) = body.next().await {
+            drained += chunk.len() as u64;
+            if drained > DRAIN_BUDGET {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+async fn upload(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let limit = state.config.max_artifact_bytes;
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "the artifact is larger than the limit of {limit} bytes (--max-artifact-bytes); nothing was stored"
+        ))
+    };
+    let mut stream: ByteStream = Box::pin(
+        body.into_data_stream()
+            .map(|chunk| chunk.map_err(std::io::Error::other)),
+    );
+    if let Some(declared) = declared_length(headers) {
+        // Refused before a byte is written.
+        if declared > limit {
+            if declared <= DRAIN_BUDGET && !expects_continue(headers) {
+                drain(&mut stream).await;
+            }
+            return Err(too_large());
+        }
+    }
+    match state.blobs.put(&mut stream, limit).await {
+        Ok(stored) => {
+            let status = if stored.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            let artifact = wire::Artifact {
+                id: stored.id.to_string(),
+                size: stored.size,
+            };
+            Ok((status, Json(artifact)).into_response())
+        }
+        Err(BlobError::TooLarge { .. }) => {
+            drain(&mut stream).await;
+            Err(too_large())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn download(state: &AppState, id: &str) -> Result<Response, ApiError> {
+    let id: ArtifactId = id.parse().map_err(|_| {
+        let shown: String = id.chars().take(100).collect();
+        ApiError::NotFound(format!(
+            "artifact '{shown}' not found (ids are sha256: followed by 64 lowercase hex digits)"
+        ))
+    })?;
+    let reader = state.blobs.open(&id).await?;
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, reader.size)
+        // The id names the content, so it is a perfect (strong) entity tag.
+        .header(header::ETAG, format!("\"{id}\""))
+        .body(Body::from_stream(reader.stream))
+        .map_err(|error| ApiError::Internal(format!("build the download answer: {error}")))
+}
+
+/// Upload an artifact: the request body is its bytes, streamed. Answers its content id.
+#[utoipa::path(post, path = "/api/v1/artifacts", tag = "artifacts",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the artifact's bytes"),
+    responses(
+        (status = 201, description = "stored", body = wire::Artifact),
+        (status = 200, description = "the same bytes were already stored; nothing new was written", body = wire::Artifact),
+        (status = 400, description = "the body broke off; nothing was stored", body = wire::ErrorBody),
+        (status = 401, body = wire::ErrorBody), (status = 403, body = wire::ErrorBody),
+        (status = 413, description = "larger than --max-artifact-bytes; nothing was stored", body = wire::ErrorBody),
+        (status = 503, body = wire::ErrorBody),
+    ),
+    security(("admin_token" = [])))]
+pub(crate) async fn upload_artifact(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    upload(&state, &headers, body).await
+}
+
+/// Download an artifact's bytes.
+#[utoipa::path(get, path = "/api/v1/artifacts/{id}", tag = "artifacts",
+    params(("id" = String, Path, description = "sha256: followed by 64 lowercase hex digits")),
+    responses(
+        (status = 200, description = "the artifact's bytes, with Content-Length", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 401, body = wire::ErrorBody), (status = 403, body = wire::ErrorBody),
+        (status = 404, description = "unknown or malformed id", body = wire::ErrorBody),
+    ),
+    security(("admin_token" = [])))]
+pub(crate) async fn download_artifact(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    download(&state, &id).await
+}
+
+/// Upload an artifact as a runner (for example a job's output, before recording it).
+#[utoipa::path(post, path = "/api/v1/runner/artifacts", tag = "artifacts",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the artifact's bytes"),
+    responses(
+        (status = 201, description = "stored", body = wire::Artifact),
+        (status = 200, description = "the same bytes were already stored; nothing new was written", body = wire::Artifact),
+        (status = 400, description = "the body broke off; nothing was stored", body = wire::ErrorBody),
+        (status = 401, body = wire::ErrorBody), (status = 403, body = wire::ErrorBody),
+        (status = 413, description = "larger than --max-artifact-bytes; nothing was stored", body = wire::ErrorBody),
+        (status = 503, body = wire::ErrorBody),
+    ),
+    security(("runner_token" = [])))]
+pub(crate) async fn runner_upload_artifact(
+    State(state): State<AppState>,
+    _runner: RunnerAuth,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    upload(&state, &headers, body).await
+}
+
+/// Download an artifact as a runner (for example a job's input).
+#[utoipa::path(get, path = "/api/v1/runner/artifacts/{id}", tag = "artifacts",
+    params(("id" = String, Path, description = "sha256: followed by 64 lowercase hex digits")),
+    responses(
+        (status = 200, description = "the artifact's bytes, with Content-Length", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 401, body = wire::ErrorBody), (status = 403, body = wire::ErrorBody),
+        (status = 404, description = "unknown or malformed id", body = wire::ErrorBody),
+    ),
+    security(("runner_token" = [])))]
+pub(crate) async fn runner_download_artifact(
+    State(state): State<AppState>,
+    _runner: RunnerAuth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    download(&state, &id).await
+}

@@ -1,0 +1,85 @@
+//! Content-addressed artifact bytes, behind [`BlobStore`].
+//!
+//! Artifacts are files a job reads or produces: often far larger than anything the database
+//! holds, and immutable once written. They live outside the database, named by the SHA-256 of
+//! their bytes ([`ArtifactId`]), so storing the same bytes twice stores them once and any reader
+//! can check what it got. The database only records which artifacts a job names.
+//!
+//! [`LocalBlobStore`] keeps them in a directory. The trait is shaped so an object store (S3 and
+//! compatible, through the `object_store` crate) can implement it too: `put` streams to a
+//! temporary object while hashing and moves it under its id once complete; `open` streams it
+//! back; nothing needs the whole artifact in memory.
+//!
+//! Nothing deletes artifacts yet. Checking that an artifact exists and then naming it on a job
+//! is therefore race-free; a future garbage collector must keep every artifact a job names.
+
+mod local;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+use muster_core::ArtifactId;
+
+pub use local::LocalBlobStore;
+
+/// Bytes arriving (an upload) or leaving (a download) in chunks.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static>>;
+
+/// An artifact just stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredBlob {
+    pub id: ArtifactId,
+    pub size: u64,
+    /// False when the same bytes were already stored (nothing new was written).
+    pub created: bool,
+}
+
+/// An artifact being read: its size, known before the first byte, and its bytes.
+pub struct BlobReader {
+    pub size: u64,
+    pub stream: ByteStream,
+}
+
+impl std::fmt::Debug for BlobReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobReader")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a blob operation did not do what was asked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlobError {
+    #[error("artifact {0} not found")]
+    NotFound(ArtifactId),
+    /// The upload passed `limit` bytes; nothing was stored.
+    #[error("the artifact is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// The upload's byte stream failed (the sender went away, the body was malformed); nothing
+    /// was stored.
+    #[error("the upload broke off: {0}")]
+    Upload(String),
+    /// The storage cannot be read or written (disk full, I/O error, permissions).
+    #[error("artifact storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where artifact bytes live. Every method is all or nothing: a failed or abandoned `put`
+/// (including one whose future is dropped half-way) leaves nothing behind, and an artifact is
+/// visible to `open` and `exists` only once all of it is durable.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Store the bytes `body` yields until it ends, refusing with [`BlobError::TooLarge`] as
+    /// soon as they pass `max_bytes`. Answers their id (SHA-256) and size once they are durable.
+    /// `body` is borrowed so a caller can still drain what the store did not read.
+    async fn put(&self, body: &mut ByteStream, max_bytes: u64) -> Result<StoredBlob, BlobError>;
+
+    /// Read an artifact; [`BlobError::NotFound`] when it is not stored.
+    async fn open(&self, id: &ArtifactId) -> Result<BlobReader, BlobError>;
+
+    async fn exists(&self, id: &ArtifactId) -> Result<bool, BlobError>;
+}

@@ -1,0 +1,60 @@
+//! The SQLite schema's migrations: a database made by an older muster is upgraded in place.
+
+use anyhow::{Context, ensure};
+use muster_core::{ArtifactId, JobSpec, Timestamp};
+use muster_store::Store;
+use muster_store::sqlite::{SqliteConfig, SqliteStore};
+
+#[tokio::test]
+async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow::Result<()> {
+    let directory = tempfile::tempdir()?;
+    let config = SqliteConfig {
+        path: directory.path().join("muster.db"),
+        log_cap_bytes: 1 << 20,
+    };
+    let now = Timestamp(1_800_000_000_000);
+    let old_job = {
+        let store = SqliteStore::open(&config)?;
+        let submitted = store
+            .submit_jobs(vec![muster_core::NewJob {
+                id: muster_core::JobId::new(now, 1),
+                created_at: now,
+                spec: JobSpec::with_defaults("old"),
+            }])
+            .await?;
+        submitted[0].job.clone()
+    };
+    // Turn the file back into what version 1 of the schema made: no artifact columns.
+    {
+        let conn = rusqlite::Connection::open(&config.path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(
+            "ALTER TABLE jobs DROP COLUMN inputs;
+             ALTER TABLE jobs DROP COLUMN outputs;
+             PRAGMA user_version = 1;",
+        )
+        .context("downgrade the schema to version 1")?;
+    }
+    let store = SqliteStore::open(&config).context("open a version 1 database")?;
+    ensure!(
+        store.get_job(old_job.id).await? == old_job,
+        "the job made before the upgrade reads back unchanged"
+    );
+    let input = ArtifactId::from_digest([9; 32]);
+    let submitted = store
+        .submit_jobs(vec![muster_core::NewJob {
+            id: muster_core::JobId::new(now, 2),
+            created_at: now,
+            spec: JobSpec {
+                inputs: vec![input],
+                ..JobSpec::with_defaults("new")
+            },
+        }])
+        .await?;
+    ensure!(store.get_job(submitted[0].job.id).await?.inputs == vec![input]);
+    drop(store);
+    let conn = rusqlite::Connection::open(&config.path)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    ensure!(version == 2, "the schema is at version 2, got {version}");
+    Ok(())
+}
