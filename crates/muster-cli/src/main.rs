@@ -43,6 +43,7 @@ enum Command {
     ///   muster runner --server http://coordinator:7070 --token muster_runner_... --exec
     Runner(runner::RunnerArgs),
     /// Submit and watch jobs.
+    #[command(after_help = "Examples:\n  muster job submit -- echo hello\n  muster job wait $(muster job submit -- make test)\n  muster job logs -f JOB_ID\n  muster job list --state failed --json")]
     Job {
         #[command(flatten)]
         connect: connect::ConnectArgs,
@@ -50,6 +51,7 @@ enum Command {
         command: jobs::JobCommand,
     },
     /// Register, list and delete runners.
+    #[command(after_help = "Examples:\n  muster runners create gpu-box-1 --label gpu=a100\n  muster runners list --json\n  muster runners delete RUNNER_ID")]
     Runners {
         #[command(flatten)]
         connect: connect::ConnectArgs,
