@@ -43,7 +43,9 @@ enum Command {
     ///   muster runner --server http://coordinator:7070 --token muster_runner_... --exec
     Runner(runner::RunnerArgs),
     /// Submit and watch jobs.
-    #[command(after_help = "Examples:\n  muster job submit -- echo hello\n  muster job wait $(muster job submit -- make test)\n  muster job logs -f JOB_ID\n  muster job list --state failed --json")]
+    #[command(
+        after_help = "Examples:\n  muster job submit -- echo hello\n  muster job wait $(muster job submit -- make test)\n  muster job logs -f JOB_ID\n  muster job list --state failed --json"
+    )]
     Job {
         #[command(flatten)]
         connect: connect::ConnectArgs,
@@ -51,7 +53,9 @@ enum Command {
         command: jobs::JobCommand,
     },
     /// Register, list and delete runners.
-    #[command(after_help = "Examples:\n  muster runners create gpu-box-1 --label gpu=a100\n  muster runners list --json\n  muster runners delete RUNNER_ID")]
+    #[command(
+        after_help = "Examples:\n  muster runners create gpu-box-1 --label gpu=a100\n  muster runners list --json\n  muster runners delete RUNNER_ID"
+    )]
     Runners {
         #[command(flatten)]
         connect: connect::ConnectArgs,
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let outcome = match cli.command {
         Command::Server(args) => run_server(args).map(|()| 0),

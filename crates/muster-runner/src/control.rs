@@ -40,6 +40,8 @@ pub struct JobContext {
     pub client: RunnerClient,
     cancelled: CancellationToken,
     lease_lost: CancellationToken,
+    /// Stopped because this runner is shutting down, not because anyone cancelled the job.
+    interrupted: std::sync::atomic::AtomicBool,
     shared: Mutex<Shared>,
 }
 
@@ -50,6 +52,7 @@ impl JobContext {
             client,
             cancelled: CancellationToken::new(),
             lease_lost: CancellationToken::new(),
+            interrupted: std::sync::atomic::AtomicBool::new(false),
             shared: Mutex::new(Shared::default()),
         })
     }
@@ -66,6 +69,19 @@ impl JobContext {
 
     pub(crate) fn cancel(&self) {
         self.cancelled.cancel();
+    }
+
+    /// Stop the work because the runner is shutting down; the attempt is reported as a
+    /// retryable failure, not as a cancel, so the job runs again elsewhere.
+    pub(crate) fn interrupt(&self) {
+        self.interrupted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cancelled.cancel();
+    }
+
+    /// Whether the work was stopped by this runner's shutdown.
+    pub fn interrupted(&self) -> bool {
+        self.interrupted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) fn lose_lease(&self) {

@@ -180,12 +180,12 @@ pub async fn run(
         _ = &mut finished => {}
         _ = tokio::time::sleep(config.drain_timeout) => {
             tracing::warn!("drain timeout passed; cancelling running jobs");
-            cancel_all(&running);
+            interrupt_all(&running);
             finished.await;
         }
         _ = stop.abort.cancelled() => {
             tracing::warn!("stopping now; cancelling running jobs");
-            cancel_all(&running);
+            interrupt_all(&running);
             finished.await;
         }
     }
@@ -195,10 +195,11 @@ pub async fn run(
     Ok(())
 }
 
-fn cancel_all(running: &Running) {
+/// Stop every running job because this runner is shutting down.
+fn interrupt_all(running: &Running) {
     if let Ok(running) = running.lock() {
         for job in running.values() {
-            job.cancel();
+            job.interrupt();
         }
     }
 }
@@ -282,9 +283,16 @@ async fn run_job(handler: Arc<dyn JobHandler>, job: Arc<JobContext>, client: Run
                 .await
                 .map(|_| ()),
             Err(error) => {
-                let cancelled = job.cancelled().is_cancelled();
+                // A cancel from the coordinator ends the job; a stop by this runner's shutdown
+                // is an ordinary failed attempt, so the job runs again elsewhere.
+                let cancelled = job.cancelled().is_cancelled() && !job.interrupted();
+                let message = if job.interrupted() {
+                    format!("the runner shut down before the job finished: {error:#}")
+                } else {
+                    format!("{error:#}")
+                };
                 let failure = FailJob {
-                    error: Some(format!("{error:#}")),
+                    error: Some(message),
                     reason: Some(if cancelled {
                         FailureReason::Cancelled
                     } else {

@@ -6,7 +6,8 @@
 //! A cancel from the coordinator, or a lost lease (409), stops the job's work. An unreachable
 //! coordinator never stops the daemon: jobs keep running and calls are retried with jittered
 //! backoff. A first stop signal drains (no new claims, running jobs finish, exit 0); a second
-//! cancels the running jobs and exits.
+//! stops the running jobs, reports them as failed attempts (so they run again elsewhere) and
+//! exits.
 //!
 //! All coordinator traffic goes through `muster-client`.
 

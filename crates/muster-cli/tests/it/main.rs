@@ -1,6 +1,12 @@
 //! The `muster` binary as a process: its command line, its data directory, and what survives a
-//! SIGKILL. These tests start the real executable Cargo built for this package.
+//! SIGKILL; and the whole system end to end: a coordinator, `muster runner` daemons running
+//! `exec` jobs, the user commands, and `muster up`. These tests start the real executable Cargo
+//! built for this package.
 
 mod cli;
 mod crash;
+mod fleet;
+mod job_cli;
 mod process;
+mod shutdown;
+mod up;

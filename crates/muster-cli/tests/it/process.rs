@@ -25,9 +25,18 @@ pub(crate) fn muster() -> Command {
         "MUSTER_HEARTBEAT_INTERVAL_MS",
         "MUSTER_CANCEL_GRACE_S",
         "MUSTER_REAP_INTERVAL_MS",
+        // What the client commands and `muster runner` read, so the developer's own settings
+        // (or a config file under their HOME) never reach a test.
+        "MUSTER_SERVER",
+        "MUSTER_TOKEN",
+        "MUSTER_CONFIG",
+        "MUSTER_RUNNER_TOKEN",
+        "MUSTER_RUNNER_CONFIG",
     ] {
         command.env_remove(variable);
     }
+    // The default config file is looked for under XDG_CONFIG_HOME first: point it nowhere.
+    command.env("XDG_CONFIG_HOME", "/nonexistent/muster-tests-config");
     command.env("MUSTER_LOG", "warn");
     command
 }
@@ -140,5 +149,231 @@ impl Drop for ServerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Send `signal` (a `kill` name such as `TERM` or `KILL`) to one process id.
+pub(crate) fn send_signal(pid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|status| status.success())
+        .unwrap_or(false)
+}
+
+/// Whether `pid` names a live process: a zombie (exited, not yet reaped) does not count.
+pub(crate) fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// The ids of the live direct children of `pid`, read from /proc.
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Kills a process by id when dropped: for commands a failing test could leave behind.
+pub(crate) struct KillOnDrop(pub(crate) u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if process_alive(self.0) {
+            send_signal(self.0, "KILL");
+        }
+    }
+}
+
+/// A running `muster runner --exec`; dropping it kills the process and reaps it. Its stdout and
+/// stderr go to one file (read with [`RunnerProcess::output`]) so a full pipe can never stall it.
+pub(crate) struct RunnerProcess {
+    child: Option<Child>,
+    pid: u32,
+    output_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RunnerProcess {
+    /// `muster runner --server URL --token TOKEN --exec --concurrency N EXTRA...`, with its job
+    /// output directories in a private temp dir. Answers at once: the runner has been spawned,
+    /// not necessarily registered its first heartbeat yet.
+    pub(crate) fn start(
+        base_url: &str,
+        token: &str,
+        concurrency: u32,
+        extra: &[&str],
+    ) -> RunnerProcess {
+        let dir = tempfile::tempdir().expect("a directory for the runner");
+        let output_path = dir.path().join("runner.log");
+        let output = std::fs::File::create(&output_path).expect("create the runner's log file");
+        let errors = output.try_clone().expect("share the log file");
+        let mut command = muster();
+        command
+            .args([
+                "runner",
+                "--server",
+                base_url,
+                "--token",
+                token,
+                "--exec",
+                "--concurrency",
+            ])
+            .arg(concurrency.to_string())
+            .arg("--work-dir")
+            .arg(dir.path().join("work"))
+            .args(extra)
+            // Info level: when a test fails, the runner's side of the story is in the message.
+            .env("MUSTER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(output)
+            .stderr(errors);
+        let child = command.spawn().expect("spawn muster runner");
+        let pid = child.id();
+        RunnerProcess {
+            child: Some(child),
+            pid,
+            output_path,
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Everything the runner printed so far.
+    pub(crate) fn output(&self) -> String {
+        std::fs::read_to_string(&self.output_path).unwrap_or_default()
+    }
+
+    /// Send a signal by name (`TERM`, `INT`, ...) without waiting for anything.
+    pub(crate) fn signal(&self, signal: &str) {
+        assert!(self.child.is_some(), "the runner already exited");
+        assert!(
+            send_signal(self.pid, signal),
+            "kill -{signal} {} failed",
+            self.pid
+        );
+    }
+
+    /// The exit status if the runner has exited (reaping it), else `None`.
+    pub(crate) fn try_wait(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = child.try_wait().expect("poll the runner process")?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Wait up to `within` for the runner to exit; `None` if it is still running.
+    pub(crate) fn wait(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL the runner (only the daemon: its commands run in their own process groups).
+    pub(crate) fn kill(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("the runner is still running");
+        child.kill().expect("SIGKILL the runner");
+        child.wait().expect("reap the killed runner")
+    }
+
+    /// SIGTERM, then wait up to `within` for the runner to exit.
+    pub(crate) fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        self.signal("TERM");
+        self.wait(within)
+    }
+}
+
+impl Drop for RunnerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Its commands live in their own process groups; end the ones still attached.
+            for pid in children_of(self.pid) {
+                let _ = send_signal(pid, "KILL");
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What a finished CLI command left behind.
+pub(crate) struct CliOutput {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl std::fmt::Debug for CliOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run `command` to its end, but for at most `within`: past it the process is killed and the
+/// test fails, so a command that hangs cannot hang the suite.
+pub(crate) fn run_bounded(command: &mut Command, within: Duration) -> CliOutput {
+    let dir = tempfile::tempdir().expect("a directory for the command's output");
+    let stdout_path = dir.path().join("stdout");
+    let stderr_path = dir.path().join("stderr");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).expect("create stdout file"))
+        .stderr(std::fs::File::create(&stderr_path).expect("create stderr file"))
+        .spawn()
+        .expect("spawn the command");
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll the command") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} did not finish within {within:?}; stderr so far:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    CliOutput {
+        status,
+        stdout: std::fs::read_to_string(&stdout_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(),
     }
 }

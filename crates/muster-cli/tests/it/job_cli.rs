@@ -1,0 +1,296 @@
+//! The user commands (`muster job ...`, `muster runners ...`) as a person or a script uses them:
+//! real processes against a `muster server` and a `muster runner --exec`, checking exit codes,
+//! what goes to stdout (machine-readable) and what to stderr.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::fleet::Coordinator;
+use crate::process::{ADMIN_TOKEN, CliOutput, RunnerProcess, muster, run_bounded};
+
+/// A CLI command may take this long; `muster job wait` gets its own `--timeout` below it.
+const COMMAND_BOUND: Duration = Duration::from_secs(60);
+
+/// `muster ARGS` pointed at `server` through the environment, as a script would set it up.
+fn cli(server: &str, args: &[&str]) -> Command {
+    let mut command = muster();
+    command
+        .args(args)
+        .env("MUSTER_SERVER", server)
+        .env("MUSTER_TOKEN", ADMIN_TOKEN);
+    command
+}
+
+fn run(server: &str, args: &[&str]) -> CliOutput {
+    run_bounded(&mut cli(server, args), COMMAND_BOUND)
+}
+
+/// Run and insist on exit 0.
+fn ok(server: &str, args: &[&str]) -> CliOutput {
+    let output = run(server, args);
+    assert!(
+        output.status.success(),
+        "muster {args:?} failed: {output:?}"
+    );
+    output
+}
+
+fn json(output: &CliOutput) -> Value {
+    serde_json::from_str(&output.stdout)
+        .unwrap_or_else(|error| panic!("stdout is one JSON document ({error}): {output:?}"))
+}
+
+/// stdout of `muster job submit` without --json: the new job's id and nothing else.
+fn submitted_id(output: &CliOutput) -> Uuid {
+    let lines: Vec<&str> = output.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line on stdout: {output:?}");
+    Uuid::parse_str(lines[0]).unwrap_or_else(|error| panic!("a UUID ({error}): {output:?}"))
+}
+
+fn non_empty_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_and_runner_commands_against_a_real_fleet() {
+    let fleet = Coordinator::start();
+    let url = fleet.server.base_url.clone();
+    tokio::task::block_in_place(|| {
+        // Register the runner with the CLI and start it with the token the CLI printed: the
+        // documented way to add a runner.
+        let created = ok(&url, &["runners", "create", "cli-runner", "--json"]);
+        let created = json(&created);
+        let token = created["token"].as_str().unwrap_or_default().to_string();
+        assert!(token.starts_with("muster_runner_"), "{created}");
+        assert_eq!(created["runner"]["name"], "cli-runner", "{created}");
+        let runner_id = created["runner"]["id"]
+            .as_str()
+            .expect("a runner id")
+            .to_string();
+        let mut runner = RunnerProcess::start(&url, &token, 2, &[]);
+
+        // Submit with --server/--token flags (no environment), after the subcommand.
+        let mut submit = muster();
+        submit.args([
+            "job",
+            "submit",
+            "--server",
+            &url,
+            "--token",
+            ADMIN_TOKEN,
+            "--",
+            "echo",
+            "hello",
+        ]);
+        let hello = run_bounded(&mut submit, COMMAND_BOUND);
+        assert!(hello.status.success(), "{hello:?}");
+        let hello = submitted_id(&hello).to_string();
+
+        let waited = ok(&url, &["job", "wait", &hello, "--timeout", "45"]);
+        assert!(
+            waited.stdout.trim().is_empty(),
+            "wait reports on stderr: {waited:?}"
+        );
+        let logs = ok(&url, &["job", "logs", &hello]);
+        assert!(
+            logs.stdout.contains("hello"),
+            "the log shows the output: {logs:?}"
+        );
+        // A finished job's live log replays and then ends instead of hanging.
+        let followed = ok(&url, &["job", "logs", &hello, "-f"]);
+        assert!(followed.stdout.contains("hello"), "{followed:?}");
+
+        let shown = json(&ok(&url, &["job", "show", &hello, "--json"]));
+        assert_eq!(shown["id"], hello.as_str(), "{shown}");
+        assert_eq!(shown["state"], "completed", "{shown}");
+        assert_eq!(shown["result"]["exit_code"], 0, "{shown}");
+        assert_eq!(shown["runner_id"], runner_id.as_str(), "{shown}");
+        assert_eq!(
+            shown["payload"]["command"],
+            serde_json::json!(["echo", "hello"]),
+            "{shown}"
+        );
+        let human = ok(&url, &["job", "show", &hello]);
+        assert!(human.stdout.contains("completed"), "{human:?}");
+
+        // --json prints the whole job, an exec job with the command as its payload.
+        let hi = json(&ok(&url, &["job", "submit", "--json", "--", "echo", "hi"]));
+        assert_eq!(hi["kind"], "exec", "{hi}");
+        assert_eq!(
+            hi["payload"]["command"],
+            serde_json::json!(["echo", "hi"]),
+            "{hi}"
+        );
+        let hi_id = hi["id"].as_str().expect("an id").to_string();
+        Uuid::parse_str(&hi_id).expect("the id is a UUID");
+
+        // `logs -f` on a job still running prints lines as they come and returns when it ends.
+        let live = submitted_id(&ok(
+            &url,
+            &[
+                "job",
+                "submit",
+                "--",
+                "sh",
+                "-c",
+                "echo to-out; echo to-err >&2; sleep 1; echo last",
+            ],
+        ))
+        .to_string();
+        let followed = ok(&url, &["job", "logs", &live, "-f", "--json"]);
+        let entries: Vec<Value> = followed
+            .stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+            .collect();
+        let levels: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|entry| {
+                (
+                    entry["message"].as_str().unwrap_or_default(),
+                    entry["level"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        // stdout lines are `info`, stderr lines `warn`; the order between the two pipes is not
+        // promised, the order within each is.
+        let mut sorted = levels.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            vec![("last", "info"), ("to-err", "warn"), ("to-out", "info")],
+            "{followed:?}"
+        );
+        let out_position = levels.iter().position(|(m, _)| *m == "to-out");
+        let last_position = levels.iter().position(|(m, _)| *m == "last");
+        assert!(out_position < last_position, "{levels:?}");
+        let live_job = json(&ok(&url, &["job", "show", &live, "--json"]));
+        assert_eq!(
+            live_job["state"], "completed",
+            "-f returned only once the job ended: {live_job}"
+        );
+
+        // A failing command with one attempt: the job fails and `wait` says so by its exit code.
+        let failing = ok(
+            &url,
+            &[
+                "job",
+                "submit",
+                "--max-attempts",
+                "1",
+                "--",
+                "sh",
+                "-c",
+                "exit 3",
+            ],
+        );
+        let failing = submitted_id(&failing).to_string();
+        let waited = run(&url, &["job", "wait", &failing, "--timeout", "45"]);
+        assert_eq!(
+            waited.status.code(),
+            Some(1),
+            "a failed job: exit 1: {waited:?}"
+        );
+        assert!(waited.stderr.contains("failed"), "{waited:?}");
+        assert!(waited.stderr.contains("code 3"), "says why: {waited:?}");
+        let failed = json(&ok(&url, &["job", "show", &failing, "--json"]));
+        assert_eq!(failed["state"], "failed", "{failed}");
+        assert_eq!(failed["attempt"], 1, "{failed}");
+        assert_eq!(failed["error"]["reason"], "runner_error", "{failed}");
+
+        let listed = json(&ok(&url, &["job", "list", "--json"]));
+        let items = listed["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("items: {listed}"));
+        for id in [&hello, &hi_id, &failing] {
+            assert!(
+                items.iter().any(|job| job["id"] == id.as_str()),
+                "job list has {id}: {listed}"
+            );
+        }
+        let completed = json(&ok(&url, &["job", "list", "--state", "failed", "--json"]));
+        let failed_ids: Vec<&str> = completed["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|job| job["id"].as_str())
+            .collect();
+        assert_eq!(
+            failed_ids,
+            vec![failing.as_str()],
+            "--state filters: {completed}"
+        );
+
+        let runners = json(&ok(&url, &["runners", "list", "--json"]));
+        let mine = runners["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("items: {runners}"))
+            .iter()
+            .find(|runner| runner["id"] == runner_id.as_str())
+            .unwrap_or_else(|| panic!("the runner is listed: {runners}"));
+        assert_eq!(mine["status"], "online", "{mine}");
+        assert!(
+            mine["kinds"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "exec")),
+            "the runner declared exec: {mine}"
+        );
+
+        // Errors: a non-zero exit and one `error:` line on stderr, nothing on stdout.
+        let unknown = Uuid::now_v7().to_string();
+        for args in [
+            vec!["job", "show", unknown.as_str()],
+            vec!["job", "logs", unknown.as_str()],
+            vec!["job", "logs", "-f", unknown.as_str()],
+            vec!["job", "cancel", unknown.as_str()],
+            vec!["job", "wait", unknown.as_str(), "--timeout", "5"],
+        ] {
+            let output = run(&url, &args);
+            assert!(!output.status.success(), "{args:?} must fail: {output:?}");
+            assert_ne!(output.status.code(), Some(0));
+            let lines = non_empty_lines(&output.stderr);
+            assert_eq!(lines.len(), 1, "{args:?}: one line on stderr: {output:?}");
+            assert!(lines[0].starts_with("error:"), "{args:?}: {output:?}");
+            assert!(output.stdout.trim().is_empty(), "{args:?}: {output:?}");
+        }
+        // An unreachable coordinator is an error too, not a hang: port 1 on loopback refuses.
+        let output = run("http://127.0.0.1:1", &["job", "list"]);
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        let lines = non_empty_lines(&output.stderr);
+        assert_eq!(lines.len(), 1, "one line on stderr: {output:?}");
+        assert!(
+            lines[0].starts_with("error:") && lines[0].contains("reach"),
+            "{output:?}"
+        );
+
+        assert!(
+            runner.try_wait().is_none(),
+            "the runner died:\n{}",
+            runner.output()
+        );
+    });
+}
+
+/// Help is where people look first; both commands show a command line to copy.
+#[test]
+fn job_and_runner_help_show_examples() {
+    for (args, example) in [
+        (&["job", "--help"][..], "muster job submit --"),
+        (&["runner", "--help"][..], "muster runner --server"),
+        (&["job", "submit", "--help"][..], "muster job submit --"),
+    ] {
+        let output = run_bounded(muster().args(args), COMMAND_BOUND);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        assert!(
+            output.stdout.contains(example),
+            "`muster {}` shows an example like {example:?}:\n{}",
+            args.join(" "),
+            output.stdout
+        );
+    }
+}
