@@ -1,5 +1,7 @@
 //! The built-in `exec` runner: runs the command a job names, streams its output to the job log,
-//! and stops its whole process group on cancel. Hosted only when a runner is started with
+//! and stops its whole process group on cancel. The job's input artifacts are downloaded into
+//! `$MUSTER_INPUT_DIR` (one file per input, named after its id); files the command writes into
+//! `$MUSTER_OUTPUT_DIR` become the job's output artifacts. Hosted only when a runner is started with
 //! `--exec`, because it runs whatever a submitter sends.
 
 use std::collections::BTreeMap;
@@ -67,6 +69,15 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, job: &JobContext, level: 
     }
 }
 
+/// Removes the job's input directory however the job ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn signal_group(pid: u32, signal: Signal) {
     if let Ok(pid) = i32::try_from(pid) {
         // The group may already be gone; that is the outcome wanted.
@@ -92,6 +103,23 @@ impl JobHandler for ExecHandler {
             .prefix(&format!("job-{}-", job.claimed.id))
             .tempdir_in(&self.work_dir)
             .context("create the job's output directory")?;
+        // Inputs are downloaded before the command starts, each to a file named after its id.
+        let input_dir = output_dir.path().with_extension("inputs");
+        if !job.claimed.inputs.is_empty() {
+            std::fs::create_dir_all(&input_dir)
+                .with_context(|| format!("create {}", input_dir.display()))?;
+            for input in &job.claimed.inputs {
+                let name: String = input
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                job.client
+                    .download_artifact_to_file(input, &input_dir.join(name))
+                    .await
+                    .with_context(|| format!("download input {input}"))?;
+            }
+        }
+        let _remove_inputs = RemoveOnDrop(input_dir.clone());
         let mut command = Command::new(program);
         command
             .args(arguments)
@@ -99,6 +127,7 @@ impl JobHandler for ExecHandler {
             .env("MUSTER_JOB_ID", job.claimed.id.to_string())
             .env("MUSTER_ATTEMPT", job.claimed.attempt.to_string())
             .env("MUSTER_OUTPUT_DIR", output_dir.path())
+            .env("MUSTER_INPUT_DIR", &input_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -294,3 +294,65 @@ fn job_and_runner_help_show_examples() {
         );
     }
 }
+
+/// An input uploaded with `--input`, read by the command from `$MUSTER_INPUT_DIR`, written back
+/// into `$MUSTER_OUTPUT_DIR`, and downloaded with `muster job download`: the bytes survive the
+/// round trip through two artifacts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_written_by_a_job_downloads_with_the_same_bytes() {
+    let fleet = Coordinator::start();
+    let url = fleet.server.base_url.clone();
+    tokio::task::block_in_place(|| {
+        let created = json(&ok(
+            &url,
+            &["runners", "create", "artifact-runner", "--json"],
+        ));
+        let token = created["token"].as_str().unwrap_or_default().to_string();
+        let _runner = RunnerProcess::start(&url, &token, 1, &[]);
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let input = directory.path().join("input.bin");
+        let bytes: Vec<u8> = (0..200_000u32).map(|index| (index % 251) as u8).collect();
+        std::fs::write(&input, &bytes).expect("write the input");
+        let input_arg = input.to_string_lossy().into_owned();
+        let submitted = ok(
+            &url,
+            &[
+                "job",
+                "submit",
+                "--input",
+                &input_arg,
+                "--",
+                "sh",
+                "-c",
+                "cat \"$MUSTER_INPUT_DIR\"/* > \"$MUSTER_OUTPUT_DIR/copy.bin\"",
+            ],
+        );
+        let id = submitted_id(&submitted).to_string();
+        ok(&url, &["job", "wait", &id, "--timeout", "50"]);
+        let shown = json(&ok(&url, &["job", "show", &id, "--json"]));
+        assert!(
+            shown["outputs"]["copy.bin"]
+                .as_str()
+                .is_some_and(|artifact| artifact.starts_with("sha256:")),
+            "the output is recorded on the job: {shown}"
+        );
+        let target = directory.path().join("downloaded.bin");
+        let target_arg = target.to_string_lossy().into_owned();
+        ok(
+            &url,
+            &["job", "download", &id, "copy.bin", "--output", &target_arg],
+        );
+        let downloaded = std::fs::read(&target).expect("read the download");
+        assert_eq!(downloaded.len(), bytes.len());
+        assert!(downloaded == bytes, "the downloaded bytes are the input's");
+        let missing = run(&url, &["job", "download", &id, "nope.bin"]);
+        assert!(
+            !missing.status.success(),
+            "an unknown output name fails: {missing:?}"
+        );
+        assert!(
+            missing.stderr.contains("copy.bin"),
+            "the error names the outputs there are: {missing:?}"
+        );
+    });
+}
