@@ -28,6 +28,15 @@ const MAX_LOG_ENTRIES: usize = 10_000;
 /// (a retry's backoff ending) and for jobs submitted through another coordinator.
 const LONG_POLL_RECHECK: Duration = Duration::from_millis(250);
 
+/// A body that may be empty (the call then means "no details"), or JSON.
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        crate::extract::parse_json(body)
+    }
+}
+
 fn job_call(runner: RunnerId, id: &str, epoch: Option<u64>) -> Result<JobCall, ApiError> {
     Ok(JobCall {
         runner,
@@ -189,11 +198,7 @@ pub(crate) async fn job_heartbeat(
     RawBody(body): RawBody,
 ) -> Result<Json<wire::JobHeartbeatResponse>, ApiError> {
     let call = job_call(runner, &id, epoch)?;
-    let request: wire::JobHeartbeat = if body.iter().all(u8::is_ascii_whitespace) {
-        wire::JobHeartbeat::default()
-    } else {
-        crate::extract::parse_json(&body)?
-    };
+    let request: wire::JobHeartbeat = optional_json(&body)?;
     let progress = request
         .progress
         .filter(|value| !value.is_null())
@@ -310,11 +315,7 @@ pub(crate) async fn complete_job(
     RawBody(body): RawBody,
 ) -> Result<Json<wire::Job>, ApiError> {
     let call = job_call(runner, &id, epoch)?;
-    let request: wire::CompleteJob = if body.iter().all(u8::is_ascii_whitespace) {
-        wire::CompleteJob::default()
-    } else {
-        crate::extract::parse_json(&body)?
-    };
+    let request: wire::CompleteJob = optional_json(&body)?;
     let result = request.result.unwrap_or(serde_json::Value::Null);
     let outputs = outputs_from_wire(request.outputs.unwrap_or_default())?;
     ensure_artifacts_exist(
