@@ -27,15 +27,21 @@ pub(crate) enum JobCommand {
     ///
     ///   muster job list --state running
     List(ListArgs),
-    /// Show one job.
+    /// Show one job: state, attempts, progress, error, result, inputs and outputs.
+    ///
+    ///   muster job show 0192... --json
     Show(IdArgs),
     /// Print a job's log; -f follows it live until the job ends.
     ///
     ///   muster job logs 0192... -f
     Logs(LogsArgs),
     /// Cancel a job (a running job's runner is told to stop).
+    ///
+    ///   muster job cancel 0192...
     Cancel(IdArgs),
-    /// Put a failed or cancelled job back in the queue.
+    /// Put a failed or cancelled job back in the queue, with a fresh allowance of attempts.
+    ///
+    ///   muster job retry 0192...
     Retry(IdArgs),
     /// Save one of a job's output artifacts to a file.
     ///

@@ -10,12 +10,16 @@ use crate::output::{or_dash, out, print_json, print_table, short_time};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum RunnersCommand {
-    /// List registered runners.
+    /// List registered runners with their status.
+    ///
+    ///   muster runners list --json
     List {
         #[arg(long)]
         json: bool,
     },
-    /// Show one runner.
+    /// Show one runner: status, kinds, labels, resources, running jobs.
+    ///
+    ///   muster runners show 0192...
     Show {
         id: Uuid,
         #[arg(long)]
@@ -26,6 +30,8 @@ pub(crate) enum RunnersCommand {
     ///   muster runners create gpu-box-1 --label gpu=a100
     Create(CreateArgs),
     /// Delete a runner: its token stops working and the jobs it holds go back to the queue.
+    ///
+    ///   muster runners delete 0192...
     Delete { id: Uuid },
 }
 
