@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod fleet;
 mod job_cli;
+mod outage;
 mod process;
 mod shutdown;
 mod up;

@@ -53,12 +53,21 @@ impl ServerProcess {
     /// `muster server --listen 127.0.0.1:0 --data-dir DATA_DIR`, with `admin_token` in the
     /// environment when given; answers once the server printed where it listens.
     pub(crate) fn start(data_dir: &Path, admin_token: Option<&str>) -> ServerProcess {
+        ServerProcess::start_listening(data_dir, admin_token, "127.0.0.1:0")
+    }
+
+    /// Like [`ServerProcess::start`] on a chosen address (to come back on the same port).
+    pub(crate) fn start_listening(
+        data_dir: &Path,
+        admin_token: Option<&str>,
+        listen: &str,
+    ) -> ServerProcess {
         let stderr_dir = tempfile::tempdir().expect("a directory for the server's stderr");
         let stderr_path = stderr_dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
         let mut command = muster();
         command
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["server", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
