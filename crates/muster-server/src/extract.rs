@@ -92,6 +92,19 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
     Ok(value)
 }
 
+/// Convert an already parsed JSON body to `T`, naming the field that is wrong.
+pub(crate) fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::InvalidInput(format!("invalid body: {inner}"))
+        } else {
+            ApiError::InvalidInput(format!("invalid field '{path}': {inner}"))
+        }
+    })
+}
+
 /// Query parameters of type `T`, with 400s that name the parameter.
 pub(crate) struct QueryParams<T>(pub T);
 

@@ -278,10 +278,10 @@ pub(crate) async fn append_log(
 ) -> Result<Json<wire::LogAppended>, ApiError> {
     let call = job_call(runner, &id, epoch)?;
     let entries: Vec<wire::NewLogEntry> = if body.get("entries").is_some() {
-        let batch: wire::LogBatch = crate::extract::parse_json(body.to_string().as_bytes())?;
+        let batch: wire::LogBatch = crate::extract::from_value(body)?;
         batch.entries
     } else {
-        vec![crate::extract::parse_json(body.to_string().as_bytes())?]
+        vec![crate::extract::from_value(body)?]
     };
     if entries.len() > MAX_LOG_ENTRIES {
         return Err(ApiError::InvalidInput(format!(
