@@ -41,6 +41,38 @@ pub(crate) fn muster() -> Command {
     command
 }
 
+/// Read a child's stdout until it prints `listening on http://HOST:PORT` (bounded) and answer
+/// that URL. Keeps draining stdout afterwards so the child never blocks on a full pipe.
+pub(crate) fn listening_url(
+    stdout: std::process::ChildStdout,
+    within: Duration,
+) -> Result<String, String> {
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            // After the listening line nobody receives: keep reading regardless.
+            let _ = lines.send(line);
+        }
+    });
+    let deadline = Instant::now() + within;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let line = received
+            .recv_timeout(remaining)
+            .map_err(|error| format!("did not print its listening line ({error})"))?;
+        if let Some((_, address)) = line.split_once("listening on ") {
+            let address = address.trim();
+            if !address.starts_with("http://") {
+                return Err(format!(
+                    "printed a listening line without an http URL: {line:?}"
+                ));
+            }
+            return Ok(address.to_string());
+        }
+    }
+}
+
 /// A running `muster server`; dropping it kills the process and reaps it.
 pub(crate) struct ServerProcess {
     child: Option<Child>,
@@ -84,36 +116,12 @@ impl ServerProcess {
             stderr_path,
             _stderr_dir: stderr_dir,
         };
-        let (lines, received) = mpsc::channel();
-        // Drains stdout for the life of the process so it never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if lines.send(line).is_err() {
-                    return;
-                }
+        match listening_url(stdout, STARTUP_TIMEOUT) {
+            Ok(url) => {
+                server.base_url = url;
+                server
             }
-        });
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match received.recv_timeout(remaining) {
-                Ok(line) => {
-                    if let Some((_, address)) = line.split_once("listening on ") {
-                        let address = address.trim();
-                        assert!(
-                            address.starts_with("http://"),
-                            "the listening line names an http URL: {line:?}"
-                        );
-                        server.base_url = address.to_string();
-                        return server;
-                    }
-                }
-                Err(error) => panic!(
-                    "muster server did not print its listening line ({error}); stderr:\n{}",
-                    server.stderr()
-                ),
-            }
+            Err(error) => panic!("muster server {error}; stderr:\n{}", server.stderr()),
         }
     }
 

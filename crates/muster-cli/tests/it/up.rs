@@ -1,16 +1,14 @@
 //! `muster up`, the one-process quick start (a coordinator plus a local `exec` runner), driven
 //! the way its help text tells a newcomer to use it.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::process::{ADMIN_TOKEN, CliOutput, muster, run_bounded, send_signal};
+use crate::process::{ADMIN_TOKEN, CliOutput, listening_url, muster, run_bounded, send_signal};
 
 const COMMAND_BOUND: Duration = Duration::from_secs(60);
 
@@ -47,33 +45,12 @@ impl UpProcess {
             stderr_path,
             _stderr_dir: stderr_dir,
         };
-        let (lines, received) = mpsc::channel();
-        // Drain stdout for the life of the process so it never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if lines.send(line).is_err() {
-                    return;
-                }
+        match listening_url(stdout, Duration::from_secs(30)) {
+            Ok(url) => {
+                up.url = url;
+                up
             }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match received.recv_timeout(remaining) {
-                Ok(line) => {
-                    if let Some((_, address)) = line.split_once("listening on ") {
-                        let address = address.trim();
-                        assert!(address.starts_with("http://"), "{line:?}");
-                        up.url = address.to_string();
-                        return up;
-                    }
-                }
-                Err(error) => panic!(
-                    "muster up did not print its listening line ({error}); stderr:\n{}",
-                    up.stderr()
-                ),
-            }
+            Err(error) => panic!("muster up {error}; stderr:\n{}", up.stderr()),
         }
     }
 
