@@ -158,6 +158,21 @@ pub(crate) fn describe(job: &Job) -> String {
     )
 }
 
+/// The pid a command wrote to `path` (`echo $$ > path; exec ...`), once it is there (bounded).
+pub(crate) async fn pid_from_file(path: &std::path::Path) -> u32 {
+    wait_for(
+        "the command to write its pid",
+        Duration::from_secs(15),
+        || async move {
+            let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+            text.trim()
+                .parse::<u32>()
+                .map_err(|e| format!("{text:?}: {e}"))
+        },
+    )
+    .await
+}
+
 pub(crate) fn exec_job(command: &[&str]) -> SubmitJob {
     SubmitJob {
         kind: "exec".into(),
@@ -429,18 +444,7 @@ async fn cancel_stops_the_running_command() {
             .await
             .expect("submit");
         // `$$` is the shell's pid, and `exec` makes it the `sleep`'s: the process to watch.
-        let pid_file_ref = &pid_file;
-        let pid = wait_for(
-            "the command to write its pid",
-            Duration::from_secs(15),
-            || async move {
-                let text = std::fs::read_to_string(pid_file_ref).map_err(|e| e.to_string())?;
-                text.trim()
-                    .parse::<u32>()
-                    .map_err(|e| format!("{text:?}: {e}"))
-            },
-        )
-        .await;
+        let pid = pid_from_file(&pid_file).await;
         let _reaper = KillOnDrop(pid);
         // With the default 30 s lease the first job heartbeat, which marks it running, comes
         // 7.5-10.5 s after the claim.

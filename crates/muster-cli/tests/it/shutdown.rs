@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use muster_api::{JobState, SubmitJob};
 
-use crate::fleet::{Coordinator, describe, exec_job, wait_for};
+use crate::fleet::{Coordinator, describe, exec_job, pid_from_file};
 use crate::process::{KillOnDrop, process_alive};
 
 /// How the runner is made to give up its job.
@@ -42,18 +42,7 @@ async fn an_interrupted_job_goes_back_to_the_queue(stop: Stop) {
         ..exec_job(&["sh", "-c", &script])
     };
     let (job, _) = fleet.client.submit_job(&spec).await.expect("submit");
-    let pid_file_ref = &pid_file;
-    let pid = wait_for(
-        "the command to write its pid",
-        Duration::from_secs(15),
-        || async move {
-            let text = std::fs::read_to_string(pid_file_ref).map_err(|e| e.to_string())?;
-            text.trim()
-                .parse::<u32>()
-                .map_err(|e| format!("{text:?}: {e}"))
-        },
-    )
-    .await;
+    let pid = pid_from_file(&pid_file).await;
     let _reaper = KillOnDrop(pid);
     fleet
         .wait_job(job.id, "the job to run", Duration::from_secs(15), |job| {
