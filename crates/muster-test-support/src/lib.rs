@@ -14,6 +14,13 @@ use muster_store::sqlite::{SqliteConfig, SqliteStore};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
+pub mod postgres;
+
+pub use postgres::{
+    PostgresCluster, PostgresDatabaseGuard, temp_postgres_database, temp_postgres_store,
+    temp_postgres_store_with_log_cap,
+};
+
 /// The admin token every test server uses.
 pub const TEST_ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
