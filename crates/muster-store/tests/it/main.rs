@@ -5,7 +5,10 @@
 //! `conformance_suite!`, which makes one `#[tokio::test]` per conformance test. Adding a test
 //! means writing it in `conformance` and naming it once in the list below.
 //!
-//! Beside it: `blobs` tests the local artifact store, `sqlite_schema` the SQLite migrations.
+//! Both backends run it: `sqlite` on a temporary file, `postgres` on a fresh database of a real
+//! PostgreSQL server this process starts (`muster_test_support::PostgresCluster`).
+//!
+//! Beside it: `blobs` tests the artifact stores, `sqlite_schema` the SQLite migrations.
 
 #![allow(
     unreachable_pub,
@@ -134,6 +137,23 @@ mod sqlite {
         let (directory, store) =
             muster_test_support::temp_sqlite_store_with_log_cap(log_cap_bytes)?;
         Ok(OpenedStore::new(store, directory))
+    }
+
+    conformance_suite!(open: open, open_with_log_cap: open_with_log_cap);
+}
+
+mod postgres {
+    use crate::conformance::OpenedStore;
+
+    async fn open() -> anyhow::Result<OpenedStore> {
+        let (database, store) = muster_test_support::temp_postgres_store().await?;
+        Ok(OpenedStore::new(store, database))
+    }
+
+    async fn open_with_log_cap(log_cap_bytes: u64) -> anyhow::Result<OpenedStore> {
+        let (database, store) =
+            muster_test_support::temp_postgres_store_with_log_cap(log_cap_bytes).await?;
+        Ok(OpenedStore::new(store, database))
     }
 
     conformance_suite!(open: open, open_with_log_cap: open_with_log_cap);
