@@ -10,8 +10,10 @@
 //! persistence, artifact bytes ([`blobs`]), which live outside the database.
 
 pub mod blobs;
+mod encoding;
 mod error;
 mod model;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;

@@ -13,12 +13,15 @@ use serde_json::Value;
 
 use super::map_sqlite_error;
 use super::rows::{
-    JOB_COLUMNS, LIFECYCLE_COLUMNS, capabilities_from_json, capabilities_to_json, decode_cursor,
-    inputs_to_json, job_from_row, level_code, level_from_code, lifecycle_from_row, outputs_to_json,
-    string_map_from_json, write_lifecycle, write_lifecycle_and_result,
+    JOB_COLUMNS, LIFECYCLE_COLUMNS, job_from_row, lifecycle_from_row, write_lifecycle,
+    write_lifecycle_and_result,
 };
 use super::runners::touch_runner;
 use super::writer::WriterContext;
+use crate::encoding::{
+    capabilities_to_json, decode_cursor, inputs_to_json, level_code, level_from_code,
+    outputs_to_json,
+};
 use crate::{
     ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, Page,
     PageRequest, QueueDepth, ReapReport, RecordedOutputs, StoreError, Submitted,
@@ -831,25 +834,4 @@ pub(super) fn queue_depths(conn: &Connection) -> Result<Vec<QueueDepth>, StoreEr
         }
     }
     Ok(depths)
-}
-
-/// Parse stored labels, for the runner module.
-pub(super) fn labels_from_text(
-    text: &str,
-) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|error| StoreError::Internal(format!("stored labels: {error}")))?;
-    string_map_from_json(&value).map_err(StoreError::Internal)
-}
-
-/// Parse a stored offer, for the runner module.
-pub(super) fn offer_from_text(text: Option<&str>) -> Result<Capabilities, StoreError> {
-    match text {
-        None => Ok(Capabilities::default()),
-        Some(text) => {
-            let value: Value = serde_json::from_str(text)
-                .map_err(|error| StoreError::Internal(format!("stored offer: {error}")))?;
-            capabilities_from_json(&value).map_err(StoreError::Internal)
-        }
-    }
 }

@@ -6,13 +6,12 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use muster_core::{JobId, JobState, RunnerId, RunnerRecord, Timestamp, jitter_unit_from_seed};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::jobs::{labels_from_text, offer_from_text};
 use super::map_sqlite_error;
-use super::rows::{
-    JOB_COLUMNS, capabilities_to_json, decode_cursor, job_from_row, string_map_to_json,
-    write_lifecycle,
-};
+use super::rows::{JOB_COLUMNS, job_from_row, write_lifecycle};
 use super::writer::WriterContext;
+use crate::encoding::{
+    capabilities_to_json, decode_cursor, labels_from_text, offer_from_text, string_map_to_json,
+};
 use crate::{ClaimRequest, NewRunner, Page, PageRequest, RunnerBeat, StoreError};
 
 /// How often at most a claiming runner's "last seen" is rewritten when nothing else changed.

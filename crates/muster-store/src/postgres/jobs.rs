@@ -1,0 +1,1129 @@
+//! Job operations of the PostgreSQL backend. Write operations run inside the caller's
+//! transaction and lock the rows of the jobs they change (see the module docs of `postgres` for
+//! the lock order); reads take any connection.
+
+use std::collections::{BTreeMap, HashMap};
+
+use deadpool_postgres::{GenericClient, Transaction};
+use muster_core::{
+    ArtifactId, Capabilities, FailureReason, JobError, JobId, JobLifecycle, JobRecord, JobState,
+    LogEntry, LogLevel, MAX_JOB_OUTPUTS, NewJob, NewLogEntry, Progress, ReapOutcome, RunnerId,
+    Timestamp, TransitionError, jitter_unit_from_seed,
+};
+use serde_json::Value;
+use tokio_postgres::types::ToSql;
+
+use super::rows::{
+    JOB_COLUMNS, LIFECYCLE_COLUMNS, LifecycleWrite, QueuePlace, column, job_from_row,
+    job_id_column, lifecycle_from_row, write_lifecycles,
+};
+use super::runners::touch_runner;
+use super::{PENDING_CHANNEL, Shared, map_postgres_error};
+use crate::encoding::{
+    capabilities_to_json, decode_cursor, inputs_to_json, level_code, level_from_code,
+    outputs_to_json,
+};
+use crate::{
+    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, Page,
+    PageRequest, QueueDepth, ReapReport, RecordedOutputs, StoreError, Submitted,
+};
+
+/// Jobs with requirements of one kind looked at per claim before giving up on finding ones this
+/// runner meets: bounds the work of a claim when the head of the queue holds jobs it cannot take.
+/// Jobs without requirements are never behind this bound (they have their own index).
+const MAX_CLAIM_SCAN_PER_KIND: usize = 2048;
+
+fn job_not_found(id: JobId) -> StoreError {
+    StoreError::NotFound(format!("job {id}"))
+}
+
+/// Pseudo-random but repeatable jitter for one attempt of one job.
+fn jitter_for(seq: i64, attempt: u32) -> f64 {
+    jitter_unit_from_seed((seq as u64) ^ (u64::from(attempt) << 48))
+}
+
+async fn query(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let statement = client
+        .prepare_cached(sql)
+        .await
+        .map_err(map_postgres_error)?;
+    client
+        .query(&statement, params)
+        .await
+        .map_err(map_postgres_error)
+}
+
+async fn execute(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let statement = client
+        .prepare_cached(sql)
+        .await
+        .map_err(map_postgres_error)?;
+    client
+        .execute(&statement, params)
+        .await
+        .map_err(map_postgres_error)
+}
+
+/// Load a job by id; with `lock`, also take its row lock for the rest of the transaction.
+pub(super) async fn load_by_id(
+    client: &impl GenericClient,
+    id: JobId,
+    lock: bool,
+) -> Result<(i64, JobRecord), StoreError> {
+    let sql = if lock {
+        format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE")
+    } else {
+        format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")
+    };
+    let rows = query(client, &sql, &[&id.as_bytes().as_slice()]).await?;
+    match rows.first() {
+        Some(row) => job_from_row(row),
+        None => Err(job_not_found(id)),
+    }
+}
+
+async fn notify_pending(transaction: &Transaction<'_>) -> Result<(), StoreError> {
+    // Delivered at commit, and only then; identical notifications of one transaction are folded.
+    execute(transaction, "SELECT pg_notify($1, '')", &[&PENDING_CHANNEL])
+        .await
+        .map(|_| ())
+}
+
+pub(super) async fn submit(
+    transaction: &Transaction<'_>,
+    new_jobs: Vec<NewJob>,
+) -> Result<Vec<Submitted>, StoreError> {
+    // A key used twice in one batch: the first job is stored, the later ones answer with it.
+    let mut first_with_key: HashMap<&str, usize> = HashMap::new();
+    let mut fresh: Vec<usize> = Vec::new();
+    for (index, new_job) in new_jobs.iter().enumerate() {
+        match &new_job.spec.idempotency_key {
+            Some(key) if first_with_key.contains_key(key.as_str()) => {}
+            Some(key) => {
+                first_with_key.insert(key.as_str(), index);
+                fresh.push(index);
+            }
+            None => fresh.push(index),
+        }
+    }
+    let mut ids = Vec::with_capacity(fresh.len());
+    let mut kinds = Vec::with_capacity(fresh.len());
+    let mut priorities = Vec::with_capacity(fresh.len());
+    let mut payloads = Vec::with_capacity(fresh.len());
+    let mut requirements = Vec::with_capacity(fresh.len());
+    let mut keys = Vec::with_capacity(fresh.len());
+    let mut max_attempts = Vec::with_capacity(fresh.len());
+    let mut timeouts = Vec::with_capacity(fresh.len());
+    let mut lease_ttls = Vec::with_capacity(fresh.len());
+    let mut backoffs = Vec::with_capacity(fresh.len());
+    let mut run_afters = Vec::with_capacity(fresh.len());
+    let mut created_ats = Vec::with_capacity(fresh.len());
+    let mut inputs = Vec::with_capacity(fresh.len());
+    for &index in &fresh {
+        let new_job = &new_jobs[index];
+        let spec = &new_job.spec;
+        ids.push(new_job.id.as_bytes().to_vec());
+        kinds.push(spec.kind.as_str());
+        priorities.push(spec.priority);
+        payloads.push(spec.payload.to_string());
+        requirements.push(
+            (!spec.requirements.is_empty())
+                .then(|| capabilities_to_json(&spec.requirements).to_string()),
+        );
+        keys.push(spec.idempotency_key.as_deref());
+        max_attempts.push(i64::from(spec.policy.max_attempts));
+        timeouts.push(i64::from(spec.policy.timeout_s));
+        lease_ttls.push(i64::from(spec.policy.lease_ttl_s));
+        backoffs.push(i64::from(spec.policy.backoff_base_s));
+        run_afters.push(new_job.initial_lifecycle().run_after.as_millis());
+        created_ats.push(new_job.created_at.as_millis());
+        inputs.push(inputs_to_json(&spec.inputs));
+    }
+    // One statement stores the jobs and their queue rows. A key another transaction stored
+    // first makes its job's row skip (the job is then answered from the stored one below).
+    let inserted = query(
+        transaction,
+        "WITH stored AS ( \
+           INSERT INTO jobs (id, kind, state, priority, payload, requirements, idempotency_key, \
+             max_attempts, timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs) \
+           SELECT id, kind, 0, priority, payload, requirements, idempotency_key, max_attempts, \
+             timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs \
+           FROM unnest($1::bytea[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], \
+             $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], \
+             $13::text[]) \
+             AS n(id, kind, priority, payload, requirements, idempotency_key, max_attempts, \
+               timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs) \
+           ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+           RETURNING seq, id, kind, priority, run_after, requirements), \
+         queued AS ( \
+           INSERT INTO job_queue (seq, kind, priority, run_after, requirements) \
+           SELECT seq, kind, priority, run_after, requirements FROM stored) \
+         SELECT id FROM stored",
+        &[
+            &ids,
+            &kinds,
+            &priorities,
+            &payloads,
+            &requirements,
+            &keys,
+            &max_attempts,
+            &timeouts,
+            &lease_ttls,
+            &backoffs,
+            &run_afters,
+            &created_ats,
+            &inputs,
+        ],
+    )
+    .await?;
+    let mut created_ids = std::collections::HashSet::with_capacity(inserted.len());
+    for row in &inserted {
+        created_ids.insert(job_id_column(row, 0)?);
+    }
+    if !created_ids.is_empty() {
+        notify_pending(transaction).await?;
+    }
+    let mut answers: Vec<Option<Submitted>> = Vec::with_capacity(new_jobs.len());
+    let mut by_key: HashMap<String, JobRecord> = HashMap::new();
+    for new_job in &new_jobs {
+        if created_ids.contains(&new_job.id) {
+            let spec = &new_job.spec;
+            let job = JobRecord {
+                id: new_job.id,
+                kind: spec.kind.clone(),
+                payload: spec.payload.clone(),
+                priority: spec.priority,
+                requirements: spec.requirements.clone(),
+                idempotency_key: spec.idempotency_key.clone(),
+                created_at: new_job.created_at,
+                progress: Progress::default(),
+                result: None,
+                inputs: spec.inputs.clone(),
+                outputs: BTreeMap::new(),
+                lifecycle: new_job.initial_lifecycle(),
+            };
+            if let Some(key) = &spec.idempotency_key {
+                by_key.entry(key.clone()).or_insert_with(|| job.clone());
+            }
+            answers.push(Some(Submitted { job, created: true }));
+        } else {
+            answers.push(None);
+        }
+    }
+    for (index, new_job) in new_jobs.iter().enumerate() {
+        if answers[index].is_some() {
+            continue;
+        }
+        let key = new_job.spec.idempotency_key.as_deref().ok_or_else(|| {
+            StoreError::Internal(format!("job {} without a key was not stored", new_job.id))
+        })?;
+        let existing = match by_key.get(key) {
+            Some(job) => job.clone(),
+            None => {
+                let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1");
+                let rows = query(transaction, &sql, &[&key]).await?;
+                let row = rows.first().ok_or_else(|| {
+                    StoreError::Internal(format!("idempotency key {key} is taken by no job"))
+                })?;
+                let (_, job) = job_from_row(row)?;
+                by_key.insert(key.to_string(), job.clone());
+                job
+            }
+        };
+        answers[index] = Some(Submitted {
+            job: existing,
+            created: false,
+        });
+    }
+    Ok(answers.into_iter().flatten().collect())
+}
+
+pub(super) async fn list(
+    client: &impl GenericClient,
+    filter: &JobFilter,
+    page: &PageRequest,
+) -> Result<Page<JobRecord>, StoreError> {
+    let before = decode_cursor(page.cursor.as_deref())?;
+    let state = filter.state.map(|state| state.code() as i16);
+    let runner = filter.runner_id.map(|id| id.as_bytes().to_vec());
+    let limit = i64::from(page.limit).saturating_add(1);
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE true");
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    if let Some(state) = &state {
+        params.push(state);
+        sql.push_str(&format!(" AND state = ${}", params.len()));
+    }
+    if let Some(kind) = &filter.kind {
+        params.push(kind);
+        sql.push_str(&format!(" AND kind = ${}", params.len()));
+    }
+    if let Some(runner) = &runner {
+        params.push(runner);
+        sql.push_str(&format!(" AND runner_id = ${}", params.len()));
+    }
+    if let Some(before) = &before {
+        params.push(before);
+        sql.push_str(&format!(" AND seq < ${}", params.len()));
+    }
+    params.push(&limit);
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", params.len()));
+    let rows = query(client, &sql, &params).await?;
+    let mut jobs: Vec<(i64, JobRecord)> =
+        rows.iter().map(job_from_row).collect::<Result<_, _>>()?;
+    let next_cursor = if jobs.len() > page.limit as usize {
+        jobs.truncate(page.limit as usize);
+        jobs.last().map(|(seq, _)| seq.to_string())
+    } else {
+        None
+    };
+    Ok(Page {
+        items: jobs.into_iter().map(|(_, job)| job).collect(),
+        next_cursor,
+    })
+}
+
+/// Lock and load a job, let `change` transition its lifecycle, write it back. Nothing is written
+/// when `change` refuses.
+async fn transition<T>(
+    transaction: &Transaction<'_>,
+    id: JobId,
+    operation: &'static str,
+    change: impl FnOnce(&mut JobLifecycle, i64) -> Result<T, TransitionError>,
+) -> Result<(i64, JobRecord, T), StoreError> {
+    let (seq, mut job) = load_by_id(transaction, id, true).await?;
+    let before = job.lifecycle.clone();
+    let outcome = change(&mut job.lifecycle, seq)
+        .map_err(|error| StoreError::from_transition(error, &id.to_string(), operation))?;
+    write_one(transaction, seq, &before, &job, None).await?;
+    Ok((seq, job, outcome))
+}
+
+async fn write_one(
+    transaction: &Transaction<'_>,
+    seq: i64,
+    before: &JobLifecycle,
+    job: &JobRecord,
+    result: Option<String>,
+) -> Result<(), StoreError> {
+    write_lifecycles(
+        transaction,
+        &[LifecycleWrite {
+            seq,
+            before,
+            after: &job.lifecycle,
+            result,
+            place: Some(QueuePlace::of(job)),
+        }],
+    )
+    .await
+}
+
+pub(super) async fn cancel(
+    transaction: &Transaction<'_>,
+    id: JobId,
+    grace_ms: i64,
+    now: Timestamp,
+) -> Result<JobRecord, StoreError> {
+    let (_, job, ()) = transition(transaction, id, "cancel", |lifecycle, _| {
+        lifecycle.cancel(grace_ms, now)
+    })
+    .await?;
+    Ok(job)
+}
+
+pub(super) async fn retry(
+    transaction: &Transaction<'_>,
+    id: JobId,
+    now: Timestamp,
+) -> Result<JobRecord, StoreError> {
+    let (_, job, ()) = transition(transaction, id, "retry", |lifecycle, _| {
+        lifecycle.retry(now)
+    })
+    .await?;
+    notify_pending(transaction).await?;
+    Ok(job)
+}
+
+/// A queue row that may be claimed: its place in the claim order.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    priority: i32,
+    seq: i64,
+}
+
+pub(super) async fn claim(
+    transaction: &Transaction<'_>,
+    shared: &Shared,
+    claim: &ClaimRequest,
+    now: Timestamp,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    // The runner's row first: it is the only row a claim may wait for, and it is taken before
+    // any job row, so a claim never holds a job while it waits.
+    let registered_labels = touch_runner(transaction, shared, claim, now).await?;
+    let mut offer = claim.offer.clone();
+    // Labels an operator gave the runner at registration win over what it declares itself.
+    offer.labels.extend(registered_labels);
+    let wanted = claim.max_jobs as usize;
+    let mut kinds: Vec<&String> = claim.kinds.iter().collect();
+    kinds.sort();
+    kinds.dedup();
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for kind in kinds {
+        let (open, constrained) = futures::try_join!(
+            open_candidates(transaction, kind, wanted, now),
+            constrained_candidates(transaction, kind, &offer, wanted, now),
+        )?;
+        candidates.extend(open);
+        candidates.extend(constrained);
+    }
+    candidates.sort_by_key(|candidate| (candidate.priority, candidate.seq));
+    candidates.truncate(wanted);
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let seqs: Vec<i64> = candidates.iter().map(|candidate| candidate.seq).collect();
+    // A job row someone else holds (a cancel in progress) is skipped, not waited for; its queue
+    // row stays, so the job is still pending for whoever comes next.
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ANY($1) AND state = 0 \
+         ORDER BY priority, seq FOR UPDATE SKIP LOCKED"
+    );
+    let rows = query(transaction, &sql, &[&seqs]).await?;
+    let mut loaded = Vec::with_capacity(rows.len());
+    for row in &rows {
+        loaded.push(job_from_row(row)?);
+    }
+    let mut befores = Vec::with_capacity(loaded.len());
+    let mut claimed = Vec::with_capacity(loaded.len());
+    let mut outputs_to_clear = Vec::new();
+    for (seq, mut job) in loaded {
+        if job.lifecycle.run_after > now {
+            continue;
+        }
+        let before = job.lifecycle.clone();
+        let lease = job
+            .lifecycle
+            .claim(claim.runner, now)
+            // The rows are locked pending jobs that are due, so a refusal here is a bug; as an
+            // error it rolls back the whole claim rather than leave some jobs claimed.
+            .map_err(|error| {
+                StoreError::Internal(format!("claim of candidate job {}: {error}", job.id))
+            })?;
+        if !job.outputs.is_empty() {
+            // Outputs belong to the attempt that recorded them: a new attempt starts without
+            // the leftovers of a failed or lost one.
+            outputs_to_clear.push(seq);
+            job.outputs.clear();
+        }
+        befores.push((seq, before));
+        claimed.push(ClaimedJob { job, lease });
+    }
+    let writes: Vec<LifecycleWrite<'_>> = befores
+        .iter()
+        .zip(&claimed)
+        .map(|((seq, before), claimed)| LifecycleWrite {
+            seq: *seq,
+            before,
+            after: &claimed.job.lifecycle,
+            result: None,
+            place: None,
+        })
+        .collect();
+    futures::try_join!(write_lifecycles(transaction, &writes), async {
+        if outputs_to_clear.is_empty() {
+            return Ok(0);
+        }
+        execute(
+            transaction,
+            "UPDATE jobs SET outputs = NULL WHERE seq = ANY($1)",
+            &[&outputs_to_clear],
+        )
+        .await
+    })?;
+    Ok(claimed)
+}
+
+/// The first `wanted` due jobs of `kind` without requirements, locked (skipping those other
+/// claims hold), in claim order.
+async fn open_candidates(
+    transaction: &Transaction<'_>,
+    kind: &str,
+    wanted: usize,
+    now: Timestamp,
+) -> Result<Vec<Candidate>, StoreError> {
+    let rows = query(
+        transaction,
+        "SELECT seq, priority FROM job_queue \
+         WHERE kind = $1 AND requirements IS NULL AND run_after <= $2 \
+         ORDER BY priority, seq LIMIT $3 FOR UPDATE SKIP LOCKED",
+        &[&kind, &now.as_millis(), &(wanted as i64)],
+    )
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Candidate {
+                seq: column(row, 0)?,
+                priority: column(row, 1)?,
+            })
+        })
+        .collect()
+}
+
+/// Due jobs of `kind` with requirements that `offer` meets, locked, in claim order.
+/// Requirements are checked here, not in SQL, so the scan is bounded: a claim reads at most
+/// `MAX_CLAIM_SCAN_PER_KIND` such jobs that this runner cannot take. Rows are read without a
+/// lock and only the matching ones are locked, so rows this runner cannot take are never held
+/// from a runner that can.
+async fn constrained_candidates(
+    transaction: &Transaction<'_>,
+    kind: &str,
+    offer: &Capabilities,
+    wanted: usize,
+    now: Timestamp,
+) -> Result<Vec<Candidate>, StoreError> {
+    let page_size = (wanted + 8).min(512) as i64;
+    let mut matching: Vec<i64> = Vec::new();
+    let mut scanned = 0usize;
+    let mut after: (i32, i64) = (i32::MIN, i64::MIN);
+    while matching.len() < wanted && scanned < MAX_CLAIM_SCAN_PER_KIND {
+        let rows = query(
+            transaction,
+            "SELECT seq, priority, requirements FROM job_queue \
+             WHERE kind = $1 AND requirements IS NOT NULL AND run_after <= $2 \
+               AND (priority, seq) > ($4, $5) \
+             ORDER BY priority, seq LIMIT $3",
+            &[&kind, &now.as_millis(), &page_size, &after.0, &after.1],
+        )
+        .await?;
+        let exhausted = (rows.len() as i64) < page_size;
+        scanned += rows.len();
+        for row in &rows {
+            let seq: i64 = column(row, 0)?;
+            let priority: i32 = column(row, 1)?;
+            let text: &str = column(row, 2)?;
+            after = (priority, seq);
+            let requirements = serde_json::from_str::<Value>(text)
+                .map_err(|error| error.to_string())
+                .and_then(|value| crate::encoding::capabilities_from_json(&value))
+                .map_err(|problem| {
+                    StoreError::Internal(format!("stored requirements of job row {seq}: {problem}"))
+                })?;
+            if matching.len() < wanted && requirements.are_met_by(offer) {
+                matching.push(seq);
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    if matching.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Rows claimed or cancelled since they were read are gone or locked, and skipped.
+    let rows = query(
+        transaction,
+        "SELECT seq, priority FROM job_queue WHERE seq = ANY($1) AND run_after <= $2 \
+         ORDER BY priority, seq FOR UPDATE SKIP LOCKED",
+        &[&matching, &now.as_millis()],
+    )
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Candidate {
+                seq: column(row, 0)?,
+                priority: column(row, 1)?,
+            })
+        })
+        .collect()
+}
+
+/// Job heartbeats, progress reports and log appends: activity by the lease holder (a claimed
+/// job becomes running), optionally extending the lease, recording progress, appending logs.
+pub(super) async fn activity(
+    transaction: &Transaction<'_>,
+    shared: &Shared,
+    call: JobCall,
+    progress: Option<Progress>,
+    entries: Vec<NewLogEntry>,
+    extend_lease: bool,
+    now: Timestamp,
+) -> Result<JobAck, StoreError> {
+    let (seq, job) = load_by_id(transaction, call.job, true).await?;
+    activity_on(
+        transaction,
+        shared,
+        call,
+        seq,
+        job,
+        progress,
+        entries,
+        extend_lease,
+        now,
+    )
+    .await
+    .map(|(_, ack)| ack)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn activity_on(
+    transaction: &Transaction<'_>,
+    shared: &Shared,
+    call: JobCall,
+    seq: i64,
+    mut job: JobRecord,
+    progress: Option<Progress>,
+    entries: Vec<NewLogEntry>,
+    extend_lease: bool,
+    now: Timestamp,
+) -> Result<(i64, JobAck), StoreError> {
+    let before = job.lifecycle.clone();
+    let lease = if extend_lease {
+        job.lifecycle
+            .extend_lease(call.runner, call.epoch, now)
+            .map(Some)
+    } else {
+        job.lifecycle
+            .record_activity(call.runner, call.epoch, now)
+            .map(|()| None)
+    }
+    .map_err(|error| StoreError::from_transition(error, &call.job.to_string(), "this call"))?;
+    if job.lifecycle != before {
+        write_one(transaction, seq, &before, &job, None).await?;
+    }
+    if let Some(progress) = progress {
+        execute(
+            transaction,
+            "UPDATE jobs SET progress_percent = $2, progress_message = $3 WHERE seq = $1",
+            &[&seq, &progress.percent, &progress.message],
+        )
+        .await?;
+    }
+    let next_seq = append_log_entries(transaction, shared, seq, entries, now).await?;
+    let ack = JobAck {
+        lease: lease.or_else(|| job.lifecycle.lease()),
+        cancel: job.lifecycle.cancel_requested(),
+        next_seq,
+    };
+    Ok((seq, ack))
+}
+
+/// Append entries to a job's log within its cap; answers the job's next sequence number. The
+/// caller holds the job's row lock, so the log's counters cannot move underneath.
+async fn append_log_entries(
+    transaction: &Transaction<'_>,
+    shared: &Shared,
+    job_seq: i64,
+    entries: Vec<NewLogEntry>,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let rows = query(
+        transaction,
+        "SELECT log_next_seq, log_bytes, log_truncated FROM jobs WHERE seq = $1",
+        &[&job_seq],
+    )
+    .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| StoreError::Internal(format!("job row {job_seq} vanished")))?;
+    let (mut next_seq, mut bytes, mut truncated): (i64, i64, bool) =
+        (column(row, 0)?, column(row, 1)?, column(row, 2)?);
+    if entries.is_empty() {
+        return Ok(next_seq as u64);
+    }
+    let cap = shared.log_cap_bytes.min(i64::MAX as u64) as i64;
+    let truncation_notice = format!(
+        "log truncated: this job's log reached its cap of {cap} bytes and later entries were dropped"
+    );
+    let mut batch = LogRows::default();
+    let insert_one = "INSERT INTO job_logs (job_seq, seq, ts, level, message, metadata) \
+                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_seq, seq) DO NOTHING";
+    for entry in entries {
+        let entry_seq = match entry.seq {
+            Some(seq) => i64::try_from(seq)
+                .map_err(|_| StoreError::Rejected(format!("log seq {seq} is too large")))?,
+            None => next_seq,
+        };
+        if entry.seq.is_some() && entry_seq < next_seq {
+            // Already stored (a retried batch) or a gap filled late: keep what is there. A late
+            // entry counts against the cap like any other, or out-of-order seqs would bypass it;
+            // past the cap a free slot gets the truncation notice, a taken one stays as it is.
+            if truncated {
+                continue;
+            }
+            let weight = entry.weight() as i64;
+            let over_cap = bytes + weight > cap;
+            let metadata = entry.metadata.as_ref().map(Value::to_string);
+            let (level, message, metadata) = if over_cap {
+                (level_code(LogLevel::Warn), truncation_notice.as_str(), None)
+            } else {
+                (level_code(entry.level), entry.message.as_str(), metadata)
+            };
+            // Earlier entries of this call may fill the same slot; they go in first.
+            batch.flush(transaction, job_seq).await?;
+            let inserted = execute(
+                transaction,
+                insert_one,
+                &[
+                    &job_seq,
+                    &entry_seq,
+                    &now.as_millis(),
+                    &(level as i16),
+                    &message,
+                    &metadata,
+                ],
+            )
+            .await?;
+            if inserted > 0 {
+                if over_cap {
+                    truncated = true;
+                } else {
+                    bytes += weight;
+                }
+            }
+            continue;
+        }
+        next_seq = entry_seq + 1;
+        if truncated {
+            continue;
+        }
+        let weight = entry.weight() as i64;
+        if bytes + weight > cap {
+            truncated = true;
+            batch.push(
+                entry_seq,
+                now,
+                LogLevel::Warn,
+                truncation_notice.clone(),
+                None,
+            );
+            continue;
+        }
+        bytes += weight;
+        let metadata = entry.metadata.as_ref().map(Value::to_string);
+        batch.push(entry_seq, now, entry.level, entry.message, metadata);
+    }
+    batch.flush(transaction, job_seq).await?;
+    execute(
+        transaction,
+        "UPDATE jobs SET log_next_seq = $2, log_bytes = $3, log_truncated = $4 WHERE seq = $1",
+        &[&job_seq, &next_seq, &bytes, &truncated],
+    )
+    .await?;
+    Ok(next_seq as u64)
+}
+
+/// Log entries to insert in one statement, column by column.
+#[derive(Default)]
+struct LogRows {
+    seqs: Vec<i64>,
+    timestamps: Vec<i64>,
+    levels: Vec<i16>,
+    messages: Vec<String>,
+    metadata: Vec<Option<String>>,
+}
+
+impl LogRows {
+    fn push(
+        &mut self,
+        seq: i64,
+        at: Timestamp,
+        level: LogLevel,
+        message: String,
+        metadata: Option<String>,
+    ) {
+        self.seqs.push(seq);
+        self.timestamps.push(at.as_millis());
+        self.levels.push(level_code(level) as i16);
+        self.messages.push(message);
+        self.metadata.push(metadata);
+    }
+
+    async fn flush(
+        &mut self,
+        transaction: &Transaction<'_>,
+        job_seq: i64,
+    ) -> Result<(), StoreError> {
+        if self.seqs.is_empty() {
+            return Ok(());
+        }
+        execute(
+            transaction,
+            "INSERT INTO job_logs (job_seq, seq, ts, level, message, metadata) \
+             SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::smallint[], $5::text[], $6::text[]) \
+             ON CONFLICT (job_seq, seq) DO NOTHING",
+            &[
+                &job_seq,
+                &self.seqs,
+                &self.timestamps,
+                &self.levels,
+                &self.messages,
+                &self.metadata,
+            ],
+        )
+        .await?;
+        *self = LogRows::default();
+        Ok(())
+    }
+}
+
+pub(super) async fn sync_dag(
+    transaction: &Transaction<'_>,
+    shared: &Shared,
+    call: JobCall,
+    dag: Value,
+    now: Timestamp,
+) -> Result<JobAck, StoreError> {
+    let (seq, job) = load_by_id(transaction, call.job, true).await?;
+    let (seq, ack) = activity_on(
+        transaction,
+        shared,
+        call,
+        seq,
+        job,
+        None,
+        Vec::new(),
+        false,
+        now,
+    )
+    .await?;
+    execute(
+        transaction,
+        "INSERT INTO job_dags (job_seq, dag, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (job_seq) DO UPDATE SET dag = excluded.dag, updated_at = excluded.updated_at",
+        &[&seq, &dag.to_string(), &now.as_millis()],
+    )
+    .await?;
+    Ok(ack)
+}
+
+/// The job's outputs with `recorded` added (a name recorded again names the new artifact), or
+/// `Rejected` when that would pass the per-job limit. Writes nothing.
+fn merged_outputs(
+    job: &JobRecord,
+    recorded: BTreeMap<String, ArtifactId>,
+) -> Result<BTreeMap<String, ArtifactId>, StoreError> {
+    let mut merged = job.outputs.clone();
+    merged.extend(recorded);
+    if merged.len() > MAX_JOB_OUTPUTS {
+        return Err(StoreError::Rejected(format!(
+            "outputs: a job records at most {MAX_JOB_OUTPUTS} outputs; job {} would have {}",
+            job.id,
+            merged.len()
+        )));
+    }
+    Ok(merged)
+}
+
+async fn write_outputs(
+    transaction: &Transaction<'_>,
+    seq: i64,
+    outputs: &BTreeMap<String, ArtifactId>,
+) -> Result<(), StoreError> {
+    execute(
+        transaction,
+        "UPDATE jobs SET outputs = $2 WHERE seq = $1",
+        &[&seq, &outputs_to_json(outputs)],
+    )
+    .await
+    .map(|_| ())
+}
+
+pub(super) async fn record_outputs(
+    transaction: &Transaction<'_>,
+    shared: &Shared,
+    call: JobCall,
+    outputs: BTreeMap<String, ArtifactId>,
+    now: Timestamp,
+) -> Result<RecordedOutputs, StoreError> {
+    let (seq, job) = load_by_id(transaction, call.job, true).await?;
+    job.lifecycle
+        .check_lease(call.runner, call.epoch)
+        .map_err(|error| StoreError::from_transition(error, &call.job.to_string(), "this call"))?;
+    // Every refusal (lease, limit) comes before the first write.
+    let merged = merged_outputs(&job, outputs)?;
+    let (seq, ack) = activity_on(
+        transaction,
+        shared,
+        call,
+        seq,
+        job,
+        None,
+        Vec::new(),
+        false,
+        now,
+    )
+    .await?;
+    write_outputs(transaction, seq, &merged).await?;
+    Ok(RecordedOutputs {
+        ack,
+        outputs: merged,
+    })
+}
+
+pub(super) async fn complete(
+    transaction: &Transaction<'_>,
+    call: JobCall,
+    result: Value,
+    outputs: BTreeMap<String, ArtifactId>,
+    now: Timestamp,
+) -> Result<JobRecord, StoreError> {
+    let (seq, mut job) = load_by_id(transaction, call.job, true).await?;
+    let before = job.lifecycle.clone();
+    job.lifecycle
+        .complete(call.runner, call.epoch, now)
+        .map_err(|error| StoreError::from_transition(error, &call.job.to_string(), "complete"))?;
+    let merged = if outputs.is_empty() {
+        None
+    } else {
+        Some(merged_outputs(&job, outputs)?)
+    };
+    write_one(transaction, seq, &before, &job, Some(result.to_string())).await?;
+    if let Some(merged) = merged {
+        write_outputs(transaction, seq, &merged).await?;
+        job.outputs = merged;
+    }
+    job.result = Some(result);
+    Ok(job)
+}
+
+pub(super) async fn complete_many(
+    transaction: &Transaction<'_>,
+    runner: RunnerId,
+    items: Vec<CompletionItem>,
+    now: Timestamp,
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let ids: Vec<Vec<u8>> = items
+        .iter()
+        .map(|item| item.job.as_bytes().to_vec())
+        .collect();
+    // Locked in one order (by seq) so two batches naming the same jobs cannot deadlock.
+    let sql =
+        format!("SELECT {LIFECYCLE_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY seq FOR UPDATE");
+    let rows = query(transaction, &sql, &[&ids]).await?;
+    let mut current: HashMap<JobId, (i64, JobLifecycle, JobLifecycle)> =
+        HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let (seq, lifecycle) = lifecycle_from_row(row)?;
+        current.insert(job_id_column(row, 18)?, (seq, lifecycle.clone(), lifecycle));
+    }
+    let mut answers = Vec::with_capacity(items.len());
+    let mut results: HashMap<i64, String> = HashMap::new();
+    for item in &items {
+        let Some((seq, _, lifecycle)) = current.get_mut(&item.job) else {
+            answers.push(Err(job_not_found(item.job)));
+            continue;
+        };
+        // Each item is checked on its own copy, so a refused item changes nothing.
+        let mut attempt = lifecycle.clone();
+        match attempt.complete(runner, item.epoch, now) {
+            Ok(()) => {
+                *lifecycle = attempt;
+                results.insert(*seq, item.result.to_string());
+                answers.push(Ok(()));
+            }
+            Err(error) => answers.push(Err(StoreError::from_transition(
+                error,
+                &item.job.to_string(),
+                "complete",
+            ))),
+        }
+    }
+    let writes: Vec<LifecycleWrite<'_>> = current
+        .values()
+        .filter(|(_, before, after)| before != after)
+        .map(|(seq, before, after)| LifecycleWrite {
+            seq: *seq,
+            before,
+            after,
+            result: results.remove(seq),
+            place: None,
+        })
+        .collect();
+    write_lifecycles(transaction, &writes).await?;
+    Ok(answers)
+}
+
+pub(super) async fn fail(
+    transaction: &Transaction<'_>,
+    call: JobCall,
+    error: JobError,
+    retryable: bool,
+    now: Timestamp,
+) -> Result<JobRecord, StoreError> {
+    let (_, job, ()) = transition(transaction, call.job, "fail", |lifecycle, seq| {
+        let jitter = jitter_for(seq, lifecycle.attempt);
+        lifecycle.fail(call.runner, call.epoch, error, retryable, jitter, now)
+    })
+    .await?;
+    if job.state() == JobState::Pending {
+        notify_pending(transaction).await?;
+    }
+    Ok(job)
+}
+
+/// Apply passed deadlines; answers what was done and whether any job went back to the queue.
+pub(super) async fn reap(
+    transaction: &Transaction<'_>,
+    now: Timestamp,
+    limit: u32,
+) -> Result<(ReapReport, bool), StoreError> {
+    let due = query(
+        transaction,
+        "SELECT seq FROM job_leases WHERE reap_at <= $1 ORDER BY reap_at LIMIT $2",
+        &[&now.as_millis(), &i64::from(limit)],
+    )
+    .await?;
+    let mut report = ReapReport::default();
+    if due.is_empty() {
+        return Ok((report, false));
+    }
+    let seqs: Vec<i64> = due
+        .iter()
+        .map(|row| column(row, 0))
+        .collect::<Result<_, _>>()?;
+    // Another coordinator's reaper may hold some of these: skipped, it applies them. A job seen
+    // here after the other one committed is re-checked on its fresh row, so no deadline is
+    // applied twice.
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ANY($1) FOR UPDATE SKIP LOCKED");
+    let rows = query(transaction, &sql, &[&seqs]).await?;
+    let mut changed: Vec<(i64, JobLifecycle, JobRecord)> = Vec::with_capacity(rows.len());
+    let mut stale_leases = Vec::new();
+    for row in &rows {
+        let (seq, mut job) = job_from_row(row)?;
+        if !job.state().is_leased() {
+            // A lease row left behind by a bug must not make the reaper spin on it.
+            stale_leases.push(seq);
+            continue;
+        }
+        let before = job.lifecycle.clone();
+        let jitter = jitter_for(seq, job.lifecycle.attempt);
+        let Some(outcome) = job.lifecycle.reap(jitter, now) else {
+            continue;
+        };
+        match outcome {
+            ReapOutcome::AttemptFailed(FailureReason::TimedOut) => report.timed_out += 1,
+            ReapOutcome::AttemptFailed(_) => report.lease_expired += 1,
+            ReapOutcome::CancelFinished => report.cancels_finished += 1,
+        }
+        changed.push((seq, before, job));
+    }
+    let requeued = changed
+        .iter()
+        .any(|(_, _, job)| job.state() == JobState::Pending);
+    let writes: Vec<LifecycleWrite<'_>> = changed
+        .iter()
+        .map(|(seq, before, job)| LifecycleWrite {
+            seq: *seq,
+            before,
+            after: &job.lifecycle,
+            result: None,
+            place: Some(QueuePlace::of(job)),
+        })
+        .collect();
+    write_lifecycles(transaction, &writes).await?;
+    if !stale_leases.is_empty() {
+        tracing::warn!(
+            count = stale_leases.len(),
+            "removed lease rows of jobs that are not leased"
+        );
+        execute(
+            transaction,
+            "DELETE FROM job_leases WHERE seq = ANY($1)",
+            &[&stale_leases],
+        )
+        .await?;
+    }
+    if requeued {
+        notify_pending(transaction).await?;
+    }
+    Ok((report, requeued))
+}
+
+pub(super) async fn read_logs(
+    client: &impl GenericClient,
+    id: JobId,
+    after_seq: Option<u64>,
+    limit: u32,
+) -> Result<LogPage, StoreError> {
+    let (seq, job) = load_by_id(client, id, false).await?;
+    let first = after_seq
+        .map_or(0, |after| after.saturating_add(1))
+        .min(i64::MAX as u64) as i64;
+    let rows = query(
+        client,
+        "SELECT seq, ts, level, message, metadata FROM job_logs \
+         WHERE job_seq = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+        &[&seq, &first, &i64::from(limit)],
+    )
+    .await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let metadata: Option<&str> = column(row, 4)?;
+        items.push(LogEntry {
+            seq: column::<i64>(row, 0)? as u64,
+            ts: Timestamp(column(row, 1)?),
+            level: level_from_code(i64::from(column::<i16>(row, 2)?)),
+            message: column(row, 3)?,
+            metadata: metadata.and_then(|text| serde_json::from_str(text).ok()),
+        });
+    }
+    let next_seq = items
+        .last()
+        .map_or(first as u64, |entry: &LogEntry| entry.seq + 1);
+    Ok(LogPage {
+        items,
+        next_seq,
+        job_finished: job.state().is_terminal(),
+    })
+}
+
+pub(super) async fn read_dag(
+    client: &impl GenericClient,
+    id: JobId,
+) -> Result<Option<Value>, StoreError> {
+    let (seq, _) = load_by_id(client, id, false).await?;
+    let rows = query(
+        client,
+        "SELECT dag FROM job_dags WHERE job_seq = $1",
+        &[&seq],
+    )
+    .await?;
+    rows.first()
+        .map(|row| {
+            let text: &str = column(row, 0)?;
+            serde_json::from_str(text)
+                .map_err(|error| StoreError::Internal(format!("stored DAG of job {id}: {error}")))
+        })
+        .transpose()
+}
+
+pub(super) async fn queue_depths(
+    client: &impl GenericClient,
+) -> Result<Vec<QueueDepth>, StoreError> {
+    let rows = query(
+        client,
+        "SELECT kind, state, count(*) FROM jobs GROUP BY kind, state",
+        &[],
+    )
+    .await?;
+    let mut depths = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let state: i16 = column(row, 1)?;
+        if let Some(state) = JobState::from_code(i64::from(state)) {
+            depths.push(QueueDepth {
+                kind: column(row, 0)?,
+                state,
+                count: column::<i64>(row, 2)? as u64,
+            });
+        }
+    }
+    Ok(depths)
+}

@@ -1,0 +1,491 @@
+//! The PostgreSQL backend, for several coordinators in front of one database.
+//!
+//! Every coordinator is stateless: all state is in the database, and every operation is one
+//! transaction that takes row locks in one order (a job's row first, then its queue or lease
+//! row), so coordinators never wait on each other in a cycle. Claims never wait at all: they
+//! take queue rows and job rows with `FOR UPDATE SKIP LOCKED`.
+//!
+//! Three tables carry a job (see `schema`): `jobs` holds every job for good and is updated in
+//! place (HOT updates, no index changes); `job_queue` holds a row exactly while the job is
+//! pending, and is all that claims read; `job_leases` holds a row exactly while the job is leased,
+//! and is all that the reaper reads. Finished jobs therefore never slow down claims or reaping.
+//!
+//! Wake-ups cross coordinators with `LISTEN`/`NOTIFY`: a commit that makes jobs claimable
+//! notifies [`PENDING_CHANNEL`], and every coordinator's listener moves its pending signal.
+
+mod jobs;
+mod rows;
+mod runners;
+mod schema;
+
+pub(crate) use schema::migrate_component;
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures::StreamExt;
+use muster_core::{
+    ArtifactId, JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId, RunnerRecord,
+    Timestamp,
+};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::{
+    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, NewRunner, Page,
+    PageRequest, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat, Store, StoreError, Submitted,
+};
+
+/// Settings of the PostgreSQL backend.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// A `postgres://` URL (libpq's key=value form works too).
+    pub url: String,
+    /// Bytes of log text kept per job; later entries are dropped after one truncation entry.
+    pub log_cap_bytes: u64,
+    /// Connections this coordinator keeps open at most (one more is used to listen for
+    /// wake-ups from other coordinators).
+    pub max_connections: usize,
+}
+
+/// Connections per coordinator when not configured.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+
+/// The channel a commit notifies when it may have made jobs claimable.
+pub const PENDING_CHANNEL: &str = "muster_pending";
+
+/// How long a call waits for a free connection, or for a new one to be made, before it gives up
+/// as unavailable: a coordinator whose database is gone answers 503 quickly instead of hanging.
+const CONNECTION_WAIT: Duration = Duration::from_secs(5);
+
+/// The PostgreSQL [`Store`].
+pub struct PostgresStore {
+    pool: Pool,
+    shared: Arc<Shared>,
+    pending_signal: watch::Receiver<u64>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+/// What operations need besides a connection.
+pub(crate) struct Shared {
+    pub(crate) log_cap_bytes: u64,
+    signal: watch::Sender<u64>,
+    /// Per runner, what it last declared when claiming and when that was written, so a claim
+    /// rewrites the runner's row only when something changed or a second passed.
+    pub(crate) runner_touches: Mutex<HashMap<RunnerId, (u64, i64)>>,
+}
+
+impl Shared {
+    fn signal_pending(&self) {
+        self.signal
+            .send_modify(|counter| *counter = counter.wrapping_add(1));
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PostgresStore {
+    /// Connect, apply missing migrations, and start listening for other coordinators' wake-ups.
+    pub async fn open(config: &PostgresConfig) -> Result<PostgresStore, StoreError> {
+        let mut connection_config = tokio_postgres::Config::from_str(&config.url)
+            .map_err(|error| StoreError::Rejected(format!("database URL: {error}")))?;
+        if connection_config.get_connect_timeout().is_none() {
+            connection_config.connect_timeout(CONNECTION_WAIT);
+        }
+        if connection_config.get_application_name().is_none() {
+            connection_config.application_name("muster");
+        }
+        // Dead peers (a database host that vanished without closing connections) are noticed.
+        connection_config.keepalives(true);
+        connection_config.keepalives_idle(Duration::from_secs(30));
+        let manager = Manager::from_config(
+            connection_config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.max_connections.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECTION_WAIT))
+            .create_timeout(Some(CONNECTION_WAIT))
+            .recycle_timeout(Some(CONNECTION_WAIT))
+            .build()
+            .map_err(|error| StoreError::Internal(format!("build the connection pool: {error}")))?;
+        let mut client = get_client(&pool).await?;
+        migrate_component(&mut client, "store", schema::STORE_MIGRATIONS).await?;
+        drop(client);
+        let (signal, pending_signal) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            log_cap_bytes: config.log_cap_bytes,
+            signal,
+            runner_touches: Mutex::new(HashMap::new()),
+        });
+        let listener = tokio::spawn(listen_for_wake_ups(
+            connection_config,
+            Arc::downgrade(&shared),
+        ));
+        Ok(PostgresStore {
+            pool,
+            shared,
+            pending_signal,
+            listener,
+        })
+    }
+
+    /// The connection pool, for the artifact store that keeps blobs in the same database.
+    pub fn pool(&self) -> Pool {
+        self.pool.clone()
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        get_client(&self.pool).await
+    }
+}
+
+async fn get_client(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
+    pool.get().await.map_err(|error| match error {
+        deadpool_postgres::PoolError::Backend(error) => map_postgres_error(error),
+        other => StoreError::Unavailable(format!("get a database connection: {other}")),
+    })
+}
+
+/// Keep one connection listening on [`PENDING_CHANNEL`] for as long as the store lives, and
+/// move the pending signal on every notification. While the connection is down, wake-ups from
+/// other coordinators are missed; waiting claims re-check on their own timer, and the signal is
+/// moved once the listener is back so they look at once.
+async fn listen_for_wake_ups(config: tokio_postgres::Config, shared: std::sync::Weak<Shared>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let mut messages =
+                    futures::stream::poll_fn(move |context| connection.poll_message(context));
+                let listen_statement = format!("LISTEN {PENDING_CHANNEL}");
+                // The connection must be polled for the LISTEN to complete.
+                let listening = {
+                    let listen = client.batch_execute(&listen_statement);
+                    tokio::pin!(listen);
+                    loop {
+                        tokio::select! {
+                            outcome = &mut listen => break outcome.is_ok(),
+                            message = messages.next() => match message {
+                                Some(Ok(_)) => continue,
+                                _ => break false,
+                            },
+                        }
+                    }
+                };
+                if listening {
+                    backoff = Duration::from_millis(100);
+                    match shared.upgrade() {
+                        Some(shared) => shared.signal_pending(),
+                        None => return,
+                    }
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(AsyncMessage::Notification(_)) => match shared.upgrade() {
+                                Some(shared) => shared.signal_pending(),
+                                None => return,
+                            },
+                            Ok(_) => {}
+                            Err(error) => {
+                                tracing::warn!(%error, "the wake-up listener lost its database connection; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                }
+                drop(client);
+            }
+            Err(error) => {
+                tracing::debug!(%error, "the wake-up listener cannot connect yet");
+            }
+        }
+        if shared.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Map a driver error to what callers can act on: a lost or refused connection, or a server
+/// that is shutting down, out of resources, or that broke a tie between transactions
+/// (serialization failure, deadlock), is "unavailable" (worth a retry); anything else is a bug.
+pub(crate) fn map_postgres_error(error: tokio_postgres::Error) -> StoreError {
+    if let Some(database_error) = error.as_db_error() {
+        let code = database_error.code().code();
+        let retryable = ["08", "53", "57", "58", "40"]
+            .iter()
+            .any(|class| code.starts_with(class));
+        return if retryable {
+            StoreError::Unavailable(format!("database: {database_error}"))
+        } else {
+            StoreError::Internal(format!("database: {database_error}"))
+        };
+    }
+    let is_io = std::error::Error::source(&error)
+        .is_some_and(|source| source.downcast_ref::<std::io::Error>().is_some());
+    if error.is_closed() || is_io || error.to_string().contains("connect") {
+        StoreError::Unavailable(format!("database connection: {error}"))
+    } else {
+        StoreError::Internal(format!("database: {error}"))
+    }
+}
+
+/// Run `$body` (an expression using the transaction named `$transaction`) in one transaction
+/// and commit it. An error anywhere drops the transaction, which rolls it back.
+macro_rules! in_transaction {
+    ($store:expr, $transaction:ident => $body:expr) => {{
+        let mut client = $store.client().await?;
+        let $transaction = client.transaction().await.map_err(map_postgres_error)?;
+        let answer = $body.await?;
+        $transaction.commit().await.map_err(map_postgres_error)?;
+        answer
+    }};
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn submit_jobs(&self, new_jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
+        let answers = in_transaction!(self, transaction => jobs::submit(&transaction, new_jobs));
+        if answers.iter().any(|answer: &Submitted| answer.created) {
+            self.shared.signal_pending();
+        }
+        Ok(answers)
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<JobRecord, StoreError> {
+        let client = self.client().await?;
+        jobs::load_by_id(&client, id, false)
+            .await
+            .map(|(_, job)| job)
+    }
+
+    async fn list_jobs(
+        &self,
+        filter: JobFilter,
+        page: PageRequest,
+    ) -> Result<Page<JobRecord>, StoreError> {
+        let client = self.client().await?;
+        jobs::list(&client, &filter, &page).await
+    }
+
+    async fn cancel_job(
+        &self,
+        id: JobId,
+        grace_ms: i64,
+        now: Timestamp,
+    ) -> Result<JobRecord, StoreError> {
+        Ok(in_transaction!(self, transaction => jobs::cancel(&transaction, id, grace_ms, now)))
+    }
+
+    async fn retry_job(&self, id: JobId, now: Timestamp) -> Result<JobRecord, StoreError> {
+        let job = in_transaction!(self, transaction => jobs::retry(&transaction, id, now));
+        self.shared.signal_pending();
+        Ok(job)
+    }
+
+    async fn claim_jobs(
+        &self,
+        claim: ClaimRequest,
+        now: Timestamp,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        Ok(
+            in_transaction!(self, transaction => jobs::claim(&transaction, &self.shared, &claim, now)),
+        )
+    }
+
+    async fn job_heartbeat(
+        &self,
+        call: JobCall,
+        progress: Option<Progress>,
+        events: Vec<NewLogEntry>,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError> {
+        Ok(in_transaction!(self, transaction => jobs::activity(
+            &transaction, &self.shared, call, progress, events, true, now
+        )))
+    }
+
+    async fn report_progress(
+        &self,
+        call: JobCall,
+        progress: Progress,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError> {
+        Ok(in_transaction!(self, transaction => jobs::activity(
+            &transaction, &self.shared, call, Some(progress), Vec::new(), false, now
+        )))
+    }
+
+    async fn append_logs(
+        &self,
+        call: JobCall,
+        entries: Vec<NewLogEntry>,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError> {
+        Ok(in_transaction!(self, transaction => jobs::activity(
+            &transaction, &self.shared, call, None, entries, false, now
+        )))
+    }
+
+    async fn sync_dag(
+        &self,
+        call: JobCall,
+        dag: Value,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError> {
+        Ok(
+            in_transaction!(self, transaction => jobs::sync_dag(&transaction, &self.shared, call, dag, now)),
+        )
+    }
+
+    async fn complete_job(
+        &self,
+        call: JobCall,
+        result: Value,
+        outputs: BTreeMap<String, ArtifactId>,
+        now: Timestamp,
+    ) -> Result<JobRecord, StoreError> {
+        Ok(
+            in_transaction!(self, transaction => jobs::complete(&transaction, call, result, outputs, now)),
+        )
+    }
+
+    async fn record_outputs(
+        &self,
+        call: JobCall,
+        outputs: BTreeMap<String, ArtifactId>,
+        now: Timestamp,
+    ) -> Result<RecordedOutputs, StoreError> {
+        Ok(in_transaction!(self, transaction => jobs::record_outputs(
+            &transaction, &self.shared, call, outputs, now
+        )))
+    }
+
+    async fn complete_jobs(
+        &self,
+        runner: RunnerId,
+        items: Vec<CompletionItem>,
+        now: Timestamp,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(
+            in_transaction!(self, transaction => jobs::complete_many(&transaction, runner, items, now)),
+        )
+    }
+
+    async fn fail_job(
+        &self,
+        call: JobCall,
+        error: JobError,
+        retryable: bool,
+        now: Timestamp,
+    ) -> Result<JobRecord, StoreError> {
+        let job = in_transaction!(self, transaction => jobs::fail(&transaction, call, error, retryable, now));
+        if job.state() == muster_core::JobState::Pending {
+            self.shared.signal_pending();
+        }
+        Ok(job)
+    }
+
+    async fn read_logs(
+        &self,
+        id: JobId,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<LogPage, StoreError> {
+        let client = self.client().await?;
+        jobs::read_logs(&client, id, after_seq, limit).await
+    }
+
+    async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError> {
+        let client = self.client().await?;
+        jobs::read_dag(&client, id).await
+    }
+
+    async fn reap(&self, now: Timestamp, limit: u32) -> Result<ReapReport, StoreError> {
+        let (report, requeued) =
+            in_transaction!(self, transaction => jobs::reap(&transaction, now, limit));
+        if requeued {
+            self.shared.signal_pending();
+        }
+        Ok(report)
+    }
+
+    async fn create_runner(&self, runner: NewRunner) -> Result<RunnerRecord, StoreError> {
+        let client = self.client().await?;
+        runners::create(&client, &runner).await?;
+        runners::get(&client, runner.id).await
+    }
+
+    async fn get_runner(&self, id: RunnerId) -> Result<RunnerRecord, StoreError> {
+        let client = self.client().await?;
+        runners::get(&client, id).await
+    }
+
+    async fn list_runners(&self, page: PageRequest) -> Result<Page<RunnerRecord>, StoreError> {
+        let client = self.client().await?;
+        runners::list(&client, &page).await
+    }
+
+    async fn delete_runner(&self, id: RunnerId, now: Timestamp) -> Result<(), StoreError> {
+        let requeued = in_transaction!(self, transaction => runners::delete(&transaction, id, now));
+        if let Ok(mut touches) = self.shared.runner_touches.lock() {
+            touches.remove(&id);
+        }
+        if requeued {
+            self.shared.signal_pending();
+        }
+        Ok(())
+    }
+
+    async fn runner_by_token_hash(
+        &self,
+        token_hash: [u8; 32],
+    ) -> Result<Option<RunnerId>, StoreError> {
+        let client = self.client().await?;
+        runners::by_token_hash(&client, &token_hash).await
+    }
+
+    async fn runner_heartbeat(
+        &self,
+        beat: RunnerBeat,
+        now: Timestamp,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let client = self.client().await?;
+        runners::heartbeat(&client, &beat, now).await
+    }
+
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        let client = self.client().await?;
+        jobs::queue_depths(&client).await
+    }
+
+    fn pending_signal(&self) -> watch::Receiver<u64> {
+        self.pending_signal.clone()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(map_postgres_error)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,439 @@
+//! Mapping between PostgreSQL rows and domain values, and the one statement that writes a job's
+//! lifecycle back together with the queue and lease rows that mirror it.
+
+use std::collections::BTreeMap;
+
+use muster_core::{
+    Capabilities, FailureReason, JobError, JobId, JobLifecycle, JobPolicy, JobRecord, JobState,
+    Progress, RunnerId, Timestamp,
+};
+use serde_json::Value;
+use tokio_postgres::Row;
+use tokio_postgres::types::FromSql;
+
+use super::map_postgres_error;
+use crate::StoreError;
+use crate::encoding::{capabilities_from_json, inputs_from_json, outputs_from_json};
+
+macro_rules! lifecycle_columns {
+    () => {
+        "seq, state, max_attempts, timeout_s, lease_ttl_s, backoff_base_s, attempt, lease_epoch, \
+         runner_id, run_after, lease_expires_at, attempt_deadline_at, cancel_deadline_at, \
+         claimed_at, started_at, finished_at, error_reason, error_message"
+    };
+}
+
+/// The columns [`lifecycle_from_row`] reads, then the job's id: what a state change needs and
+/// nothing else, so batch completions do not decode payloads.
+pub(crate) const LIFECYCLE_COLUMNS: &str = concat!(lifecycle_columns!(), ", id");
+
+/// The columns [`job_from_row`] reads: the lifecycle columns first, then the rest of the job.
+pub(crate) const JOB_COLUMNS: &str = concat!(
+    lifecycle_columns!(),
+    ", id, kind, priority, payload, requirements, idempotency_key, created_at, \
+     progress_percent, progress_message, result, inputs, outputs"
+);
+
+fn corrupt(column: usize, problem: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("stored job, column {column}: {problem}"))
+}
+
+pub(crate) fn column<'row, T: FromSql<'row>>(
+    row: &'row Row,
+    index: usize,
+) -> Result<T, StoreError> {
+    row.try_get(index).map_err(map_postgres_error)
+}
+
+fn timestamp_column(row: &Row, index: usize) -> Result<Option<Timestamp>, StoreError> {
+    Ok(column::<Option<i64>>(row, index)?.map(Timestamp))
+}
+
+fn u32_column(row: &Row, index: usize) -> Result<u32, StoreError> {
+    let value: i64 = column(row, index)?;
+    u32::try_from(value).map_err(|_| corrupt(index, format!("{value} is out of range")))
+}
+
+fn json_column(row: &Row, index: usize) -> Result<Option<Value>, StoreError> {
+    column::<Option<&str>>(row, index)?
+        .map(|text| serde_json::from_str(text).map_err(|error| corrupt(index, error)))
+        .transpose()
+}
+
+pub(crate) fn runner_id_column(row: &Row, index: usize) -> Result<Option<RunnerId>, StoreError> {
+    column::<Option<&[u8]>>(row, index)?
+        .map(|bytes| RunnerId::from_slice(bytes).ok_or_else(|| corrupt(index, "bad runner id")))
+        .transpose()
+}
+
+pub(crate) fn job_id_column(row: &Row, index: usize) -> Result<JobId, StoreError> {
+    let bytes: &[u8] = column(row, index)?;
+    JobId::from_slice(bytes).ok_or_else(|| corrupt(index, "bad job id"))
+}
+
+/// Read the leading lifecycle columns of a row; answers the row's `seq` and the lifecycle.
+pub(crate) fn lifecycle_from_row(row: &Row) -> Result<(i64, JobLifecycle), StoreError> {
+    let seq: i64 = column(row, 0)?;
+    let state_code: i16 = column(row, 1)?;
+    let state = JobState::from_code(i64::from(state_code))
+        .ok_or_else(|| corrupt(1, format!("unknown state {state_code}")))?;
+    let error = match column::<Option<String>>(row, 16)? {
+        Some(reason) => Some(JobError {
+            reason: reason
+                .parse::<FailureReason>()
+                .map_err(|()| corrupt(16, format!("unknown reason {reason}")))?,
+            message: column::<Option<String>>(row, 17)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    let lifecycle = JobLifecycle {
+        state,
+        policy: JobPolicy {
+            max_attempts: u32_column(row, 2)?,
+            timeout_s: u32_column(row, 3)?,
+            lease_ttl_s: u32_column(row, 4)?,
+            backoff_base_s: u32_column(row, 5)?,
+        },
+        attempt: u32_column(row, 6)?,
+        lease_epoch: column::<i64>(row, 7)? as u64,
+        runner_id: runner_id_column(row, 8)?,
+        run_after: Timestamp(column(row, 9)?),
+        lease_expires_at: timestamp_column(row, 10)?,
+        attempt_deadline_at: timestamp_column(row, 11)?,
+        cancel_deadline_at: timestamp_column(row, 12)?,
+        claimed_at: timestamp_column(row, 13)?,
+        started_at: timestamp_column(row, 14)?,
+        finished_at: timestamp_column(row, 15)?,
+        error,
+    };
+    Ok((seq, lifecycle))
+}
+
+/// Read a row selected with [`JOB_COLUMNS`]; answers the row's `seq` and the job.
+pub(crate) fn job_from_row(row: &Row) -> Result<(i64, JobRecord), StoreError> {
+    let (seq, lifecycle) = lifecycle_from_row(row)?;
+    let requirements = match json_column(row, 22)? {
+        Some(value) => capabilities_from_json(&value).map_err(|problem| corrupt(22, problem))?,
+        None => Capabilities::default(),
+    };
+    let job = JobRecord {
+        id: job_id_column(row, 18)?,
+        kind: column(row, 19)?,
+        priority: column(row, 20)?,
+        payload: json_column(row, 21)?.unwrap_or(Value::Null),
+        requirements,
+        idempotency_key: column(row, 23)?,
+        created_at: Timestamp(column(row, 24)?),
+        progress: Progress {
+            percent: column(row, 25)?,
+            message: column(row, 26)?,
+        },
+        result: json_column(row, 27)?,
+        inputs: match json_column(row, 28)? {
+            Some(value) => inputs_from_json(&value).map_err(|problem| corrupt(28, problem))?,
+            None => Vec::new(),
+        },
+        outputs: match json_column(row, 29)? {
+            Some(value) => outputs_from_json(&value).map_err(|problem| corrupt(29, problem))?,
+            None => BTreeMap::new(),
+        },
+        lifecycle,
+    };
+    Ok((seq, job))
+}
+
+/// Where a job sits in the claim order, for its queue row.
+#[derive(Debug, Clone)]
+pub(crate) struct QueuePlace {
+    pub(crate) kind: String,
+    pub(crate) priority: i32,
+    /// The requirements as stored in `jobs.requirements` (`None` when anyone may take the job).
+    pub(crate) requirements: Option<String>,
+}
+
+impl QueuePlace {
+    pub(crate) fn of(job: &JobRecord) -> QueuePlace {
+        QueuePlace {
+            kind: job.kind.clone(),
+            priority: job.priority,
+            requirements: (!job.requirements.is_empty())
+                .then(|| crate::encoding::capabilities_to_json(&job.requirements).to_string()),
+        }
+    }
+}
+
+/// One job's new lifecycle to write, with what it was before (to know which queue and lease rows
+/// to add or remove) and, when it may become pending, where it goes in the queue.
+pub(crate) struct LifecycleWrite<'a> {
+    pub(crate) seq: i64,
+    pub(crate) before: &'a JobLifecycle,
+    pub(crate) after: &'a JobLifecycle,
+    pub(crate) result: Option<String>,
+    pub(crate) place: Option<QueuePlace>,
+}
+
+/// Write back the lifecycles (and results, when given) of many jobs in one statement, and bring
+/// their queue and lease rows in line: a queue row exactly while pending, a lease row exactly
+/// while leased. The caller holds the jobs' row locks.
+pub(crate) async fn write_lifecycles(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    writes: &[LifecycleWrite<'_>],
+) -> Result<(), StoreError> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let millis = |at: Option<Timestamp>| at.map(Timestamp::as_millis);
+    let mut seqs = Vec::with_capacity(writes.len());
+    let mut states = Vec::with_capacity(writes.len());
+    let mut attempts = Vec::with_capacity(writes.len());
+    let mut epochs = Vec::with_capacity(writes.len());
+    let mut runner_ids = Vec::with_capacity(writes.len());
+    let mut run_afters = Vec::with_capacity(writes.len());
+    let mut lease_expirations = Vec::with_capacity(writes.len());
+    let mut attempt_deadlines = Vec::with_capacity(writes.len());
+    let mut cancel_deadlines = Vec::with_capacity(writes.len());
+    let mut claimed_ats = Vec::with_capacity(writes.len());
+    let mut started_ats = Vec::with_capacity(writes.len());
+    let mut finished_ats = Vec::with_capacity(writes.len());
+    let mut error_reasons = Vec::with_capacity(writes.len());
+    let mut error_messages = Vec::with_capacity(writes.len());
+    let mut results = Vec::with_capacity(writes.len());
+
+    let mut unqueued = Vec::new();
+    let mut queued = QueueRows::default();
+    let mut released = Vec::new();
+    let mut leased = LeaseRows::default();
+    for write in writes {
+        let after = write.after;
+        seqs.push(write.seq);
+        states.push(after.state.code() as i16);
+        attempts.push(i64::from(after.attempt));
+        epochs.push(after.lease_epoch as i64);
+        runner_ids.push(after.runner_id.map(|id| id.as_bytes().to_vec()));
+        run_afters.push(after.run_after.as_millis());
+        lease_expirations.push(millis(after.lease_expires_at));
+        attempt_deadlines.push(millis(after.attempt_deadline_at));
+        cancel_deadlines.push(millis(after.cancel_deadline_at));
+        claimed_ats.push(millis(after.claimed_at));
+        started_ats.push(millis(after.started_at));
+        finished_ats.push(millis(after.finished_at));
+        error_reasons.push(after.error.as_ref().map(|error| error.reason.as_str()));
+        error_messages.push(after.error.as_ref().map(|error| error.message.as_str()));
+        results.push(write.result.as_deref());
+
+        let was_pending = write.before.state == JobState::Pending;
+        if after.state == JobState::Pending {
+            if !was_pending || write.before.run_after != after.run_after {
+                let place = write.place.as_ref().ok_or_else(|| {
+                    StoreError::Internal(format!(
+                        "job row {} became pending without its queue place",
+                        write.seq
+                    ))
+                })?;
+                queued.push(write.seq, place, after.run_after.as_millis());
+            }
+        } else if was_pending {
+            unqueued.push(write.seq);
+        }
+        let lease_of = |lifecycle: &JobLifecycle| {
+            lifecycle.state.is_leased().then(|| {
+                (
+                    lifecycle.runner_id,
+                    lifecycle.reap_at().map_or(i64::MAX, Timestamp::as_millis),
+                )
+            })
+        };
+        match (lease_of(write.before), lease_of(after)) {
+            (before, Some((Some(runner), reap_at))) if before != Some((Some(runner), reap_at)) => {
+                leased.push(write.seq, runner, reap_at);
+            }
+            (Some(_), None) | (Some(_), Some((None, _))) => released.push(write.seq),
+            _ => {}
+        }
+    }
+
+    let update = transaction
+        .prepare_cached(
+            "UPDATE jobs SET state = u.state, attempt = u.attempt, lease_epoch = u.lease_epoch, \
+             runner_id = u.runner_id, run_after = u.run_after, lease_expires_at = u.lease_expires_at, \
+             attempt_deadline_at = u.attempt_deadline_at, cancel_deadline_at = u.cancel_deadline_at, \
+             claimed_at = u.claimed_at, started_at = u.started_at, finished_at = u.finished_at, \
+             error_reason = u.error_reason, error_message = u.error_message, \
+             result = coalesce(u.result, jobs.result) \
+             FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::bytea[], \
+                         $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], \
+                         $11::bigint[], $12::bigint[], $13::text[], $14::text[], $15::text[]) \
+               AS u(seq, state, attempt, lease_epoch, runner_id, run_after, lease_expires_at, \
+                    attempt_deadline_at, cancel_deadline_at, claimed_at, started_at, finished_at, \
+                    error_reason, error_message, result) \
+             WHERE jobs.seq = u.seq",
+        )
+        .await
+        .map_err(map_postgres_error)?;
+    let update_jobs = async {
+        transaction
+            .execute(
+                &update,
+                &[
+                    &seqs,
+                    &states,
+                    &attempts,
+                    &epochs,
+                    &runner_ids,
+                    &run_afters,
+                    &lease_expirations,
+                    &attempt_deadlines,
+                    &cancel_deadlines,
+                    &claimed_ats,
+                    &started_ats,
+                    &finished_ats,
+                    &error_reasons,
+                    &error_messages,
+                    &results,
+                ],
+            )
+            .await
+            .map_err(map_postgres_error)
+    };
+    // The statements go out together on the one connection (the driver pipelines them), so the
+    // bookkeeping rows cost no extra round trips.
+    let (updated, (), (), (), ()) = futures::try_join!(
+        update_jobs,
+        delete_queue_rows(transaction, &unqueued),
+        queued.insert(transaction),
+        delete_lease_rows(transaction, &released),
+        leased.upsert(transaction),
+    )?;
+    if updated != seqs.len() as u64 {
+        return Err(StoreError::Internal(format!(
+            "wrote {updated} of {} job rows",
+            seqs.len()
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) async fn delete_queue_rows(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    seqs: &[i64],
+) -> Result<(), StoreError> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let statement = transaction
+        .prepare_cached("DELETE FROM job_queue WHERE seq = ANY($1)")
+        .await
+        .map_err(map_postgres_error)?;
+    transaction
+        .execute(&statement, &[&seqs])
+        .await
+        .map_err(map_postgres_error)?;
+    Ok(())
+}
+
+async fn delete_lease_rows(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    seqs: &[i64],
+) -> Result<(), StoreError> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let statement = transaction
+        .prepare_cached("DELETE FROM job_leases WHERE seq = ANY($1)")
+        .await
+        .map_err(map_postgres_error)?;
+    transaction
+        .execute(&statement, &[&seqs])
+        .await
+        .map_err(map_postgres_error)?;
+    Ok(())
+}
+
+/// Queue rows to add (or whose due time to move), column by column.
+#[derive(Default)]
+pub(crate) struct QueueRows {
+    seqs: Vec<i64>,
+    kinds: Vec<String>,
+    priorities: Vec<i32>,
+    run_afters: Vec<i64>,
+    requirements: Vec<Option<String>>,
+}
+
+impl QueueRows {
+    pub(crate) fn push(&mut self, seq: i64, place: &QueuePlace, run_after: i64) {
+        self.seqs.push(seq);
+        self.kinds.push(place.kind.clone());
+        self.priorities.push(place.priority);
+        self.run_afters.push(run_after);
+        self.requirements.push(place.requirements.clone());
+    }
+
+    pub(crate) async fn insert(
+        &self,
+        transaction: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<(), StoreError> {
+        if self.seqs.is_empty() {
+            return Ok(());
+        }
+        let statement = transaction
+            .prepare_cached(
+                "INSERT INTO job_queue (seq, kind, priority, run_after, requirements) \
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::bigint[], $5::text[]) \
+                 ON CONFLICT (seq) DO UPDATE SET run_after = excluded.run_after",
+            )
+            .await
+            .map_err(map_postgres_error)?;
+        transaction
+            .execute(
+                &statement,
+                &[
+                    &self.seqs,
+                    &self.kinds,
+                    &self.priorities,
+                    &self.run_afters,
+                    &self.requirements,
+                ],
+            )
+            .await
+            .map_err(map_postgres_error)?;
+        Ok(())
+    }
+}
+
+/// Lease rows to add or move, column by column.
+#[derive(Default)]
+struct LeaseRows {
+    seqs: Vec<i64>,
+    runner_ids: Vec<Vec<u8>>,
+    reap_ats: Vec<i64>,
+}
+
+impl LeaseRows {
+    fn push(&mut self, seq: i64, runner: RunnerId, reap_at: i64) {
+        self.seqs.push(seq);
+        self.runner_ids.push(runner.as_bytes().to_vec());
+        self.reap_ats.push(reap_at);
+    }
+
+    async fn upsert(
+        &self,
+        transaction: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<(), StoreError> {
+        if self.seqs.is_empty() {
+            return Ok(());
+        }
+        let statement = transaction
+            .prepare_cached(
+                "INSERT INTO job_leases (seq, runner_id, reap_at) \
+                 SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bigint[]) \
+                 ON CONFLICT (seq) DO UPDATE SET runner_id = excluded.runner_id, reap_at = excluded.reap_at",
+            )
+            .await
+            .map_err(map_postgres_error)?;
+        transaction
+            .execute(&statement, &[&self.seqs, &self.runner_ids, &self.reap_ats])
+            .await
+            .map_err(map_postgres_error)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+//! The PostgreSQL schema, as numbered migrations per component, tracked in `muster_schema`.
+//!
+//! Several coordinators may start at once against one database: each applies migrations under
+//! a transaction-scoped advisory lock, so exactly one of them applies a given migration and the
+//! others see it done.
+
+use deadpool_postgres::Client;
+
+use super::map_postgres_error;
+use crate::StoreError;
+
+/// The advisory lock key every coordinator takes while migrating ("muster" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6d75_7374_6572;
+
+/// The job store's migrations. Applied in order, each once; never edit one that has shipped.
+pub(crate) const STORE_MIGRATIONS: &[&str] = &[r#"
+-- Every job's record, for the life of the job and after. Its only indexes are on columns that
+-- never change, so state changes are HOT updates (fillfactor leaves room on each page for them)
+-- and finished jobs piling up cost the claim path nothing: claims never scan this table.
+CREATE TABLE jobs (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id BYTEA NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    state SMALLINT NOT NULL,
+    priority INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    requirements TEXT,
+    idempotency_key TEXT,
+    max_attempts BIGINT NOT NULL,
+    timeout_s BIGINT NOT NULL,
+    lease_ttl_s BIGINT NOT NULL,
+    backoff_base_s BIGINT NOT NULL,
+    attempt BIGINT NOT NULL DEFAULT 0,
+    lease_epoch BIGINT NOT NULL DEFAULT 0,
+    runner_id BYTEA,
+    run_after BIGINT NOT NULL,
+    lease_expires_at BIGINT,
+    attempt_deadline_at BIGINT,
+    cancel_deadline_at BIGINT,
+    created_at BIGINT NOT NULL,
+    claimed_at BIGINT,
+    started_at BIGINT,
+    finished_at BIGINT,
+    progress_percent DOUBLE PRECISION NOT NULL DEFAULT 0,
+    progress_message TEXT,
+    result TEXT,
+    error_reason TEXT,
+    error_message TEXT,
+    log_next_seq BIGINT NOT NULL DEFAULT 0,
+    log_bytes BIGINT NOT NULL DEFAULT 0,
+    log_truncated BOOLEAN NOT NULL DEFAULT false,
+    inputs TEXT,
+    outputs TEXT
+) WITH (fillfactor = 70);
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX jobs_kind ON jobs (kind, seq);
+
+-- The claimable jobs, and only they: a row exists exactly while its job is pending. Claims read
+-- these two indexes alone, in claim order per kind; a claimed job's row is deleted, so the
+-- indexes stay as small as the queue. Jobs without requirements (any runner of the kind can take
+-- them) are kept apart so no pile of jobs nobody can take hides them; run_after is a key column
+-- so jobs waiting out a retry backoff are skipped inside the index. The table churns (a row per
+-- claim), so its autovacuum runs on a fixed count of dead rows instead of a fraction.
+CREATE TABLE job_queue (
+    seq BIGINT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    run_after BIGINT NOT NULL,
+    requirements TEXT
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000,
+        autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0.02);
+CREATE INDEX job_queue_open ON job_queue (kind, priority, seq, run_after) WHERE requirements IS NULL;
+CREATE INDEX job_queue_constrained ON job_queue (kind, priority, seq, run_after) WHERE requirements IS NOT NULL;
+
+-- The leased jobs (claimed, running, cancelling), and only they, by their next deadline: what
+-- the reaper reads, and what a runner holds.
+CREATE TABLE job_leases (
+    seq BIGINT PRIMARY KEY,
+    runner_id BYTEA NOT NULL,
+    reap_at BIGINT NOT NULL
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000,
+        autovacuum_vacuum_cost_delay = 0);
+CREATE INDEX job_leases_reap ON job_leases (reap_at);
+CREATE INDEX job_leases_runner ON job_leases (runner_id);
+
+CREATE TABLE job_logs (
+    job_seq BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    ts BIGINT NOT NULL,
+    level SMALLINT NOT NULL,
+    message TEXT NOT NULL,
+    metadata TEXT,
+    PRIMARY KEY (job_seq, seq)
+);
+
+CREATE TABLE job_dags (
+    job_seq BIGINT PRIMARY KEY,
+    dag TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+CREATE TABLE runners (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id BYTEA NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    organization_id TEXT,
+    labels TEXT NOT NULL,
+    kinds TEXT NOT NULL DEFAULT '[]',
+    offer TEXT,
+    hostname TEXT,
+    version TEXT,
+    draining BOOLEAN NOT NULL DEFAULT false,
+    token_hash BYTEA,
+    created_at BIGINT NOT NULL,
+    last_heartbeat_at BIGINT,
+    last_seen_at BIGINT,
+    deleted_at BIGINT
+);
+CREATE UNIQUE INDEX runners_token ON runners (token_hash) WHERE token_hash IS NOT NULL;
+"#];
+
+/// Bring `component`'s schema up to date: apply the migrations of `migrations` not yet applied,
+/// each in the same transaction as the record of it.
+pub(crate) async fn migrate_component(
+    client: &mut Client,
+    component: &str,
+    migrations: &[&str],
+) -> Result<(), StoreError> {
+    let transaction = client.transaction().await.map_err(map_postgres_error)?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(map_postgres_error)?;
+    transaction
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS muster_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL)",
+        )
+        .await
+        .map_err(map_postgres_error)?;
+    let applied: i32 = transaction
+        .query_opt(
+            "SELECT version FROM muster_schema WHERE component = $1",
+            &[&component],
+        )
+        .await
+        .map_err(map_postgres_error)?
+        .map(|row| row.get(0))
+        .unwrap_or(0);
+    let applied = usize::try_from(applied).unwrap_or(0);
+    if applied > migrations.len() {
+        return Err(StoreError::Unavailable(format!(
+            "the database's {component} schema is version {applied}, newer than this muster knows ({}); upgrade muster",
+            migrations.len()
+        )));
+    }
+    for (index, migration) in migrations.iter().enumerate().skip(applied) {
+        transaction
+            .batch_execute(migration)
+            .await
+            .map_err(map_postgres_error)?;
+        let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
+        transaction
+            .execute(
+                "INSERT INTO muster_schema (component, version) VALUES ($1, $2) \
+                 ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                &[&component, &version],
+            )
+            .await
+            .map_err(map_postgres_error)?;
+    }
+    transaction.commit().await.map_err(map_postgres_error)
+}
