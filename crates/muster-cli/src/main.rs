@@ -74,8 +74,15 @@ pub(crate) struct ServerArgs {
     pub(crate) data_dir: PathBuf,
     /// Store URL; omit for the embedded SQLite file in the data directory (`sqlite:PATH` names
     /// another file).
+    ///
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` stores everything in PostgreSQL, where
+    /// several coordinators can share it; each coordinator then needs the same
+    /// `MUSTER_ADMIN_TOKEN`.
     #[arg(long, env = "MUSTER_DATABASE_URL")]
     pub(crate) database: Option<String>,
+    /// PostgreSQL connections this coordinator opens at most (one more listens for wake-ups).
+    #[arg(long, env = "MUSTER_DATABASE_MAX_CONNECTIONS")]
+    pub(crate) database_max_connections: Option<usize>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MUSTER_MAX_BODY_BYTES")]
     pub(crate) max_body_bytes: Option<usize>,
@@ -137,6 +144,7 @@ pub(crate) fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         listen: Some(args.listen),
         data_dir: Some(args.data_dir),
         database: args.database,
+        database_max_connections: args.database_max_connections,
         admin_token: std::env::var("MUSTER_ADMIN_TOKEN")
             .ok()
             .filter(|token| !token.trim().is_empty()),
@@ -164,7 +172,7 @@ pub(crate) struct PreparedServer {
 pub(crate) async fn prepare_server(config: ServerConfig) -> anyhow::Result<PreparedServer> {
     let (admin_token, token_file) =
         muster_server::load_or_create_admin_token(config.admin_token.as_deref(), &config.data_dir)?;
-    let store = muster_server::open_store(&config)?;
+    let store = muster_server::open_store(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;

@@ -11,6 +11,8 @@ pub struct RawServerConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database: Option<String>,
+    /// `--database-max-connections` / `MUSTER_DATABASE_MAX_CONNECTIONS` (PostgreSQL only).
+    pub database_max_connections: Option<usize>,
     pub admin_token: Option<String>,
     pub max_body_bytes: Option<usize>,
     /// `--max-artifact-bytes` / `MUSTER_MAX_ARTIFACT_BYTES`.
@@ -26,6 +28,38 @@ pub struct RawServerConfig {
 pub enum DatabaseConfig {
     /// The embedded SQLite file.
     Sqlite { path: PathBuf },
+    /// A PostgreSQL database, which several coordinators may share.
+    Postgres {
+        url: String,
+        /// Connections this coordinator opens at most.
+        max_connections: usize,
+    },
+}
+
+impl DatabaseConfig {
+    /// Where the store is, for people: a PostgreSQL URL's password is masked.
+    pub fn describe(&self) -> String {
+        match self {
+            DatabaseConfig::Sqlite { path } => format!("SQLite file {}", path.display()),
+            DatabaseConfig::Postgres { url, .. } => {
+                format!("PostgreSQL {}", mask_password(url))
+            }
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` as `postgres://user:***@host/db`.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
 }
 
 /// Checked configuration the server runs with.
@@ -57,6 +91,7 @@ pub const DEFAULT_LOG_CAP_BYTES: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 10_000;
 pub const DEFAULT_CANCEL_GRACE_S: u64 = 30;
 pub const DEFAULT_REAP_INTERVAL_MS: u64 = 250;
+pub const DEFAULT_DATABASE_MAX_CONNECTIONS: usize = 16;
 
 /// A setting that cannot be used; names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -99,15 +134,35 @@ impl ServerConfig {
                 }
             }
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                return Err(config_error(
-                    "--database",
-                    "the PostgreSQL backend is not available in this build yet; omit --database to use the embedded SQLite store",
-                ));
+                let max_connections = raw
+                    .database_max_connections
+                    .unwrap_or(DEFAULT_DATABASE_MAX_CONNECTIONS);
+                if !(2..=1000).contains(&max_connections) {
+                    return Err(config_error(
+                        "--database-max-connections",
+                        "must be between 2 and 1000",
+                    ));
+                }
+                // Coordinators sharing a database must accept the same admin token; a token
+                // each made for itself would work on one coordinator and not the next.
+                if raw.admin_token.is_none() {
+                    return Err(config_error(
+                        "MUSTER_ADMIN_TOKEN",
+                        "required with a PostgreSQL database: every coordinator sharing it must be given the same admin token (at least 16 characters, e.g. `openssl rand -hex 24`)",
+                    ));
+                }
+                DatabaseConfig::Postgres {
+                    url: url.to_string(),
+                    max_connections,
+                }
             }
             Some(other) => {
                 return Err(config_error(
                     "--database",
-                    format!("unsupported URL '{other}': use sqlite:PATH or omit it"),
+                    format!(
+                        "unsupported URL '{}': use postgres://..., sqlite:PATH, or omit it for the embedded SQLite file",
+                        mask_password(other)
+                    ),
                 ));
             }
         };

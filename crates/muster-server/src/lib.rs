@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use muster_core::{Clock, SystemClock};
 use muster_store::Store;
 use muster_store::blobs::{BlobStore, LocalBlobStore};
+use muster_store::postgres::{PostgresConfig, PostgresStore};
 use muster_store::sqlite::{SqliteConfig, SqliteStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -35,8 +36,8 @@ pub use state::AppState;
 /// The store a coordinator runs on, shared by its tasks.
 pub type SharedStore = Arc<dyn Store>;
 
-/// Open the store the configuration names.
-pub fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+/// Open the store the configuration names (for PostgreSQL: connect and apply migrations).
+pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
     match &config.database {
         DatabaseConfig::Sqlite { path } => {
             let store = SqliteStore::open(&SqliteConfig {
@@ -44,6 +45,19 @@ pub fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
                 log_cap_bytes: config.log_cap_bytes,
             })
             .with_context(|| format!("open SQLite store {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        DatabaseConfig::Postgres {
+            url,
+            max_connections,
+        } => {
+            let store = PostgresStore::open(&PostgresConfig {
+                url: url.clone(),
+                log_cap_bytes: config.log_cap_bytes,
+                max_connections: *max_connections,
+            })
+            .await
+            .with_context(|| format!("open the store in {}", config.database.describe()))?;
             Ok(Arc::new(store))
         }
     }
