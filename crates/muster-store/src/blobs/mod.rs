@@ -5,15 +5,17 @@
 //! their bytes ([`ArtifactId`]), so storing the same bytes twice stores them once and any reader
 //! can check what it got. The database only records which artifacts a job names.
 //!
-//! [`LocalBlobStore`] keeps them in a directory. The trait is shaped so an object store (S3 and
-//! compatible, through the `object_store` crate) can implement it too: `put` streams to a
-//! temporary object while hashing and moves it under its id once complete; `open` streams it
-//! back; nothing needs the whole artifact in memory.
+//! [`LocalBlobStore`] keeps them in a directory; [`PostgresBlobStore`] in PostgreSQL, for
+//! coordinators that share a database and must serve each other's artifacts. The trait is shaped
+//! so an object store (S3 and compatible, through the `object_store` crate) can implement it too:
+//! `put` streams to a temporary object while hashing and moves it under its id once complete;
+//! `open` streams it back; nothing needs the whole artifact in memory.
 //!
 //! Nothing deletes artifacts yet. Checking that an artifact exists and then naming it on a job
 //! is therefore race-free; a future garbage collector must keep every artifact a job names.
 
 mod local;
+mod postgres;
 
 use std::pin::Pin;
 
@@ -23,6 +25,7 @@ use futures::Stream;
 use muster_core::ArtifactId;
 
 pub use local::LocalBlobStore;
+pub use postgres::PostgresBlobStore;
 
 /// Bytes arriving (an upload) or leaving (a download) in chunks.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static>>;

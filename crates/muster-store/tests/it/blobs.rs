@@ -1,5 +1,6 @@
-//! The local blob store: content addressing, the size limit, and that no way an upload can end
-//! early leaves a file behind.
+//! The blob stores: content addressing, the size limit, and that no way an upload can end early
+//! leaves anything behind. The local store's tests look at its files; the PostgreSQL store's
+//! (in `postgres`, on a real server) count its rows.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -204,4 +205,286 @@ async fn upload_files_left_by_a_crash_are_removed_on_start() -> anyhow::Result<(
         "an upload written just now may be live; it stays"
     );
     Ok(())
+}
+
+mod postgres {
+    use std::time::Duration;
+
+    use anyhow::{Context, bail, ensure};
+    use bytes::Bytes;
+    use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+    use futures::StreamExt;
+    use muster_store::blobs::{BlobError, BlobStore, ByteStream, PostgresBlobStore};
+
+    use super::{chunked, id_of, pattern, read_all};
+
+    const MIB: usize = PostgresBlobStore::CHUNK_SIZE;
+
+    fn pool_for(url: &str) -> anyhow::Result<Pool> {
+        let config: tokio_postgres::Config = url.parse().context("parse the database URL")?;
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(4)
+            .build()
+            .context("build a connection pool")
+    }
+
+    /// A blob store on a fresh database of the shared test cluster, and that database's URL.
+    async fn fresh_store() -> anyhow::Result<(String, Pool, PostgresBlobStore)> {
+        let url = muster_test_support::temp_postgres_database().await?;
+        let pool = pool_for(&url)?;
+        let store = PostgresBlobStore::open(pool.clone())
+            .await
+            .context("open a PostgreSQL blob store")?;
+        Ok((url, pool, store))
+    }
+
+    /// Rows in (blob_chunks, blob_uploads, blobs).
+    async fn row_counts(pool: &Pool) -> anyhow::Result<(i64, i64, i64)> {
+        let client = pool.get().await.context("connect to count rows")?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM blob_chunks), (SELECT count(*) FROM blob_uploads), \
+                 (SELECT count(*) FROM blobs)",
+                &[],
+            )
+            .await
+            .context("count the blob rows")?;
+        Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+    }
+
+    #[tokio::test]
+    async fn an_artifact_is_stored_in_chunks_and_read_back_through_another_coordinator()
+    -> anyhow::Result<()> {
+        let (url, pool, store) = fresh_store().await?;
+        let bytes = pattern(2 * MIB + MIB / 2 + 123);
+        let stored = store.put(&mut chunked(&bytes, 7_000), 1 << 30).await?;
+        ensure!(stored.id == id_of(&bytes));
+        ensure!(stored.size == bytes.len() as u64 && stored.created);
+        ensure!(
+            row_counts(&pool).await? == (3, 0, 1),
+            "three chunks of at most 1 MiB, no upload left open: {:?}",
+            row_counts(&pool).await?
+        );
+
+        // A second coordinator: its own pool on the same database.
+        let other = PostgresBlobStore::open(pool_for(&url)?).await?;
+        ensure!(other.exists(&stored.id).await?);
+        let mut reader = other.open(&stored.id).await?;
+        ensure!(reader.size == bytes.len() as u64);
+        let mut chunk_sizes = Vec::new();
+        let mut read = Vec::new();
+        while let Some(chunk) = reader.stream.next().await {
+            let chunk = chunk?;
+            chunk_sizes.push(chunk.len());
+            read.extend_from_slice(&chunk);
+        }
+        ensure!(read == bytes, "the bytes come back unchanged");
+        ensure!(
+            chunk_sizes.iter().all(|size| *size <= MIB) && chunk_sizes.len() == 3,
+            "the download streams chunk by chunk: {chunk_sizes:?}"
+        );
+
+        let empty = store.put(&mut chunked(&[], 1), 10).await?;
+        ensure!(
+            empty.id == id_of(&[]) && empty.size == 0,
+            "an empty artifact is an artifact"
+        );
+        ensure!(read_all(&other, &empty.id).await? == (0, Vec::new()));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_same_bytes_are_stored_once() -> anyhow::Result<()> {
+        let (_url, pool, store) = fresh_store().await?;
+        let bytes = pattern(MIB + 50_000);
+        let first = store.put(&mut chunked(&bytes, 4_096), 1 << 30).await?;
+        let second = store.put(&mut chunked(&bytes, 999_999), 1 << 30).await?;
+        ensure!(first.id == second.id && first.size == second.size);
+        ensure!(
+            first.created && !second.created,
+            "the second upload found the first"
+        );
+        ensure!(
+            row_counts(&pool).await? == (2, 0, 1),
+            "one copy of the chunks: {:?}",
+            row_counts(&pool).await?
+        );
+        ensure!(read_all(&store, &first.id).await?.1 == bytes);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn concurrent_uploads_of_the_same_bytes_store_them_once() -> anyhow::Result<()> {
+        let (_url, pool, store) = fresh_store().await?;
+        let bytes = pattern(MIB + 1);
+        let uploads = (0..4).map(|_| {
+            let store = store.clone();
+            let bytes = bytes.clone();
+            tokio::spawn(async move { store.put(&mut chunked(&bytes, 65_536), 1 << 30).await })
+        });
+        let mut created = 0;
+        for upload in futures::future::join_all(uploads).await {
+            let stored = upload.context("join an upload")??;
+            ensure!(stored.id == id_of(&bytes));
+            created += usize::from(stored.created);
+        }
+        ensure!(
+            created == 1,
+            "exactly one upload created the artifact, not {created}"
+        );
+        ensure!(
+            row_counts(&pool).await? == (2, 0, 1),
+            "{:?}",
+            row_counts(&pool).await?
+        );
+        ensure!(read_all(&store, &id_of(&bytes)).await?.1 == bytes);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_upload_past_the_limit_is_refused_and_leaves_no_rows() -> anyhow::Result<()> {
+        let (_url, pool, store) = fresh_store().await?;
+        // Past two full chunks, so some were written before the limit passed.
+        let limit = 2 * MIB as u64 + 10;
+        let bytes = pattern(2 * MIB + 11);
+        match store.put(&mut chunked(&bytes, 100_000), limit).await {
+            Err(BlobError::TooLarge { limit: refused }) if refused == limit => {}
+            other => bail!("expected TooLarge, got {other:?}"),
+        }
+        ensure!(
+            row_counts(&pool).await? == (0, 0, 0),
+            "nothing stays, not even the staged chunks: {:?}",
+            row_counts(&pool).await?
+        );
+        ensure!(!store.exists(&id_of(&bytes)).await?);
+        let at_limit = store
+            .put(&mut chunked(&bytes[..bytes.len() - 1], 100_000), limit)
+            .await?;
+        ensure!(at_limit.size == limit, "exactly the limit is allowed");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_upload_whose_stream_fails_half_way_leaves_no_rows() -> anyhow::Result<()> {
+        let (_url, pool, store) = fresh_store().await?;
+        let parts: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from(pattern(MIB + MIB / 2))),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "client went away",
+            )),
+        ];
+        let mut body: ByteStream = Box::pin(futures::stream::iter(parts));
+        match store.put(&mut body, 1 << 30).await {
+            Err(BlobError::Upload(message)) => {
+                ensure!(message.contains("client went away"), "{message}")
+            }
+            other => bail!("expected Upload, got {other:?}"),
+        }
+        ensure!(
+            row_counts(&pool).await? == (0, 0, 0),
+            "{:?}",
+            row_counts(&pool).await?
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_upload_abandoned_half_way_leaves_no_rows() -> anyhow::Result<()> {
+        let (_url, pool, store) = fresh_store().await?;
+        let first = futures::stream::iter(vec![Ok(Bytes::from(pattern(2 * MIB)))]);
+        let mut body: ByteStream = Box::pin(first.chain(futures::stream::pending()));
+        let put = store.put(&mut body, 1 << 30);
+        ensure!(
+            tokio::time::timeout(Duration::from_millis(500), put)
+                .await
+                .is_err(),
+            "the upload cannot finish"
+        );
+        // The removal runs on its own once the upload is dropped; give it a moment.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let counts = row_counts(&pool).await?;
+            if counts == (0, 0, 0) {
+                return Ok(());
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "dropping the upload removes its rows; still there: {counts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_artifacts_are_not_found() -> anyhow::Result<()> {
+        let (_url, _pool, store) = fresh_store().await?;
+        let unknown = id_of(b"never stored");
+        ensure!(!store.exists(&unknown).await?);
+        match store.open(&unknown).await {
+            Err(BlobError::NotFound(id)) if id == unknown => Ok(()),
+            other => bail!("expected NotFound, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn uploads_left_by_a_crash_are_removed_on_open() -> anyhow::Result<()> {
+        let (url, pool, _store) = fresh_store().await?;
+        let client = pool.get().await.context("connect")?;
+        // Two uploads a crashed coordinator left: one untouched for hours, one written just now.
+        let stale: i64 = client
+            .query_one(
+                "INSERT INTO blob_uploads (started_at, touched_at) \
+                 VALUES (now() - interval '3 hours', now() - interval '2 hours') RETURNING upload_id",
+                &[],
+            )
+            .await
+            .context("stage a stale upload")?
+            .try_get(0)?;
+        let fresh: i64 = client
+            .query_one(
+                "INSERT INTO blob_uploads DEFAULT VALUES RETURNING upload_id",
+                &[],
+            )
+            .await
+            .context("stage a fresh upload")?
+            .try_get(0)?;
+        for upload in [stale, fresh] {
+            client
+                .execute(
+                    "INSERT INTO blob_chunks (upload_id, chunk_index, bytes) VALUES ($1, 0, $2)",
+                    &[&upload, &b"half an upload".as_slice()],
+                )
+                .await
+                .context("stage a chunk")?;
+        }
+        drop(client);
+
+        let _restarted = PostgresBlobStore::open(pool_for(&url)?).await?;
+        let client = pool.get().await.context("connect")?;
+        let uploads: Vec<i64> = client
+            .query("SELECT upload_id FROM blob_uploads", &[])
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let chunk_owners: Vec<i64> = client
+            .query("SELECT upload_id FROM blob_chunks", &[])
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        ensure!(
+            uploads == vec![fresh] && chunk_owners == vec![fresh],
+            "the upload untouched for hours is gone, the live one stays: uploads {uploads:?}, chunks {chunk_owners:?}"
+        );
+        Ok(())
+    }
 }
