@@ -95,8 +95,9 @@ impl PostgresCluster {
             guardian: Mutex::new(None),
             directory,
         };
-        cluster.initdb()?;
+        // Before initdb: a test process killed during initdb leaves a directory too.
         cluster.start_guardian()?;
+        cluster.initdb()?;
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             cluster.port = free_port()?;
@@ -260,11 +261,11 @@ impl PostgresCluster {
     fn start_guardian(&self) -> anyhow::Result<()> {
         const SCRIPT: &str = r#"
             test_pid=$1; directory=$2; data=$3; pg_ctl=$4
-            while [ -d "/proc/$test_pid" ] && [ -d "$data" ]; do sleep 1; done
-            if [ -d "$data" ]; then
+            while [ -d "/proc/$test_pid" ] && [ -d "$directory" ]; do sleep 1; done
+            if [ -f "$data/postmaster.pid" ]; then
                 "$pg_ctl" stop -D "$data" -m immediate -w -t 30 >/dev/null 2>&1
-                rm -rf "$directory"
             fi
+            rm -rf "$directory"
         "#;
         let mut command = Command::new("sh");
         command
