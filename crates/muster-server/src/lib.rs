@@ -38,6 +38,7 @@ pub type SharedStore = Arc<dyn Store>;
 
 /// Open the store the configuration names (for PostgreSQL: connect and apply migrations).
 pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    tracing::info!(store = %config.database.describe(), "opening the store");
     match &config.database {
         DatabaseConfig::Sqlite { path } => {
             let store = SqliteStore::open(&SqliteConfig {
@@ -63,9 +64,27 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>>
     }
 }
 
-/// Open the artifact store the configuration names: `<data-dir>/blobs/`. (An object store is
-/// the planned alternative; it implements the same [`BlobStore`] trait.)
-pub fn open_blobs(config: &ServerConfig) -> Arc<dyn BlobStore> {
+/// Connections the artifact store of a PostgreSQL coordinator opens at most, beside the job
+/// store's: uploads and downloads stream for a long time and must not starve job operations.
+const BLOB_MAX_CONNECTIONS: usize = 4;
+
+/// Open the artifact store the configuration names: with SQLite, `<data-dir>/blobs/`; with
+/// PostgreSQL, the same database, so every coordinator sharing it serves every artifact.
+pub async fn open_blobs(config: &ServerConfig) -> anyhow::Result<Arc<dyn BlobStore>> {
+    match &config.database {
+        DatabaseConfig::Sqlite { .. } => Ok(local_blobs(config)),
+        DatabaseConfig::Postgres { url, .. } => {
+            let blobs = muster_store::postgres::open_blob_store(url, BLOB_MAX_CONNECTIONS)
+                .await
+                .with_context(|| {
+                    format!("open the artifact store in {}", config.database.describe())
+                })?;
+            Ok(Arc::new(blobs))
+        }
+    }
+}
+
+fn local_blobs(config: &ServerConfig) -> Arc<dyn BlobStore> {
     Arc::new(LocalBlobStore::new(config.data_dir.join("blobs")))
 }
 
@@ -75,8 +94,8 @@ pub struct Coordinator {
     pub state: AppState,
 }
 
-/// Build the router over `store` and the artifact store the configuration names, with `clock`
-/// as the source of "now".
+/// Build the router over `store`, with artifacts in `<data-dir>/blobs/` and `clock` as the source
+/// of "now" (for embedding and tests; [`run`] uses the artifact store the configuration names).
 pub fn build(
     config: ServerConfig,
     store: Arc<dyn Store>,
@@ -84,7 +103,7 @@ pub fn build(
     admin_token: &str,
     shutdown: CancellationToken,
 ) -> Coordinator {
-    let blobs = open_blobs(&config);
+    let blobs = local_blobs(&config);
     build_with_blobs(config, store, blobs, clock, admin_token, shutdown)
 }
 
@@ -154,9 +173,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let coordinator = build(
+    let blobs = open_blobs(&config).await?;
+    let coordinator = build_with_blobs(
         config,
         store,
+        blobs,
         Arc::new(SystemClock),
         admin_token,
         shutdown.clone(),
@@ -189,6 +210,6 @@ pub async fn serve(
 }
 
 /// Run the reaper once now; for tests that move a manual clock.
-pub async fn reap_now(state: &AppState) {
-    reaper::reap_once(state).await;
+pub async fn reap_now(state: &AppState) -> Result<(), muster_store::StoreError> {
+    reaper::reap_once(state).await
 }

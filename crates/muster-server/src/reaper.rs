@@ -12,17 +12,29 @@ const REAP_BATCH: u32 = 500;
 pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(state.config.reap_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_healthy = true;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        reap_once(&state).await;
+        let outcome = reap_once(&state).await;
+        // One line when passes start failing (the store is down) and one when they work again,
+        // not one per tick.
+        match (&outcome, was_healthy) {
+            (Err(error), true) => tracing::warn!(
+                %error,
+                "reaping fails; passed deadlines will be applied once the store answers again"
+            ),
+            (Ok(()), false) => tracing::info!("the reaper reaches the store again"),
+            _ => {}
+        }
+        was_healthy = outcome.is_ok();
     }
 }
 
-/// One pass; errors are logged here, where they are handled, and the next tick tries again.
-pub(crate) async fn reap_once(state: &AppState) {
+/// One pass; an error is for the caller to report (the next tick tries again).
+pub(crate) async fn reap_once(state: &AppState) -> Result<(), muster_store::StoreError> {
     loop {
         match state.store.reap(state.clock.now(), REAP_BATCH).await {
             Ok(report) => {
@@ -44,13 +56,10 @@ pub(crate) async fn reap_once(state: &AppState) {
                     );
                 }
                 if report.total() < REAP_BATCH {
-                    return;
+                    return Ok(());
                 }
             }
-            Err(error) => {
-                tracing::warn!(%error, "failed to reap expired leases; will retry");
-                return;
-            }
+            Err(error) => return Err(error),
         }
     }
 }

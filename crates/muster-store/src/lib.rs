@@ -60,7 +60,8 @@ pub trait Store: Send + Sync + 'static {
     async fn retry_job(&self, id: JobId, now: Timestamp) -> Result<JobRecord, StoreError>;
 
     /// Lease up to `max_jobs` due jobs of the runner's kinds whose requirements it meets, lowest
-    /// priority number first, then oldest. Records what the runner declared.
+    /// priority number first, then oldest. Records what the runner declared. A runner whose last
+    /// heartbeat said it is draining claims nothing until a heartbeat says it is active again.
     async fn claim_jobs(
         &self,
         claim: ClaimRequest,

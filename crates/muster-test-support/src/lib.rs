@@ -101,7 +101,7 @@ impl TestServer {
         };
         adjust(&mut raw);
         let config = ServerConfig::from_raw(raw).context("check the test configuration")?;
-        let store = muster_server::open_store(&config)?;
+        let store = muster_server::open_store(&config).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .context("bind a loopback port")?;
@@ -185,9 +185,12 @@ impl TestServer {
         Ok(files)
     }
 
-    /// Apply passed deadlines now instead of waiting for the reaper's tick.
+    /// Apply passed deadlines now instead of waiting for the reaper's tick. A store that fails
+    /// fails the test: no test means to reap against a broken store.
     pub async fn reap(&self) {
-        muster_server::reap_now(&self.state).await;
+        if let Err(error) = muster_server::reap_now(&self.state).await {
+            panic!("reap passed deadlines: {error}");
+        }
     }
 
     /// Stop serving and wait for the server task.

@@ -367,7 +367,9 @@ pub(super) async fn claim(
 ) -> Result<Vec<ClaimedJob>, StoreError> {
     // The runner's row first: it is the only row a claim may wait for, and it is taken before
     // any job row, so a claim never holds a job while it waits.
-    let registered_labels = touch_runner(transaction, shared, claim, now).await?;
+    let Some(registered_labels) = touch_runner(transaction, shared, claim, now).await? else {
+        return Ok(Vec::new());
+    };
     let mut offer = claim.offer.clone();
     // Labels an operator gave the runner at registration win over what it declares itself.
     offer.labels.extend(registered_labels);

@@ -96,32 +96,7 @@ impl Drop for PostgresStore {
 impl PostgresStore {
     /// Connect, apply missing migrations, and start listening for other coordinators' wake-ups.
     pub async fn open(config: &PostgresConfig) -> Result<PostgresStore, StoreError> {
-        let mut connection_config = tokio_postgres::Config::from_str(&config.url)
-            .map_err(|error| StoreError::Rejected(format!("database URL: {error}")))?;
-        if connection_config.get_connect_timeout().is_none() {
-            connection_config.connect_timeout(CONNECTION_WAIT);
-        }
-        if connection_config.get_application_name().is_none() {
-            connection_config.application_name("muster");
-        }
-        // Dead peers (a database host that vanished without closing connections) are noticed.
-        connection_config.keepalives(true);
-        connection_config.keepalives_idle(Duration::from_secs(30));
-        let manager = Manager::from_config(
-            connection_config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.max_connections.max(2))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(CONNECTION_WAIT))
-            .create_timeout(Some(CONNECTION_WAIT))
-            .recycle_timeout(Some(CONNECTION_WAIT))
-            .build()
-            .map_err(|error| StoreError::Internal(format!("build the connection pool: {error}")))?;
+        let (pool, connection_config) = connect_pool(&config.url, config.max_connections)?;
         let mut client = get_client(&pool).await?;
         migrate_component(&mut client, "store", schema::STORE_MIGRATIONS).await?;
         drop(client);
@@ -151,6 +126,53 @@ impl PostgresStore {
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         get_client(&self.pool).await
     }
+}
+
+/// A pool of connections to `url` (not connected yet: connections are made on first use), and
+/// the parsed connection settings.
+fn connect_pool(
+    url: &str,
+    max_connections: usize,
+) -> Result<(Pool, tokio_postgres::Config), StoreError> {
+    let mut connection_config = tokio_postgres::Config::from_str(url)
+        .map_err(|error| StoreError::Rejected(format!("database URL: {error}")))?;
+    if connection_config.get_connect_timeout().is_none() {
+        connection_config.connect_timeout(CONNECTION_WAIT);
+    }
+    if connection_config.get_application_name().is_none() {
+        connection_config.application_name("muster");
+    }
+    // Dead peers (a database host that vanished without closing connections) are noticed.
+    connection_config.keepalives(true);
+    connection_config.keepalives_idle(Duration::from_secs(30));
+    let manager = Manager::from_config(
+        connection_config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(max_connections.max(2))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(CONNECTION_WAIT))
+        .create_timeout(Some(CONNECTION_WAIT))
+        .recycle_timeout(Some(CONNECTION_WAIT))
+        .build()
+        .map_err(|error| StoreError::Internal(format!("build the connection pool: {error}")))?;
+    Ok((pool, connection_config))
+}
+
+/// Artifact bytes in the PostgreSQL database at `url`, on a pool of their own (at most
+/// `max_connections`), so long uploads and downloads never take connections from job operations.
+pub async fn open_blob_store(
+    url: &str,
+    max_connections: usize,
+) -> Result<crate::blobs::PostgresBlobStore, StoreError> {
+    let (pool, _) = connect_pool(url, max_connections)?;
+    crate::blobs::PostgresBlobStore::open(pool)
+        .await
+        .map_err(|error| StoreError::Unavailable(format!("open the artifact store: {error}")))
 }
 
 async fn get_client(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
@@ -235,12 +257,19 @@ pub(crate) fn map_postgres_error(error: tokio_postgres::Error) -> StoreError {
             StoreError::Internal(format!("database: {database_error}"))
         };
     }
-    let is_io = std::error::Error::source(&error)
-        .is_some_and(|source| source.downcast_ref::<std::io::Error>().is_some());
-    if error.is_closed() || is_io || error.to_string().contains("connect") {
-        StoreError::Unavailable(format!("database connection: {error}"))
+    let source = std::error::Error::source(&error);
+    let is_io = source.is_some_and(|source| source.downcast_ref::<std::io::Error>().is_some());
+    // The driver's message alone ("error connecting to server") hides the cause.
+    let message = match source {
+        Some(source) if !error.to_string().contains(&source.to_string()) => {
+            format!("{error}: {source}")
+        }
+        _ => error.to_string(),
+    };
+    if error.is_closed() || is_io || message.contains("connect") {
+        StoreError::Unavailable(format!("database connection: {message}"))
     } else {
-        StoreError::Internal(format!("database: {error}"))
+        StoreError::Internal(format!("database: {message}"))
     }
 }
 

@@ -226,14 +226,15 @@ pub(super) async fn delete(
 }
 
 /// Record that a runner is claiming and what it declared; answers the labels an operator gave it
-/// at registration. Rewrites the runner row only when the declaration changed or a second passed
-/// since this coordinator last wrote it.
+/// at registration, or `None` when the runner is draining (it claims nothing more, whichever
+/// coordinator heard its heartbeat). Rewrites the runner row only when the declaration changed
+/// or a second passed since this coordinator last wrote it.
 pub(super) async fn touch_runner(
     transaction: &Transaction<'_>,
     shared: &Shared,
     claim: &ClaimRequest,
     now: Timestamp,
-) -> Result<BTreeMap<String, String>, StoreError> {
+) -> Result<Option<BTreeMap<String, String>>, StoreError> {
     let offer_json = capabilities_to_json(&claim.offer).to_string();
     let kinds_json = serde_json::Value::from(claim.kinds.clone()).to_string();
     let mut hasher = DefaultHasher::new();
@@ -250,7 +251,7 @@ pub(super) async fn touch_runner(
     let rows = if fresh {
         query(
             transaction,
-            "SELECT labels FROM runners WHERE id = $1 AND deleted_at IS NULL",
+            "SELECT labels, draining FROM runners WHERE id = $1 AND deleted_at IS NULL",
             &[&id],
         )
         .await?
@@ -258,17 +259,20 @@ pub(super) async fn touch_runner(
         query(
             transaction,
             "UPDATE runners SET last_seen_at = $2, offer = $3, kinds = $4 \
-             WHERE id = $1 AND deleted_at IS NULL RETURNING labels",
+             WHERE id = $1 AND deleted_at IS NULL RETURNING labels, draining",
             &[&id, &now.as_millis(), &offer_json, &kinds_json],
         )
         .await?
     };
     let row = rows.first().ok_or_else(|| runner_not_found(claim.runner))?;
+    if column::<bool>(row, 1)? {
+        return Ok(None);
+    }
     let labels = labels_from_text(column(row, 0)?)?;
     if !fresh && let Ok(mut touches) = shared.runner_touches.lock() {
         touches.insert(claim.runner, (fingerprint, now.as_millis()));
     }
-    Ok(labels)
+    Ok(Some(labels))
 }
 
 pub(super) async fn heartbeat(

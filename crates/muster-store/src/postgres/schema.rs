@@ -127,6 +127,11 @@ pub(crate) async fn migrate_component(
     migrations: &[&str],
 ) -> Result<(), StoreError> {
     let transaction = client.transaction().await.map_err(map_postgres_error)?;
+    // "already exists, skipping" notices from every start are noise in the coordinator's log.
+    transaction
+        .batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(map_postgres_error)?;
     transaction
         .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await

@@ -221,7 +221,9 @@ pub(super) fn claim(
     claim: &ClaimRequest,
     now: Timestamp,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
-    let registered_labels = touch_runner(context, claim, now)?;
+    let Some(registered_labels) = touch_runner(context, claim, now)? else {
+        return Ok(Vec::new());
+    };
     let mut offer = claim.offer.clone();
     // Labels an operator gave the runner at registration win over what it declares itself.
     offer.labels.extend(registered_labels);

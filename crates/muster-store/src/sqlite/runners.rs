@@ -195,24 +195,28 @@ pub(super) fn delete(
 }
 
 /// Record that a runner is claiming and what it declared; answers the labels an operator gave it
-/// at registration. Rewrites the runner row only when the declaration changed or a second passed.
+/// at registration, or `None` when the runner is draining (it claims nothing more). Rewrites the
+/// runner row only when the declaration changed or a second passed.
 pub(super) fn touch_runner(
     context: &mut WriterContext,
     claim: &ClaimRequest,
     now: Timestamp,
-) -> Result<BTreeMap<String, String>, StoreError> {
+) -> Result<Option<BTreeMap<String, String>>, StoreError> {
     let conn = &context.conn;
-    let labels_text: Option<String> = conn
-        .prepare_cached("SELECT labels FROM runners WHERE id = ?1 AND deleted_at IS NULL")
+    let row: Option<(String, bool)> = conn
+        .prepare_cached("SELECT labels, draining FROM runners WHERE id = ?1 AND deleted_at IS NULL")
         .and_then(|mut statement| {
             statement
                 .query_row(params![claim.runner.as_bytes().as_slice()], |row| {
-                    row.get(0)
+                    Ok((row.get(0)?, row.get(1)?))
                 })
                 .optional()
         })
         .map_err(map_sqlite_error)?;
-    let labels_text = labels_text.ok_or_else(|| runner_not_found(claim.runner))?;
+    let (labels_text, draining) = row.ok_or_else(|| runner_not_found(claim.runner))?;
+    if draining {
+        return Ok(None);
+    }
     let offer_json = capabilities_to_json(&claim.offer).to_string();
     let kinds_json = serde_json::Value::from(claim.kinds.clone()).to_string();
     let mut hasher = DefaultHasher::new();
@@ -241,7 +245,7 @@ pub(super) fn touch_runner(
             .runner_touches
             .insert(claim.runner, (fingerprint, now.as_millis()));
     }
-    labels_from_text(&labels_text)
+    labels_from_text(&labels_text).map(Some)
 }
 
 pub(super) fn heartbeat(

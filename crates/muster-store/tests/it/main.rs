@@ -78,6 +78,7 @@ macro_rules! conformance_suite {
             runners_are_created_read_listed_and_deleted,
             deleting_a_runner_releases_the_jobs_it_holds,
             runner_heartbeat_records_the_runner_and_names_the_jobs_to_stop,
+            a_draining_runner_claims_nothing_until_it_is_active_again,
             // batches
             complete_jobs_answers_each_item_in_order_and_commits_only_the_valid_ones,
             an_empty_completion_batch_answers_nothing,

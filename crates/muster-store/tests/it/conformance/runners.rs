@@ -11,7 +11,7 @@ use muster_store::{NewRunner, PageRequest, RunnerBeat, Store};
 
 use super::{
     T0, at, call_for, claim, claim_one, error_reason, expect_every_job_call_refused,
-    expect_not_found, policy, register_runner, runner_error, spec_with_policy, submit_one,
+    expect_not_found, policy, register_runner, runner_error, spec, spec_with_policy, submit_one,
     unique_token_hash,
 };
 
@@ -302,5 +302,58 @@ pub async fn runner_heartbeat_records_the_runner_and_names_the_jobs_to_stop(
     ensure!(record.version.as_deref() == Some("1.2.3"));
     ensure!(!record.draining);
     ensure!(record.last_heartbeat_at == Some(at(6_000)));
+    Ok(())
+}
+
+fn beat(runner: RunnerId, draining: bool) -> RunnerBeat {
+    RunnerBeat {
+        runner,
+        draining,
+        jobs: Vec::new(),
+        hostname: None,
+        version: None,
+    }
+}
+
+pub async fn a_draining_runner_claims_nothing_until_it_is_active_again(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let draining = register_runner(store, "draining").await?;
+    let other = register_runner(store, "other").await?;
+    let job = submit_one(store, spec("drain-kind"), T0).await?;
+
+    store
+        .runner_heartbeat(beat(draining, true), at(100))
+        .await?;
+    let claimed = claim(store, draining, &["drain-kind"], 10, at(200)).await?;
+    ensure!(
+        claimed.is_empty(),
+        "a draining runner claimed {} job(s)",
+        claimed.len()
+    );
+    let pending = store.get_job(job.id).await?;
+    ensure!(
+        pending.state() == JobState::Pending,
+        "the job must stay pending for others, is {}",
+        pending.state()
+    );
+
+    store
+        .runner_heartbeat(beat(draining, false), at(300))
+        .await?;
+    let claimed = claim_one(store, draining, "drain-kind", at(400)).await?;
+    ensure!(claimed.job.id == job.id, "the active runner claims the job");
+
+    // Draining is per runner: others keep claiming.
+    let second = submit_one(store, spec("drain-kind"), at(500)).await?;
+    store
+        .runner_heartbeat(beat(draining, true), at(600))
+        .await?;
+    let by_other = claim_one(store, other, "drain-kind", at(700)).await?;
+    ensure!(
+        by_other.job.id == second.id,
+        "another runner claims while one drains"
+    );
     Ok(())
 }
