@@ -8,7 +8,8 @@
 //! Both backends run it: `sqlite` on a temporary file, `postgres` on a fresh database of a real
 //! PostgreSQL server this process starts (`muster_test_support::PostgresCluster`).
 //!
-//! Beside it: `blobs` tests the artifact stores, `sqlite_schema` the SQLite migrations.
+//! Beside it: `blobs` tests the artifact stores, `sqlite_schema` the SQLite migrations,
+//! `postgres_backend` what only PostgreSQL promises (several coordinators on one database, outages).
 
 #![allow(
     unreachable_pub,
@@ -17,6 +18,7 @@
 
 mod blobs;
 mod conformance;
+mod postgres_backend;
 mod sqlite_schema;
 
 /// Instantiate every conformance test for one backend.

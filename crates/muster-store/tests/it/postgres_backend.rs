@@ -1,0 +1,267 @@
+//! What only the PostgreSQL backend promises, beyond the conformance suite: several stores (one
+//! per coordinator) on one database behave as one, wake-ups cross between them, and a store
+//! whose database goes away answers `Unavailable` and works again once it is back.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use muster_core::{JobId, JobState};
+use muster_store::postgres::{DEFAULT_MAX_CONNECTIONS, PostgresConfig, PostgresStore};
+use muster_store::{Store, StoreError};
+use muster_test_support::PostgresCluster;
+
+use crate::conformance::{
+    T0, at, claim, policy, register_runner, spec_with_policy, submit_many, submit_one,
+};
+
+async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    let store = PostgresStore::open(&PostgresConfig {
+        url: url.to_string(),
+        log_cap_bytes: 1024 * 1024,
+        max_connections: DEFAULT_MAX_CONNECTIONS,
+    })
+    .await
+    .with_context(|| format!("open a PostgresStore on {url}"))?;
+    Ok(Arc::new(store))
+}
+
+/// Stores for `count` coordinators on one fresh database.
+async fn coordinators(count: usize) -> anyhow::Result<Vec<Arc<dyn Store>>> {
+    let url = muster_test_support::temp_postgres_database().await?;
+    let mut stores = Vec::with_capacity(count);
+    for _ in 0..count {
+        stores.push(open_store(&url).await?);
+    }
+    Ok(stores)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coordinators_starting_at_once_on_an_empty_database_all_open_it() -> anyhow::Result<()> {
+    let url = muster_test_support::temp_postgres_database().await?;
+    // The migrations race: each takes the advisory lock, one creates the schema, the others
+    // find it done.
+    let opened = futures::future::join_all((0..4).map(|_| open_store(&url))).await;
+    for store in opened {
+        store?.ping().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_submit_through_one_coordinator_wakes_the_others() -> anyhow::Result<()> {
+    let stores = coordinators(2).await?;
+    let mut signal = stores[1].pending_signal();
+    // The listener moves the signal once when it starts listening (within milliseconds of the
+    // store opening); let that pass so only the notification below can move it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal.borrow_and_update();
+    submit_one(stores[0].as_ref(), crate::conformance::spec("wake"), T0).await?;
+    // Nothing but a notification from the database can move the other store's signal.
+    tokio::time::timeout(Duration::from_secs(5), signal.changed())
+        .await
+        .context("a submit on one coordinator did not wake another within 5 s")??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_through_three_coordinators_take_every_job_exactly_once() -> anyhow::Result<()> {
+    const JOBS: usize = 600;
+    let stores = coordinators(3).await?;
+    let job_ids: BTreeSet<JobId> = submit_many(stores[0].as_ref(), "shared", JOBS, T0)
+        .await?
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
+    let mut claimers = Vec::new();
+    for index in 0..9 {
+        let store = Arc::clone(&stores[index % 3]);
+        let runner = register_runner(store.as_ref(), &format!("claimer-{index}")).await?;
+        claimers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claimed = claim(store.as_ref(), runner, &["shared"], 7, at(1_000)).await?;
+                if claimed.is_empty() {
+                    return anyhow::Ok(mine);
+                }
+                mine.extend(claimed.into_iter().map(|claimed| claimed.job.id));
+            }
+        }));
+    }
+    let mut seen = BTreeSet::new();
+    let mut total = 0;
+    for claimer in claimers {
+        for id in claimer.await.context("join a claimer")?? {
+            total += 1;
+            ensure!(seen.insert(id), "job {id} was claimed twice");
+        }
+    }
+    ensure!(total == JOBS, "claimed {total} of {JOBS} jobs");
+    ensure!(
+        seen == job_ids,
+        "the claimed jobs are not the submitted ones"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reapers_of_three_coordinators_apply_each_expired_lease_once() -> anyhow::Result<()> {
+    const JOBS: usize = 300;
+    let stores = coordinators(3).await?;
+    let job_policy = policy(3, 3600, 10, 1);
+    let spec = spec_with_policy("reaped", job_policy);
+    let mut ids = Vec::with_capacity(JOBS);
+    for _ in 0..JOBS {
+        ids.push(submit_one(stores[0].as_ref(), spec.clone(), T0).await?.id);
+    }
+    let runner = register_runner(stores[1].as_ref(), "vanishing").await?;
+    let mut leased = 0;
+    loop {
+        let claimed = claim(stores[1].as_ref(), runner, &["reaped"], 100, at(1_000)).await?;
+        if claimed.is_empty() {
+            break;
+        }
+        leased += claimed.len();
+    }
+    ensure!(leased == JOBS, "leased {leased} of {JOBS}");
+    // Every lease expired long ago; all three reapers go at once, in small passes.
+    let now = at(60_000);
+    let reapers = stores.iter().map(|store| {
+        let store = Arc::clone(store);
+        tokio::spawn(async move {
+            let mut expired = 0u32;
+            loop {
+                let report = store.reap(now, 25).await?;
+                if report.total() == 0 {
+                    return anyhow::Ok(expired);
+                }
+                expired += report.lease_expired;
+            }
+        })
+    });
+    let mut total = 0u32;
+    for reaper in reapers {
+        total += reaper.await.context("join a reaper")??;
+    }
+    ensure!(
+        total as usize == JOBS,
+        "the reapers reported {total} expired leases for {JOBS} leased jobs"
+    );
+    for id in ids {
+        let job = stores[2].get_job(id).await?;
+        ensure!(
+            job.state() == JobState::Pending && job.lifecycle.attempt == 1,
+            "job {id} should be pending after exactly one lost attempt, is {} at attempt {}",
+            job.state(),
+            job.lifecycle.attempt
+        );
+    }
+    Ok(())
+}
+
+fn is_unavailable(outcome: &Result<impl std::fmt::Debug, StoreError>) -> bool {
+    matches!(outcome, Err(StoreError::Unavailable(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_whose_database_goes_away_is_unavailable_and_recovers_by_itself()
+-> anyhow::Result<()> {
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(PostgresCluster::start)
+            .await
+            .context("join the cluster start")??,
+    );
+    let url = tokio::task::spawn_blocking({
+        let cluster = Arc::clone(&cluster);
+        move || cluster.create_database()
+    })
+    .await
+    .context("join createdb")??;
+    let store = open_store(&url).await?;
+    let other = open_store(&url).await?;
+    let runner = register_runner(store.as_ref(), "outage").await?;
+    let acknowledged = submit_one(store.as_ref(), crate::conformance::spec("outage"), T0).await?;
+
+    tokio::task::spawn_blocking({
+        let cluster = Arc::clone(&cluster);
+        move || cluster.stop()
+    })
+    .await
+    .context("join the cluster stop")??;
+    let ping = store.ping().await;
+    ensure!(
+        is_unavailable(&ping),
+        "ping with the database down: {ping:?}"
+    );
+    let claimed = store
+        .claim_jobs(
+            crate::conformance::claim_request(runner, &["outage"], 1),
+            at(1_000),
+        )
+        .await;
+    ensure!(
+        is_unavailable(&claimed),
+        "claim with the database down: {claimed:?}"
+    );
+    let submitted = store
+        .submit_jobs(vec![crate::conformance::new_job(
+            crate::conformance::spec("outage"),
+            at(1_000),
+        )])
+        .await;
+    ensure!(
+        is_unavailable(&submitted),
+        "submit with the database down: {submitted:?}"
+    );
+
+    let mut signal = store.pending_signal();
+    signal.borrow_and_update();
+    tokio::task::spawn_blocking({
+        let cluster = Arc::clone(&cluster);
+        move || cluster.start_again()
+    })
+    .await
+    .context("join the cluster start")??;
+    // The same store objects work again: no restart of the coordinator.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match store.ping().await {
+            Ok(()) => break,
+            Err(error) if tokio::time::Instant::now() > deadline => {
+                bail!("the store did not recover within 15 s: {error}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let job = store.get_job(acknowledged.id).await?;
+    ensure!(
+        job.state() == JobState::Pending,
+        "the acknowledged job survived"
+    );
+    // The wake-up listener reconnected too: a submit through the other store reaches this one.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let recovered = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            signal.borrow_and_update();
+            submit_one(other.as_ref(), crate::conformance::spec("after"), at(2_000)).await?;
+            if tokio::time::timeout(Duration::from_secs(1), signal.changed())
+                .await
+                .is_ok()
+            {
+                return anyhow::Ok(());
+            }
+        }
+    })
+    .await;
+    ensure!(
+        matches!(recovered, Ok(Ok(()))),
+        "the wake-up listener did not come back: {recovered:?}"
+    );
+    let claimed = claim(store.as_ref(), runner, &["outage"], 1, at(3_000)).await?;
+    ensure!(
+        claimed.len() == 1 && claimed[0].job.id == acknowledged.id,
+        "the job acknowledged before the outage is claimed after it"
+    );
+    Ok(())
+}
