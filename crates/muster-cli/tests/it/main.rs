@@ -8,6 +8,8 @@ mod crash;
 mod fleet;
 mod job_cli;
 mod outage;
+mod postgres_fleet;
+mod postgres_outage;
 mod process;
 mod shutdown;
 mod up;

@@ -20,6 +20,7 @@ pub(crate) fn muster() -> Command {
         "MUSTER_LISTEN",
         "MUSTER_DATA_DIR",
         "MUSTER_DATABASE_URL",
+        "MUSTER_DATABASE_MAX_CONNECTIONS",
         "MUSTER_MAX_BODY_BYTES",
         "MUSTER_LOG_CAP_BYTES",
         "MUSTER_HEARTBEAT_INTERVAL_MS",
@@ -94,6 +95,17 @@ impl ServerProcess {
         admin_token: Option<&str>,
         listen: &str,
     ) -> ServerProcess {
+        ServerProcess::start_with_args(data_dir, admin_token, listen, &[])
+    }
+
+    /// Like [`ServerProcess::start_listening`] with more command-line arguments after the
+    /// usual ones (`--database URL`, `--reap-interval-ms N`, ...).
+    pub(crate) fn start_with_args(
+        data_dir: &Path,
+        admin_token: Option<&str>,
+        listen: &str,
+        extra: &[&str],
+    ) -> ServerProcess {
         let stderr_dir = tempfile::tempdir().expect("a directory for the server's stderr");
         let stderr_path = stderr_dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
@@ -101,6 +113,7 @@ impl ServerProcess {
         command
             .args(["server", "--listen", listen, "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
@@ -127,6 +140,19 @@ impl ServerProcess {
 
     pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// `HOST:PORT` the server listens on, to start it again on the same address.
+    pub(crate) fn listen_address(&self) -> &str {
+        self.base_url.trim_start_matches("http://")
+    }
+
+    /// The exit status if the server has exited (reaping it), else `None`: still serving.
+    pub(crate) fn try_wait(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = child.try_wait().expect("poll the server process")?;
+        self.child = None;
+        Some(status)
     }
 
     /// SIGKILL: no graceful shutdown, no chance to flush anything.
@@ -242,6 +268,18 @@ impl RunnerProcess {
         concurrency: u32,
         extra: &[&str],
     ) -> RunnerProcess {
+        RunnerProcess::start_with_env(base_url, token, concurrency, extra, &[])
+    }
+
+    /// Like [`RunnerProcess::start`] with more environment variables for the daemon, which its
+    /// `exec` commands inherit.
+    pub(crate) fn start_with_env(
+        base_url: &str,
+        token: &str,
+        concurrency: u32,
+        extra: &[&str],
+        environment: &[(&str, &str)],
+    ) -> RunnerProcess {
         let dir = tempfile::tempdir().expect("a directory for the runner");
         let output_path = dir.path().join("runner.log");
         let output = std::fs::File::create(&output_path).expect("create the runner's log file");
@@ -263,6 +301,7 @@ impl RunnerProcess {
             .args(extra)
             // Info level: when a test fails, the runner's side of the story is in the message.
             .env("MUSTER_LOG", "info")
+            .envs(environment.iter().copied())
             .stdin(Stdio::null())
             .stdout(output)
             .stderr(errors);

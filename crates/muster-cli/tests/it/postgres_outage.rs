@@ -1,0 +1,555 @@
+//! A PostgreSQL outage under load, with real processes and a real server: two coordinators on
+//! one database, two runners, and a submitter that never stops. PostgreSQL is stopped for a few
+//! seconds: meanwhile each coordinator stays alive, answers 503 with the contract's error body,
+//! says it is not ready but alive; when PostgreSQL is back they serve again by themselves (no
+//! restart), later submits succeed, and every job they acknowledged exists and completes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use muster_api::{CreateRunner, JobState, SubmitJob};
+use muster_client::{ClientError, MusterClient};
+use muster_test_support::postgres::PostgresCluster;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::fleet::describe;
+use crate::postgres_fleet::{
+    all_jobs, job_counts_by_state, poll_until, start_postgres_coordinator, tail,
+};
+use crate::process::{ADMIN_TOKEN, RunnerProcess, ServerProcess};
+
+/// How long PostgreSQL stays down once every coordinator has shown it noticed.
+const OUTAGE: Duration = Duration::from_secs(3);
+/// How long a coordinator may take to notice the database is gone (the first 503), and to
+/// serve again once it is back.
+const NOTICE_WITHIN: Duration = Duration::from_secs(20);
+const RECOVER_WITHIN: Duration = Duration::from_secs(30);
+/// Every probe must be answered within this: a coordinator that hangs is not answering 503.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pace of the submitter: continuous load, without spinning on 503s.
+const SUBMIT_PAUSE: Duration = Duration::from_millis(20);
+const TEST_BOUND: Duration = Duration::from_secs(240);
+
+/// What the submitter saw: every acknowledged job and every refusal, with when it happened.
+#[derive(Default)]
+struct SubmitLog {
+    acknowledged: Vec<(Uuid, Instant)>,
+    /// `(status or "transport", code, message, when)`
+    errors: Vec<(String, String, String, Instant)>,
+    attempts: usize,
+}
+
+/// One raw answer: status and body, for checking the contract's exact shape.
+struct Answer {
+    status: u16,
+    body: String,
+}
+
+async fn get(http: &reqwest::Client, url: &str, token: Option<&str>) -> Result<Answer, String> {
+    let mut request = http.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|error| format!("GET {url}: no answer: {error}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .text()
+        .await
+        .map_err(|error| format!("GET {url}: reading the body failed: {error}"))?;
+    Ok(Answer { status, body })
+}
+
+/// Whether `body` is the contract's error body with `code`:
+/// `{"error": {"code": "...", "message": "..."}}` with a non-empty message.
+fn is_error_body(body: &str, code: &str) -> bool {
+    let Ok(value) = serde_json::from_str::<Value>(body) else {
+        return false;
+    };
+    let Some(error) = value.get("error").and_then(Value::as_object) else {
+        return false;
+    };
+    error.get("code").and_then(Value::as_str) == Some(code)
+        && error
+            .get("message")
+            .and_then(Value::as_str)
+            .is_some_and(|message| !message.trim().is_empty())
+}
+
+/// What one coordinator showed during the outage.
+#[derive(Default, Debug)]
+struct OutageSeen {
+    jobs_503: bool,
+    readyz_503: bool,
+    last: String,
+}
+
+/// Probe one coordinator during the outage: `/healthz` must stay 200 (the process is alive);
+/// `GET /api/v1/jobs` must never succeed, and must come to answer 503 with the `unavailable`
+/// error body; `/readyz` must come to answer 503. Any other answer is a failure at once.
+async fn probe_during_outage(
+    http: &reqwest::Client,
+    base_url: &str,
+    seen: &mut OutageSeen,
+) -> anyhow::Result<()> {
+    let health = get(http, &format!("{base_url}/healthz"), None)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("ask /healthz during the outage")?;
+    ensure!(
+        health.status == 200,
+        "{base_url}/healthz answered {} during the outage (the process is alive): {}",
+        health.status,
+        health.body
+    );
+    let jobs = get(http, &format!("{base_url}/api/v1/jobs"), Some(ADMIN_TOKEN))
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("list jobs during the outage")?;
+    match jobs.status {
+        503 if is_error_body(&jobs.body, "unavailable") => seen.jobs_503 = true,
+        _ => bail!(
+            "GET {base_url}/api/v1/jobs answered {} without its database, not 503 with \
+             {{\"error\": {{\"code\": \"unavailable\", \"message\": ...}}}}: {}",
+            jobs.status,
+            jobs.body
+        ),
+    }
+    let ready = get(http, &format!("{base_url}/readyz"), None)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("ask /readyz during the outage")?;
+    match ready.status {
+        503 if is_error_body(&ready.body, "unavailable") => seen.readyz_503 = true,
+        _ => bail!(
+            "{base_url}/readyz answered {} without its database, not 503 with the \
+             `unavailable` error body: {}",
+            ready.status,
+            ready.body
+        ),
+    }
+    seen.last = format!(
+        "jobs {} {}; readyz {} {}",
+        jobs.status, jobs.body, ready.status, ready.body
+    );
+    Ok(())
+}
+
+/// Whether a coordinator serves again: ready, and lists jobs.
+async fn serves(http: &reqwest::Client, base_url: &str) -> Result<(), String> {
+    let ready = get(http, &format!("{base_url}/readyz"), None).await?;
+    if ready.status != 200 {
+        return Err(format!("readyz {}: {}", ready.status, ready.body));
+    }
+    let jobs = get(
+        http,
+        &format!("{base_url}/api/v1/jobs?limit=1"),
+        Some(ADMIN_TOKEN),
+    )
+    .await?;
+    if jobs.status != 200 {
+        return Err(format!("GET /api/v1/jobs {}: {}", jobs.status, jobs.body));
+    }
+    Ok(())
+}
+
+fn ensure_alive(coordinators: &mut [ServerProcess], when: &str) -> anyhow::Result<()> {
+    for (index, server) in coordinators.iter_mut().enumerate() {
+        if let Some(status) = server.try_wait() {
+            bail!(
+                "coordinator {index} exited {when} ({status:?}); stderr:\n{}",
+                server.stderr()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Submit one job at a time, alternating between the coordinators, until `stop`; record every
+/// acknowledgement and every refusal.
+async fn submit_continuously(
+    clients: Vec<MusterClient>,
+    spec: SubmitJob,
+    log: Arc<Mutex<SubmitLog>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut turn = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let client = &clients[turn % clients.len()];
+        turn += 1;
+        let answer = client.submit_job(&spec).await;
+        let now = Instant::now();
+        record(&mut log.lock().expect("the submit log lock"), answer, now);
+        tokio::time::sleep(SUBMIT_PAUSE).await;
+    }
+}
+
+fn record(log: &mut SubmitLog, answer: Result<(muster_api::Job, bool), ClientError>, now: Instant) {
+    log.attempts += 1;
+    match answer {
+        Ok((job, created)) => {
+            // A job without an idempotency key is always new; record it either way so a
+            // wrong status cannot hide an acknowledged job.
+            log.acknowledged.push((job.id, now));
+            if !created {
+                log.errors.push((
+                    "200".into(),
+                    "not_created".into(),
+                    format!("job {} came back as existing", job.id),
+                    now,
+                ));
+            }
+        }
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+        }) => log.errors.push((status.to_string(), code, message, now)),
+        Err(other) => log
+            .errors
+            .push(("transport".into(), String::new(), other.to_string(), now)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coordinators_ride_out_a_database_outage_and_lose_no_acknowledged_job() -> anyhow::Result<()>
+{
+    tokio::time::timeout(TEST_BOUND, outage_run())
+        .await
+        .with_context(|| format!("finish the outage test within {TEST_BOUND:?}"))?
+}
+
+async fn outage_run() -> anyhow::Result<()> {
+    let test_started = Instant::now();
+    // A private cluster: this test stops the server, which must not hit other tests.
+    let cluster = tokio::task::block_in_place(PostgresCluster::start)
+        .context("start a private PostgreSQL cluster")?;
+    let database_url = tokio::task::block_in_place(|| cluster.create_database())
+        .context("create the test database")?;
+    let data_dirs: Vec<tempfile::TempDir> = (0..2)
+        .map(|_| tempfile::tempdir().context("create a coordinator data directory"))
+        .collect::<anyhow::Result<_>>()?;
+    let mut coordinators: Vec<ServerProcess> = data_dirs
+        .iter()
+        .map(|dir| start_postgres_coordinator(dir.path(), &database_url, "127.0.0.1:0"))
+        .collect();
+    let clients: Vec<MusterClient> = coordinators
+        .iter()
+        .map(|server| server.client(ADMIN_TOKEN))
+        .collect();
+    let http = reqwest::Client::builder()
+        .timeout(PROBE_TIMEOUT)
+        .build()
+        .context("build the probing HTTP client")?;
+
+    // One runner per coordinator.
+    let mut runners = Vec::new();
+    for (index, server) in coordinators.iter().enumerate() {
+        let created = clients[index]
+            .create_runner(&CreateRunner {
+                name: format!("pg-outage-{index}"),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("register runner {index}"))?;
+        runners.push(RunnerProcess::start(
+            &server.base_url,
+            &created.token,
+            2,
+            &[],
+        ));
+    }
+
+    let spec = SubmitJob {
+        kind: "exec".into(),
+        payload: Some(json!({ "command": ["true"] })),
+        // Leases outlast the outage plus the runners' backoff, so a job running through it is
+        // normally reported by the runner that ran it; more attempts only cover bad luck.
+        lease_ttl_s: Some(15),
+        max_attempts: Some(5),
+        backoff_base_s: Some(0),
+        ..Default::default()
+    };
+    let log = Arc::new(Mutex::new(SubmitLog::default()));
+    let stop_submitting = Arc::new(AtomicBool::new(false));
+    let submitter = tokio::spawn(submit_continuously(
+        clients.clone(),
+        spec,
+        Arc::clone(&log),
+        Arc::clone(&stop_submitting),
+    ));
+
+    // Load first: the submitter is being acknowledged and the runners complete jobs.
+    let load_started = Instant::now();
+    poll_until(
+        "a second of load: acknowledged submits and completed jobs",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let acknowledged = log.lock().expect("the submit log lock").acknowledged.len();
+            let counts = job_counts_by_state(&clients[0]).await?;
+            let completed = counts.get("completed").copied().unwrap_or(0);
+            if load_started.elapsed() >= Duration::from_secs(1)
+                && acknowledged >= 20
+                && completed >= 5
+            {
+                Ok(())
+            } else {
+                Err(format!("{acknowledged} acknowledged, counts {counts:?}"))
+            }
+        },
+    )
+    .await?;
+    ensure_alive(&mut coordinators, "under load")?;
+    let acknowledged_before = log.lock().expect("the submit log lock").acknowledged.len();
+
+    // Submits fail from the moment the shutdown begins: sessions are cut off before pg_ctl
+    // returns.
+    let stopping_at = Instant::now();
+    tokio::task::block_in_place(|| cluster.stop()).context("stop PostgreSQL")?;
+    let stopped_at = Instant::now();
+    eprintln!(
+        "postgres outage: PostgreSQL stopped after {:.1} s ({acknowledged_before} jobs acknowledged so far)",
+        test_started.elapsed().as_secs_f64()
+    );
+
+    // During the outage: alive, healthy, not ready, 503 with the contract's body; probed over
+    // and over, and for at least OUTAGE after the stop.
+    let mut seen: Vec<OutageSeen> = coordinators.iter().map(|_| OutageSeen::default()).collect();
+    loop {
+        for (index, server) in coordinators.iter().enumerate() {
+            probe_during_outage(&http, &server.base_url, &mut seen[index])
+                .await
+                .with_context(|| {
+                    format!(
+                        "probe coordinator {index} {:.1} s into the outage; its stderr (tail):\n{}",
+                        stopped_at.elapsed().as_secs_f64(),
+                        tail(&server.stderr(), 20)
+                    )
+                })?;
+        }
+        ensure_alive(&mut coordinators, "during the outage")?;
+        let all_noticed = seen.iter().all(|seen| seen.jobs_503 && seen.readyz_503);
+        if all_noticed && stopped_at.elapsed() >= OUTAGE {
+            break;
+        }
+        if stopped_at.elapsed() >= NOTICE_WITHIN {
+            bail!("not every coordinator answered 503 within {NOTICE_WITHIN:?}: {seen:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (index, runner) in runners.iter_mut().enumerate() {
+        ensure!(
+            runner.try_wait().is_none(),
+            "runner {index} died during the outage:\n{}",
+            runner.output()
+        );
+    }
+    let refused_during_outage = log
+        .lock()
+        .expect("the submit log lock")
+        .errors
+        .iter()
+        .filter(|(_, _, _, when)| *when >= stopping_at)
+        .count();
+
+    tokio::task::block_in_place(|| cluster.start_again()).context("start PostgreSQL again")?;
+    let restarted_at = Instant::now();
+    let outage = restarted_at - stopped_at;
+
+    // Back by themselves: no coordinator is restarted.
+    for (index, server) in coordinators.iter().enumerate() {
+        let base_url = server.base_url.clone();
+        poll_until(
+            &format!("coordinator {index} to serve again"),
+            RECOVER_WITHIN,
+            Duration::from_millis(100),
+            || serves(&http, &base_url),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "wait for coordinator {index} to recover; stderr (tail):\n{}",
+                tail(&server.stderr(), 20)
+            )
+        })?;
+    }
+    let recovered_in = restarted_at.elapsed();
+    eprintln!(
+        "postgres outage: down {:.1} s; both coordinators served again {:.2} s after PostgreSQL was back",
+        outage.as_secs_f64(),
+        recovered_in.as_secs_f64()
+    );
+    ensure_alive(&mut coordinators, "after the outage")?;
+
+    // The submitter, never restarted, is acknowledged again through both coordinators.
+    poll_until(
+        "submits to be acknowledged again after the outage",
+        RECOVER_WITHIN,
+        Duration::from_millis(100),
+        || async {
+            let log = log.lock().expect("the submit log lock");
+            let later = log
+                .acknowledged
+                .iter()
+                .filter(|(_, when)| *when > restarted_at)
+                .count();
+            if later >= 20 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{later} acknowledged since the restart; last errors {:?}",
+                    log.errors
+                        .iter()
+                        .rev()
+                        .take(3)
+                        .map(|(status, code, message, _)| format!("{status} {code} {message}"))
+                        .collect::<Vec<_>>()
+                ))
+            }
+        },
+    )
+    .await?;
+    stop_submitting.store(true, Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(30), submitter)
+        .await
+        .context("wait for the submitter to stop")?
+        .context("run the submitter")?;
+
+    let log = Arc::try_unwrap(log)
+        .map_err(|_| anyhow::anyhow!("the submit log is still shared"))?
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("the submit log lock is poisoned"))?;
+    let acknowledged: HashSet<Uuid> = log.acknowledged.iter().map(|(id, _)| *id).collect();
+    ensure!(
+        acknowledged.len() == log.acknowledged.len(),
+        "a job id was acknowledged twice"
+    );
+    // Refusals are 503 `unavailable`, and only while the database was away (plus the moment a
+    // coordinator needs to reconnect); nothing else, and never a broken connection.
+    let mut refusals: BTreeMap<String, usize> = BTreeMap::new();
+    for (status, code, message, when) in &log.errors {
+        ensure!(
+            status == "503" && code == "unavailable",
+            "a submit was refused with {status} {code:?}: {message}"
+        );
+        ensure!(
+            *when >= stopping_at && *when <= restarted_at + RECOVER_WITHIN,
+            "a submit was refused outside the outage (which ran from {:.1} s to {:.1} s into              the test; refused at {:.1} s): {status} {code} {message}",
+            (stopping_at - test_started).as_secs_f64(),
+            (restarted_at - test_started).as_secs_f64(),
+            (*when - test_started).as_secs_f64()
+        );
+        *refusals.entry(format!("{status} {code}")).or_default() += 1;
+    }
+    ensure!(
+        refused_during_outage > 0,
+        "the submitter was never refused during a {outage:?} outage: its submits did not reach \
+         the database, or were answered from elsewhere"
+    );
+
+    // Every acknowledged job is there and ends completed.
+    let jobs = poll_until(
+        "every acknowledged job to finish",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || async {
+            let jobs = all_jobs(&clients[1])
+                .await
+                .map_err(|error| format!("{error:#}"))?;
+            let unfinished: Vec<String> = jobs
+                .iter()
+                .filter(|job| acknowledged.contains(&job.id))
+                .filter(|job| {
+                    !matches!(
+                        job.state,
+                        JobState::Completed | JobState::Failed | JobState::Cancelled
+                    )
+                })
+                .map(describe)
+                .collect();
+            if unfinished.is_empty() {
+                Ok(jobs)
+            } else {
+                Err(format!(
+                    "{} unfinished, e.g. {:?}",
+                    unfinished.len(),
+                    unfinished.iter().take(3).collect::<Vec<_>>()
+                ))
+            }
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "wait for the acknowledged jobs; runner outputs (tails):\n{}",
+            runners
+                .iter()
+                .enumerate()
+                .map(|(index, runner)| format!(
+                    "--- runner {index} ---\n{}",
+                    tail(&runner.output(), 20)
+                ))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let stored: HashSet<Uuid> = jobs.iter().map(|job| job.id).collect();
+    let lost: Vec<&Uuid> = acknowledged.difference(&stored).collect();
+    ensure!(
+        lost.is_empty(),
+        "{} acknowledged jobs are not in the database after the outage: {:?}",
+        lost.len(),
+        lost.iter().take(10).collect::<Vec<_>>()
+    );
+    let mut later_attempts = 0;
+    for job in jobs.iter().filter(|job| acknowledged.contains(&job.id)) {
+        ensure!(
+            job.state == JobState::Completed,
+            "an acknowledged job did not complete: {}",
+            describe(job)
+        );
+        if job.attempt > 1 {
+            later_attempts += 1;
+        }
+    }
+    // Refused submits left nothing behind, or at most what a lost answer could have committed.
+    ensure!(
+        jobs.len() >= acknowledged.len() && jobs.len() <= log.attempts,
+        "{} jobs stored, {} acknowledged, {} submits tried",
+        jobs.len(),
+        acknowledged.len(),
+        log.attempts
+    );
+
+    ensure_alive(&mut coordinators, "at the end")?;
+    for (index, runner) in runners.iter_mut().enumerate() {
+        ensure!(
+            runner.try_wait().is_none(),
+            "runner {index} died:\n{}",
+            runner.output()
+        );
+    }
+    for (index, server) in coordinators.iter().enumerate() {
+        let stderr = server.stderr();
+        ensure!(
+            !stderr.contains("panicked"),
+            "coordinator {index} panicked:\n{}",
+            tail(&stderr, 40)
+        );
+    }
+    eprintln!(
+        "postgres outage: {} submits, {} acknowledged (all completed, {later_attempts} after more \
+         than one attempt), refusals {refusals:?}; total {:.1} s",
+        log.attempts,
+        acknowledged.len(),
+        test_started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
