@@ -111,9 +111,11 @@ impl TestServer {
             .admin_token
             .clone()
             .unwrap_or_else(|| TEST_ADMIN_TOKEN.into());
-        let coordinator = muster_server::build(
+        let blobs = muster_server::open_blobs(&config).await?;
+        let coordinator = muster_server::build_with_blobs(
             config,
             store,
+            blobs,
             Arc::clone(&clock),
             &admin_token,
             shutdown.clone(),

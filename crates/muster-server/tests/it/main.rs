@@ -11,6 +11,7 @@ mod fencing;
 mod jobs;
 mod logs;
 mod ops;
+mod postgres;
 mod protocol;
 mod runners;
 mod support;
