@@ -432,6 +432,7 @@ async fn fleet_run() -> anyhow::Result<()> {
         );
     }
 
+    let restarted_wall_clock = time::OffsetDateTime::now_utc();
     coordinators[VICTIM] =
         start_postgres_coordinator(data_dirs[VICTIM].path(), &database_url, &victim_address);
     // Down from the kill until the restarted process printed its listening line.
@@ -441,7 +442,37 @@ async fn fleet_run() -> anyhow::Result<()> {
         down_for.as_secs_f64()
     );
 
-    let finished = wait_for_terminal(
+    // The runners of the killed coordinator kept retrying and are back: their heartbeats, which
+    // only the restarted coordinator can receive, reach the shared registry again.
+    for (runner, _) in RUNNERS_ON
+        .iter()
+        .enumerate()
+        .filter(|(_, on)| **on == VICTIM)
+    {
+        let id = runners[runner].0;
+        let watcher = &clients[WATCHER];
+        poll_until(
+            &format!("runner {runner} to heartbeat through the restarted coordinator"),
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || async move {
+                let seen = watcher.get_runner(id).await.map_err(|e| e.to_string())?;
+                match seen.last_heartbeat_at {
+                    Some(at) if at >= restarted_wall_clock => Ok(()),
+                    _ => Err(format!("{seen:?}")),
+                }
+            },
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "runner {runner}'s output:\n{}",
+                tail(&runners[runner].1.output(), 20)
+            )
+        })?;
+    }
+
+    let finished = match wait_for_terminal(
         &clients[WATCHER],
         JOBS as u64,
         Duration::from_secs(150),
@@ -449,20 +480,38 @@ async fn fleet_run() -> anyhow::Result<()> {
         "after the restart",
     )
     .await
-    .with_context(|| {
-        format!(
-            "wait for all jobs to finish; runner outputs (tails):\n{}",
-            runners
+    {
+        Ok(finished) => finished,
+        Err(error) => {
+            // Name the jobs that are lost or stuck, and what the runners were saying.
+            let mut unfinished = Vec::new();
+            for state in [JobState::Pending, JobState::Claimed, JobState::Running] {
+                let query = JobQuery {
+                    state: Some(state),
+                    limit: Some(10),
+                    ..Default::default()
+                };
+                match clients[WATCHER].list_jobs(&query).await {
+                    Ok(page) => unfinished.extend(page.items.iter().map(describe)),
+                    Err(list_error) => {
+                        unfinished.push(format!("listing {state:?} jobs failed: {list_error}"))
+                    }
+                }
+            }
+            let outputs: Vec<String> = runners
                 .iter()
                 .enumerate()
-                .map(|(index, (_, process))| format!(
-                    "--- runner {index} ---\n{}",
-                    tail(&process.output(), 20)
-                ))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+                .map(|(index, (_, process))| {
+                    format!("--- runner {index} ---\n{}", tail(&process.output(), 20))
+                })
+                .collect();
+            return Err(error.context(format!(
+                "wait for all jobs to finish; unfinished jobs (up to 10 per state):\n{}\nrunner outputs (tails):\n{}",
+                unfinished.join("\n"),
+                outputs.join("\n")
+            )));
+        }
+    };
     let run_seconds = test_started.elapsed().as_secs_f64();
 
     // The store's view, read through a coordinator that was never killed and one that was.
