@@ -30,8 +30,10 @@ const NOTICE_WITHIN: Duration = Duration::from_secs(20);
 const RECOVER_WITHIN: Duration = Duration::from_secs(30);
 /// Every probe must be answered within this: a coordinator that hangs is not answering 503.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pace of the submitter: continuous load, without spinning on 503s.
-const SUBMIT_PAUSE: Duration = Duration::from_millis(20);
+/// Pace of the submitter: continuous load (about 20 jobs a second), without spinning on 503s.
+const SUBMIT_PAUSE: Duration = Duration::from_millis(50);
+/// Each job runs this long, so that jobs are in flight on the runners when the database goes.
+const JOB_SECONDS: &str = "0.3";
 const TEST_BOUND: Duration = Duration::from_secs(240);
 
 /// What the submitter saw: every acknowledged job and every refusal, with when it happened.
@@ -261,14 +263,14 @@ async fn outage_run() -> anyhow::Result<()> {
         runners.push(RunnerProcess::start(
             &server.base_url,
             &created.token,
-            2,
+            4,
             &[],
         ));
     }
 
     let spec = SubmitJob {
         kind: "exec".into(),
-        payload: Some(json!({ "command": ["true"] })),
+        payload: Some(json!({ "command": ["sleep", JOB_SECONDS] })),
         // Leases outlast the outage plus the runners' backoff, so a job running through it is
         // normally reported by the runner that ran it; more attempts only cover bad luck.
         lease_ttl_s: Some(15),
@@ -285,19 +287,23 @@ async fn outage_run() -> anyhow::Result<()> {
         Arc::clone(&stop_submitting),
     ));
 
-    // Load first: the submitter is being acknowledged and the runners complete jobs.
+    // Load first: the submitter is being acknowledged, the runners complete jobs and have more
+    // in flight, whose completions the outage will interrupt.
     let load_started = Instant::now();
     poll_until(
-        "a second of load: acknowledged submits and completed jobs",
+        "a second of load: acknowledged submits, completed jobs, jobs in flight",
         Duration::from_secs(60),
         Duration::from_millis(100),
         || async {
             let acknowledged = log.lock().expect("the submit log lock").acknowledged.len();
             let counts = job_counts_by_state(&clients[0]).await?;
             let completed = counts.get("completed").copied().unwrap_or(0);
+            let in_flight = counts.get("claimed").copied().unwrap_or(0)
+                + counts.get("running").copied().unwrap_or(0);
             if load_started.elapsed() >= Duration::from_secs(1)
                 && acknowledged >= 20
                 && completed >= 5
+                && in_flight >= 2
             {
                 Ok(())
             } else {
@@ -307,6 +313,19 @@ async fn outage_run() -> anyhow::Result<()> {
     )
     .await?;
     ensure_alive(&mut coordinators, "under load")?;
+    // The jobs on the runners right now: the outage cuts off their heartbeats and completions.
+    let mut in_flight_at_stop = Vec::new();
+    for state in [JobState::Claimed, JobState::Running] {
+        let page = clients[0]
+            .list_jobs(&muster_client::JobQuery {
+                state: Some(state),
+                limit: Some(100),
+                ..Default::default()
+            })
+            .await
+            .context("list the jobs in flight")?;
+        in_flight_at_stop.extend(page.items.iter().map(|job| job.id));
+    }
     let acknowledged_before = log.lock().expect("the submit log lock").acknowledged.len();
 
     // Submits fail from the moment the shutdown begins: sessions are cut off before pg_ctl
@@ -315,8 +334,10 @@ async fn outage_run() -> anyhow::Result<()> {
     tokio::task::block_in_place(|| cluster.stop()).context("stop PostgreSQL")?;
     let stopped_at = Instant::now();
     eprintln!(
-        "postgres outage: PostgreSQL stopped after {:.1} s ({acknowledged_before} jobs acknowledged so far)",
-        test_started.elapsed().as_secs_f64()
+        "postgres outage: PostgreSQL stopped after {:.1} s ({acknowledged_before} jobs \
+         acknowledged so far, {} in flight)",
+        test_started.elapsed().as_secs_f64(),
+        in_flight_at_stop.len()
     );
 
     // During the outage: alive, healthy, not ready, 503 with the contract's body; probed over
@@ -508,6 +529,14 @@ async fn outage_run() -> anyhow::Result<()> {
         lost.len(),
         lost.iter().take(10).collect::<Vec<_>>()
     );
+    // The jobs the outage caught on the runners were listed, so they were acknowledged; they
+    // are checked with the rest below.
+    for id in &in_flight_at_stop {
+        ensure!(
+            acknowledged.contains(id),
+            "job {id} was on a runner at the stop but never acknowledged to the submitter"
+        );
+    }
     let mut later_attempts = 0;
     for job in jobs.iter().filter(|job| acknowledged.contains(&job.id)) {
         ensure!(
