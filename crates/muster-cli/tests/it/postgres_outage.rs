@@ -187,12 +187,17 @@ async fn submit_continuously(
         turn += 1;
         let answer = client.submit_job(&spec).await;
         let now = Instant::now();
-        record(&mut log.lock().expect("the submit log lock"), answer, now);
+        record_submit_answer(&mut log.lock().expect("the submit log lock"), answer, now);
         tokio::time::sleep(SUBMIT_PAUSE).await;
     }
 }
 
-fn record(log: &mut SubmitLog, answer: Result<(muster_api::Job, bool), ClientError>, now: Instant) {
+/// Note one submit's answer: an acknowledged job, or a refusal with its status and code.
+fn record_submit_answer(
+    log: &mut SubmitLog,
+    answer: Result<(muster_api::Job, bool), ClientError>,
+    now: Instant,
+) {
     log.attempts += 1;
     match answer {
         Ok((job, created)) => {
@@ -575,9 +580,11 @@ async fn outage_run() -> anyhow::Result<()> {
     }
     eprintln!(
         "postgres outage: {} submits, {} acknowledged (all completed, {later_attempts} after more \
-         than one attempt), refusals {refusals:?}; total {:.1} s",
+         than one attempt), {} stored without an acknowledgement, refusals {refusals:?}; total \
+         {:.1} s",
         log.attempts,
         acknowledged.len(),
+        jobs.len() - acknowledged.len(),
         test_started.elapsed().as_secs_f64()
     );
     Ok(())
