@@ -4,9 +4,9 @@
 // - burn-down: N no-op jobs are bulk-loaded first (addJobs, 1,000 per call), then W worker
 //   processes run them; the rate is N over the time from "go" until the last job's completion
 //   is committed (the jobs table is empty).
-// - sustained: the queue is topped up to a target depth by a producer (addJobs, 1,000 per call)
-//   while W worker processes run jobs for a fixed duration; completions per interval show
-//   whether throughput decays as finished jobs pile up.
+// - sustained: the queue is topped up to a target depth by a producer (addJobs, 1,000 per call,
+//   4 calls in flight) while W worker processes run jobs for a fixed duration; completions per
+//   interval show whether throughput decays as finished jobs pile up.
 //
 // The parent process loads and produces; each worker process runs graphile-worker's `run()` with
 // a no-op task. Progress goes to stderr; the result is one JSON line on stdout.
@@ -32,6 +32,7 @@ const OPTIONS = {
   workers: { type: "string", default: "2", help: "worker processes (1-2 on a 2-core machine)" },
   batched: { type: "string", default: "true", help: "true: localQueue.size 500, completeJobBatchDelay 0; false: graphile-worker's defaults (no batching)" },
   "add-batch": { type: "string", default: "1000", help: "jobs per addJobs call when loading and producing" },
+  "add-parallel": { type: "string", default: "4", help: "addJobs calls in flight at most when loading and producing" },
   timeout: { type: "string", default: "600", help: "seconds after which the run is abandoned as failed" },
   "exit-with-stdin": { type: "string", default: "false", help: "true: stop (and stop the workers) when stdin closes, for a parent that pipes it" },
   role: { type: "string", default: "main", help: "internal: main | worker" },
@@ -287,6 +288,7 @@ async function mainProcess(options) {
   const batched = boolean(options, "batched");
   const workerCount = positiveNumber(options, "workers");
   const addBatch = positiveNumber(options, "add-batch");
+  const addParallel = positiveNumber(options, "add-parallel");
   const intervalS = positiveNumber(options, "interval");
   const timeoutMs = positiveNumber(options, "timeout") * 1000;
   positiveNumber(options, "concurrency");
@@ -339,7 +341,7 @@ async function mainProcess(options) {
       const jobs = positiveNumber(options, "jobs");
       log(`loading ${jobs} no-op jobs`);
       const loadStarted = performance.now();
-      await addNoops(utils, jobs, addBatch, 4);
+      await addNoops(utils, jobs, addBatch, addParallel);
       const loadSeconds = (performance.now() - loadStarted) / 1000;
       log(`loaded ${jobs} jobs in ${loadSeconds.toFixed(1)} s; starting ${workerCount} worker process(es)`);
       workers = new Workers(options, workerCount);
@@ -378,14 +380,14 @@ async function mainProcess(options) {
       const durationS = positiveNumber(options, "duration");
       const warmupS = Number(options.warmup);
       log(`loading ${depth} no-op jobs (the target depth)`);
-      await addNoops(utils, depth, addBatch, 4);
+      await addNoops(utils, depth, addBatch, addParallel);
       let added = depth;
       workers = new Workers(options, workerCount);
       await workers.ready(30_000);
       log(`sustained: ${warmupS} s warm-up, then ${durationS} s measured in ${intervalS} s intervals`);
       let producing = true;
       let producerError = null;
-      // Keep `added - executed` at the target depth; two addJobs calls in flight at most.
+      // Keep `added - executed` at the target depth; `--add-parallel` addJobs calls in flight.
       const producer = async () => {
         while (producing) {
           if (added - workers.executed + addBatch <= depth) {
@@ -396,7 +398,7 @@ async function mainProcess(options) {
           }
         }
       };
-      const producers = [producer(), producer()].map((promise) =>
+      const producers = Array.from({ length: addParallel }, producer).map((promise) =>
         promise.catch((error) => {
           producerError = error;
         }),

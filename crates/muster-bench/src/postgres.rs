@@ -1,0 +1,312 @@
+//! The PostgreSQL server a benchmark runs on: a private cluster started for the run, or an
+//! existing server. Either way every scenario and every system gets a fresh database of its own
+//! on it, so muster and graphile-worker share the server and its settings but not their tables.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, bail};
+use muster_test_support::PostgresCluster;
+use tokio::sync::Mutex;
+
+/// A PostgreSQL server and the databases this run made on it.
+pub(crate) struct PgServer {
+    /// The URL of the server's `postgres` database, from which databases are created and dropped.
+    maintenance_url: String,
+    /// The private cluster, when this run started one (stopped when dropped).
+    cluster: Option<Arc<PostgresCluster>>,
+    /// Whether `pg_stat_statements` is loaded and its extension created in `postgres`.
+    statements: bool,
+    /// Databases made by this run on an existing server, dropped by [`PgServer::drop_databases`].
+    created: Mutex<Vec<String>>,
+    sequence: AtomicU64,
+}
+
+/// Settings applied to a private cluster before the benchmark starts.
+pub(crate) struct PrivateSettings {
+    pub(crate) shared_buffers: String,
+    pub(crate) statements: bool,
+}
+
+impl PgServer {
+    /// Start a private cluster (initdb in a temporary directory, loopback, its own port) and
+    /// restart it with `settings`; it is stopped and removed when the returned value is dropped,
+    /// and by its guardian if this process dies first.
+    pub(crate) async fn start_private(settings: &PrivateSettings) -> anyhow::Result<PgServer> {
+        eprintln!("postgres: starting a private cluster");
+        let cluster = tokio::task::spawn_blocking(PostgresCluster::start)
+            .await
+            .context("join the cluster-starting task")?
+            .context("start a private PostgreSQL cluster")?;
+        let cluster = Arc::new(cluster);
+        let maintenance_url = cluster.url("postgres");
+        {
+            let client = connect(&maintenance_url).await?;
+            client
+                .batch_execute(&format!(
+                    "ALTER SYSTEM SET shared_buffers = {}",
+                    quote_literal(&settings.shared_buffers)
+                ))
+                .await
+                .context("set shared_buffers with ALTER SYSTEM")?;
+            if settings.statements {
+                client
+                    .batch_execute(
+                        "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'",
+                    )
+                    .await
+                    .context("preload pg_stat_statements with ALTER SYSTEM")?;
+            }
+        }
+        let restarting = Arc::clone(&cluster);
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            restarting.stop()?;
+            restarting.start_again()
+        })
+        .await
+        .context("join the cluster-restarting task")?
+        .context("restart the private cluster with the benchmark's settings")?;
+        if settings.statements {
+            let client = connect(&maintenance_url).await?;
+            client
+                .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                .await
+                .context(
+                    "create the pg_stat_statements extension (is postgresql-contrib installed?)",
+                )?;
+        }
+        eprintln!("postgres: private cluster on 127.0.0.1:{}", cluster.port());
+        Ok(PgServer {
+            maintenance_url,
+            cluster: Some(cluster),
+            statements: settings.statements,
+            created: Mutex::new(Vec::new()),
+            sequence: AtomicU64::new(0),
+        })
+    }
+
+    /// An existing server, reached through `url` (any database on it; this run creates and drops
+    /// databases of its own, so the role needs CREATEDB).
+    pub(crate) async fn existing(url: &str, statements: bool) -> anyhow::Result<PgServer> {
+        // Databases are created from the database the URL names, or from `postgres` if none.
+        let maintenance_url =
+            with_database(url, database_of(url).as_deref().unwrap_or("postgres"))?;
+        let client = connect(&maintenance_url).await?;
+        if statements {
+            client
+                .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                .await
+                .context("create the pg_stat_statements extension")?;
+        }
+        Ok(PgServer {
+            maintenance_url,
+            cluster: None,
+            statements,
+            created: Mutex::new(Vec::new()),
+            sequence: AtomicU64::new(0),
+        })
+    }
+
+    /// A fresh, empty database named after `label`; answers its URL.
+    pub(crate) async fn create_database(&self, label: &str) -> anyhow::Result<String> {
+        let name = format!(
+            "{}_{}_{}",
+            label.replace('-', "_"),
+            std::process::id(),
+            self.sequence.fetch_add(1, Ordering::Relaxed)
+        );
+        let client = connect(&self.maintenance_url).await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .with_context(|| format!("create database {name}"))?;
+        if self.cluster.is_none() {
+            self.created.lock().await.push(name.clone());
+        }
+        with_database(&self.maintenance_url, &name)
+    }
+
+    /// Drop the databases this run created on an existing server (a private cluster goes whole).
+    pub(crate) async fn drop_databases(&self) -> anyhow::Result<()> {
+        let names: Vec<String> = std::mem::take(&mut *self.created.lock().await);
+        if names.is_empty() {
+            return Ok(());
+        }
+        let client = connect(&self.maintenance_url).await?;
+        for name in names {
+            client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await
+                .with_context(|| format!("drop database {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// The server's version and the settings that matter for throughput, for the report.
+    pub(crate) async fn describe(&self) -> anyhow::Result<String> {
+        let client = connect(&self.maintenance_url).await?;
+        let names = [
+            "server_version",
+            "shared_buffers",
+            "fsync",
+            "synchronous_commit",
+            "full_page_writes",
+            "autovacuum",
+            "max_connections",
+        ];
+        let mut settings = Vec::new();
+        for name in names {
+            let row = client
+                .query_one("SELECT current_setting($1)", &[&name])
+                .await
+                .with_context(|| format!("read the server's setting {name}"))?;
+            let value: String = row.get(0);
+            settings.push(match name {
+                "server_version" => {
+                    format!("PG {}", value.split_whitespace().next().unwrap_or_default())
+                }
+                _ => format!("{name}={value}"),
+            });
+        }
+        let location = match &self.cluster {
+            Some(cluster) => format!("private cluster on :{}", cluster.port()),
+            None => "existing server".to_string(),
+        };
+        Ok(format!("{location}, {}", settings.join(", ")))
+    }
+
+    /// Forget the statement statistics gathered so far (when `pg_stat_statements` is on).
+    pub(crate) async fn reset_statements(&self) -> anyhow::Result<()> {
+        if !self.statements {
+            return Ok(());
+        }
+        connect(&self.maintenance_url)
+            .await?
+            .batch_execute("SELECT pg_stat_statements_reset()")
+            .await
+            .context("reset pg_stat_statements")
+    }
+
+    /// The statements run in `database_url`'s database since the last reset, most total time
+    /// first, printed to stderr (when `pg_stat_statements` is on).
+    pub(crate) async fn print_statements(
+        &self,
+        database_url: &str,
+        limit: i64,
+    ) -> anyhow::Result<()> {
+        if !self.statements {
+            return Ok(());
+        }
+        let Some(database) = database_of(database_url) else {
+            return Ok(());
+        };
+        let client = connect(&self.maintenance_url).await?;
+        let rows = client
+            .query(
+                "SELECT calls, total_exec_time, rows, \
+                        regexp_replace(query, '\\s+', ' ', 'g') \
+                   FROM pg_stat_statements \
+                  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1) \
+                  ORDER BY total_exec_time DESC LIMIT $2",
+                &[&database, &limit],
+            )
+            .await
+            .context("read pg_stat_statements")?;
+        eprintln!("  statements in {database}, most server time first:");
+        eprintln!(
+            "  {:>9} {:>10} {:>8} {:>10}  query",
+            "calls", "total ms", "µs/call", "rows"
+        );
+        for row in rows {
+            let calls: i64 = row.get(0);
+            let total: f64 = row.get(1);
+            let returned: i64 = row.get(2);
+            let query: String = row.get(3);
+            let shown: String = query.chars().take(150).collect();
+            eprintln!(
+                "  {calls:>9} {total:>10.0} {:>8.1} {returned:>10}  {shown}",
+                total * 1000.0 / calls.max(1) as f64
+            );
+        }
+        Ok(())
+    }
+
+    /// Live and dead rows and size of the largest tables of `database_url`'s database: the
+    /// evidence of finished jobs piling up (or not).
+    pub(crate) async fn table_report(&self, database_url: &str) -> anyhow::Result<String> {
+        let client = connect(database_url).await?;
+        let rows = client
+            .query(
+                "SELECT relname, n_live_tup, n_dead_tup, autovacuum_count, \
+                        pg_total_relation_size(relid) \
+                   FROM pg_stat_user_tables \
+                  ORDER BY pg_total_relation_size(relid) DESC LIMIT 3",
+                &[],
+            )
+            .await
+            .context("read the tables' statistics")?;
+        let tables: Vec<String> = rows
+            .iter()
+            .map(|row| {
+                format!(
+                    "{} {} live / {} dead rows, {} autovacuums, {:.1} MiB",
+                    row.get::<_, String>(0),
+                    row.get::<_, i64>(1),
+                    row.get::<_, i64>(2),
+                    row.get::<_, i64>(3),
+                    row.get::<_, i64>(4) as f64 / (1024.0 * 1024.0)
+                )
+            })
+            .collect();
+        Ok(tables.join("; "))
+    }
+}
+
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connect to PostgreSQL at {}", redact(url)))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            eprintln!("postgres: a bench connection failed: {error}");
+        }
+    });
+    Ok(client)
+}
+
+/// `url` with its database (the path) replaced by `database`.
+fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
+    let mut parsed =
+        url::Url::parse(url).with_context(|| format!("parse the URL {}", redact(url)))?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        bail!(
+            "{} is not a postgres:// URL (libpq's key=value form is not supported here)",
+            redact(url)
+        );
+    }
+    parsed.set_path(&format!("/{database}"));
+    Ok(parsed.to_string())
+}
+
+/// The database a `postgres://` URL names, if any.
+fn database_of(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let database = parsed.path().trim_start_matches('/');
+    (!database.is_empty()).then(|| database.to_string())
+}
+
+/// A URL fit for messages: without its password.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "(an unparsable URL)".to_string(),
+    }
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
