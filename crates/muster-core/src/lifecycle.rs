@@ -192,6 +192,15 @@ impl JobLifecycle {
         epoch: Option<u64>,
         now: Timestamp,
     ) -> Result<(), TransitionError> {
+        // The same completion again, from the runner whose completion ended this attempt: its
+        // answer was lost on the way (a coordinator died after the commit), so it retried. It is
+        // answered as done and changes nothing; the first result stays.
+        let repeated = self.state == JobState::Completed
+            && self.runner_id == Some(runner)
+            && epoch.is_none_or(|epoch| epoch == self.lease_epoch);
+        if repeated {
+            return Ok(());
+        }
         self.check_lease(runner, epoch)?;
         if self.started_at.is_none() {
             self.started_at = Some(now);

@@ -8,7 +8,7 @@ use crate::support::{
     NO_JITTER, START, at, default_policy, in_state, policy_with, runner_a, runner_b, runner_error,
 };
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum LeaseCall {
     CheckLease,
     RecordActivity,
@@ -107,14 +107,48 @@ fn unleased_states_refuse_every_lease_call_even_from_the_last_holder() {
             for kind in LEASE_CALLS {
                 let before = in_state(state);
                 let mut lifecycle = before.clone();
+                let outcome = call(&mut lifecycle, kind, runner_a(), epoch, at(10_000));
+                // The one exception: the runner whose completion ended the job may repeat it
+                // (its answer was lost); that is accepted and changes nothing.
+                let expected = if state == JobState::Completed && kind == LeaseCall::Complete {
+                    Ok(())
+                } else {
+                    Err(TransitionError::LeaseLost)
+                };
                 assert_eq!(
-                    call(&mut lifecycle, kind, runner_a(), epoch, at(10_000)),
-                    Err(TransitionError::LeaseLost),
+                    outcome, expected,
                     "{kind:?} in {state} with epoch {epoch:?}"
                 );
-                assert_eq!(lifecycle, before);
+                assert_eq!(lifecycle, before, "{kind:?} in {state} changed the job");
             }
         }
+    }
+}
+
+#[test]
+fn only_the_runner_that_completed_a_job_may_repeat_the_completion_and_only_at_its_epoch() {
+    let completed = in_state(JobState::Completed);
+    let epoch = completed.lease_epoch;
+    for (runner, epoch, accepted) in [
+        (runner_a(), Some(epoch), true),
+        (runner_a(), None, true),
+        (runner_a(), Some(epoch + 1), false),
+        (runner_a(), Some(epoch.saturating_sub(1)), false),
+        (runner_b(), Some(epoch), false),
+        (runner_b(), None, false),
+    ] {
+        let mut lifecycle = completed.clone();
+        let outcome = lifecycle.complete(runner, epoch, at(20_000));
+        let expected = if accepted {
+            Ok(())
+        } else {
+            Err(TransitionError::LeaseLost)
+        };
+        assert_eq!(outcome, expected, "completion by {runner:?} at {epoch:?}");
+        assert_eq!(
+            lifecycle, completed,
+            "a repeated completion changes nothing"
+        );
     }
 }
 

@@ -882,6 +882,10 @@ pub(super) async fn complete(
     job.lifecycle
         .complete(call.runner, call.epoch, now)
         .map_err(|error| StoreError::from_transition(error, &call.job.to_string(), "complete"))?;
+    if job.lifecycle == before {
+        // A repeated completion: answered with the job as the first one left it.
+        return Ok(job);
+    }
     let merged = if outputs.is_empty() {
         None
     } else {
@@ -927,8 +931,11 @@ pub(super) async fn complete_many(
         let mut attempt = lifecycle.clone();
         match attempt.complete(runner, item.epoch, now) {
             Ok(()) => {
-                *lifecycle = attempt;
-                results.insert(*seq, item.result.to_string());
+                // A repeated completion changes nothing, its result included.
+                if attempt != *lifecycle {
+                    *lifecycle = attempt;
+                    results.insert(*seq, item.result.to_string());
+                }
                 answers.push(Ok(()));
             }
             Err(error) => answers.push(Err(StoreError::from_transition(

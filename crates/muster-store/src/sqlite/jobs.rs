@@ -648,9 +648,14 @@ pub(super) fn complete(
     now: Timestamp,
 ) -> Result<JobRecord, StoreError> {
     let (seq, mut job) = load_by_id(&context.conn, call.job)?;
+    let before = job.lifecycle.clone();
     job.lifecycle
         .complete(call.runner, call.epoch, now)
         .map_err(|error| StoreError::from_transition(error, &call.job.to_string(), "complete"))?;
+    if job.lifecycle == before {
+        // A repeated completion: answered with the job as the first one left it.
+        return Ok(job);
+    }
     let merged = if outputs.is_empty() {
         None
     } else {
@@ -696,9 +701,14 @@ fn complete_by_lifecycle(
         })
         .map_err(map_sqlite_error)?
         .ok_or_else(|| job_not_found(item.job))?;
+    let before = lifecycle.clone();
     lifecycle
         .complete(runner, item.epoch, now)
         .map_err(|error| StoreError::from_transition(error, &item.job.to_string(), "complete"))?;
+    if lifecycle == before {
+        // A repeated completion changes nothing.
+        return Ok(());
+    }
     write_lifecycle_and_result(conn, seq, &lifecycle, Some(&item.result))
 }
 

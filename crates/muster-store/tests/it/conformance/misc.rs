@@ -276,18 +276,70 @@ pub async fn complete_stores_the_result_once(store: Arc<dyn Store>) -> anyhow::R
     );
     ensure!(done.runner_id() == Some(runner), "who did it is kept");
     ensure!(store.get_runner(runner).await?.running_jobs == 0);
+    // The same runner completing again at the same epoch (its answer was lost, it retried) is
+    // answered with the job as the first completion left it; nothing changes.
+    let repeated = store
+        .complete_job(
+            call_for(&claimed, runner),
+            serde_json::json!("again"),
+            super::no_outputs(),
+            at(3_000),
+        )
+        .await?;
+    ensure!(
+        repeated == done,
+        "a repeated completion answers the stored job unchanged"
+    );
+    let batch = store
+        .complete_jobs(
+            runner,
+            vec![muster_store::CompletionItem {
+                job: job.id,
+                epoch: Some(claimed.lease.epoch),
+                result: serde_json::json!("batch again"),
+            }],
+            at(3_500),
+        )
+        .await?;
+    ensure!(
+        matches!(batch.as_slice(), [Ok(())]),
+        "a repeated completion in a batch is accepted: {batch:?}"
+    );
+    // Anyone else, or a stale epoch, is refused.
+    let other = register_runner(store, "another").await?;
     super::expect_lease_lost(
         store
             .complete_job(
-                call_for(&claimed, runner),
-                serde_json::json!("again"),
+                super::JobCall {
+                    runner: other,
+                    job: job.id,
+                    epoch: Some(claimed.lease.epoch),
+                },
+                serde_json::json!("stolen"),
                 super::no_outputs(),
-                at(3_000),
+                at(4_000),
             )
             .await,
-        "a second completion",
+        "a completion by another runner",
     )?;
-    ensure!(store.get_job(job.id).await?.result == Some(result));
+    super::expect_lease_lost(
+        store
+            .complete_job(
+                super::JobCall {
+                    runner,
+                    job: job.id,
+                    epoch: Some(claimed.lease.epoch + 1),
+                },
+                serde_json::json!("future"),
+                super::no_outputs(),
+                at(4_000),
+            )
+            .await,
+        "a completion at another epoch",
+    )?;
+    let stored = store.get_job(job.id).await?;
+    ensure!(stored.result == Some(result), "the first result stays");
+    ensure!(stored == done, "nothing changed after the first completion");
     Ok(())
 }
 
