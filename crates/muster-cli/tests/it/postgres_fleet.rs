@@ -617,9 +617,9 @@ async fn fleet_run() -> anyhow::Result<()> {
     }
 
     // The protocol's side of "completed once": a runner is told its completion succeeded at
-    // most once per job across the whole fleet. A job nobody was told about is one whose
-    // completion the killed coordinator committed without answering; the runner's retry
-    // through the restarted one was then refused.
+    // most once per job across the whole fleet, and every completed job's runner was told. A
+    // completion the killed coordinator committed without answering is retried by its runner
+    // through the restarted one, and a repeated completion is answered 200.
     let reports = poll_until(
         "every runner to log the outcome of each completion it reported",
         Duration::from_secs(15),
@@ -662,14 +662,9 @@ async fn fleet_run() -> anyhow::Result<()> {
         .filter(|(id, _)| !reports.acknowledged.contains_key(id))
         .map(|(id, line)| format!("{id}: {line}"))
         .collect();
-    // Only completions in flight at the kill can be committed unanswered: at most what the
-    // killed coordinator's runners were running.
-    let in_flight_at_kill =
-        RUNNERS_ON.iter().filter(|&&on| on == VICTIM).count() * RUNNER_CONCURRENCY as usize;
-    if unacknowledged.len() > in_flight_at_kill {
+    if !unacknowledged.is_empty() {
         problems.push(format!(
-            "{} jobs completed without any runner being told, more than the {in_flight_at_kill} \
-             the kill could cut off: {unacknowledged:?}",
+            "{} jobs completed without any runner being told: {unacknowledged:?}",
             unacknowledged.len()
         ));
     }
