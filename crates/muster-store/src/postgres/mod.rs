@@ -22,6 +22,7 @@ pub(crate) use schema::migrate_component;
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,12 +64,22 @@ pub const PENDING_CHANNEL: &str = "muster_pending";
 /// as unavailable: a coordinator whose database is gone answers 503 quickly instead of hanging.
 const CONNECTION_WAIT: Duration = Duration::from_secs(5);
 
+/// How often the maintenance task looks whether the queue tables need a vacuum.
+const MAINTENANCE_TICK: Duration = Duration::from_millis(500);
+/// Rows this coordinator added to or removed from `job_queue` and `job_leases` after which those
+/// tables are vacuumed: each claim and completion leaves dead entries at the head of the claim
+/// index, and every claim walks them until a vacuum removes them.
+const VACUUM_AFTER_QUEUE_CHANGES: u64 = 5_000;
+/// The longest a little churn waits for its vacuum.
+const VACUUM_AT_LEAST_EVERY: Duration = Duration::from_secs(30);
+
 /// The PostgreSQL [`Store`].
 pub struct PostgresStore {
     pool: Pool,
     shared: Arc<Shared>,
     pending_signal: watch::Receiver<u64>,
     listener: tokio::task::JoinHandle<()>,
+    maintenance: tokio::task::JoinHandle<()>,
 }
 
 /// What operations need besides a connection.
@@ -78,6 +89,8 @@ pub(crate) struct Shared {
     /// Per runner, what it last declared when claiming and when that was written, so a claim
     /// rewrites the runner's row only when something changed or a second passed.
     pub(crate) runner_touches: Mutex<HashMap<RunnerId, (u64, i64)>>,
+    /// Rows added to or removed from the queue tables since their last vacuum (roughly).
+    queue_changes: AtomicU64,
 }
 
 impl Shared {
@@ -85,11 +98,16 @@ impl Shared {
         self.signal
             .send_modify(|counter| *counter = counter.wrapping_add(1));
     }
+
+    fn count_queue_changes(&self, rows: usize) {
+        self.queue_changes.fetch_add(rows as u64, Ordering::Relaxed);
+    }
 }
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.maintenance.abort();
     }
 }
 
@@ -105,16 +123,19 @@ impl PostgresStore {
             log_cap_bytes: config.log_cap_bytes,
             signal,
             runner_touches: Mutex::new(HashMap::new()),
+            queue_changes: AtomicU64::new(0),
         });
         let listener = tokio::spawn(listen_for_wake_ups(
             connection_config,
             Arc::downgrade(&shared),
         ));
+        let maintenance = tokio::spawn(vacuum_queue_tables(pool.clone(), Arc::downgrade(&shared)));
         Ok(PostgresStore {
             pool,
             shared,
             pending_signal,
             listener,
+            maintenance,
         })
     }
 
@@ -242,6 +263,57 @@ async fn listen_for_wake_ups(config: tokio_postgres::Config, shared: std::sync::
     }
 }
 
+/// Keep the claim path's indexes free of dead entries. Autovacuum wakes at most once a minute
+/// by default (`autovacuum_naptime`, a server-wide setting muster does not own), while a busy
+/// queue leaves tens of thousands of dead entries a second at the head of `job_queue`'s index,
+/// which every claim would walk. So each coordinator vacuums the two small queue tables itself
+/// after enough churn; `SKIP_LOCKED` makes a coordinator skip a table another one is vacuuming.
+async fn vacuum_queue_tables(pool: Pool, weak_shared: std::sync::Weak<Shared>) {
+    let mut tick = tokio::time::interval(MAINTENANCE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_vacuum = tokio::time::Instant::now();
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let Some(shared) = weak_shared.upgrade() else {
+            return;
+        };
+        let changes = shared.queue_changes.load(Ordering::Relaxed);
+        let due = changes >= VACUUM_AFTER_QUEUE_CHANGES
+            || (changes > 0 && last_vacuum.elapsed() >= VACUUM_AT_LEAST_EVERY);
+        drop(shared);
+        if !due {
+            continue;
+        }
+        let outcome = async {
+            let client = get_client(&pool).await?;
+            client
+                .batch_execute("VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) job_queue, job_leases")
+                .await
+                .map_err(map_postgres_error)
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                if let Some(shared) = weak_shared.upgrade() {
+                    shared.queue_changes.fetch_sub(changes, Ordering::Relaxed);
+                }
+                last_vacuum = tokio::time::Instant::now();
+                if failing {
+                    tracing::info!("vacuuming the queue tables works again");
+                }
+                failing = false;
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "cannot vacuum the queue tables; claims slow down until this works again");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
 /// Map a driver error to what callers can act on: a lost or refused connection, or a server
 /// that is shutting down, out of resources, or that broke a tie between transactions
 /// (serialization failure, deadlock), is "unavailable" (worth a retry); anything else is a bug.
@@ -289,7 +361,12 @@ macro_rules! in_transaction {
 impl Store for PostgresStore {
     async fn submit_jobs(&self, new_jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
         let answers = in_transaction!(self, transaction => jobs::submit(&transaction, new_jobs));
-        if answers.iter().any(|answer: &Submitted| answer.created) {
+        let created = answers
+            .iter()
+            .filter(|answer: &&Submitted| answer.created)
+            .count();
+        if created > 0 {
+            self.shared.count_queue_changes(created);
             self.shared.signal_pending();
         }
         Ok(answers)
@@ -331,9 +408,10 @@ impl Store for PostgresStore {
         claim: ClaimRequest,
         now: Timestamp,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        Ok(
-            in_transaction!(self, transaction => jobs::claim(&transaction, &self.shared, &claim, now)),
-        )
+        let claimed = in_transaction!(self, transaction => jobs::claim(&transaction, &self.shared, &claim, now));
+        // A claim removes a queue row and adds a lease row.
+        self.shared.count_queue_changes(claimed.len() * 2);
+        Ok(claimed)
     }
 
     async fn job_heartbeat(
@@ -343,9 +421,12 @@ impl Store for PostgresStore {
         events: Vec<NewLogEntry>,
         now: Timestamp,
     ) -> Result<JobAck, StoreError> {
-        Ok(in_transaction!(self, transaction => jobs::activity(
+        let ack = in_transaction!(self, transaction => jobs::activity(
             &transaction, &self.shared, call, progress, events, true, now
-        )))
+        ));
+        // The lease row moved to its new deadline.
+        self.shared.count_queue_changes(1);
+        Ok(ack)
     }
 
     async fn report_progress(
@@ -388,9 +469,9 @@ impl Store for PostgresStore {
         outputs: BTreeMap<String, ArtifactId>,
         now: Timestamp,
     ) -> Result<JobRecord, StoreError> {
-        Ok(
-            in_transaction!(self, transaction => jobs::complete(&transaction, call, result, outputs, now)),
-        )
+        let job = in_transaction!(self, transaction => jobs::complete(&transaction, call, result, outputs, now));
+        self.shared.count_queue_changes(1);
+        Ok(job)
     }
 
     async fn record_outputs(
@@ -413,9 +494,10 @@ impl Store for PostgresStore {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(
-            in_transaction!(self, transaction => jobs::complete_many(&transaction, runner, items, now)),
-        )
+        let count = items.len();
+        let answers = in_transaction!(self, transaction => jobs::complete_many(&transaction, runner, items, now));
+        self.shared.count_queue_changes(count);
+        Ok(answers)
     }
 
     async fn fail_job(

@@ -60,7 +60,8 @@ CREATE INDEX jobs_kind ON jobs (kind, seq);
 -- indexes stay as small as the queue. Jobs without requirements (any runner of the kind can take
 -- them) are kept apart so no pile of jobs nobody can take hides them; run_after is a key column
 -- so jobs waiting out a retry backoff are skipped inside the index. The table churns (a row per
--- claim), so its autovacuum runs on a fixed count of dead rows instead of a fraction.
+-- claim): the coordinators vacuum it themselves every few thousand changes, and autovacuum is
+-- set to a fixed count of dead rows instead of a fraction as a backstop.
 CREATE TABLE job_queue (
     seq BIGINT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -73,7 +74,8 @@ CREATE INDEX job_queue_open ON job_queue (kind, priority, seq, run_after) WHERE 
 CREATE INDEX job_queue_constrained ON job_queue (kind, priority, seq, run_after) WHERE requirements IS NOT NULL;
 
 -- The leased jobs (claimed, running, cancelling), and only they, by their next deadline: what
--- the reaper reads, and what a runner holds.
+-- the reaper reads, and what a runner holds (few rows: read without an index by runner). Like
+-- job_queue it churns, and the coordinators vacuum both themselves (see `vacuum_queue_tables`).
 CREATE TABLE job_leases (
     seq BIGINT PRIMARY KEY,
     runner_id BYTEA NOT NULL,
@@ -81,7 +83,6 @@ CREATE TABLE job_leases (
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000,
         autovacuum_vacuum_cost_delay = 0);
 CREATE INDEX job_leases_reap ON job_leases (reap_at);
-CREATE INDEX job_leases_runner ON job_leases (runner_id);
 
 CREATE TABLE job_logs (
     job_seq BIGINT NOT NULL,
