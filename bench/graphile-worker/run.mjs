@@ -8,7 +8,8 @@
 //   4 calls in flight) while W worker processes run jobs for a fixed duration; completions per
 //   interval show whether throughput decays as finished jobs pile up.
 //
-// The parent process loads and produces; each worker process runs graphile-worker's `run()` with
+// After loading, the database is ANALYZEd (--analyze) before the clock starts, as muster-bench
+// does for muster. The parent process loads and produces; each worker process runs graphile-worker's `run()` with
 // a no-op task. Progress goes to stderr; the result is one JSON line on stdout.
 //
 // Run it with a Node >= 22 (graphile-worker 0.18 needs it), e.g. the one in node_modules:
@@ -32,6 +33,7 @@ const OPTIONS = {
   workers: { type: "string", default: "2", help: "worker processes (1-2 on a 2-core machine)" },
   batched: { type: "string", default: "true", help: "true: localQueue.size 500, completeJobBatchDelay 0; false: graphile-worker's defaults (no batching)" },
   "add-batch": { type: "string", default: "1000", help: "jobs per addJobs call when loading and producing" },
+  analyze: { type: "string", default: "true", help: "true: ANALYZE the database after loading, before the clock starts (fresh statistics, as a running deployment has)" },
   "add-parallel": { type: "string", default: "4", help: "addJobs calls in flight at most when loading and producing" },
   timeout: { type: "string", default: "600", help: "seconds after which the run is abandoned as failed" },
   "exit-with-stdin": { type: "string", default: "false", help: "true: stop (and stop the workers) when stdin closes, for a parent that pipes it" },
@@ -253,6 +255,10 @@ async function jobsLeft(utils) {
   });
 }
 
+async function analyzeDatabase(utils) {
+  await utils.withPgClient((client) => client.query("analyze"));
+}
+
 async function serverFacts(utils) {
   return utils.withPgClient(async (client) => {
     const facts = {};
@@ -289,6 +295,7 @@ async function mainProcess(options) {
   const workerCount = positiveNumber(options, "workers");
   const addBatch = positiveNumber(options, "add-batch");
   const addParallel = positiveNumber(options, "add-parallel");
+  const analyze = boolean(options, "analyze");
   const intervalS = positiveNumber(options, "interval");
   const timeoutMs = positiveNumber(options, "timeout") * 1000;
   positiveNumber(options, "concurrency");
@@ -329,6 +336,7 @@ async function mainProcess(options) {
       node: process.version,
       mode,
       batched,
+      analyzed: analyze,
       local_queue_size: batched ? 500 : -1,
       complete_job_batch_delay: batched ? 0 : -1,
       workers: workerCount,
@@ -343,6 +351,7 @@ async function mainProcess(options) {
       const loadStarted = performance.now();
       await addNoops(utils, jobs, addBatch, addParallel);
       const loadSeconds = (performance.now() - loadStarted) / 1000;
+      if (analyze) await analyzeDatabase(utils);
       log(`loaded ${jobs} jobs in ${loadSeconds.toFixed(1)} s; starting ${workerCount} worker process(es)`);
       workers = new Workers(options, workerCount);
       await workers.ready(30_000);
@@ -381,6 +390,7 @@ async function mainProcess(options) {
       const warmupS = Number(options.warmup);
       log(`loading ${depth} no-op jobs (the target depth)`);
       await addNoops(utils, depth, addBatch, addParallel);
+      if (analyze) await analyzeDatabase(utils);
       let added = depth;
       workers = new Workers(options, workerCount);
       await workers.ready(30_000);
@@ -415,22 +425,28 @@ async function mainProcess(options) {
       let intervalStart = started;
       let intervalBase = base;
       const endAt = started + durationS * 1000;
+      const count = Math.floor(durationS / intervalS);
+      let nextBoundary = started + intervalS * 1000;
       let depthLow = Infinity;
       let depthHigh = 0;
+      // Fixed boundaries (every --interval seconds from the start), so the last one is the end.
       while (performance.now() < endAt) {
         workers.check();
         if (producerError) throw producerError;
-        await sleep(10);
+        await sleep(50);
         const current = added - workers.executed;
         depthLow = Math.min(depthLow, current);
         depthHigh = Math.max(depthHigh, current);
         const now = performance.now();
-        if (now - intervalStart >= intervalS * 1000 - 5) {
+        if (now >= nextBoundary && intervals.length < count) {
           const rate = ((workers.executed - intervalBase) * 1000) / (now - intervalStart);
           intervals.push(rate);
-          log(`  interval ${intervals.length}: ${rate.toFixed(0)} jobs/s (queue depth ~${current})`);
+          const table = await tableStats(utils).catch(() => null);
+          const dead = table ? `, dead rows: _private_jobs ${(table.dead / 1000).toFixed(1)}k` : "";
+          log(`  interval ${intervals.length}: ${rate.toFixed(0)} jobs/s (queue depth ~${current}${dead})`);
           intervalStart = now;
           intervalBase = workers.executed;
+          nextBoundary += intervalS * 1000;
         }
       }
       const elapsed = (performance.now() - started) / 1000;

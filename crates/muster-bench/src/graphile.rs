@@ -61,6 +61,30 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// Print the jobs table's live and dead rows after the run, as the harness reported them.
+    pub(crate) fn report_table(&self) {
+        if let Some(table) = self.raw.get("jobs_table").filter(|table| !table.is_null()) {
+            let number = |key: &str| table.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN);
+            let bytes = table
+                .get("bytes")
+                .and_then(|bytes| {
+                    bytes
+                        .as_f64()
+                        .or_else(|| bytes.as_str().and_then(|text| text.parse().ok()))
+                })
+                .unwrap_or(f64::NAN);
+            eprintln!(
+                "  graphile-worker's jobs table after the run: {} live / {} dead rows, {} autovacuums, {:.1} MiB",
+                number("live"),
+                number("dead"),
+                number("autovacuums"),
+                bytes / (1024.0 * 1024.0)
+            );
+        }
+    }
+}
+
 /// The work to hand the harness.
 pub(crate) enum Work {
     BurnDown {

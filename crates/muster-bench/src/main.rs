@@ -393,27 +393,39 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// A database for one system's run of one scenario: a fresh PostgreSQL database, or SQLite.
+/// A database for one system's run of one scenario: a fresh PostgreSQL database on a server just
+/// checkpointed (with its statement statistics reset), or SQLite.
 async fn database_for(
     args: &Args,
     server: Option<&PgServer>,
     label: &str,
 ) -> anyhow::Result<Database> {
     match server {
-        Some(server) => Ok(Database::Postgres(server.create_database(label).await?)),
+        Some(server) => Ok(Database::Postgres(fresh_postgres(server, label).await?)),
         None => Ok(Database::Sqlite(args.data_dir.clone())),
     }
 }
 
-/// After a muster run on PostgreSQL: its tables' live and dead rows, and its statements if asked
-/// (to stderr, beside the run's progress).
-async fn report_tables(server: Option<&PgServer>, database: &Database) -> anyhow::Result<()> {
+/// A fresh PostgreSQL database on a server just checkpointed, with its statement statistics
+/// reset; answers its URL.
+async fn fresh_postgres(server: &PgServer, label: &str) -> anyhow::Result<String> {
+    let url = server.create_database(label).await?;
+    server.checkpoint().await?;
+    server.reset_statements().await?;
+    Ok(url)
+}
+
+/// After a run on PostgreSQL: report its tables' live and dead rows and, if asked, its
+/// statements (to stderr, beside the run's progress); then drop its database, so that the next
+/// run does not share the server with its dead rows and autovacuum work.
+async fn finish_database(server: Option<&PgServer>, database: &Database) -> anyhow::Result<()> {
     if let (Some(server), Database::Postgres(url)) = (server, database) {
         eprintln!(
             "  tables after the run: {}",
             server.table_report(url).await?
         );
         server.print_statements(url, 12).await?;
+        server.drop_database(url).await?;
     }
     Ok(())
 }
@@ -444,12 +456,9 @@ async fn run_scenarios(args: &Args, server: Option<&PgServer>) -> anyhow::Result
 
     if args.wants(Scenario::BurnDown) {
         let database = database_for(args, server, "muster_bench_burn_down").await?;
-        if let Some(server) = server {
-            server.reset_statements().await?;
-        }
         let postgres = matches!(database, Database::Postgres(_));
         let coordinator = Coordinator::start(args, database_of(&database)).await?;
-        let rate = tokio::time::timeout(limit, burn_down(&coordinator.base_url, args))
+        let rate = tokio::time::timeout(limit, burn_down(&coordinator.base_url, args, &database))
             .await
             .context("the burn-down ran past --timeout")??;
         coordinator.stop().await?;
@@ -466,9 +475,9 @@ async fn run_scenarios(args: &Args, server: Option<&PgServer>) -> anyhow::Result
                 "≥ 50,000 jobs/s".into()
             },
         ));
-        report_tables(server, &database).await?;
+        finish_database(server, &database).await?;
         if let (Some(server), Some(node)) = (server, &node) {
-            let url = server.create_database("graphile_bench_burn_down").await?;
+            let url = fresh_postgres(server, "graphile_bench_burn_down").await?;
             eprintln!("burn-down: graphile-worker, {} jobs", args.jobs);
             let outcome = graphile::run(
                 &graphile,
@@ -479,6 +488,8 @@ async fn run_scenarios(args: &Args, server: Option<&PgServer>) -> anyhow::Result
                 limit,
             )
             .await?;
+            outcome.report_table();
+            server.drop_database(&url).await?;
             rows.push((
                 format!("burn-down ({backend}), {}", outcome.label()),
                 format!("{:.0} jobs/s", outcome.jobs_per_second),
@@ -493,23 +504,21 @@ async fn run_scenarios(args: &Args, server: Option<&PgServer>) -> anyhow::Result
     }
     if args.wants(Scenario::Sustained) {
         let database = database_for(args, server, "muster_bench_sustained").await?;
-        if let Some(server) = server {
-            server.reset_statements().await?;
-        }
         let coordinator = Coordinator::start(args, database_of(&database)).await?;
         let run_limit = limit.max(Duration::from_secs(args.duration + args.warmup + 120));
-        let measured = tokio::time::timeout(run_limit, sustained(&coordinator.base_url, args))
-            .await
-            .context("the sustained scenario ran past its time limit")??;
+        let measured =
+            tokio::time::timeout(run_limit, sustained(&coordinator.base_url, args, &database))
+                .await
+                .context("the sustained scenario ran past its time limit")??;
         coordinator.stop().await?;
         let label = format!(
             "sustained ({backend}), muster: depth {}, {} runners, batch {}, {} s",
             args.sustained_depth, args.runners, args.batch, args.duration
         );
         push_sustained_rows(&mut rows, &label, &measured);
-        report_tables(server, &database).await?;
+        finish_database(server, &database).await?;
         if let (Some(server), Some(node)) = (server, &node) {
-            let url = server.create_database("graphile_bench_sustained").await?;
+            let url = fresh_postgres(server, "graphile_bench_sustained").await?;
             eprintln!(
                 "sustained: graphile-worker, depth {}, {} s",
                 args.sustained_depth, args.duration
@@ -527,6 +536,8 @@ async fn run_scenarios(args: &Args, server: Option<&PgServer>) -> anyhow::Result
                 run_limit,
             )
             .await?;
+            outcome.report_table();
+            server.drop_database(&url).await?;
             let theirs = SustainedRun {
                 rate: outcome.jobs_per_second,
                 intervals: outcome.interval_rates.clone(),
@@ -737,10 +748,13 @@ async fn preload(admin: &MusterClient, kind: &str, count: usize) -> anyhow::Resu
     Ok(())
 }
 
-async fn burn_down(base_url: &str, args: &Args) -> anyhow::Result<f64> {
+async fn burn_down(base_url: &str, args: &Args, database: &Database) -> anyhow::Result<f64> {
     eprintln!("burn-down: preloading {} jobs", args.jobs);
     let admin = admin(base_url).await?;
     preload(&admin, "noop", args.jobs).await?;
+    if let Database::Postgres(url) = database {
+        postgres::analyze(url).await?;
+    }
     let completed = Arc::new(AtomicU64::new(0));
     let mut runners = Vec::new();
     for index in 0..args.runners {
@@ -924,7 +938,11 @@ struct SustainedRun {
 /// `--submit-parallel` in flight) while `--runners` runners claim `--batch` at a time and complete each batch in one
 /// call; after `--warmup` seconds, completions are counted for `--duration` seconds in
 /// `--interval` second intervals.
-async fn sustained(base_url: &str, args: &Args) -> anyhow::Result<SustainedRun> {
+async fn sustained(
+    base_url: &str,
+    args: &Args,
+    database: &Database,
+) -> anyhow::Result<SustainedRun> {
     let target = args.sustained_depth as u64;
     let batch = args.submit_batch.max(1);
     let parallel = args.submit_parallel.max(1);
@@ -933,7 +951,14 @@ async fn sustained(base_url: &str, args: &Args) -> anyhow::Result<SustainedRun> 
         args.runners, args.batch, args.warmup, args.duration
     );
     let admin = admin(base_url).await?;
+    let dead_rows = match database {
+        Database::Postgres(url) => Some(postgres::DeadRows::watch(url).await?),
+        Database::Sqlite(_) => None,
+    };
     preload(&admin, "noop", args.sustained_depth).await?;
+    if let Database::Postgres(url) = database {
+        postgres::analyze(url).await?;
+    }
     let submitted = Arc::new(AtomicU64::new(target));
     let completed = Arc::new(AtomicU64::new(0));
     // Cancelled to end the run, or by a task that failed (the run then ends early).
@@ -1050,8 +1075,15 @@ async fn sustained(base_url: &str, args: &Args) -> anyhow::Result<SustainedRun> 
             let seconds = now.duration_since(interval_start.0).as_secs_f64();
             let rate = (done - interval_start.1) as f64 / seconds;
             intervals.push(rate);
+            let dead = match &dead_rows {
+                Some(watch) => match watch.sample().await {
+                    Ok(sample) => format!(", dead rows: {sample}"),
+                    Err(error) => format!(", dead rows unknown: {error:#}"),
+                },
+                None => String::new(),
+            };
             eprintln!(
-                "  interval {}: {rate:.0} jobs/s (queue depth {depth})",
+                "  interval {}: {rate:.0} jobs/s (queue depth {depth}{dead})",
                 intervals.len()
             );
             interval_start = (now, done);

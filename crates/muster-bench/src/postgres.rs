@@ -17,7 +17,7 @@ pub(crate) struct PgServer {
     cluster: Option<Arc<PostgresCluster>>,
     /// Whether `pg_stat_statements` is loaded and its extension created in `postgres`.
     statements: bool,
-    /// Databases made by this run on an existing server, dropped by [`PgServer::drop_databases`].
+    /// Databases made by this run and not dropped yet.
     created: Mutex<Vec<String>>,
     sequence: AtomicU64,
 }
@@ -120,13 +120,40 @@ impl PgServer {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .with_context(|| format!("create database {name}"))?;
-        if self.cluster.is_none() {
-            self.created.lock().await.push(name.clone());
-        }
+        self.created.lock().await.push(name.clone());
         with_database(&self.maintenance_url, &name)
     }
 
-    /// Drop the databases this run created on an existing server (a private cluster goes whole).
+    /// Flush everything written so far to the data files, so that the next run does not pay for
+    /// the previous one's checkpoint.
+    pub(crate) async fn checkpoint(&self) -> anyhow::Result<()> {
+        connect(&self.maintenance_url)
+            .await?
+            .batch_execute("CHECKPOINT")
+            .await
+            .context("run CHECKPOINT")
+    }
+
+    /// Drop the database at `database_url` (one this run created), so that the next run does not
+    /// share the server with its dead rows and autovacuum work.
+    pub(crate) async fn drop_database(&self, database_url: &str) -> anyhow::Result<()> {
+        let Some(name) = database_of(database_url) else {
+            return Ok(());
+        };
+        let mut created = self.created.lock().await;
+        if !created.contains(&name) {
+            return Ok(());
+        }
+        connect(&self.maintenance_url)
+            .await?
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .with_context(|| format!("drop database {name}"))?;
+        created.retain(|created| created != &name);
+        Ok(())
+    }
+
+    /// Drop the databases this run created and has not dropped yet.
     pub(crate) async fn drop_databases(&self) -> anyhow::Result<()> {
         let names: Vec<String> = std::mem::take(&mut *self.created.lock().await);
         if names.is_empty() {
@@ -259,6 +286,59 @@ impl PgServer {
             })
             .collect();
         Ok(tables.join("; "))
+    }
+}
+
+/// `ANALYZE` the database at `database_url`: after a preload, before the clock starts, so the
+/// planner knows the tables as it would in a deployment that has been running (graphile-worker's
+/// harness does the same).
+pub(crate) async fn analyze(database_url: &str) -> anyhow::Result<()> {
+    connect(database_url)
+        .await?
+        .batch_execute("ANALYZE")
+        .await
+        .context("ANALYZE the preloaded database")
+}
+
+/// A connection for watching a database's dead rows while a run goes on.
+pub(crate) struct DeadRows {
+    client: tokio_postgres::Client,
+}
+
+impl DeadRows {
+    pub(crate) async fn watch(database_url: &str) -> anyhow::Result<DeadRows> {
+        Ok(DeadRows {
+            client: connect(database_url).await?,
+        })
+    }
+
+    /// The tables with the most dead rows right now, e.g. `job_queue 120.3k, jobs 80.1k`
+    /// (from the statistics system, which lags by about a second).
+    pub(crate) async fn sample(&self) -> anyhow::Result<String> {
+        let rows = self
+            .client
+            .query(
+                "SELECT relname, n_dead_tup FROM pg_stat_user_tables \
+                  WHERE n_dead_tup > 0 ORDER BY n_dead_tup DESC LIMIT 3",
+                &[],
+            )
+            .await
+            .context("read the tables' dead rows")?;
+        let tables: Vec<String> = rows
+            .iter()
+            .map(|row| {
+                format!(
+                    "{} {:.1}k",
+                    row.get::<_, String>(0),
+                    row.get::<_, i64>(1) as f64 / 1000.0
+                )
+            })
+            .collect();
+        Ok(if tables.is_empty() {
+            "none".into()
+        } else {
+            tables.join(", ")
+        })
     }
 }
 
