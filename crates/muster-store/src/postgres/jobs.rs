@@ -97,6 +97,33 @@ async fn notify_pending(transaction: &Transaction<'_>) -> Result<(), StoreError>
         .map(|_| ())
 }
 
+macro_rules! submit_sql {
+    ($on_conflict:literal) => {
+        concat!(
+            "WITH stored AS ( \
+               INSERT INTO jobs (id, kind, state, priority, payload, requirements, idempotency_key, \
+                 max_attempts, timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs) \
+               SELECT id, kind, 0, priority, payload, requirements, idempotency_key, max_attempts, \
+                 timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs \
+               FROM unnest($1::bytea[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], \
+                 $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], \
+                 $13::text[]) \
+                 AS n(id, kind, priority, payload, requirements, idempotency_key, max_attempts, \
+                   timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs) ",
+            $on_conflict,
+            " RETURNING seq, id, kind, priority, run_after, requirements), \
+             queued AS ( \
+               INSERT INTO job_queue (seq, kind, priority, run_after, requirements) \
+               SELECT seq, kind, priority, run_after, requirements FROM stored) \
+             SELECT id FROM stored"
+        )
+    };
+}
+
+const SUBMIT_SQL: &str = submit_sql!("");
+const SUBMIT_SQL_WITH_KEYS: &str =
+    submit_sql!("ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING");
+
 pub(super) async fn submit(
     transaction: &Transaction<'_>,
     new_jobs: Vec<NewJob>,
@@ -149,24 +176,17 @@ pub(super) async fn submit(
     }
     // One statement stores the jobs and their queue rows. A key another transaction stored
     // first makes its job's row skip (the job is then answered from the stored one below).
+    // Batches without keys (most) leave out ON CONFLICT: it makes every row a speculative
+    // insertion, which costs about as much again as the insert.
+    let any_key = keys.iter().any(Option::is_some);
+    let sql = if any_key {
+        SUBMIT_SQL_WITH_KEYS
+    } else {
+        SUBMIT_SQL
+    };
     let inserted = query(
         transaction,
-        "WITH stored AS ( \
-           INSERT INTO jobs (id, kind, state, priority, payload, requirements, idempotency_key, \
-             max_attempts, timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs) \
-           SELECT id, kind, 0, priority, payload, requirements, idempotency_key, max_attempts, \
-             timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs \
-           FROM unnest($1::bytea[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], \
-             $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], \
-             $13::text[]) \
-             AS n(id, kind, priority, payload, requirements, idempotency_key, max_attempts, \
-               timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs) \
-           ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-           RETURNING seq, id, kind, priority, run_after, requirements), \
-         queued AS ( \
-           INSERT INTO job_queue (seq, kind, priority, run_after, requirements) \
-           SELECT seq, kind, priority, run_after, requirements FROM stored) \
-         SELECT id FROM stored",
+        sql,
         &[
             &ids,
             &kinds,

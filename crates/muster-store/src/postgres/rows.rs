@@ -202,7 +202,8 @@ pub(crate) async fn write_lifecycles(
     let mut unqueued = Vec::new();
     let mut queued = QueueRows::default();
     let mut released = Vec::new();
-    let mut leased = LeaseRows::default();
+    let mut new_leases = LeaseRows::default();
+    let mut moved_leases = LeaseRows::default();
     for write in writes {
         let after = write.after;
         seqs.push(write.seq);
@@ -244,8 +245,11 @@ pub(crate) async fn write_lifecycles(
             })
         };
         match (lease_of(write.before), lease_of(after)) {
-            (before, Some((Some(runner), reap_at))) if before != Some((Some(runner), reap_at)) => {
-                leased.push(write.seq, runner, reap_at);
+            (None, Some((Some(runner), reap_at))) => new_leases.push(write.seq, runner, reap_at),
+            (before @ Some(_), Some((Some(runner), reap_at)))
+                if before != Some((Some(runner), reap_at)) =>
+            {
+                moved_leases.push(write.seq, runner, reap_at);
             }
             (Some(_), None) | (Some(_), Some((None, _))) => released.push(write.seq),
             _ => {}
@@ -297,12 +301,13 @@ pub(crate) async fn write_lifecycles(
     };
     // The statements go out together on the one connection (the driver pipelines them), so the
     // bookkeeping rows cost no extra round trips.
-    let (updated, (), (), (), ()) = futures::try_join!(
+    let (updated, (), (), (), (), ()) = futures::try_join!(
         update_jobs,
         delete_queue_rows(transaction, &unqueued),
         queued.insert(transaction),
         delete_lease_rows(transaction, &released),
-        leased.upsert(transaction),
+        new_leases.insert(transaction),
+        moved_leases.update(transaction),
     )?;
     if updated != seqs.len() as u64 {
         return Err(StoreError::Internal(format!(
@@ -415,7 +420,9 @@ impl LeaseRows {
         self.reap_ats.push(reap_at);
     }
 
-    async fn upsert(
+    /// Leases just taken: their jobs have no lease row (a plain insert is much cheaper than an
+    /// upsert, which claims pay for every job).
+    async fn insert(
         &self,
         transaction: &deadpool_postgres::Transaction<'_>,
     ) -> Result<(), StoreError> {
@@ -425,8 +432,7 @@ impl LeaseRows {
         let statement = transaction
             .prepare_cached(
                 "INSERT INTO job_leases (seq, runner_id, reap_at) \
-                 SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bigint[]) \
-                 ON CONFLICT (seq) DO UPDATE SET runner_id = excluded.runner_id, reap_at = excluded.reap_at",
+                 SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bigint[])",
             )
             .await
             .map_err(map_postgres_error)?;
@@ -434,6 +440,35 @@ impl LeaseRows {
             .execute(&statement, &[&self.seqs, &self.runner_ids, &self.reap_ats])
             .await
             .map_err(map_postgres_error)?;
+        Ok(())
+    }
+
+    /// Leases that moved (extended, or a new deadline such as a cancel grace).
+    async fn update(
+        &self,
+        transaction: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<(), StoreError> {
+        if self.seqs.is_empty() {
+            return Ok(());
+        }
+        let statement = transaction
+            .prepare_cached(
+                "UPDATE job_leases SET runner_id = u.runner_id, reap_at = u.reap_at \
+                 FROM unnest($1::bigint[], $2::bytea[], $3::bigint[]) AS u(seq, runner_id, reap_at) \
+                 WHERE job_leases.seq = u.seq",
+            )
+            .await
+            .map_err(map_postgres_error)?;
+        let updated = transaction
+            .execute(&statement, &[&self.seqs, &self.runner_ids, &self.reap_ats])
+            .await
+            .map_err(map_postgres_error)?;
+        if updated != self.seqs.len() as u64 {
+            return Err(StoreError::Internal(format!(
+                "moved {updated} of {} lease rows",
+                self.seqs.len()
+            )));
+        }
         Ok(())
     }
 }
