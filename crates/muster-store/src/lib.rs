@@ -14,6 +14,7 @@ mod encoding;
 mod error;
 mod model;
 pub mod postgres;
+mod rules;
 pub mod sqlite;
 
 use std::collections::BTreeMap;

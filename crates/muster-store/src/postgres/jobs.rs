@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use deadpool_postgres::{GenericClient, Transaction};
 use muster_core::{
     ArtifactId, Capabilities, FailureReason, JobError, JobId, JobLifecycle, JobRecord, JobState,
-    LogEntry, LogLevel, MAX_JOB_OUTPUTS, NewJob, NewLogEntry, Progress, ReapOutcome, RunnerId,
-    Timestamp, TransitionError, jitter_unit_from_seed,
+    LogEntry, LogLevel, NewJob, NewLogEntry, Progress, ReapOutcome, RunnerId, Timestamp,
+    TransitionError,
 };
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
@@ -18,59 +18,18 @@ use super::rows::{
     job_id_column, lifecycle_from_row, write_lifecycles,
 };
 use super::runners::touch_runner;
-use super::{PENDING_CHANNEL, Shared, map_postgres_error};
+use super::{PENDING_CHANNEL, Shared, execute, query};
 use crate::encoding::{
     capabilities_to_json, decode_cursor, inputs_to_json, level_code, level_from_code,
     outputs_to_json,
+};
+use crate::rules::{
+    MAX_CLAIM_SCAN_PER_KIND, jitter_for, job_not_found, merged_outputs, truncation_notice,
 };
 use crate::{
     ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, Page,
     PageRequest, QueueDepth, ReapReport, RecordedOutputs, StoreError, Submitted,
 };
-
-/// Jobs with requirements of one kind looked at per claim before giving up on finding ones this
-/// runner meets: bounds the work of a claim when the head of the queue holds jobs it cannot take.
-/// Jobs without requirements are never behind this bound (they have their own index).
-const MAX_CLAIM_SCAN_PER_KIND: usize = 2048;
-
-fn job_not_found(id: JobId) -> StoreError {
-    StoreError::NotFound(format!("job {id}"))
-}
-
-/// Pseudo-random but repeatable jitter for one attempt of one job.
-fn jitter_for(seq: i64, attempt: u32) -> f64 {
-    jitter_unit_from_seed((seq as u64) ^ (u64::from(attempt) << 48))
-}
-
-async fn query(
-    client: &impl GenericClient,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-    let statement = client
-        .prepare_cached(sql)
-        .await
-        .map_err(map_postgres_error)?;
-    client
-        .query(&statement, params)
-        .await
-        .map_err(map_postgres_error)
-}
-
-async fn execute(
-    client: &impl GenericClient,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<u64, StoreError> {
-    let statement = client
-        .prepare_cached(sql)
-        .await
-        .map_err(map_postgres_error)?;
-    client
-        .execute(&statement, params)
-        .await
-        .map_err(map_postgres_error)
-}
 
 /// Load a job by id; with `lock`, also take its row lock for the rest of the transaction.
 pub(super) async fn load_by_id(
@@ -473,6 +432,18 @@ pub(super) async fn claim(
     Ok(claimed)
 }
 
+/// Rows selected as `seq, priority`.
+fn candidates_from_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<Candidate>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            Ok(Candidate {
+                seq: column(row, 0)?,
+                priority: column(row, 1)?,
+            })
+        })
+        .collect()
+}
+
 /// The first `wanted` due jobs of `kind` without requirements, locked (skipping those other
 /// claims hold), in claim order.
 async fn open_candidates(
@@ -489,14 +460,7 @@ async fn open_candidates(
         &[&kind, &now.as_millis(), &(wanted as i64)],
     )
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Candidate {
-                seq: column(row, 0)?,
-                priority: column(row, 1)?,
-            })
-        })
-        .collect()
+    candidates_from_rows(&rows)
 }
 
 /// Due jobs of `kind` with requirements that `offer` meets, locked, in claim order.
@@ -557,14 +521,7 @@ async fn constrained_candidates(
         &[&matching, &now.as_millis()],
     )
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Candidate {
-                seq: column(row, 0)?,
-                priority: column(row, 1)?,
-            })
-        })
-        .collect()
+    candidates_from_rows(&rows)
 }
 
 /// Job heartbeats, progress reports and log appends: activity by the lease holder (a claimed
@@ -661,9 +618,7 @@ async fn append_log_entries(
         return Ok(next_seq as u64);
     }
     let cap = shared.log_cap_bytes.min(i64::MAX as u64) as i64;
-    let truncation_notice = format!(
-        "log truncated: this job's log reached its cap of {cap} bytes and later entries were dropped"
-    );
+    let truncation_notice = truncation_notice(cap);
     let mut batch = LogRows::default();
     let insert_one = "INSERT INTO job_logs (job_seq, seq, ts, level, message, metadata) \
                       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_seq, seq) DO NOTHING";
@@ -824,24 +779,6 @@ pub(super) async fn sync_dag(
     )
     .await?;
     Ok(ack)
-}
-
-/// The job's outputs with `recorded` added (a name recorded again names the new artifact), or
-/// `Rejected` when that would pass the per-job limit. Writes nothing.
-fn merged_outputs(
-    job: &JobRecord,
-    recorded: BTreeMap<String, ArtifactId>,
-) -> Result<BTreeMap<String, ArtifactId>, StoreError> {
-    let mut merged = job.outputs.clone();
-    merged.extend(recorded);
-    if merged.len() > MAX_JOB_OUTPUTS {
-        return Err(StoreError::Rejected(format!(
-            "outputs: a job records at most {MAX_JOB_OUTPUTS} outputs; job {} would have {}",
-            job.id,
-            merged.len()
-        )));
-    }
-    Ok(merged)
 }
 
 async fn write_outputs(

@@ -314,6 +314,38 @@ async fn vacuum_queue_tables(pool: Pool, weak_shared: std::sync::Weak<Shared>) {
     }
 }
 
+/// Run a statement (prepared once per connection) and answer its rows.
+pub(crate) async fn query(
+    client: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let statement = client
+        .prepare_cached(sql)
+        .await
+        .map_err(map_postgres_error)?;
+    client
+        .query(&statement, params)
+        .await
+        .map_err(map_postgres_error)
+}
+
+/// Run a statement (prepared once per connection) and answer how many rows it changed.
+pub(crate) async fn execute(
+    client: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let statement = client
+        .prepare_cached(sql)
+        .await
+        .map_err(map_postgres_error)?;
+    client
+        .execute(&statement, params)
+        .await
+        .map_err(map_postgres_error)
+}
+
 /// Map a driver error to what callers can act on: a lost or refused connection, or a server
 /// that is shutting down, out of resources, or that broke a tie between transactions
 /// (serialization failure, deadlock), is "unavailable" (worth a retry); anything else is a bug.

@@ -303,9 +303,9 @@ pub(crate) async fn write_lifecycles(
     // bookkeeping rows cost no extra round trips.
     let (updated, (), (), (), (), ()) = futures::try_join!(
         update_jobs,
-        delete_queue_rows(transaction, &unqueued),
+        delete_rows(transaction, QueueTable::Queue, &unqueued),
         queued.insert(transaction),
-        delete_lease_rows(transaction, &released),
+        delete_rows(transaction, QueueTable::Leases, &released),
         new_leases.insert(transaction),
         moved_leases.update(transaction),
     )?;
@@ -318,40 +318,26 @@ pub(crate) async fn write_lifecycles(
     Ok(())
 }
 
-pub(crate) async fn delete_queue_rows(
+/// Remove the rows of `seqs` from `table` (`job_queue` or `job_leases`).
+async fn delete_rows(
     transaction: &deadpool_postgres::Transaction<'_>,
+    table: QueueTable,
     seqs: &[i64],
 ) -> Result<(), StoreError> {
     if seqs.is_empty() {
         return Ok(());
     }
-    let statement = transaction
-        .prepare_cached("DELETE FROM job_queue WHERE seq = ANY($1)")
-        .await
-        .map_err(map_postgres_error)?;
-    transaction
-        .execute(&statement, &[&seqs])
-        .await
-        .map_err(map_postgres_error)?;
-    Ok(())
+    let sql = match table {
+        QueueTable::Queue => "DELETE FROM job_queue WHERE seq = ANY($1)",
+        QueueTable::Leases => "DELETE FROM job_leases WHERE seq = ANY($1)",
+    };
+    super::execute(transaction, sql, &[&seqs]).await.map(|_| ())
 }
 
-async fn delete_lease_rows(
-    transaction: &deadpool_postgres::Transaction<'_>,
-    seqs: &[i64],
-) -> Result<(), StoreError> {
-    if seqs.is_empty() {
-        return Ok(());
-    }
-    let statement = transaction
-        .prepare_cached("DELETE FROM job_leases WHERE seq = ANY($1)")
-        .await
-        .map_err(map_postgres_error)?;
-    transaction
-        .execute(&statement, &[&seqs])
-        .await
-        .map_err(map_postgres_error)?;
-    Ok(())
+#[derive(Clone, Copy)]
+enum QueueTable {
+    Queue,
+    Leases,
 }
 
 /// Queue rows to add (or whose due time to move), column by column.

@@ -6,13 +6,12 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use deadpool_postgres::{GenericClient, Transaction};
 use muster_core::{JobId, JobLifecycle, JobRecord, JobState, RunnerId, RunnerRecord, Timestamp};
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 
 use super::rows::{
     JOB_COLUMNS, LifecycleWrite, QueuePlace, column, job_from_row, job_id_column, runner_id_column,
     write_lifecycles,
 };
-use super::{PENDING_CHANNEL, Shared, map_postgres_error};
+use super::{PENDING_CHANNEL, Shared, execute, query};
 use crate::encoding::{
     capabilities_to_json, decode_cursor, labels_from_text, offer_from_text, string_map_to_json,
 };
@@ -27,36 +26,6 @@ const RUNNER_COLUMNS: &str = "seq, id, name, organization_id, labels, kinds, off
 
 fn runner_not_found(id: RunnerId) -> StoreError {
     StoreError::NotFound(format!("runner {id}"))
-}
-
-async fn query(
-    client: &impl GenericClient,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Vec<Row>, StoreError> {
-    let statement = client
-        .prepare_cached(sql)
-        .await
-        .map_err(map_postgres_error)?;
-    client
-        .query(&statement, params)
-        .await
-        .map_err(map_postgres_error)
-}
-
-async fn execute(
-    client: &impl GenericClient,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<u64, StoreError> {
-    let statement = client
-        .prepare_cached(sql)
-        .await
-        .map_err(map_postgres_error)?;
-    client
-        .execute(&statement, params)
-        .await
-        .map_err(map_postgres_error)
 }
 
 fn runner_from_row(row: &Row) -> Result<(i64, RunnerRecord), StoreError> {
@@ -195,9 +164,7 @@ pub(super) async fn delete(
             continue;
         }
         let before = job.lifecycle.clone();
-        let jitter = muster_core::jitter_unit_from_seed(
-            (seq as u64) ^ (u64::from(job.lifecycle.attempt) << 48),
-        );
+        let jitter = crate::rules::jitter_for(seq, job.lifecycle.attempt);
         job.lifecycle.release(
             format!("runner {id} was deleted while it held the lease"),
             jitter,

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 
 use muster_core::{
     ArtifactId, Capabilities, JobError, JobId, JobLifecycle, JobRecord, JobState, LogEntry,
-    LogLevel, MAX_JOB_OUTPUTS, NewJob, NewLogEntry, Progress, ReapOutcome, RunnerId, Timestamp,
-    TransitionError, jitter_unit_from_seed,
+    LogLevel, NewJob, NewLogEntry, Progress, ReapOutcome, RunnerId, Timestamp, TransitionError,
 };
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
@@ -22,24 +21,13 @@ use crate::encoding::{
     capabilities_to_json, decode_cursor, inputs_to_json, level_code, level_from_code,
     outputs_to_json,
 };
+use crate::rules::{
+    MAX_CLAIM_SCAN_PER_KIND, jitter_for, job_not_found, merged_outputs, truncation_notice,
+};
 use crate::{
     ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, Page,
     PageRequest, QueueDepth, ReapReport, RecordedOutputs, StoreError, Submitted,
 };
-
-/// Jobs with requirements of one kind looked at per claim before giving up on finding ones this
-/// runner meets: bounds the work of a claim when the head of the queue holds jobs it cannot take.
-/// Jobs without requirements are never behind this bound (they have their own index).
-const MAX_CLAIM_SCAN_PER_KIND: usize = 2048;
-
-fn job_not_found(id: JobId) -> StoreError {
-    StoreError::NotFound(format!("job {id}"))
-}
-
-/// Pseudo-random but repeatable jitter for one attempt of one job.
-fn jitter_for(seq: i64, attempt: u32) -> f64 {
-    jitter_unit_from_seed((seq as u64) ^ (u64::from(attempt) << 48))
-}
 
 pub(super) fn load_by_id(conn: &Connection, id: JobId) -> Result<(i64, JobRecord), StoreError> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
@@ -486,9 +474,7 @@ fn append_log_entries(
             "INSERT OR IGNORE INTO job_logs (job_seq, seq, ts, level, message, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .map_err(map_sqlite_error)?;
-    let truncation_notice = format!(
-        "log truncated: this job's log reached its cap of {cap} bytes and later entries were dropped"
-    );
+    let truncation_notice = truncation_notice(cap);
     for entry in entries {
         let entry_seq = match entry.seq {
             Some(seq) => i64::try_from(seq)
@@ -588,24 +574,6 @@ pub(super) fn sync_dag(
         .and_then(|mut statement| statement.execute(params![seq, dag.to_string(), now.as_millis()]))
         .map_err(map_sqlite_error)?;
     Ok(ack)
-}
-
-/// The job's outputs with `recorded` added (a name recorded again names the new artifact), or
-/// `Rejected` when that would pass the per-job limit. Writes nothing.
-fn merged_outputs(
-    job: &JobRecord,
-    recorded: BTreeMap<String, ArtifactId>,
-) -> Result<BTreeMap<String, ArtifactId>, StoreError> {
-    let mut merged = job.outputs.clone();
-    merged.extend(recorded);
-    if merged.len() > MAX_JOB_OUTPUTS {
-        return Err(StoreError::Rejected(format!(
-            "outputs: a job records at most {MAX_JOB_OUTPUTS} outputs; job {} would have {}",
-            job.id,
-            merged.len()
-        )));
-    }
-    Ok(merged)
 }
 
 fn write_outputs(

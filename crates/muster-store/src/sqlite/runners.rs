@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use muster_core::{JobId, JobState, RunnerId, RunnerRecord, Timestamp, jitter_unit_from_seed};
+use muster_core::{JobId, JobState, RunnerId, RunnerRecord, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::map_sqlite_error;
@@ -179,7 +179,7 @@ pub(super) fn delete(
         })
         .map_err(map_sqlite_error)?;
     for (seq, mut job) in held {
-        let jitter = jitter_unit_from_seed((seq as u64) ^ (u64::from(job.lifecycle.attempt) << 48));
+        let jitter = crate::rules::jitter_for(seq, job.lifecycle.attempt);
         job.lifecycle.release(
             format!("runner {id} was deleted while it held the lease"),
             jitter,
