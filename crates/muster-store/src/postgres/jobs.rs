@@ -311,6 +311,14 @@ pub(super) async fn cancel(
     grace_ms: i64,
     now: Timestamp,
 ) -> Result<JobRecord, StoreError> {
+    // A pending job belongs to whoever holds its queue row: a claim takes that row and then
+    // changes the job without locking its row first. So a cancel of a pending job takes the queue
+    // row too, before the job's row (waiting for a claim that holds it to commit). Then the job
+    // is locked and cancelled in whatever state it is in by then: still pending, or claimed.
+    let (seq, job) = load_by_id(transaction, id, false).await?;
+    if job.state() == JobState::Pending {
+        execute(transaction, "DELETE FROM job_queue WHERE seq = $1", &[&seq]).await?;
+    }
     let (_, job, ()) = transition(transaction, id, "cancel", |lifecycle, _| {
         lifecycle.cancel(grace_ms, now)
     })
@@ -371,11 +379,11 @@ pub(super) async fn claim(
         return Ok(Vec::new());
     }
     let seqs: Vec<i64> = candidates.iter().map(|candidate| candidate.seq).collect();
-    // A job row someone else holds (a cancel in progress) is skipped, not waited for; its queue
-    // row stays, so the job is still pending for whoever comes next.
+    // The queue rows held (locked above) make these pending jobs this claim's: everything else
+    // that changes a pending job (only a cancel) takes its queue row first. So the job rows are
+    // read without a lock; a row lock per job would cost a write and a WAL record each.
     let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ANY($1) AND state = 0 \
-         ORDER BY priority, seq FOR UPDATE SKIP LOCKED"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ANY($1) AND state = 0 ORDER BY priority, seq"
     );
     let rows = query(transaction, &sql, &[&seqs]).await?;
     let mut loaded = Vec::with_capacity(rows.len());

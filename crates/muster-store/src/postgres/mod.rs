@@ -1,9 +1,10 @@
 //! The PostgreSQL backend, for several coordinators in front of one database.
 //!
 //! Every coordinator is stateless: all state is in the database, and every operation is one
-//! transaction that takes row locks in one order (a job's row first, then its queue or lease
-//! row), so coordinators never wait on each other in a cycle. Claims never wait at all: they
-//! take queue rows and job rows with `FOR UPDATE SKIP LOCKED`.
+//! transaction. A pending job belongs to whoever holds its `job_queue` row: claims take those
+//! rows with `FOR UPDATE SKIP LOCKED` (never waiting) and a cancel takes one before the job's
+//! row; every other operation concerns jobs that are not pending and locks the job's row first,
+//! then its lease row. So coordinators never wait on each other in a cycle.
 //!
 //! Three tables carry a job (see `schema`): `jobs` holds every job for good and is updated in
 //! place (HOT updates, no index changes); `job_queue` holds a row exactly while the job is
@@ -69,7 +70,7 @@ const MAINTENANCE_TICK: Duration = Duration::from_millis(500);
 /// Rows this coordinator added to or removed from `job_queue` and `job_leases` after which those
 /// tables are vacuumed: each claim and completion leaves dead entries at the head of the claim
 /// index, and every claim walks them until a vacuum removes them.
-const VACUUM_AFTER_QUEUE_CHANGES: u64 = 5_000;
+const VACUUM_AFTER_QUEUE_CHANGES: u64 = 50_000;
 /// The longest a little churn waits for its vacuum.
 const VACUUM_AT_LEAST_EVERY: Duration = Duration::from_secs(30);
 

@@ -67,6 +67,7 @@ macro_rules! conformance_suite {
             completing_a_cancelling_job_completes_it,
             cancel_of_a_finished_job_is_refused,
             a_runner_reporting_reason_cancelled_ends_the_job_without_a_retry,
+            cancels_racing_claims_leave_every_job_either_claimed_or_cancelled,
             // logs
             log_entries_resent_with_their_seq_are_stored_once,
             next_seq_starts_at_zero_and_read_logs_pages_by_after_seq,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use anyhow::ensure;
+use anyhow::{bail, ensure};
 use muster_core::{FailureReason, JobState, Progress};
 use muster_store::{RunnerBeat, Store};
 
@@ -314,5 +314,78 @@ pub async fn a_runner_reporting_reason_cancelled_ends_the_job_without_a_retry(
             .is_empty(),
         "never claimed again"
     );
+    Ok(())
+}
+
+pub async fn cancels_racing_claims_leave_every_job_either_claimed_or_cancelled(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    const JOBS: usize = 400;
+    let jobs = super::submit_many(store.as_ref(), "contested", JOBS, T0).await?;
+    let mut claimers = Vec::new();
+    for index in 0..4 {
+        let store = Arc::clone(&store);
+        let runner = register_runner(store.as_ref(), &format!("racer-{index}")).await?;
+        claimers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claimed = claim(store.as_ref(), runner, &["contested"], 5, at(1_000)).await?;
+                if claimed.is_empty() {
+                    return anyhow::Ok(mine);
+                }
+                mine.extend(claimed.into_iter().map(|claimed| claimed.job.id));
+            }
+        }));
+    }
+    // Every other job is cancelled while the claimers run; each cancel must succeed, whichever
+    // state it finds the job in.
+    let cancelled_ids: Vec<_> = jobs.iter().step_by(2).map(|job| job.id).collect();
+    let canceller = {
+        let store = Arc::clone(&store);
+        let ids = cancelled_ids.clone();
+        tokio::spawn(async move {
+            let mut answers = BTreeMap::new();
+            for id in ids {
+                let job = store.cancel_job(id, 60_000, at(1_000)).await?;
+                answers.insert(id, job.state());
+            }
+            anyhow::Ok(answers)
+        })
+    };
+    let mut claimed_ids = BTreeSet::new();
+    for claimer in claimers {
+        for id in claimer.await??.into_iter() {
+            ensure!(claimed_ids.insert(id), "job {id} was claimed twice");
+        }
+    }
+    let cancel_answers = canceller.await??;
+    for job in &jobs {
+        let stored = store.get_job(job.id).await?;
+        let was_claimed = claimed_ids.contains(&job.id);
+        let was_cancelled = cancel_answers.contains_key(&job.id);
+        let expected = match (was_claimed, was_cancelled) {
+            // Claimed first, then asked to stop: its runner must still report.
+            (true, true) => JobState::Cancelling,
+            (true, false) => JobState::Claimed,
+            // Cancelled while pending: it ended at once and nobody claimed it.
+            (false, true) => JobState::Cancelled,
+            (false, false) => bail!("job {} was neither claimed nor cancelled", job.id),
+        };
+        ensure!(
+            stored.state() == expected,
+            "job {} (claimed: {was_claimed}, cancelled: {was_cancelled}) is {}, expected {expected}",
+            job.id,
+            stored.state()
+        );
+        if let Some(answered) = cancel_answers.get(&job.id) {
+            ensure!(
+                *answered == expected,
+                "the cancel of job {} answered {answered}, the job is {expected}",
+                job.id
+            );
+        }
+    }
     Ok(())
 }
