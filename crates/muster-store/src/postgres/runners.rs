@@ -20,9 +20,14 @@ use crate::{ClaimRequest, NewRunner, Page, PageRequest, RunnerBeat, StoreError};
 /// How often at most a claiming runner's "last seen" is rewritten when nothing else changed.
 const TOUCH_INTERVAL_MS: i64 = 1000;
 
+/// The columns `runner_from_row` reads, from `runners` joined with `held` (leases per runner).
 const RUNNER_COLUMNS: &str = "seq, id, name, organization_id, labels, kinds, offer, hostname, version, draining, \
-    created_at, last_heartbeat_at, last_seen_at, \
-    (SELECT count(*) FROM job_leases WHERE job_leases.runner_id = runners.id)";
+    created_at, last_heartbeat_at, last_seen_at, coalesce(held.jobs, 0)";
+
+/// Leases per runner, counted in one pass over `job_leases` (which has no index by runner: it is
+/// written on every claim, and read by runner only here and when a runner is deleted).
+const HELD_JOBS: &str = "LEFT JOIN (SELECT runner_id, count(*) AS jobs FROM job_leases GROUP BY runner_id) held \
+     ON held.runner_id = runners.id";
 
 fn runner_not_found(id: RunnerId) -> StoreError {
     StoreError::NotFound(format!("runner {id}"))
@@ -84,7 +89,9 @@ pub(super) async fn get(
     client: &impl GenericClient,
     id: RunnerId,
 ) -> Result<RunnerRecord, StoreError> {
-    let sql = format!("SELECT {RUNNER_COLUMNS} FROM runners WHERE id = $1 AND deleted_at IS NULL");
+    let sql = format!(
+        "SELECT {RUNNER_COLUMNS} FROM runners {HELD_JOBS} WHERE id = $1 AND deleted_at IS NULL"
+    );
     let rows = query(client, &sql, &[&id.as_bytes().as_slice()]).await?;
     match rows.first() {
         Some(row) => runner_from_row(row).map(|(_, record)| record),
@@ -98,7 +105,7 @@ pub(super) async fn list(
 ) -> Result<Page<RunnerRecord>, StoreError> {
     let before = decode_cursor(page.cursor.as_deref())?.unwrap_or(i64::MAX);
     let sql = format!(
-        "SELECT {RUNNER_COLUMNS} FROM runners WHERE deleted_at IS NULL AND seq < $1 \
+        "SELECT {RUNNER_COLUMNS} FROM runners {HELD_JOBS} WHERE deleted_at IS NULL AND seq < $1 \
          ORDER BY seq DESC LIMIT $2"
     );
     let rows = query(client, &sql, &[&before, &(i64::from(page.limit) + 1)]).await?;
