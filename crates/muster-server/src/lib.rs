@@ -58,7 +58,9 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>>
                 max_connections: *max_connections,
             })
             .await
-            .with_context(|| format!("open the store in {}", config.database.describe()))?;
+            .with_context(|| {
+                format!("open the store (--database {})", config.database.describe())
+            })?;
             Ok(Arc::new(store))
         }
     }
@@ -77,7 +79,10 @@ pub async fn open_blobs(config: &ServerConfig) -> anyhow::Result<Arc<dyn BlobSto
             let blobs = muster_store::postgres::open_blob_store(url, BLOB_MAX_CONNECTIONS)
                 .await
                 .with_context(|| {
-                    format!("open the artifact store in {}", config.database.describe())
+                    format!(
+                        "open the artifact store (--database {})",
+                        config.database.describe()
+                    )
                 })?;
             Ok(Arc::new(blobs))
         }

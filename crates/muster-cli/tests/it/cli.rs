@@ -93,9 +93,10 @@ fn bad_setting_values_are_refused_with_the_setting_named() {
             &["--heartbeat-interval-ms"],
         ),
         (&["--reap-interval-ms", "0"], &["--reap-interval-ms"]),
+        // Nothing listens on port 1: the store cannot be opened, and the line says which.
         (
-            &["--database", "postgres://localhost/muster"],
-            &["--database", "PostgreSQL"],
+            &["--database", "postgres://127.0.0.1:1/muster"],
+            &["--database", "PostgreSQL", "127.0.0.1:1"],
         ),
         (&["--database", "mysql://x"], &["--database", "mysql://x"]),
         (&["--listen", "127.0.0.1:99999"], &["--listen"]),
@@ -111,6 +112,25 @@ fn bad_setting_values_are_refused_with_the_setting_named() {
             );
         }
     }
+    // Coordinators sharing a PostgreSQL database must share an admin token: none given is
+    // refused before anything connects.
+    let data_dir = tempfile::tempdir().expect("a data directory");
+    let output = muster()
+        .args(["server", "--data-dir"])
+        .arg(data_dir.path())
+        .args(["--database", "postgres://127.0.0.1:1/muster"])
+        .env_remove("MUSTER_ADMIN_TOKEN")
+        .output()
+        .expect("run muster server");
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = text(&output.stderr);
+    let lines = non_empty_lines(&stderr);
+    assert_eq!(lines.len(), 1, "one error line: {stderr:?}");
+    assert!(
+        lines[0].contains("MUSTER_ADMIN_TOKEN") && lines[0].contains("PostgreSQL"),
+        "{}",
+        lines[0]
+    );
     // Values clap cannot parse at all: its own error, first line naming the flag.
     let (output, stderr) = refused(&["--max-body-bytes", "lots"]);
     assert_eq!(
