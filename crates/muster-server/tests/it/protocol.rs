@@ -626,8 +626,18 @@ async fn complete_records_the_result_and_ends_the_lease() {
         0
     );
 
-    let twice = runner.complete_job(claimed.id, epoch, json!("again")).await;
-    api_error(twice, 409, "lease_lost");
+    // Sent again (its answer was lost on the way): 200 with the job as the first completion
+    // left it; the first result stays. Another runner completing it is still refused.
+    let twice = runner
+        .complete_job(claimed.id, epoch, json!("again"))
+        .await
+        .expect("a repeated completion is answered as done");
+    assert_eq!(twice, done, "the job as the first completion left it");
+    let (_, stranger) = server.runner("stranger").await.expect("runner");
+    let stolen = stranger
+        .complete_job(claimed.id, epoch, json!("stolen"))
+        .await;
+    api_error(stolen, 409, "lease_lost");
     assert_eq!(
         client.get_job(claimed.id).await.expect("show").result,
         Some(result)
@@ -726,7 +736,9 @@ async fn batch_complete_fences_each_item_and_answers_in_order() {
             (theirs.id, None, Some("lease_lost")),
             (unknown, None, Some("not_found")),
             (mine[2].id, Some(true), None),
-            (mine[0].id, None, Some("lease_lost")),
+            // The same completion twice in one batch: both answered as done, the first result
+            // stays (checked below).
+            (mine[0].id, Some(true), None),
         ],
         "one outcome per item, in order"
     );
