@@ -80,7 +80,8 @@ pub(crate) struct ServerArgs {
     /// `MUSTER_ADMIN_TOKEN`.
     #[arg(long, env = "MUSTER_DATABASE_URL")]
     pub(crate) database: Option<String>,
-    /// PostgreSQL connections this coordinator opens at most (one more listens for wake-ups).
+    /// PostgreSQL connections this coordinator opens at most for jobs; besides them it opens one
+    /// that listens for wake-ups and up to 4 for artifact transfers.
     #[arg(long, env = "MUSTER_DATABASE_MAX_CONNECTIONS")]
     pub(crate) database_max_connections: Option<usize>,
     /// Largest accepted request body, in bytes.
