@@ -559,6 +559,29 @@ pub(super) async fn activity(
     .map(|(_, ack)| ack)
 }
 
+/// Activity by the lease holder with nothing else to record (a claimed job becomes running).
+async fn mark_activity(
+    transaction: &Transaction<'_>,
+    shared: &Shared,
+    call: JobCall,
+    seq: i64,
+    job: JobRecord,
+    now: Timestamp,
+) -> Result<(i64, JobAck), StoreError> {
+    activity_on(
+        transaction,
+        shared,
+        call,
+        seq,
+        job,
+        None,
+        Vec::new(),
+        false,
+        now,
+    )
+    .await
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn activity_on(
     transaction: &Transaction<'_>,
@@ -767,18 +790,7 @@ pub(super) async fn sync_dag(
     now: Timestamp,
 ) -> Result<JobAck, StoreError> {
     let (seq, job) = load_by_id(transaction, call.job, true).await?;
-    let (seq, ack) = activity_on(
-        transaction,
-        shared,
-        call,
-        seq,
-        job,
-        None,
-        Vec::new(),
-        false,
-        now,
-    )
-    .await?;
+    let (seq, ack) = mark_activity(transaction, shared, call, seq, job, now).await?;
     execute(
         transaction,
         "INSERT INTO job_dags (job_seq, dag, updated_at) VALUES ($1, $2, $3) \
@@ -816,18 +828,7 @@ pub(super) async fn record_outputs(
         .map_err(|error| StoreError::from_transition(error, &call.job.to_string(), "this call"))?;
     // Every refusal (lease, limit) comes before the first write.
     let merged = merged_outputs(&job, outputs)?;
-    let (seq, ack) = activity_on(
-        transaction,
-        shared,
-        call,
-        seq,
-        job,
-        None,
-        Vec::new(),
-        false,
-        now,
-    )
-    .await?;
+    let (seq, ack) = mark_activity(transaction, shared, call, seq, job, now).await?;
     write_outputs(transaction, seq, &merged).await?;
     Ok(RecordedOutputs {
         ack,
@@ -943,6 +944,32 @@ pub(super) async fn fail(
     Ok(job)
 }
 
+/// Write back jobs whose lifecycles changed (each with what it was before) and, when any went
+/// back to the queue, wake the waiting claims of every coordinator. Answers whether any did.
+pub(super) async fn write_back_and_wake(
+    transaction: &Transaction<'_>,
+    changed: &[(i64, JobLifecycle, JobRecord)],
+) -> Result<bool, StoreError> {
+    let writes: Vec<LifecycleWrite<'_>> = changed
+        .iter()
+        .map(|(seq, before, job)| LifecycleWrite {
+            seq: *seq,
+            before,
+            after: &job.lifecycle,
+            result: None,
+            place: Some(QueuePlace::of(job)),
+        })
+        .collect();
+    write_lifecycles(transaction, &writes).await?;
+    let requeued = changed
+        .iter()
+        .any(|(_, _, job)| job.state() == JobState::Pending);
+    if requeued {
+        notify_pending(transaction).await?;
+    }
+    Ok(requeued)
+}
+
 /// Apply passed deadlines; answers what was done and whether any job went back to the queue.
 pub(super) async fn reap(
     transaction: &Transaction<'_>,
@@ -989,20 +1016,7 @@ pub(super) async fn reap(
         }
         changed.push((seq, before, job));
     }
-    let requeued = changed
-        .iter()
-        .any(|(_, _, job)| job.state() == JobState::Pending);
-    let writes: Vec<LifecycleWrite<'_>> = changed
-        .iter()
-        .map(|(seq, before, job)| LifecycleWrite {
-            seq: *seq,
-            before,
-            after: &job.lifecycle,
-            result: None,
-            place: Some(QueuePlace::of(job)),
-        })
-        .collect();
-    write_lifecycles(transaction, &writes).await?;
+    let requeued = write_back_and_wake(transaction, &changed).await?;
     if !stale_leases.is_empty() {
         tracing::warn!(
             count = stale_leases.len(),
@@ -1014,9 +1028,6 @@ pub(super) async fn reap(
             &[&stale_leases],
         )
         .await?;
-    }
-    if requeued {
-        notify_pending(transaction).await?;
     }
     Ok((report, requeued))
 }

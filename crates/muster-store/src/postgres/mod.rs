@@ -140,11 +140,6 @@ impl PostgresStore {
         })
     }
 
-    /// The connection pool, for the artifact store that keeps blobs in the same database.
-    pub fn pool(&self) -> Pool {
-        self.pool.clone()
-    }
-
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         get_client(&self.pool).await
     }

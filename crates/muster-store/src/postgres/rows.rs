@@ -342,7 +342,7 @@ enum QueueTable {
 
 /// Queue rows to add (or whose due time to move), column by column.
 #[derive(Default)]
-pub(crate) struct QueueRows {
+struct QueueRows {
     seqs: Vec<i64>,
     kinds: Vec<String>,
     priorities: Vec<i32>,
@@ -351,7 +351,7 @@ pub(crate) struct QueueRows {
 }
 
 impl QueueRows {
-    pub(crate) fn push(&mut self, seq: i64, place: &QueuePlace, run_after: i64) {
+    fn push(&mut self, seq: i64, place: &QueuePlace, run_after: i64) {
         self.seqs.push(seq);
         self.kinds.push(place.kind.clone());
         self.priorities.push(place.priority);
@@ -359,7 +359,7 @@ impl QueueRows {
         self.requirements.push(place.requirements.clone());
     }
 
-    pub(crate) async fn insert(
+    async fn insert(
         &self,
         transaction: &deadpool_postgres::Transaction<'_>,
     ) -> Result<(), StoreError> {

@@ -7,11 +7,8 @@ use deadpool_postgres::{GenericClient, Transaction};
 use muster_core::{JobId, JobLifecycle, JobRecord, JobState, RunnerId, RunnerRecord, Timestamp};
 use tokio_postgres::Row;
 
-use super::rows::{
-    JOB_COLUMNS, LifecycleWrite, QueuePlace, column, job_from_row, job_id_column, runner_id_column,
-    write_lifecycles,
-};
-use super::{PENDING_CHANNEL, Shared, execute, query};
+use super::rows::{JOB_COLUMNS, column, job_from_row, job_id_column, runner_id_column};
+use super::{Shared, execute, query};
 use crate::encoding::{
     capabilities_to_json, decode_cursor, labels_from_text, offer_from_text, string_map_to_json,
 };
@@ -179,23 +176,7 @@ pub(super) async fn delete(
         );
         released.push((seq, before, job));
     }
-    let requeued = released
-        .iter()
-        .any(|(_, _, job)| job.state() == JobState::Pending);
-    let writes: Vec<LifecycleWrite<'_>> = released
-        .iter()
-        .map(|(seq, before, job)| LifecycleWrite {
-            seq: *seq,
-            before,
-            after: &job.lifecycle,
-            result: None,
-            place: Some(QueuePlace::of(job)),
-        })
-        .collect();
-    write_lifecycles(transaction, &writes).await?;
-    if requeued {
-        execute(transaction, "SELECT pg_notify($1, '')", &[&PENDING_CHANNEL]).await?;
-    }
+    let requeued = super::jobs::write_back_and_wake(transaction, &released).await?;
     Ok(requeued)
 }
 
