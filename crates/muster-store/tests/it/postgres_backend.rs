@@ -52,10 +52,13 @@ async fn coordinators_starting_at_once_on_an_empty_database_all_open_it() -> any
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_submit_through_one_coordinator_wakes_the_others() -> anyhow::Result<()> {
     let stores = coordinators(2).await?;
+    // A receiver starts from the store's first value, so this sees the one move the listener
+    // makes when it starts listening, whether that happened already or is still to come. Once it
+    // is consumed, only a notification from the database can move the signal.
     let mut signal = stores[1].pending_signal();
-    // The listener moves the signal once when it starts listening (within milliseconds of the
-    // store opening); let that pass so only the notification below can move it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::timeout(Duration::from_secs(10), signal.changed())
+        .await
+        .context("the second coordinator's listener never started")??;
     signal.borrow_and_update();
     submit_one(stores[0].as_ref(), crate::conformance::spec("wake"), T0).await?;
     // Nothing but a notification from the database can move the other store's signal.
