@@ -89,6 +89,37 @@ pub(crate) fn start_postgres_coordinator(
     })
 }
 
+/// Coordinators on one database, each with its own data directory, and an admin client of each.
+pub(crate) struct PostgresCoordinators {
+    pub(crate) data_dirs: Vec<tempfile::TempDir>,
+    pub(crate) coordinators: Vec<ServerProcess>,
+    pub(crate) clients: Vec<MusterClient>,
+}
+
+/// Start `count` coordinators on `database_url`. Each keeps its own local files; only the
+/// database is shared.
+pub(crate) fn start_postgres_coordinators(
+    count: usize,
+    database_url: &str,
+) -> anyhow::Result<PostgresCoordinators> {
+    let data_dirs: Vec<tempfile::TempDir> = (0..count)
+        .map(|_| tempfile::tempdir().context("create a coordinator data directory"))
+        .collect::<anyhow::Result<_>>()?;
+    let coordinators: Vec<ServerProcess> = data_dirs
+        .iter()
+        .map(|dir| start_postgres_coordinator(dir.path(), database_url, "127.0.0.1:0"))
+        .collect();
+    let clients = coordinators
+        .iter()
+        .map(|server| server.client(ADMIN_TOKEN))
+        .collect();
+    Ok(PostgresCoordinators {
+        data_dirs,
+        coordinators,
+        clients,
+    })
+}
+
 /// The job counts by state in the store, as one coordinator's `/metrics` reports them (the
 /// `muster_jobs` gauge, summed over kinds). Cheap enough to poll during a run of 5,000 jobs.
 pub(crate) async fn job_counts_by_state(
@@ -300,18 +331,11 @@ async fn fleet_run() -> anyhow::Result<()> {
     let database_url = tokio::task::block_in_place(|| cluster.create_database())
         .context("create this test's database")?;
 
-    // Each coordinator keeps its own local files; only the database is shared.
-    let data_dirs: Vec<tempfile::TempDir> = (0..3)
-        .map(|_| tempfile::tempdir().context("create a coordinator data directory"))
-        .collect::<anyhow::Result<_>>()?;
-    let mut coordinators: Vec<ServerProcess> = data_dirs
-        .iter()
-        .map(|dir| start_postgres_coordinator(dir.path(), &database_url, "127.0.0.1:0"))
-        .collect();
-    let clients: Vec<MusterClient> = coordinators
-        .iter()
-        .map(|server| server.client(ADMIN_TOKEN))
-        .collect();
+    let PostgresCoordinators {
+        data_dirs,
+        mut coordinators,
+        clients,
+    } = start_postgres_coordinators(3, &database_url)?;
     eprintln!(
         "postgres fleet: coordinators {:?} on one database, started after {:.1} s",
         coordinators

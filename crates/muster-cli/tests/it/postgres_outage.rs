@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use crate::fleet::describe;
 use crate::postgres_fleet::{
-    all_jobs, job_counts_by_state, poll_until, start_postgres_coordinator, tail,
+    PostgresCoordinators, all_jobs, job_counts_by_state, poll_until, start_postgres_coordinators,
+    tail,
 };
 use crate::process::{ADMIN_TOKEN, RunnerProcess, ServerProcess};
 
@@ -239,17 +240,12 @@ async fn outage_run() -> anyhow::Result<()> {
         .context("start a private PostgreSQL cluster")?;
     let database_url = tokio::task::block_in_place(|| cluster.create_database())
         .context("create the test database")?;
-    let data_dirs: Vec<tempfile::TempDir> = (0..2)
-        .map(|_| tempfile::tempdir().context("create a coordinator data directory"))
-        .collect::<anyhow::Result<_>>()?;
-    let mut coordinators: Vec<ServerProcess> = data_dirs
-        .iter()
-        .map(|dir| start_postgres_coordinator(dir.path(), &database_url, "127.0.0.1:0"))
-        .collect();
-    let clients: Vec<MusterClient> = coordinators
-        .iter()
-        .map(|server| server.client(ADMIN_TOKEN))
-        .collect();
+    // The data directories live until the end: the coordinators write into them.
+    let PostgresCoordinators {
+        data_dirs: _data_dirs,
+        mut coordinators,
+        clients,
+    } = start_postgres_coordinators(2, &database_url)?;
     let http = reqwest::Client::builder()
         .timeout(PROBE_TIMEOUT)
         .build()
