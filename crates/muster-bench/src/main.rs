@@ -760,6 +760,16 @@ async fn burn_down(base_url: &str, args: &Args, database: &Database) -> anyhow::
     for index in 0..args.runners {
         runners.push(register(&admin, base_url, format!("bench-{index}")).await?);
     }
+    let wal_at_start = match database {
+        Database::Postgres(url) => Some(postgres::WalCounters::read(url).await?),
+        Database::Sqlite(_) => None,
+    };
+    let server_cpu = match database {
+        Database::Postgres(url) => postgres::ServerCpu::find(url).await?,
+        Database::Sqlite(_) => None,
+    };
+    let server_cpu_at_start = server_cpu.as_ref().map(postgres::ServerCpu::seconds);
+    let own_cpu_at_start = postgres::own_cpu_seconds();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for runner in runners {
@@ -790,6 +800,19 @@ async fn burn_down(base_url: &str, args: &Args, database: &Database) -> anyhow::
         bail!("completed {total} jobs, expected {}", args.jobs);
     }
     eprintln!("  burned down {total} jobs in {elapsed:.2} s");
+    let own_cpu = postgres::own_cpu_seconds() - own_cpu_at_start;
+    if let (Some(server_cpu), Some(at_start)) = (&server_cpu, server_cpu_at_start) {
+        let used = server_cpu.seconds() - at_start;
+        eprintln!(
+            "  CPU per job: PostgreSQL {:.1} µs, this process (coordinator and runners) {:.1} µs",
+            used * 1e6 / total as f64,
+            own_cpu * 1e6 / total as f64
+        );
+    }
+    if let (Database::Postgres(url), Some(at_start)) = (database, wal_at_start) {
+        let at_end = postgres::WalCounters::read(url).await?;
+        eprintln!("  {}", at_end.per_job_since(&at_start, total));
+    }
     Ok(total as f64 / elapsed)
 }
 

@@ -289,6 +289,121 @@ impl PgServer {
     }
 }
 
+/// The server's write-ahead log counters (`pg_stat_wal`, server-wide), to tell per job how much
+/// the log grew over a run: what each job costs the disk and, through checkpoints, what it
+/// costs in full-page images.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WalCounters {
+    records: i64,
+    full_page_images: i64,
+    bytes: f64,
+}
+
+impl WalCounters {
+    pub(crate) async fn read(database_url: &str) -> anyhow::Result<WalCounters> {
+        let row = connect(database_url)
+            .await?
+            .query_one(
+                "SELECT wal_records, wal_fpi, wal_bytes::float8 FROM pg_stat_wal",
+                &[],
+            )
+            .await
+            .context("read pg_stat_wal")?;
+        Ok(WalCounters {
+            records: row.get(0),
+            full_page_images: row.get(1),
+            bytes: row.get(2),
+        })
+    }
+
+    /// What the log grew by since `earlier`, per job, in words.
+    pub(crate) fn per_job_since(&self, earlier: &WalCounters, jobs: u64) -> String {
+        let jobs = jobs.max(1) as f64;
+        format!(
+            "{:.0} bytes, {:.1} records, {:.3} full-page images of write-ahead log per job",
+            (self.bytes - earlier.bytes) / jobs,
+            (self.records - earlier.records) as f64 / jobs,
+            (self.full_page_images - earlier.full_page_images) as f64 / jobs,
+        )
+    }
+}
+
+/// CPU time used by a PostgreSQL server on this machine (all its processes), read from
+/// `/proc`: the figure that tells what a run cost the database, whatever else the machine did.
+pub(crate) struct ServerCpu {
+    postmaster: u32,
+}
+
+impl ServerCpu {
+    /// Find the server behind `database_url` (its postmaster is the parent of the backend that
+    /// answers); `None` when it is not on this machine or `/proc` cannot tell.
+    pub(crate) async fn find(database_url: &str) -> anyhow::Result<Option<ServerCpu>> {
+        let backend: i32 = connect(database_url)
+            .await?
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .context("ask the server for its backend's pid")?
+            .get(0);
+        Ok(proc_stat(backend as u32).map(|stat| ServerCpu {
+            postmaster: stat.parent,
+        }))
+    }
+
+    /// Seconds of CPU used so far by the postmaster, its live children, and the children it
+    /// has already reaped.
+    pub(crate) fn seconds(&self) -> f64 {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return f64::NAN;
+        };
+        let mut ticks =
+            proc_stat(self.postmaster).map_or(0, |stat| stat.own_ticks + stat.children_ticks);
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(stat) = proc_stat(pid)
+                && stat.parent == self.postmaster
+            {
+                ticks += stat.own_ticks;
+            }
+        }
+        ticks as f64 / CLOCK_TICKS_PER_SECOND
+    }
+}
+
+/// The kernel's clock tick for `/proc/*/stat` times (`USER_HZ`, 100 on Linux).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+struct ProcStat {
+    parent: u32,
+    own_ticks: u64,
+    children_ticks: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let after_name = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let field = |number: usize| fields.get(number - 3)?.parse::<u64>().ok();
+    Some(ProcStat {
+        parent: u32::try_from(field(4)?).ok()?,
+        own_ticks: field(14)? + field(15)?,
+        children_ticks: field(16)? + field(17)?,
+    })
+}
+
+/// CPU seconds this process (the bench, with the coordinator in it) has used so far.
+pub(crate) fn own_cpu_seconds() -> f64 {
+    proc_stat(std::process::id()).map_or(f64::NAN, |stat| {
+        stat.own_ticks as f64 / CLOCK_TICKS_PER_SECOND
+    })
+}
+
 /// `ANALYZE` the database at `database_url`: after a preload, before the clock starts, so the
 /// planner knows the tables as it would in a deployment that has been running (graphile-worker's
 /// harness does the same).

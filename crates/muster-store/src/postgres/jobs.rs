@@ -17,7 +17,7 @@ use super::rows::{
     JOB_COLUMNS, LIFECYCLE_COLUMNS, LifecycleWrite, QueuePlace, column, job_from_row,
     job_id_column, lifecycle_from_row, write_lifecycles,
 };
-use super::runners::touch_runner;
+use super::runners::{ClaimingRunner, touch_runner};
 use super::{PENDING_CHANNEL, Shared, execute, query};
 use crate::encoding::{
     capabilities_to_json, decode_cursor, inputs_to_json, level_code, level_from_code,
@@ -346,79 +346,173 @@ struct Candidate {
     seq: i64,
 }
 
-pub(super) async fn claim(
+/// One claim of a batch, once its runner's row said it may claim.
+struct ReadyClaim<'a> {
+    /// Where the claim is in the batch.
+    index: usize,
+    claim: &'a ClaimRequest,
+    /// The runner's declared offer with the labels an operator gave it.
+    offer: Capabilities,
+    kinds: Vec<&'a str>,
+    now: Timestamp,
+}
+
+/// Run claims that arrived together as one transaction (see `combine`): every claim is answered
+/// as if it had run alone, one after the other in the order given, each getting the first jobs
+/// in claim order that it can take and that an earlier claim of the batch did not take.
+pub(super) async fn claim_batch(
     transaction: &Transaction<'_>,
     shared: &Shared,
-    claim: &ClaimRequest,
-    now: Timestamp,
-) -> Result<Vec<ClaimedJob>, StoreError> {
-    // The runner's row first: it is the only row a claim may wait for, and it is taken before
-    // any job row, so a claim never holds a job while it waits.
-    let Some(registered_labels) = touch_runner(transaction, shared, claim, now).await? else {
-        return Ok(Vec::new());
-    };
-    let mut offer = claim.offer.clone();
-    // Labels an operator gave the runner at registration win over what it declares itself.
-    offer.labels.extend(registered_labels);
-    let wanted = claim.max_jobs as usize;
-    let mut kinds: Vec<&String> = claim.kinds.iter().collect();
-    kinds.sort();
-    kinds.dedup();
-    let mut candidates: Vec<Candidate> = Vec::new();
-    for kind in kinds {
-        let (open, constrained) = futures::try_join!(
-            open_candidates(transaction, kind, wanted, now),
-            constrained_candidates(transaction, kind, &offer, wanted, now),
-        )?;
-        candidates.extend(open);
-        candidates.extend(constrained);
+    claims: &[(ClaimRequest, Timestamp)],
+) -> Result<Vec<Result<Vec<ClaimedJob>, StoreError>>, StoreError> {
+    // The runners' rows first: they are the only rows a claim may wait for, and they are taken
+    // before any job row, so a claim never holds a job while it waits.
+    let runners = futures::future::try_join_all(
+        claims
+            .iter()
+            .map(|(claim, now)| touch_runner(transaction, shared, claim, *now)),
+    )
+    .await?;
+    let mut answers: Vec<Result<Vec<ClaimedJob>, StoreError>> = Vec::with_capacity(claims.len());
+    let mut ready = Vec::new();
+    for (index, ((claim, now), runner)) in claims.iter().zip(runners).enumerate() {
+        match runner {
+            ClaimingRunner::Unknown(error) => answers.push(Err(error)),
+            ClaimingRunner::Draining => answers.push(Ok(Vec::new())),
+            ClaimingRunner::Ready(registered_labels) => {
+                answers.push(Ok(Vec::new()));
+                if claim.max_jobs == 0 {
+                    continue;
+                }
+                let mut offer = claim.offer.clone();
+                // Labels an operator gave the runner at registration win over what it declares.
+                offer.labels.extend(registered_labels);
+                let mut kinds: Vec<&str> = claim.kinds.iter().map(String::as_str).collect();
+                kinds.sort_unstable();
+                kinds.dedup();
+                ready.push(ReadyClaim {
+                    index,
+                    claim,
+                    offer,
+                    kinds,
+                    now: *now,
+                });
+            }
+        }
     }
-    candidates.sort_by_key(|candidate| (candidate.priority, candidate.seq));
-    candidates.truncate(wanted);
-    if candidates.is_empty() {
-        return Ok(Vec::new());
+    if ready.is_empty() {
+        return Ok(answers);
     }
-    let seqs: Vec<i64> = candidates.iter().map(|candidate| candidate.seq).collect();
-    // The queue rows held (locked above) make these pending jobs this claim's: everything else
+    // Jobs due for the earliest clock of the batch are due for every claim in it.
+    let due_at = ready
+        .iter()
+        .map(|claim| claim.now)
+        .min()
+        .unwrap_or(Timestamp(0));
+    // Jobs without requirements: one locked read per kind, enough for every claim naming it.
+    let mut open_wanted: BTreeMap<&str, usize> = BTreeMap::new();
+    for claim in &ready {
+        for kind in &claim.kinds {
+            *open_wanted.entry(kind).or_default() += claim.claim.max_jobs as usize;
+        }
+    }
+    let open_reads = open_wanted
+        .iter()
+        .map(|(kind, wanted)| open_candidates(transaction, kind, *wanted, due_at));
+    // Jobs with requirements: read per claim, as they depend on the runner's offer.
+    let constrained_reads = ready.iter().map(|claim| async move {
+        let mut found = Vec::new();
+        for kind in &claim.kinds {
+            found.extend(
+                constrained_candidates(
+                    transaction,
+                    kind,
+                    &claim.offer,
+                    claim.claim.max_jobs as usize,
+                    due_at,
+                )
+                .await?,
+            );
+        }
+        Ok::<_, StoreError>(found)
+    });
+    let (open, constrained) = futures::try_join!(
+        futures::future::try_join_all(open_reads),
+        futures::future::try_join_all(constrained_reads),
+    )?;
+    let open_by_kind: HashMap<&str, Vec<Candidate>> =
+        open_wanted.keys().copied().zip(open).collect();
+
+    // Hand out the locked rows in batch order. Rows locked and handed to nobody (a claim that
+    // named two kinds took fewer of one than was read for it) are released at commit.
+    let mut taken: std::collections::HashSet<i64> = std::collections::HashSet::new();
+    let mut assigned: Vec<Vec<i64>> = Vec::with_capacity(ready.len());
+    for (claim, constrained) in ready.iter().zip(constrained) {
+        let mut candidates: Vec<Candidate> = claim
+            .kinds
+            .iter()
+            .filter_map(|kind| open_by_kind.get(kind))
+            .flatten()
+            .copied()
+            .chain(constrained)
+            .filter(|candidate| !taken.contains(&candidate.seq))
+            .collect();
+        candidates.sort_by_key(|candidate| (candidate.priority, candidate.seq));
+        candidates.dedup_by_key(|candidate| candidate.seq);
+        candidates.truncate(claim.claim.max_jobs as usize);
+        taken.extend(candidates.iter().map(|candidate| candidate.seq));
+        assigned.push(candidates.iter().map(|candidate| candidate.seq).collect());
+    }
+    if taken.is_empty() {
+        return Ok(answers);
+    }
+    let seqs: Vec<i64> = taken.into_iter().collect();
+    // The queue rows held (locked above) make these pending jobs this batch's: everything else
     // that changes a pending job (only a cancel) takes its queue row first. So the job rows are
-    // read without a lock; a row lock per job would cost a write and a WAL record each.
-    let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ANY($1) AND state = 0 ORDER BY priority, seq"
-    );
+    // read without a lock: a row lock per job would cost a write and a WAL record each.
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ANY($1) AND state = 0");
     let rows = query(transaction, &sql, &[&seqs]).await?;
-    let mut loaded = Vec::with_capacity(rows.len());
+    let mut loaded: HashMap<i64, JobRecord> = HashMap::with_capacity(rows.len());
     for row in &rows {
-        loaded.push(job_from_row(row)?);
+        let (seq, job) = job_from_row(row)?;
+        loaded.insert(seq, job);
     }
     let mut befores = Vec::with_capacity(loaded.len());
-    let mut claimed = Vec::with_capacity(loaded.len());
+    let mut claimed_seqs = Vec::with_capacity(loaded.len());
     let mut outputs_to_clear = Vec::new();
-    for (seq, mut job) in loaded {
-        if job.lifecycle.run_after > now {
-            continue;
+    let mut claimed_by_claim: Vec<Vec<ClaimedJob>> = Vec::with_capacity(ready.len());
+    for (claim, seqs) in ready.iter().zip(assigned) {
+        let mut claimed = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let Some(mut job) = loaded.remove(&seq) else {
+                continue;
+            };
+            let before = job.lifecycle.clone();
+            let lease = job
+                .lifecycle
+                .claim(claim.claim.runner, claim.now)
+                // The rows are locked pending jobs that are due, so a refusal here is a bug; as
+                // an error it rolls back the whole batch rather than leave some jobs claimed.
+                .map_err(|error| {
+                    StoreError::Internal(format!("claim of candidate job {}: {error}", job.id))
+                })?;
+            if !job.outputs.is_empty() {
+                // Outputs belong to the attempt that recorded them: a new attempt starts without
+                // the leftovers of a failed or lost one.
+                outputs_to_clear.push(seq);
+                job.outputs.clear();
+            }
+            befores.push(before);
+            claimed_seqs.push(seq);
+            claimed.push(ClaimedJob { job, lease });
         }
-        let before = job.lifecycle.clone();
-        let lease = job
-            .lifecycle
-            .claim(claim.runner, now)
-            // The rows are locked pending jobs that are due, so a refusal here is a bug; as an
-            // error it rolls back the whole claim rather than leave some jobs claimed.
-            .map_err(|error| {
-                StoreError::Internal(format!("claim of candidate job {}: {error}", job.id))
-            })?;
-        if !job.outputs.is_empty() {
-            // Outputs belong to the attempt that recorded them: a new attempt starts without
-            // the leftovers of a failed or lost one.
-            outputs_to_clear.push(seq);
-            job.outputs.clear();
-        }
-        befores.push((seq, before));
-        claimed.push(ClaimedJob { job, lease });
+        claimed_by_claim.push(claimed);
     }
     let writes: Vec<LifecycleWrite<'_>> = befores
         .iter()
-        .zip(&claimed)
-        .map(|((seq, before), claimed)| LifecycleWrite {
+        .zip(&claimed_seqs)
+        .zip(claimed_by_claim.iter().flatten())
+        .map(|((before, seq), claimed)| LifecycleWrite {
             seq: *seq,
             before,
             after: &claimed.job.lifecycle,
@@ -437,7 +531,11 @@ pub(super) async fn claim(
         )
         .await
     })?;
-    Ok(claimed)
+    drop(writes);
+    for (claim, claimed) in ready.iter().zip(claimed_by_claim) {
+        answers[claim.index] = Ok(claimed);
+    }
+    Ok(answers)
 }
 
 /// Rows selected as `seq, priority`.
@@ -866,50 +964,58 @@ pub(super) async fn complete(
     Ok(job)
 }
 
-pub(super) async fn complete_many(
+/// Run batch completions that arrived together (see `combine`), possibly from several runners,
+/// as one transaction: each item is answered as if its call had run alone, calls in the order
+/// given, items in the order of their call.
+pub(super) async fn complete_batch(
     transaction: &Transaction<'_>,
-    runner: RunnerId,
-    items: Vec<CompletionItem>,
-    now: Timestamp,
-) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-    let ids: Vec<Vec<u8>> = items
+    calls: &[(RunnerId, Vec<CompletionItem>, Timestamp)],
+) -> Result<Vec<Result<Vec<Result<(), StoreError>>, StoreError>>, StoreError> {
+    let mut ids: Vec<Vec<u8>> = calls
         .iter()
-        .map(|item| item.job.as_bytes().to_vec())
+        .flat_map(|(_, items, _)| items.iter().map(|item| item.job.as_bytes().to_vec()))
         .collect();
+    ids.sort_unstable();
+    ids.dedup();
     // Locked in one order (by seq) so two batches naming the same jobs cannot deadlock.
     let sql =
         format!("SELECT {LIFECYCLE_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY seq FOR UPDATE");
     let rows = query(transaction, &sql, &[&ids]).await?;
+    // Per job: its row's seq, its lifecycle as read, and as changed by the calls.
     let mut current: HashMap<JobId, (i64, JobLifecycle, JobLifecycle)> =
         HashMap::with_capacity(rows.len());
     for row in &rows {
         let (seq, lifecycle) = lifecycle_from_row(row)?;
         current.insert(job_id_column(row, 18)?, (seq, lifecycle.clone(), lifecycle));
     }
-    let mut answers = Vec::with_capacity(items.len());
+    let mut answers = Vec::with_capacity(calls.len());
     let mut results: HashMap<i64, String> = HashMap::new();
-    for item in &items {
-        let Some((seq, _, lifecycle)) = current.get_mut(&item.job) else {
-            answers.push(Err(job_not_found(item.job)));
-            continue;
-        };
-        // Each item is checked on its own copy, so a refused item changes nothing.
-        let mut attempt = lifecycle.clone();
-        match attempt.complete(runner, item.epoch, now) {
-            Ok(()) => {
-                // A repeated completion changes nothing, its result included.
-                if attempt != *lifecycle {
-                    *lifecycle = attempt;
-                    results.insert(*seq, item.result.to_string());
+    for (runner, items, now) in calls {
+        let mut call_answers = Vec::with_capacity(items.len());
+        for item in items {
+            let Some((seq, _, lifecycle)) = current.get_mut(&item.job) else {
+                call_answers.push(Err(job_not_found(item.job)));
+                continue;
+            };
+            // Each item is checked on its own copy, so a refused item changes nothing.
+            let mut attempt = lifecycle.clone();
+            match attempt.complete(*runner, item.epoch, *now) {
+                Ok(()) => {
+                    // A repeated completion changes nothing, its result included.
+                    if attempt != *lifecycle {
+                        *lifecycle = attempt;
+                        results.insert(*seq, item.result.to_string());
+                    }
+                    call_answers.push(Ok(()));
                 }
-                answers.push(Ok(()));
+                Err(error) => call_answers.push(Err(StoreError::from_transition(
+                    error,
+                    &item.job.to_string(),
+                    "complete",
+                ))),
             }
-            Err(error) => answers.push(Err(StoreError::from_transition(
-                error,
-                &item.job.to_string(),
-                "complete",
-            ))),
         }
+        answers.push(Ok(call_answers));
     }
     let writes: Vec<LifecycleWrite<'_>> = current
         .values()

@@ -14,6 +14,7 @@
 //! Wake-ups cross coordinators with `LISTEN`/`NOTIFY`: a commit that makes jobs claimable
 //! notifies [`PENDING_CHANNEL`], and every coordinator's listener moves its pending signal.
 
+mod combine;
 mod jobs;
 mod rows;
 mod runners;
@@ -74,10 +75,26 @@ const VACUUM_AFTER_QUEUE_CHANGES: u64 = 50_000;
 /// The longest a little churn waits for its vacuum.
 const VACUUM_AT_LEAST_EVERY: Duration = Duration::from_secs(30);
 
+/// Claim batches one coordinator runs at once. Two let one batch be written while the next is
+/// read; more would bring back the races between claims that batching removes.
+const CLAIM_BATCHES_IN_FLIGHT: usize = 2;
+/// Completion batches one coordinator runs at once: completions do not race each other for rows,
+/// so more batches only overlap more commits.
+const COMPLETION_BATCHES_IN_FLIGHT: usize = 4;
+/// Calls at most in one batch of claims or completions.
+const MAX_CALLS_PER_BATCH: usize = 64;
+
+/// A claim waiting for its batch: what was asked, and the coordinator's clock when asked.
+type ClaimCall = (ClaimRequest, Timestamp);
+/// A batch completion waiting for its batch: by whom, the items, and the clock when asked.
+type CompletionCall = (RunnerId, Vec<CompletionItem>, Timestamp);
+
 /// The PostgreSQL [`Store`].
 pub struct PostgresStore {
     pool: Pool,
     shared: Arc<Shared>,
+    claims: combine::Combiner<ClaimCall, Vec<ClaimedJob>>,
+    completions: combine::Combiner<CompletionCall, Vec<Result<(), StoreError>>>,
     pending_signal: watch::Receiver<u64>,
     listener: tokio::task::JoinHandle<()>,
     maintenance: tokio::task::JoinHandle<()>,
@@ -102,6 +119,31 @@ impl Shared {
 
     fn count_queue_changes(&self, rows: usize) {
         self.queue_changes.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+}
+
+/// Run `$body` (an expression using the transaction named `$transaction`) in one transaction
+/// and commit it. An error anywhere drops the transaction, which rolls it back.
+macro_rules! in_transaction {
+    ($store:expr, $transaction:ident => $body:expr) => {{
+        let mut client = $store.client().await?;
+        let $transaction = client.transaction().await.map_err(map_postgres_error)?;
+        let answer = $body.await?;
+        $transaction.commit().await.map_err(map_postgres_error)?;
+        answer
+    }};
+}
+
+/// What a batch of combined calls needs: a connection for its transaction, and the shared state.
+#[derive(Clone)]
+struct Batches {
+    pool: Pool,
+    shared: Arc<Shared>,
+}
+
+impl Batches {
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        get_client(&self.pool).await
     }
 }
 
@@ -131,9 +173,46 @@ impl PostgresStore {
             Arc::downgrade(&shared),
         ));
         let maintenance = tokio::spawn(vacuum_queue_tables(pool.clone(), Arc::downgrade(&shared)));
+        let batches = Batches {
+            pool: pool.clone(),
+            shared: Arc::clone(&shared),
+        };
+        let claims = combine::Combiner::start(CLAIM_BATCHES_IN_FLIGHT, MAX_CALLS_PER_BATCH, {
+            let batches = batches.clone();
+            move |calls: Vec<ClaimCall>| {
+                let batches = batches.clone();
+                async move {
+                    let answers = in_transaction!(batches, transaction => jobs::claim_batch(
+                        &transaction, &batches.shared, &calls
+                    ));
+                    let claimed: usize = answers.iter().flatten().map(Vec::len).sum();
+                    // A claim removes a queue row and adds a lease row.
+                    batches.shared.count_queue_changes(claimed * 2);
+                    Ok(answers)
+                }
+            }
+        });
+        let completions = combine::Combiner::start(
+            COMPLETION_BATCHES_IN_FLIGHT,
+            MAX_CALLS_PER_BATCH,
+            move |calls: Vec<CompletionCall>| {
+                let batches = batches.clone();
+                async move {
+                    let answers = in_transaction!(batches, transaction => jobs::complete_batch(
+                        &transaction, &calls
+                    ));
+                    // A completion removes a lease row.
+                    let items: usize = calls.iter().map(|(_, items, _)| items.len()).sum();
+                    batches.shared.count_queue_changes(items);
+                    Ok(answers)
+                }
+            },
+        );
         Ok(PostgresStore {
             pool,
             shared,
+            claims,
+            completions,
             pending_signal,
             listener,
             maintenance,
@@ -373,18 +452,6 @@ pub(crate) fn map_postgres_error(error: tokio_postgres::Error) -> StoreError {
     }
 }
 
-/// Run `$body` (an expression using the transaction named `$transaction`) in one transaction
-/// and commit it. An error anywhere drops the transaction, which rolls it back.
-macro_rules! in_transaction {
-    ($store:expr, $transaction:ident => $body:expr) => {{
-        let mut client = $store.client().await?;
-        let $transaction = client.transaction().await.map_err(map_postgres_error)?;
-        let answer = $body.await?;
-        $transaction.commit().await.map_err(map_postgres_error)?;
-        answer
-    }};
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn submit_jobs(&self, new_jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
@@ -436,10 +503,7 @@ impl Store for PostgresStore {
         claim: ClaimRequest,
         now: Timestamp,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        let claimed = in_transaction!(self, transaction => jobs::claim(&transaction, &self.shared, &claim, now));
-        // A claim removes a queue row and adds a lease row.
-        self.shared.count_queue_changes(claimed.len() * 2);
-        Ok(claimed)
+        self.claims.call((claim, now)).await
     }
 
     async fn job_heartbeat(
@@ -522,10 +586,7 @@ impl Store for PostgresStore {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let count = items.len();
-        let answers = in_transaction!(self, transaction => jobs::complete_many(&transaction, runner, items, now));
-        self.shared.count_queue_changes(count);
-        Ok(answers)
+        self.completions.call((runner, items, now)).await
     }
 
     async fn fail_job(

@@ -180,16 +180,25 @@ pub(super) async fn delete(
     Ok(requeued)
 }
 
-/// Record that a runner is claiming and what it declared; answers the labels an operator gave it
-/// at registration, or `None` when the runner is draining (it claims nothing more, whichever
-/// coordinator heard its heartbeat). Rewrites the runner row only when the declaration changed
-/// or a second passed since this coordinator last wrote it.
+/// What a claiming runner's row says about its claim.
+pub(super) enum ClaimingRunner {
+    /// The runner may claim; these are the labels an operator gave it at registration.
+    Ready(BTreeMap<String, String>),
+    /// The runner is draining: it claims nothing more, whichever coordinator heard its heartbeat.
+    Draining,
+    /// No such runner (or it was deleted): the claim is refused.
+    Unknown(StoreError),
+}
+
+/// Record that a runner is claiming and what it declared, and answer whether it may. Rewrites
+/// the runner row only when the declaration changed or a second passed since this coordinator
+/// last wrote it. An error here is the transaction's; an unknown runner is an answer.
 pub(super) async fn touch_runner(
     transaction: &Transaction<'_>,
     shared: &Shared,
     claim: &ClaimRequest,
     now: Timestamp,
-) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+) -> Result<ClaimingRunner, StoreError> {
     let offer_json = capabilities_to_json(&claim.offer).to_string();
     let kinds_json = serde_json::Value::from(claim.kinds.clone()).to_string();
     let mut hasher = DefaultHasher::new();
@@ -219,15 +228,17 @@ pub(super) async fn touch_runner(
         )
         .await?
     };
-    let row = rows.first().ok_or_else(|| runner_not_found(claim.runner))?;
+    let Some(row) = rows.first() else {
+        return Ok(ClaimingRunner::Unknown(runner_not_found(claim.runner)));
+    };
     if column::<bool>(row, 1)? {
-        return Ok(None);
+        return Ok(ClaimingRunner::Draining);
     }
     let labels = labels_from_text(column(row, 0)?)?;
     if !fresh && let Ok(mut touches) = shared.runner_touches.lock() {
         touches.insert(claim.runner, (fingerprint, now.as_millis()));
     }
-    Ok(Some(labels))
+    Ok(ClaimingRunner::Ready(labels))
 }
 
 pub(super) async fn heartbeat(

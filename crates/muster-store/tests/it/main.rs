@@ -40,6 +40,7 @@ macro_rules! conformance_suite {
             jobs_anyone_can_take_are_not_hidden_behind_jobs_nobody_can_take,
             claims_by_unknown_or_deleted_runners_are_refused,
             a_claim_records_the_lease_attempt_and_what_the_runner_declared,
+            claims_arriving_together_are_each_answered_as_their_own,
             // fencing
             calls_by_another_runner_are_refused_and_change_nothing,
             calls_with_a_stale_or_future_epoch_are_refused_and_change_nothing,

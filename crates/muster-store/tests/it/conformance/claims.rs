@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, ensure};
 use muster_core::{Capabilities, JobId, JobSpec, JobState, RunnerId};
-use muster_store::{ClaimRequest, CompletionItem, Store};
+use muster_store::{ClaimRequest, CompletionItem, Store, StoreError};
 
 use super::{
     T0, at, claim, claim_one, claim_request, expect_not_found, new_job, register_runner,
@@ -555,5 +555,249 @@ pub async fn jobs_anyone_can_take_are_not_hidden_behind_jobs_nobody_can_take(
         ids == vec![open.id],
         "expected only the open job, got {ids:?}"
     );
+    Ok(())
+}
+
+/// What one claimer of `claims_arriving_together_are_each_answered_as_their_own` asks for.
+struct WaveClaimer {
+    runner: RunnerId,
+    kinds: Vec<&'static str>,
+    offer: Capabilities,
+    max_jobs: u32,
+    /// How many it must get (enough jobs are pending for every claim that can take them).
+    expected: usize,
+}
+
+/// Claims and completions that reach a store at the same moment (which a backend may run
+/// together, as one transaction) are each answered as if they had run alone: an unknown runner's
+/// claim is refused without failing the others, a draining runner gets nothing, every claim gets
+/// only jobs of its kinds that it can take, at most `max_jobs`, and never a job another claim got;
+/// each kind is taken from the front of its claim order; a completion that names another runner's
+/// job is refused for that item alone.
+pub async fn claims_arriving_together_are_each_answered_as_their_own(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    // Priorities mixed so the claim order is not the submission order.
+    let ordered = |kind: &str, count: i32| -> Vec<JobSpec> {
+        (0..count)
+            .map(|index| JobSpec {
+                priority: (index * 7) % 5,
+                ..spec(kind)
+            })
+            .collect()
+    };
+    let mut specs = ordered("wave-a", 20);
+    specs.extend(ordered("wave-b", 10));
+    specs.extend((0..5).map(|_| JobSpec {
+        requirements: capabilities(&[("gpu", "yes")], &[], &[]),
+        ..spec("wave-gpu")
+    }));
+    let submitted = submit_each(store.as_ref(), specs, T0).await?;
+    let mut claim_order: BTreeMap<&str, Vec<JobId>> = BTreeMap::new();
+    let mut by_claim_order: Vec<&muster_core::JobRecord> = submitted.iter().collect();
+    by_claim_order.sort_by_key(|job| (job.priority, job.created_at));
+    for job in by_claim_order {
+        claim_order
+            .entry(if job.kind == "wave-a" {
+                "wave-a"
+            } else if job.kind == "wave-b" {
+                "wave-b"
+            } else {
+                "wave-gpu"
+            })
+            .or_default()
+            .push(job.id);
+    }
+
+    let mut claimers = Vec::new();
+    for index in 0..4 {
+        claimers.push(WaveClaimer {
+            runner: register_runner(store.as_ref(), &format!("wave-a-{index}")).await?,
+            kinds: vec!["wave-a"],
+            offer: Capabilities::default(),
+            max_jobs: 3,
+            expected: 3,
+        });
+    }
+    for index in 0..2 {
+        claimers.push(WaveClaimer {
+            runner: register_runner(store.as_ref(), &format!("wave-ab-{index}")).await?,
+            kinds: vec!["wave-b", "wave-a"],
+            offer: Capabilities::default(),
+            max_jobs: 4,
+            expected: 4,
+        });
+    }
+    claimers.push(WaveClaimer {
+        runner: register_runner(store.as_ref(), "wave-gpu").await?,
+        kinds: vec!["wave-gpu"],
+        offer: capabilities(&[("gpu", "yes")], &[], &[]),
+        max_jobs: 5,
+        expected: 5,
+    });
+    // Asks for the same kind without the label: none of those jobs is for it.
+    claimers.push(WaveClaimer {
+        runner: register_runner(store.as_ref(), "wave-no-gpu").await?,
+        kinds: vec!["wave-gpu"],
+        offer: capabilities(&[("gpu", "no")], &[], &[]),
+        max_jobs: 2,
+        expected: 0,
+    });
+    let draining = register_runner(store.as_ref(), "wave-draining").await?;
+    store
+        .runner_heartbeat(
+            muster_store::RunnerBeat {
+                runner: draining,
+                draining: true,
+                jobs: Vec::new(),
+                hostname: None,
+                version: None,
+            },
+            at(100),
+        )
+        .await?;
+    let unknown = RunnerId::new(T0, 0x5EED_0BAD);
+
+    let now = at(1_000);
+    let request = |claimer: &WaveClaimer| ClaimRequest {
+        runner: claimer.runner,
+        kinds: claimer.kinds.iter().map(|kind| kind.to_string()).collect(),
+        offer: claimer.offer.clone(),
+        max_jobs: claimer.max_jobs,
+    };
+    let mut tasks = Vec::new();
+    for request in claimers.iter().map(request).chain([
+        claim_request(draining, &["wave-a"], 5),
+        claim_request(unknown, &["wave-a"], 5),
+    ]) {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(
+            async move { store.claim_jobs(request, now).await },
+        ));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.context("join a claim")?);
+    }
+    let unknown_answer = answers.pop().context("the unknown runner's answer")?;
+    expect_not_found(unknown_answer, "a claim by an unknown runner")?;
+    let draining_answer = answers
+        .pop()
+        .context("the draining runner's answer")?
+        .context("a draining runner's claim is answered")?;
+    ensure!(
+        draining_answer.is_empty(),
+        "a draining runner claimed {} job(s)",
+        draining_answer.len()
+    );
+
+    let mut holder: HashMap<JobId, (RunnerId, u64)> = HashMap::new();
+    let mut taken_per_kind: BTreeMap<String, HashSet<JobId>> = BTreeMap::new();
+    for (claimer, answer) in claimers.iter().zip(answers) {
+        let claimed = answer.context("a known runner's claim is answered")?;
+        ensure!(
+            claimed.len() == claimer.expected,
+            "a claim for {} job(s) of {:?} got {}, expected {}",
+            claimer.max_jobs,
+            claimer.kinds,
+            claimed.len(),
+            claimer.expected
+        );
+        for job in claimed {
+            ensure!(
+                claimer.kinds.contains(&job.job.kind.as_str()),
+                "a claim for {:?} got a job of kind {}",
+                claimer.kinds,
+                job.job.kind
+            );
+            ensure!(job.job.runner_id() == Some(claimer.runner));
+            ensure!(
+                holder
+                    .insert(job.job.id, (claimer.runner, job.lease.epoch))
+                    .is_none(),
+                "job {} was claimed twice",
+                job.job.id
+            );
+            taken_per_kind
+                .entry(job.job.kind.clone())
+                .or_default()
+                .insert(job.job.id);
+        }
+    }
+    ensure!(
+        holder.len() == 4 * 3 + 2 * 4 + 5,
+        "claimed {} jobs",
+        holder.len()
+    );
+    for (kind, taken) in &taken_per_kind {
+        let order = &claim_order[kind.as_str()];
+        let front: HashSet<JobId> = order.iter().take(taken.len()).copied().collect();
+        ensure!(
+            &front == taken,
+            "the {} job(s) of {kind} claimed are not the first in its claim order",
+            taken.len()
+        );
+    }
+
+    // All holders complete at once; one of them also names a job another runner holds.
+    let foreign_job = *holder
+        .iter()
+        .find(|(_, (runner, _))| *runner == claimers[1].runner)
+        .context("the second claimer holds a job")?
+        .0;
+    let mut tasks = Vec::new();
+    for (index, claimer) in claimers.iter().enumerate() {
+        let mut items: Vec<CompletionItem> = holder
+            .iter()
+            .filter(|(_, (runner, _))| *runner == claimer.runner)
+            .map(|(job, (_, epoch))| CompletionItem {
+                job: *job,
+                epoch: Some(*epoch),
+                result: serde_json::json!({ "by": index }),
+            })
+            .collect();
+        if index == 0 {
+            items.push(CompletionItem {
+                job: foreign_job,
+                epoch: None,
+                result: serde_json::json!({ "by": "someone else" }),
+            });
+        }
+        let store = Arc::clone(&store);
+        let runner = claimer.runner;
+        tasks.push(tokio::spawn(async move {
+            let count = items.len();
+            let answers = store.complete_jobs(runner, items, at(2_000)).await;
+            (count, answers)
+        }));
+    }
+    for (index, task) in tasks.into_iter().enumerate() {
+        let (count, answers) = task.await.context("join a completion")?;
+        let answers = answers.context("a completion batch is answered item by item")?;
+        ensure!(answers.len() == count, "one answer per item");
+        for (position, answer) in answers.into_iter().enumerate() {
+            if index == 0 && position == count - 1 {
+                ensure!(
+                    matches!(answer, Err(StoreError::LeaseLost(_))),
+                    "completing another runner's job: expected LeaseLost, got {answer:?}"
+                );
+            } else {
+                answer.context("completing a job this runner holds")?;
+            }
+        }
+    }
+    for (job, (runner, _)) in &holder {
+        let stored = store.get_job(*job).await?;
+        let by = claimers
+            .iter()
+            .position(|claimer| claimer.runner == *runner)
+            .context("a holder is a claimer")?;
+        ensure!(stored.state() == JobState::Completed, "{job} completed");
+        ensure!(
+            stored.result == Some(serde_json::json!({ "by": by })),
+            "{job} keeps its holder's result, not another runner's: {:?}",
+            stored.result
+        );
+    }
     Ok(())
 }
