@@ -215,10 +215,39 @@ pub(crate) async fn run(
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("start {} run.mjs", node.display()))?;
+    // The harness's progress goes on to stderr; its burn-down's start and end lines also mark
+    // the window over which the CPU of the database and of the Node processes is read.
+    let stderr = child
+        .stderr
+        .take()
+        .context("take the graphile-worker harness's stderr")?;
+    let node_cpu = child.id().map(crate::postgres::ProcessCpu::of_process);
+    let server_cpu = crate::postgres::ProcessCpu::of_postgres(url).await?;
+    let progress = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut window = CpuWindow::default();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("{line}");
+            let read = || {
+                (
+                    server_cpu
+                        .as_ref()
+                        .map(crate::postgres::ProcessCpu::seconds),
+                    node_cpu.as_ref().map(crate::postgres::ProcessCpu::seconds),
+                )
+            };
+            if line.contains("worker process(es)") {
+                window.start = Some(read());
+            } else if line.contains("burned down") {
+                window.end = Some(read());
+            }
+        }
+        window
+    });
     // Held until the child is done: closing it tells the harness to stop.
     let stdin = child.stdin.take();
     let stdout = child
@@ -254,6 +283,7 @@ pub(crate) async fn run(
             )
         })??;
     drop(stdin);
+    let window = progress.await.unwrap_or_default();
     if !status.success() {
         bail!("the graphile-worker harness failed ({status}); see its output above");
     }
@@ -269,9 +299,38 @@ pub(crate) async fn run(
         .and_then(Value::as_array)
         .map(|rates| rates.iter().filter_map(Value::as_f64).collect())
         .unwrap_or_default();
+    let jobs = match work {
+        Work::BurnDown { jobs } => Some(*jobs as f64),
+        Work::Sustained { .. } => None,
+    };
+    let cpu_per_job = match (window.start, window.end, jobs) {
+        (
+            Some((Some(server_start), Some(node_start))),
+            Some((Some(server_end), Some(node_end))),
+            Some(jobs),
+        ) => Some((
+            (server_end - server_start) / jobs,
+            (node_end - node_start) / jobs,
+        )),
+        _ => None,
+    };
+    if let Some((server, node)) = cpu_per_job {
+        eprintln!(
+            "  CPU per job: PostgreSQL {:.1} µs, graphile-worker's Node processes {:.1} µs",
+            server * 1e6,
+            node * 1e6
+        );
+    }
     Ok(Outcome {
         jobs_per_second,
         interval_rates,
         raw,
     })
+}
+
+/// CPU seconds (database, Node processes) read when the burn-down started and ended.
+#[derive(Debug, Default)]
+struct CpuWindow {
+    start: Option<(Option<f64>, Option<f64>)>,
+    end: Option<(Option<f64>, Option<f64>)>,
 }

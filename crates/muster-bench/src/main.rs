@@ -751,7 +751,18 @@ async fn preload(admin: &MusterClient, kind: &str, count: usize) -> anyhow::Resu
 async fn burn_down(base_url: &str, args: &Args, database: &Database) -> anyhow::Result<f64> {
     eprintln!("burn-down: preloading {} jobs", args.jobs);
     let admin = admin(base_url).await?;
+    let server_cpu = match database {
+        Database::Postgres(url) => postgres::ProcessCpu::of_postgres(url).await?,
+        Database::Sqlite(_) => None,
+    };
+    let preload_cpu_at_start = server_cpu.as_ref().map(postgres::ProcessCpu::seconds);
     preload(&admin, "noop", args.jobs).await?;
+    if let (Some(server_cpu), Some(at_start)) = (&server_cpu, preload_cpu_at_start) {
+        eprintln!(
+            "  submitting cost PostgreSQL {:.1} µs of CPU per job",
+            (server_cpu.seconds() - at_start) * 1e6 / args.jobs.max(1) as f64
+        );
+    }
     if let Database::Postgres(url) = database {
         postgres::analyze(url).await?;
     }
@@ -764,11 +775,7 @@ async fn burn_down(base_url: &str, args: &Args, database: &Database) -> anyhow::
         Database::Postgres(url) => Some(postgres::WalCounters::read(url).await?),
         Database::Sqlite(_) => None,
     };
-    let server_cpu = match database {
-        Database::Postgres(url) => postgres::ServerCpu::find(url).await?,
-        Database::Sqlite(_) => None,
-    };
-    let server_cpu_at_start = server_cpu.as_ref().map(postgres::ServerCpu::seconds);
+    let server_cpu_at_start = server_cpu.as_ref().map(postgres::ProcessCpu::seconds);
     let own_cpu_at_start = postgres::own_cpu_seconds();
     let started = Instant::now();
     let mut tasks = Vec::new();

@@ -328,35 +328,38 @@ impl WalCounters {
     }
 }
 
-/// CPU time used by a PostgreSQL server on this machine (all its processes), read from
-/// `/proc`: the figure that tells what a run cost the database, whatever else the machine did.
-pub(crate) struct ServerCpu {
-    postmaster: u32,
+/// CPU time used by a tree of processes on this machine (a root and its direct children), read
+/// from `/proc`: what a run cost the database server, or graphile-worker's Node processes,
+/// whatever else the machine did meanwhile.
+pub(crate) struct ProcessCpu {
+    root: u32,
 }
 
-impl ServerCpu {
-    /// Find the server behind `database_url` (its postmaster is the parent of the backend that
-    /// answers); `None` when it is not on this machine or `/proc` cannot tell.
-    pub(crate) async fn find(database_url: &str) -> anyhow::Result<Option<ServerCpu>> {
+impl ProcessCpu {
+    /// The PostgreSQL server behind `database_url` (its postmaster is the parent of the backend
+    /// that answers); `None` when it is not on this machine or `/proc` cannot tell.
+    pub(crate) async fn of_postgres(database_url: &str) -> anyhow::Result<Option<ProcessCpu>> {
         let backend: i32 = connect(database_url)
             .await?
             .query_one("SELECT pg_backend_pid()", &[])
             .await
             .context("ask the server for its backend's pid")?
             .get(0);
-        Ok(proc_stat(backend as u32).map(|stat| ServerCpu {
-            postmaster: stat.parent,
-        }))
+        Ok(proc_stat(backend as u32).map(|stat| ProcessCpu { root: stat.parent }))
     }
 
-    /// Seconds of CPU used so far by the postmaster, its live children, and the children it
-    /// has already reaped.
+    /// The process `pid` and its children.
+    pub(crate) fn of_process(pid: u32) -> ProcessCpu {
+        ProcessCpu { root: pid }
+    }
+
+    /// Seconds of CPU used so far by the root, its live children, and the children it has
+    /// already reaped.
     pub(crate) fn seconds(&self) -> f64 {
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return f64::NAN;
         };
-        let mut ticks =
-            proc_stat(self.postmaster).map_or(0, |stat| stat.own_ticks + stat.children_ticks);
+        let mut ticks = proc_stat(self.root).map_or(0, |stat| stat.own_ticks + stat.children_ticks);
         for entry in entries.flatten() {
             let Some(pid) = entry
                 .file_name()
@@ -366,7 +369,7 @@ impl ServerCpu {
                 continue;
             };
             if let Some(stat) = proc_stat(pid)
-                && stat.parent == self.postmaster
+                && stat.parent == self.root
             {
                 ticks += stat.own_ticks;
             }

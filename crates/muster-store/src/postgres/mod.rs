@@ -1,6 +1,6 @@
 //! The PostgreSQL backend, for several coordinators in front of one database.
 //!
-//! Every coordinator is stateless: all state is in the database, and every operation is one
+//! Every coordinator is stateless: all state is in the database, and every operation runs in one
 //! transaction. A pending job belongs to whoever holds its `job_queue` row: claims take those
 //! rows with `FOR UPDATE SKIP LOCKED` (never waiting) and a cancel takes one before the job's
 //! row; every other operation concerns jobs that are not pending and locks the job's row first,
@@ -10,6 +10,10 @@
 //! place (HOT updates, no index changes); `job_queue` holds a row exactly while the job is
 //! pending, and is all that claims read; `job_leases` holds a row exactly while the job is leased,
 //! and is all that the reaper reads. Finished jobs therefore never slow down claims or reaping.
+//!
+//! Claims and batch completions are the hot path: the ones that reach a coordinator while
+//! earlier ones are being written are run together as one transaction (see `combine`), so many
+//! runners cost the database a few large statements instead of many small ones racing for rows.
 //!
 //! Wake-ups cross coordinators with `LISTEN`/`NOTIFY`: a commit that makes jobs claimable
 //! notifies [`PENDING_CHANNEL`], and every coordinator's listener moves its pending signal.
