@@ -4,8 +4,7 @@
 //! twenty-nine hold (`SKIP LOCKED` skips a row only after reading it), and each pays for its own
 //! statements and commit. A coordinator instead gathers the calls that arrive while earlier ones
 //! are being written, and runs them as one transaction: the database sees a few large claims
-//! instead of many small ones racing each other. Measured on the benchmark's 32 runners, this is
-//! the difference between PostgreSQL spending its time skipping locked rows and doing the work.
+//! instead of many small ones racing each other (docs/benchmarks.md has the figures).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,8 +16,21 @@ use crate::StoreError;
 /// A call waiting for its batch, and where its answer goes.
 type Waiting<Call, Answer> = (Call, oneshot::Sender<Result<Answer, StoreError>>);
 
-/// Runs calls of one kind in batches: at most `batches_in_flight` batches at a time, each made of
-/// the calls (at most `max_calls_per_batch`) that arrived while the slot was busy.
+/// How a combiner sizes its batches.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchLimits<Call> {
+    /// Batches running at once.
+    pub(crate) in_flight: usize,
+    /// Calls at most in one batch.
+    pub(crate) max_calls: usize,
+    /// Work at most in one batch, as `weigh` counts it (jobs, say); a call that alone weighs
+    /// more runs alone.
+    pub(crate) max_weight: usize,
+    pub(crate) weigh: fn(&Call) -> usize,
+}
+
+/// Runs calls of one kind in batches: at most `in_flight` batches at a time, each made of the
+/// calls that arrived while the slots were busy, within the limits.
 pub(crate) struct Combiner<Call, Answer> {
     sender: mpsc::UnboundedSender<Waiting<Call, Answer>>,
     task: tokio::task::JoinHandle<()>,
@@ -31,23 +43,14 @@ where
 {
     /// Start the task that forms batches and hands each to `run`, which answers every call of the
     /// batch in order, or fails the whole batch (every call then gets that error).
-    pub(crate) fn start<Run, Batch>(
-        batches_in_flight: usize,
-        max_calls_per_batch: usize,
-        run: Run,
-    ) -> Combiner<Call, Answer>
+    pub(crate) fn start<Run, Batch>(limits: BatchLimits<Call>, run: Run) -> Combiner<Call, Answer>
     where
         Run: Fn(Vec<Call>) -> Batch + Send + 'static,
         Batch:
             Future<Output = Result<Vec<Result<Answer, StoreError>>, StoreError>> + Send + 'static,
     {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(form_batches(
-            receiver,
-            batches_in_flight.max(1),
-            max_calls_per_batch.max(1),
-            run,
-        ));
+        let task = tokio::spawn(form_batches(receiver, limits, run));
         Combiner { sender, task }
     }
 
@@ -71,8 +74,7 @@ impl<Call, Answer> Drop for Combiner<Call, Answer> {
 
 async fn form_batches<Call, Answer, Run, Batch>(
     mut receiver: mpsc::UnboundedReceiver<Waiting<Call, Answer>>,
-    batches_in_flight: usize,
-    max_calls_per_batch: usize,
+    limits: BatchLimits<Call>,
     run: Run,
 ) where
     Call: Send + 'static,
@@ -80,22 +82,35 @@ async fn form_batches<Call, Answer, Run, Batch>(
     Run: Fn(Vec<Call>) -> Batch,
     Batch: Future<Output = Result<Vec<Result<Answer, StoreError>>, StoreError>> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(batches_in_flight));
+    let slots = Arc::new(Semaphore::new(limits.in_flight.max(1)));
+    // A call taken from the queue that did not fit its batch: it opens the next one.
+    let mut held_over: Option<Waiting<Call, Answer>> = None;
     loop {
         // A slot first, then the calls: while every slot is busy, calls pile up and the next
         // batch takes them all at once.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        let Some(first) = receiver.recv().await else {
-            return;
+        let first = match held_over.take() {
+            Some(first) => first,
+            None => match receiver.recv().await {
+                Some(first) => first,
+                None => return,
+            },
         };
+        let mut weight = (limits.weigh)(&first.0);
         let mut waiting = vec![first];
-        while waiting.len() < max_calls_per_batch {
-            match receiver.try_recv() {
-                Ok(next) => waiting.push(next),
-                Err(_) => break,
+        while waiting.len() < limits.max_calls.max(1) {
+            let Ok(next) = receiver.try_recv() else {
+                break;
+            };
+            let next_weight = (limits.weigh)(&next.0);
+            if weight.saturating_add(next_weight) > limits.max_weight {
+                held_over = Some(next);
+                break;
             }
+            weight += next_weight;
+            waiting.push(next);
         }
         // A caller that gave up (its request was dropped) is left out: work done for it would
         // have nobody to report to.
@@ -165,6 +180,16 @@ mod tests {
         }
     }
 
+    /// One batch at a time; a call weighs its own value.
+    fn limits(max_calls: usize, max_weight: usize) -> BatchLimits<i64> {
+        BatchLimits {
+            in_flight: 1,
+            max_calls,
+            max_weight,
+            weigh: |call: &i64| call.unsigned_abs() as usize,
+        }
+    }
+
     async fn wait_for_batches(batches: &Mutex<Vec<Vec<i64>>>, count: usize) {
         while batches.lock().map_or(0, |batches| batches.len()) < count {
             tokio::task::yield_now().await;
@@ -176,8 +201,7 @@ mod tests {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Semaphore::new(0));
         let combiner = Arc::new(Combiner::start(
-            1,
-            64,
+            limits(64, 1_000),
             recording(Arc::clone(&batches), Arc::clone(&gate)),
         ));
         let first = tokio::spawn({
@@ -212,8 +236,7 @@ mod tests {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Semaphore::new(0));
         let combiner = Arc::new(Combiner::start(
-            1,
-            64,
+            limits(64, 1_000),
             recording(Arc::clone(&batches), Arc::clone(&gate)),
         ));
         let first = tokio::spawn({
@@ -246,8 +269,7 @@ mod tests {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Semaphore::new(0));
         let combiner = Arc::new(Combiner::start(
-            1,
-            64,
+            limits(64, 1_000),
             recording(Arc::clone(&batches), Arc::clone(&gate)),
         ));
         let first = tokio::spawn({
@@ -276,5 +298,44 @@ mod tests {
             .map(|batches| batches.clone())
             .unwrap_or_default();
         assert_eq!(batches, vec![vec![1], vec![3]]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_stops_at_its_call_count_and_its_weight_and_the_rest_open_the_next() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(Semaphore::new(0));
+        let combiner = Arc::new(Combiner::start(
+            limits(3, 10),
+            recording(Arc::clone(&batches), Arc::clone(&gate)),
+        ));
+        let first = tokio::spawn({
+            let combiner = Arc::clone(&combiner);
+            async move { combiner.call(20).await }
+        });
+        wait_for_batches(&batches, 1).await;
+        // 1 + 2 + 3 fit three calls; 4 + 5 fit ten; 6 alone; 30 weighs more than a batch, alone.
+        let later: Vec<_> = [1, 2, 3, 4, 5, 6, 30]
+            .into_iter()
+            .map(|call| {
+                let combiner = Arc::clone(&combiner);
+                tokio::spawn(async move { combiner.call(call).await })
+            })
+            .collect();
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        gate.add_permits(10);
+        assert_eq!(first.await.ok(), Some(Ok(200)));
+        for (call, handle) in [1, 2, 3, 4, 5, 6, 30].into_iter().zip(later) {
+            assert_eq!(handle.await.ok(), Some(Ok(call * 10)));
+        }
+        let batches = batches
+            .lock()
+            .map(|batches| batches.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            batches,
+            vec![vec![20], vec![1, 2, 3], vec![4, 5], vec![6], vec![30]]
+        );
     }
 }

@@ -81,12 +81,23 @@ const VACUUM_AT_LEAST_EVERY: Duration = Duration::from_secs(30);
 
 /// Claim batches one coordinator runs at once. Two let one batch be written while the next is
 /// read; more would bring back the races between claims that batching removes.
-const CLAIM_BATCHES_IN_FLIGHT: usize = 2;
+const CLAIM_BATCHES: combine::BatchLimits<ClaimCall> = combine::BatchLimits {
+    in_flight: 2,
+    max_calls: 64,
+    max_weight: MAX_JOBS_PER_BATCH,
+    weigh: |(claim, _)| claim.max_jobs as usize,
+};
 /// Completion batches one coordinator runs at once: completions do not race each other for rows,
 /// so more batches only overlap more commits.
-const COMPLETION_BATCHES_IN_FLIGHT: usize = 4;
-/// Calls at most in one batch of claims or completions.
-const MAX_CALLS_PER_BATCH: usize = 64;
+const COMPLETION_BATCHES: combine::BatchLimits<CompletionCall> = combine::BatchLimits {
+    in_flight: 4,
+    max_calls: 64,
+    max_weight: MAX_JOBS_PER_BATCH,
+    weigh: |(_, items, _)| items.len(),
+};
+/// Jobs at most in one combined transaction (a single larger call still runs, alone): a few
+/// thousand keep each transaction to milliseconds.
+const MAX_JOBS_PER_BATCH: usize = 5_000;
 
 /// A claim waiting for its batch: what was asked, and the coordinator's clock when asked.
 type ClaimCall = (ClaimRequest, Timestamp);
@@ -181,7 +192,7 @@ impl PostgresStore {
             pool: pool.clone(),
             shared: Arc::clone(&shared),
         };
-        let claims = combine::Combiner::start(CLAIM_BATCHES_IN_FLIGHT, MAX_CALLS_PER_BATCH, {
+        let claims = combine::Combiner::start(CLAIM_BATCHES, {
             let batches = batches.clone();
             move |calls: Vec<ClaimCall>| {
                 let batches = batches.clone();
@@ -196,10 +207,8 @@ impl PostgresStore {
                 }
             }
         });
-        let completions = combine::Combiner::start(
-            COMPLETION_BATCHES_IN_FLIGHT,
-            MAX_CALLS_PER_BATCH,
-            move |calls: Vec<CompletionCall>| {
+        let completions =
+            combine::Combiner::start(COMPLETION_BATCHES, move |calls: Vec<CompletionCall>| {
                 let batches = batches.clone();
                 async move {
                     let answers = in_transaction!(batches, transaction => jobs::complete_batch(
@@ -210,8 +219,7 @@ impl PostgresStore {
                     batches.shared.count_queue_changes(items);
                     Ok(answers)
                 }
-            },
-        );
+            });
         Ok(PostgresStore {
             pool,
             shared,
