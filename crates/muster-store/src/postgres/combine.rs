@@ -149,112 +149,110 @@ async fn form_batches<Call, Answer, Run, Batch>(
 mod tests {
     use std::sync::Mutex;
 
+    use tokio::task::JoinHandle;
+
     use super::*;
 
-    /// A batch runner that records each batch it is given, answers each call `n` with
-    /// `n * 10` (or fails the batch when a call is negative), and waits at `gate` before
-    /// answering, so a test decides when the slots free up.
-    type BatchOutcome = Result<Vec<Result<i64, StoreError>>, StoreError>;
-
-    fn recording(
+    /// A combiner over numbers: a batch records its calls, waits at a gate the test opens, then
+    /// answers each call `n` with `n * 10`, or fails whole when a call is negative. A call weighs
+    /// its absolute value; one batch runs at a time.
+    struct Harness {
+        combiner: Arc<Combiner<i64, i64>>,
         batches: Arc<Mutex<Vec<Vec<i64>>>>,
         gate: Arc<Semaphore>,
-    ) -> impl Fn(Vec<i64>) -> futures::future::BoxFuture<'static, BatchOutcome> {
-        move |calls: Vec<i64>| {
-            let batches = Arc::clone(&batches);
-            let gate = Arc::clone(&gate);
-            Box::pin(async move {
-                batches
-                    .lock()
-                    .map_err(|_| StoreError::Internal("poisoned".into()))?
-                    .push(calls.clone());
-                let _pass = gate
-                    .acquire()
-                    .await
-                    .map_err(|_| StoreError::Internal("gate closed".into()))?;
-                if calls.iter().any(|call| *call < 0) {
-                    return Err(StoreError::Unavailable("the batch failed".into()));
+    }
+
+    impl Harness {
+        /// A harness whose first batch (of the call `first`) has started and waits at the gate,
+        /// so the calls made next pile up behind it.
+        async fn with_a_batch_running(
+            max_calls: usize,
+            max_weight: usize,
+            first: i64,
+        ) -> (Harness, JoinHandle<Result<i64, StoreError>>) {
+            let batches: Arc<Mutex<Vec<Vec<i64>>>> = Arc::new(Mutex::new(Vec::new()));
+            let gate = Arc::new(Semaphore::new(0));
+            let limits = BatchLimits {
+                in_flight: 1,
+                max_calls,
+                max_weight,
+                weigh: |call: &i64| call.unsigned_abs() as usize,
+            };
+            let run = {
+                let batches = Arc::clone(&batches);
+                let gate = Arc::clone(&gate);
+                move |calls: Vec<i64>| {
+                    let batches = Arc::clone(&batches);
+                    let gate = Arc::clone(&gate);
+                    async move {
+                        batches
+                            .lock()
+                            .map_err(|_| StoreError::Internal("poisoned".into()))?
+                            .push(calls.clone());
+                        let _pass = gate
+                            .acquire()
+                            .await
+                            .map_err(|_| StoreError::Internal("gate closed".into()))?;
+                        if calls.iter().any(|call| *call < 0) {
+                            return Err(StoreError::Unavailable("the batch failed".into()));
+                        }
+                        Ok(calls.into_iter().map(|call| Ok(call * 10)).collect())
+                    }
                 }
-                Ok(calls.into_iter().map(|call| Ok(call * 10)).collect())
-            })
+            };
+            let harness = Harness {
+                combiner: Arc::new(Combiner::start(limits, run)),
+                batches,
+                gate,
+            };
+            let first = harness.call(first);
+            while harness.batches().is_empty() {
+                tokio::task::yield_now().await;
+            }
+            (harness, first)
         }
-    }
 
-    /// One batch at a time; a call weighs its own value.
-    fn limits(max_calls: usize, max_weight: usize) -> BatchLimits<i64> {
-        BatchLimits {
-            in_flight: 1,
-            max_calls,
-            max_weight,
-            weigh: |call: &i64| call.unsigned_abs() as usize,
+        fn call(&self, call: i64) -> JoinHandle<Result<i64, StoreError>> {
+            let combiner = Arc::clone(&self.combiner);
+            tokio::spawn(async move { combiner.call(call).await })
         }
-    }
 
-    async fn wait_for_batches(batches: &Mutex<Vec<Vec<i64>>>, count: usize) {
-        while batches.lock().map_or(0, |batches| batches.len()) < count {
-            tokio::task::yield_now().await;
+        fn batches(&self) -> Vec<Vec<i64>> {
+            self.batches
+                .lock()
+                .map(|batches| batches.clone())
+                .unwrap_or_default()
+        }
+
+        /// Let the calls made so far reach the combiner's queue, then let every batch through.
+        async fn open_the_gate(&self) {
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+            }
+            self.gate.add_permits(100);
         }
     }
 
     #[tokio::test]
     async fn calls_that_arrive_while_the_slot_is_busy_run_as_one_batch_and_each_gets_its_answer() {
-        let batches = Arc::new(Mutex::new(Vec::new()));
-        let gate = Arc::new(Semaphore::new(0));
-        let combiner = Arc::new(Combiner::start(
-            limits(64, 1_000),
-            recording(Arc::clone(&batches), Arc::clone(&gate)),
-        ));
-        let first = tokio::spawn({
-            let combiner = Arc::clone(&combiner);
-            async move { combiner.call(1).await }
-        });
-        wait_for_batches(&batches, 1).await;
-        let later: Vec<_> = (2..=5)
-            .map(|call| {
-                let combiner = Arc::clone(&combiner);
-                tokio::spawn(async move { combiner.call(call).await })
-            })
-            .collect();
-        // Let the later calls reach the queue before the first batch ends.
-        for _ in 0..50 {
-            tokio::task::yield_now().await;
-        }
-        gate.add_permits(2);
+        let (harness, first) = Harness::with_a_batch_running(64, 1_000, 1).await;
+        let later: Vec<_> = (2..=5).map(|call| harness.call(call)).collect();
+        harness.open_the_gate().await;
         assert_eq!(first.await.ok(), Some(Ok(10)));
         for (call, handle) in (2..=5).zip(later) {
             assert_eq!(handle.await.ok(), Some(Ok(call * 10)));
         }
-        let batches = batches
-            .lock()
-            .map(|batches| batches.clone())
-            .unwrap_or_default();
-        assert_eq!(batches, vec![vec![1], vec![2, 3, 4, 5]]);
+        assert_eq!(harness.batches(), vec![vec![1], vec![2, 3, 4, 5]]);
     }
 
     #[tokio::test]
     async fn a_failed_batch_answers_every_call_in_it_with_its_error() {
-        let batches = Arc::new(Mutex::new(Vec::new()));
-        let gate = Arc::new(Semaphore::new(0));
-        let combiner = Arc::new(Combiner::start(
-            limits(64, 1_000),
-            recording(Arc::clone(&batches), Arc::clone(&gate)),
-        ));
-        let first = tokio::spawn({
-            let combiner = Arc::clone(&combiner);
-            async move { combiner.call(1).await }
-        });
-        wait_for_batches(&batches, 1).await;
+        let (harness, first) = Harness::with_a_batch_running(64, 1_000, 1).await;
         let doomed: Vec<_> = [7, -1, 8]
             .into_iter()
-            .map(|call| {
-                let combiner = Arc::clone(&combiner);
-                tokio::spawn(async move { combiner.call(call).await })
-            })
+            .map(|call| harness.call(call))
             .collect();
-        for _ in 0..50 {
-            tokio::task::yield_now().await;
-        }
-        gate.add_permits(2);
+        harness.open_the_gate().await;
         assert_eq!(first.await.ok(), Some(Ok(10)));
         for handle in doomed {
             assert_eq!(
@@ -262,79 +260,38 @@ mod tests {
                 Some(Err(StoreError::Unavailable("the batch failed".into())))
             );
         }
+        assert_eq!(harness.batches(), vec![vec![1], vec![7, -1, 8]]);
     }
 
     #[tokio::test]
     async fn a_caller_that_gave_up_before_its_batch_formed_is_left_out() {
-        let batches = Arc::new(Mutex::new(Vec::new()));
-        let gate = Arc::new(Semaphore::new(0));
-        let combiner = Arc::new(Combiner::start(
-            limits(64, 1_000),
-            recording(Arc::clone(&batches), Arc::clone(&gate)),
-        ));
-        let first = tokio::spawn({
-            let combiner = Arc::clone(&combiner);
-            async move { combiner.call(1).await }
-        });
-        wait_for_batches(&batches, 1).await;
-        let abandoned = tokio::spawn({
-            let combiner = Arc::clone(&combiner);
-            async move { combiner.call(2).await }
-        });
-        let kept = tokio::spawn({
-            let combiner = Arc::clone(&combiner);
-            async move { combiner.call(3).await }
-        });
+        let (harness, first) = Harness::with_a_batch_running(64, 1_000, 1).await;
+        let abandoned = harness.call(2);
+        let kept = harness.call(3);
         for _ in 0..50 {
             tokio::task::yield_now().await;
         }
         abandoned.abort();
         assert!(abandoned.await.is_err(), "the abandoned call was cancelled");
-        gate.add_permits(2);
+        harness.open_the_gate().await;
         assert_eq!(first.await.ok(), Some(Ok(10)));
         assert_eq!(kept.await.ok(), Some(Ok(30)));
-        let batches = batches
-            .lock()
-            .map(|batches| batches.clone())
-            .unwrap_or_default();
-        assert_eq!(batches, vec![vec![1], vec![3]]);
+        assert_eq!(harness.batches(), vec![vec![1], vec![3]]);
     }
 
     #[tokio::test]
     async fn a_batch_stops_at_its_call_count_and_its_weight_and_the_rest_open_the_next() {
-        let batches = Arc::new(Mutex::new(Vec::new()));
-        let gate = Arc::new(Semaphore::new(0));
-        let combiner = Arc::new(Combiner::start(
-            limits(3, 10),
-            recording(Arc::clone(&batches), Arc::clone(&gate)),
-        ));
-        let first = tokio::spawn({
-            let combiner = Arc::clone(&combiner);
-            async move { combiner.call(20).await }
-        });
-        wait_for_batches(&batches, 1).await;
-        // 1 + 2 + 3 fit three calls; 4 + 5 fit ten; 6 alone; 30 weighs more than a batch, alone.
-        let later: Vec<_> = [1, 2, 3, 4, 5, 6, 30]
-            .into_iter()
-            .map(|call| {
-                let combiner = Arc::clone(&combiner);
-                tokio::spawn(async move { combiner.call(call).await })
-            })
-            .collect();
-        for _ in 0..50 {
-            tokio::task::yield_now().await;
-        }
-        gate.add_permits(10);
+        let (harness, first) = Harness::with_a_batch_running(3, 10, 20).await;
+        // 1 + 2 + 3 fill three calls; 4 + 5 fit ten; 6 alone; 30 weighs more than a batch: alone.
+        let calls = [1, 2, 3, 4, 5, 6, 30];
+        let later: Vec<_> = calls.into_iter().map(|call| harness.call(call)).collect();
+        harness.open_the_gate().await;
         assert_eq!(first.await.ok(), Some(Ok(200)));
-        for (call, handle) in [1, 2, 3, 4, 5, 6, 30].into_iter().zip(later) {
+        for (call, handle) in calls.into_iter().zip(later) {
             assert_eq!(handle.await.ok(), Some(Ok(call * 10)));
         }
-        let batches = batches
-            .lock()
-            .map(|batches| batches.clone())
-            .unwrap_or_default();
         assert_eq!(
-            batches,
+            harness.batches(),
             vec![vec![20], vec![1, 2, 3], vec![4, 5], vec![6], vec![30]]
         );
     }
