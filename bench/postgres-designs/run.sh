@@ -12,6 +12,9 @@
 #                insert lease rows; completion = lock jobs rows, update jobs, delete lease rows
 #   no-leases    the same without the job_leases writes (not a correct design: nothing to reap
 #                by; it measures what the lease rows cost)
+#   queue-lease  muster's schema where a job's queue row stays while it is leased (the claim sets
+#                its runner and deadline instead of deleting it and inserting a lease row; the
+#                completion deletes it), so the reaper reads job_queue
 #   active       one table of active jobs (updated at claim, deleted at completion) and a history
 #                table the completion inserts into
 #   graphile     the active table alone, deleted at completion (graphile-worker's pattern)
@@ -46,6 +49,16 @@ source = open(sys.argv[1]).read()
 print(re.search(r'STORE_MIGRATIONS: &\[&str\] = &\[r#"(.*?)"#', source, re.S).group(1))
 EOF
 cp "$work/current.sql" "$work/no-leases.sql"
+{ cat "$work/current.sql"; cat <<'EOF'
+ALTER TABLE job_queue ADD COLUMN runner_id bytea, ADD COLUMN reap_at bigint;
+DROP INDEX job_queue_open;
+DROP INDEX job_queue_constrained;
+CREATE INDEX job_queue_open ON job_queue (kind, priority, seq, run_after) WHERE requirements IS NULL AND runner_id IS NULL;
+CREATE INDEX job_queue_constrained ON job_queue (kind, priority, seq, run_after) WHERE requirements IS NOT NULL AND runner_id IS NULL;
+CREATE INDEX job_queue_reap ON job_queue (reap_at) WHERE runner_id IS NOT NULL;
+DROP TABLE job_leases;
+EOF
+} > "$work/queue-lease.sql"
 cat > "$work/active.sql" <<'EOF'
 CREATE TABLE active (
   seq bigint generated always as identity primary key, id bytea not null unique,
@@ -108,15 +121,20 @@ complete_delete="DELETE FROM active WHERE seq = ANY(:'seqs'::bigint[]) AND state
 
 for round in $(seq 1 "$rounds"); do echo "$claim_current"; done > "$work/current.run"
 grep -v job_leases "$work/current.run" > "$work/no-leases.run"
+sed -e 's/AND requirements IS NULL AND run_after <= 5/AND requirements IS NULL AND runner_id IS NULL AND run_after <= 5/' \
+    -e "s/^DELETE FROM job_queue WHERE seq = ANY/UPDATE job_queue SET runner_id = '\\\\x01', reap_at = 1000 WHERE seq = ANY/" \
+    -e '/^INSERT INTO job_leases/d' \
+    -e 's/^DELETE FROM job_leases WHERE/DELETE FROM job_queue WHERE/' \
+    "$work/current.run" > "$work/queue-lease.run"
 for round in $(seq 1 "$rounds"); do echo "$claim_active"; echo "$complete_history"; echo "COMMIT;"; done > "$work/active.run"
 for round in $(seq 1 "$rounds"); do echo "$claim_active"; echo "$complete_delete"; echo "COMMIT;"; done > "$work/graphile.run"
 
-for design in current no-leases active graphile; do
+for design in ${DESIGNS:-current no-leases queue-lease active graphile}; do
     database="muster_design_${design//-/_}"
     psql_to postgres -c "DROP DATABASE IF EXISTS $database" -c "CREATE DATABASE $database"
     psql_to "$database" -f "$work/$design.sql" > /dev/null
     case "$design" in
-        current | no-leases) psql_to "$database" -c "$load_jobs" ;;
+        current | no-leases | queue-lease) psql_to "$database" -c "$load_jobs" ;;
         *) psql_to "$database" -c "$load_active" ;;
     esac
     psql_to "$database" -c "VACUUM ANALYZE" -c "CHECKPOINT"
