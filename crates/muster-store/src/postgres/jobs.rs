@@ -477,8 +477,9 @@ pub(super) async fn claim_batch(
         let (seq, job) = job_from_row(row)?;
         loaded.insert(seq, job);
     }
-    let mut befores = Vec::with_capacity(loaded.len());
-    let mut claimed_seqs = Vec::with_capacity(loaded.len());
+    // Per claimed job, in the order of `claimed_by_claim` flattened: its row and its lifecycle
+    // before the claim.
+    let mut befores: Vec<(i64, JobLifecycle)> = Vec::with_capacity(loaded.len());
     let mut outputs_to_clear = Vec::new();
     let mut claimed_by_claim: Vec<Vec<ClaimedJob>> = Vec::with_capacity(ready.len());
     for (claim, seqs) in ready.iter().zip(assigned) {
@@ -502,17 +503,15 @@ pub(super) async fn claim_batch(
                 outputs_to_clear.push(seq);
                 job.outputs.clear();
             }
-            befores.push(before);
-            claimed_seqs.push(seq);
+            befores.push((seq, before));
             claimed.push(ClaimedJob { job, lease });
         }
         claimed_by_claim.push(claimed);
     }
     let writes: Vec<LifecycleWrite<'_>> = befores
         .iter()
-        .zip(&claimed_seqs)
         .zip(claimed_by_claim.iter().flatten())
-        .map(|((before, seq), claimed)| LifecycleWrite {
+        .map(|((seq, before), claimed)| LifecycleWrite {
             seq: *seq,
             before,
             after: &claimed.job.lifecycle,
