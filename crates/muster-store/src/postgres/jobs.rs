@@ -14,8 +14,9 @@ use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
 use super::rows::{
-    JOB_COLUMNS, LIFECYCLE_COLUMNS, LifecycleWrite, QueuePlace, column, job_from_row,
-    job_id_column, lifecycle_from_row, write_lifecycles,
+    JOB_COLUMNS, LEASE_CHECK_INTERVAL_MS, LIFECYCLE_COLUMNS, LeaseChecks, LifecycleWrite,
+    QueuePlace, column, job_from_row, job_id_column, lifecycle_from_row, runner_id_column,
+    write_lifecycles,
 };
 use super::runners::{ClaimingRunner, touch_runner};
 use super::{PENDING_CHANNEL, Shared, execute, query};
@@ -1075,65 +1076,116 @@ pub(super) async fn write_back_and_wake(
     Ok(requeued)
 }
 
-/// Apply passed deadlines; answers what was done and whether any job went back to the queue.
+/// Lease checks one reaper pass reads at most.
+const MAX_CHECKS_PER_REAP: i64 = 1_000;
+/// Jobs one reaper pass looks at at most: checks beyond are left for the next pass, so a pile of
+/// them cannot make one transaction long.
+const MAX_CHECKED_JOBS_PER_REAP: usize = 20_000;
+
+/// Apply passed deadlines to at most `limit` jobs, looking at the lease checks that are due (see
+/// the `lease_checks` migration); answers what was done and whether any job went back to the
+/// queue. Every job of a due check that is still leased gets a new check: at its deadline when
+/// that has not passed yet (or sooner, see `LEASE_CHECK_INTERVAL_MS`), right away when it was
+/// over the limit or another transaction held its row.
 pub(super) async fn reap(
     transaction: &Transaction<'_>,
     now: Timestamp,
     limit: u32,
 ) -> Result<(ReapReport, bool), StoreError> {
+    // Another coordinator's reaper may hold some checks: skipped, it handles them.
     let due = query(
         transaction,
-        "SELECT seq FROM job_leases WHERE reap_at <= $1 ORDER BY reap_at LIMIT $2",
-        &[&now.as_millis(), &i64::from(limit)],
+        "SELECT id, runner_id, seqs FROM lease_checks WHERE check_at <= $1 \
+         ORDER BY check_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        &[&now.as_millis(), &MAX_CHECKS_PER_REAP],
     )
     .await?;
     let mut report = ReapReport::default();
     if due.is_empty() {
         return Ok((report, false));
     }
-    let seqs: Vec<i64> = due
-        .iter()
-        .map(|row| column(row, 0))
-        .collect::<Result<_, _>>()?;
-    // Another coordinator's reaper may hold some of these: skipped, it applies them. A job seen
-    // here after the other one committed is re-checked on its fresh row, so no deadline is
-    // applied twice.
-    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ANY($1) FOR UPDATE SKIP LOCKED");
-    let rows = query(transaction, &sql, &[&seqs]).await?;
-    let mut changed: Vec<(i64, JobLifecycle, JobRecord)> = Vec::with_capacity(rows.len());
-    let mut stale_leases = Vec::new();
-    for row in &rows {
-        let (seq, mut job) = job_from_row(row)?;
-        if !job.state().is_leased() {
-            // A lease row left behind by a bug must not make the reaper spin on it.
-            stale_leases.push(seq);
-            continue;
+    let mut check_ids = Vec::with_capacity(due.len());
+    let mut runner_of: HashMap<i64, RunnerId> = HashMap::new();
+    for row in &due {
+        if runner_of.len() >= MAX_CHECKED_JOBS_PER_REAP {
+            break;
         }
-        let before = job.lifecycle.clone();
-        let jitter = jitter_for(seq, job.lifecycle.attempt);
-        let Some(outcome) = job.lifecycle.reap(jitter, now) else {
-            continue;
-        };
-        match outcome {
-            ReapOutcome::AttemptFailed(FailureReason::TimedOut) => report.timed_out += 1,
-            ReapOutcome::AttemptFailed(_) => report.lease_expired += 1,
-            ReapOutcome::CancelFinished => report.cancels_finished += 1,
+        let id: i64 = column(row, 0)?;
+        let runner = runner_id_column(row, 1)?
+            .ok_or_else(|| StoreError::Internal(format!("lease check {id} without a runner")))?;
+        let seqs: Vec<i64> = column(row, 2)?;
+        check_ids.push(id);
+        runner_of.extend(seqs.into_iter().map(|seq| (seq, runner)));
+    }
+    let checked: Vec<i64> = runner_of.keys().copied().collect();
+    // Most checked jobs have finished: a plain read lets them go without locking anything.
+    let still_leased: Vec<i64> = query(
+        transaction,
+        "SELECT seq FROM jobs WHERE seq = ANY($1) AND state IN (1, 2, 3)",
+        &[&checked],
+    )
+    .await?
+    .iter()
+    .map(|row| column(row, 0))
+    .collect::<Result<_, _>>()?;
+    let mut next_checks = LeaseChecks::default();
+    let mut changed: Vec<(i64, JobLifecycle, JobRecord)> = Vec::new();
+    if !still_leased.is_empty() {
+        // A job whose row another transaction holds (a completion, another reaper) is skipped
+        // here and checked again on the next pass, when that transaction has ended. A job seen
+        // here after the other one committed is judged on its fresh row, so no deadline is
+        // applied twice.
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ANY($1) AND state IN (1, 2, 3) \
+             FOR UPDATE SKIP LOCKED"
+        );
+        let rows = query(transaction, &sql, &[&still_leased]).await?;
+        let mut locked = std::collections::HashSet::with_capacity(rows.len());
+        for row in &rows {
+            let (seq, mut job) = job_from_row(row)?;
+            locked.insert(seq);
+            let (Some(reap_at), Some(runner)) = (job.lifecycle.reap_at(), job.lifecycle.runner_id)
+            else {
+                continue;
+            };
+            if reap_at > now {
+                let next = now.as_millis().saturating_add(LEASE_CHECK_INTERVAL_MS);
+                next_checks.push(seq, runner, reap_at.as_millis().min(next));
+                continue;
+            }
+            if report.total() >= limit {
+                next_checks.push(seq, runner, now.as_millis());
+                continue;
+            }
+            let before = job.lifecycle.clone();
+            let jitter = jitter_for(seq, job.lifecycle.attempt);
+            let Some(outcome) = job.lifecycle.reap(jitter, now) else {
+                next_checks.push(seq, runner, now.as_millis());
+                continue;
+            };
+            match outcome {
+                ReapOutcome::AttemptFailed(FailureReason::TimedOut) => report.timed_out += 1,
+                ReapOutcome::AttemptFailed(_) => report.lease_expired += 1,
+                ReapOutcome::CancelFinished => report.cancels_finished += 1,
+            }
+            changed.push((seq, before, job));
         }
-        changed.push((seq, before, job));
+        for seq in still_leased.iter().filter(|seq| !locked.contains(seq)) {
+            if let Some(runner) = runner_of.get(seq) {
+                next_checks.push(*seq, *runner, now.as_millis());
+            }
+        }
     }
     let requeued = write_back_and_wake(transaction, &changed).await?;
-    if !stale_leases.is_empty() {
-        tracing::warn!(
-            count = stale_leases.len(),
-            "removed lease rows of jobs that are not leased"
-        );
+    let delete_params: [&(dyn ToSql + Sync); 1] = [&check_ids];
+    let (_, ()) = futures::try_join!(
         execute(
             transaction,
-            "DELETE FROM job_leases WHERE seq = ANY($1)",
-            &[&stale_leases],
-        )
-        .await?;
-    }
+            "DELETE FROM lease_checks WHERE id = ANY($1)",
+            &delete_params,
+        ),
+        next_checks.insert(transaction),
+    )?;
     Ok((report, requeued))
 }
 

@@ -3,13 +3,16 @@
 //! Every coordinator is stateless: all state is in the database, and every operation runs in one
 //! transaction. A pending job belongs to whoever holds its `job_queue` row: claims take those
 //! rows with `FOR UPDATE SKIP LOCKED` (never waiting) and a cancel takes one before the job's
-//! row; every other operation concerns jobs that are not pending and locks the job's row first,
-//! then its lease row. So coordinators never wait on each other in a cycle.
+//! row; every other operation concerns jobs that are not pending and locks the job's row. The
+//! reaper takes lease checks and job rows with `SKIP LOCKED` only. So coordinators never wait on
+//! each other in a cycle.
 //!
 //! Three tables carry a job (see `schema`): `jobs` holds every job for good and is updated in
 //! place (HOT updates, no index changes); `job_queue` holds a row exactly while the job is
-//! pending, and is all that claims read; `job_leases` holds a row exactly while the job is leased,
-//! and is all that the reaper reads. Finished jobs therefore never slow down claims or reaping.
+//! pending, and is all that claims read; `lease_checks` lists, per claim, the jobs a runner
+//! leased and when the reaper should look at them next (no later than their deadlines), and is
+//! what the reaper reads. A completion writes only `jobs`. Finished jobs therefore never slow
+//! down claims or reaping.
 //!
 //! Claims and batch completions are the hot path: the ones that reach a coordinator while
 //! earlier ones are being written are run together as one transaction (see `combine`), so many
@@ -72,8 +75,8 @@ const CONNECTION_WAIT: Duration = Duration::from_secs(5);
 
 /// How often the maintenance task looks whether the queue tables need a vacuum.
 const MAINTENANCE_TICK: Duration = Duration::from_millis(500);
-/// Rows this coordinator added to or removed from `job_queue` and `job_leases` after which those
-/// tables are vacuumed: each claim and completion leaves dead entries at the head of the claim
+/// Rows this coordinator added to or removed from `job_queue` (and `lease_checks`) after which
+/// those tables are vacuumed: each claim and completion leaves dead entries at the head of the claim
 /// index, and every claim walks them until a vacuum removes them.
 const VACUUM_AFTER_QUEUE_CHANGES: u64 = 50_000;
 /// The longest a little churn waits for its vacuum.
@@ -201,8 +204,8 @@ impl PostgresStore {
                         &transaction, &batches.shared, &calls
                     ));
                     let claimed: usize = answers.iter().flatten().map(Vec::len).sum();
-                    // A claim removes a queue row and adds a lease row.
-                    batches.shared.count_queue_changes(claimed * 2);
+                    // A claim removes a queue row (its lease check is one row per runner).
+                    batches.shared.count_queue_changes(claimed);
                     Ok(answers)
                 }
             }
@@ -214,9 +217,7 @@ impl PostgresStore {
                     let answers = in_transaction!(batches, transaction => jobs::complete_batch(
                         &transaction, &calls
                     ));
-                    // A completion removes a lease row.
-                    let items: usize = calls.iter().map(|(_, items, _)| items.len()).sum();
-                    batches.shared.count_queue_changes(items);
+                    // A completion writes only the job's row.
                     Ok(answers)
                 }
             });
@@ -375,7 +376,7 @@ async fn vacuum_queue_tables(pool: Pool, weak_shared: std::sync::Weak<Shared>) {
         let outcome = async {
             let client = get_client(&pool).await?;
             client
-                .batch_execute("VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) job_queue, job_leases")
+                .batch_execute("VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) job_queue, lease_checks")
                 .await
                 .map_err(map_postgres_error)
         }
@@ -528,8 +529,6 @@ impl Store for PostgresStore {
         let ack = in_transaction!(self, transaction => jobs::activity(
             &transaction, &self.shared, call, progress, events, true, now
         ));
-        // The lease row moved to its new deadline.
-        self.shared.count_queue_changes(1);
         Ok(ack)
     }
 
@@ -574,7 +573,6 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> Result<JobRecord, StoreError> {
         let job = in_transaction!(self, transaction => jobs::complete(&transaction, call, result, outputs, now));
-        self.shared.count_queue_changes(1);
         Ok(job)
     }
 

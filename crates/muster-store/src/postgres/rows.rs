@@ -1,5 +1,5 @@
 //! Mapping between PostgreSQL rows and domain values, and the one statement that writes a job's
-//! lifecycle back together with the queue and lease rows that mirror it.
+//! lifecycle back together with the queue rows and lease checks that go with it.
 
 use std::collections::BTreeMap;
 
@@ -162,8 +162,9 @@ impl QueuePlace {
     }
 }
 
-/// One job's new lifecycle to write, with what it was before (to know which queue and lease rows
-/// to add or remove) and, when it may become pending, where it goes in the queue.
+/// One job's new lifecycle to write, with what it was before (to know which queue row to add or
+/// remove and whether its lease needs a check) and, when it may become pending, where it goes in
+/// the queue.
 pub(crate) struct LifecycleWrite<'a> {
     pub(crate) seq: i64,
     pub(crate) before: &'a JobLifecycle,
@@ -173,8 +174,9 @@ pub(crate) struct LifecycleWrite<'a> {
 }
 
 /// Write back the lifecycles (and results, when given) of many jobs in one statement, and bring
-/// their queue and lease rows in line: a queue row exactly while pending, a lease row exactly
-/// while leased. The caller holds the jobs' row locks.
+/// the tables beside `jobs` in line: a queue row exactly while pending, and for a leased job a
+/// lease check due no later than its deadline. The caller holds the jobs' row locks (or, for a
+/// claim, their queue rows').
 pub(crate) async fn write_lifecycles(
     transaction: &deadpool_postgres::Transaction<'_>,
     writes: &[LifecycleWrite<'_>],
@@ -201,9 +203,7 @@ pub(crate) async fn write_lifecycles(
 
     let mut unqueued = Vec::new();
     let mut queued = QueueRows::default();
-    let mut released = Vec::new();
-    let mut new_leases = LeaseRows::default();
-    let mut moved_leases = LeaseRows::default();
+    let mut checks = LeaseChecks::default();
     for write in writes {
         let after = write.after;
         seqs.push(write.seq);
@@ -236,23 +236,10 @@ pub(crate) async fn write_lifecycles(
         } else if was_pending {
             unqueued.push(write.seq);
         }
-        let lease_of = |lifecycle: &JobLifecycle| {
-            lifecycle.state.is_leased().then(|| {
-                (
-                    lifecycle.runner_id,
-                    lifecycle.reap_at().map_or(i64::MAX, Timestamp::as_millis),
-                )
-            })
-        };
-        match (lease_of(write.before), lease_of(after)) {
-            (None, Some((Some(runner), reap_at))) => new_leases.push(write.seq, runner, reap_at),
-            (before @ Some(_), Some((Some(runner), reap_at)))
-                if before != Some((Some(runner), reap_at)) =>
-            {
-                moved_leases.push(write.seq, runner, reap_at);
+        if let Some(check_at) = lease_check_needed(write.before, after) {
+            if let Some(runner) = after.runner_id {
+                checks.push(write.seq, runner, check_at);
             }
-            (Some(_), None) | (Some(_), Some((None, _))) => released.push(write.seq),
-            _ => {}
         }
     }
 
@@ -301,13 +288,11 @@ pub(crate) async fn write_lifecycles(
     };
     // The statements go out together on the one connection (the driver pipelines them), so the
     // bookkeeping rows cost no extra round trips.
-    let (updated, (), (), (), (), ()) = futures::try_join!(
+    let (updated, (), (), ()) = futures::try_join!(
         update_jobs,
-        delete_rows(transaction, QueueTable::Queue, &unqueued),
+        delete_queue_rows(transaction, &unqueued),
         queued.insert(transaction),
-        delete_rows(transaction, QueueTable::Leases, &released),
-        new_leases.insert(transaction),
-        moved_leases.update(transaction),
+        checks.insert(transaction),
     )?;
     if updated != seqs.len() as u64 {
         return Err(StoreError::Internal(format!(
@@ -318,26 +303,21 @@ pub(crate) async fn write_lifecycles(
     Ok(())
 }
 
-/// Remove the rows of `seqs` from `table` (`job_queue` or `job_leases`).
-async fn delete_rows(
+/// Remove the queue rows of `seqs`.
+async fn delete_queue_rows(
     transaction: &deadpool_postgres::Transaction<'_>,
-    table: QueueTable,
     seqs: &[i64],
 ) -> Result<(), StoreError> {
     if seqs.is_empty() {
         return Ok(());
     }
-    let sql = match table {
-        QueueTable::Queue => "DELETE FROM job_queue WHERE seq = ANY($1)",
-        QueueTable::Leases => "DELETE FROM job_leases WHERE seq = ANY($1)",
-    };
-    super::execute(transaction, sql, &[&seqs]).await.map(|_| ())
-}
-
-#[derive(Clone, Copy)]
-enum QueueTable {
-    Queue,
-    Leases,
+    super::execute(
+        transaction,
+        "DELETE FROM job_queue WHERE seq = ANY($1)",
+        &[&seqs],
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Queue rows to add (or whose due time to move), column by column.
@@ -391,24 +371,46 @@ impl QueueRows {
     }
 }
 
-/// Lease rows to add or move, column by column.
-#[derive(Default)]
-struct LeaseRows {
-    seqs: Vec<i64>,
-    runner_ids: Vec<Vec<u8>>,
-    reap_ats: Vec<i64>,
+/// The longest a new lease goes unchecked: a claim's check is due this long after it at the
+/// latest, so checks of finished jobs do not pile up, and a job that runs longer gets a new check
+/// this often. Small next to the seconds-to-minutes leases runners take.
+pub(crate) const LEASE_CHECK_INTERVAL_MS: i64 = 5_000;
+
+/// When a job whose lifecycle went from `before` to `after` needs a new lease check: a lease just
+/// taken, one that moved to another runner, or one whose deadline came earlier (a cancel grace).
+/// A deadline moved later needs none: the job's earlier check finds it still leased and makes a
+/// new one. A lease that ended needs none either: its check finds the job no longer leased.
+fn lease_check_needed(before: &JobLifecycle, after: &JobLifecycle) -> Option<i64> {
+    let reap_at = after.reap_at()?.as_millis();
+    if !before.state.is_leased() {
+        let latest = after.claimed_at.map_or(reap_at, |at| {
+            at.as_millis().saturating_add(LEASE_CHECK_INTERVAL_MS)
+        });
+        return Some(reap_at.min(latest));
+    }
+    let earlier = before
+        .reap_at()
+        .is_none_or(|before_reap_at| reap_at < before_reap_at.as_millis());
+    (earlier || before.runner_id != after.runner_id).then_some(reap_at)
 }
 
-impl LeaseRows {
-    fn push(&mut self, seq: i64, runner: RunnerId, reap_at: i64) {
+/// Lease checks to add, a job at a time; written as one check per runner.
+#[derive(Default)]
+pub(crate) struct LeaseChecks {
+    seqs: Vec<i64>,
+    runner_ids: Vec<Vec<u8>>,
+    check_ats: Vec<i64>,
+}
+
+impl LeaseChecks {
+    pub(crate) fn push(&mut self, seq: i64, runner: RunnerId, check_at: i64) {
         self.seqs.push(seq);
         self.runner_ids.push(runner.as_bytes().to_vec());
-        self.reap_ats.push(reap_at);
+        self.check_ats.push(check_at);
     }
 
-    /// Leases just taken: their jobs have no lease row (a plain insert is much cheaper than an
-    /// upsert, which claims pay for every job).
-    async fn insert(
+    /// One check per runner, due at the earliest of its jobs' times.
+    pub(crate) async fn insert(
         &self,
         transaction: &deadpool_postgres::Transaction<'_>,
     ) -> Result<(), StoreError> {
@@ -417,44 +419,17 @@ impl LeaseRows {
         }
         let statement = transaction
             .prepare_cached(
-                "INSERT INTO job_leases (seq, runner_id, reap_at) \
-                 SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bigint[])",
+                "INSERT INTO lease_checks (runner_id, check_at, seqs) \
+                 SELECT runner_id, min(check_at), array_agg(seq) \
+                 FROM unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS c(runner_id, check_at, seq) \
+                 GROUP BY runner_id",
             )
             .await
             .map_err(map_postgres_error)?;
         transaction
-            .execute(&statement, &[&self.seqs, &self.runner_ids, &self.reap_ats])
+            .execute(&statement, &[&self.runner_ids, &self.check_ats, &self.seqs])
             .await
             .map_err(map_postgres_error)?;
-        Ok(())
-    }
-
-    /// Leases that moved (extended, or a new deadline such as a cancel grace).
-    async fn update(
-        &self,
-        transaction: &deadpool_postgres::Transaction<'_>,
-    ) -> Result<(), StoreError> {
-        if self.seqs.is_empty() {
-            return Ok(());
-        }
-        let statement = transaction
-            .prepare_cached(
-                "UPDATE job_leases SET runner_id = u.runner_id, reap_at = u.reap_at \
-                 FROM unnest($1::bigint[], $2::bytea[], $3::bigint[]) AS u(seq, runner_id, reap_at) \
-                 WHERE job_leases.seq = u.seq",
-            )
-            .await
-            .map_err(map_postgres_error)?;
-        let updated = transaction
-            .execute(&statement, &[&self.seqs, &self.runner_ids, &self.reap_ats])
-            .await
-            .map_err(map_postgres_error)?;
-        if updated != self.seqs.len() as u64 {
-            return Err(StoreError::Internal(format!(
-                "moved {updated} of {} lease rows",
-                self.seqs.len()
-            )));
-        }
         Ok(())
     }
 }

@@ -21,10 +21,13 @@ const TOUCH_INTERVAL_MS: i64 = 1000;
 const RUNNER_COLUMNS: &str = "seq, id, name, organization_id, labels, kinds, offer, hostname, version, draining, \
     created_at, last_heartbeat_at, last_seen_at, coalesce(held.jobs, 0)";
 
-/// Leases per runner, counted in one pass over `job_leases` (which has no index by runner: it is
-/// written on every claim, and read by runner only here and when a runner is deleted).
-const HELD_JOBS: &str = "LEFT JOIN (SELECT runner_id, count(*) AS jobs FROM job_leases GROUP BY runner_id) held \
-     ON held.runner_id = runners.id";
+/// The jobs a runner holds, counted from its lease checks (every job it holds is in one of them;
+/// they list a few seconds of claims, so this reads few rows), each job confirmed on its row.
+const HELD_JOBS: &str = "LEFT JOIN LATERAL (SELECT count(DISTINCT jobs.seq) AS jobs \
+     FROM lease_checks CROSS JOIN LATERAL unnest(lease_checks.seqs) AS checked(seq) \
+     JOIN jobs ON jobs.seq = checked.seq \
+     WHERE lease_checks.runner_id = runners.id AND jobs.runner_id = runners.id \
+       AND jobs.state IN (1, 2, 3)) held ON true";
 
 fn runner_not_found(id: RunnerId) -> StoreError {
     StoreError::NotFound(format!("runner {id}"))
@@ -158,7 +161,8 @@ pub(super) async fn delete(
     }
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs \
-         WHERE seq IN (SELECT seq FROM job_leases WHERE runner_id = $1) ORDER BY seq FOR UPDATE"
+         WHERE seq IN (SELECT unnest(seqs) FROM lease_checks WHERE runner_id = $1) \
+           AND state IN (1, 2, 3) ORDER BY seq FOR UPDATE"
     );
     let rows = query(transaction, &sql, &[&id.as_bytes().as_slice()]).await?;
     let mut released: Vec<(i64, JobLifecycle, JobRecord)> = Vec::with_capacity(rows.len());

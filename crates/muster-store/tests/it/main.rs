@@ -50,6 +50,7 @@ macro_rules! conformance_suite {
             // reaping
             an_expired_lease_returns_the_job_to_pending_after_backoff,
             a_lease_renewed_by_heartbeats_is_not_reaped,
+            a_job_held_for_many_leases_is_reaped_only_after_its_last_renewal_lapses,
             the_last_attempt_lost_to_lease_expiry_fails_the_job,
             an_attempt_past_its_timeout_is_timed_out,
             reap_applies_each_deadline_once,

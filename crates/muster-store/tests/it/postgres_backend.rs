@@ -49,6 +49,64 @@ async fn coordinators_starting_at_once_on_an_empty_database_all_open_it() -> any
     Ok(())
 }
 
+/// A database written by the first schema (a `job_leases` row per leased job) keeps its leases
+/// when a newer coordinator moves it to lease checks: the job still counts as held and is reaped
+/// at its deadline, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_taken_under_the_first_schema_survive_the_move_to_lease_checks() -> anyhow::Result<()>
+{
+    let url = muster_test_support::temp_postgres_database().await?;
+    let store = open_store(&url).await?;
+    let job = submit_one(
+        store.as_ref(),
+        spec_with_policy("kept", policy(3, 3_600, 30, 1)),
+        T0,
+    )
+    .await?;
+    let runner = register_runner(store.as_ref(), "old-timer").await?;
+    let claimed = claim(store.as_ref(), runner, &["kept"], 1, T0).await?;
+    let expiry = claimed
+        .first()
+        .map(|claimed| claimed.lease.expires_at)
+        .context("claim the job")?;
+    drop(store);
+
+    // Put the database back as the first schema left it: the lease as a job_leases row.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .context("connect to rewrite the schema")?;
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute(
+            "BEGIN;
+             CREATE TABLE job_leases (seq BIGINT PRIMARY KEY, runner_id BYTEA NOT NULL, reap_at BIGINT NOT NULL);
+             CREATE INDEX job_leases_reap ON job_leases (reap_at);
+             INSERT INTO job_leases SELECT seq, runner_id, lease_expires_at FROM jobs WHERE state IN (1, 2, 3);
+             DROP TABLE lease_checks;
+             UPDATE muster_schema SET version = 1 WHERE component = 'store';
+             COMMIT;",
+        )
+        .await
+        .context("rewrite the schema as version 1")?;
+    let moved: i64 = client
+        .query_one("SELECT count(*) FROM job_leases", &[])
+        .await?
+        .get(0);
+    ensure!(moved == 1, "the lease is a job_leases row: {moved}");
+    drop(client);
+    connection.await.context("join the connection task")??;
+
+    let store = open_store(&url).await?;
+    ensure!(store.get_runner(runner).await?.running_jobs == 1);
+    ensure!(store.reap(expiry.plus_millis(-1), 100).await?.total() == 0);
+    ensure!(store.get_job(job.id).await?.state() == JobState::Claimed);
+    let report = store.reap(expiry, 100).await?;
+    ensure!(report.lease_expired == 1, "{report:?}");
+    ensure!(store.get_job(job.id).await?.state() == JobState::Pending);
+    ensure!(store.get_runner(runner).await?.running_jobs == 0);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_submit_through_one_coordinator_wakes_the_others() -> anyhow::Result<()> {
     let stores = coordinators(2).await?;

@@ -2,6 +2,7 @@
 //! cancel ends after its grace, and each deadline is applied exactly once however many reapers
 //! run.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::ensure;
@@ -112,6 +113,89 @@ pub async fn a_lease_renewed_by_heartbeats_is_not_reaped(
     ensure!(stored.lifecycle.lease_expires_at == Some(at(50_000)));
     let report = store.reap(at(50_000), 100).await?;
     ensure!(report.lease_expired == 1, "{report:?}");
+    Ok(())
+}
+
+/// A job held for far longer than any one lease, renewed by heartbeats, is never reaped while
+/// renewed, counts as held by its runner all along (while a job claimed with it finishes early),
+/// and is reaped once, at the deadline of the lease it last renewed.
+pub async fn a_job_held_for_many_leases_is_reaped_only_after_its_last_renewal_lapses(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let long = submit_one(
+        store,
+        spec_with_policy("marathon", policy(3, 86_400, 30, 1)),
+        T0,
+    )
+    .await?;
+    let short = submit_one(
+        store,
+        spec_with_policy("marathon", policy(3, 86_400, 30, 1)),
+        T0,
+    )
+    .await?;
+    let runner = register_runner(store, "steady").await?;
+    let claimed = claim(store, runner, &["marathon"], 2, T0).await?;
+    ensure!(claimed.len() == 2, "both jobs claimed: {}", claimed.len());
+    ensure!(store.get_runner(runner).await?.running_jobs == 2);
+    let (held, finished): (Vec<_>, Vec<_>) =
+        claimed.into_iter().partition(|job| job.job.id == long.id);
+    let (Some(held), Some(finished)) = (held.first(), finished.first()) else {
+        anyhow::bail!("the claim returned the two submitted jobs");
+    };
+    ensure!(finished.job.id == short.id);
+    store
+        .complete_job(
+            call_for(finished, runner),
+            serde_json::json!({"done": true}),
+            BTreeMap::new(),
+            at(1_000),
+        )
+        .await?;
+    ensure!(store.get_runner(runner).await?.running_jobs == 1);
+
+    // Twenty minutes of heartbeats every 20 s, with the reaper running in between.
+    let mut renewed_until = held.lease.expires_at;
+    for step in 1..=60_i64 {
+        let now = at(step * 20_000);
+        for offset in [-10_000, -1] {
+            let report = store.reap(now.plus_millis(offset), 100).await?;
+            ensure!(
+                report.total() == 0,
+                "nothing due at step {step}: {report:?}"
+            );
+        }
+        let ack = store
+            .job_heartbeat(call_for(held, runner), None, Vec::new(), now)
+            .await?;
+        let lease = ack
+            .lease
+            .ok_or_else(|| anyhow::anyhow!("a heartbeat answers the lease"))?;
+        renewed_until = lease.expires_at;
+        ensure!(
+            store.get_runner(runner).await?.running_jobs == 1,
+            "still held at step {step}"
+        );
+    }
+    ensure!(renewed_until == at(60 * 20_000 + 30_000));
+    for offset in [-20_000, -5_000, -1] {
+        let report = store.reap(renewed_until.plus_millis(offset), 100).await?;
+        ensure!(report.total() == 0, "not yet due: {report:?}");
+    }
+    ensure!(store.get_job(long.id).await?.state() == JobState::Running);
+    let report = store.reap(renewed_until, 100).await?;
+    ensure!(report.lease_expired == 1, "{report:?}");
+    ensure!(
+        store
+            .reap(renewed_until.plus_seconds(60), 100)
+            .await?
+            .total()
+            == 0
+    );
+    ensure!(store.get_job(long.id).await?.state() == JobState::Pending);
+    ensure!(store.get_job(short.id).await?.state() == JobState::Completed);
+    ensure!(store.get_runner(runner).await?.running_jobs == 0);
     Ok(())
 }
 
