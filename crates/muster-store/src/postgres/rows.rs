@@ -9,7 +9,7 @@ use muster_core::{
 };
 use serde_json::Value;
 use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
+use tokio_postgres::types::{FromSql, ToSql};
 
 use super::map_postgres_error;
 use crate::StoreError;
@@ -243,46 +243,96 @@ pub(crate) async fn write_lifecycles(
         }
     }
 
-    let update = transaction
-        .prepare_cached(
-            "UPDATE jobs SET state = u.state, attempt = u.attempt, lease_epoch = u.lease_epoch, \
-             runner_id = u.runner_id, run_after = u.run_after, lease_expires_at = u.lease_expires_at, \
-             attempt_deadline_at = u.attempt_deadline_at, cancel_deadline_at = u.cancel_deadline_at, \
-             claimed_at = u.claimed_at, started_at = u.started_at, finished_at = u.finished_at, \
-             error_reason = u.error_reason, error_message = u.error_message, \
-             result = coalesce(u.result, jobs.result) \
-             FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::bytea[], \
-                         $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], \
-                         $11::bigint[], $12::bigint[], $13::text[], $14::text[], $15::text[]) \
-               AS u(seq, state, attempt, lease_epoch, runner_id, run_after, lease_expires_at, \
-                    attempt_deadline_at, cancel_deadline_at, claimed_at, started_at, finished_at, \
-                    error_reason, error_message, result) \
-             WHERE jobs.seq = u.seq",
-        )
-        .await
-        .map_err(map_postgres_error)?;
-    let update_jobs = async {
-        transaction
-            .execute(
-                &update,
-                &[
-                    &seqs,
-                    &states,
-                    &attempts,
-                    &epochs,
-                    &runner_ids,
-                    &run_afters,
-                    &lease_expirations,
-                    &attempt_deadlines,
-                    &cancel_deadlines,
-                    &claimed_ats,
-                    &started_ats,
-                    &finished_ats,
-                    &error_reasons,
-                    &error_messages,
-                    &results,
-                ],
+    // Only the columns some job of the batch changes are sent and written: a claim changes 7 of
+    // the 14, a completion about 6, and every column left out is an array fewer to send, unpack
+    // and join (measured: about a fifth of the statement's cost per row).
+    // (column, array type, values, whether some job of the batch changes it)
+    macro_rules! lifecycle_column {
+        ($name:literal, $sql_type:literal, $values:expr, $field:ident) => {
+            (
+                $name,
+                $sql_type,
+                &$values as &(dyn ToSql + Sync),
+                writes
+                    .iter()
+                    .any(|write| write.before.$field != write.after.$field),
             )
+        };
+    }
+    let columns = [
+        lifecycle_column!("state", "smallint", states, state),
+        lifecycle_column!("attempt", "bigint", attempts, attempt),
+        lifecycle_column!("lease_epoch", "bigint", epochs, lease_epoch),
+        lifecycle_column!("runner_id", "bytea", runner_ids, runner_id),
+        lifecycle_column!("run_after", "bigint", run_afters, run_after),
+        lifecycle_column!(
+            "lease_expires_at",
+            "bigint",
+            lease_expirations,
+            lease_expires_at
+        ),
+        lifecycle_column!(
+            "attempt_deadline_at",
+            "bigint",
+            attempt_deadlines,
+            attempt_deadline_at
+        ),
+        lifecycle_column!(
+            "cancel_deadline_at",
+            "bigint",
+            cancel_deadlines,
+            cancel_deadline_at
+        ),
+        lifecycle_column!("claimed_at", "bigint", claimed_ats, claimed_at),
+        lifecycle_column!("started_at", "bigint", started_ats, started_at),
+        lifecycle_column!("finished_at", "bigint", finished_ats, finished_at),
+        lifecycle_column!("error_reason", "text", error_reasons, error),
+        lifecycle_column!("error_message", "text", error_messages, error),
+        (
+            "result",
+            "text",
+            &results as &(dyn ToSql + Sync),
+            writes.iter().any(|write| write.result.is_some()),
+        ),
+    ];
+    let written: Vec<_> = columns.iter().filter(|column| column.3).collect();
+    let update_jobs = async {
+        if written.is_empty() {
+            return Ok(seqs.len() as u64);
+        }
+        let assignments = written
+            .iter()
+            .map(|(name, ..)| match *name {
+                // A write without a result keeps the one stored.
+                "result" => "result = coalesce(u.result, jobs.result)".to_string(),
+                name => format!("{name} = u.{name}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let arrays = written
+            .iter()
+            .enumerate()
+            .map(|(index, (_, sql_type, ..))| format!("${}::{sql_type}[]", index + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let names = written
+            .iter()
+            .map(|(name, ..)| *name)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE jobs SET {assignments} FROM unnest($1::bigint[], {arrays}) AS u(seq, {names}) \
+             WHERE jobs.seq = u.seq"
+        );
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(written.len() + 1);
+        params.push(&seqs);
+        params.extend(written.iter().map(|column| column.2));
+        let update = transaction
+            .prepare_cached(&sql)
+            .await
+            .map_err(map_postgres_error)?;
+        transaction
+            .execute(&update, &params)
             .await
             .map_err(map_postgres_error)
     };
