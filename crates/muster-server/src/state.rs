@@ -87,7 +87,7 @@ impl RunnerView {
         loop {
             let page = match state
                 .store
-                .list_runners(PageRequest {
+                .list_runners_for_matching(PageRequest {
                     limit: 1000,
                     cursor,
                 })

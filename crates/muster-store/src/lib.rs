@@ -160,6 +160,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_runners(&self, page: PageRequest) -> Result<Page<RunnerRecord>, StoreError>;
 
+    /// Like [`Store::list_runners`] for callers that only match runners against jobs: a backend
+    /// where counting the jobs each runner holds costs a read per job may leave `running_jobs`
+    /// at 0 here.
+    async fn list_runners_for_matching(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<RunnerRecord>, StoreError> {
+        self.list_runners(page).await
+    }
+
     /// Delete a runner: its token stops working and the attempts it holds fail as lost leases.
     async fn delete_runner(&self, id: RunnerId, now: Timestamp) -> Result<(), StoreError>;
 

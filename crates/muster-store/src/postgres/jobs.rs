@@ -1118,19 +1118,31 @@ pub(super) async fn reap(
         runner_of.extend(seqs.into_iter().map(|seq| (seq, runner)));
     }
     let checked: Vec<i64> = runner_of.keys().copied().collect();
-    // Most checked jobs have finished: a plain read lets them go without locking anything.
-    let still_leased: Vec<i64> = query(
-        transaction,
-        "SELECT seq FROM jobs WHERE seq = ANY($1) AND state IN (1, 2, 3)",
-        &[&checked],
-    )
-    .await?
-    .iter()
-    .map(|row| column(row, 0))
-    .collect::<Result<_, _>>()?;
+    // Most checked jobs have finished, and most others are not due yet: both are settled on a
+    // plain read, without locking anything. A job not due gets its next check; whatever changes
+    // it meanwhile either moves its deadline later, ends its lease, or writes a check of its own
+    // (a deadline moved earlier, a new claim).
+    let sql =
+        format!("SELECT {LIFECYCLE_COLUMNS} FROM jobs WHERE seq = ANY($1) AND state IN (1, 2, 3)");
     let mut next_checks = LeaseChecks::default();
+    let next_check_at = |reap_at: Timestamp| {
+        reap_at
+            .as_millis()
+            .min(now.as_millis().saturating_add(LEASE_CHECK_INTERVAL_MS))
+    };
+    let mut due: Vec<i64> = Vec::new();
+    for row in &query(transaction, &sql, &[&checked]).await? {
+        let (seq, lifecycle) = lifecycle_from_row(row)?;
+        match (lifecycle.reap_at(), lifecycle.runner_id) {
+            (Some(reap_at), Some(runner)) if reap_at > now => {
+                next_checks.push(seq, runner, next_check_at(reap_at));
+            }
+            (Some(_), Some(_)) => due.push(seq),
+            _ => {}
+        }
+    }
     let mut changed: Vec<(i64, JobLifecycle, JobRecord)> = Vec::new();
-    if !still_leased.is_empty() {
+    if !due.is_empty() {
         // A job whose row another transaction holds (a completion, another reaper) is skipped
         // here and checked again on the next pass, when that transaction has ended. A job seen
         // here after the other one committed is judged on its fresh row, so no deadline is
@@ -1139,7 +1151,7 @@ pub(super) async fn reap(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ANY($1) AND state IN (1, 2, 3) \
              FOR UPDATE SKIP LOCKED"
         );
-        let rows = query(transaction, &sql, &[&still_leased]).await?;
+        let rows = query(transaction, &sql, &[&due]).await?;
         let mut locked = std::collections::HashSet::with_capacity(rows.len());
         for row in &rows {
             let (seq, mut job) = job_from_row(row)?;
@@ -1149,8 +1161,7 @@ pub(super) async fn reap(
                 continue;
             };
             if reap_at > now {
-                let next = now.as_millis().saturating_add(LEASE_CHECK_INTERVAL_MS);
-                next_checks.push(seq, runner, reap_at.as_millis().min(next));
+                next_checks.push(seq, runner, next_check_at(reap_at));
                 continue;
             }
             if report.total() >= limit {
@@ -1170,7 +1181,7 @@ pub(super) async fn reap(
             }
             changed.push((seq, before, job));
         }
-        for seq in still_leased.iter().filter(|seq| !locked.contains(seq)) {
+        for seq in due.iter().filter(|seq| !locked.contains(seq)) {
             if let Some(runner) = runner_of.get(seq) {
                 next_checks.push(*seq, *runner, now.as_millis());
             }

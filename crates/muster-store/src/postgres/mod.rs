@@ -650,7 +650,15 @@ impl Store for PostgresStore {
 
     async fn list_runners(&self, page: PageRequest) -> Result<Page<RunnerRecord>, StoreError> {
         let client = self.client().await?;
-        runners::list(&client, &page).await
+        runners::list(&client, &page, true).await
+    }
+
+    async fn list_runners_for_matching(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<RunnerRecord>, StoreError> {
+        let client = self.client().await?;
+        runners::list(&client, &page, false).await
     }
 
     async fn delete_runner(&self, id: RunnerId, now: Timestamp) -> Result<(), StoreError> {

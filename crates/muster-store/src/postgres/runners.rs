@@ -22,12 +22,14 @@ const RUNNER_COLUMNS: &str = "seq, id, name, organization_id, labels, kinds, off
     created_at, last_heartbeat_at, last_seen_at, coalesce(held.jobs, 0)";
 
 /// The jobs a runner holds, counted from its lease checks (every job it holds is in one of them;
-/// they list a few seconds of claims, so this reads few rows), each job confirmed on its row.
+/// they list a few seconds of its claims), each job confirmed on its row.
 const HELD_JOBS: &str = "LEFT JOIN LATERAL (SELECT count(DISTINCT jobs.seq) AS jobs \
      FROM lease_checks CROSS JOIN LATERAL unnest(lease_checks.seqs) AS checked(seq) \
      JOIN jobs ON jobs.seq = checked.seq \
      WHERE lease_checks.runner_id = runners.id AND jobs.runner_id = runners.id \
        AND jobs.state IN (1, 2, 3)) held ON true";
+/// In place of `HELD_JOBS` when the caller does not want the counts.
+const HELD_JOBS_NOT_COUNTED: &str = "CROSS JOIN (SELECT 0::bigint AS jobs) held";
 
 fn runner_not_found(id: RunnerId) -> StoreError {
     StoreError::NotFound(format!("runner {id}"))
@@ -102,10 +104,16 @@ pub(super) async fn get(
 pub(super) async fn list(
     client: &impl GenericClient,
     page: &PageRequest,
+    count_held_jobs: bool,
 ) -> Result<Page<RunnerRecord>, StoreError> {
     let before = decode_cursor(page.cursor.as_deref())?.unwrap_or(i64::MAX);
+    let held = if count_held_jobs {
+        HELD_JOBS
+    } else {
+        HELD_JOBS_NOT_COUNTED
+    };
     let sql = format!(
-        "SELECT {RUNNER_COLUMNS} FROM runners {HELD_JOBS} WHERE deleted_at IS NULL AND seq < $1 \
+        "SELECT {RUNNER_COLUMNS} FROM runners {held} WHERE deleted_at IS NULL AND seq < $1 \
          ORDER BY seq DESC LIMIT $2"
     );
     let rows = query(client, &sql, &[&before, &(i64::from(page.limit) + 1)]).await?;

@@ -131,7 +131,8 @@ CREATE UNIQUE INDEX runners_token ON runners (token_hash) WHERE token_hash IS NO
 -- reads those jobs: finished ones are forgotten, passed deadlines applied, and jobs still leased
 -- get a new check. A completion writes nothing here. Every leased job is in at least one check
 -- of its runner due no later than its deadline; checks are looked at a few seconds after the
--- claim at the latest, so the table stays a few seconds of claims long.
+-- claim at the latest, so the table stays a few seconds of claims long, and counting the jobs
+-- a runner holds reads that runner's checks.
 CREATE TABLE lease_checks (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     runner_id BYTEA NOT NULL,
@@ -140,6 +141,7 @@ CREATE TABLE lease_checks (
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
         autovacuum_vacuum_cost_delay = 0);
 CREATE INDEX lease_checks_due ON lease_checks (check_at);
+CREATE INDEX lease_checks_runner ON lease_checks (runner_id);
 INSERT INTO lease_checks (runner_id, check_at, seqs)
     SELECT runner_id, min(reap_at), array_agg(seq ORDER BY seq) FROM job_leases GROUP BY runner_id;
 DROP TABLE job_leases;

@@ -244,16 +244,23 @@ pub async fn list_runners_is_newest_first_and_cursors_visit_every_runner_once(
     store.delete_runner(gone, at(1_000)).await?;
     let newest_first: Vec<RunnerId> = created.iter().rev().copied().collect();
 
-    for page_size in [1u32, 2, 6, 50] {
+    // The listing for matching (which may leave out the held-job counts) walks the same way.
+    for (page_size, for_matching) in [1u32, 2, 6, 50]
+        .into_iter()
+        .flat_map(|size| [(size, false), (size, true)])
+    {
         let mut listed = Vec::new();
         let mut cursor = None;
         for _ in 0..100 {
-            let page = store
-                .list_runners(PageRequest {
-                    limit: page_size,
-                    cursor: cursor.clone(),
-                })
-                .await?;
+            let request = PageRequest {
+                limit: page_size,
+                cursor: cursor.clone(),
+            };
+            let page = if for_matching {
+                store.list_runners_for_matching(request).await?
+            } else {
+                store.list_runners(request).await?
+            };
             ensure!(page.items.len() <= page_size as usize);
             ensure!(
                 cursor.is_none() || !page.items.is_empty() || page.next_cursor.is_none(),
@@ -267,7 +274,7 @@ pub async fn list_runners_is_newest_first_and_cursors_visit_every_runner_once(
         }
         ensure!(
             listed == newest_first,
-            "page size {page_size}: every live runner once, newest first, deleted ones left out: {listed:?}"
+            "page size {page_size} (for matching: {for_matching}): every live runner once, newest first, deleted ones left out: {listed:?}"
         );
     }
     Ok(())
