@@ -358,6 +358,65 @@ struct ReadyClaim<'a> {
     now: Timestamp,
 }
 
+/// Where the claim batches running now have locked the queue up to, per kind: a batch that
+/// starts while another one holds the head of a kind's queue reads on from where that one
+/// stopped, instead of walking (and skipping) every row it holds. Jobs that enter the queue ahead
+/// of that point meanwhile (a higher priority, a retry) are taken by the next batch; a batch that
+/// finds too few jobs past the point reads from the head after all.
+#[derive(Default)]
+pub(crate) struct ClaimFrontiers {
+    next_batch: std::sync::atomic::AtomicU64,
+    /// (batch, kind, furthest (priority, seq) it locked)
+    held: std::sync::Mutex<Vec<(u64, String, (i32, i64))>>,
+}
+
+/// A claim batch's place among the running ones; forgotten when dropped.
+pub(crate) struct ClaimBatch {
+    frontiers: std::sync::Arc<ClaimFrontiers>,
+    id: u64,
+}
+
+impl ClaimBatch {
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for ClaimBatch {
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.frontiers.held.lock() {
+            held.retain(|(batch, ..)| *batch != self.id);
+        }
+    }
+}
+
+impl ClaimFrontiers {
+    pub(crate) fn start(frontiers: &std::sync::Arc<ClaimFrontiers>) -> ClaimBatch {
+        let id = frontiers
+            .next_batch
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ClaimBatch {
+            frontiers: std::sync::Arc::clone(frontiers),
+            id,
+        }
+    }
+
+    /// The furthest point other running batches locked in `kind`'s queue.
+    fn ahead_of(&self, batch: u64, kind: &str) -> Option<(i32, i64)> {
+        let held = self.held.lock().ok()?;
+        held.iter()
+            .filter(|(other, held_kind, _)| *other != batch && held_kind == kind)
+            .map(|(.., position)| *position)
+            .max()
+    }
+
+    fn record(&self, batch: u64, kind: &str, position: (i32, i64)) {
+        if let Ok(mut held) = self.held.lock() {
+            held.push((batch, kind.to_string(), position));
+        }
+    }
+}
+
 /// Run claims that arrived together as one transaction (see `combine`): every claim is answered
 /// as if it had run alone, one after the other in the order given, each getting the first jobs
 /// in claim order that it can take and that an earlier claim of the batch did not take.
@@ -365,6 +424,7 @@ pub(super) async fn claim_batch(
     transaction: &Transaction<'_>,
     shared: &Shared,
     claims: &[(ClaimRequest, Timestamp)],
+    batch: u64,
 ) -> Result<Vec<Result<Vec<ClaimedJob>, StoreError>>, StoreError> {
     // The runners' rows first: they are the only rows a claim may wait for, and they are taken
     // before any job row, so a claim never holds a job while it waits.
@@ -417,9 +477,21 @@ pub(super) async fn claim_batch(
             *open_wanted.entry(kind).or_default() += claim.claim.max_jobs as usize;
         }
     }
-    let open_reads = open_wanted
-        .iter()
-        .map(|(kind, wanted)| open_candidates(transaction, kind, *wanted, due_at));
+    let open_reads = open_wanted.iter().map(|(kind, wanted)| async move {
+        let after = shared.claim_frontiers.ahead_of(batch, kind);
+        let mut found = open_candidates(transaction, kind, *wanted, due_at, after).await?;
+        if after.is_some() && found.len() < *wanted {
+            // Few jobs past the other batches: read from the head (this batch's own locked rows
+            // come back too, and are not skipped).
+            found = open_candidates(transaction, kind, *wanted, due_at, None).await?;
+        }
+        if let Some(last) = found.last() {
+            shared
+                .claim_frontiers
+                .record(batch, kind, (last.priority, last.seq));
+        }
+        Ok::<_, StoreError>(found)
+    });
     // Jobs with requirements: read per claim, as they depend on the runner's offer.
     let constrained_reads = ready.iter().map(|claim| async move {
         let mut found = Vec::new();
@@ -550,22 +622,38 @@ fn candidates_from_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<Candidate>, 
         .collect()
 }
 
-/// The first `wanted` due jobs of `kind` without requirements, locked (skipping those other
-/// claims hold), in claim order.
+/// The first `wanted` due jobs of `kind` without requirements (past `after` in claim order, when
+/// given), locked (skipping those other claims hold), in claim order.
 async fn open_candidates(
     transaction: &Transaction<'_>,
     kind: &str,
     wanted: usize,
     now: Timestamp,
+    after: Option<(i32, i64)>,
 ) -> Result<Vec<Candidate>, StoreError> {
-    let rows = query(
-        transaction,
-        "SELECT seq, priority FROM job_queue \
-         WHERE kind = $1 AND requirements IS NULL AND run_after <= $2 \
-         ORDER BY priority, seq LIMIT $3 FOR UPDATE SKIP LOCKED",
-        &[&kind, &now.as_millis(), &(wanted as i64)],
-    )
-    .await?;
+    let rows = match after {
+        None => {
+            query(
+                transaction,
+                "SELECT seq, priority FROM job_queue \
+                 WHERE kind = $1 AND requirements IS NULL AND run_after <= $2 \
+                 ORDER BY priority, seq LIMIT $3 FOR UPDATE SKIP LOCKED",
+                &[&kind, &now.as_millis(), &(wanted as i64)],
+            )
+            .await?
+        }
+        Some((priority, seq)) => {
+            query(
+                transaction,
+                "SELECT seq, priority FROM job_queue \
+                 WHERE kind = $1 AND requirements IS NULL AND run_after <= $2 \
+                   AND (priority, seq) > ($4, $5) \
+                 ORDER BY priority, seq LIMIT $3 FOR UPDATE SKIP LOCKED",
+                &[&kind, &now.as_millis(), &(wanted as i64), &priority, &seq],
+            )
+            .await?
+        }
+    };
     candidates_from_rows(&rows)
 }
 
@@ -1279,4 +1367,34 @@ pub(super) async fn queue_depths(
         }
     }
     Ok(depths)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::ClaimFrontiers;
+
+    #[test]
+    fn a_batch_reads_past_the_other_running_batches_and_is_forgotten_when_done() {
+        let frontiers = Arc::new(ClaimFrontiers::default());
+        let first = ClaimFrontiers::start(&frontiers);
+        let second = ClaimFrontiers::start(&frontiers);
+        assert_eq!(frontiers.ahead_of(second.id(), "a"), None);
+        frontiers.record(first.id(), "a", (0, 500));
+        frontiers.record(first.id(), "b", (0, 90));
+        assert_eq!(frontiers.ahead_of(second.id(), "a"), Some((0, 500)));
+        assert_eq!(frontiers.ahead_of(second.id(), "b"), Some((0, 90)));
+        assert_eq!(frontiers.ahead_of(second.id(), "c"), None);
+        // A batch never reads past itself.
+        assert_eq!(frontiers.ahead_of(first.id(), "a"), None);
+        let third = ClaimFrontiers::start(&frontiers);
+        frontiers.record(second.id(), "a", (1, 20));
+        assert_eq!(frontiers.ahead_of(third.id(), "a"), Some((1, 20)));
+        drop(second);
+        assert_eq!(frontiers.ahead_of(third.id(), "a"), Some((0, 500)));
+        drop(first);
+        assert_eq!(frontiers.ahead_of(third.id(), "a"), None);
+        assert_eq!(frontiers.ahead_of(third.id(), "b"), None);
+    }
 }

@@ -127,6 +127,8 @@ pub(crate) struct Shared {
     pub(crate) runner_touches: Mutex<HashMap<RunnerId, (u64, i64)>>,
     /// Rows added to or removed from the queue tables since their last vacuum (roughly).
     queue_changes: AtomicU64,
+    /// How far the claim batches running now have locked the queue, per kind.
+    pub(crate) claim_frontiers: Arc<jobs::ClaimFrontiers>,
 }
 
 impl Shared {
@@ -184,6 +186,7 @@ impl PostgresStore {
             log_cap_bytes: config.log_cap_bytes,
             signal,
             runner_touches: Mutex::new(HashMap::new()),
+            claim_frontiers: Arc::default(),
             queue_changes: AtomicU64::new(0),
         });
         let listener = tokio::spawn(listen_for_wake_ups(
@@ -200,9 +203,12 @@ impl PostgresStore {
             move |calls: Vec<ClaimCall>| {
                 let batches = batches.clone();
                 async move {
+                    // Dropped once the transaction has ended, committed or not.
+                    let batch = jobs::ClaimFrontiers::start(&batches.shared.claim_frontiers);
                     let answers = in_transaction!(batches, transaction => jobs::claim_batch(
-                        &transaction, &batches.shared, &calls
+                        &transaction, &batches.shared, &calls, batch.id()
                     ));
+                    drop(batch);
                     let claimed: usize = answers.iter().flatten().map(Vec::len).sum();
                     // A claim removes a queue row (its lease check is one row per runner).
                     batches.shared.count_queue_changes(claimed);
