@@ -14,8 +14,10 @@ use muster_store::sqlite::{SqliteConfig, SqliteStore};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
+pub mod certificates;
 pub mod postgres;
 
+pub use certificates::{CertificateFiles, IssuedCertificate, TestCertificateAuthority};
 pub use postgres::{
     PostgresCluster, PostgresDatabaseGuard, temp_postgres_database, temp_postgres_store,
     temp_postgres_store_with_log_cap,
