@@ -69,7 +69,10 @@ impl TestCertificateAuthority {
         )
         .context("describe a server certificate")?;
         let mut distinguished_name = DistinguishedName::new();
-        distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("server"));
+        distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("server"),
+        );
         params.distinguished_name = distinguished_name;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -80,6 +83,25 @@ impl TestCertificateAuthority {
         let certificate = params
             .signed_by(&key, &self.issuer)
             .context("sign a server certificate")?;
+        Ok(IssuedCertificate {
+            certificate_pem: certificate.pem(),
+            private_key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// A client certificate naming `common_name` (for PostgreSQL's `cert` login, the role).
+    pub fn issue_client_certificate(&self, common_name: &str) -> anyhow::Result<IssuedCertificate> {
+        let mut params = CertificateParams::new(Vec::<String>::new())
+            .context("describe a client certificate")?;
+        let mut distinguished_name = DistinguishedName::new();
+        distinguished_name.push(DnType::CommonName, common_name);
+        params.distinguished_name = distinguished_name;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().context("generate a client key")?;
+        let certificate = params
+            .signed_by(&key, &self.issuer)
+            .context("sign a client certificate")?;
         Ok(IssuedCertificate {
             certificate_pem: certificate.pem(),
             private_key_pem: key.serialize_pem(),

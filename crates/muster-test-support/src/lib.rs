@@ -19,7 +19,7 @@ pub mod postgres;
 
 pub use certificates::{CertificateFiles, IssuedCertificate, TestCertificateAuthority};
 pub use postgres::{
-    PostgresCluster, PostgresDatabaseGuard, temp_postgres_database, temp_postgres_store,
+    CERTIFICATE_USER, ClusterTls, PostgresCluster, PostgresDatabaseGuard, temp_postgres_database, temp_postgres_store,
     temp_postgres_store_with_log_cap,
 };
 

@@ -29,12 +29,31 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// retried on a new port this many times in all.
 const PORT_ATTEMPTS: usize = 5;
 /// The server binaries every cluster needs.
-const REQUIRED_BINARIES: &[&str] = &["initdb", "pg_ctl", "postgres", "createdb", "pg_isready"];
+const REQUIRED_BINARIES: &[&str] = &[
+    "initdb",
+    "pg_ctl",
+    "postgres",
+    "createdb",
+    "createuser",
+    "pg_isready",
+];
 /// Lines of the server's log quoted when it fails to start.
 const LOG_TAIL_LINES: usize = 40;
 
 /// Database names must be unique within a cluster; one counter for the process is simplest.
 static DATABASE_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The role of [`PostgresCluster::start_with_tls`] that logs in with a client certificate.
+pub const CERTIFICATE_USER: &str = "muster_certificate_user";
+
+/// What a TLS test cluster serves and trusts, as PEM text.
+#[derive(Debug, Clone)]
+pub struct ClusterTls {
+    pub server_certificate_pem: String,
+    pub server_private_key_pem: String,
+    /// The authority whose client certificates the server accepts.
+    pub client_authority_pem: String,
+}
 
 /// A private PostgreSQL server, stopped and removed when dropped.
 pub struct PostgresCluster {
@@ -69,6 +88,17 @@ impl PostgresCluster {
     /// A new private cluster: initdb into a fresh temporary directory, the server on a free
     /// 127.0.0.1 port, unix sockets in that directory. Answers once it accepts connections.
     pub fn start() -> anyhow::Result<PostgresCluster> {
+        PostgresCluster::start_with(None)
+    }
+
+    /// A new private cluster that accepts TCP connections over TLS only, with `tls`'s server
+    /// certificate. `postgres` logs in without a password; the role `certificate_user` (made
+    /// here) must show a client certificate, signed by `tls.client_authority_pem`, that names it.
+    pub fn start_with_tls(tls: &ClusterTls) -> anyhow::Result<PostgresCluster> {
+        PostgresCluster::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&ClusterTls>) -> anyhow::Result<PostgresCluster> {
         let bin_dir = find_bin_dir()?;
         let run_as = server_user()?;
         let directory = tempfile::Builder::new()
@@ -98,11 +128,19 @@ impl PostgresCluster {
         // Before initdb: a test process killed during initdb leaves a directory too.
         cluster.start_guardian()?;
         cluster.initdb()?;
+        if let Some(tls) = tls {
+            cluster.configure_tls(tls)?;
+        }
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             cluster.port = free_port()?;
             match cluster.start_server() {
-                Ok(()) => return Ok(cluster),
+                Ok(()) => {
+                    if tls.is_some() {
+                        cluster.create_role(CERTIFICATE_USER)?;
+                    }
+                    return Ok(cluster);
+                }
                 Err(ServerStartError::PortTaken) => {
                     last_error = Some(anyhow!(
                         "port {} was taken before the server bound it",
@@ -253,6 +291,73 @@ impl PostgresCluster {
             .open(self.data_dir.join("postgresql.conf"))
             .and_then(|mut file| file.write_all(settings.as_bytes()))
             .context("write the test settings into postgresql.conf")?;
+        Ok(())
+    }
+
+    /// Serve TLS with `tls`'s files and refuse plain TCP connections (before the first start).
+    fn configure_tls(&self, tls: &ClusterTls) -> anyhow::Result<()> {
+        let files = [
+            ("server.crt", tls.server_certificate_pem.as_str()),
+            ("server.key", tls.server_private_key_pem.as_str()),
+            ("client-authority.crt", tls.client_authority_pem.as_str()),
+        ];
+        for (name, contents) in files {
+            let path = self.data_dir.join(name);
+            std::fs::write(&path, contents).with_context(|| format!("write {}", path.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restrict {}", path.display()))?;
+            if let Some(user) = self.run_as {
+                std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid))
+                    .with_context(|| format!("hand {} to the server user", path.display()))?;
+            }
+        }
+        let settings = "\n# muster TLS tests\n\
+             ssl = on\n\
+             ssl_cert_file = 'server.crt'\n\
+             ssl_key_file = 'server.key'\n\
+             ssl_ca_file = 'client-authority.crt'\n";
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data_dir.join("postgresql.conf"))
+            .and_then(|mut file| file.write_all(settings.as_bytes()))
+            .context("write the TLS settings into postgresql.conf")?;
+        // The first line that matches decides; plain TCP matches only the last one.
+        let rules = format!(
+            "local all all trust\n\
+             hostssl all {CERTIFICATE_USER} 127.0.0.1/32 cert\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n"
+        );
+        let hba = self.data_dir.join("pg_hba.conf");
+        std::fs::write(&hba, rules).context("write pg_hba.conf for TLS")?;
+        Ok(())
+    }
+
+    /// A login role without a password, made over the unix socket.
+    fn create_role(&self, name: &str) -> anyhow::Result<()> {
+        let output = Command::new(self.bin_dir.join("createuser"))
+            .arg("-h")
+            .arg(self.directory.path())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "--no-password",
+            ])
+            .args(["--superuser", name])
+            .stdin(Stdio::null())
+            .output()
+            .context("run createuser")?;
+        if !output.status.success() {
+            bail!(
+                "create the role {name}: createuser {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
         Ok(())
     }
 

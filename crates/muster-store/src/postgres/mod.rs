@@ -26,11 +26,11 @@ mod jobs;
 mod rows;
 mod runners;
 mod schema;
+mod tls;
 
 pub(crate) use schema::migrate_component;
 
 use std::collections::{BTreeMap, HashMap};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,7 +44,8 @@ use muster_core::{
 };
 use serde_json::Value;
 use tokio::sync::watch;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::{
     ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, NewRunner, Page,
@@ -177,7 +178,7 @@ impl Drop for PostgresStore {
 impl PostgresStore {
     /// Connect, apply missing migrations, and start listening for other coordinators' wake-ups.
     pub async fn open(config: &PostgresConfig) -> Result<PostgresStore, StoreError> {
-        let (pool, connection_config) = connect_pool(&config.url, config.max_connections)?;
+        let (pool, connection_config, tls) = connect_pool(&config.url, config.max_connections)?;
         let mut client = get_client(&pool).await?;
         migrate_component(&mut client, "store", schema::STORE_MIGRATIONS).await?;
         drop(client);
@@ -191,6 +192,7 @@ impl PostgresStore {
         });
         let listener = tokio::spawn(listen_for_wake_ups(
             connection_config,
+            tls,
             Arc::downgrade(&shared),
         ));
         let maintenance = tokio::spawn(vacuum_queue_tables(pool.clone(), Arc::downgrade(&shared)));
@@ -243,14 +245,13 @@ impl PostgresStore {
     }
 }
 
-/// A pool of connections to `url` (not connected yet: connections are made on first use), and
-/// the parsed connection settings.
+/// A pool of connections to `url` (not connected yet: connections are made on first use), the
+/// parsed connection settings, and the TLS connector the URL asks for.
 fn connect_pool(
     url: &str,
     max_connections: usize,
-) -> Result<(Pool, tokio_postgres::Config), StoreError> {
-    let mut connection_config = tokio_postgres::Config::from_str(url)
-        .map_err(|error| StoreError::Rejected(format!("database URL: {error}")))?;
+) -> Result<(Pool, tokio_postgres::Config, MakeRustlsConnect), StoreError> {
+    let (mut connection_config, tls) = tls::connection_settings(url)?;
     if connection_config.get_connect_timeout().is_none() {
         connection_config.connect_timeout(CONNECTION_WAIT);
     }
@@ -262,7 +263,7 @@ fn connect_pool(
     connection_config.keepalives_idle(Duration::from_secs(30));
     let manager = Manager::from_config(
         connection_config.clone(),
-        NoTls,
+        tls.clone(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -275,7 +276,7 @@ fn connect_pool(
         .recycle_timeout(Some(CONNECTION_WAIT))
         .build()
         .map_err(|error| StoreError::Internal(format!("build the connection pool: {error}")))?;
-    Ok((pool, connection_config))
+    Ok((pool, connection_config, tls))
 }
 
 /// Artifact bytes in the PostgreSQL database at `url`, on a pool of their own (at most
@@ -284,7 +285,7 @@ pub async fn open_blob_store(
     url: &str,
     max_connections: usize,
 ) -> Result<crate::blobs::PostgresBlobStore, StoreError> {
-    let (pool, _) = connect_pool(url, max_connections)?;
+    let (pool, _, _) = connect_pool(url, max_connections)?;
     crate::blobs::PostgresBlobStore::open(pool)
         .await
         .map_err(|error| StoreError::Unavailable(format!("open the artifact store: {error}")))
@@ -301,10 +302,14 @@ async fn get_client(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError
 /// move the pending signal on every notification. While the connection is down, wake-ups from
 /// other coordinators are missed; waiting claims re-check on their own timer, and the signal is
 /// moved once the listener is back so they look at once.
-async fn listen_for_wake_ups(config: tokio_postgres::Config, shared: std::sync::Weak<Shared>) {
+async fn listen_for_wake_ups(
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    shared: std::sync::Weak<Shared>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let mut messages =
                     futures::stream::poll_fn(move |context| connection.poll_message(context));

@@ -9,7 +9,8 @@
 //! PostgreSQL server this process starts (`muster_test_support::PostgresCluster`).
 //!
 //! Beside it: `blobs` tests the artifact stores, `sqlite_schema` the SQLite migrations,
-//! `postgres_backend` what only PostgreSQL promises (several coordinators on one database, outages).
+//! `postgres_backend` what only PostgreSQL promises (several coordinators on one database, outages),
+//! `postgres_tls` TLS to the database.
 
 #![allow(
     unreachable_pub,
@@ -19,6 +20,7 @@
 mod blobs;
 mod conformance;
 mod postgres_backend;
+mod postgres_tls;
 mod sqlite_schema;
 
 /// Instantiate every conformance test for one backend.
