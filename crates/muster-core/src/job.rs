@@ -255,13 +255,13 @@ impl JobSpec {
             0,
             MAX_BACKOFF_BASE_S,
         )?;
-        if let Some(key) = &self.idempotency_key {
-            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
-                return Err(spec_error(
-                    "idempotency_key",
-                    format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
-                ));
-            }
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN)
+        {
+            return Err(spec_error(
+                "idempotency_key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
+            ));
         }
         self.requirements.validate("requirements")?;
         if self.inputs.len() > MAX_JOB_INPUTS {

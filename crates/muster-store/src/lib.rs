@@ -29,7 +29,8 @@ use serde_json::Value;
 pub use error::StoreError;
 pub use model::{
     ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, NewRunner, Page,
-    PageRequest, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat, Submitted,
+    PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat,
+    Submitted,
 };
 
 /// The coordinator's durable state. See the crate docs for the guarantees every method gives.
@@ -153,6 +154,19 @@ pub trait Store: Send + Sync + 'static {
     /// Apply passed deadlines (lease expiry, attempt timeout, cancel grace) to at most `limit`
     /// jobs. Safe to call from many places at once: each deadline is applied once.
     async fn reap(&self, now: Timestamp, limit: u32) -> Result<ReapReport, StoreError>;
+
+    /// Delete jobs that finished (completed, failed or cancelled) before `finished_before`,
+    /// with their logs and DAGs, walking at most `limit` jobs oldest first from `resume` (the
+    /// start when `None`). Jobs not finished, or finished later, are kept; the walk ends at the
+    /// first job created at or after `finished_before`, since no later one can qualify. A
+    /// deleted job's idempotency key may be used again. Artifact bytes are not touched. Safe to
+    /// call from many places at once; on PostgreSQL one coordinator prunes at a time.
+    async fn delete_finished_jobs(
+        &self,
+        finished_before: Timestamp,
+        resume: Option<PruneCursor>,
+        limit: u32,
+    ) -> Result<PruneReport, StoreError>;
 
     async fn create_runner(&self, runner: NewRunner) -> Result<RunnerRecord, StoreError>;
 

@@ -108,6 +108,20 @@ impl ReapReport {
     }
 }
 
+/// What one call of [`crate::Store::delete_finished_jobs`] did, and where the next one goes on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PruneReport {
+    /// Jobs deleted, with their logs and DAGs.
+    pub deleted: u64,
+    /// Where to go on: `None` once every job that could have finished before the cutoff was
+    /// looked at (or another coordinator is pruning right now).
+    pub resume: Option<PruneCursor>,
+}
+
+/// A place in the walk over jobs oldest first; only a store makes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneCursor(pub(crate) i64);
+
 /// A runner to register; the coordinator made the id and hashed the token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRunner {

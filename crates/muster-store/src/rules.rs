@@ -44,3 +44,47 @@ pub(crate) fn truncation_notice(cap_bytes: i64) -> String {
         "log truncated: this job's log reached its cap of {cap_bytes} bytes and later entries were dropped"
     )
 }
+
+/// One job as the pruning walk sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PruneCandidate {
+    pub(crate) seq: i64,
+    pub(crate) state_code: i64,
+    pub(crate) finished_at: Option<i64>,
+    pub(crate) created_at: i64,
+}
+
+/// Of `walked` (jobs in `seq` order, at most `limit` of them), the ones to delete, and where the
+/// walk goes on: nowhere once it reached a job created at or after the cutoff (no later job can
+/// have finished before it; creation follows `seq` up to the coordinators' clock skew, which
+/// only makes a pass stop a little early) or the end of the table.
+pub(crate) fn choose_jobs_to_prune(
+    walked: &[PruneCandidate],
+    finished_before: muster_core::Timestamp,
+    limit: u32,
+) -> (Vec<i64>, Option<crate::PruneCursor>) {
+    let cutoff = finished_before.as_millis();
+    let mut doomed = Vec::new();
+    for candidate in walked {
+        if candidate.created_at >= cutoff {
+            return (doomed, None);
+        }
+        let terminal = muster_core::JobState::from_code(candidate.state_code)
+            .is_some_and(muster_core::JobState::is_terminal);
+        if terminal
+            && candidate
+                .finished_at
+                .is_some_and(|finished| finished < cutoff)
+        {
+            doomed.push(candidate.seq);
+        }
+    }
+    let resume = match walked.last() {
+        Some(last) if walked.len() >= limit as usize => Some(crate::PruneCursor(last.seq)),
+        _ => None,
+    };
+    (doomed, resume)
+}
+
+/// The state codes of finished jobs, for SQL.
+pub(crate) const TERMINAL_STATE_CODES: &str = "4, 5, 6";

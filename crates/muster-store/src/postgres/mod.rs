@@ -49,7 +49,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::{
     ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, NewRunner, Page,
-    PageRequest, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat, Store, StoreError, Submitted,
+    PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat,
+    Store, StoreError, Submitted,
 };
 
 /// Settings of the PostgreSQL backend.
@@ -646,6 +647,17 @@ impl Store for PostgresStore {
             self.shared.signal_pending();
         }
         Ok(report)
+    }
+
+    async fn delete_finished_jobs(
+        &self,
+        finished_before: Timestamp,
+        resume: Option<PruneCursor>,
+        limit: u32,
+    ) -> Result<PruneReport, StoreError> {
+        Ok(in_transaction!(self, transaction => jobs::delete_finished(
+            &transaction, finished_before, resume, limit
+        )))
     }
 
     async fn create_runner(&self, runner: NewRunner) -> Result<RunnerRecord, StoreError> {

@@ -236,10 +236,10 @@ pub(crate) async fn write_lifecycles(
         } else if was_pending {
             unqueued.push(write.seq);
         }
-        if let Some(check_at) = lease_check_needed(write.before, after) {
-            if let Some(runner) = after.runner_id {
-                checks.push(write.seq, runner, check_at);
-            }
+        if let Some(check_at) = lease_check_needed(write.before, after)
+            && let Some(runner) = after.runner_id
+        {
+            checks.push(write.seq, runner, check_at);
         }
     }
 

@@ -22,7 +22,8 @@ use crate::encoding::{
     outputs_to_json,
 };
 use crate::rules::{
-    MAX_CLAIM_SCAN_PER_KIND, jitter_for, job_not_found, merged_outputs, truncation_notice,
+    MAX_CLAIM_SCAN_PER_KIND, PruneCandidate, TERMINAL_STATE_CODES, choose_jobs_to_prune,
+    jitter_for, job_not_found, merged_outputs, truncation_notice,
 };
 use crate::{
     ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, Page,
@@ -56,14 +57,14 @@ pub(super) fn submit(
     let conn = &context.conn;
     let mut answers = Vec::with_capacity(new_jobs.len());
     for new_job in new_jobs {
-        if let Some(key) = &new_job.spec.idempotency_key {
-            if let Some(existing) = load_by_idempotency_key(conn, key)? {
-                answers.push(Submitted {
-                    job: existing,
-                    created: false,
-                });
-                continue;
-            }
+        if let Some(key) = &new_job.spec.idempotency_key
+            && let Some(existing) = load_by_idempotency_key(conn, key)?
+        {
+            answers.push(Submitted {
+                job: existing,
+                created: false,
+            });
+            continue;
         }
         let spec = &new_job.spec;
         let lifecycle = new_job.initial_lifecycle();
@@ -787,6 +788,60 @@ pub(super) fn read_dag(conn: &Connection, id: JobId) -> Result<Option<Value>, St
             .map_err(|error| StoreError::Internal(format!("stored DAG of job {id}: {error}")))
     })
     .transpose()
+}
+
+/// See [`crate::Store::delete_finished_jobs`].
+pub(super) fn delete_finished(
+    context: &mut WriterContext,
+    finished_before: Timestamp,
+    resume: Option<crate::PruneCursor>,
+    limit: u32,
+) -> Result<crate::PruneReport, StoreError> {
+    let conn = &context.conn;
+    let walked: Vec<PruneCandidate> = conn
+        .prepare_cached(
+            "SELECT seq, state, finished_at, created_at FROM jobs WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(
+                    params![resume.map_or(0, |cursor| cursor.0), i64::from(limit)],
+                    |row| {
+                        Ok(PruneCandidate {
+                            seq: row.get(0)?,
+                            state_code: row.get(1)?,
+                            finished_at: row.get(2)?,
+                            created_at: row.get(3)?,
+                        })
+                    },
+                )?
+                .collect()
+        })
+        .map_err(map_sqlite_error)?;
+    let (doomed, resume) = choose_jobs_to_prune(&walked, finished_before, limit);
+    let mut deleted = 0;
+    let delete_job = format!(
+        "DELETE FROM jobs WHERE seq = ?1 AND state IN ({TERMINAL_STATE_CODES}) AND finished_at < ?2"
+    );
+    for seq in doomed {
+        let removed = conn
+            .prepare_cached(&delete_job)
+            .and_then(|mut statement| statement.execute(params![seq, finished_before.as_millis()]))
+            .map_err(map_sqlite_error)?;
+        if removed == 0 {
+            continue;
+        }
+        for sql in [
+            "DELETE FROM job_logs WHERE job_seq = ?1",
+            "DELETE FROM job_dags WHERE job_seq = ?1",
+        ] {
+            conn.prepare_cached(sql)
+                .and_then(|mut statement| statement.execute(params![seq]))
+                .map_err(map_sqlite_error)?;
+        }
+        deleted += 1;
+    }
+    Ok(crate::PruneReport { deleted, resume })
 }
 
 pub(super) fn queue_depths(conn: &Connection) -> Result<Vec<QueueDepth>, StoreError> {

@@ -26,7 +26,8 @@ use tokio::sync::watch;
 
 use crate::{
     ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, NewRunner, Page,
-    PageRequest, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat, Store, StoreError, Submitted,
+    PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat,
+    Store, StoreError, Submitted,
 };
 use writer::{Writer, WriterContext};
 
@@ -349,6 +350,17 @@ impl Store for SqliteStore {
     async fn reap(&self, now: Timestamp, limit: u32) -> Result<ReapReport, StoreError> {
         self.writer
             .run(move |context| jobs::reap(context, now, limit))
+            .await
+    }
+
+    async fn delete_finished_jobs(
+        &self,
+        finished_before: Timestamp,
+        resume: Option<PruneCursor>,
+        limit: u32,
+    ) -> Result<PruneReport, StoreError> {
+        self.writer
+            .run(move |context| jobs::delete_finished(context, finished_before, resume, limit))
             .await
     }
 

@@ -58,6 +58,9 @@ macro_rules! conformance_suite {
             reap_applies_each_deadline_once,
             reap_handles_at_most_its_limit_per_call,
             reap_leaves_pending_and_finished_jobs_alone,
+            // retention
+            finished_jobs_past_the_cutoff_are_deleted_with_their_logs_and_dags,
+            pruning_walks_in_bounded_steps_and_keeps_jobs_retried_meanwhile,
             // retries
             a_retryable_failure_waits_out_a_doubling_backoff_until_attempts_run_out,
             a_failure_that_is_not_retryable_fails_the_job_at_once,
