@@ -19,8 +19,8 @@ pub mod postgres;
 
 pub use certificates::{CertificateFiles, IssuedCertificate, TestCertificateAuthority};
 pub use postgres::{
-    CERTIFICATE_USER, ClusterTls, PostgresCluster, PostgresDatabaseGuard, temp_postgres_database, temp_postgres_store,
-    temp_postgres_store_with_log_cap,
+    CERTIFICATE_USER, ClusterTls, PostgresCluster, PostgresDatabaseGuard, temp_postgres_database,
+    temp_postgres_store, temp_postgres_store_with_log_cap,
 };
 
 /// The admin token every test server uses.
