@@ -102,6 +102,13 @@ pub(crate) struct ServerArgs {
     /// How often expired leases and timeouts are looked for.
     #[arg(long, env = "MUSTER_REAP_INTERVAL_MS")]
     pub(crate) reap_interval_ms: Option<u64>,
+    /// How long finished jobs (completed, failed, cancelled) are kept, with their logs and DAGs,
+    /// before they are deleted: a duration such as `30d`, `12h` or `90m`, at least `1m`, or
+    /// `forever` to keep every job [default: 30d].
+    ///
+    /// Deleted jobs answer 404; the artifact files they named are not deleted with them.
+    #[arg(long, env = "MUSTER_RETAIN_FINISHED_JOBS", value_name = "DURATION")]
+    pub(crate) retain_finished_jobs: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -155,6 +162,7 @@ pub(crate) fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         cancel_grace_s: args.cancel_grace_s,
         reap_interval_ms: args.reap_interval_ms,
         max_artifact_bytes: args.max_artifact_bytes,
+        retain_finished_jobs: args.retain_finished_jobs,
         ..RawServerConfig::default()
     };
     ServerConfig::from_raw(raw).context("check the configuration")

@@ -20,6 +20,7 @@
 //! whole artifact in memory unless asked to (`*_bytes`).
 
 mod artifacts;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,6 +39,7 @@ use muster_api::{
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+pub use tls::{ClientTls, http_client_builder};
 use uuid::Uuid;
 
 /// Why a call failed.
@@ -106,7 +108,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(base_url: &str, token: &str) -> Result<Connection, ClientError> {
+    fn new(base_url: &str, token: &str, tls: &ClientTls) -> Result<Connection, ClientError> {
         let base_url = base_url.trim().trim_end_matches('/').to_string();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(ClientError::Config(format!(
@@ -116,7 +118,7 @@ impl Connection {
         if token.trim().is_empty() {
             return Err(ClientError::Config("the token is empty".into()));
         }
-        let http = reqwest::Client::builder()
+        let http = http_client_builder(&base_url, tls)?
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(64)
             .build()
@@ -208,9 +210,19 @@ pub struct MusterClient {
 }
 
 impl MusterClient {
+    /// A client trusting the system's certificate authorities for `https://` URLs.
     pub fn new(base_url: &str, admin_token: &str) -> Result<MusterClient, ClientError> {
+        MusterClient::with_tls(base_url, admin_token, &ClientTls::system())
+    }
+
+    /// A client trusting what `tls` says for `https://` URLs.
+    pub fn with_tls(
+        base_url: &str,
+        admin_token: &str,
+        tls: &ClientTls,
+    ) -> Result<MusterClient, ClientError> {
         Ok(MusterClient {
-            connection: Connection::new(base_url, admin_token)?,
+            connection: Connection::new(base_url, admin_token, tls)?,
         })
     }
 
@@ -470,7 +482,17 @@ pub struct RunnerClient {
 }
 
 impl RunnerClient {
+    /// A client trusting the system's certificate authorities for `https://` URLs.
     pub fn new(base_url: &str, runner_token: &str) -> Result<RunnerClient, ClientError> {
+        RunnerClient::with_tls(base_url, runner_token, &ClientTls::system())
+    }
+
+    /// A client trusting what `tls` says for `https://` URLs.
+    pub fn with_tls(
+        base_url: &str,
+        runner_token: &str,
+        tls: &ClientTls,
+    ) -> Result<RunnerClient, ClientError> {
         if !runner_token
             .trim()
             .starts_with(muster_api::RUNNER_TOKEN_PREFIX)
@@ -481,7 +503,7 @@ impl RunnerClient {
             )));
         }
         Ok(RunnerClient {
-            connection: Connection::new(base_url, runner_token)?,
+            connection: Connection::new(base_url, runner_token, tls)?,
         })
     }
 

@@ -21,6 +21,9 @@ pub struct RawServerConfig {
     pub heartbeat_interval_ms: Option<u64>,
     pub cancel_grace_s: Option<u64>,
     pub reap_interval_ms: Option<u64>,
+    /// `--retain-finished-jobs` / `MUSTER_RETAIN_FINISHED_JOBS`: a duration such as `30d` or
+    /// `12h`, or `forever` (also `0`) to keep every job.
+    pub retain_finished_jobs: Option<String>,
 }
 
 /// Where jobs are stored.
@@ -81,6 +84,9 @@ pub struct ServerConfig {
     /// How long a cancelled job waits for its runner to confirm before it ends anyway.
     pub cancel_grace: Duration,
     pub reap_interval: Duration,
+    /// How long a finished job (with its logs and DAG) is kept after it finished; `None` keeps
+    /// every job forever.
+    pub retain_finished_jobs: Option<Duration>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -92,6 +98,10 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 10_000;
 pub const DEFAULT_CANCEL_GRACE_S: u64 = 30;
 pub const DEFAULT_REAP_INTERVAL_MS: u64 = 250;
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: usize = 16;
+pub const DEFAULT_RETAIN_FINISHED_JOBS: &str = "30d";
+/// Shorter retentions would delete results before a person or script waiting for them could
+/// read them.
+pub const MINIMUM_RETAIN_FINISHED_JOBS: Duration = Duration::from_secs(60);
 
 /// A setting that cannot be used; names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +217,11 @@ impl ServerConfig {
                 "must be between 10 and 60000",
             ));
         }
+        let retain_finished_jobs = parse_retention(
+            raw.retain_finished_jobs
+                .as_deref()
+                .unwrap_or(DEFAULT_RETAIN_FINISHED_JOBS),
+        )?;
         Ok(ServerConfig {
             listen,
             data_dir,
@@ -218,6 +233,7 @@ impl ServerConfig {
             heartbeat_interval: Duration::from_millis(heartbeat_interval_ms),
             cancel_grace: Duration::from_secs(raw.cancel_grace_s.unwrap_or(DEFAULT_CANCEL_GRACE_S)),
             reap_interval: Duration::from_millis(reap_interval_ms),
+            retain_finished_jobs,
         })
     }
 
@@ -227,6 +243,31 @@ impl ServerConfig {
     }
 }
 
+/// `30d`, `12h`, `1h 30m`, ... as a duration; `forever` or `0` as `None` (keep every job).
+fn parse_retention(text: &str) -> Result<Option<Duration>, ConfigError> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("forever") || text == "0" {
+        return Ok(None);
+    }
+    let retention = humantime::parse_duration(text).map_err(|error| {
+        config_error(
+            "--retain-finished-jobs",
+            format!(
+                "'{text}' is not a duration ({error}); write e.g. 30d, 12h or 90m, or forever to keep every job"
+            ),
+        )
+    })?;
+    if retention < MINIMUM_RETAIN_FINISHED_JOBS {
+        return Err(config_error(
+            "--retain-finished-jobs",
+            format!(
+                "'{text}' is shorter than the minimum of 1m; write forever (or 0) to keep every job"
+            ),
+        ));
+    }
+    Ok(Some(retention))
+}
+
 fn resolve_listen(text: &str) -> Result<SocketAddr, ConfigError> {
     use std::net::ToSocketAddrs;
     let text = text.trim().trim_start_matches("http://");
@@ -234,4 +275,55 @@ fn resolve_listen(text: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|error| config_error("--listen", format!("'{text}' is not HOST:PORT: {error}")))?
         .next()
         .ok_or_else(|| config_error("--listen", format!("'{text}' resolves to no address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RawServerConfig, ServerConfig};
+    use std::time::Duration;
+
+    fn retention(text: Option<&str>) -> Result<Option<Duration>, String> {
+        ServerConfig::from_raw(RawServerConfig {
+            retain_finished_jobs: text.map(str::to_string),
+            ..RawServerConfig::default()
+        })
+        .map(|config| config.retain_finished_jobs)
+        .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn retention_defaults_to_thirty_days_and_reads_durations() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(retention(None), Ok(Some(30 * day)));
+        assert_eq!(retention(Some("7d")), Ok(Some(7 * day)));
+        assert_eq!(
+            retention(Some(" 12h ")),
+            Ok(Some(Duration::from_secs(12 * 3600)))
+        );
+        assert_eq!(
+            retention(Some("1h 30m")),
+            Ok(Some(Duration::from_secs(5400)))
+        );
+        assert_eq!(retention(Some("1m")), Ok(Some(Duration::from_secs(60))));
+    }
+
+    #[test]
+    fn forever_or_zero_keeps_every_job() {
+        assert_eq!(retention(Some("forever")), Ok(None));
+        assert_eq!(retention(Some("Forever")), Ok(None));
+        assert_eq!(retention(Some("0")), Ok(None));
+    }
+
+    #[test]
+    fn retention_that_is_not_a_duration_or_too_short_is_refused_with_the_flag_named() {
+        for text in ["thirty days", "30", "-1d", ""] {
+            let error = retention(Some(text)).expect_err(text);
+            assert!(
+                error.starts_with("--retain-finished-jobs:") && error.contains("forever"),
+                "{text:?}: {error}"
+            );
+        }
+        let error = retention(Some("30s")).expect_err("too short");
+        assert!(error.contains("minimum of 1m"), "{error}");
+    }
 }

@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod metrics;
 mod reaper;
+mod retention;
 mod routes;
 mod state;
 
@@ -170,7 +171,7 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// Serve on `listener` until `shutdown` is cancelled, with the system clock, running the reaper
-/// beside it. Prints `listening on http://HOST:PORT` once ready.
+/// and retention beside it. Prints `listening on http://HOST:PORT` once ready.
 pub async fn run(
     config: ServerConfig,
     store: Arc<dyn Store>,
@@ -191,13 +192,24 @@ pub async fn run(
 }
 
 /// Serve a built coordinator on `listener` until `shutdown` is cancelled, running the reaper
-/// beside it.
+/// and retention beside it.
 pub async fn serve(
     coordinator: Coordinator,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let reaper = tokio::spawn(reaper::run(coordinator.state.clone(), shutdown.clone()));
+    let retention = coordinator
+        .state
+        .config
+        .retain_finished_jobs
+        .map(|retention| {
+            tokio::spawn(retention::run(
+                coordinator.state.clone(),
+                retention,
+                shutdown.clone(),
+            ))
+        });
     let address = listener
         .local_addr()
         .context("read the listening address")?;
@@ -211,10 +223,22 @@ pub async fn serve(
         .context("serve HTTP");
     shutdown.cancel();
     let _ = reaper.await;
+    if let Some(retention) = retention {
+        let _ = retention.await;
+    }
     served
 }
 
 /// Run the reaper once now; for tests that move a manual clock.
 pub async fn reap_now(state: &AppState) -> Result<(), muster_store::StoreError> {
     reaper::reap_once(state).await
+}
+
+/// Delete the finished jobs past the configured retention now, in one pass without pauses;
+/// answers how many were deleted (0 when every job is kept). For tests that move a manual clock.
+pub async fn prune_now(state: &AppState) -> Result<u64, muster_store::StoreError> {
+    match state.config.retain_finished_jobs {
+        Some(retention) => retention::prune_once(state, retention, std::time::Duration::ZERO).await,
+        None => Ok(0),
+    }
 }

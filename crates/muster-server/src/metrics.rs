@@ -19,6 +19,7 @@ pub struct Metrics {
     claim_requests: Counter,
     jobs_claimed: Counter,
     jobs_completed: Counter,
+    jobs_pruned: Counter,
     attempts_failed: Family<Labels, Counter>,
     claim_wait_seconds: Histogram,
     jobs: Family<Labels, Gauge>,
@@ -37,6 +38,7 @@ impl Metrics {
         let claim_requests = Counter::default();
         let jobs_claimed = Counter::default();
         let jobs_completed = Counter::default();
+        let jobs_pruned = Counter::default();
         let attempts_failed = Family::<Labels, Counter>::default();
         let claim_wait_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 20));
         let jobs = Family::<Labels, Gauge>::default();
@@ -57,6 +59,11 @@ impl Metrics {
             jobs_completed.clone(),
         );
         registry.register(
+            "jobs_pruned",
+            "Finished jobs deleted past their retention, by this coordinator",
+            jobs_pruned.clone(),
+        );
+        registry.register(
             "attempts_failed",
             "Attempts that failed, by reason (runner_error, lease_expired, timed_out, cancelled)",
             attempts_failed.clone(),
@@ -73,6 +80,7 @@ impl Metrics {
             claim_requests,
             jobs_claimed,
             jobs_completed,
+            jobs_pruned,
             attempts_failed,
             claim_wait_seconds,
             jobs,
@@ -90,6 +98,10 @@ impl Metrics {
 
     pub fn record_completions(&self, count: u64) {
         self.jobs_completed.inc_by(count);
+    }
+
+    pub fn record_jobs_pruned(&self, count: u64) {
+        self.jobs_pruned.inc_by(count);
     }
 
     pub fn record_failure(&self, reason: FailureReason, count: u64) {

@@ -197,6 +197,15 @@ impl TestServer {
         }
     }
 
+    /// Delete the finished jobs past the configured retention now instead of waiting for the
+    /// next pass; answers how many were deleted. A store that fails fails the test.
+    pub async fn prune(&self) -> u64 {
+        match muster_server::prune_now(&self.state).await {
+            Ok(deleted) => deleted,
+            Err(error) => panic!("delete finished jobs past their retention: {error}"),
+        }
+    }
+
     /// Stop serving and wait for the server task.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();

@@ -246,10 +246,13 @@ async fn outage_run() -> anyhow::Result<()> {
         mut coordinators,
         clients,
     } = start_postgres_coordinators(2, &database_url)?;
-    let http = reqwest::Client::builder()
-        .timeout(PROBE_TIMEOUT)
-        .build()
-        .context("build the probing HTTP client")?;
+    let http = muster_client::http_client_builder(
+        &coordinators[0].base_url,
+        &muster_client::ClientTls::system(),
+    )?
+    .timeout(PROBE_TIMEOUT)
+    .build()
+    .context("build the probing HTTP client")?;
 
     // One runner per coordinator.
     let mut runners = Vec::new();

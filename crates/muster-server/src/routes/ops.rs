@@ -41,9 +41,10 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
     let mut statuses = Vec::new();
     let mut cursor = None;
     loop {
+        // Statuses need no counts of held jobs, which PostgreSQL would read per runner.
         let page = state
             .store
-            .list_runners(PageRequest {
+            .list_runners_for_matching(PageRequest {
                 limit: 1000,
                 cursor,
             })

@@ -13,5 +13,6 @@ mod logs;
 mod ops;
 mod postgres;
 mod protocol;
+mod retention;
 mod runners;
 mod support;

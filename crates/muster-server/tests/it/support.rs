@@ -100,7 +100,8 @@ impl Reply {
 
 /// A plain HTTP client; a fresh one per call keeps tests independent of pooled connections.
 pub(crate) fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    muster_client::http_client_builder("http://127.0.0.1", &muster_client::ClientTls::system())
+        .expect("set up an HTTP client")
         .timeout(std::time::Duration::from_secs(20))
         .build()
         .expect("build an HTTP client")
