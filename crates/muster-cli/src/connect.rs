@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use muster_client::MusterClient;
+use muster_client::{ClientTls, MusterClient};
 use serde::Deserialize;
 
 pub(crate) const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
@@ -21,7 +21,12 @@ pub(crate) struct ConnectArgs {
     /// admin.token file
     #[arg(long, global = true)]
     token: Option<String>,
-    /// Config file with `server = "..."` and `token = "..."` [env: MUSTER_CONFIG]
+    /// For an https:// server whose certificate comes from a private authority: trust that
+    /// authority's certificate (PEM) instead of the system's [env: MUSTER_CA_CERT]
+    #[arg(long = "ca-cert", value_name = "PATH", global = true)]
+    ca_cert: Option<PathBuf>,
+    /// Config file with `server = "..."`, `token = "..."` and `ca_cert = "PATH"`
+    /// [env: MUSTER_CONFIG]
     /// [default: ~/.config/muster/config.toml]
     #[arg(long, global = true)]
     config: Option<PathBuf>,
@@ -36,6 +41,7 @@ pub(crate) struct ConnectArgs {
 struct ConfigFile {
     server: Option<String>,
     token: Option<String>,
+    ca_cert: Option<PathBuf>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -73,9 +79,19 @@ fn read_config_file(args: &ConnectArgs) -> anyhow::Result<ConfigFile> {
 }
 
 impl ConnectArgs {
-    /// The server URL and admin token, resolved.
-    pub(crate) fn resolve(&self) -> anyhow::Result<(String, String)> {
+    /// The server URL, admin token and trusted authorities, resolved.
+    pub(crate) fn resolve(&self) -> anyhow::Result<(String, String, ClientTls)> {
         let file = read_config_file(self)?;
+        let tls = match self
+            .ca_cert
+            .clone()
+            .or_else(|| env("MUSTER_CA_CERT").map(PathBuf::from))
+            .or(file.ca_cert)
+        {
+            Some(path) => ClientTls::from_authority_file(&path)
+                .context("load the certificate authority (--ca-cert)")?,
+            None => ClientTls::system(),
+        };
         let server = self
             .server
             .clone()
@@ -106,11 +122,11 @@ impl ConnectArgs {
                 }
             }
         };
-        Ok((server, token))
+        Ok((server, token, tls))
     }
 
     pub(crate) fn client(&self) -> anyhow::Result<MusterClient> {
-        let (server, token) = self.resolve()?;
-        MusterClient::new(&server, &token).context("set up the client")
+        let (server, token, tls) = self.resolve()?;
+        MusterClient::with_tls(&server, &token, &tls).context("set up the client")
     }
 }

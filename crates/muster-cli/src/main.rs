@@ -109,6 +109,24 @@ pub(crate) struct ServerArgs {
     /// Deleted jobs answer 404; the artifact files they named are not deleted with them.
     #[arg(long, env = "MUSTER_RETAIN_FINISHED_JOBS", value_name = "DURATION")]
     pub(crate) retain_finished_jobs: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM, the server's certificate first); needs
+    /// --tls-key. The files are looked at every 30 s and a renewed pair is served without a
+    /// restart.
+    #[arg(
+        long = "tls-cert",
+        env = "MUSTER_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long = "tls-key",
+        env = "MUSTER_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -163,6 +181,8 @@ pub(crate) fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         reap_interval_ms: args.reap_interval_ms,
         max_artifact_bytes: args.max_artifact_bytes,
         retain_finished_jobs: args.retain_finished_jobs,
+        tls_certificate: args.tls_cert,
+        tls_private_key: args.tls_key,
         ..RawServerConfig::default()
     };
     ServerConfig::from_raw(raw).context("check the configuration")

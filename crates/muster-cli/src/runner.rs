@@ -19,7 +19,11 @@ pub(crate) struct RunnerArgs {
     /// This runner's token, from `muster runners create` [env: MUSTER_RUNNER_TOKEN]
     #[arg(long)]
     token: Option<String>,
-    /// A TOML file with any of: server, token, exec, labels, tags, resources, concurrency,
+    /// For an https:// server whose certificate comes from a private authority: trust that
+    /// authority's certificate (PEM) instead of the system's [env: MUSTER_CA_CERT]
+    #[arg(long = "ca-cert", value_name = "PATH")]
+    ca_cert: Option<PathBuf>,
+    /// A TOML file with any of: server, token, ca_cert, exec, labels, tags, resources, concurrency,
     /// drain_timeout_s, work_dir [env: MUSTER_RUNNER_CONFIG]
     #[arg(long)]
     config: Option<PathBuf>,
@@ -53,6 +57,7 @@ pub(crate) struct RunnerArgs {
 struct RunnerFile {
     server: Option<String>,
     token: Option<String>,
+    ca_cert: Option<PathBuf>,
     exec: Option<bool>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
@@ -100,6 +105,15 @@ fn resolve(args: RunnerArgs) -> anyhow::Result<(DaemonConfig, bool, PathBuf)> {
             "no runner token: pass --token or set MUSTER_RUNNER_TOKEN (create one with `muster runners create NAME`)"
         );
     };
+    let tls = match args
+        .ca_cert
+        .or_else(|| env("MUSTER_CA_CERT").map(PathBuf::from))
+        .or(file.ca_cert)
+    {
+        Some(path) => muster_client::ClientTls::from_authority_file(&path)
+            .context("load the certificate authority (--ca-cert)")?,
+        None => muster_client::ClientTls::system(),
+    };
     let mut labels = file.labels;
     for pair in &args.labels {
         let Some((key, value)) = pair.split_once('=') else {
@@ -127,6 +141,7 @@ fn resolve(args: RunnerArgs) -> anyhow::Result<(DaemonConfig, bool, PathBuf)> {
     let config = DaemonConfig {
         server,
         token,
+        tls,
         labels,
         tags,
         resources,

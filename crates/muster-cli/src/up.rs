@@ -79,6 +79,11 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
+    if args.server.tls_cert.is_some() || args.server.tls_key.is_some() {
+        anyhow::bail!(
+            "muster up serves plain HTTP for trying muster on one machine; serve HTTPS with `muster server --tls-cert PATH --tls-key PATH` and start runners with `muster runner --ca-cert PATH` when the certificate's authority is private"
+        );
+    }
     let config = server_config(args.server)?;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async move {
@@ -123,6 +128,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
             concurrency: args.concurrency.max(1),
             drain_timeout: Duration::from_secs(30),
             hostname: crate::runner::hostname(),
+            tls: muster_client::ClientTls::system(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let stop = StopSignals::default();

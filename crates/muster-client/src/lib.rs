@@ -177,13 +177,22 @@ async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, ClientErro
     serde_json::from_slice(&bytes).map_err(|error| ClientError::Decode(error.to_string()))
 }
 
+/// The error and its causes on one line, with what to do about it when the cause is the
+/// coordinator's certificate.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
+    let mut hint = None;
     let mut source = error.source();
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());
+        hint = hint.or_else(|| tls::hint_for(cause));
         source = cause.source();
+    }
+    if let Some(hint) = hint {
+        text.push_str(" (");
+        text.push_str(hint);
+        text.push(')');
     }
     text
 }

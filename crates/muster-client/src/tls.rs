@@ -121,3 +121,50 @@ pub fn http_client_builder(
         .with_no_client_auth();
     Ok(reqwest::Client::builder().use_preconfigured_tls(config))
 }
+
+/// What to do about a TLS failure, when `cause` is one whose remedy is known.
+pub(crate) fn hint_for(cause: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    // rustls errors reach us wrapped in io::Errors (one in another), whose `source()` skips
+    // the wrapped error.
+    let mut current: &(dyn std::error::Error + 'static) = cause;
+    let tls_error = loop {
+        if let Some(tls_error) = current.downcast_ref::<rustls::Error>() {
+            break tls_error;
+        }
+        match current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => current = inner,
+            None => return None,
+        }
+    };
+    use rustls::CertificateError;
+    match tls_error {
+        rustls::Error::InvalidCertificate(problem) => match problem {
+            CertificateError::UnknownIssuer => Some(
+                "the coordinator's certificate is not from an authority this client trusts: name that authority's certificate with --ca-cert or MUSTER_CA_CERT",
+            ),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                Some(
+                    "the coordinator's certificate does not name the host of the server URL: connect by a name or address the certificate lists",
+                )
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                Some("the coordinator's certificate has expired: renew it")
+            }
+            CertificateError::Other(other)
+                if format!("{other:?}").contains("CaUsedAsEndEntity") =>
+            {
+                Some(
+                    "the coordinator serves an authority's certificate as its own, as `openssl req -x509` makes by default: give it a server certificate issued by that authority, or make the self-signed one with `-addext basicConstraints=critical,CA:FALSE`",
+                )
+            }
+            _ => None,
+        },
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            Some("the server did not answer with TLS: if it serves plain HTTP, use an http:// URL")
+        }
+        _ => None,
+    }
+}

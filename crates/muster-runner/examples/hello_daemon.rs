@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
         concurrency: 1,
         drain_timeout: Duration::from_secs(30),
         hostname: None,
+        tls: muster_client::ClientTls::system(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let stop = StopSignals::default();

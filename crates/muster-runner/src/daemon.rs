@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use muster_api::{ClaimJobs, FailJob, FailureReason, LogLevel, RunnerActivity, RunnerHeartbeat};
-use muster_client::{ClientError, RunnerClient};
+use muster_client::{ClientError, ClientTls, RunnerClient};
 use rand::Rng;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,8 @@ use crate::control::{JobContext, JobHandler, drive};
 pub struct DaemonConfig {
     pub server: String,
     pub token: String,
+    /// Which authorities to trust for an `https://` server.
+    pub tls: ClientTls,
     pub labels: BTreeMap<String, String>,
     pub tags: Vec<String>,
     pub resources: BTreeMap<String, f64>,
@@ -87,8 +89,8 @@ pub async fn run(
     if handlers.is_empty() {
         bail!("no job kinds to run: host at least one runner (for example --exec)");
     }
-    let client =
-        RunnerClient::new(&config.server, &config.token).context("set up the runner client")?;
+    let client = RunnerClient::with_tls(&config.server, &config.token, &config.tls)
+        .context("set up the runner client")?;
     let by_kind: HashMap<String, Arc<dyn JobHandler>> = handlers
         .iter()
         .map(|handler| (handler.kind().to_string(), Arc::clone(handler)))

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::tls::TlsFiles;
+
 /// Configuration as given, before defaults and checks.
 #[derive(Debug, Clone, Default)]
 pub struct RawServerConfig {
@@ -24,6 +26,10 @@ pub struct RawServerConfig {
     /// `--retain-finished-jobs` / `MUSTER_RETAIN_FINISHED_JOBS`: a duration such as `30d` or
     /// `12h`, or `forever` (also `0`) to keep every job.
     pub retain_finished_jobs: Option<String>,
+    /// `--tls-cert` / `MUSTER_TLS_CERT`: the certificate chain to serve HTTPS with (PEM).
+    pub tls_certificate: Option<PathBuf>,
+    /// `--tls-key` / `MUSTER_TLS_KEY`: its private key (PEM).
+    pub tls_private_key: Option<PathBuf>,
 }
 
 /// Where jobs are stored.
@@ -87,6 +93,8 @@ pub struct ServerConfig {
     /// How long a finished job (with its logs and DAG) is kept after it finished; `None` keeps
     /// every job forever.
     pub retain_finished_jobs: Option<Duration>,
+    /// Serve HTTPS with these files; plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -222,6 +230,25 @@ impl ServerConfig {
                 .as_deref()
                 .unwrap_or(DEFAULT_RETAIN_FINISHED_JOBS),
         )?;
+        let tls = match (raw.tls_certificate, raw.tls_private_key) {
+            (None, None) => None,
+            (Some(certificate), Some(private_key)) => Some(TlsFiles {
+                certificate,
+                private_key,
+            }),
+            (Some(_), None) => {
+                return Err(config_error(
+                    "--tls-key",
+                    "required with --tls-cert: the private key of the certificate (PEM)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(config_error(
+                    "--tls-cert",
+                    "required with --tls-key: the certificate chain to serve (PEM)",
+                ));
+            }
+        };
         Ok(ServerConfig {
             listen,
             data_dir,
@@ -234,6 +261,7 @@ impl ServerConfig {
             cancel_grace: Duration::from_secs(raw.cancel_grace_s.unwrap_or(DEFAULT_CANCEL_GRACE_S)),
             reap_interval: Duration::from_millis(reap_interval_ms),
             retain_finished_jobs,
+            tls,
         })
     }
 

@@ -13,6 +13,7 @@ mod reaper;
 mod retention;
 mod routes;
 mod state;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -210,23 +211,47 @@ pub async fn serve(
                 shutdown.clone(),
             ))
         });
-    let address = listener
-        .local_addr()
-        .context("read the listening address")?;
-    // Printed on stdout for scripts and tests that wait for it, whatever the log settings.
-    println!("muster coordinator listening on http://{address}");
-    tracing::info!(%address, "listening");
-    let stop = shutdown.clone();
-    let served = axum::serve(listener, coordinator.router)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .context("serve HTTP");
+    let served = match &coordinator.state.config.tls {
+        None => serve_on(listener, "http", coordinator.router, shutdown.clone()).await,
+        Some(files) => match tls::ServerTls::load(files) {
+            Ok(server_tls) => match tls::TlsListener::new(listener, server_tls, &shutdown) {
+                Ok(tls_listener) => {
+                    serve_on(tls_listener, "https", coordinator.router, shutdown.clone()).await
+                }
+                Err(error) => Err(anyhow::Error::new(error).context("read the listening address")),
+            },
+            Err(error) => Err(anyhow::Error::new(error).context("load the TLS certificate")),
+        },
+    };
     shutdown.cancel();
     let _ = reaper.await;
     if let Some(retention) = retention {
         let _ = retention.await;
     }
     served
+}
+
+/// Serve `router` on `listener` until `shutdown`; prints `listening on SCHEME://HOST:PORT` once
+/// ready.
+async fn serve_on<L>(
+    listener: L,
+    scheme: &str,
+    router: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
+    let address = listener
+        .local_addr()
+        .context("read the listening address")?;
+    // Printed on stdout for scripts and tests that wait for it, whatever the log settings.
+    println!("muster coordinator listening on {scheme}://{address}");
+    tracing::info!(%address, scheme, "listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("serve HTTP")
 }
 
 /// Run the reaper once now; for tests that move a manual clock.

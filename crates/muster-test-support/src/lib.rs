@@ -108,6 +108,11 @@ impl TestServer {
             .await
             .context("bind a loopback port")?;
         let address = listener.local_addr()?;
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let shutdown = CancellationToken::new();
         let admin_token = config
             .admin_token
@@ -129,7 +134,7 @@ impl TestServer {
             shutdown.clone(),
         ));
         Ok(TestServer {
-            base_url: format!("http://{address}"),
+            base_url: format!("{scheme}://{address}"),
             admin_token,
             state,
             clock,

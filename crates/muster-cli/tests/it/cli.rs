@@ -33,6 +33,11 @@ fn server_help_explains_every_flag() {
         "MUSTER_DATA_DIR",
         "MUSTER_DATABASE_URL",
         "port 0",
+        "--retain-finished-jobs",
+        "MUSTER_RETAIN_FINISHED_JOBS",
+        "--tls-cert",
+        "--tls-key",
+        "MUSTER_TLS_CERT",
     ] {
         assert!(
             help.contains(expected),
@@ -93,6 +98,10 @@ fn bad_setting_values_are_refused_with_the_setting_named() {
             &["--heartbeat-interval-ms"],
         ),
         (&["--reap-interval-ms", "0"], &["--reap-interval-ms"]),
+        (
+            &["--retain-finished-jobs", "a while"],
+            &["--retain-finished-jobs", "a while", "forever"],
+        ),
         // Nothing listens on port 1: the store cannot be opened, and the line says which.
         (
             &["--database", "postgres://127.0.0.1:1/muster"],

@@ -6,6 +6,7 @@
 mod cli;
 mod crash;
 mod fleet;
+mod https;
 mod job_cli;
 mod outage;
 mod postgres_fleet;

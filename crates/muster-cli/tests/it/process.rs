@@ -64,7 +64,7 @@ pub(crate) fn listening_url(
             .map_err(|error| format!("did not print its listening line ({error})"))?;
         if let Some((_, address)) = line.split_once("listening on ") {
             let address = address.trim();
-            if !address.starts_with("http://") {
+            if !(address.starts_with("http://") || address.starts_with("https://")) {
                 return Err(format!(
                     "printed a listening line without an http URL: {line:?}"
                 ));

@@ -35,6 +35,7 @@ async fn the_sdk_example_runner_runs_against_the_real_coordinator() -> anyhow::R
         concurrency: 1,
         drain_timeout: Duration::from_secs(10),
         hostname: Some("test".into()),
+        tls: muster_client::ClientTls::system(),
         version: "test".into(),
     };
     let stop = StopSignals::default();

@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod burn_down;
 mod fencing;
+mod https;
 mod jobs;
 mod logs;
 mod ops;
