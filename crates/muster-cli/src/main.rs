@@ -84,6 +84,11 @@ pub(crate) struct ServerArgs {
     /// that listens for wake-ups and up to 4 for artifact transfers.
     #[arg(long, env = "MUSTER_DATABASE_MAX_CONNECTIONS")]
     pub(crate) database_max_connections: Option<usize>,
+    /// PostgreSQL only: how long to keep trying at start while the database cannot be reached
+    /// (refused connections, a server still starting), logging each try; `0` fails at once
+    /// [default: 60s]. A refused password or a missing database fails at once regardless.
+    #[arg(long, env = "MUSTER_DATABASE_WAIT", value_name = "DURATION")]
+    pub(crate) database_wait: Option<String>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MUSTER_MAX_BODY_BYTES")]
     pub(crate) max_body_bytes: Option<usize>,
@@ -171,6 +176,7 @@ pub(crate) fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         data_dir: Some(args.data_dir),
         database: args.database,
         database_max_connections: args.database_max_connections,
+        database_wait: args.database_wait,
         admin_token: std::env::var("MUSTER_ADMIN_TOKEN")
             .ok()
             .filter(|token| !token.trim().is_empty()),

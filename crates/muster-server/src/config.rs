@@ -15,6 +15,9 @@ pub struct RawServerConfig {
     pub database: Option<String>,
     /// `--database-max-connections` / `MUSTER_DATABASE_MAX_CONNECTIONS` (PostgreSQL only).
     pub database_max_connections: Option<usize>,
+    /// `--database-wait` / `MUSTER_DATABASE_WAIT` (PostgreSQL only): a duration, `0` to fail
+    /// at once.
+    pub database_wait: Option<String>,
     pub admin_token: Option<String>,
     pub max_body_bytes: Option<usize>,
     /// `--max-artifact-bytes` / `MUSTER_MAX_ARTIFACT_BYTES`.
@@ -42,6 +45,8 @@ pub enum DatabaseConfig {
         url: String,
         /// Connections this coordinator opens at most.
         max_connections: usize,
+        /// How long to keep trying at start while the database cannot be reached.
+        wait: Duration,
     },
 }
 
@@ -107,6 +112,7 @@ pub const DEFAULT_CANCEL_GRACE_S: u64 = 30;
 pub const DEFAULT_REAP_INTERVAL_MS: u64 = 250;
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: usize = 16;
 pub const DEFAULT_RETAIN_FINISHED_JOBS: &str = "30d";
+pub const DEFAULT_DATABASE_WAIT: Duration = Duration::from_secs(60);
 /// Shorter retentions would delete results before a person or script waiting for them could
 /// read them.
 pub const MINIMUM_RETAIN_FINISHED_JOBS: Duration = Duration::from_secs(60);
@@ -169,9 +175,22 @@ impl ServerConfig {
                         "required with a PostgreSQL database: every coordinator sharing it must be given the same admin token (at least 16 characters, e.g. `openssl rand -hex 24`)",
                     ));
                 }
+                let wait = match raw.database_wait.as_deref().map(str::trim) {
+                    None => DEFAULT_DATABASE_WAIT,
+                    Some("0") => Duration::ZERO,
+                    Some(text) => humantime::parse_duration(text).map_err(|error| {
+                        config_error(
+                            "--database-wait",
+                            format!(
+                                "'{text}' is not a duration ({error}); write e.g. 60s or 5m, or 0 to fail at once"
+                            ),
+                        )
+                    })?,
+                };
                 DatabaseConfig::Postgres {
                     url: url.to_string(),
                     max_connections,
+                    wait,
                 }
             }
             Some(other) => {

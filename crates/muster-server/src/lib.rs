@@ -16,16 +16,17 @@ mod state;
 pub mod tls;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use muster_core::{Clock, SystemClock};
-use muster_store::Store;
 use muster_store::blobs::{BlobStore, LocalBlobStore};
 use muster_store::postgres::{PostgresConfig, PostgresStore};
 use muster_store::sqlite::{SqliteConfig, SqliteStore};
+use muster_store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +39,10 @@ pub use state::AppState;
 /// The store a coordinator runs on, shared by its tasks.
 pub type SharedStore = Arc<dyn Store>;
 
-/// Open the store the configuration names (for PostgreSQL: connect and apply migrations).
+/// Open the store the configuration names (for PostgreSQL: connect and apply migrations). A
+/// PostgreSQL database that cannot be reached yet is tried again, with the wait logged, for up
+/// to `--database-wait`, so coordinators may start before their database; anything else (a
+/// refused password, a missing database) fails at once.
 pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
     tracing::info!(store = %config.database.describe(), "opening the store");
     match &config.database {
@@ -53,19 +57,57 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>>
         DatabaseConfig::Postgres {
             url,
             max_connections,
+            wait,
         } => {
-            let store = PostgresStore::open(&PostgresConfig {
+            let postgres_config = PostgresConfig {
                 url: url.clone(),
                 log_cap_bytes: config.log_cap_bytes,
                 max_connections: *max_connections,
-            })
-            .await
-            .with_context(|| {
-                format!("open the store (--database {})", config.database.describe())
-            })?;
-            Ok(Arc::new(store))
+            };
+            let context = || format!("open the store (--database {})", config.database.describe());
+            let started = tokio::time::Instant::now();
+            let mut delay = Duration::from_millis(250);
+            loop {
+                match PostgresStore::open(&postgres_config).await {
+                    Ok(store) => {
+                        if started.elapsed() > delay {
+                            tracing::info!(
+                                waited = ?started.elapsed(),
+                                "the database answers; starting"
+                            );
+                        }
+                        return Ok(Arc::new(store));
+                    }
+                    Err(StoreError::Unavailable(message)) => {
+                        let waited = started.elapsed();
+                        if waited >= *wait {
+                            return Err(anyhow::anyhow!(
+                                "store unavailable: {message} (gave up after {}; --database-wait sets how long to keep trying)",
+                                humantime::format_duration(round_to_seconds(waited))
+                            ))
+                            .with_context(context);
+                        }
+                        let left = wait.saturating_sub(waited);
+                        let pause = delay.min(left);
+                        tracing::warn!(
+                            "the database cannot be reached yet ({message}); trying again in {}, for up to {} more (--database-wait)",
+                            humantime::format_duration(Duration::from_millis(
+                                u64::try_from(pause.as_millis()).unwrap_or(u64::MAX)
+                            )),
+                            humantime::format_duration(round_to_seconds(left))
+                        );
+                        tokio::time::sleep(pause).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                    Err(error) => return Err(error).with_context(context),
+                }
+            }
         }
     }
+}
+
+fn round_to_seconds(duration: Duration) -> Duration {
+    Duration::from_secs(duration.as_secs_f64().round() as u64)
 }
 
 /// Connections the artifact store of a PostgreSQL coordinator opens at most, beside the job
@@ -263,7 +305,7 @@ pub async fn reap_now(state: &AppState) -> Result<(), muster_store::StoreError> 
 /// answers how many were deleted (0 when every job is kept). For tests that move a manual clock.
 pub async fn prune_now(state: &AppState) -> Result<u64, muster_store::StoreError> {
     match state.config.retain_finished_jobs {
-        Some(retention) => retention::prune_once(state, retention, std::time::Duration::ZERO).await,
+        Some(retention) => retention::prune_once(state, retention, Duration::ZERO).await,
         None => Ok(0),
     }
 }

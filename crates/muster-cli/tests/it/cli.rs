@@ -104,8 +104,22 @@ fn bad_setting_values_are_refused_with_the_setting_named() {
         ),
         // Nothing listens on port 1: the store cannot be opened, and the line says which.
         (
-            &["--database", "postgres://127.0.0.1:1/muster"],
-            &["--database", "PostgreSQL", "127.0.0.1:1"],
+            &[
+                "--database",
+                "postgres://127.0.0.1:1/muster",
+                "--database-wait",
+                "0",
+            ],
+            &["--database", "PostgreSQL", "127.0.0.1:1", "--database-wait"],
+        ),
+        (
+            &[
+                "--database",
+                "postgres://127.0.0.1:1/muster",
+                "--database-wait",
+                "soon",
+            ],
+            &["--database-wait", "soon"],
         ),
         (&["--database", "mysql://x"], &["--database", "mysql://x"]),
         (&["--listen", "127.0.0.1:99999"], &["--listen"]),

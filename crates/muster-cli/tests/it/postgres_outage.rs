@@ -588,3 +588,132 @@ async fn outage_run() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `muster server --database URL` with its stdout piped (for the listening line) and its stderr
+/// in a file; killed when the guard drops.
+fn spawn_postgres_coordinator(
+    data_dir: &std::path::Path,
+    database_url: &str,
+    wait: &str,
+    stderr_path: &std::path::Path,
+) -> anyhow::Result<(std::process::Child, crate::process::KillOnDrop)> {
+    let child = crate::process::muster()
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(["--database", database_url, "--database-wait", wait])
+        .env("MUSTER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(stderr_path).context("create the stderr file")?)
+        .spawn()
+        .context("spawn muster server")?;
+    let guard = crate::process::KillOnDrop(child.id());
+    Ok((child, guard))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_started_before_its_database_waits_for_it_then_serves() -> anyhow::Result<()>
+{
+    tokio::task::block_in_place(|| {
+        let cluster = PostgresCluster::start().context("start a private PostgreSQL cluster")?;
+        let database_url = cluster
+            .create_database()
+            .context("create the test database")?;
+        cluster.stop()?;
+        let data_dir = tempfile::tempdir()?;
+        let stderr_path = data_dir.path().join("stderr.log");
+        let (mut child, _guard) =
+            spawn_postgres_coordinator(data_dir.path(), &database_url, "2m", &stderr_path)?;
+        let stdout = child.stdout.take().context("the child's stdout is piped")?;
+
+        // It says it is waiting, and keeps waiting rather than exiting.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            if stderr.matches("cannot be reached yet").count() >= 2 {
+                ensure!(
+                    stderr.contains("--database-wait"),
+                    "the wait names its setting: {stderr}"
+                );
+                break;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("the coordinator exited ({status}) instead of waiting:\n{stderr}");
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no second 'cannot be reached yet' line within 20 s:\n{stderr}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        cluster.start_again()?;
+        let url =
+            crate::process::listening_url(stdout, Duration::from_secs(30)).map_err(|error| {
+                anyhow::anyhow!(
+                    "{error}; stderr:\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                )
+            })?;
+        let client = MusterClient::new(&url, ADMIN_TOKEN)?;
+        let runtime = tokio::runtime::Handle::current();
+        runtime
+            .block_on(client.ready())
+            .context("ready once the database is up")?;
+        let (job, created) = runtime
+            .block_on(client.submit_job(&SubmitJob {
+                kind: "exec".into(),
+                ..Default::default()
+            }))
+            .context("submit once the database is up")?;
+        ensure!(created && job.state == JobState::Pending, "{job:?}");
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_gives_up_on_an_unreachable_database_after_database_wait()
+-> anyhow::Result<()> {
+    tokio::task::block_in_place(|| {
+        let cluster = PostgresCluster::start().context("start a private PostgreSQL cluster")?;
+        let database_url = cluster
+            .create_database()
+            .context("create the test database")?;
+        cluster.stop()?;
+        let data_dir = tempfile::tempdir()?;
+        let stderr_path = data_dir.path().join("stderr.log");
+        let started = Instant::now();
+        let (mut child, _guard) =
+            spawn_postgres_coordinator(data_dir.path(), &database_url, "2s", &stderr_path)?;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "still running 30 s after a 2 s --database-wait"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stderr = std::fs::read_to_string(&stderr_path)?;
+        ensure!(status.code() == Some(1), "exit 1, got {status}:\n{stderr}");
+        ensure!(
+            started.elapsed() >= Duration::from_secs(1),
+            "it tried for a while before giving up ({:?}):\n{stderr}",
+            started.elapsed()
+        );
+        let error_lines: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.starts_with("error:"))
+            .collect();
+        ensure!(
+            error_lines.len() == 1
+                && error_lines[0].contains("gave up after")
+                && error_lines[0].contains("--database-wait"),
+            "one error line saying it gave up and which setting to change:\n{stderr}"
+        );
+        Ok(())
+    })
+}
