@@ -22,7 +22,7 @@ pub(crate) enum JobCommand {
     ///   muster job submit -- echo hello
     ///   muster job submit --label gpu=a100 --resource vram_gb=40 -- python train.py
     ///   muster job submit --kind /reconstruction/v1 --payload '{"scene": 7}'
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// List jobs, newest first.
     ///
     ///   muster job list --state running
@@ -190,7 +190,7 @@ fn parse_state(text: &str) -> anyhow::Result<JobState> {
 pub(crate) async fn run(command: JobCommand, connect: &ConnectArgs) -> anyhow::Result<u8> {
     let client = connect.client()?;
     match command {
-        JobCommand::Submit(args) => submit(&client, args).await,
+        JobCommand::Submit(args) => submit(&client, *args).await,
         JobCommand::List(args) => list(&client, args).await,
         JobCommand::Show(args) => {
             let job = client.get_job(args.id).await.context("show job")?;

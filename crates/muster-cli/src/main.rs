@@ -189,7 +189,6 @@ pub(crate) fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         retain_finished_jobs: args.retain_finished_jobs,
         tls_certificate: args.tls_cert,
         tls_private_key: args.tls_key,
-        ..RawServerConfig::default()
     };
     ServerConfig::from_raw(raw).context("check the configuration")
 }

@@ -364,9 +364,12 @@ mod tests {
         assert!("done".parse::<JobState>().is_err());
     }
 
+    /// A change that makes a spec invalid, and the field the error must name.
+    type BreakingChange = (Box<dyn Fn(&mut JobSpec)>, &'static str);
+
     #[test]
     fn validation_names_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut JobSpec)>, &str)> = vec![
+        let cases: Vec<BreakingChange> = vec![
             (Box::new(|spec| spec.kind = String::new()), "kind"),
             (Box::new(|spec| spec.kind = "x".repeat(201)), "kind"),
             (

@@ -137,10 +137,10 @@ impl Metrics {
                 .set(count as i64);
         }
         let mut text = String::new();
-        if let Ok(registry) = self.registry.lock() {
-            if let Err(error) = encode(&mut text, &registry) {
-                tracing::error!(%error, "failed to encode metrics");
-            }
+        if let Ok(registry) = self.registry.lock()
+            && let Err(error) = encode(&mut text, &registry)
+        {
+            tracing::error!(%error, "failed to encode metrics");
         }
         text
     }

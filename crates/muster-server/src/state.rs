@@ -73,12 +73,11 @@ pub struct RunnerView {
 
 impl RunnerView {
     pub(crate) async fn snapshots(&self, state: &AppState) -> Arc<Vec<RunnerSnapshot>> {
-        if let Ok(guard) = self.snapshot.lock() {
-            if let Some((taken, snapshot)) = guard.as_ref() {
-                if taken.elapsed() < RUNNER_VIEW_MAX_AGE {
-                    return Arc::clone(snapshot);
-                }
-            }
+        if let Ok(guard) = self.snapshot.lock()
+            && let Some((taken, snapshot)) = guard.as_ref()
+            && taken.elapsed() < RUNNER_VIEW_MAX_AGE
+        {
+            return Arc::clone(snapshot);
         }
         let now = state.clock.now();
         let offline_after = state.config.runner_offline_after_ms();

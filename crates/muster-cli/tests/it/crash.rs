@@ -214,7 +214,8 @@ async fn every_acknowledged_change_survives_a_sigkill() {
         task.await.expect("a churn task panicked");
     }
 
-    let acked = acked.lock().expect("ack lock");
+    // Taken out of the lock: the checks below await.
+    let acked = std::mem::take(&mut *acked.lock().expect("ack lock"));
     assert_eq!(acked.submitted.len(), WORK_JOBS + IDLE_JOBS);
     assert_eq!(
         acked.completed.len(),

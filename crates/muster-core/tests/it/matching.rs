@@ -119,19 +119,22 @@ fn runner(status: RunnerStatus, kinds: &[&str], offer: Capabilities) -> RunnerSn
     }
 }
 
+/// A named case: what the job needs, when it is asked, the runners there are, the answer.
+type PendingCase = (
+    &'static str,
+    Capabilities,
+    Timestamp,
+    Vec<RunnerSnapshot>,
+    Option<PendingReason>,
+);
+
 #[test]
 fn pending_reasons_beyond_the_unit_table() {
     let now = Timestamp(50_000);
     let none = Capabilities::default();
     let needs_gpu = capabilities(&[("gpu", "a100")], &[], &[]);
     let gpu = capabilities(&[("gpu", "a100")], &[], &[]);
-    let cases: Vec<(
-        &str,
-        Capabilities,
-        Timestamp,
-        Vec<RunnerSnapshot>,
-        Option<PendingReason>,
-    )> = vec![
+    let cases: Vec<PendingCase> = vec![
         (
             "no runners at all",
             none.clone(),

@@ -72,8 +72,7 @@ async fn a_runner_cancelled_before_it_starts_stops_without_output() -> Result<()
     let error = harness
         .run(&HelloRunner, &lease)
         .await
-        .err()
-        .expect("a cancelled task must not complete");
+        .expect_err("a cancelled task must not complete");
 
     assert!(error.to_string().contains("cancelled"), "{error}");
     assert!(harness.artifacts.is_empty());
@@ -94,8 +93,7 @@ async fn a_cancellation_arriving_mid_task_stops_the_runner_before_its_output() -
     let error = harness
         .run(&HelloRunner, &lease)
         .await
-        .err()
-        .expect("a task cancelled mid-way must not complete");
+        .expect_err("a task cancelled mid-way must not complete");
 
     assert!(
         error.to_string().contains("before writing the output"),
@@ -127,8 +125,7 @@ async fn a_lease_for_another_capability_is_refused_without_running() -> Result<(
     let error = harness
         .run(&HelloRunner, &lease)
         .await
-        .err()
-        .expect("a runner must not get a task for another capability");
+        .expect_err("a runner must not get a task for another capability");
 
     assert!(error.to_string().contains("/examples/other/v1"), "{error}");
     assert!(harness.control_plane.progress_reports().is_empty());
@@ -143,16 +140,14 @@ async fn missing_inputs_fail_the_task_naming_what_is_missing() -> Result<()> {
     let error = harness
         .run(&HelloRunner, &no_inputs)
         .await
-        .err()
-        .expect("the hello runner needs an input");
+        .expect_err("the hello runner needs an input");
     assert!(error.to_string().contains("lists none"), "{error}");
 
     let unknown_input = Harness::lease_for(HELLO_CAPABILITY, ["nowhere"]);
     let error = harness
         .run(&HelloRunner, &unknown_input)
         .await
-        .err()
-        .expect("an input the source does not have must fail the task");
+        .expect_err("an input the source does not have must fail the task");
     assert!(error.to_string().contains("\"nowhere\""), "{error}");
     assert!(harness.artifacts.is_empty());
     Ok(())
