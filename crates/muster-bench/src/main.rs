@@ -15,6 +15,9 @@
 //!   throughput decays as finished jobs pile up.
 //! - `latency`: idle runners long-poll; jobs are submitted one at a time; enqueue→claim p50/p99.
 //! - `depth`: one runner's claim+complete cycle with 1,000 and with 1,000,000 jobs pending.
+//! - `retention`: a burn-down of `--jobs` jobs, then the same burn-down again while retention
+//!   deletes the first one's jobs beside it (at retention's own pace): what deleting history
+//!   costs the jobs running now, and how fast it goes.
 //!
 //! With `--compare-graphile-worker` (PostgreSQL only), the burn-down and sustained scenarios are
 //! also run by graphile-worker (`bench/graphile-worker/run.mjs`) on the same server, in a
@@ -146,6 +149,7 @@ enum Scenario {
     Sustained,
     Latency,
     Depth,
+    Retention,
 }
 
 impl Args {
@@ -189,6 +193,9 @@ enum Database {
 /// A coordinator running in this process on its own runtime.
 struct Coordinator {
     base_url: String,
+    /// The coordinator's own store, for scenarios that act on it directly as the coordinator's
+    /// background tasks do.
+    store: muster_server::SharedStore,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
     _data_dir: Option<tempfile::TempDir>,
@@ -229,6 +236,7 @@ impl Coordinator {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let threads = args.server_threads;
+        let (store_sender, store_receiver) = tokio::sync::oneshot::channel();
         let thread = std::thread::spawn(move || -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads)
@@ -240,13 +248,26 @@ impl Coordinator {
                 let store = muster_server::open_store(&config)
                     .await
                     .context("open the store")?;
+                let _ = store_sender.send(Arc::clone(&store));
                 let listener = tokio::net::TcpListener::from_std(std_listener)
                     .context("register the listener")?;
                 muster_server::run(config, store, ADMIN_TOKEN, listener, stop).await
             })
         });
+        let store = match store_receiver.await {
+            Ok(store) => store,
+            Err(_) => {
+                // The thread ended before opening the store: its error says why.
+                let outcome = thread
+                    .join()
+                    .map_err(|_| anyhow::format_err!("the coordinator thread panicked"))?;
+                outcome.context("start the coordinator")?;
+                bail!("the coordinator stopped before it opened its store");
+            }
+        };
         let mut coordinator = Coordinator {
             base_url,
+            store,
             shutdown,
             thread: Some(thread),
             _data_dir: guard,
@@ -458,9 +479,12 @@ async fn run_scenarios(args: &Args, server: Option<&PgServer>) -> anyhow::Result
         let database = database_for(args, server, "muster_bench_burn_down").await?;
         let postgres = matches!(database, Database::Postgres(_));
         let coordinator = Coordinator::start(args, database_of(&database)).await?;
-        let rate = tokio::time::timeout(limit, burn_down(&coordinator.base_url, args, &database))
-            .await
-            .context("the burn-down ran past --timeout")??;
+        let rate = tokio::time::timeout(
+            limit,
+            burn_down(&coordinator.base_url, args, &database, None),
+        )
+        .await
+        .context("the burn-down ran past --timeout")??;
         coordinator.stop().await?;
         let label = format!(
             "burn-down ({backend}), muster: {} no-op jobs, {} runners, batch {}",
@@ -609,6 +633,47 @@ async fn run_scenarios(args: &Args, server: Option<&PgServer>) -> anyhow::Result
             "≤ 1.3".into(),
         ));
     }
+    if args.wants(Scenario::Retention) {
+        let database = database_for(args, server, "muster_bench_retention").await?;
+        let coordinator = Coordinator::start(args, database_of(&database)).await?;
+        let run = tokio::time::timeout(limit * 2, retention(&coordinator, args, &database))
+            .await
+            .context("the retention scenario ran past twice --timeout")??;
+        coordinator.stop().await?;
+        rows.push((
+            format!(
+                "burn-down ({backend}), {} jobs, {} runners, batch {}: alone",
+                args.jobs, args.runners, args.batch
+            ),
+            format!("{:.0} jobs/s", run.alone),
+            String::new(),
+        ));
+        rows.push((
+            format!(
+                "the same burn-down while retention deletes {} finished jobs beside it",
+                run.deleted
+            ),
+            format!(
+                "{:.0} jobs/s ({:.2} of alone)",
+                run.beside,
+                run.beside / run.alone
+            ),
+            String::new(),
+        ));
+        rows.push((
+            format!(
+                "retention's deletion rate ({backend}; calls of 1,000 jobs, {} ms apart)",
+                muster_server::RETENTION_PAUSE.as_millis()
+            ),
+            format!(
+                "{:.0} jobs/s ({:.1} s)",
+                run.deleted as f64 / run.pruning.as_secs_f64(),
+                run.pruning.as_secs_f64()
+            ),
+            String::new(),
+        ));
+        finish_database(server, &database).await?;
+    }
     eprintln!("load average at the end: {}", load_average());
     Ok(rows)
 }
@@ -748,7 +813,13 @@ async fn preload(admin: &MusterClient, kind: &str, count: usize) -> anyhow::Resu
     Ok(())
 }
 
-async fn burn_down(base_url: &str, args: &Args, database: &Database) -> anyhow::Result<f64> {
+/// `started` hears when the measured part begins (after the preload and registrations).
+async fn burn_down(
+    base_url: &str,
+    args: &Args,
+    database: &Database,
+    started_signal: Option<tokio::sync::oneshot::Sender<()>>,
+) -> anyhow::Result<f64> {
     eprintln!("burn-down: preloading {} jobs", args.jobs);
     let admin = admin(base_url).await?;
     let server_cpu = match database {
@@ -778,6 +849,9 @@ async fn burn_down(base_url: &str, args: &Args, database: &Database) -> anyhow::
     let server_cpu_at_start = server_cpu.as_ref().map(postgres::ProcessCpu::seconds);
     let own_cpu_at_start = postgres::own_cpu_seconds();
     let started = Instant::now();
+    if let Some(signal) = started_signal {
+        let _ = signal.send(());
+    }
     let mut tasks = Vec::new();
     for runner in runners {
         let completed = Arc::clone(&completed);
@@ -821,6 +895,67 @@ async fn burn_down(base_url: &str, args: &Args, database: &Database) -> anyhow::
         eprintln!("  {}", at_end.per_job_since(&at_start, total));
     }
     Ok(total as f64 / elapsed)
+}
+
+/// What the retention scenario measured.
+struct RetentionRun {
+    /// Burn-down rate with nothing else running.
+    alone: f64,
+    /// Burn-down rate while retention deleted the first burn-down's jobs.
+    beside: f64,
+    deleted: u64,
+    /// How long deleting them took.
+    pruning: Duration,
+}
+
+async fn retention(
+    coordinator: &Coordinator,
+    args: &Args,
+    database: &Database,
+) -> anyhow::Result<RetentionRun> {
+    eprintln!(
+        "retention: a first burn-down makes {} finished jobs",
+        args.jobs
+    );
+    let alone = burn_down(&coordinator.base_url, args, database, None).await?;
+    let cutoff = muster_core::Clock::now(&muster_core::SystemClock);
+    let (started_sender, started) = tokio::sync::oneshot::channel();
+    let store = Arc::clone(&coordinator.store);
+    let pruning = tokio::spawn(async move {
+        started
+            .await
+            .context("the second burn-down did not start")?;
+        let begun = Instant::now();
+        let deleted = muster_server::delete_finished_before(
+            store.as_ref(),
+            cutoff,
+            muster_server::RETENTION_PAUSE,
+            |_| {},
+        )
+        .await
+        .context("delete the first burn-down's jobs")?;
+        anyhow::Ok((deleted, begun.elapsed()))
+    });
+    eprintln!("retention: the same burn-down again, deleting the first one's jobs beside it");
+    let beside = burn_down(&coordinator.base_url, args, database, Some(started_sender)).await?;
+    let (deleted, pruning) = pruning.await.context("join the deleting task")??;
+    eprintln!(
+        "  deleted {deleted} jobs in {:.2} s; the burn-down took {:.2} s",
+        pruning.as_secs_f64(),
+        args.jobs as f64 / beside
+    );
+    if deleted != args.jobs as u64 {
+        bail!(
+            "retention deleted {deleted} jobs, expected the first burn-down's {}",
+            args.jobs
+        );
+    }
+    Ok(RetentionRun {
+        alone,
+        beside,
+        deleted,
+        pruning,
+    })
 }
 
 fn percentile(sorted: &[f64], fraction: f64) -> f64 {

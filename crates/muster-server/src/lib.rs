@@ -34,6 +34,7 @@ pub use auth::{hash_token, load_or_create_admin_token};
 pub(crate) use axum::Json;
 pub use config::{DatabaseConfig, RawServerConfig, ServerConfig};
 pub use error::ApiError;
+pub use retention::{PAUSE_BETWEEN_CALLS as RETENTION_PAUSE, delete_finished_before};
 pub use state::AppState;
 
 /// The store a coordinator runs on, shared by its tasks.

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use muster_core::Timestamp;
+use muster_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
@@ -13,7 +15,7 @@ use crate::state::AppState;
 const PRUNE_BATCH: u32 = 1_000;
 /// A pause between calls of one pass, so a backlog of millions of old jobs is worked off without
 /// taking the database from the jobs running now.
-const PAUSE_BETWEEN_CALLS: Duration = Duration::from_millis(20);
+pub const PAUSE_BETWEEN_CALLS: Duration = Duration::from_millis(20);
 
 /// How often a pass runs: a tenth of the retention (a job outlives its retention by at most that
 /// much), at least every second and at most every minute.
@@ -53,26 +55,16 @@ pub(crate) async fn prune_once(
     state: &AppState,
     retention: Duration,
     pause_between_calls: Duration,
-) -> Result<u64, muster_store::StoreError> {
+) -> Result<u64, StoreError> {
     let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     let finished_before = state.clock.now().plus_millis(retention_ms.saturating_neg());
-    let mut deleted = 0;
-    let mut resume = None;
-    loop {
-        let report = state
-            .store
-            .delete_finished_jobs(finished_before, resume, PRUNE_BATCH)
-            .await?;
-        deleted += report.deleted;
-        state.metrics.record_jobs_pruned(report.deleted);
-        match report.resume {
-            Some(next) => resume = Some(next),
-            None => break,
-        }
-        if !pause_between_calls.is_zero() {
-            tokio::time::sleep(pause_between_calls).await;
-        }
-    }
+    let deleted = delete_finished_before(
+        state.store.as_ref(),
+        finished_before,
+        pause_between_calls,
+        |count| state.metrics.record_jobs_pruned(count),
+    )
+    .await?;
     if deleted > 0 {
         tracing::info!(
             deleted,
@@ -81,6 +73,33 @@ pub(crate) async fn prune_once(
         );
     }
     Ok(deleted)
+}
+
+/// Delete every job that finished before `finished_before`, as retention does: store calls of
+/// [`PRUNE_BATCH`] jobs with `pause_between_calls` between them; `on_deleted` hears each call's
+/// count. Answers the total. Public for the benchmark, which measures what a pass costs.
+pub async fn delete_finished_before(
+    store: &dyn Store,
+    finished_before: Timestamp,
+    pause_between_calls: Duration,
+    mut on_deleted: impl FnMut(u64),
+) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    let mut resume = None;
+    loop {
+        let report = store
+            .delete_finished_jobs(finished_before, resume, PRUNE_BATCH)
+            .await?;
+        deleted += report.deleted;
+        on_deleted(report.deleted);
+        match report.resume {
+            Some(next) => resume = Some(next),
+            None => return Ok(deleted),
+        }
+        if !pause_between_calls.is_zero() {
+            tokio::time::sleep(pause_between_calls).await;
+        }
+    }
 }
 
 #[cfg(test)]
