@@ -204,6 +204,11 @@ pub(crate) struct PreparedServer {
 }
 
 pub(crate) async fn prepare_server(config: ServerConfig) -> anyhow::Result<PreparedServer> {
+    // Checked before the store is opened, which may wait for a database: a wrong file should
+    // not take a minute to be reported. The server loads the files again when it starts serving.
+    if let Some(files) = &config.tls {
+        muster_server::tls::load_certified_key(files).context("load the TLS certificate")?;
+    }
     let (admin_token, token_file) =
         muster_server::load_or_create_admin_token(config.admin_token.as_deref(), &config.data_dir)?;
     let store = muster_server::open_store(&config).await?;

@@ -27,7 +27,7 @@ pub struct TlsFiles {
 /// Why the certificate or key cannot be served; names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("read {path}: {source}")]
+    #[error("read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -189,6 +189,7 @@ async fn reload_on_change(
             Err(error) => {
                 // Logged once per change, and looked at again at the next tick: the other file
                 // of a pair is often written a moment later.
+                let error = format!("{:#}", anyhow::Error::new(error));
                 tracing::warn!(%error, "the changed TLS files do not load; still serving the previous certificate");
                 loaded = now;
             }
