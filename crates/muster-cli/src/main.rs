@@ -111,9 +111,19 @@ pub(crate) struct ServerArgs {
     /// before they are deleted: a duration such as `30d`, `12h` or `90m`, at least `1m`, or
     /// `forever` to keep every job [default: 30d].
     ///
-    /// Deleted jobs answer 404; the artifact files they named are not deleted with them.
+    /// Deleted jobs answer 404; the artifacts they named go once no job names them (see
+    /// --retain-unused-artifacts).
     #[arg(long, env = "MUSTER_RETAIN_FINISHED_JOBS", value_name = "DURATION")]
     pub(crate) retain_finished_jobs: Option<String>,
+    /// How long an artifact that no job names is kept after it was last uploaded or named on a
+    /// job: a duration such as `24h` or `7d`, at least `1h`, or `forever` to keep every artifact
+    /// [default: 24h].
+    ///
+    /// An artifact a job names (as an input or output) is never deleted while that job exists;
+    /// once retention has deleted the job, its artifacts go after this long. Uploads meant as
+    /// inputs must be named on a job within this time.
+    #[arg(long, env = "MUSTER_RETAIN_UNUSED_ARTIFACTS", value_name = "DURATION")]
+    pub(crate) retain_unused_artifacts: Option<String>,
     /// Serve HTTPS with this certificate chain (PEM, the server's certificate first); needs
     /// --tls-key. The files are looked at every 30 s and a renewed pair is served without a
     /// restart.
@@ -187,6 +197,7 @@ pub(crate) fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         reap_interval_ms: args.reap_interval_ms,
         max_artifact_bytes: args.max_artifact_bytes,
         retain_finished_jobs: args.retain_finished_jobs,
+        retain_unused_artifacts: args.retain_unused_artifacts,
         tls_certificate: args.tls_cert,
         tls_private_key: args.tls_key,
     };

@@ -29,6 +29,9 @@ pub struct RawServerConfig {
     /// `--retain-finished-jobs` / `MUSTER_RETAIN_FINISHED_JOBS`: a duration such as `30d` or
     /// `12h`, or `forever` (also `0`) to keep every job.
     pub retain_finished_jobs: Option<String>,
+    /// `--retain-unused-artifacts` / `MUSTER_RETAIN_UNUSED_ARTIFACTS`: how long an artifact no
+    /// job names is kept after it was last uploaded or named, or `forever` (also `0`).
+    pub retain_unused_artifacts: Option<String>,
     /// `--tls-cert` / `MUSTER_TLS_CERT`: the certificate chain to serve HTTPS with (PEM).
     pub tls_certificate: Option<PathBuf>,
     /// `--tls-key` / `MUSTER_TLS_KEY`: its private key (PEM).
@@ -98,6 +101,9 @@ pub struct ServerConfig {
     /// How long a finished job (with its logs and DAG) is kept after it finished; `None` keeps
     /// every job forever.
     pub retain_finished_jobs: Option<Duration>,
+    /// How long an artifact no job names is kept after it was last uploaded or named; `None`
+    /// keeps every artifact.
+    pub retain_unused_artifacts: Option<Duration>,
     /// Serve HTTPS with these files; plain HTTP when `None`.
     pub tls: Option<TlsFiles>,
 }
@@ -116,6 +122,11 @@ pub const DEFAULT_DATABASE_WAIT: Duration = Duration::from_secs(60);
 /// Shorter retentions would delete results before a person or script waiting for them could
 /// read them.
 pub const MINIMUM_RETAIN_FINISHED_JOBS: Duration = Duration::from_secs(60);
+pub const DEFAULT_RETAIN_UNUSED_ARTIFACTS: &str = "24h";
+/// An artifact is uploaded before the job that names it is submitted; shorter retentions would
+/// delete inputs of jobs that are still being put together. It must also stay well above
+/// `muster_store::blobs::KEEP_GRANULARITY` (10 minutes), how stale a use mark may be.
+pub const MINIMUM_RETAIN_UNUSED_ARTIFACTS: Duration = Duration::from_secs(3600);
 
 /// A setting that cannot be used; names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +259,13 @@ impl ServerConfig {
             raw.retain_finished_jobs
                 .as_deref()
                 .unwrap_or(DEFAULT_RETAIN_FINISHED_JOBS),
+            &FINISHED_JOBS_RETENTION,
+        )?;
+        let retain_unused_artifacts = parse_retention(
+            raw.retain_unused_artifacts
+                .as_deref()
+                .unwrap_or(DEFAULT_RETAIN_UNUSED_ARTIFACTS),
+            &UNUSED_ARTIFACTS_RETENTION,
         )?;
         let tls = match (raw.tls_certificate, raw.tls_private_key) {
             (None, None) => None,
@@ -280,6 +298,7 @@ impl ServerConfig {
             cancel_grace: Duration::from_secs(raw.cancel_grace_s.unwrap_or(DEFAULT_CANCEL_GRACE_S)),
             reap_interval: Duration::from_millis(reap_interval_ms),
             retain_finished_jobs,
+            retain_unused_artifacts,
             tls,
         })
     }
@@ -290,25 +309,56 @@ impl ServerConfig {
     }
 }
 
-/// `30d`, `12h`, `1h 30m`, ... as a duration; `forever` or `0` as `None` (keep every job).
-fn parse_retention(text: &str) -> Result<Option<Duration>, ConfigError> {
+/// What one retention setting is called and allows.
+struct RetentionSetting {
+    flag: &'static str,
+    minimum: Duration,
+    minimum_text: &'static str,
+    /// What `forever` keeps, for the error messages.
+    kept: &'static str,
+    example: &'static str,
+}
+
+const FINISHED_JOBS_RETENTION: RetentionSetting = RetentionSetting {
+    flag: "--retain-finished-jobs",
+    minimum: MINIMUM_RETAIN_FINISHED_JOBS,
+    minimum_text: "1m",
+    kept: "every job",
+    example: "30d, 12h or 90m",
+};
+
+const UNUSED_ARTIFACTS_RETENTION: RetentionSetting = RetentionSetting {
+    flag: "--retain-unused-artifacts",
+    minimum: MINIMUM_RETAIN_UNUSED_ARTIFACTS,
+    minimum_text: "1h",
+    kept: "every artifact",
+    example: "24h, 7d or 2h",
+};
+
+/// `30d`, `12h`, `1h 30m`, ... as a duration; `forever` or `0` as `None` (keep everything).
+fn parse_retention(
+    text: &str,
+    setting: &RetentionSetting,
+) -> Result<Option<Duration>, ConfigError> {
     let text = text.trim();
     if text.eq_ignore_ascii_case("forever") || text == "0" {
         return Ok(None);
     }
     let retention = humantime::parse_duration(text).map_err(|error| {
         config_error(
-            "--retain-finished-jobs",
+            setting.flag,
             format!(
-                "'{text}' is not a duration ({error}); write e.g. 30d, 12h or 90m, or forever to keep every job"
+                "'{text}' is not a duration ({error}); write e.g. {}, or forever to keep {}",
+                setting.example, setting.kept
             ),
         )
     })?;
-    if retention < MINIMUM_RETAIN_FINISHED_JOBS {
+    if retention < setting.minimum {
         return Err(config_error(
-            "--retain-finished-jobs",
+            setting.flag,
             format!(
-                "'{text}' is shorter than the minimum of 1m; write forever (or 0) to keep every job"
+                "'{text}' is shorter than the minimum of {}; write forever (or 0) to keep {}",
+                setting.minimum_text, setting.kept
             ),
         ));
     }
@@ -372,5 +422,33 @@ mod tests {
         }
         let error = retention(Some("30s")).expect_err("too short");
         assert!(error.contains("minimum of 1m"), "{error}");
+    }
+
+    fn artifact_retention(text: Option<&str>) -> Result<Option<Duration>, String> {
+        ServerConfig::from_raw(RawServerConfig {
+            retain_unused_artifacts: text.map(str::to_string),
+            ..RawServerConfig::default()
+        })
+        .map(|config| config.retain_unused_artifacts)
+        .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn unused_artifacts_are_kept_a_day_by_default_at_least_an_hour_or_forever() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(artifact_retention(None), Ok(Some(24 * hour)));
+        assert_eq!(artifact_retention(Some("7d")), Ok(Some(7 * 24 * hour)));
+        assert_eq!(artifact_retention(Some("1h")), Ok(Some(hour)));
+        assert_eq!(artifact_retention(Some("forever")), Ok(None));
+        assert_eq!(artifact_retention(Some("0")), Ok(None));
+        let error = artifact_retention(Some("30m")).expect_err("too short");
+        assert!(
+            error.starts_with("--retain-unused-artifacts:")
+                && error.contains("minimum of 1h")
+                && error.contains("every artifact"),
+            "{error}"
+        );
+        let error = artifact_retention(Some("a while")).expect_err("not a duration");
+        assert!(error.starts_with("--retain-unused-artifacts:"), "{error}");
     }
 }

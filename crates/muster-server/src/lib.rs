@@ -34,7 +34,10 @@ pub use auth::{hash_token, load_or_create_admin_token};
 pub(crate) use axum::Json;
 pub use config::{DatabaseConfig, RawServerConfig, ServerConfig};
 pub use error::ApiError;
-pub use retention::{PAUSE_BETWEEN_CALLS as RETENTION_PAUSE, delete_finished_before};
+pub use retention::{
+    CollectionError, CollectionReport, PAUSE_BETWEEN_CALLS as RETENTION_PAUSE,
+    delete_finished_before,
+};
 pub use state::AppState;
 
 /// The store a coordinator runs on, shared by its tasks.
@@ -243,17 +246,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let reaper = tokio::spawn(reaper::run(coordinator.state.clone(), shutdown.clone()));
-    let retention = coordinator
-        .state
-        .config
-        .retain_finished_jobs
-        .map(|retention| {
-            tokio::spawn(retention::run(
-                coordinator.state.clone(),
-                retention,
-                shutdown.clone(),
-            ))
-        });
+    let retention = tokio::spawn(retention::run(coordinator.state.clone(), shutdown.clone()));
     let served = match &coordinator.state.config.tls {
         None => serve_on(listener, "http", coordinator.router, shutdown.clone()).await,
         Some(files) => match tls::ServerTls::load(files) {
@@ -268,9 +261,7 @@ pub async fn serve(
     };
     shutdown.cancel();
     let _ = reaper.await;
-    if let Some(retention) = retention {
-        let _ = retention.await;
-    }
+    let _ = retention.await;
     served
 }
 
@@ -309,4 +300,14 @@ pub async fn prune_now(state: &AppState) -> Result<u64, muster_store::StoreError
         Some(retention) => retention::prune_once(state, retention, Duration::ZERO).await,
         None => Ok(0),
     }
+}
+
+/// Delete the artifacts no job names and nobody uploaded or named within `unused_for` now, as
+/// the retention task does with `--retain-unused-artifacts`. For tests, which pass durations
+/// shorter than the configuration allows.
+pub async fn collect_unused_artifacts(
+    state: &AppState,
+    unused_for: Duration,
+) -> Result<retention::CollectionReport, retention::CollectionError> {
+    retention::collect_once(state, unused_for).await
 }

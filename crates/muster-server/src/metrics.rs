@@ -20,6 +20,8 @@ pub struct Metrics {
     jobs_claimed: Counter,
     jobs_completed: Counter,
     jobs_pruned: Counter,
+    artifacts_collected: Counter,
+    artifact_bytes_collected: Counter,
     attempts_failed: Family<Labels, Counter>,
     claim_wait_seconds: Histogram,
     jobs: Family<Labels, Gauge>,
@@ -39,6 +41,8 @@ impl Metrics {
         let jobs_claimed = Counter::default();
         let jobs_completed = Counter::default();
         let jobs_pruned = Counter::default();
+        let artifacts_collected = Counter::default();
+        let artifact_bytes_collected = Counter::default();
         let attempts_failed = Family::<Labels, Counter>::default();
         let claim_wait_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 20));
         let jobs = Family::<Labels, Gauge>::default();
@@ -64,6 +68,16 @@ impl Metrics {
             jobs_pruned.clone(),
         );
         registry.register(
+            "artifacts_collected",
+            "Artifacts no job names deleted past their retention, by this coordinator",
+            artifacts_collected.clone(),
+        );
+        registry.register(
+            "artifact_bytes_collected",
+            "Bytes of the artifacts counted by muster_artifacts_collected_total",
+            artifact_bytes_collected.clone(),
+        );
+        registry.register(
             "attempts_failed",
             "Attempts that failed, by reason (runner_error, lease_expired, timed_out, cancelled)",
             attempts_failed.clone(),
@@ -81,6 +95,8 @@ impl Metrics {
             jobs_claimed,
             jobs_completed,
             jobs_pruned,
+            artifacts_collected,
+            artifact_bytes_collected,
             attempts_failed,
             claim_wait_seconds,
             jobs,
@@ -102,6 +118,11 @@ impl Metrics {
 
     pub fn record_jobs_pruned(&self, count: u64) {
         self.jobs_pruned.inc_by(count);
+    }
+
+    pub fn record_artifact_collected(&self, bytes: u64) {
+        self.artifacts_collected.inc();
+        self.artifact_bytes_collected.inc_by(bytes);
     }
 
     pub fn record_failure(&self, reason: FailureReason, count: u64) {

@@ -1,10 +1,14 @@
 //! Retention: jobs that finished longer ago than `--retain-finished-jobs` are deleted with their
-//! logs and DAGs, so the database holds a bounded window of history instead of growing forever.
-//! Every coordinator runs this; on PostgreSQL one of them prunes at a time.
+//! logs and DAGs, so the database holds a bounded window of history instead of growing forever;
+//! artifacts that no job names and that nobody uploaded or named for `--retain-unused-artifacts`
+//! are deleted too, so the artifact store does not keep the bytes of deleted history.
+//! Every coordinator runs this; on PostgreSQL one of them prunes jobs at a time, and deleting an
+//! artifact twice is harmless.
 
 use std::time::Duration;
 
 use muster_core::Timestamp;
+use muster_store::blobs::BlobError;
 use muster_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -23,30 +27,160 @@ pub(crate) fn prune_interval(retention: Duration) -> Duration {
     (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
-pub(crate) async fn run(state: AppState, retention: Duration, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(prune_interval(retention));
+/// How often unused artifacts are looked for: a tenth of their retention, at least every
+/// minute and at most every hour. A pass reads every job that names an artifact, so it runs
+/// far less often than pruning.
+pub(crate) fn collect_interval(retention: Duration) -> Duration {
+    (retention / 10).clamp(Duration::from_secs(60), Duration::from_secs(3600))
+}
+
+/// Why a collection of unused artifacts stopped; nothing it had not yet decided on was deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectionError {
+    #[error("read which artifacts jobs name")]
+    Store(#[source] StoreError),
+    #[error("reach the artifact store")]
+    Blobs(#[source] BlobError),
+}
+
+/// What one collection of unused artifacts deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CollectionReport {
+    pub artifacts: u64,
+    pub bytes: u64,
+}
+
+/// Logs a task's failures once per outage instead of once per pass.
+struct Outage {
+    what: &'static str,
+    failing: bool,
+}
+
+impl Outage {
+    fn note<T, E: std::error::Error>(&mut self, outcome: &Result<T, E>, retry_every: Duration) {
+        match (outcome, self.failing) {
+            (Err(error), false) => {
+                let error = error_chain(error);
+                tracing::warn!(%error, "{} fails; it is tried again every {retry_every:?}", self.what);
+            }
+            (Ok(_), true) => tracing::info!("{} reaches the store again", self.what),
+            _ => {}
+        }
+        self.failing = outcome.is_err();
+    }
+}
+
+/// The error and its causes, as one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
+    let jobs_retention = state.config.retain_finished_jobs;
+    let artifacts_retention = state.config.retain_unused_artifacts;
+    let tick = match (jobs_retention, artifacts_retention) {
+        (None, None) => return,
+        (Some(retention), _) => prune_interval(retention),
+        (None, Some(retention)) => collect_interval(retention),
+    };
+    let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut was_healthy = true;
+    let mut pruning = Outage {
+        what: "deleting finished jobs past their retention",
+        failing: false,
+    };
+    let mut collecting = Outage {
+        what: "deleting unused artifacts past their retention",
+        failing: false,
+    };
+    let mut next_collection = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let outcome = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            outcome = prune_once(&state, retention, PAUSE_BETWEEN_CALLS) => outcome,
-        };
-        match (&outcome, was_healthy) {
-            (Err(error), true) => tracing::warn!(
-                %error,
-                "deleting finished jobs past their retention fails; it is tried again every {:?}",
-                prune_interval(retention)
-            ),
-            (Ok(_), false) => tracing::info!("retention reaches the store again"),
-            _ => {}
+        if let Some(retention) = jobs_retention {
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                outcome = prune_once(&state, retention, PAUSE_BETWEEN_CALLS) => outcome,
+            };
+            pruning.note(&outcome, prune_interval(retention));
         }
-        was_healthy = outcome.is_ok();
+        if let Some(retention) = artifacts_retention
+            && tokio::time::Instant::now() >= next_collection
+        {
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                outcome = collect_once(&state, retention) => outcome,
+            };
+            let every = collect_interval(retention);
+            collecting.note(&outcome, every);
+            next_collection = tokio::time::Instant::now() + every;
+        }
     }
+}
+
+/// One collection of the artifacts no job names and nobody stored or named within `retention`.
+/// Runs for at most a quarter of the retention: an artifact named by a job submitted after the
+/// jobs were read was marked used at most a request's time before, so the marks the deletions
+/// re-check must be younger than the retention minus the pass's own length.
+pub(crate) async fn collect_once(
+    state: &AppState,
+    retention: Duration,
+) -> Result<CollectionReport, CollectionError> {
+    let mut report = CollectionReport::default();
+    let candidates = state
+        .blobs
+        .unused_for(retention)
+        .await
+        .map_err(CollectionError::Blobs)?;
+    if candidates.is_empty() {
+        return Ok(report);
+    }
+    let started = tokio::time::Instant::now();
+    // (At least a minute, for the short retentions tests use.)
+    let time_limit = (retention / 4).max(Duration::from_secs(60));
+    // Read after listing: a job written after this read named its artifacts after marking them.
+    let named = state
+        .store
+        .named_artifacts()
+        .await
+        .map_err(CollectionError::Store)?;
+    for id in candidates.iter().filter(|id| !named.contains(id)) {
+        if started.elapsed() > time_limit {
+            tracing::info!(
+                deleted = report.artifacts,
+                "an artifact collection ran out of time; the next one goes on"
+            );
+            break;
+        }
+        if let Some(bytes) = state
+            .blobs
+            .delete_unused(id, retention)
+            .await
+            .map_err(CollectionError::Blobs)?
+        {
+            report.artifacts += 1;
+            report.bytes += bytes;
+            state.metrics.record_artifact_collected(bytes);
+        }
+    }
+    if report.artifacts > 0 {
+        tracing::info!(
+            deleted = report.artifacts,
+            bytes = report.bytes,
+            retention = ?retention,
+            "deleted artifacts no job names, unused past their retention"
+        );
+    }
+    Ok(report)
 }
 
 /// One pass over every job that may be past its retention; answers how many were deleted. An
@@ -104,7 +238,7 @@ pub async fn delete_finished_before(
 
 #[cfg(test)]
 mod tests {
-    use super::prune_interval;
+    use super::{collect_interval, prune_interval};
     use std::time::Duration;
 
     #[test]
@@ -118,6 +252,18 @@ mod tests {
         assert_eq!(
             prune_interval(Duration::from_secs(2)),
             Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn collections_run_a_tenth_of_the_artifact_retention_apart_within_a_minute_and_an_hour() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(collect_interval(24 * hour), hour);
+        assert_eq!(collect_interval(2 * hour), Duration::from_secs(720));
+        assert_eq!(collect_interval(hour), Duration::from_secs(360));
+        assert_eq!(
+            collect_interval(Duration::from_secs(100)),
+            Duration::from_secs(60)
         );
     }
 }

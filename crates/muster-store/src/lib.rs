@@ -17,7 +17,7 @@ pub mod postgres;
 mod rules;
 pub mod sqlite;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use muster_core::{
@@ -167,6 +167,10 @@ pub trait Store: Send + Sync + 'static {
         resume: Option<PruneCursor>,
         limit: u32,
     ) -> Result<PruneReport, StoreError>;
+
+    /// Every artifact a job names, as an input or an output, whatever the job's state: what the
+    /// collection of unused artifacts must keep. Reads every job that names one.
+    async fn named_artifacts(&self) -> Result<HashSet<ArtifactId>, StoreError>;
 
     async fn create_runner(&self, runner: NewRunner) -> Result<RunnerRecord, StoreError>;
 

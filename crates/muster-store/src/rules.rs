@@ -88,3 +88,13 @@ pub(crate) fn choose_jobs_to_prune(
 
 /// The state codes of finished jobs, for SQL.
 pub(crate) const TERMINAL_STATE_CODES: &str = "4, 5, 6";
+
+/// An artifact id read back from a job's inputs or outputs. One that does not parse is corrupt
+/// data, and stops the collection of unused artifacts rather than being passed over.
+pub(crate) fn parse_named_artifact(text: &str) -> Result<ArtifactId, StoreError> {
+    text.parse().map_err(|error| {
+        StoreError::Internal(format!(
+            "a job names the artifact '{text}', which is not an artifact id: {error}"
+        ))
+    })
+}

@@ -211,6 +211,16 @@ impl TestServer {
         }
     }
 
+    /// Delete the artifacts no job names and nobody uploaded or named within `unused_for` now,
+    /// as the retention task does; answers how many and their bytes. A store that fails fails
+    /// the test.
+    pub async fn collect_artifacts(&self, unused_for: std::time::Duration) -> (u64, u64) {
+        match muster_server::collect_unused_artifacts(&self.state, unused_for).await {
+            Ok(report) => (report.artifacts, report.bytes),
+            Err(error) => panic!("delete unused artifacts: {error:#}"),
+        }
+    }
+
     /// Stop serving and wait for the server task.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();

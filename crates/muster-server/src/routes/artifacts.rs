@@ -41,7 +41,8 @@ pub(crate) async fn ensure_artifacts_exist(
         if !checked.insert(id) {
             continue;
         }
-        if !state.blobs.exists(&id).await? {
+        // Marks it used, so a collection of unused artifacts cannot take it from the job.
+        if !state.blobs.keep(&id).await? {
             return Err(ApiError::UnknownArtifact(format!(
                 "{field}: artifact {id} is not stored; upload it first (POST /api/v1/artifacts or /api/v1/runner/artifacts)"
             )));

@@ -1,12 +1,15 @@
 //! Retention: finished jobs are deleted, with their logs and DAGs, once they have been finished
-//! for longer than `--retain-finished-jobs`; unfinished jobs and recent ones stay.
+//! for longer than `--retain-finished-jobs`; unfinished jobs and recent ones stay. Artifacts no
+//! job names go once unused for `--retain-unused-artifacts`; named ones stay.
+
+use std::time::Duration;
 
 use muster_client::api::{Dag, FailJob, FailureReason, NewLogEntry, SubmitJob};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::{
-    api_error, job, request, sample, send, start_manual, start_manual_with, submit,
+    api_error, claim_one, job, request, sample, send, start_manual, start_manual_with, submit,
     submit_and_claim,
 };
 
@@ -159,4 +162,116 @@ async fn forever_keeps_every_finished_job() {
     clock.advance_s(4_000 * DAY_S);
     assert_eq!(server.prune().await, 0);
     client.get_job(completed.id).await.expect("kept forever");
+}
+
+#[tokio::test]
+async fn artifacts_no_job_names_are_deleted_and_those_a_job_names_stay() {
+    let (server, clock) = start_manual().await;
+    let client = server.client();
+    let (_, runner) = server.runner("r").await.expect("runner");
+    let upload = |bytes: &'static [u8]| {
+        let client = client.clone();
+        async move {
+            client
+                .upload_artifact_bytes(bytes)
+                .await
+                .expect("upload")
+                .id
+        }
+    };
+    let input_of_pending = upload(b"input of a pending job").await;
+    let input_of_old = upload(b"input of a job retention deletes").await;
+    let output_of_old = upload(b"its output").await;
+    let never_named = upload(b"never named").await;
+
+    let pending = submit(
+        &client,
+        SubmitJob {
+            inputs: Some(vec![input_of_pending.clone()]),
+            ..job("nobody-runs-this")
+        },
+    )
+    .await;
+    let old = submit(
+        &client,
+        SubmitJob {
+            inputs: Some(vec![input_of_old.clone()]),
+            ..job("old")
+        },
+    )
+    .await;
+    let claimed = claim_one(&runner, "old").await;
+    assert_eq!(claimed.id, old.id);
+    runner
+        .complete_job_with_outputs(
+            old.id,
+            Some(claimed.lease.epoch),
+            json!(null),
+            [("report".to_string(), output_of_old.clone())].into(),
+        )
+        .await
+        .expect("complete with an output");
+
+    assert_eq!(
+        server.collect_artifacts(Duration::from_secs(3600)).await,
+        (0, 0),
+        "everything was uploaded or named just now"
+    );
+    clock.advance_s(31 * DAY_S);
+    assert!(server.prune().await >= 1, "the old jobs are deleted");
+
+    // Every artifact counts as unused for long enough: only naming keeps one now.
+    let (deleted, bytes) = server.collect_artifacts(Duration::ZERO).await;
+    assert_eq!(
+        deleted, 3,
+        "the old job's input and output, and the unnamed one"
+    );
+    let expected_bytes = (b"input of a job retention deletes".len()
+        + b"its output".len()
+        + b"never named".len()) as u64;
+    assert_eq!(bytes, expected_bytes);
+    for gone in [&input_of_old, &output_of_old, &never_named] {
+        api_error(client.download_artifact_bytes(gone).await, 404, "not_found");
+    }
+    assert_eq!(
+        client
+            .download_artifact_bytes(&input_of_pending)
+            .await
+            .expect("a pending job's input stays"),
+        &b"input of a pending job"[..]
+    );
+    assert_eq!(
+        client.get_job(pending.id).await.expect("job").inputs,
+        vec![input_of_pending]
+    );
+    api_error(
+        client
+            .submit_job(&SubmitJob {
+                inputs: Some(vec![never_named.clone()]),
+                ..job("late")
+            })
+            .await,
+        422,
+        "unknown_artifact",
+    );
+
+    let metrics = send(request(
+        &server,
+        Method::GET,
+        "/metrics",
+        Some(&server.admin_token),
+    ))
+    .await;
+    assert_eq!(
+        sample(&metrics.body, "muster_artifacts_collected_total"),
+        Some(3.0),
+        "{}",
+        metrics.body
+    );
+    assert_eq!(
+        sample(&metrics.body, "muster_artifact_bytes_collected_total"),
+        Some(expected_bytes as f64),
+        "{}",
+        metrics.body
+    );
 }

@@ -6,6 +6,13 @@
 //! while it is hashed, synced to disk, and only then renamed under its id: a rename within one
 //! file system is atomic, so a reader sees the whole artifact or none of it, and a crash leaves
 //! at most a stray file in `uploads/`, which the next start removes.
+//!
+//! A file's modification time is when its artifact was last stored or kept (see
+//! [`BlobStore::keep`]); the bytes never change after the rename, so nothing else moves it.
+//! Collecting an artifact first renames its file into `collecting/`, then looks at the time
+//! again: a keep that reached the file before the rename shows there, and the file goes back;
+//! one after it finds no file. A crash between the two leaves the file in `collecting/`, and the
+//! next start puts it back.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +25,11 @@ use muster_core::ArtifactId;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
 
-use super::{BlobError, BlobReader, BlobStore, ByteStream, StoredBlob};
+use super::{BlobError, BlobReader, BlobStore, ByteStream, KEEP_GRANULARITY, StoredBlob};
 
 const CONTENT_DIR: &str = "sha256";
 const UPLOADS_DIR: &str = "uploads";
+const COLLECTING_DIR: &str = "collecting";
 /// Writes are gathered into this much memory before each trip to the blocking pool: tokio
 /// files write on a thread pool, and small chunks from the network would cost one trip each.
 const WRITE_BUFFER: usize = 1024 * 1024;
@@ -43,10 +51,12 @@ pub struct LocalBlobStore {
 
 impl LocalBlobStore {
     /// A store rooted at `root`. Directories are made on the first upload, so this does not
-    /// fail; upload files left by a crashed process are removed now (best effort, logged).
+    /// fail; upload files left by a crashed process are removed now, and artifacts a crashed
+    /// collection had set aside are put back (best effort, logged).
     pub fn new(root: impl Into<PathBuf>) -> LocalBlobStore {
         let store = LocalBlobStore { root: root.into() };
         store.remove_stale_uploads();
+        store.restore_set_aside();
         store
     }
 
@@ -57,6 +67,55 @@ impl LocalBlobStore {
     fn content_path(&self, id: &ArtifactId) -> PathBuf {
         let hex = id.hex();
         self.root.join(CONTENT_DIR).join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// Where a collection moves the artifact's file before deciding.
+    fn set_aside_path(&self, id: &ArtifactId) -> PathBuf {
+        self.root.join(COLLECTING_DIR).join(id.hex())
+    }
+
+    /// The artifact whose file is `directory`/`name` under `sha256/`, when the names are those
+    /// of one.
+    fn id_from_names(shard: &str, name: &str) -> Option<ArtifactId> {
+        format!("sha256:{shard}{name}").parse().ok()
+    }
+
+    fn restore_set_aside(&self) {
+        let directory = self.root.join(COLLECTING_DIR);
+        let entries = match std::fs::read_dir(&directory) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
+            Err(error) => {
+                tracing::warn!(%error, directory = %directory.display(), "cannot list artifacts set aside by an interrupted collection; they stay there");
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| format!("sha256:{name}").parse::<ArtifactId>().ok())
+            else {
+                tracing::warn!(file = %path.display(), "a file in the collection directory is not an artifact; left alone");
+                continue;
+            };
+            let target = self.content_path(&id);
+            let restored = match target.parent() {
+                Some(parent) => {
+                    std::fs::create_dir_all(parent).and_then(|()| std::fs::rename(&path, &target))
+                }
+                None => Err(std::io::Error::other("the artifact path has no directory")),
+            };
+            match restored {
+                Ok(()) => {
+                    tracing::info!(artifact = %id, "put back an artifact an interrupted collection had set aside")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, file = %path.display(), "cannot put back an artifact an interrupted collection had set aside")
+                }
+            }
+        }
     }
 
     fn remove_stale_uploads(&self) {
@@ -251,14 +310,25 @@ impl BlobStore for LocalBlobStore {
         let target = self.content_path(&id);
         match tokio::fs::metadata(&target).await {
             // Same id, same size: the same bytes are already stored (a SHA-256 collision is not
-            // a practical concern). Keep the stored file; it may be being read right now.
+            // a practical concern). Keep the stored file; it may be being read right now. It is
+            // marked used, as storing it anew would have; if a collection took it meanwhile,
+            // the upload is stored after all.
             Ok(existing) if existing.is_file() && existing.len() == size => {
-                upload.discard().await;
-                return Ok(StoredBlob {
-                    id,
-                    size,
-                    created: false,
-                });
+                match mark_used(&target).await {
+                    Ok(true) => {
+                        upload.discard().await;
+                        return Ok(StoredBlob {
+                            id,
+                            size,
+                            created: false,
+                        });
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        upload.discard().await;
+                        return Err(error);
+                    }
+                }
             }
             Ok(_) => {
                 tracing::warn!(artifact = %id, file = %target.display(), "a stored artifact has the wrong size; replacing it with the upload");
@@ -324,4 +394,131 @@ impl BlobStore for LocalBlobStore {
             Err(error) => Err(unavailable("inspect", &path)(error)),
         }
     }
+
+    async fn keep(&self, id: &ArtifactId) -> Result<bool, BlobError> {
+        let path = self.content_path(id);
+        let metadata = match tokio::fs::metadata(&path).await {
+            Ok(metadata) if metadata.is_file() => metadata,
+            Ok(_) => return Ok(false),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(error) => return Err(unavailable("inspect", &path)(error)),
+        };
+        let used_lately = metadata
+            .modified()
+            .ok()
+            .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+            .is_some_and(|age| age < KEEP_GRANULARITY);
+        if used_lately {
+            return Ok(true);
+        }
+        mark_used(&path).await
+    }
+
+    async fn unused_for(&self, unused_for: Duration) -> Result<Vec<ArtifactId>, BlobError> {
+        let content = self.root.join(CONTENT_DIR);
+        tokio::task::spawn_blocking(move || list_unused(&content, unused_for))
+            .await
+            .map_err(|error| BlobError::Unavailable(format!("list artifacts task: {error}")))?
+    }
+
+    async fn delete_unused(
+        &self,
+        id: &ArtifactId,
+        unused_for: Duration,
+    ) -> Result<Option<u64>, BlobError> {
+        let path = self.content_path(id);
+        let set_aside = self.set_aside_path(id);
+        let directory = self.root.join(COLLECTING_DIR);
+        tokio::fs::create_dir_all(&directory)
+            .await
+            .map_err(unavailable("create directory", &directory))?;
+        match tokio::fs::rename(&path, &set_aside).await {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(unavailable("set aside", &path)(error)),
+        }
+        // From here no keep can reach the file: any that did is in its time now.
+        let metadata = tokio::fs::metadata(&set_aside).await;
+        let unused = metadata
+            .as_ref()
+            .ok()
+            .and_then(|metadata| metadata.modified().ok())
+            .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+            .is_some_and(|age| age >= unused_for);
+        if !unused {
+            // Put back; a store of the same bytes meanwhile is replaced by the same bytes.
+            tokio::fs::rename(&set_aside, &path)
+                .await
+                .map_err(unavailable("put back", &set_aside))?;
+            return Ok(None);
+        }
+        let size = metadata.map_or(0, |metadata| metadata.len());
+        tokio::fs::remove_file(&set_aside)
+            .await
+            .map_err(unavailable("delete", &set_aside))?;
+        Ok(Some(size))
+    }
+}
+
+/// Set the file's modification time to now: the artifact was just used. Answers false when the
+/// file is gone (a collection took it).
+async fn mark_used(path: &Path) -> Result<bool, BlobError> {
+    let owned = path.to_path_buf();
+    let outcome = tokio::task::spawn_blocking(move || {
+        // The time is set through the open file, so a collection renaming it in between still
+        // sees the mark.
+        std::fs::File::open(&owned)?.set_modified(SystemTime::now())
+    })
+    .await
+    .map_err(|error| BlobError::Unavailable(format!("mark an artifact used task: {error}")))?;
+    match outcome {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(unavailable("mark used", path)(error)),
+    }
+}
+
+/// The artifacts under `content` (the `sha256/` directory) whose files were last modified at
+/// least `unused_for` ago.
+fn list_unused(content: &Path, unused_for: Duration) -> Result<Vec<ArtifactId>, BlobError> {
+    let now = SystemTime::now();
+    let mut unused = Vec::new();
+    let shards = match std::fs::read_dir(content) {
+        Ok(shards) => shards,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(unused),
+        Err(error) => return Err(unavailable("list", content)(error)),
+    };
+    for shard in shards {
+        let shard = shard.map_err(unavailable("list", content))?;
+        let shard_path = shard.path();
+        let Some(shard_name) = shard.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let files = match std::fs::read_dir(&shard_path) {
+            Ok(files) => files,
+            // Not a directory, or removed meanwhile: nothing of ours in it.
+            Err(_) => continue,
+        };
+        for file in files {
+            let file = file.map_err(unavailable("list", &shard_path))?;
+            let Some(id) = file
+                .file_name()
+                .to_str()
+                .and_then(|name| LocalBlobStore::id_from_names(&shard_name, name))
+            else {
+                continue;
+            };
+            let old_enough = file
+                .metadata()
+                .ok()
+                .filter(std::fs::Metadata::is_file)
+                .and_then(|metadata| metadata.modified().ok())
+                .and_then(|modified| now.duration_since(modified).ok())
+                .is_some_and(|age| age >= unused_for);
+            if old_enough {
+                unused.push(id);
+            }
+        }
+    }
+    Ok(unused)
 }

@@ -11,13 +11,21 @@
 //! `put` streams to a temporary object while hashing and moves it under its id once complete;
 //! `open` streams it back; nothing needs the whole artifact in memory.
 //!
-//! Nothing deletes artifacts yet. Checking that an artifact exists and then naming it on a job
-//! is therefore race-free; a future garbage collector must keep every artifact a job names.
+//! Artifacts no job names are collected once unused for a while (`--retain-unused-artifacts`,
+//! run by the coordinator's retention task). Every store records when an artifact was last
+//! stored or *kept*: a caller about to name an artifact on a job calls [`BlobStore::keep`]
+//! instead of [`BlobStore::exists`], which both answers whether it is stored and marks it used.
+//! The collector lists artifacts unused for the retention, then reads which artifacts jobs name,
+//! then deletes each listed one that no job names with [`BlobStore::delete_unused`], which checks
+//! "unused" again atomically with the deletion. So an artifact named by a job written after
+//! that read was kept just before, and survives; one deleted before the keep is reported as not
+//! stored, and the job is refused. No job can end up naming deleted bytes.
 
 mod local;
 mod postgres;
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -84,5 +92,29 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Read an artifact; [`BlobError::NotFound`] when it is not stored.
     async fn open(&self, id: &ArtifactId) -> Result<BlobReader, BlobError>;
 
+    /// Whether the artifact is stored; does not count as a use.
     async fn exists(&self, id: &ArtifactId) -> Result<bool, BlobError>;
+
+    /// Whether the artifact is stored, marking it used now when it is, so the collector leaves
+    /// it for at least its retention. Call it before naming an artifact on a job. The mark may
+    /// be skipped when the artifact was used less than [`KEEP_GRANULARITY`] ago, so a retention
+    /// must be longer than that.
+    async fn keep(&self, id: &ArtifactId) -> Result<bool, BlobError>;
+
+    /// The artifacts neither stored nor kept within the last `unused_for`: the candidates for
+    /// collection. Nothing is deleted.
+    async fn unused_for(&self, unused_for: Duration) -> Result<Vec<ArtifactId>, BlobError>;
+
+    /// Delete the artifact unless it was stored or kept within the last `unused_for`, checked
+    /// atomically with the deletion. Answers the bytes freed, `None` when it stays or was not
+    /// stored. A download of it already under way may break off.
+    async fn delete_unused(
+        &self,
+        id: &ArtifactId,
+        unused_for: Duration,
+    ) -> Result<Option<u64>, BlobError>;
 }
+
+/// How stale an artifact's last-used mark may be before [`BlobStore::keep`] writes it again:
+/// jobs naming the same input thousands of times a second should not write its mark each time.
+pub const KEEP_GRANULARITY: Duration = Duration::from_secs(600);

@@ -28,7 +28,7 @@ use futures::StreamExt;
 use muster_core::ArtifactId;
 use sha2::{Digest, Sha256};
 
-use super::{BlobError, BlobReader, BlobStore, ByteStream, StoredBlob};
+use super::{BlobError, BlobReader, BlobStore, ByteStream, KEEP_GRANULARITY, StoredBlob};
 
 /// The most bytes one row holds, and so the most bytes of an artifact in memory at once (plus
 /// one incoming chunk) on the way in or out.
@@ -41,7 +41,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 /// The blob store's tables, as numbered migrations of the `blobs` component. Applied in order,
 /// each once; never edit one that has shipped.
-const BLOB_MIGRATIONS: &[&str] = &[r#"
+const BLOB_MIGRATIONS: &[&str] = &[
+    r#"
 -- Uploads in progress; a row disappears when its upload is published or discarded.
 CREATE TABLE blob_uploads (
     upload_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -67,7 +68,13 @@ CREATE TABLE blobs (
     upload_id BIGINT NOT NULL UNIQUE,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
-"#];
+"#,
+    // 2: when each artifact was last stored or kept, for the collection of unused ones. Artifacts
+    // stored before this count as used now.
+    r#"
+ALTER TABLE blobs ADD COLUMN touched_at TIMESTAMPTZ NOT NULL DEFAULT now();
+"#,
+];
 
 /// Artifacts in PostgreSQL. Any number of coordinators may share the database: uploads never
 /// share chunks, and publishing an artifact is one transaction.
@@ -323,15 +330,20 @@ impl StagedUpload {
                 "the upload was removed before it finished (untouched for too long)".into(),
             ));
         }
-        let inserted = transaction
-            .execute(
+        // Stored already: the existing row is marked used, as storing it anew would have, and
+        // keeps its chunks. One statement, so a collection deleting that row meanwhile makes
+        // this an insert instead.
+        let owner: i64 = transaction
+            .query_one(
                 "INSERT INTO blobs (id, size, chunk_count, upload_id) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (id) DO NOTHING",
+                 ON CONFLICT (id) DO UPDATE SET touched_at = now() RETURNING upload_id",
                 &[&digest.as_slice(), &size, &chunk_count, &self.upload_id],
             )
             .await
-            .map_err(unavailable("record an artifact"))?;
-        let created = inserted == 1;
+            .map_err(unavailable("record an artifact"))?
+            .try_get(0)
+            .map_err(unavailable("read a recorded artifact"))?;
+        let created = owner == self.upload_id;
         if !created {
             // The same bytes are already stored under another upload's chunks; keep those,
             // they may be being read right now.
@@ -509,5 +521,96 @@ impl BlobStore for PostgresBlobStore {
             .await
             .map_err(unavailable("look up an artifact"))?;
         Ok(row.is_some())
+    }
+
+    async fn keep(&self, id: &ArtifactId) -> Result<bool, BlobError> {
+        let client = self.pool.get().await.map_err(pool_unavailable)?;
+        let used_lately: Option<bool> = client
+            .query_opt(
+                "SELECT touched_at >= now() - make_interval(secs => $2) FROM blobs WHERE id = $1",
+                &[&id.digest().as_slice(), &KEEP_GRANULARITY.as_secs_f64()],
+            )
+            .await
+            .map_err(unavailable("look up an artifact"))?
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(unavailable("read an artifact"))?;
+        match used_lately {
+            None => Ok(false),
+            Some(true) => Ok(true),
+            // Waits for a collection deleting the row, and then finds nothing.
+            Some(false) => {
+                let marked = client
+                    .execute(
+                        "UPDATE blobs SET touched_at = now() WHERE id = $1",
+                        &[&id.digest().as_slice()],
+                    )
+                    .await
+                    .map_err(unavailable("mark an artifact used"))?;
+                Ok(marked == 1)
+            }
+        }
+    }
+
+    async fn unused_for(&self, unused_for: Duration) -> Result<Vec<ArtifactId>, BlobError> {
+        let client = self.pool.get().await.map_err(pool_unavailable)?;
+        let rows = client
+            .query(
+                "SELECT id FROM blobs WHERE touched_at < now() - make_interval(secs => $1)",
+                &[&unused_for.as_secs_f64()],
+            )
+            .await
+            .map_err(unavailable("list unused artifacts"))?;
+        rows.iter()
+            .map(|row| {
+                let digest: Vec<u8> = row.try_get(0).map_err(unavailable("read an artifact"))?;
+                let digest: [u8; 32] = digest.try_into().map_err(|_| {
+                    BlobError::Unavailable("an artifact id in the database is not 32 bytes".into())
+                })?;
+                Ok(ArtifactId::from_digest(digest))
+            })
+            .collect()
+    }
+
+    async fn delete_unused(
+        &self,
+        id: &ArtifactId,
+        unused_for: Duration,
+    ) -> Result<Option<u64>, BlobError> {
+        let mut client = self.pool.get().await.map_err(pool_unavailable)?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(unavailable("begin deleting an artifact"))?;
+        // The condition is checked again on the locked row: a keep committed first wins.
+        let Some(row) = transaction
+            .query_opt(
+                "DELETE FROM blobs WHERE id = $1 \
+                 AND touched_at < now() - make_interval(secs => $2) RETURNING upload_id, size",
+                &[&id.digest().as_slice(), &unused_for.as_secs_f64()],
+            )
+            .await
+            .map_err(unavailable("delete an artifact"))?
+        else {
+            return Ok(None);
+        };
+        let upload_id: i64 = row
+            .try_get(0)
+            .map_err(unavailable("read a deleted artifact"))?;
+        let size: i64 = row
+            .try_get(1)
+            .map_err(unavailable("read a deleted artifact"))?;
+        transaction
+            .execute(
+                "DELETE FROM blob_chunks WHERE upload_id = $1",
+                &[&upload_id],
+            )
+            .await
+            .map_err(unavailable("delete an artifact's chunks"))?;
+        transaction
+            .commit()
+            .await
+            .map_err(unavailable("commit deleting an artifact"))?;
+        Ok(Some(u64::try_from(size).unwrap_or(0)))
     }
 }

@@ -2,7 +2,7 @@
 //! transaction and lock the rows of the jobs they change (see the module docs of `postgres` for
 //! the lock order); reads take any connection.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use deadpool_postgres::{GenericClient, Transaction};
 use muster_core::{
@@ -1424,6 +1424,25 @@ pub(super) async fn delete_finished(
         deleted: deleted.len() as u64,
         resume,
     })
+}
+
+pub(super) async fn named_artifacts(
+    client: &impl GenericClient,
+) -> Result<HashSet<ArtifactId>, StoreError> {
+    let rows = query(
+        client,
+        "SELECT jsonb_array_elements_text(inputs::jsonb) FROM jobs WHERE inputs IS NOT NULL \
+         UNION SELECT value FROM jobs, jsonb_each_text(outputs::jsonb) WHERE outputs IS NOT NULL",
+        &[],
+    )
+    .await?;
+    let mut named = HashSet::with_capacity(rows.len());
+    for row in &rows {
+        named.insert(crate::rules::parse_named_artifact(&column::<String>(
+            row, 0,
+        )?)?);
+    }
+    Ok(named)
 }
 
 pub(super) async fn queue_depths(

@@ -30,7 +30,7 @@ mod tls;
 
 pub(crate) use schema::migrate_component;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -710,6 +710,11 @@ impl Store for PostgresStore {
     ) -> Result<Vec<JobId>, StoreError> {
         let client = self.client().await?;
         runners::heartbeat(&client, &beat, now).await
+    }
+
+    async fn named_artifacts(&self) -> Result<HashSet<ArtifactId>, StoreError> {
+        let client = self.client().await?;
+        jobs::named_artifacts(&client).await
     }
 
     async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError> {

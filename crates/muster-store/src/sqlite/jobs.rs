@@ -1,7 +1,7 @@
 //! Job operations of the SQLite backend. Write operations take the writer's context and run
 //! inside its transaction; read operations take a reader connection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use muster_core::{
     ArtifactId, Capabilities, JobError, JobId, JobLifecycle, JobRecord, JobState, LogEntry,
@@ -842,6 +842,25 @@ pub(super) fn delete_finished(
         deleted += 1;
     }
     Ok(crate::PruneReport { deleted, resume })
+}
+
+pub(super) fn named_artifacts(conn: &Connection) -> Result<HashSet<ArtifactId>, StoreError> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT value FROM jobs, json_each(jobs.inputs) WHERE jobs.inputs IS NOT NULL \
+             UNION SELECT value FROM jobs, json_each(jobs.outputs) WHERE jobs.outputs IS NOT NULL",
+        )
+        .map_err(map_sqlite_error)?;
+    let rows = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .map_err(map_sqlite_error)?;
+    let mut named = HashSet::new();
+    for row in rows {
+        named.insert(crate::rules::parse_named_artifact(
+            &row.map_err(map_sqlite_error)?,
+        )?);
+    }
+    Ok(named)
 }
 
 pub(super) fn queue_depths(conn: &Connection) -> Result<Vec<QueueDepth>, StoreError> {

@@ -10,7 +10,7 @@ mod runners;
 mod schema;
 mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -362,6 +362,10 @@ impl Store for SqliteStore {
         self.writer
             .run(move |context| jobs::delete_finished(context, finished_before, resume, limit))
             .await
+    }
+
+    async fn named_artifacts(&self) -> Result<HashSet<ArtifactId>, StoreError> {
+        self.readers.run(jobs::named_artifacts).await
     }
 
     async fn create_runner(&self, runner: NewRunner) -> Result<RunnerRecord, StoreError> {

@@ -207,6 +207,111 @@ async fn upload_files_left_by_a_crash_are_removed_on_start() -> anyhow::Result<(
     Ok(())
 }
 
+/// The file holding `id` in a local store rooted at `root`.
+fn content_file(root: &Path, id: &ArtifactId) -> PathBuf {
+    let hex = id.hex();
+    root.join("sha256").join(&hex[..2]).join(&hex[2..])
+}
+
+/// Make the artifact look last used `age` ago.
+fn age_file(root: &Path, id: &ArtifactId, age: Duration) -> anyhow::Result<()> {
+    std::fs::File::open(content_file(root, id))?.set_modified(SystemTime::now() - age)?;
+    Ok(())
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test]
+async fn artifacts_unused_for_the_retention_are_listed_and_deleted_unless_kept_meanwhile()
+-> anyhow::Result<()> {
+    let directory = tempfile::tempdir()?;
+    let root = directory.path();
+    let store = LocalBlobStore::new(root);
+    let kept = store.put(&mut chunked(b"kept", 2), 100).await?;
+    let unused = store
+        .put(&mut chunked(&pattern(5_000), 1_000), 1 << 20)
+        .await?;
+    let fresh = store.put(&mut chunked(b"fresh", 2), 100).await?;
+    ensure!(
+        store.unused_for(HOUR).await?.is_empty(),
+        "nothing stored just now is unused"
+    );
+    age_file(root, &kept.id, 2 * HOUR)?;
+    age_file(root, &unused.id, 2 * HOUR)?;
+
+    let mut listed = store.unused_for(HOUR).await?;
+    listed.sort_by_key(ArtifactId::hex);
+    let mut expected = vec![kept.id, unused.id];
+    expected.sort_by_key(ArtifactId::hex);
+    ensure!(listed == expected, "the two aged artifacts: {listed:?}");
+
+    // A job names it between the listing and the deletion.
+    ensure!(store.keep(&kept.id).await?, "keep finds a stored artifact");
+    ensure!(
+        store.delete_unused(&kept.id, HOUR).await?.is_none(),
+        "an artifact kept after the listing stays"
+    );
+    ensure!(read_all(&store, &kept.id).await?.1 == b"kept");
+    ensure!(
+        store.delete_unused(&unused.id, HOUR).await? == Some(5_000),
+        "the unused one is deleted, freeing its bytes"
+    );
+    ensure!(!store.exists(&unused.id).await? && !store.keep(&unused.id).await?);
+    ensure!(matches!(
+        store.open(&unused.id).await,
+        Err(BlobError::NotFound(_))
+    ));
+    ensure!(
+        store.delete_unused(&unused.id, HOUR).await?.is_none(),
+        "deleting twice is harmless"
+    );
+    ensure!(store.delete_unused(&fresh.id, HOUR).await?.is_none());
+    ensure!(store.unused_for(HOUR).await?.is_empty());
+    let mut left: Vec<_> = files_under(root)?;
+    left.sort();
+    let mut expected = vec![content_file(root, &kept.id), content_file(root, &fresh.id)];
+    expected.sort();
+    ensure!(left == expected, "no other file stays: {left:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn storing_the_same_bytes_again_counts_as_a_use() -> anyhow::Result<()> {
+    let directory = tempfile::tempdir()?;
+    let store = LocalBlobStore::new(directory.path());
+    let first = store.put(&mut chunked(b"again", 2), 100).await?;
+    age_file(directory.path(), &first.id, 2 * HOUR)?;
+    ensure!(store.unused_for(HOUR).await? == vec![first.id]);
+    let second = store.put(&mut chunked(b"again", 3), 100).await?;
+    ensure!(!second.created);
+    ensure!(
+        store.unused_for(HOUR).await?.is_empty(),
+        "uploaded again just now"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_artifact_a_crashed_collection_set_aside_is_put_back_on_start() -> anyhow::Result<()> {
+    let directory = tempfile::tempdir()?;
+    let root = directory.path();
+    let store = LocalBlobStore::new(root);
+    let stored = store.put(&mut chunked(b"set aside", 4), 100).await?;
+    // What a collection does first; a crash before it decides leaves this.
+    let set_aside = root.join("collecting").join(stored.id.hex());
+    std::fs::create_dir_all(root.join("collecting"))?;
+    std::fs::rename(content_file(root, &stored.id), &set_aside)?;
+    ensure!(!store.exists(&stored.id).await?);
+
+    let restarted = LocalBlobStore::new(root);
+    ensure!(
+        !set_aside.exists(),
+        "the file left the collection directory"
+    );
+    ensure!(read_all(&restarted, &stored.id).await?.1 == b"set aside");
+    Ok(())
+}
+
 mod postgres {
     use std::time::Duration;
 
@@ -214,6 +319,7 @@ mod postgres {
     use bytes::Bytes;
     use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
     use futures::StreamExt;
+    use muster_core::ArtifactId;
     use muster_store::blobs::{BlobError, BlobStore, ByteStream, PostgresBlobStore};
 
     use super::{chunked, id_of, pattern, read_all};
@@ -485,6 +591,86 @@ mod postgres {
             uploads == vec![fresh] && chunk_owners == vec![fresh],
             "the upload untouched for hours is gone, the live one stays: uploads {uploads:?}, chunks {chunk_owners:?}"
         );
+        Ok(())
+    }
+
+    /// Make the artifact look last used `age` ago.
+    async fn age_row(pool: &Pool, id: &ArtifactId, age: Duration) -> anyhow::Result<()> {
+        let client = pool.get().await.context("connect to age an artifact")?;
+        let aged = client
+            .execute(
+                "UPDATE blobs SET touched_at = now() - make_interval(secs => $2) WHERE id = $1",
+                &[&id.digest().as_slice(), &age.as_secs_f64()],
+            )
+            .await
+            .context("age an artifact")?;
+        ensure!(aged == 1, "no artifact {id} to age");
+        Ok(())
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn artifacts_unused_for_the_retention_are_listed_and_deleted_unless_kept_meanwhile()
+    -> anyhow::Result<()> {
+        let (url, pool, store) = fresh_store().await?;
+        let kept = store.put(&mut chunked(b"kept", 2), 100).await?;
+        let unused_bytes = pattern(MIB + 5);
+        let unused = store
+            .put(&mut chunked(&unused_bytes, 100_000), 1 << 30)
+            .await?;
+        let fresh = store.put(&mut chunked(b"fresh", 2), 100).await?;
+        ensure!(store.unused_for(HOUR).await?.is_empty());
+        age_row(&pool, &kept.id, 2 * HOUR).await?;
+        age_row(&pool, &unused.id, 2 * HOUR).await?;
+
+        let mut listed = store.unused_for(HOUR).await?;
+        listed.sort_by_key(ArtifactId::hex);
+        let mut expected = vec![kept.id, unused.id];
+        expected.sort_by_key(ArtifactId::hex);
+        ensure!(listed == expected, "the two aged artifacts: {listed:?}");
+
+        // Another coordinator names it between the listing and the deletion.
+        let other = PostgresBlobStore::open(pool_for(&url)?).await?;
+        ensure!(other.keep(&kept.id).await?);
+        ensure!(
+            store.delete_unused(&kept.id, HOUR).await?.is_none(),
+            "an artifact kept after the listing stays"
+        );
+        ensure!(read_all(&store, &kept.id).await?.1 == b"kept");
+        ensure!(
+            store.delete_unused(&unused.id, HOUR).await? == Some(unused_bytes.len() as u64),
+            "the unused one is deleted, freeing its bytes"
+        );
+        ensure!(!other.exists(&unused.id).await? && !other.keep(&unused.id).await?);
+        ensure!(store.delete_unused(&unused.id, HOUR).await?.is_none());
+        ensure!(store.delete_unused(&fresh.id, HOUR).await?.is_none());
+        ensure!(
+            row_counts(&pool).await? == (2, 0, 2),
+            "the deleted artifact's two chunks went with it: {:?}",
+            row_counts(&pool).await?
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn storing_the_same_bytes_again_counts_as_a_use() -> anyhow::Result<()> {
+        let (_url, pool, store) = fresh_store().await?;
+        let first = store.put(&mut chunked(b"again", 2), 100).await?;
+        age_row(&pool, &first.id, 2 * HOUR).await?;
+        ensure!(store.unused_for(HOUR).await? == vec![first.id]);
+        let second = store.put(&mut chunked(b"again", 3), 100).await?;
+        ensure!(!second.created);
+        ensure!(store.unused_for(HOUR).await?.is_empty());
+        ensure!(
+            row_counts(&pool).await? == (1, 0, 1),
+            "{:?}",
+            row_counts(&pool).await?
+        );
+        // Deleted, then stored again: a new artifact.
+        ensure!(store.delete_unused(&first.id, Duration::ZERO).await == Ok(Some(5)));
+        let third = store.put(&mut chunked(b"again", 1), 100).await?;
+        ensure!(third.created && read_all(&store, &third.id).await?.1 == b"again");
         Ok(())
     }
 }

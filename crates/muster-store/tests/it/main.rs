@@ -98,6 +98,7 @@ macro_rules! conformance_suite {
             complete_records_outputs_in_the_same_commit,
             outputs_are_cleared_when_the_job_is_claimed_again,
             a_job_holds_a_bounded_number_of_outputs_and_a_refusal_changes_nothing,
+            named_artifacts_are_every_jobs_inputs_and_outputs_until_the_job_is_deleted,
             // submission, activity, depths, signal
             a_submitted_job_is_stored_exactly_as_given,
             a_submitted_batch_is_stored_all_or_nothing,

@@ -1,6 +1,8 @@
 //! Artifacts a job names: inputs stored with the job, outputs recorded by the lease holder
-//! (alone or with the completion), cleared for a new attempt, and bounded per job.
+//! (alone or with the completion), cleared for a new attempt, and bounded per job; and the set
+//! of artifacts jobs name, which the collection of unused artifacts keeps.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::{Context, ensure};
@@ -231,5 +233,68 @@ pub async fn a_job_holds_a_bounded_number_of_outputs_and_a_refusal_changes_nothi
     let full = store.get_job(job.id).await?;
     ensure!(full.outputs.len() == MAX_JOB_OUTPUTS);
     ensure!(full.outputs.get("out-0000") == Some(&artifact(99)));
+    Ok(())
+}
+
+pub async fn named_artifacts_are_every_jobs_inputs_and_outputs_until_the_job_is_deleted(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    ensure!(
+        store.named_artifacts().await?.is_empty(),
+        "no jobs name nothing"
+    );
+    let pending = JobSpec {
+        inputs: vec![artifact(1), artifact(3), artifact(1)],
+        ..spec("waits")
+    };
+    submit_one(store, pending, T0).await?;
+    submit_one(store, spec("plain"), at(1)).await?;
+    let finished_spec = JobSpec {
+        inputs: vec![artifact(6)],
+        ..spec("finishes")
+    };
+    let finished = submit_one(store, finished_spec, at(2)).await?;
+    let running = submit_one(store, spec("runs"), at(3)).await?;
+    let runner = register_runner(store, "namer").await?;
+
+    let claimed = claim_one(store, runner, "finishes", at(1_000)).await?;
+    ensure!(claimed.job.id == finished.id);
+    store
+        .complete_job(
+            call_for(&claimed, runner),
+            serde_json::json!(null),
+            outputs(&[("report", 5)]),
+            at(2_000),
+        )
+        .await?;
+    let claimed = claim_one(store, runner, "runs", at(3_000)).await?;
+    ensure!(claimed.job.id == running.id);
+    store
+        .record_outputs(
+            call_for(&claimed, runner),
+            outputs(&[("partial", 4)]),
+            at(4_000),
+        )
+        .await?;
+
+    let named = store.named_artifacts().await?;
+    let expected: HashSet<_> = [1, 3, 4, 5, 6].into_iter().map(artifact).collect();
+    ensure!(
+        named == expected,
+        "inputs of a pending job, outputs of a running one, both of a finished one: got {named:?}"
+    );
+
+    let report = store.delete_finished_jobs(at(10_000), None, 100).await?;
+    ensure!(
+        report.deleted == 1,
+        "the finished job is deleted: {report:?}"
+    );
+    let named = store.named_artifacts().await?;
+    let expected: HashSet<_> = [1, 3, 4].into_iter().map(artifact).collect();
+    ensure!(
+        named == expected,
+        "a deleted job names nothing any more: got {named:?}"
+    );
     Ok(())
 }
