@@ -98,6 +98,11 @@ struct Args {
     /// Where the coordinator keeps its SQLite database (a fresh temporary directory by default).
     #[arg(long, conflicts_with_all = ["postgres", "database_url"])]
     data_dir: Option<PathBuf>,
+    /// Complete each claimed job with its own call (`POST /runner/jobs/{id}/complete`, all of a
+    /// claim's at once) instead of one batch call per claim: what `muster runner` and SDK
+    /// runners send, one job at a time as each finishes.
+    #[arg(long)]
+    complete_each: bool,
     /// Run on PostgreSQL: start a private cluster for this run (initdb into a temporary
     /// directory, loopback, stopped at the end), with --pg-shared-buffers. Needs the server
     /// binaries (Debian: postgresql); as root it runs as the postgres system user.
@@ -856,6 +861,7 @@ async fn burn_down(
     for runner in runners {
         let completed = Arc::clone(&completed);
         let batch = args.batch;
+        let complete_each = args.complete_each;
         tasks.push(tokio::spawn(async move {
             let claim = ClaimJobs {
                 kinds: vec!["noop".into()],
@@ -867,7 +873,7 @@ async fn burn_down(
                 if jobs.is_empty() {
                     return anyhow::Ok(());
                 }
-                complete_all(&runner, &jobs).await?;
+                complete_all(&runner, &jobs, complete_each).await?;
                 completed.fetch_add(jobs.len() as u64, Ordering::Relaxed);
             }
         }));
@@ -1136,6 +1142,7 @@ async fn sustained(
     for runner in runners {
         let completed = Arc::clone(&completed);
         let stop = stop.clone();
+        let complete_each = args.complete_each;
         let claim = ClaimJobs {
             kinds: vec!["noop".into()],
             max_jobs: Some(args.batch),
@@ -1152,7 +1159,7 @@ async fn sustained(
                     if jobs.is_empty() {
                         continue;
                     }
-                    complete_all(&runner, &jobs).await?;
+                    complete_all(&runner, &jobs, complete_each).await?;
                     completed.fetch_add(jobs.len() as u64, Ordering::Relaxed);
                 }
             }
@@ -1276,11 +1283,22 @@ async fn sustained(
     })
 }
 
-/// Complete `jobs` in one batch call; every completion must be accepted.
+/// Complete `jobs` in one batch call, or with a call each (all at once) when `each`; every
+/// completion must be accepted.
 async fn complete_all(
     runner: &RunnerClient,
     jobs: &[muster_api::ClaimedJob],
+    each: bool,
 ) -> anyhow::Result<()> {
+    if each {
+        let completions = jobs
+            .iter()
+            .map(|job| runner.complete_job(job.id, Some(job.lease.epoch), serde_json::Value::Null));
+        for completed in futures::future::join_all(completions).await {
+            completed.context("complete a job")?;
+        }
+        return Ok(());
+    }
     let items = jobs
         .iter()
         .map(|job| CompletionItem {

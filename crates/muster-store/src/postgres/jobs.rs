@@ -1055,6 +1055,67 @@ pub(super) async fn complete(
     Ok(job)
 }
 
+/// Run single completions without outputs that arrived together (see `combine`), possibly from
+/// several runners, as one transaction: each is answered as if it had run alone, in the order
+/// given; a refused one changes nothing.
+pub(super) async fn complete_singles(
+    transaction: &Transaction<'_>,
+    calls: &[(JobCall, Value, Timestamp)],
+) -> Result<Vec<Result<JobRecord, StoreError>>, StoreError> {
+    let mut ids: Vec<Vec<u8>> = calls
+        .iter()
+        .map(|(call, _, _)| call.job.as_bytes().to_vec())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // Locked in one order (by seq) so two batches naming the same jobs cannot deadlock.
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY seq FOR UPDATE");
+    let rows = query(transaction, &sql, &[&ids]).await?;
+    // Per job: its row's seq, its lifecycle as read, and the job as changed by the calls.
+    let mut current: HashMap<JobId, (i64, JobLifecycle, JobRecord)> =
+        HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let (seq, job) = job_from_row(row)?;
+        current.insert(job.id, (seq, job.lifecycle.clone(), job));
+    }
+    let mut results: HashMap<i64, String> = HashMap::new();
+    let answers = calls
+        .iter()
+        .map(|(call, result, now)| {
+            let Some((seq, _, job)) = current.get_mut(&call.job) else {
+                return Err(job_not_found(call.job));
+            };
+            let mut completed = job.lifecycle.clone();
+            completed
+                .complete(call.runner, call.epoch, *now)
+                .map_err(|error| {
+                    StoreError::from_transition(error, &call.job.to_string(), "complete")
+                })?;
+            // A repeated completion changes nothing, its result included: it is answered with
+            // the job as the first one left it.
+            if completed != job.lifecycle {
+                job.lifecycle = completed;
+                job.result = Some(result.clone());
+                results.insert(*seq, result.to_string());
+            }
+            Ok(job.clone())
+        })
+        .collect();
+    let writes: Vec<LifecycleWrite<'_>> = current
+        .values()
+        .filter(|(_, before, job)| *before != job.lifecycle)
+        .map(|(seq, before, job)| LifecycleWrite {
+            seq: *seq,
+            before,
+            after: &job.lifecycle,
+            result: results.remove(seq),
+            place: Some(QueuePlace::of(job)),
+        })
+        .collect();
+    write_lifecycles(transaction, &writes).await?;
+    Ok(answers)
+}
+
 /// Run batch completions that arrived together (see `combine`), possibly from several runners,
 /// as one transaction: each item is answered as if its call had run alone, calls in the order
 /// given, items in the order of their call.

@@ -14,9 +14,10 @@
 //! what the reaper reads. A completion writes only `jobs`. Finished jobs therefore never slow
 //! down claims or reaping.
 //!
-//! Claims and batch completions are the hot path: the ones that reach a coordinator while
-//! earlier ones are being written are run together as one transaction (see `combine`), so many
-//! runners cost the database a few large statements instead of many small ones racing for rows.
+//! Claims and completions (batch calls, and single ones without outputs) are the hot path: the
+//! ones that reach a coordinator while earlier ones are being written are run together as one
+//! transaction (see `combine`), so many runners cost the database a few large statements instead
+//! of many small ones racing for rows.
 //!
 //! Wake-ups cross coordinators with `LISTEN`/`NOTIFY`: a commit that makes jobs claimable
 //! notifies [`PENDING_CHANNEL`], and every coordinator's listener moves its pending signal.
@@ -100,6 +101,16 @@ const COMPLETION_BATCHES: combine::BatchLimits<CompletionCall> = combine::BatchL
     max_weight: MAX_JOBS_PER_BATCH,
     weigh: |(_, items, _)| items.len(),
 };
+/// Single completions (`complete_job` without outputs, what runners send as each job ends)
+/// batches one coordinator runs at once. Each alone is a transaction of four round trips and a
+/// commit; hundreds of runners' slots finishing at once are better written together.
+const SINGLE_COMPLETION_BATCHES: combine::BatchLimits<SingleCompletionCall> =
+    combine::BatchLimits {
+        in_flight: 4,
+        max_calls: 256,
+        max_weight: 256,
+        weigh: |_| 1,
+    };
 /// Jobs at most in one combined transaction (a single larger call still runs, alone): a few
 /// thousand keep each transaction to milliseconds.
 const MAX_JOBS_PER_BATCH: usize = 5_000;
@@ -109,12 +120,16 @@ type ClaimCall = (ClaimRequest, Timestamp);
 /// A batch completion waiting for its batch: by whom, the items, and the clock when asked.
 type CompletionCall = (RunnerId, Vec<CompletionItem>, Timestamp);
 
+/// A single completion waiting for its batch: the call, the result, and the clock when asked.
+type SingleCompletionCall = (JobCall, Value, Timestamp);
+
 /// The PostgreSQL [`Store`].
 pub struct PostgresStore {
     pool: Pool,
     shared: Arc<Shared>,
     claims: combine::Combiner<ClaimCall, Vec<ClaimedJob>>,
     completions: combine::Combiner<CompletionCall, Vec<Result<(), StoreError>>>,
+    single_completions: combine::Combiner<SingleCompletionCall, JobRecord>,
     pending_signal: watch::Receiver<u64>,
     listener: tokio::task::JoinHandle<()>,
     maintenance: tokio::task::JoinHandle<()>,
@@ -219,6 +234,19 @@ impl PostgresStore {
                 }
             }
         });
+        let single_completions = combine::Combiner::start(SINGLE_COMPLETION_BATCHES, {
+            let batches = batches.clone();
+            move |calls: Vec<SingleCompletionCall>| {
+                let batches = batches.clone();
+                async move {
+                    Ok(
+                        in_transaction!(batches, transaction => jobs::complete_singles(
+                            &transaction, &calls
+                        )),
+                    )
+                }
+            }
+        });
         let completions =
             combine::Combiner::start(COMPLETION_BATCHES, move |calls: Vec<CompletionCall>| {
                 let batches = batches.clone();
@@ -235,6 +263,7 @@ impl PostgresStore {
             shared,
             claims,
             completions,
+            single_completions,
             pending_signal,
             listener,
             maintenance,
@@ -584,6 +613,9 @@ impl Store for PostgresStore {
         outputs: BTreeMap<String, ArtifactId>,
         now: Timestamp,
     ) -> Result<JobRecord, StoreError> {
+        if outputs.is_empty() {
+            return self.single_completions.call((call, result, now)).await;
+        }
         let job = in_transaction!(self, transaction => jobs::complete(&transaction, call, result, outputs, now));
         Ok(job)
     }

@@ -91,6 +91,7 @@ macro_rules! conformance_suite {
             a_draining_runner_claims_nothing_until_it_is_active_again,
             // batches
             complete_jobs_answers_each_item_in_order_and_commits_only_the_valid_ones,
+            single_completions_arriving_together_are_each_answered_as_their_own,
             an_empty_completion_batch_answers_nothing,
             // artifacts
             inputs_are_stored_with_the_job_in_the_order_given,

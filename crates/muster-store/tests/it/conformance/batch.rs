@@ -1,5 +1,7 @@
 //! Batched completions: every item is fenced on its own, the answer has one outcome per item in
-//! order, the valid items are committed and the refused ones leave their jobs untouched.
+//! order, the valid items are committed and the refused ones leave their jobs untouched. And
+//! single completions sent at once (which a backend may write together): each is answered as if
+//! it had run alone.
 
 use std::sync::Arc;
 
@@ -7,7 +9,10 @@ use anyhow::{Context, bail, ensure};
 use muster_core::{JobId, JobState};
 use muster_store::{CompletionItem, Store, StoreError};
 
-use super::{T0, at, claim, claim_one, register_runner, snapshot, submit_many};
+use super::{
+    T0, at, call_for, claim, claim_one, expect_lease_lost, expect_not_found, no_outputs,
+    register_runner, snapshot, submit_many,
+};
 
 #[derive(Debug, PartialEq)]
 enum Outcome {
@@ -115,5 +120,132 @@ pub async fn an_empty_completion_batch_answers_nothing(
     let runner = register_runner(store, "idle-batcher").await?;
     let answers = store.complete_jobs(runner, Vec::new(), at(1_000)).await?;
     ensure!(answers.is_empty());
+    Ok(())
+}
+
+pub async fn single_completions_arriving_together_are_each_answered_as_their_own(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    submit_many(store.as_ref(), "single", 12, T0).await?;
+    let first = register_runner(store.as_ref(), "single-a").await?;
+    let second = register_runner(store.as_ref(), "single-b").await?;
+    let firsts = claim(store.as_ref(), first, &["single"], 8, at(1_000)).await?;
+    let seconds = claim(store.as_ref(), second, &["single"], 4, at(1_000)).await?;
+    ensure!(firsts.len() == 8 && seconds.len() == 4);
+    let now = at(2_000);
+
+    let complete = |call: muster_store::JobCall, result: serde_json::Value| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.complete_job(call, result, no_outputs(), now).await })
+    };
+    // Every call at once: the first runner's eight (its first job twice, with different
+    // results), the first runner naming a job the second holds, the second runner with a stale
+    // epoch, a job that does not exist, and the second runner's other three.
+    let mut valid = Vec::new();
+    for (index, job) in firsts.iter().enumerate() {
+        valid.push((
+            job.job.id,
+            complete(call_for(job, first), serde_json::json!({ "n": index })),
+        ));
+    }
+    let repeated = complete(
+        call_for(&firsts[0], first),
+        serde_json::json!({ "n": "again" }),
+    );
+    let foreign = complete(
+        muster_store::JobCall {
+            runner: first,
+            ..call_for(&seconds[0], second)
+        },
+        serde_json::json!("not mine"),
+    );
+    let stale_epoch = seconds[1].lease.epoch.saturating_sub(1);
+    let stale = complete(
+        muster_store::JobCall {
+            epoch: Some(stale_epoch),
+            ..call_for(&seconds[1], second)
+        },
+        serde_json::json!("stale"),
+    );
+    let missing = complete(
+        muster_store::JobCall {
+            job: JobId::new(T0, 0x51_6E_61_1E),
+            ..call_for(&seconds[2], second)
+        },
+        serde_json::json!("nobody"),
+    );
+    for job in &seconds[2..] {
+        valid.push((
+            job.job.id,
+            complete(call_for(job, second), serde_json::json!("b")),
+        ));
+    }
+
+    let mut answered = Vec::new();
+    for (id, task) in valid {
+        let job = task.await.context("join a completion")??;
+        ensure!(
+            job.id == id && job.state() == JobState::Completed,
+            "{job:?}"
+        );
+        answered.push(job);
+    }
+    let repeated = repeated.await.context("join the repeated completion")??;
+    ensure!(
+        repeated.state() == JobState::Completed && repeated.result == answered[0].result,
+        "both completions of one job are answered with the result that was kept: {:?} and {:?}",
+        repeated.result,
+        answered[0].result
+    );
+    let stored = store.get_job(firsts[0].job.id).await?;
+    ensure!(
+        stored.result == repeated.result
+            && [
+                serde_json::json!({ "n": 0 }),
+                serde_json::json!({ "n": "again" })
+            ]
+            .iter()
+            .any(|result| stored.result.as_ref() == Some(result)),
+        "one of the two results is stored: {:?}",
+        stored.result
+    );
+    for (index, job) in answered.iter().enumerate().skip(1).take(7) {
+        ensure!(
+            job.result == Some(serde_json::json!({ "n": index })),
+            "each completion keeps its own result: {:?}",
+            job.result
+        );
+        ensure!(store.get_job(job.id).await?.result == job.result);
+    }
+    expect_lease_lost(
+        foreign.await.context("join the foreign completion")?,
+        "completing a job another runner holds",
+    )?;
+    expect_lease_lost(
+        stale.await.context("join the stale completion")?,
+        "completing with a stale epoch",
+    )?;
+    expect_not_found(
+        missing.await.context("join the missing completion")?,
+        "completing a job that does not exist",
+    )?;
+    for refused in &seconds[..2] {
+        ensure!(
+            store.get_job(refused.job.id).await?.state() == JobState::Claimed,
+            "a refused completion leaves its job as it was"
+        );
+    }
+    // The refused ones' holder completes them after all.
+    for job in &seconds[..2] {
+        store
+            .complete_job(
+                call_for(job, second),
+                serde_json::json!("late"),
+                no_outputs(),
+                at(3_000),
+            )
+            .await
+            .context("the holder completes its job")?;
+    }
     Ok(())
 }
