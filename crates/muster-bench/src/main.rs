@@ -18,6 +18,8 @@
 //! - `retention`: a burn-down of `--jobs` jobs, then the same burn-down again while retention
 //!   deletes the first one's jobs beside it (at retention's own pace): what deleting history
 //!   costs the jobs running now, and how fast it goes.
+//! - `metrics`: a burn-down of `--jobs` jobs, then `--jobs` more left pending, then `GET /metrics`
+//!   timed: what a Prometheus scrape costs once history and a queue have piled up.
 //!
 //! With `--compare-graphile-worker` (PostgreSQL only), the burn-down and sustained scenarios are
 //! also run by graphile-worker (`bench/graphile-worker/run.mjs`) on the same server, in a
@@ -155,6 +157,7 @@ enum Scenario {
     Latency,
     Depth,
     Retention,
+    Metrics,
 }
 
 impl Args {
@@ -679,8 +682,78 @@ async fn run_scenarios(args: &Args, server: Option<&PgServer>) -> anyhow::Result
         ));
         finish_database(server, &database).await?;
     }
+    if args.wants(Scenario::Metrics) {
+        let database = database_for(args, server, "muster_bench_metrics").await?;
+        let coordinator = Coordinator::start(args, database_of(&database)).await?;
+        let scrapes = tokio::time::timeout(
+            limit * 2,
+            metrics_scrapes(&coordinator.base_url, args, &database),
+        )
+        .await
+        .context("the metrics scenario ran past twice --timeout")??;
+        coordinator.stop().await?;
+        rows.push((
+            format!(
+                "GET /metrics with {} finished and {} pending jobs ({backend}; median, slowest of {})",
+                args.jobs,
+                args.jobs,
+                scrapes.len()
+            ),
+            format!(
+                "{:.1} ms, {:.1} ms",
+                median(scrapes.clone()),
+                scrapes.iter().copied().fold(0.0, f64::max)
+            ),
+            String::new(),
+        ));
+        finish_database(server, &database).await?;
+    }
     eprintln!("load average at the end: {}", load_average());
     Ok(rows)
+}
+
+/// Scrapes timed by the metrics scenario.
+const METRICS_SCRAPES: usize = 15;
+
+/// Burn down `--jobs` jobs, leave as many pending, then time [`METRICS_SCRAPES`] scrapes of
+/// `/metrics` (ms each), one after another.
+async fn metrics_scrapes(
+    base_url: &str,
+    args: &Args,
+    database: &Database,
+) -> anyhow::Result<Vec<f64>> {
+    burn_down(base_url, args, database, None).await?;
+    let admin = admin(base_url).await?;
+    eprintln!("metrics: leaving {} jobs pending", args.jobs);
+    preload(&admin, "waiting", args.jobs).await?;
+    let http = muster_client::http_client_builder(base_url, &muster_client::ClientTls::system())?
+        .build()
+        .context("build an HTTP client")?;
+    let mut scrapes = Vec::with_capacity(METRICS_SCRAPES);
+    for _ in 0..METRICS_SCRAPES {
+        let started = Instant::now();
+        let answer = http
+            .get(format!("{base_url}/metrics"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .context("scrape /metrics")?;
+        let status = answer.status();
+        let body = answer.text().await.context("read /metrics")?;
+        if !status.is_success() || !body.contains("muster_jobs") {
+            bail!("/metrics answered {status}: {body}");
+        }
+        scrapes.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    eprintln!(
+        "  scrapes (ms): {}",
+        scrapes
+            .iter()
+            .map(|ms| format!("{ms:.1}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(scrapes)
 }
 
 /// A second handle on the same database, for starting a coordinator while keeping the first

@@ -186,6 +186,7 @@ pub fn build_with_blobs(
         shutdown,
         openapi_json: Arc::new(openapi_json),
         draining_runners: Arc::default(),
+        finished_counts: Arc::default(),
     };
     let router = routes
         .fallback(not_found)

@@ -31,6 +31,57 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     pub openapi_json: Arc<String>,
     pub draining_runners: Arc<DrainingRunners>,
+    pub finished_counts: Arc<FinishedCounts>,
+}
+
+/// How many times as long as counting finished jobs took, an answer is reused: counting then
+/// costs at most about a twentieth of one core, however often `/metrics` is scraped.
+const FINISHED_COUNTS_REUSE_FACTOR: u32 = 20;
+/// Counts quicker than this are never reused: a small history is always counted afresh.
+const FINISHED_COUNTS_SLOW: Duration = Duration::from_millis(10);
+
+/// Whether finished-job counts that took `took` to get and are `age` old may still be served.
+fn finished_counts_reusable(took: Duration, age: Duration) -> bool {
+    took >= FINISHED_COUNTS_SLOW && age < took * FINISHED_COUNTS_REUSE_FACTOR
+}
+
+/// The counts of finished jobs `/metrics` reports. Counting them reads the whole history, so an
+/// answer is reused for a while when it was slow to get: with a small history every scrape
+/// counts afresh; with millions of finished jobs the counts may lag by up to twenty times the
+/// time one count takes (counts quicker than 10 ms are never reused). Unfinished jobs are counted
+/// on every scrape (that reads only the queue).
+#[derive(Default)]
+pub struct FinishedCounts {
+    last: tokio::sync::Mutex<Option<FinishedCountsTaken>>,
+}
+
+struct FinishedCountsTaken {
+    counts: Vec<muster_store::QueueDepth>,
+    taken_at: Instant,
+    took: Duration,
+}
+
+impl FinishedCounts {
+    pub(crate) async fn get(
+        &self,
+        store: &dyn Store,
+    ) -> Result<Vec<muster_store::QueueDepth>, muster_store::StoreError> {
+        // Held while counting, so scrapes arriving meanwhile wait for this count, not start one.
+        let mut last = self.last.lock().await;
+        if let Some(taken) = last.as_ref()
+            && finished_counts_reusable(taken.took, taken.taken_at.elapsed())
+        {
+            return Ok(taken.counts.clone());
+        }
+        let started = Instant::now();
+        let counts = store.finished_job_counts().await?;
+        *last = Some(FinishedCountsTaken {
+            counts: counts.clone(),
+            taken_at: Instant::now(),
+            took: started.elapsed(),
+        });
+        Ok(counts)
+    }
 }
 
 /// Runners whose last heartbeat said `draining`, as this coordinator heard it: their long polls
@@ -124,5 +175,25 @@ impl RunnerView {
         if let Ok(mut guard) = self.snapshot.lock() {
             *guard = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::finished_counts_reusable;
+    use std::time::Duration;
+
+    #[test]
+    fn slow_finished_counts_are_reused_for_twenty_times_their_cost_and_quick_ones_never() {
+        let ms = Duration::from_millis;
+        assert!(
+            !finished_counts_reusable(ms(2), ms(0)),
+            "quick: always afresh"
+        );
+        assert!(!finished_counts_reusable(ms(9), ms(1)));
+        assert!(finished_counts_reusable(ms(10), ms(199)));
+        assert!(!finished_counts_reusable(ms(10), ms(200)));
+        assert!(finished_counts_reusable(ms(2_000), ms(39_000)));
+        assert!(!finished_counts_reusable(ms(2_000), ms(40_000)));
     }
 }

@@ -205,8 +205,22 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Vec<JobId>, StoreError>;
 
-    /// Job counts by kind and state.
-    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError>;
+    /// Counts of unfinished jobs (pending, claimed, running, cancelling) by kind and state.
+    /// Reads only what claims and the reaper read, so its cost follows the queue and the jobs
+    /// running, never the history of finished jobs.
+    async fn active_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError>;
+
+    /// Counts of finished jobs (completed, failed, cancelled) by kind and state. Reads the whole
+    /// history: callers asking often should reuse an answer for a while.
+    async fn finished_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError>;
+
+    /// Job counts by kind and state: [`Store::active_job_counts`] and
+    /// [`Store::finished_job_counts`] together.
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        let mut depths = self.active_job_counts().await?;
+        depths.extend(self.finished_job_counts().await?);
+        Ok(depths)
+    }
 
     /// A counter that grows whenever jobs may have become claimable; long-polling claims wait on
     /// it instead of polling the store.

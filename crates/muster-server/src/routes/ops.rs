@@ -35,7 +35,8 @@ pub(crate) async fn readyz(
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let depths = state.store.queue_depths().await?;
+    let mut depths = state.store.active_job_counts().await?;
+    depths.extend(state.finished_counts.get(state.store.as_ref()).await?);
     let now = state.clock.now();
     let offline_after = state.config.runner_offline_after_ms();
     let mut statuses = Vec::new();

@@ -1506,15 +1506,37 @@ pub(super) async fn named_artifacts(
     Ok(named)
 }
 
-pub(super) async fn queue_depths(
+/// Pending jobs are the rows of `job_queue`; leased ones are among the jobs the lease checks
+/// list (every leased job is in one), so neither count reads the history in `jobs`.
+pub(super) async fn active_job_counts(
     client: &impl GenericClient,
 ) -> Result<Vec<QueueDepth>, StoreError> {
-    let rows = query(
+    counts_by_kind_and_state(
         client,
-        "SELECT kind, state, count(*) FROM jobs GROUP BY kind, state",
-        &[],
+        "SELECT kind, 0::smallint, count(*) FROM job_queue GROUP BY kind \
+         UNION ALL \
+         SELECT kind, state, count(*) FROM jobs \
+         WHERE seq IN (SELECT unnest(seqs) FROM lease_checks) AND state IN (1, 2, 3) \
+         GROUP BY kind, state",
     )
-    .await?;
+    .await
+}
+
+pub(super) async fn finished_job_counts(
+    client: &impl GenericClient,
+) -> Result<Vec<QueueDepth>, StoreError> {
+    counts_by_kind_and_state(
+        client,
+        "SELECT kind, state, count(*) FROM jobs WHERE state >= 4 GROUP BY kind, state",
+    )
+    .await
+}
+
+async fn counts_by_kind_and_state(
+    client: &impl GenericClient,
+    sql: &str,
+) -> Result<Vec<QueueDepth>, StoreError> {
+    let rows = query(client, sql, &[]).await?;
     let mut depths = Vec::with_capacity(rows.len());
     for row in &rows {
         let state: i16 = column(row, 1)?;

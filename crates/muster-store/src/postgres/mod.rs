@@ -749,9 +749,14 @@ impl Store for PostgresStore {
         jobs::named_artifacts(&client).await
     }
 
-    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
+    async fn active_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
         let client = self.client().await?;
-        jobs::queue_depths(&client).await
+        jobs::active_job_counts(&client).await
+    }
+
+    async fn finished_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        let client = self.client().await?;
+        jobs::finished_job_counts(&client).await
     }
 
     fn pending_signal(&self) -> watch::Receiver<u64> {

@@ -863,10 +863,49 @@ pub(super) fn named_artifacts(conn: &Connection) -> Result<HashSet<ArtifactId>, 
     Ok(named)
 }
 
-pub(super) fn queue_depths(conn: &Connection) -> Result<Vec<QueueDepth>, StoreError> {
-    let mut statement = conn
-        .prepare_cached("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state")
-        .map_err(map_sqlite_error)?;
+/// Pending jobs are counted in the two pending indexes (whose conditions these statements
+/// repeat, so SQLite reads only them) and leased ones through the reaper's index.
+pub(super) fn active_job_counts(conn: &Connection) -> Result<Vec<QueueDepth>, StoreError> {
+    let mut pending: BTreeMap<String, u64> = BTreeMap::new();
+    for sql in [
+        "SELECT kind, count(*) FROM jobs WHERE state = 0 AND requirements IS NULL GROUP BY kind",
+        "SELECT kind, count(*) FROM jobs WHERE state = 0 AND requirements IS NOT NULL GROUP BY kind",
+    ] {
+        let mut statement = conn.prepare_cached(sql).map_err(map_sqlite_error)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(map_sqlite_error)?;
+        for row in rows {
+            let (kind, count) = row.map_err(map_sqlite_error)?;
+            *pending.entry(kind).or_default() += count as u64;
+        }
+    }
+    let mut depths: Vec<QueueDepth> = pending
+        .into_iter()
+        .map(|(kind, count)| QueueDepth {
+            kind,
+            state: JobState::Pending,
+            count,
+        })
+        .collect();
+    depths.extend(counts_by_kind_and_state(
+        conn,
+        "SELECT kind, state, count(*) FROM jobs WHERE state IN (1, 2, 3) GROUP BY kind, state",
+    )?);
+    Ok(depths)
+}
+
+pub(super) fn finished_job_counts(conn: &Connection) -> Result<Vec<QueueDepth>, StoreError> {
+    counts_by_kind_and_state(
+        conn,
+        "SELECT kind, state, count(*) FROM jobs WHERE state >= 4 GROUP BY kind, state",
+    )
+}
+
+fn counts_by_kind_and_state(conn: &Connection, sql: &str) -> Result<Vec<QueueDepth>, StoreError> {
+    let mut statement = conn.prepare_cached(sql).map_err(map_sqlite_error)?;
     let rows = statement
         .query_map([], |row| {
             Ok((

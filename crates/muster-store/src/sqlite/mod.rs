@@ -411,8 +411,12 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
-        self.readers.run(jobs::queue_depths).await
+    async fn active_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        self.readers.run(jobs::active_job_counts).await
+    }
+
+    async fn finished_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        self.readers.run(jobs::finished_job_counts).await
     }
 
     fn pending_signal(&self) -> watch::Receiver<u64> {

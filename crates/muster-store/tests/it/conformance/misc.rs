@@ -408,8 +408,40 @@ pub async fn queue_depths_count_jobs_by_kind_and_state(
     );
     submit_many(store, "depth-a", 5, T0).await?;
     submit_many(store, "depth-b", 3, T0).await?;
+    // Pending jobs only some runners can take, and one waiting to be due.
+    for _ in 0..2 {
+        submit_one(
+            store,
+            JobSpec {
+                requirements: Capabilities {
+                    labels: BTreeMap::from([("gpu".into(), "yes".into())]),
+                    ..Capabilities::default()
+                },
+                ..spec("depth-a")
+            },
+            T0,
+        )
+        .await?;
+    }
+    submit_one(
+        store,
+        JobSpec {
+            run_after: Some(at(3_600_000)),
+            ..spec("depth-b")
+        },
+        T0,
+    )
+    .await?;
+    let retried = submit_one(
+        store,
+        spec_with_policy("depth-retried", policy(3, 600, 30, 0)),
+        T0,
+    )
+    .await?;
     let runner = register_runner(store, "depth").await?;
-    let claimed_a = claim(store, runner, &["depth-a"], 2, at(1_000)).await?;
+
+    // depth-a: one completed, one running, one claimed.
+    let claimed_a = claim(store, runner, &["depth-a"], 3, at(1_000)).await?;
     store
         .complete_job(
             call_for(&claimed_a[0], runner),
@@ -418,34 +450,89 @@ pub async fn queue_depths_count_jobs_by_kind_and_state(
             at(2_000),
         )
         .await?;
-    let claimed_b = claim_one(store, runner, "depth-b", at(1_000)).await?;
+    store
+        .report_progress(
+            call_for(&claimed_a[1], runner),
+            Progress {
+                percent: 50.0,
+                message: None,
+            },
+            at(2_000),
+        )
+        .await?;
+    // depth-b: one failed, one cancelling, one cancelled.
+    let claimed_b = claim(store, runner, &["depth-b"], 2, at(1_000)).await?;
     store
         .fail_job(
-            call_for(&claimed_b, runner),
+            call_for(&claimed_b[0], runner),
             runner_error("x"),
             false,
             at(2_000),
         )
         .await?;
+    store
+        .cancel_job(claimed_b[1].job.id, 30_000, at(2_000))
+        .await?;
+    let pending_b = list_all_jobs(store, JobFilter::default(), 100)
+        .await?
+        .into_iter()
+        .find(|job| job.kind == "depth-b" && job.state() == JobState::Pending)
+        .ok_or_else(|| anyhow::anyhow!("a pending depth-b job"))?;
+    store.cancel_job(pending_b.id, 30_000, at(2_000)).await?;
+    // Claimed, failed and claimed again: counted once, as claimed.
+    let first = claim_one(store, runner, "depth-retried", at(1_000)).await?;
+    ensure!(first.job.id == retried.id);
+    store
+        .fail_job(
+            call_for(&first, runner),
+            runner_error("again"),
+            true,
+            at(1_500),
+        )
+        .await?;
+    let second = claim_one(store, runner, "depth-retried", at(10_000)).await?;
+    ensure!(second.job.id == retried.id);
 
-    let mut depths: HashMap<(String, JobState), u64> = HashMap::new();
-    for depth in store.queue_depths().await? {
-        if depth.count > 0 {
-            let previous = depths.insert((depth.kind.clone(), depth.state), depth.count);
-            ensure!(previous.is_none(), "one row per kind and state: {depth:?}");
+    let collect = |listed: Vec<muster_store::QueueDepth>| -> anyhow::Result<HashMap<(String, JobState), u64>> {
+        let mut depths = HashMap::new();
+        for depth in listed {
+            if depth.count > 0 {
+                let previous = depths.insert((depth.kind.clone(), depth.state), depth.count);
+                ensure!(previous.is_none(), "one row per kind and state: {depth:?}");
+            }
         }
-    }
-    let expected: HashMap<(String, JobState), u64> = [
-        (("depth-a", JobState::Pending), 3),
-        (("depth-a", JobState::Claimed), 1),
-        (("depth-a", JobState::Completed), 1),
-        (("depth-b", JobState::Pending), 2),
-        (("depth-b", JobState::Failed), 1),
-    ]
-    .into_iter()
-    .map(|((kind, state), count)| ((kind.to_string(), state), count))
-    .collect();
-    ensure!(depths == expected, "depths {depths:?}");
+        Ok(depths)
+    };
+    let expected = |pairs: &[(&str, JobState, u64)]| -> HashMap<(String, JobState), u64> {
+        pairs
+            .iter()
+            .map(|(kind, state, count)| ((kind.to_string(), *state), *count))
+            .collect()
+    };
+    let active = collect(store.active_job_counts().await?)?;
+    let expected_active = expected(&[
+        ("depth-a", JobState::Pending, 4),
+        ("depth-a", JobState::Claimed, 1),
+        ("depth-a", JobState::Running, 1),
+        ("depth-b", JobState::Pending, 1),
+        ("depth-b", JobState::Cancelling, 1),
+        ("depth-retried", JobState::Claimed, 1),
+    ]);
+    ensure!(active == expected_active, "active counts {active:?}");
+    let finished = collect(store.finished_job_counts().await?)?;
+    let expected_finished = expected(&[
+        ("depth-a", JobState::Completed, 1),
+        ("depth-b", JobState::Failed, 1),
+        ("depth-b", JobState::Cancelled, 1),
+    ]);
+    ensure!(
+        finished == expected_finished,
+        "finished counts {finished:?}"
+    );
+    let all = collect(store.queue_depths().await?)?;
+    let mut expected_all = expected_active;
+    expected_all.extend(expected_finished);
+    ensure!(all == expected_all, "depths {all:?}");
     Ok(())
 }
 
