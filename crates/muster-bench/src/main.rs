@@ -1347,6 +1347,9 @@ async fn sustained(
             "  warning: the queue ran dry at times; the producer, not the claims, set the pace"
         );
     }
+    if let Some(watch) = dead_rows {
+        watch.close().await;
+    }
     let rate = done as f64 / elapsed;
     eprintln!("  sustained {done} jobs in {elapsed:.1} s: {rate:.0} jobs/s");
     Ok(SustainedRun {

@@ -261,8 +261,9 @@ impl PgServer {
     /// Live and dead rows and size of the largest tables of `database_url`'s database: the
     /// evidence of finished jobs piling up (or not).
     pub(crate) async fn table_report(&self, database_url: &str) -> anyhow::Result<String> {
-        let client = connect(database_url).await?;
-        let rows = client
+        let connection = connect_closable(database_url).await?;
+        let rows = connection
+            .client
             .query(
                 "SELECT relname, n_live_tup, n_dead_tup, autovacuum_count, \
                         pg_total_relation_size(relid) \
@@ -272,6 +273,7 @@ impl PgServer {
             )
             .await
             .context("read the tables' statistics")?;
+        connection.close().await;
         let tables: Vec<String> = rows
             .iter()
             .map(|row| {
@@ -420,20 +422,26 @@ pub(crate) async fn analyze(database_url: &str) -> anyhow::Result<()> {
 
 /// A connection for watching a database's dead rows while a run goes on.
 pub(crate) struct DeadRows {
-    client: tokio_postgres::Client,
+    connection: ClosableClient,
 }
 
 impl DeadRows {
     pub(crate) async fn watch(database_url: &str) -> anyhow::Result<DeadRows> {
         Ok(DeadRows {
-            client: connect(database_url).await?,
+            connection: connect_closable(database_url).await?,
         })
+    }
+
+    /// Stop watching, once the connection has closed.
+    pub(crate) async fn close(self) {
+        self.connection.close().await;
     }
 
     /// The tables with the most dead rows right now, e.g. `job_queue 120.3k, jobs 80.1k`
     /// (from the statistics system, which lags by about a second).
     pub(crate) async fn sample(&self) -> anyhow::Result<String> {
         let rows = self
+            .connection
             .client
             .query(
                 "SELECT relname, n_dead_tup FROM pg_stat_user_tables \
@@ -461,15 +469,34 @@ impl DeadRows {
 }
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    Ok(connect_closable(url).await?.client)
+}
+
+/// A connection whose end can be waited for. Used for connections to a run's database, which
+/// is dropped `WITH (FORCE)` right after: a connection still closing then would be cut off and
+/// reported as failed.
+pub(crate) struct ClosableClient {
+    pub(crate) client: tokio_postgres::Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ClosableClient {
+    pub(crate) async fn close(self) {
+        drop(self.client);
+        let _ = self.task.await;
+    }
+}
+
+async fn connect_closable(url: &str) -> anyhow::Result<ClosableClient> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .with_context(|| format!("connect to PostgreSQL at {}", redact(url)))?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(error) = connection.await {
             eprintln!("postgres: a bench connection failed: {error}");
         }
     });
-    Ok(client)
+    Ok(ClosableClient { client, task })
 }
 
 /// `url` with its database (the path) replaced by `database`.
