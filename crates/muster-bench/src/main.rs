@@ -753,6 +753,24 @@ async fn metrics_scrapes(
             .collect::<Vec<_>>()
             .join(" ")
     );
+    // Not part of the figure: how long a list of a state no job is in takes (the worst case of
+    // a filtered list, which finds nothing to fill its page with).
+    for state in [muster_api::JobState::Failed, muster_api::JobState::Running] {
+        let started = Instant::now();
+        let listed = admin
+            .list_jobs(&muster_client::JobQuery {
+                state: Some(state),
+                limit: Some(50),
+                ..Default::default()
+            })
+            .await
+            .context("list jobs by state")?;
+        eprintln!(
+            "  GET /api/v1/jobs?state={state:?}&limit=50: {} jobs in {:.1} ms",
+            listed.items.len(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
     Ok(scrapes)
 }
 
