@@ -236,12 +236,24 @@ pub(super) async fn list(
     let state = filter.state.map(|state| state.code() as i16);
     let runner = filter.runner_id.map(|id| id.as_bytes().to_vec());
     let limit = i64::from(page.limit).saturating_add(1);
-    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE true");
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-    if let Some(state) = &state {
-        params.push(state);
-        sql.push_str(&format!(" AND state = ${}", params.len()));
-    }
+    let mut sql = match &state {
+        // Failed and cancelled jobs are listed through their own small table, newest first,
+        // instead of walking every job for them.
+        Some(code) if matches!(filter.state, Some(JobState::Failed | JobState::Cancelled)) => {
+            params.push(code);
+            format!(
+                "SELECT {JOB_COLUMNS} FROM jobs \
+                 JOIN (SELECT seq AS unsuccessful_seq FROM jobs_unsuccessful WHERE state = $1) u \
+                   ON jobs.seq = u.unsuccessful_seq WHERE true"
+            )
+        }
+        Some(code) => {
+            params.push(code);
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1")
+        }
+        None => format!("SELECT {JOB_COLUMNS} FROM jobs WHERE true"),
+    };
     if let Some(kind) = &filter.kind {
         params.push(kind);
         sql.push_str(&format!(" AND kind = ${}", params.len()));

@@ -146,6 +146,36 @@ INSERT INTO lease_checks (runner_id, check_at, seqs)
     SELECT runner_id, min(reap_at), array_agg(seq ORDER BY seq) FROM job_leases GROUP BY runner_id;
 DROP TABLE job_leases;
 "#,
+    r#"
+-- Failed and cancelled jobs, so a list of them reads these instead of walking the history: an
+-- index on jobs.state would make every state change a non-HOT update, which costs the hot path
+-- far more. Kept by triggers on jobs, so whatever changes a job's state keeps this right; the
+-- WHEN conditions make the triggers cost nothing for the transitions that do not concern them.
+CREATE TABLE jobs_unsuccessful (
+    seq BIGINT PRIMARY KEY,
+    state SMALLINT NOT NULL
+);
+INSERT INTO jobs_unsuccessful (seq, state) SELECT seq, state FROM jobs WHERE state IN (5, 6);
+CREATE FUNCTION muster_track_unsuccessful() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.state IN (5, 6) THEN
+        DELETE FROM jobs_unsuccessful WHERE seq = OLD.seq;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.state IN (5, 6) THEN
+        INSERT INTO jobs_unsuccessful (seq, state) VALUES (NEW.seq, NEW.state)
+            ON CONFLICT (seq) DO UPDATE SET state = excluded.state;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER jobs_unsuccessful_inserted AFTER INSERT ON jobs
+    FOR EACH ROW WHEN (NEW.state IN (5, 6)) EXECUTE FUNCTION muster_track_unsuccessful();
+CREATE TRIGGER jobs_unsuccessful_updated AFTER UPDATE OF state ON jobs
+    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state AND (OLD.state IN (5, 6) OR NEW.state IN (5, 6)))
+    EXECUTE FUNCTION muster_track_unsuccessful();
+CREATE TRIGGER jobs_unsuccessful_deleted AFTER DELETE ON jobs
+    FOR EACH ROW WHEN (OLD.state IN (5, 6)) EXECUTE FUNCTION muster_track_unsuccessful();
+"#,
 ];
 
 /// Bring `component`'s schema up to date: apply the migrations of `migrations` not yet applied,

@@ -124,8 +124,9 @@ pub(super) fn list(
     let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
     let mut values: Vec<rusqlite::types::Value> = Vec::new();
     if let Some(state) = filter.state {
-        values.push(state.code().into());
-        sql.push_str(&format!(" AND state = ?{}", values.len()));
+        // A literal (from the enum, never from the caller's text): SQLite picks the partial
+        // indexes of failed and cancelled jobs only when it can see the state.
+        sql.push_str(&format!(" AND state = {}", state.code()));
     }
     if let Some(kind) = &filter.kind {
         values.push(kind.clone().into());

@@ -93,6 +93,13 @@ CREATE UNIQUE INDEX runners_token ON runners (token_hash) WHERE token_hash IS NO
 ALTER TABLE jobs ADD COLUMN inputs TEXT;
 ALTER TABLE jobs ADD COLUMN outputs TEXT;
 "#,
+    // 3: failed and cancelled jobs by age, so a list of them does not walk the whole history.
+    // Partial: a row is in an index only while in its state, so other transitions pay nothing.
+    // Lists name the state as a literal, which SQLite needs to pick a partial index.
+    r#"
+CREATE INDEX jobs_failed ON jobs (seq) WHERE state = 5;
+CREATE INDEX jobs_cancelled ON jobs (seq) WHERE state = 6;
+"#,
 ];
 
 /// Bring the schema up to date inside one transaction.

@@ -83,6 +83,8 @@ async fn leases_taken_under_the_first_schema_survive_the_move_to_lease_checks() 
              CREATE INDEX job_leases_reap ON job_leases (reap_at);
              INSERT INTO job_leases SELECT seq, runner_id, lease_expires_at FROM jobs WHERE state IN (1, 2, 3);
              DROP TABLE lease_checks;
+             DROP FUNCTION muster_track_unsuccessful() CASCADE;
+             DROP TABLE jobs_unsuccessful;
              UPDATE muster_schema SET version = 1 WHERE component = 'store';
              COMMIT;",
         )
@@ -104,6 +106,76 @@ async fn leases_taken_under_the_first_schema_survive_the_move_to_lease_checks() 
     ensure!(report.lease_expired == 1, "{report:?}");
     ensure!(store.get_job(job.id).await?.state() == JobState::Pending);
     ensure!(store.get_runner(runner).await?.running_jobs == 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn failed_jobs_from_before_their_table_existed_are_listed_after_the_upgrade()
+-> anyhow::Result<()> {
+    let url = muster_test_support::temp_postgres_database().await?;
+    let store = open_store(&url).await?;
+    let job = submit_one(
+        store.as_ref(),
+        spec_with_policy("old-failure", policy(1, 60, 30, 1)),
+        T0,
+    )
+    .await?;
+    let runner = register_runner(store.as_ref(), "old-timer").await?;
+    let claimed = claim(store.as_ref(), runner, &["old-failure"], 1, T0).await?;
+    let claimed = claimed.first().context("claim the job")?;
+    store
+        .fail_job(
+            muster_store::JobCall {
+                runner,
+                job: job.id,
+                epoch: Some(claimed.lease.epoch),
+            },
+            muster_core::JobError {
+                reason: muster_core::FailureReason::RunnerError,
+                message: "before the upgrade".into(),
+            },
+            false,
+            T0.plus_millis(1_000),
+        )
+        .await?;
+    drop(store);
+
+    // Put the database back as schema version 2 left it: no table of unsuccessful jobs.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .context("connect to rewrite the schema")?;
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute(
+            "BEGIN;
+             DROP FUNCTION muster_track_unsuccessful() CASCADE;
+             DROP TABLE jobs_unsuccessful;
+             UPDATE muster_schema SET version = 2 WHERE component = 'store';
+             COMMIT;",
+        )
+        .await
+        .context("rewrite the schema as version 2")?;
+    drop(client);
+    connection.await.context("join the connection task")??;
+
+    let store = open_store(&url).await?;
+    let failed = store
+        .list_jobs(
+            muster_store::JobFilter {
+                state: Some(JobState::Failed),
+                ..Default::default()
+            },
+            muster_store::PageRequest {
+                limit: 10,
+                cursor: None,
+            },
+        )
+        .await?;
+    ensure!(
+        failed.items.iter().map(|job| job.id).collect::<Vec<_>>() == vec![job.id],
+        "the job that failed before the upgrade is listed: {:?}",
+        failed.items
+    );
     Ok(())
 }
 

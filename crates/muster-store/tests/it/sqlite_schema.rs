@@ -31,6 +31,8 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
         conn.execute_batch(
             "ALTER TABLE jobs DROP COLUMN inputs;
              ALTER TABLE jobs DROP COLUMN outputs;
+             DROP INDEX jobs_failed;
+             DROP INDEX jobs_cancelled;
              PRAGMA user_version = 1;",
         )
         .context("downgrade the schema to version 1")?;
@@ -55,6 +57,23 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
     drop(store);
     let conn = rusqlite::Connection::open(&config.path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    ensure!(version == 2, "the schema is at version 2, got {version}");
+    ensure!(version == 3, "the schema is at version 3, got {version}");
+    let indexes: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'index' \
+         AND name IN ('jobs_failed', 'jobs_cancelled')",
+        [],
+        |row| row.get(0),
+    )?;
+    ensure!(
+        indexes == 2,
+        "the indexes of failed and cancelled jobs exist"
+    );
+    // A list of failed jobs reads the partial index, not the table.
+    let plan: String = conn.query_row(
+        "EXPLAIN QUERY PLAN SELECT seq FROM jobs WHERE state = 5 ORDER BY seq DESC LIMIT 51",
+        [],
+        |row| row.get(3),
+    )?;
+    ensure!(plan.contains("jobs_failed"), "query plan: {plan}");
     Ok(())
 }

@@ -9,8 +9,8 @@ use muster_core::{JobId, JobState, RunnerId};
 use muster_store::{JobFilter, PageRequest, Store};
 
 use super::{
-    T0, at, call_for, claim, expect_rejected, list_all_jobs, register_runner, spec, submit_each,
-    submit_many,
+    T0, at, call_for, claim, expect_rejected, list_all_jobs, no_outputs, register_runner,
+    runner_error, spec, submit_each, submit_many,
 };
 
 pub async fn list_jobs_is_newest_first_and_cursors_visit_every_job_once(
@@ -197,6 +197,112 @@ pub async fn list_jobs_filters_by_state_kind_and_runner(
             .map(|job| job.id)
             .collect();
     ensure!(first_runners_jobs == ids_of(&by_first));
+    Ok(())
+}
+
+pub async fn lists_of_failed_and_cancelled_jobs_follow_every_change_of_state(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let a = submit_many(store, "unsuccessful-a", 5, T0).await?;
+    let b = submit_many(store, "unsuccessful-b", 3, T0.plus_millis(1)).await?;
+    let runner = register_runner(store, "unsuccessful").await?;
+    let claimed_a = claim(store, runner, &["unsuccessful-a"], 4, at(1_000)).await?;
+    let claimed_b = claim(store, runner, &["unsuccessful-b"], 2, at(1_000)).await?;
+    ensure!(claimed_a.len() == 4 && claimed_b.len() == 2);
+    for claimed in [&claimed_a[0], &claimed_a[1], &claimed_b[0]] {
+        store
+            .fail_job(
+                call_for(claimed, runner),
+                runner_error("no"),
+                false,
+                at(2_000),
+            )
+            .await?;
+    }
+    // Failed, then retried: no longer failed.
+    store.retry_job(claimed_a[1].job.id, at(3_000)).await?;
+    store
+        .complete_job(
+            call_for(&claimed_a[3], runner),
+            serde_json::json!(null),
+            no_outputs(),
+            at(3_000),
+        )
+        .await?;
+    // A claimed job being cancelled is cancelling, not cancelled; pending ones end at once.
+    store
+        .cancel_job(claimed_a[2].job.id, 30_000, at(3_000))
+        .await?;
+    let pending_a = a
+        .iter()
+        .find(|job| !claimed_a.iter().any(|claimed| claimed.job.id == job.id))
+        .ok_or_else(|| anyhow::anyhow!("a job of kind a nobody claimed"))?;
+    let pending_b = b
+        .iter()
+        .find(|job| !claimed_b.iter().any(|claimed| claimed.job.id == job.id))
+        .ok_or_else(|| anyhow::anyhow!("a job of kind b nobody claimed"))?;
+    store.cancel_job(pending_a.id, 30_000, at(3_000)).await?;
+    store.cancel_job(pending_b.id, 30_000, at(3_000)).await?;
+
+    let listed = |state: JobState, kind: Option<&str>| {
+        let filter = JobFilter {
+            state: Some(state),
+            kind: kind.map(str::to_string),
+            runner_id: None,
+        };
+        // Pages of one, so every cursor is used.
+        async move {
+            anyhow::Ok(
+                list_all_jobs(store, filter, 1)
+                    .await?
+                    .iter()
+                    .map(|job| job.id)
+                    .collect::<Vec<JobId>>(),
+            )
+        }
+    };
+    // Newest first: b's jobs were submitted after a's.
+    let failed = listed(JobState::Failed, None).await?;
+    ensure!(
+        failed == vec![claimed_b[0].job.id, claimed_a[0].job.id],
+        "failed jobs, newest first: {failed:?}"
+    );
+    ensure!(listed(JobState::Failed, Some("unsuccessful-a")).await? == vec![claimed_a[0].job.id]);
+    ensure!(
+        listed(JobState::Failed, Some("unsuccessful-c"))
+            .await?
+            .is_empty()
+    );
+    let cancelled = listed(JobState::Cancelled, None).await?;
+    ensure!(
+        cancelled == vec![pending_b.id, pending_a.id],
+        "cancelled jobs, newest first: {cancelled:?}"
+    );
+    ensure!(listed(JobState::Cancelling, None).await? == vec![claimed_a[2].job.id]);
+    ensure!(listed(JobState::Pending, Some("unsuccessful-a")).await? == vec![claimed_a[1].job.id]);
+
+    // The cancelling job ends cancelled when its runner confirms.
+    store
+        .fail_job(
+            call_for(&claimed_a[2], runner),
+            muster_core::JobError {
+                reason: muster_core::FailureReason::Cancelled,
+                message: "stopped".into(),
+            },
+            false,
+            at(4_000),
+        )
+        .await?;
+    let cancelled_a = listed(JobState::Cancelled, Some("unsuccessful-a")).await?;
+    ensure!(
+        cancelled_a == vec![pending_a.id, claimed_a[2].job.id],
+        "the confirmed cancellation joins the list in its place by age: {cancelled_a:?}"
+    );
+    // Deleted by retention: gone from every list.
+    store.delete_finished_jobs(at(60_000), None, 100).await?;
+    ensure!(listed(JobState::Failed, None).await?.is_empty());
+    ensure!(listed(JobState::Cancelled, None).await?.is_empty());
     Ok(())
 }
 
