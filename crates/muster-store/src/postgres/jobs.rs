@@ -248,6 +248,15 @@ pub(super) async fn list(
                    ON jobs.seq = u.unsuccessful_seq WHERE true"
             )
         }
+        // Leased jobs are among those the lease checks list (every leased job is in one).
+        Some(code) if filter.state.is_some_and(JobState::is_leased) => {
+            params.push(code);
+            format!(
+                "SELECT {JOB_COLUMNS} FROM jobs \
+                 JOIN (SELECT DISTINCT unnest(seqs) AS leased_seq FROM lease_checks) l \
+                   ON jobs.seq = l.leased_seq WHERE state = $1"
+            )
+        }
         Some(code) => {
             params.push(code);
             format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1")

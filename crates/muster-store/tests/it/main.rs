@@ -82,7 +82,7 @@ macro_rules! conformance_suite {
             list_jobs_is_newest_first_and_cursors_visit_every_job_once,
             list_jobs_cursors_stay_stable_while_new_jobs_arrive,
             list_jobs_filters_by_state_kind_and_runner,
-            lists_of_failed_and_cancelled_jobs_follow_every_change_of_state,
+            lists_of_failed_cancelled_and_leased_jobs_follow_every_change_of_state,
             cursors_the_store_never_gave_out_are_rejected,
             list_runners_is_newest_first_and_cursors_visit_every_runner_once,
             // runners

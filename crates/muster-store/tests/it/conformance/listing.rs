@@ -200,7 +200,7 @@ pub async fn list_jobs_filters_by_state_kind_and_runner(
     Ok(())
 }
 
-pub async fn lists_of_failed_and_cancelled_jobs_follow_every_change_of_state(
+pub async fn lists_of_failed_cancelled_and_leased_jobs_follow_every_change_of_state(
     store: Arc<dyn Store>,
 ) -> anyhow::Result<()> {
     let store = store.as_ref();
@@ -280,6 +280,25 @@ pub async fn lists_of_failed_and_cancelled_jobs_follow_every_change_of_state(
         "cancelled jobs, newest first: {cancelled:?}"
     );
     ensure!(listed(JobState::Cancelling, None).await? == vec![claimed_a[2].job.id]);
+    ensure!(listed(JobState::Claimed, None).await? == vec![claimed_b[1].job.id]);
+    ensure!(listed(JobState::Running, None).await?.is_empty());
+    store
+        .report_progress(
+            call_for(&claimed_b[1], runner),
+            muster_core::Progress {
+                percent: 10.0,
+                message: None,
+            },
+            at(3_500),
+        )
+        .await?;
+    ensure!(listed(JobState::Running, Some("unsuccessful-b")).await? == vec![claimed_b[1].job.id]);
+    ensure!(
+        listed(JobState::Running, Some("unsuccessful-a"))
+            .await?
+            .is_empty()
+    );
+    ensure!(listed(JobState::Claimed, None).await?.is_empty());
     ensure!(listed(JobState::Pending, Some("unsuccessful-a")).await? == vec![claimed_a[1].job.id]);
 
     // The cancelling job ends cancelled when its runner confirms.
