@@ -57,29 +57,24 @@ struct Outage {
 }
 
 impl Outage {
-    fn note<T, E: std::error::Error>(&mut self, outcome: &Result<T, E>, retry_every: Duration) {
+    fn note<T, E>(&mut self, outcome: Result<T, E>, retry_every: Duration)
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
         match (outcome, self.failing) {
             (Err(error), false) => {
-                let error = error_chain(error);
+                let error = format!("{:#}", anyhow::Error::new(error));
                 tracing::warn!(%error, "{} fails; it is tried again every {retry_every:?}", self.what);
+                self.failing = true;
             }
-            (Ok(_), true) => tracing::info!("{} reaches the store again", self.what),
-            _ => {}
+            (Err(_), true) => {}
+            (Ok(_), true) => {
+                tracing::info!("{} reaches the store again", self.what);
+                self.failing = false;
+            }
+            (Ok(_), false) => {}
         }
-        self.failing = outcome.is_err();
     }
-}
-
-/// The error and its causes, as one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
 }
 
 pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
@@ -111,7 +106,7 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
                 _ = shutdown.cancelled() => return,
                 outcome = prune_once(&state, retention, PAUSE_BETWEEN_CALLS) => outcome,
             };
-            pruning.note(&outcome, prune_interval(retention));
+            pruning.note(outcome, prune_interval(retention));
         }
         if let Some(retention) = artifacts_retention
             && tokio::time::Instant::now() >= next_collection
@@ -121,7 +116,7 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
                 outcome = collect_once(&state, retention) => outcome,
             };
             let every = collect_interval(retention);
-            collecting.note(&outcome, every);
+            collecting.note(outcome, every);
             next_collection = tokio::time::Instant::now() + every;
         }
     }

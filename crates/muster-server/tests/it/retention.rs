@@ -9,8 +9,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::{
-    api_error, claim_one, job, request, sample, send, start_manual, start_manual_with, submit,
-    submit_and_claim,
+    api_error, claim_one, job, metric, request, sample, send, start_manual, start_manual_with,
+    submit, submit_and_claim,
 };
 
 const DAY_S: i64 = 86_400;
@@ -255,23 +255,12 @@ async fn artifacts_no_job_names_are_deleted_and_those_a_job_names_stay() {
         "unknown_artifact",
     );
 
-    let metrics = send(request(
-        &server,
-        Method::GET,
-        "/metrics",
-        Some(&server.admin_token),
-    ))
-    .await;
     assert_eq!(
-        sample(&metrics.body, "muster_artifacts_collected_total"),
-        Some(3.0),
-        "{}",
-        metrics.body
+        metric(&server, "muster_artifacts_collected_total").await,
+        Some(3.0)
     );
     assert_eq!(
-        sample(&metrics.body, "muster_artifact_bytes_collected_total"),
-        Some(expected_bytes as f64),
-        "{}",
-        metrics.body
+        metric(&server, "muster_artifact_bytes_collected_total").await,
+        Some(expected_bytes as f64)
     );
 }

@@ -74,8 +74,8 @@ impl LocalBlobStore {
         self.root.join(COLLECTING_DIR).join(id.hex())
     }
 
-    /// The artifact whose file is `directory`/`name` under `sha256/`, when the names are those
-    /// of one.
+    /// The artifact whose hex digest is `shard` followed by `name` (a file `shard/name` under
+    /// `sha256/`, or `name` alone in `collecting/`), when the names are those of one.
     fn id_from_names(shard: &str, name: &str) -> Option<ArtifactId> {
         format!("sha256:{shard}{name}").parse().ok()
     }
@@ -95,7 +95,7 @@ impl LocalBlobStore {
             let Some(id) = entry
                 .file_name()
                 .to_str()
-                .and_then(|name| format!("sha256:{name}").parse::<ArtifactId>().ok())
+                .and_then(|name| LocalBlobStore::id_from_names("", name))
             else {
                 tracing::warn!(file = %path.display(), "a file in the collection directory is not an artifact; left alone");
                 continue;

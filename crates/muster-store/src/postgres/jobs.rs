@@ -237,30 +237,24 @@ pub(super) async fn list(
     let runner = filter.runner_id.map(|id| id.as_bytes().to_vec());
     let limit = i64::from(page.limit).saturating_add(1);
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-    let mut sql = match &state {
+    if let Some(code) = &state {
+        params.push(code);
+    }
+    let mut sql = match filter.state {
         // Failed and cancelled jobs are listed through their own small table, newest first,
         // instead of walking every job for them.
-        Some(code) if matches!(filter.state, Some(JobState::Failed | JobState::Cancelled)) => {
-            params.push(code);
-            format!(
-                "SELECT {JOB_COLUMNS} FROM jobs \
-                 JOIN (SELECT seq AS unsuccessful_seq FROM jobs_unsuccessful WHERE state = $1) u \
-                   ON jobs.seq = u.unsuccessful_seq WHERE true"
-            )
-        }
+        Some(JobState::Failed | JobState::Cancelled) => format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             JOIN (SELECT seq AS unsuccessful_seq FROM jobs_unsuccessful WHERE state = $1) u \
+               ON jobs.seq = u.unsuccessful_seq WHERE true"
+        ),
         // Leased jobs are among those the lease checks list (every leased job is in one).
-        Some(code) if filter.state.is_some_and(JobState::is_leased) => {
-            params.push(code);
-            format!(
-                "SELECT {JOB_COLUMNS} FROM jobs \
-                 JOIN (SELECT DISTINCT unnest(seqs) AS leased_seq FROM lease_checks) l \
-                   ON jobs.seq = l.leased_seq WHERE state = $1"
-            )
-        }
-        Some(code) => {
-            params.push(code);
-            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1")
-        }
+        Some(leased) if leased.is_leased() => format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             JOIN (SELECT DISTINCT unnest(seqs) AS leased_seq FROM lease_checks) l \
+               ON jobs.seq = l.leased_seq WHERE state = $1"
+        ),
+        Some(_) => format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1"),
         None => format!("SELECT {JOB_COLUMNS} FROM jobs WHERE true"),
     };
     if let Some(kind) = &filter.kind {
@@ -1076,6 +1070,20 @@ pub(super) async fn complete(
     Ok(job)
 }
 
+/// Lock and read `columns` of the jobs `ids` names (each once; unknown ones are left out). Rows
+/// are locked in one order (by seq), so two batches naming the same jobs cannot deadlock.
+async fn lock_jobs(
+    transaction: &Transaction<'_>,
+    columns: &str,
+    ids: Vec<JobId>,
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let mut ids: Vec<Vec<u8>> = ids.iter().map(|id| id.as_bytes().to_vec()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let sql = format!("SELECT {columns} FROM jobs WHERE id = ANY($1) ORDER BY seq FOR UPDATE");
+    query(transaction, &sql, &[&ids]).await
+}
+
 /// Run single completions without outputs that arrived together (see `combine`), possibly from
 /// several runners, as one transaction: each is answered as if it had run alone, in the order
 /// given; a refused one changes nothing.
@@ -1083,15 +1091,12 @@ pub(super) async fn complete_singles(
     transaction: &Transaction<'_>,
     calls: &[(JobCall, Value, Timestamp)],
 ) -> Result<Vec<Result<JobRecord, StoreError>>, StoreError> {
-    let mut ids: Vec<Vec<u8>> = calls
-        .iter()
-        .map(|(call, _, _)| call.job.as_bytes().to_vec())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    // Locked in one order (by seq) so two batches naming the same jobs cannot deadlock.
-    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY seq FOR UPDATE");
-    let rows = query(transaction, &sql, &[&ids]).await?;
+    let rows = lock_jobs(
+        transaction,
+        JOB_COLUMNS,
+        calls.iter().map(|(call, _, _)| call.job).collect(),
+    )
+    .await?;
     // Per job: its row's seq, its lifecycle as read, and the job as changed by the calls.
     let mut current: HashMap<JobId, (i64, JobLifecycle, JobRecord)> =
         HashMap::with_capacity(rows.len());
@@ -1144,16 +1149,15 @@ pub(super) async fn complete_batch(
     transaction: &Transaction<'_>,
     calls: &[(RunnerId, Vec<CompletionItem>, Timestamp)],
 ) -> Result<Vec<Result<Vec<Result<(), StoreError>>, StoreError>>, StoreError> {
-    let mut ids: Vec<Vec<u8>> = calls
-        .iter()
-        .flat_map(|(_, items, _)| items.iter().map(|item| item.job.as_bytes().to_vec()))
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    // Locked in one order (by seq) so two batches naming the same jobs cannot deadlock.
-    let sql =
-        format!("SELECT {LIFECYCLE_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY seq FOR UPDATE");
-    let rows = query(transaction, &sql, &[&ids]).await?;
+    let rows = lock_jobs(
+        transaction,
+        LIFECYCLE_COLUMNS,
+        calls
+            .iter()
+            .flat_map(|(_, items, _)| items.iter().map(|item| item.job))
+            .collect(),
+    )
+    .await?;
     // Per job: its row's seq, its lifecycle as read, and as changed by the calls.
     let mut current: HashMap<JobId, (i64, JobLifecycle, JobLifecycle)> =
         HashMap::with_capacity(rows.len());
