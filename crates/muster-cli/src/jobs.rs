@@ -235,7 +235,7 @@ pub(crate) async fn run(command: JobCommand, connect: &ConnectArgs) -> anyhow::R
                 .download_artifact_to_file(artifact, &target)
                 .await
                 .context("download the output")?;
-            eprintln!("saved {} ({size} bytes) to {}", args.name, target.display());
+            crate::output::note!("saved {} ({size} bytes) to {}", args.name, target.display());
             Ok(0)
         }
     }
@@ -421,7 +421,7 @@ async fn list(client: &MusterClient, args: ListArgs) -> anyhow::Result<u8> {
         &rows,
     );
     if page.next_cursor.is_some() {
-        eprintln!("(more jobs: raise --limit or filter with --state/--kind)");
+        crate::output::note!("(more jobs: raise --limit or filter with --state/--kind)");
     }
     Ok(0)
 }
@@ -536,14 +536,14 @@ async fn wait(client: &MusterClient, args: WaitArgs) -> anyhow::Result<u8> {
         print_json(&job)?;
     } else {
         match (&job.state, &job.error) {
-            (JobState::Completed, _) => eprintln!("job {} completed", job.id),
-            (_, Some(error)) => eprintln!(
+            (JobState::Completed, _) => crate::output::note!("job {} completed", job.id),
+            (_, Some(error)) => crate::output::note!(
                 "job {} {}: {}",
                 job.id,
                 state_name(job.state),
                 error.message
             ),
-            _ => eprintln!("job {} {}", job.id, state_name(job.state)),
+            _ => crate::output::note!("job {} {}", job.id, state_name(job.state)),
         }
     }
     Ok(if job.state == JobState::Completed {

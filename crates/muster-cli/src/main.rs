@@ -142,18 +142,34 @@ pub(crate) struct ServerArgs {
         requires = "tls_cert"
     )]
     pub(crate) tls_key: Option<PathBuf>,
+    /// How long a client may take to send a request's head (request line and headers), from
+    /// its first byte, or from connecting for a new connection; slower ones are disconnected
+    /// [default: 10s].
+    #[arg(long, env = "MUSTER_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+    pub(crate) header_read_timeout: Option<String>,
+    /// How long a kept-alive connection may stay silent after an answer before it is closed
+    /// [default: 60s]. Long polls and live log streams are requests in flight, not idle, and
+    /// stay open as long as they are meant to.
+    #[arg(long, env = "MUSTER_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub(crate) idle_timeout: Option<String>,
+    /// How long a request body may take before --body-min-rate applies [default: 30s].
+    #[arg(long, env = "MUSTER_BODY_READ_TIMEOUT", value_name = "DURATION")]
+    pub(crate) body_read_timeout: Option<String>,
+    /// Bytes a second a request body (an artifact upload, say) must average after
+    /// --body-read-timeout; slower ones are answered 408 and disconnected [default: 1024].
+    #[arg(long, env = "MUSTER_BODY_MIN_RATE", value_name = "BYTES_PER_SECOND")]
+    pub(crate) body_min_rate: Option<u64>,
+    /// Connections served at once [default: 16384], lowered at start to what the open-file
+    /// limit allows. At the limit, the connection that has waited longest without a request is
+    /// closed to make room for a new one.
+    #[arg(long, env = "MUSTER_MAX_CONNECTIONS")]
+    pub(crate) max_connections: Option<usize>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MUSTER_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Kept to the end of `main`: dropping it writes out queued log lines (waiting briefly).
+    let log_guard = muster_server::logging::init("info");
     let outcome = match cli.command {
         Command::Server(args) => run_server(args).map(|()| 0),
         Command::Up(args) => up::run(args).map(|()| 0),
@@ -161,13 +177,15 @@ fn main() -> ExitCode {
         Command::Job { connect, command } => run_async(jobs::run(command, &connect)),
         Command::Runners { connect, command } => run_async(runners::run(command, &connect)),
     };
-    match outcome {
+    let code = match outcome {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            muster_server::logging::note_line(format_args!("error: {error:#}"));
             ExitCode::FAILURE
         }
-    }
+    };
+    drop(log_guard);
+    code
 }
 
 /// Run a client command on a small runtime.
@@ -200,6 +218,11 @@ pub(crate) fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         retain_unused_artifacts: args.retain_unused_artifacts,
         tls_certificate: args.tls_cert,
         tls_private_key: args.tls_key,
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        body_read_timeout: args.body_read_timeout,
+        body_min_rate: args.body_min_rate,
+        max_connections: args.max_connections,
     };
     ServerConfig::from_raw(raw).context("check the configuration")
 }
@@ -215,6 +238,13 @@ pub(crate) struct PreparedServer {
 }
 
 pub(crate) async fn prepare_server(config: ServerConfig) -> anyhow::Result<PreparedServer> {
+    match muster_server::raise_open_file_limit() {
+        Ok((before, now)) if now > before => {
+            tracing::info!(before, now, "raised the open-file limit to its hard limit")
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not read the open-file limit"),
+    }
     // Checked before the store is opened, which may wait for a database: a wrong file should
     // not take a minute to be reported. The server loads the files again when it starts serving.
     if let Some(files) = &config.tls {
@@ -240,10 +270,10 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async move {
         let prepared = prepare_server(config).await?;
-        eprintln!(
+        muster_server::logging::note_line(format_args!(
             "admin token: {}",
             crate::up::token_hint(prepared.admin_token_file.as_deref())
-        );
+        ));
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         muster_server::run(

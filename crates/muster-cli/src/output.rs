@@ -15,7 +15,7 @@ pub(crate) fn write_line(text: std::fmt::Arguments<'_>) {
         if error.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("error: write to stdout: {error}");
+        muster_server::logging::note_line(format_args!("error: write to stdout: {error}"));
         std::process::exit(1);
     }
 }
@@ -27,6 +27,15 @@ macro_rules! out {
     };
 }
 pub(crate) use out;
+
+/// `eprintln!` that never panics or blocks: a line for the person at the terminal, written in
+/// order with the log lines (see `muster_server::logging`).
+macro_rules! note {
+    ($($argument:tt)*) => {
+        muster_server::logging::note_line(format_args!($($argument)*))
+    };
+}
+pub(crate) use note;
 
 /// Print rows as columns padded to their widest cell, with a header.
 pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {

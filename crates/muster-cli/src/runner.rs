@@ -206,12 +206,14 @@ pub(crate) async fn stop_on_signals(stop: StopSignals) {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
     }
-    eprintln!("draining: no new jobs; running jobs may finish (signal again to stop now)");
+    crate::output::note!(
+        "draining: no new jobs; running jobs may finish (signal again to stop now)"
+    );
     stop.drain.cancel();
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
     }
-    eprintln!("stopping now: cancelling running jobs");
+    crate::output::note!("stopping now: cancelling running jobs");
     stop.abort.cancel();
 }

@@ -157,7 +157,7 @@ pub(crate) async fn run(command: RunnersCommand, connect: &ConnectArgs) -> anyho
                 print_json(&created)?;
             } else {
                 out!("{}", created.token);
-                eprintln!(
+                crate::output::note!(
                     "runner {} registered; the token above is shown only now. Start it with:\n  muster runner --server {} --token {}",
                     created.runner.id,
                     client.base_url(),
@@ -167,7 +167,7 @@ pub(crate) async fn run(command: RunnersCommand, connect: &ConnectArgs) -> anyho
         }
         RunnersCommand::Delete { id } => {
             client.delete_runner(id).await.context("delete runner")?;
-            eprintln!("runner {id} deleted");
+            crate::output::note!("runner {id} deleted");
         }
     }
     Ok(0)

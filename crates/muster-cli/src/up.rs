@@ -112,13 +112,13 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
             })
         };
         let token = local_runner_token(&url, &admin_token, &data_dir).await?;
-        eprintln!("muster is up at {url}");
-        eprintln!("  admin token: {token_hint}");
-        eprintln!(
+        crate::output::note!("muster is up at {url}");
+        crate::output::note!("  admin token: {token_hint}");
+        crate::output::note!(
             "  a local runner runs `exec` jobs ({} at a time)",
             args.concurrency
         );
-        eprintln!("  try: muster job submit -- echo hello");
+        crate::output::note!("  try: muster job submit -- echo hello");
         let daemon = DaemonConfig {
             server: url,
             token,

@@ -101,6 +101,9 @@ fn system_authorities() -> Result<&'static [CertificateDer<'static>], ClientErro
     }
 }
 
+/// How long an unused pooled connection is kept.
+const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A `reqwest` client builder set up for `base_url`: with `https://`, trusting what `tls` says;
 /// with `http://`, with no trust anchors at all (it never makes a TLS connection, and loading the
 /// system's store would only cost time).
@@ -119,7 +122,11 @@ pub fn http_client_builder(
         .map_err(|error| ClientError::Config(format!("set up TLS: {error}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(reqwest::Client::builder().use_preconfigured_tls(config))
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        // Below the coordinator's default --idle-timeout (60 s), so the client retires an idle
+        // pooled connection before the coordinator closes it under a request being sent.
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT))
 }
 
 /// What to do about a TLS failure, when `cause` is one whose remedy is known.

@@ -64,7 +64,7 @@ pub fn load_or_create_admin_token(
             return Err(error).with_context(|| format!("read admin token {}", path.display()));
         }
     }
-    std::fs::create_dir_all(data_dir)
+    muster_store::files::create_private_directory(data_dir)
         .with_context(|| format!("create data directory {}", data_dir.display()))?;
     let token = format!("muster_admin_{}", random_token_text());
     write_private_file(&path, &token)

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::connections::ConnectionLimits;
 pub use crate::tls::TlsFiles;
 
 /// Configuration as given, before defaults and checks.
@@ -36,6 +37,16 @@ pub struct RawServerConfig {
     pub tls_certificate: Option<PathBuf>,
     /// `--tls-key` / `MUSTER_TLS_KEY`: its private key (PEM).
     pub tls_private_key: Option<PathBuf>,
+    /// `--header-read-timeout` / `MUSTER_HEADER_READ_TIMEOUT`: a duration.
+    pub header_read_timeout: Option<String>,
+    /// `--idle-timeout` / `MUSTER_IDLE_TIMEOUT`: a duration.
+    pub idle_timeout: Option<String>,
+    /// `--body-read-timeout` / `MUSTER_BODY_READ_TIMEOUT`: a duration.
+    pub body_read_timeout: Option<String>,
+    /// `--body-min-rate` / `MUSTER_BODY_MIN_RATE`: bytes per second.
+    pub body_min_rate: Option<u64>,
+    /// `--max-connections` / `MUSTER_MAX_CONNECTIONS`.
+    pub max_connections: Option<usize>,
 }
 
 /// Where jobs are stored.
@@ -54,6 +65,20 @@ pub enum DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// How many file descriptors the store (and the artifact store beside it) may hold open:
+    /// SQLite's writer and readers each hold the database, its WAL and its shared-memory file;
+    /// PostgreSQL holds a socket per connection, the wake-up listener's and the artifact pool's.
+    pub fn open_files(&self) -> u64 {
+        match self {
+            DatabaseConfig::Sqlite { .. } => {
+                3 * (1 + muster_store::sqlite::MAX_READER_CONNECTIONS as u64)
+            }
+            DatabaseConfig::Postgres {
+                max_connections, ..
+            } => *max_connections as u64 + 1 + crate::BLOB_MAX_CONNECTIONS as u64,
+        }
+    }
+
     /// Where the store is, for people: a PostgreSQL URL's password is masked.
     pub fn describe(&self) -> String {
         match self {
@@ -106,6 +131,8 @@ pub struct ServerConfig {
     pub retain_unused_artifacts: Option<Duration>,
     /// Serve HTTPS with these files; plain HTTP when `None`.
     pub tls: Option<TlsFiles>,
+    /// Timeouts and the connection cap of the listening socket.
+    pub connections: ConnectionLimits,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -127,6 +154,12 @@ pub const DEFAULT_RETAIN_UNUSED_ARTIFACTS: &str = "24h";
 /// delete inputs of jobs that are still being put together. It must also stay well above
 /// `muster_store::blobs::KEEP_GRANULARITY` (10 minutes), how stale a use mark may be.
 pub const MINIMUM_RETAIN_UNUSED_ARTIFACTS: Duration = Duration::from_secs(3600);
+
+pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
+pub const DEFAULT_IDLE_TIMEOUT: &str = "60s";
+pub const DEFAULT_BODY_READ_TIMEOUT: &str = "30s";
+pub const DEFAULT_BODY_MIN_RATE: u64 = 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 
 /// A setting that cannot be used; names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -286,6 +319,13 @@ impl ServerConfig {
                 ));
             }
         };
+        let connections = connection_limits(
+            raw.header_read_timeout.as_deref(),
+            raw.idle_timeout.as_deref(),
+            raw.body_read_timeout.as_deref(),
+            raw.body_min_rate,
+            raw.max_connections,
+        )?;
         Ok(ServerConfig {
             listen,
             data_dir,
@@ -300,6 +340,7 @@ impl ServerConfig {
             retain_finished_jobs,
             retain_unused_artifacts,
             tls,
+            connections,
         })
     }
 
@@ -307,6 +348,87 @@ impl ServerConfig {
     pub fn runner_offline_after_ms(&self) -> i64 {
         self.heartbeat_interval.as_millis() as i64 * 3
     }
+}
+
+/// A duration setting between `minimum` and `maximum`, `default` when not given.
+fn bounded_duration(
+    setting: &'static str,
+    text: Option<&str>,
+    default: &str,
+    minimum: Duration,
+    maximum: Duration,
+) -> Result<Duration, ConfigError> {
+    let text = text.unwrap_or(default).trim();
+    let duration = humantime::parse_duration(text).map_err(|error| {
+        config_error(
+            setting,
+            format!("'{text}' is not a duration ({error}); write e.g. {default}"),
+        )
+    })?;
+    if duration < minimum || duration > maximum {
+        return Err(config_error(
+            setting,
+            format!(
+                "'{text}' is outside {} to {}",
+                humantime::format_duration(minimum),
+                humantime::format_duration(maximum)
+            ),
+        ));
+    }
+    Ok(duration)
+}
+
+fn connection_limits(
+    header_read_timeout: Option<&str>,
+    idle_timeout: Option<&str>,
+    body_read_timeout: Option<&str>,
+    body_min_rate: Option<u64>,
+    max_connections: Option<usize>,
+) -> Result<ConnectionLimits, ConfigError> {
+    let second = Duration::from_secs(1);
+    let hour = Duration::from_secs(3600);
+    let header_read_timeout = bounded_duration(
+        "--header-read-timeout",
+        header_read_timeout,
+        DEFAULT_HEADER_READ_TIMEOUT,
+        second,
+        Duration::from_secs(600),
+    )?;
+    let idle_timeout = bounded_duration(
+        "--idle-timeout",
+        idle_timeout,
+        DEFAULT_IDLE_TIMEOUT,
+        second,
+        hour,
+    )?;
+    let body_read_timeout = bounded_duration(
+        "--body-read-timeout",
+        body_read_timeout,
+        DEFAULT_BODY_READ_TIMEOUT,
+        second,
+        hour,
+    )?;
+    let body_min_rate = body_min_rate.unwrap_or(DEFAULT_BODY_MIN_RATE);
+    if body_min_rate == 0 {
+        return Err(config_error(
+            "--body-min-rate",
+            "must be at least 1 (bytes a second); without a minimum a body that never arrives would hold its connection forever",
+        ));
+    }
+    let max_connections = max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if !(1..=1_000_000).contains(&max_connections) {
+        return Err(config_error(
+            "--max-connections",
+            "must be between 1 and 1000000",
+        ));
+    }
+    Ok(ConnectionLimits {
+        header_read_timeout,
+        idle_timeout,
+        body_read_timeout,
+        body_min_rate,
+        max_connections,
+    })
 }
 
 /// What one retention setting is called and allows.

@@ -25,6 +25,9 @@ pub enum ApiError {
     InvalidState(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request body arrived slower than `--body-min-rate` allows.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// A body names an artifact that is not stored (well-formed, so not a 400).
     #[error("{0}")]
     UnknownArtifact(String),
@@ -46,6 +49,7 @@ impl ApiError {
             ApiError::LeaseLost(_) => (StatusCode::CONFLICT, "lease_lost"),
             ApiError::InvalidState(_) => (StatusCode::CONFLICT, "invalid_state"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::UnknownArtifact(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_artifact"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

@@ -5,9 +5,11 @@
 
 mod auth;
 pub mod config;
+mod connections;
 mod convert;
 mod error;
 mod extract;
+pub mod logging;
 mod metrics;
 mod reaper;
 mod retention;
@@ -33,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 pub use auth::{hash_token, load_or_create_admin_token};
 pub(crate) use axum::Json;
 pub use config::{DatabaseConfig, RawServerConfig, ServerConfig};
+pub use connections::{connection_limit, raise_open_file_limit};
 pub use error::ApiError;
 pub use retention::{
     CollectionError, CollectionReport, PAUSE_BETWEEN_CALLS as RETENTION_PAUSE,
@@ -116,7 +119,7 @@ fn round_to_seconds(duration: Duration) -> Duration {
 
 /// Connections the artifact store of a PostgreSQL coordinator opens at most, beside the job
 /// store's: uploads and downloads stream for a long time and must not starve job operations.
-const BLOB_MAX_CONNECTIONS: usize = 4;
+pub(crate) const BLOB_MAX_CONNECTIONS: usize = 4;
 
 /// Open the artifact store the configuration names: with SQLite, `<data-dir>/blobs/`; with
 /// PostgreSQL, the same database, so every coordinator sharing it serves every artifact.
@@ -173,7 +176,6 @@ pub fn build_with_blobs(
     let openapi_json = openapi
         .to_pretty_json()
         .unwrap_or_else(|_| "{}".to_string());
-    let (job_changes, _) = tokio::sync::broadcast::channel(1024);
     let state = AppState {
         store,
         blobs,
@@ -182,7 +184,7 @@ pub fn build_with_blobs(
         auth: Arc::new(auth::Auth::new(admin_token)),
         metrics: Arc::new(metrics::Metrics::new()),
         runner_view: Arc::new(state::RunnerView::default()),
-        job_changes,
+        job_changes: Arc::default(),
         shutdown,
         openapi_json: Arc::new(openapi_json),
         draining_runners: Arc::default(),
@@ -240,53 +242,60 @@ pub async fn run(
 }
 
 /// Serve a built coordinator on `listener` until `shutdown` is cancelled, running the reaper
-/// and retention beside it.
+/// and retention beside it. Prints `listening on SCHEME://HOST:PORT` once ready.
 pub async fn serve(
     coordinator: Coordinator,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let reaper = tokio::spawn(reaper::run(coordinator.state.clone(), shutdown.clone()));
-    let retention = tokio::spawn(retention::run(coordinator.state.clone(), shutdown.clone()));
-    let served = match &coordinator.state.config.tls {
-        None => serve_on(listener, "http", coordinator.router, shutdown.clone()).await,
-        Some(files) => match tls::ServerTls::load(files) {
-            Ok(server_tls) => match tls::TlsListener::new(listener, server_tls, &shutdown) {
-                Ok(tls_listener) => {
-                    serve_on(tls_listener, "https", coordinator.router, shutdown.clone()).await
-                }
-                Err(error) => Err(anyhow::Error::new(error).context("read the listening address")),
-            },
-            Err(error) => Err(anyhow::Error::new(error).context("load the TLS certificate")),
-        },
+    let config = Arc::clone(&coordinator.state.config);
+    // Loaded before saying "listening", so a broken certificate is an error, not a silent port.
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => Some(
+            tls::ServerTls::load(files)
+                .context("load the TLS certificate")?
+                .start(&shutdown),
+        ),
     };
-    shutdown.cancel();
-    let _ = reaper.await;
-    let _ = retention.await;
-    served
-}
-
-/// Serve `router` on `listener` until `shutdown`; prints `listening on SCHEME://HOST:PORT` once
-/// ready.
-async fn serve_on<L>(
-    listener: L,
-    scheme: &str,
-    router: Router,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()>
-where
-    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
-{
     let address = listener
         .local_addr()
         .context("read the listening address")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let reaper = tokio::spawn(reaper::run(coordinator.state.clone(), shutdown.clone()));
+    let retention = tokio::spawn(retention::run(coordinator.state.clone(), shutdown.clone()));
+    let shared_store_watch = coordinator
+        .state
+        .store
+        .shared_with_other_coordinators()
+        .then(|| {
+            tokio::spawn(state::watch_shared_store(
+                coordinator.state.clone(),
+                shutdown.clone(),
+            ))
+        });
     // Printed on stdout for scripts and tests that wait for it, whatever the log settings.
-    println!("muster coordinator listening on {scheme}://{address}");
+    logging::print_line(format_args!(
+        "muster coordinator listening on {scheme}://{address}"
+    ));
     tracing::info!(%address, scheme, "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .context("serve HTTP")
+    connections::serve(
+        listener,
+        tls,
+        coordinator.router,
+        config.connections.clone(),
+        config.database.open_files(),
+        Arc::clone(&coordinator.state.metrics),
+        shutdown.clone(),
+    )
+    .await;
+    shutdown.cancel();
+    let _ = reaper.await;
+    let _ = retention.await;
+    if let Some(task) = shared_store_watch {
+        let _ = task.await;
+    }
+    Ok(())
 }
 
 /// Run the reaper once now; for tests that move a manual clock.

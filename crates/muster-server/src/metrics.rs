@@ -26,6 +26,9 @@ pub struct Metrics {
     claim_wait_seconds: Histogram,
     jobs: Family<Labels, Gauge>,
     runners: Family<Labels, Gauge>,
+    log_lines_lost: Counter,
+    connections_open: Gauge,
+    connections_closed: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -47,6 +50,24 @@ impl Metrics {
         let claim_wait_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 20));
         let jobs = Family::<Labels, Gauge>::default();
         let runners = Family::<Labels, Gauge>::default();
+        let log_lines_lost = Counter::default();
+        let connections_open = Gauge::default();
+        let connections_closed = Family::<Labels, Counter>::default();
+        registry.register(
+            "log_lines_lost",
+            "Log lines dropped because the log destination did not take them (full queue, closed pipe)",
+            log_lines_lost.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "HTTP connections open now",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "HTTP connections the coordinator closed, by reason (header_timeout, idle_timeout, body_too_slow, evicted)",
+            connections_closed.clone(),
+        );
         registry.register(
             "claim_requests",
             "Claim calls answered",
@@ -101,7 +122,25 @@ impl Metrics {
             claim_wait_seconds,
             jobs,
             runners,
+            log_lines_lost,
+            connections_open,
+            connections_closed,
         }
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections_open.inc();
+    }
+
+    pub(crate) fn connection_ended(&self) {
+        self.connections_open.dec();
+    }
+
+    /// The coordinator closed a connection itself, for `reason`.
+    pub(crate) fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
     }
 
     pub fn record_claim(&self, wait_seconds: impl IntoIterator<Item = f64>) {
@@ -156,6 +195,11 @@ impl Metrics {
             self.runners
                 .get_or_create(&vec![("status".to_string(), status.as_str().to_string())])
                 .set(count as i64);
+        }
+        let lost = crate::logging::lines_lost();
+        let counted = self.log_lines_lost.get();
+        if lost > counted {
+            self.log_lines_lost.inc_by(lost - counted);
         }
         let mut text = String::new();
         if let Ok(registry) = self.registry.lock()

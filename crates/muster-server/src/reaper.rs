@@ -47,6 +47,9 @@ pub(crate) async fn reap_once(state: &AppState) -> Result<(), muster_store::Stor
                 state
                     .metrics
                     .record_failure(FailureReason::Cancelled, u64::from(report.cancels_finished));
+                for job in &report.changed_jobs {
+                    state.job_changes.changed(*job);
+                }
                 if report.total() > 0 {
                     tracing::info!(
                         lease_expired = report.lease_expired,

@@ -1,8 +1,7 @@
-//! HTTPS: the coordinator's certificate and key (`--tls-cert`, `--tls-key`), a listener that
-//! completes TLS handshakes concurrently, and reloading of the files when they change, so a
-//! renewed certificate is served without a restart.
+//! HTTPS: the coordinator's certificate and key (`--tls-cert`, `--tls-key`), and reloading of
+//! the files when they change, so a renewed certificate is served without a restart. Handshakes
+//! run in each connection's own task (`connections.rs`), so a slow client delays no other.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -11,10 +10,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 /// The certificate chain and private key files, PEM.
@@ -36,10 +32,6 @@ pub enum TlsSetupError {
     Unusable { path: PathBuf, problem: String },
 }
 
-/// A handshake that has not finished by then is dropped, so idle sockets cannot pile up.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; past this, accepting waits.
-const MAX_CONCURRENT_HANDSHAKES: usize = 512;
 /// How often the files are looked at for a renewed certificate.
 const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -135,7 +127,7 @@ impl ServerTls {
         .map_err(|error| unusable(&files.certificate, format!("set up TLS: {error}")))?
         .with_no_client_auth()
         .with_cert_resolver(current.clone());
-        // axum serves HTTP/1.1 here; offering h2 would make clients pick a protocol we do not
+        // The coordinator serves HTTP/1.1 only; offering h2 would make clients pick a protocol it does not
         // speak.
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(ServerTls {
@@ -197,107 +189,17 @@ async fn reload_on_change(
     }
 }
 
-/// A listener whose connections have completed their TLS handshake. Handshakes run in tasks of
-/// their own, so one slow or silent client delays no other.
-pub(crate) struct TlsListener {
-    handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local_addr: SocketAddr,
-    stop: CancellationToken,
-}
-
-impl TlsListener {
-    pub(crate) fn new(
-        listener: TcpListener,
-        tls: ServerTls,
-        shutdown: &CancellationToken,
-    ) -> std::io::Result<TlsListener> {
-        let local_addr = listener.local_addr()?;
-        let stop = shutdown.child_token();
-        let (sender, handshaken) = mpsc::channel(64);
+impl ServerTls {
+    /// The acceptor that serves this certificate, and from now on the renewed certificate each
+    /// time the files change, until `stop`.
+    pub(crate) fn start(self, stop: &CancellationToken) -> TlsAcceptor {
         tokio::spawn(reload_on_change(
-            tls.files.clone(),
-            tls.current.clone(),
+            self.files.clone(),
+            self.current.clone(),
             RELOAD_CHECK_INTERVAL,
-            stop.clone(),
+            stop.child_token(),
         ));
-        tokio::spawn(accept_and_handshake(
-            listener,
-            TlsAcceptor::from(tls.config),
-            sender,
-            stop.clone(),
-        ));
-        Ok(TlsListener {
-            handshaken,
-            local_addr,
-            stop,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn accept_and_handshake(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    sender: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-    stop: CancellationToken,
-) {
-    let handshakes = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
-    loop {
-        let permit = tokio::select! {
-            _ = stop.cancelled() => return,
-            permit = Arc::clone(&handshakes).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
-        let (socket, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let sender = sender.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-                Ok(Ok(stream)) => {
-                    let _ = sender.send((stream, peer)).await;
-                }
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                }
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.handshaken.recv().await {
-            Some(connection) => connection,
-            // The accepting task only ends at shutdown, which ends serving too.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local_addr)
+        TlsAcceptor::from(self.config)
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod blobs;
 mod encoding;
 mod error;
+pub mod files;
 mod model;
 pub mod postgres;
 mod rules;
@@ -28,9 +29,9 @@ use serde_json::Value;
 
 pub use error::StoreError;
 pub use model::{
-    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, NewRunner, Page,
-    PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat,
-    Submitted,
+    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, LogPosition,
+    NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
+    RecordedOutputs, RunnerBeat, Submitted,
 };
 
 /// The coordinator's durable state. See the crate docs for the guarantees every method gives.
@@ -148,6 +149,11 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<LogPage, StoreError>;
 
+    /// Where the logs of `jobs` stand: the next `seq` each will write and whether the job is
+    /// finished. Jobs that do not exist are left out. One call for many jobs, so a coordinator
+    /// can watch every followed log with one query.
+    async fn log_positions(&self, jobs: Vec<JobId>) -> Result<Vec<LogPosition>, StoreError>;
+
     /// The DAG as last synced, `None` when the runner never sent one.
     async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError>;
 
@@ -189,7 +195,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Delete a runner: its token stops working and the attempts it holds fail as lost leases.
-    async fn delete_runner(&self, id: RunnerId, now: Timestamp) -> Result<(), StoreError>;
+    /// Answers the jobs whose leases it released.
+    async fn delete_runner(&self, id: RunnerId, now: Timestamp) -> Result<Vec<JobId>, StoreError>;
 
     /// The live runner whose token hashes to `token_hash`.
     async fn runner_by_token_hash(
@@ -228,4 +235,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store answers at all.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether other processes may change this store (coordinators sharing a database): then
+    /// what they change is seen here only by reading it.
+    fn shared_with_other_coordinators(&self) -> bool;
 }

@@ -94,17 +94,41 @@ pub struct LogPage {
     pub job_finished: bool,
 }
 
+/// Where one job's log stands (see [`crate::Store::log_positions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    pub job: JobId,
+    /// The `seq` the next entry will get.
+    pub next_seq: u64,
+    /// Whether the job is finished (its log will not grow).
+    pub finished: bool,
+}
+
 /// What one reaper pass did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReapReport {
     pub lease_expired: u32,
     pub timed_out: u32,
     pub cancels_finished: u32,
+    /// The jobs the pass changed, so whoever watches them (live log streams) can look again.
+    pub changed_jobs: Vec<JobId>,
 }
 
 impl ReapReport {
     pub fn total(&self) -> u32 {
         self.lease_expired + self.timed_out + self.cancels_finished
+    }
+
+    /// Count what the reaper did to `job`.
+    pub(crate) fn record(&mut self, job: JobId, outcome: muster_core::ReapOutcome) {
+        match outcome {
+            muster_core::ReapOutcome::AttemptFailed(muster_core::FailureReason::TimedOut) => {
+                self.timed_out += 1
+            }
+            muster_core::ReapOutcome::AttemptFailed(_) => self.lease_expired += 1,
+            muster_core::ReapOutcome::CancelFinished => self.cancels_finished += 1,
+        }
+        self.changed_jobs.push(job);
     }
 }
 

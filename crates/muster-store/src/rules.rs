@@ -38,6 +38,28 @@ pub(crate) fn merged_outputs(
     Ok(merged)
 }
 
+/// The first log `seq` a read after `after_seq` returns (0 when reading from the start).
+pub(crate) fn first_log_seq_after(after_seq: Option<u64>) -> i64 {
+    after_seq
+        .map_or(0, |after| after.saturating_add(1))
+        .min(i64::MAX as u64) as i64
+}
+
+/// Where the next read of a job's log continues after a page of `items` that started at
+/// `first`: past the page's last entry, or, when the page is empty, at the job's next unwritten
+/// `seq` (`stored_next_seq`) if that is lower. So an answer never passes what is stored, however
+/// far ahead the caller's cursor was: a follower resuming from it sees the entries written next.
+pub(crate) fn next_log_seq(
+    items: &[muster_core::LogEntry],
+    first: i64,
+    stored_next_seq: impl FnOnce() -> Result<i64, StoreError>,
+) -> Result<u64, StoreError> {
+    match items.last() {
+        Some(entry) => Ok(entry.seq + 1),
+        None => Ok(first.min(stored_next_seq()?).max(0) as u64),
+    }
+}
+
 /// The warning that takes the place of the first log entry past a job's cap.
 pub(crate) fn truncation_notice(cap_bytes: i64) -> String {
     format!(

@@ -83,6 +83,23 @@ pub struct TestServer {
     pub data_dir: TempDir,
 }
 
+/// A fresh data directory and the test configuration in it: a free loopback port, the test
+/// admin token, then `adjust`.
+fn test_config(
+    adjust: impl FnOnce(&mut RawServerConfig),
+) -> anyhow::Result<(TempDir, ServerConfig)> {
+    let data_dir = tempfile::tempdir().context("create a data directory")?;
+    let mut raw = RawServerConfig {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(data_dir.path().to_path_buf()),
+        admin_token: Some(TEST_ADMIN_TOKEN.into()),
+        ..RawServerConfig::default()
+    };
+    adjust(&mut raw);
+    let config = ServerConfig::from_raw(raw).context("check the test configuration")?;
+    Ok((data_dir, config))
+}
+
 impl TestServer {
     /// Defaults, the wall clock.
     pub async fn start() -> anyhow::Result<TestServer> {
@@ -94,16 +111,28 @@ impl TestServer {
         clock: Arc<dyn Clock>,
         adjust: impl FnOnce(&mut RawServerConfig),
     ) -> anyhow::Result<TestServer> {
-        let data_dir = tempfile::tempdir().context("create a data directory")?;
-        let mut raw = RawServerConfig {
-            listen: Some("127.0.0.1:0".into()),
-            data_dir: Some(data_dir.path().to_path_buf()),
-            admin_token: Some(TEST_ADMIN_TOKEN.into()),
-            ..RawServerConfig::default()
-        };
-        adjust(&mut raw);
-        let config = ServerConfig::from_raw(raw).context("check the test configuration")?;
+        let (data_dir, config) = test_config(adjust)?;
         let store = muster_server::open_store(&config).await?;
+        TestServer::serve(clock, config, store, data_dir).await
+    }
+
+    /// A server on `store` (opened by the test, which may keep a handle to look inside it),
+    /// with `adjust` applied to the configuration first.
+    pub async fn start_on_store(
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn Store>,
+        adjust: impl FnOnce(&mut RawServerConfig),
+    ) -> anyhow::Result<TestServer> {
+        let (data_dir, config) = test_config(adjust)?;
+        TestServer::serve(clock, config, store, data_dir).await
+    }
+
+    async fn serve(
+        clock: Arc<dyn Clock>,
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+        data_dir: TempDir,
+    ) -> anyhow::Result<TestServer> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .context("bind a loopback port")?;

@@ -6,6 +6,7 @@
 mod cli;
 mod crash;
 mod fleet;
+mod hardening;
 mod https;
 mod job_cli;
 mod outage;

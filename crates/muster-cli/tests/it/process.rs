@@ -15,6 +15,23 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The binary under test, with none of the settings the environment could leak in.
 pub(crate) fn muster() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_muster"));
+    scrub_environment(&mut command);
+    command
+}
+
+/// The binary under test run by `sh` after `ulimit ULIMIT_ARGUMENTS` (for example `-n 256`), so
+/// it starts with that open-file limit; otherwise like [`muster`].
+pub(crate) fn muster_with_ulimit(ulimit_arguments: &str) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit {ulimit_arguments} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_muster"));
+    scrub_environment(&mut command);
+    command
+}
+
+fn scrub_environment(command: &mut Command) {
     for variable in [
         "MUSTER_ADMIN_TOKEN",
         "MUSTER_LISTEN",
@@ -39,7 +56,6 @@ pub(crate) fn muster() -> Command {
     // The default config file is looked for under XDG_CONFIG_HOME first: point it nowhere.
     command.env("XDG_CONFIG_HOME", "/nonexistent/muster-tests-config");
     command.env("MUSTER_LOG", "warn");
-    command
 }
 
 /// Read a child's stdout until it prints `listening on http://HOST:PORT` (bounded) and answer
@@ -106,10 +122,20 @@ impl ServerProcess {
         listen: &str,
         extra: &[&str],
     ) -> ServerProcess {
+        ServerProcess::start_command(muster(), data_dir, admin_token, listen, extra)
+    }
+
+    /// Like [`ServerProcess::start_with_args`], running `command` (see [`muster_with_ulimit`]).
+    pub(crate) fn start_command(
+        mut command: Command,
+        data_dir: &Path,
+        admin_token: Option<&str>,
+        listen: &str,
+        extra: &[&str],
+    ) -> ServerProcess {
         let stderr_dir = tempfile::tempdir().expect("a directory for the server's stderr");
         let stderr_path = stderr_dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
-        let mut command = muster();
         command
             .args(["server", "--listen", listen, "--data-dir"])
             .arg(data_dir)
@@ -179,6 +205,11 @@ impl ServerProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// The server's process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub(crate) fn client(&self, token: &str) -> muster_client::MusterClient {

@@ -1,7 +1,6 @@
 //! User routes for jobs: submit, list, show, cancel, retry, logs (paged or live), DAG.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -278,7 +277,7 @@ pub(crate) async fn cancel_job(
         .store
         .cancel_job(id, grace_ms, state.clock.now())
         .await?;
-    let _ = state.job_changes.send(id);
+    state.job_changes.changed(id);
     Ok(Json(job_to_user(&state, job).await))
 }
 
@@ -336,29 +335,36 @@ pub(crate) async fn job_logs(
         .and_then(|value| value.to_str().ok())
         .and_then(|text| text.parse::<u64>().ok());
     let after_seq = resume_after.or(query.after_seq);
+    // Watching starts before the first read, so nothing written in between is missed.
+    let mut watch = wants_stream.then(|| state.job_changes.watch(id));
+    if let Some(watch) = watch.as_mut() {
+        watch.mark_seen();
+    }
     let page = state.store.read_logs(id, after_seq, limit).await?;
-    if !wants_stream {
+    let Some(watch) = watch else {
         let items = page.items.into_iter().map(log_entry_to_wire).collect();
         return Ok(Json(wire::LogPage {
             items,
             next_seq: page.next_seq,
         })
         .into_response());
-    }
-    let stream = follow_logs(state, id, page);
+    };
+    let stream = follow_logs(state, id, watch, page);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
 }
 
-/// Entries as they arrive until the job is finished and its log drained.
+/// Entries as they arrive until the job is finished and its log drained. Between changes the
+/// stream reads nothing: it waits for its job's change signal (moved by this coordinator's own
+/// writes, and with a shared database by the watcher of other coordinators' writes).
 fn follow_logs(
     state: AppState,
     id: JobId,
+    mut watch: crate::state::JobWatch,
     first: muster_store::LogPage,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     async_stream_from(move |sender| async move {
-        let mut changes = state.job_changes.subscribe();
         let mut page = first;
         loop {
             let drained = page.items.is_empty();
@@ -386,27 +392,15 @@ fn follow_logs(
                 return;
             }
             if drained {
-                // Wake on a change made here, or poll: another coordinator may have written.
-                let wait = async {
-                    loop {
-                        match changes.recv().await {
-                            Ok(changed) if changed == id => return,
-                            Ok(_) => continue,
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                                std::future::pending::<()>().await
-                            }
-                        }
-                    }
-                };
                 // Stop when the client went away or the coordinator stops: an open stream
-                // must neither poll forever for nobody nor hold up a graceful shutdown.
+                // must neither wait forever for nobody nor hold up a graceful shutdown.
                 tokio::select! {
-                    _ = tokio::time::timeout(Duration::from_millis(500), wait) => {}
+                    _ = watch.changed() => {}
                     _ = sender.closed() => return,
                     _ = state.shutdown.cancelled() => return,
                 }
             }
+            watch.mark_seen();
             let after = page.next_seq.checked_sub(1);
             page = match state.store.read_logs(id, after, 1000).await {
                 Ok(next) => next,

@@ -232,7 +232,7 @@ pub(crate) async fn job_heartbeat(
         .job_heartbeat(call, progress, events, state.clock.now())
         .await?;
     if had_events {
-        let _ = state.job_changes.send(call.job);
+        state.job_changes.changed(call.job);
     }
     let lease = ack
         .lease
@@ -293,7 +293,7 @@ pub(crate) async fn append_log(
         .store
         .append_logs(call, entries, state.clock.now())
         .await?;
-    let _ = state.job_changes.send(call.job);
+    state.job_changes.changed(call.job);
     Ok(Json(wire::LogAppended {
         next_seq: ack.next_seq,
         cancel: ack.cancel,
@@ -331,7 +331,7 @@ pub(crate) async fn complete_job(
         .complete_job(call, result, outputs, state.clock.now())
         .await?;
     state.metrics.record_completions(1);
-    let _ = state.job_changes.send(call.job);
+    state.job_changes.changed(call.job);
     Ok(Json(job_to_user(&state, job).await))
 }
 
@@ -426,7 +426,7 @@ pub(crate) async fn complete_jobs(
         .map(|(id, outcome)| match outcome {
             Ok(()) => {
                 completed += 1;
-                let _ = state.job_changes.send(JobId(id));
+                state.job_changes.changed(JobId(id));
                 wire::CompletionOutcome {
                     id,
                     ok: Some(true),
@@ -477,7 +477,7 @@ pub(crate) async fn fail_job(
         )
         .await?;
     state.metrics.record_failure(reason, 1);
-    let _ = state.job_changes.send(call.job);
+    state.job_changes.changed(call.job);
     Ok(Json(job_to_user(&state, job).await))
 }
 

@@ -131,8 +131,11 @@ pub(crate) async fn delete_runner(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = RunnerId(parse_id(&id, "runner")?);
-    state.store.delete_runner(id, state.clock.now()).await?;
+    let released = state.store.delete_runner(id, state.clock.now()).await?;
     state.auth.forget_runner(id);
+    for job in released {
+        state.job_changes.changed(job);
+    }
     state.runner_view.invalidate();
     Ok(StatusCode::NO_CONTENT)
 }

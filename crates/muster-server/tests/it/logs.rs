@@ -1,10 +1,15 @@
 //! A job's log as users read it: in pages (`after_seq`, `limit`, `next_seq`) and followed live
 //! over server-sent events until the job ends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use muster_client::api::{JobHeartbeat, LogLevel, NewLogEntry};
+use muster_core::SystemClock;
+use muster_store::Store;
+use muster_store::sqlite::{SqliteConfig, SqliteStore};
+use muster_test_support::TestServer;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -116,6 +121,15 @@ async fn logs_are_read_in_pages_that_continue_after_next_seq() {
         beyond.next_seq, 5,
         "next_seq stays where the next entry will be"
     );
+    // A cursor far past what is stored is not echoed back: next_seq comes from the log.
+    for far in [1000, 1u64 << 62, i64::MAX as u64, u64::MAX] {
+        let ahead = client
+            .job_logs(claimed.id, Some(far), None)
+            .await
+            .expect("far past the end");
+        assert!(ahead.items.is_empty());
+        assert_eq!(ahead.next_seq, 5, "after_seq={far}");
+    }
 
     // Heartbeat events land in the same log as info entries.
     runner
@@ -152,6 +166,20 @@ struct SseEvent {
 }
 
 /// Reads server-sent events off a response body, skipping keep-alive comments.
+/// `GET /api/v1/jobs/{id}/logs` with `Accept: text/event-stream`, as the admin.
+async fn open_live_log(server: &TestServer, job: uuid::Uuid) -> reqwest::Response {
+    crate::support::request(
+        server,
+        Method::GET,
+        &format!("/api/v1/jobs/{job}/logs"),
+        Some(&server.admin_token),
+    )
+    .header(reqwest::header::ACCEPT, "text/event-stream")
+    .send()
+    .await
+    .expect("open a live log stream")
+}
+
 struct SseReader {
     stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buffer: String,
@@ -234,16 +262,7 @@ async fn following_logs_streams_new_entries_live_and_ends_when_the_job_completes
         .await
         .expect("append");
 
-    let response = crate::support::request(
-        &server,
-        Method::GET,
-        &format!("/api/v1/jobs/{}/logs", claimed.id),
-        Some(&server.admin_token),
-    )
-    .header(reqwest::header::ACCEPT, "text/event-stream")
-    .send()
-    .await
-    .expect("open the stream");
+    let response = open_live_log(&server, claimed.id).await;
     assert_eq!(response.status(), 200);
     let content_type = response
         .headers()
@@ -315,4 +334,130 @@ async fn following_logs_streams_new_entries_live_and_ends_when_the_job_completes
     assert_eq!(only.id.as_deref(), Some("3"));
     assert_eq!(events.next().await.expect("end").event, "end");
     assert!(events.next().await.is_none());
+}
+
+#[tokio::test]
+async fn next_seq_of_an_empty_log_is_its_start_whatever_the_cursor() {
+    let server = start().await;
+    let client = server.client();
+    let (_, runner) = server.runner("quiet").await.expect("runner");
+    let (_, claimed) = submit_and_claim(&client, &runner, "silent").await;
+    for after_seq in [None, Some(0), Some(1000), Some(1u64 << 63)] {
+        let page = client
+            .job_logs(claimed.id, after_seq, None)
+            .await
+            .expect("read an empty log");
+        assert!(page.items.is_empty());
+        assert_eq!(page.next_seq, 0, "after_seq={after_seq:?}");
+    }
+    let path = format!(
+        "/api/v1/jobs/{}/logs?after_seq=9223372036854775808",
+        claimed.id
+    );
+    let raw = admin(&server, Method::GET, &path, None).await;
+    assert_eq!(raw.status, 200, "{}", raw.body);
+    assert_eq!(raw.json()["next_seq"], 0, "{}", raw.body);
+}
+
+#[tokio::test]
+async fn idle_followers_read_nothing_until_their_job_changes_and_all_wake_when_it_does() {
+    let directory = tempfile::tempdir().expect("a directory for the store");
+    let store = Arc::new(
+        SqliteStore::open(&SqliteConfig {
+            path: directory.path().join("muster.db"),
+            log_cap_bytes: 1024 * 1024,
+        })
+        .expect("open the store"),
+    );
+    let server = TestServer::start_on_store(
+        Arc::new(SystemClock),
+        Arc::clone(&store) as Arc<dyn Store>,
+        |_| {},
+    )
+    .await
+    .expect("start a server on the store");
+    let client = server.client();
+    let (_, runner) = server.runner("quiet").await.expect("runner");
+    let (_, claimed) = submit_and_claim(&client, &runner, "followed").await;
+    let epoch = Some(claimed.lease.epoch);
+
+    const FOLLOWERS: usize = 200;
+    let mut followers = Vec::with_capacity(FOLLOWERS);
+    for _ in 0..FOLLOWERS {
+        let response = open_live_log(&server, claimed.id).await;
+        assert_eq!(response.status(), 200);
+        followers.push(SseReader::new(response));
+    }
+    // Every stream has made its first read; from here on nothing changes for a while.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reads_before = store.read_queries();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_reads = store.read_queries() - reads_before;
+    assert!(
+        idle_reads <= 5,
+        "{FOLLOWERS} idle followers made {idle_reads} store reads in 3 s; they should wait for a change"
+    );
+
+    runner
+        .append_log(claimed.id, epoch, vec![entry(LogLevel::Info, "wake up")])
+        .await
+        .expect("append");
+    for (index, follower) in followers.iter_mut().enumerate() {
+        let event = follower.next().await.expect("the new entry");
+        assert_eq!(event.event, "log", "follower {index}");
+        assert!(
+            event.data.contains("wake up"),
+            "follower {index}: {}",
+            event.data
+        );
+    }
+    assert!(
+        store.idle_reader_connections() <= muster_store::sqlite::MAX_READER_CONNECTIONS,
+        "the read pool stays bounded when {FOLLOWERS} streams read at once: {}",
+        store.idle_reader_connections()
+    );
+
+    // The job ends (completed by its runner): every stream says so and closes.
+    runner
+        .complete_job(claimed.id, epoch, json!({"ok": true}))
+        .await
+        .expect("complete");
+    for (index, follower) in followers.iter_mut().enumerate() {
+        let event = follower.next().await.expect("the end event");
+        assert_eq!(event.event, "end", "follower {index}");
+        assert!(follower.next().await.is_none(), "follower {index} closes");
+    }
+}
+
+#[tokio::test]
+async fn a_follower_sees_the_end_when_the_reaper_fails_the_job() {
+    let (server, clock) = crate::support::start_manual().await;
+    let client = server.client();
+    let (_, runner) = server.runner("vanishing").await.expect("runner");
+    let job = crate::support::submit(
+        &client,
+        muster_client::api::SubmitJob {
+            max_attempts: Some(1),
+            ..crate::support::job("reaped")
+        },
+    )
+    .await;
+    let claimed = runner
+        .claim_job(&muster_client::api::ClaimJobs {
+            kinds: vec!["reaped".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("claim")
+        .pop()
+        .expect("one job");
+    assert_eq!(claimed.id, job.id);
+    let mut events = SseReader::new(open_live_log(&server, job.id).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The runner goes silent; its lease expires and the reaper fails the last attempt.
+    clock.advance_s(31);
+    server.reap().await;
+    let end = events.next().await.expect("the end event");
+    assert_eq!(end.event, "end");
+    assert!(end.data.contains("failed"), "{}", end.data);
 }

@@ -7,6 +7,7 @@ mod artifacts;
 mod auth;
 mod bad_input;
 mod burn_down;
+mod connections;
 mod fencing;
 mod https;
 mod jobs;

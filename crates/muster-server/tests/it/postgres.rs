@@ -143,3 +143,74 @@ async fn a_long_poll_on_one_coordinator_is_answered_by_a_submit_through_the_othe
         submitted_at.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_log_followed_on_one_coordinator_shows_lines_and_the_end_written_through_the_other() {
+    use futures::StreamExt;
+    use muster_client::api::{LogLevel, NewLogEntry};
+
+    let (first, second) = two_coordinators().await;
+    let (created, _) = first.runner("writer").await.expect("register a runner");
+    let runner_on_second =
+        RunnerClient::new(&second.base_url, &created.token).expect("a runner client");
+    let (job, _) = first
+        .client()
+        .submit_job(&SubmitJob {
+            kind: "followed-elsewhere".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("submit");
+    let claimed = runner_on_second
+        .claim_job(&ClaimJobs {
+            kinds: vec!["followed-elsewhere".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("claim")
+        .pop()
+        .expect("the job");
+    let stream =
+        muster_client::http_client_builder(&first.base_url, &muster_client::ClientTls::system())
+            .expect("an HTTP client")
+            .build()
+            .expect("build it")
+            .get(format!("{}/api/v1/jobs/{}/logs", first.base_url, job.id))
+            .bearer_auth(&first.admin_token)
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .expect("follow the log on the first coordinator");
+    let mut chunks = stream.bytes_stream();
+    runner_on_second
+        .append_log(
+            claimed.id,
+            Some(claimed.lease.epoch),
+            vec![NewLogEntry {
+                level: LogLevel::Info,
+                message: "written through the second".into(),
+                ..Default::default()
+            }],
+        )
+        .await
+        .expect("append through the second coordinator");
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut completed = false;
+    while !seen.contains("event: end") {
+        if seen.contains("written through the second") && !completed {
+            runner_on_second
+                .complete_job(claimed.id, Some(claimed.lease.epoch), json!({"ok": true}))
+                .await
+                .expect("complete through the second coordinator");
+            completed = true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, chunks.next()).await {
+            Ok(Some(Ok(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("the stream stalled or ended early ({other:?}): {seen}"),
+        }
+    }
+    assert!(completed, "{seen}");
+    assert!(seen.contains("\"state\":\"completed\""), "{seen}");
+}

@@ -6,9 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use deadpool_postgres::{GenericClient, Transaction};
 use muster_core::{
-    ArtifactId, Capabilities, FailureReason, JobError, JobId, JobLifecycle, JobRecord, JobState,
-    LogEntry, LogLevel, NewJob, NewLogEntry, Progress, ReapOutcome, RunnerId, Timestamp,
-    TransitionError,
+    ArtifactId, Capabilities, JobError, JobId, JobLifecycle, JobRecord, JobState, LogEntry,
+    LogLevel, NewJob, NewLogEntry, Progress, RunnerId, Timestamp, TransitionError,
 };
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
@@ -26,11 +25,12 @@ use crate::encoding::{
 };
 use crate::rules::{
     MAX_CLAIM_SCAN_PER_KIND, PruneCandidate, TERMINAL_STATE_CODES, choose_jobs_to_prune,
-    jitter_for, job_not_found, merged_outputs, truncation_notice,
+    first_log_seq_after, jitter_for, job_not_found, merged_outputs, next_log_seq,
+    truncation_notice,
 };
 use crate::{
-    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, Page,
-    PageRequest, QueueDepth, ReapReport, RecordedOutputs, StoreError, Submitted,
+    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, LogPosition,
+    Page, PageRequest, QueueDepth, ReapReport, RecordedOutputs, StoreError, Submitted,
 };
 
 /// Load a job by id; with `lock`, also take its row lock for the rest of the transaction.
@@ -1351,11 +1351,7 @@ pub(super) async fn reap(
                 next_checks.push(seq, runner, now.as_millis());
                 continue;
             };
-            match outcome {
-                ReapOutcome::AttemptFailed(FailureReason::TimedOut) => report.timed_out += 1,
-                ReapOutcome::AttemptFailed(_) => report.lease_expired += 1,
-                ReapOutcome::CancelFinished => report.cancels_finished += 1,
-            }
+            report.record(job.id, outcome);
             changed.push((seq, before, job));
         }
         for seq in due.iter().filter(|seq| !locked.contains(seq)) {
@@ -1384,9 +1380,7 @@ pub(super) async fn read_logs(
     limit: u32,
 ) -> Result<LogPage, StoreError> {
     let (seq, job) = load_by_id(client, id, false).await?;
-    let first = after_seq
-        .map_or(0, |after| after.saturating_add(1))
-        .min(i64::MAX as u64) as i64;
+    let first = first_log_seq_after(after_seq);
     let rows = query(
         client,
         "SELECT seq, ts, level, message, metadata FROM job_logs \
@@ -1405,14 +1399,50 @@ pub(super) async fn read_logs(
             metadata: metadata.and_then(|text| serde_json::from_str(text).ok()),
         });
     }
-    let next_seq = items
-        .last()
-        .map_or(first as u64, |entry: &LogEntry| entry.seq + 1);
+    let stored_next_seq = if items.is_empty() {
+        let rows = query(
+            client,
+            "SELECT log_next_seq FROM jobs WHERE seq = $1",
+            &[&seq],
+        )
+        .await?;
+        match rows.first() {
+            Some(row) => column::<i64>(row, 0)?,
+            None => return Err(job_not_found(id)),
+        }
+    } else {
+        0
+    };
+    let next_seq = next_log_seq(&items, first, || Ok(stored_next_seq))?;
     Ok(LogPage {
         items,
         next_seq,
         job_finished: job.state().is_terminal(),
     })
+}
+
+pub(super) async fn log_positions(
+    client: &impl GenericClient,
+    ids: &[JobId],
+) -> Result<Vec<LogPosition>, StoreError> {
+    let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
+    let sql = format!(
+        "SELECT id, log_next_seq, state IN ({TERMINAL_STATE_CODES}) FROM jobs WHERE id = ANY($1)"
+    );
+    let rows = query(client, &sql, &[&keys]).await?;
+    let mut positions = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: &[u8] = column(row, 0)?;
+        let Some(job) = ids.iter().find(|job| job.as_bytes().as_slice() == id) else {
+            continue;
+        };
+        positions.push(LogPosition {
+            job: *job,
+            next_seq: column::<i64>(row, 1)?.max(0) as u64,
+            finished: column(row, 2)?,
+        });
+    }
+    Ok(positions)
 }
 
 pub(super) async fn read_dag(

@@ -49,9 +49,9 @@ use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::{
-    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, NewRunner, Page,
-    PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat,
-    Store, StoreError, Submitted,
+    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, LogPosition,
+    NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
+    RecordedOutputs, RunnerBeat, Store, StoreError, Submitted,
 };
 
 /// Settings of the PostgreSQL backend.
@@ -667,6 +667,11 @@ impl Store for PostgresStore {
         jobs::read_logs(&client, id, after_seq, limit).await
     }
 
+    async fn log_positions(&self, ids: Vec<JobId>) -> Result<Vec<LogPosition>, StoreError> {
+        let client = self.client().await?;
+        jobs::log_positions(&client, &ids).await
+    }
+
     async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError> {
         let client = self.client().await?;
         jobs::read_dag(&client, id).await
@@ -716,15 +721,16 @@ impl Store for PostgresStore {
         runners::list(&client, &page, false).await
     }
 
-    async fn delete_runner(&self, id: RunnerId, now: Timestamp) -> Result<(), StoreError> {
-        let requeued = in_transaction!(self, transaction => runners::delete(&transaction, id, now));
+    async fn delete_runner(&self, id: RunnerId, now: Timestamp) -> Result<Vec<JobId>, StoreError> {
+        let (released, requeued) =
+            in_transaction!(self, transaction => runners::delete(&transaction, id, now));
         if let Ok(mut touches) = self.shared.runner_touches.lock() {
             touches.remove(&id);
         }
         if requeued {
             self.shared.signal_pending();
         }
-        Ok(())
+        Ok(released)
     }
 
     async fn runner_by_token_hash(
@@ -761,6 +767,10 @@ impl Store for PostgresStore {
 
     fn pending_signal(&self) -> watch::Receiver<u64> {
         self.pending_signal.clone()
+    }
+
+    fn shared_with_other_coordinators(&self) -> bool {
+        true
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -157,7 +157,7 @@ pub(super) async fn delete(
     transaction: &Transaction<'_>,
     id: RunnerId,
     now: Timestamp,
-) -> Result<bool, StoreError> {
+) -> Result<(Vec<JobId>, bool), StoreError> {
     let changed = execute(
         transaction,
         "UPDATE runners SET deleted_at = $2, token_hash = NULL WHERE id = $1 AND deleted_at IS NULL",
@@ -189,7 +189,10 @@ pub(super) async fn delete(
         released.push((seq, before, job));
     }
     let requeued = super::jobs::write_back_and_wake(transaction, &released).await?;
-    Ok(requeued)
+    Ok((
+        released.iter().map(|(_, _, job)| job.id).collect(),
+        requeued,
+    ))
 }
 
 /// What a claiming runner's row says about its claim.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use muster_core::{
     ArtifactId, Capabilities, JobError, JobId, JobLifecycle, JobRecord, JobState, LogEntry,
-    LogLevel, NewJob, NewLogEntry, Progress, ReapOutcome, RunnerId, Timestamp, TransitionError,
+    LogLevel, NewJob, NewLogEntry, Progress, RunnerId, Timestamp, TransitionError,
 };
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
@@ -23,11 +23,12 @@ use crate::encoding::{
 };
 use crate::rules::{
     MAX_CLAIM_SCAN_PER_KIND, PruneCandidate, TERMINAL_STATE_CODES, choose_jobs_to_prune,
-    jitter_for, job_not_found, merged_outputs, truncation_notice,
+    first_log_seq_after, jitter_for, job_not_found, merged_outputs, next_log_seq,
+    truncation_notice,
 };
 use crate::{
-    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, Page,
-    PageRequest, QueueDepth, ReapReport, RecordedOutputs, StoreError, Submitted,
+    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, LogPosition,
+    Page, PageRequest, QueueDepth, ReapReport, RecordedOutputs, StoreError, Submitted,
 };
 
 pub(super) fn load_by_id(conn: &Connection, id: JobId) -> Result<(i64, JobRecord), StoreError> {
@@ -734,13 +735,7 @@ pub(super) fn reap(
             continue;
         };
         write_lifecycle(&context.conn, seq, &job.lifecycle)?;
-        match outcome {
-            ReapOutcome::AttemptFailed(muster_core::FailureReason::TimedOut) => {
-                report.timed_out += 1
-            }
-            ReapOutcome::AttemptFailed(_) => report.lease_expired += 1,
-            ReapOutcome::CancelFinished => report.cancels_finished += 1,
-        }
+        report.record(job.id, outcome);
         if job.state() == JobState::Pending {
             context.pending_changed = true;
         }
@@ -755,9 +750,7 @@ pub(super) fn read_logs(
     limit: u32,
 ) -> Result<LogPage, StoreError> {
     let (seq, job) = load_by_id(conn, id)?;
-    let first = after_seq
-        .map_or(0, |after| after.saturating_add(1))
-        .min(i64::MAX as u64) as i64;
+    let first = first_log_seq_after(after_seq);
     let mut statement = conn
         .prepare_cached(
             "SELECT seq, ts, level, message, metadata FROM job_logs WHERE job_seq = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
@@ -777,12 +770,42 @@ pub(super) fn read_logs(
         .map_err(map_sqlite_error)?
         .collect::<Result<_, _>>()
         .map_err(map_sqlite_error)?;
-    let next_seq = items.last().map_or(first as u64, |entry| entry.seq + 1);
+    let next_seq = next_log_seq(&items, first, || {
+        conn.prepare_cached("SELECT log_next_seq FROM jobs WHERE seq = ?1")
+            .and_then(|mut statement| statement.query_row(params![seq], |row| row.get(0)))
+            .map_err(map_sqlite_error)
+    })?;
     Ok(LogPage {
         items,
         next_seq,
         job_finished: job.state().is_terminal(),
     })
+}
+
+pub(super) fn log_positions(
+    conn: &Connection,
+    ids: &[JobId],
+) -> Result<Vec<LogPosition>, StoreError> {
+    let sql =
+        format!("SELECT log_next_seq, state IN ({TERMINAL_STATE_CODES}) FROM jobs WHERE id = ?1");
+    let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    let mut positions = Vec::with_capacity(ids.len());
+    for id in ids {
+        let found = statement
+            .query_row(params![id.as_bytes().as_slice()], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, bool>(1)?))
+            })
+            .optional()
+            .map_err(map_sqlite_error)?;
+        if let Some((next_seq, finished)) = found {
+            positions.push(LogPosition {
+                job: *id,
+                next_seq: next_seq.max(0) as u64,
+                finished,
+            });
+        }
+    }
+    Ok(positions)
 }
 
 pub(super) fn read_dag(conn: &Connection, id: JobId) -> Result<Option<Value>, StoreError> {

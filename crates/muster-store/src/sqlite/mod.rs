@@ -12,6 +12,7 @@ mod writer;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -25,9 +26,9 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::{
-    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, NewRunner, Page,
-    PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat,
-    Store, StoreError, Submitted,
+    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, LogPosition,
+    NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
+    RecordedOutputs, RunnerBeat, Store, StoreError, Submitted,
 };
 use writer::{Writer, WriterContext};
 
@@ -57,10 +58,16 @@ impl SqliteStore {
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty())
         {
-            std::fs::create_dir_all(parent).map_err(|error| {
+            crate::files::create_private_directory(parent).map_err(|error| {
                 StoreError::Unavailable(format!("create directory {}: {error}", parent.display()))
             })?;
         }
+        // SQLite gives the WAL and shared-memory files the database file's permissions, so a
+        // database made private here keeps all three private.
+        crate::files::create_private_file(&config.path).map_err(|error| {
+            StoreError::Unavailable(format!("create {}: {error}", config.path.display()))
+        })?;
+        crate::files::warn_if_readable_by_others(&config.path);
         let lock = lock_database(&config.path)?;
         let mut conn = open_connection(&config.path, true)?;
         schema::migrate(&mut conn).map_err(map_sqlite_error)?;
@@ -79,7 +86,10 @@ impl SqliteStore {
         let readers = Arc::new(Readers {
             path: config.path.clone(),
             idle: Mutex::new(Vec::new()),
+            permits: tokio::sync::Semaphore::new(MAX_READER_CONNECTIONS),
+            queries: std::sync::atomic::AtomicU64::new(0),
         });
+        Readers::start_closing_expired(&readers);
         Ok(SqliteStore {
             writer,
             readers,
@@ -95,6 +105,7 @@ fn lock_database(path: &Path) -> Result<File, StoreError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&lock_path)
         .map_err(|error| {
             StoreError::Unavailable(format!("open lock file {}: {error}", lock_path.display()))
@@ -155,10 +166,28 @@ pub(crate) fn map_sqlite_error(error: rusqlite::Error) -> StoreError {
     }
 }
 
-/// Read-only connections for queries, reused between calls.
+/// Read-only connections open at most: queries beyond this wait for one. Each holds three
+/// files (database, WAL, shared memory), and SQLite reads are CPU-bound, so more would not
+/// answer sooner on a machine of a few cores.
+pub const MAX_READER_CONNECTIONS: usize = 8;
+/// A reader connection unused this long is closed, so a burst does not keep its connections
+/// (shorter in this crate's unit tests, which watch it happen).
+const READER_IDLE_CLOSE: std::time::Duration = if cfg!(test) {
+    std::time::Duration::from_millis(300)
+} else {
+    std::time::Duration::from_secs(30)
+};
+
+/// Read-only connections for queries, reused between calls: at most
+/// [`MAX_READER_CONNECTIONS`], the most recently used first, closed after
+/// [`READER_IDLE_CLOSE`] unused.
 struct Readers {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    /// Idle connections with when each was last used, oldest first.
+    idle: Mutex<Vec<(Connection, std::time::Instant)>>,
+    permits: tokio::sync::Semaphore,
+    /// Queries run so far, for tests that check what costs reads.
+    queries: std::sync::atomic::AtomicU64,
 }
 
 impl Readers {
@@ -166,6 +195,13 @@ impl Readers {
         self: &Arc<Self>,
         query: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        self.queries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let readers = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let idle = readers
@@ -174,17 +210,75 @@ impl Readers {
                 .map(|mut idle| idle.pop())
                 .unwrap_or(None);
             let conn = match idle {
-                Some(conn) => conn,
+                Some((conn, _)) => conn,
                 None => open_connection(&readers.path, false)?,
             };
             let answer = query(&conn);
             if let Ok(mut idle) = readers.idle.lock() {
-                idle.push(conn);
+                idle.push((conn, std::time::Instant::now()));
             }
+            readers.close_expired();
             answer
         })
         .await
         .map_err(|error| StoreError::Internal(format!("a read task failed: {error}")))?
+    }
+
+    /// Close the idle connections unused for [`READER_IDLE_CLOSE`].
+    fn close_expired(&self) {
+        let now = std::time::Instant::now();
+        let expired: Vec<(Connection, std::time::Instant)> = match self.idle.lock() {
+            Ok(mut idle) => {
+                let keep_from = idle
+                    .iter()
+                    .position(|(_, used)| now.duration_since(*used) < READER_IDLE_CLOSE)
+                    .unwrap_or(idle.len());
+                idle.drain(..keep_from).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        // Closed outside the lock: closing a connection may checkpoint the WAL.
+        drop(expired);
+    }
+
+    /// Close expired idle connections every few seconds while the store is open, so a quiet
+    /// store gives back what a burst opened.
+    fn start_closing_expired(readers: &Arc<Readers>) {
+        let weak = Arc::downgrade(readers);
+        let spawned = std::thread::Builder::new()
+            .name("muster-sqlite-readers".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(READER_IDLE_CLOSE / 3);
+                    match weak.upgrade() {
+                        Some(readers) => readers.close_expired(),
+                        None => return,
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "could not start closing idle SQLite readers; they are closed after reads instead");
+        }
+    }
+
+    /// Reader connections open now (idle ones; for tests of the pool's bounds).
+    fn idle_connections(&self) -> usize {
+        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+    }
+}
+
+impl SqliteStore {
+    /// Idle reader connections kept open now; at most [`MAX_READER_CONNECTIONS`], fewer after a
+    /// quiet spell. For tests and diagnostics.
+    pub fn idle_reader_connections(&self) -> usize {
+        self.readers.idle_connections()
+    }
+
+    /// Read queries run since the store was opened. For tests and diagnostics.
+    pub fn read_queries(&self) -> u64 {
+        self.readers
+            .queries
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -343,6 +437,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn log_positions(&self, ids: Vec<JobId>) -> Result<Vec<LogPosition>, StoreError> {
+        self.readers
+            .run(move |conn| jobs::log_positions(conn, &ids))
+            .await
+    }
+
     async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError> {
         self.readers.run(move |conn| jobs::read_dag(conn, id)).await
     }
@@ -386,7 +486,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn delete_runner(&self, id: RunnerId, now: Timestamp) -> Result<(), StoreError> {
+    async fn delete_runner(&self, id: RunnerId, now: Timestamp) -> Result<Vec<JobId>, StoreError> {
         self.writer
             .run(move |context| runners::delete(context, id, now))
             .await
@@ -423,6 +523,11 @@ impl Store for SqliteStore {
         self.pending_signal.clone()
     }
 
+    fn shared_with_other_coordinators(&self) -> bool {
+        // The lock on muster.lock keeps every other process out.
+        false
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.readers
             .run(|conn| {
@@ -430,5 +535,41 @@ impl Store for SqliteStore {
                     .map_err(map_sqlite_error)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{MAX_READER_CONNECTIONS, READER_IDLE_CLOSE, SqliteConfig, SqliteStore};
+    use crate::Store;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_read_pool_is_bounded_and_gives_back_idle_connections() {
+        let directory = tempfile::tempdir().expect("a directory");
+        let store = Arc::new(
+            SqliteStore::open(&SqliteConfig {
+                path: directory.path().join("muster.db"),
+                log_cap_bytes: 1024,
+            })
+            .expect("open"),
+        );
+        let burst = (0..200).map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.ping().await })
+        });
+        for read in futures::future::join_all(burst).await {
+            read.expect("join").expect("ping");
+        }
+        let open = store.idle_reader_connections();
+        assert!(
+            (1..=MAX_READER_CONNECTIONS).contains(&open),
+            "200 concurrent reads keep at most {MAX_READER_CONNECTIONS} connections, found {open}"
+        );
+        assert_eq!(store.read_queries(), 200);
+        // Unused for the idle time (and a tick of the closer), they are closed.
+        tokio::time::sleep(READER_IDLE_CLOSE * 2).await;
+        assert_eq!(store.idle_reader_connections(), 0);
     }
 }

@@ -160,7 +160,7 @@ pub(super) fn delete(
     context: &mut WriterContext,
     id: RunnerId,
     now: Timestamp,
-) -> Result<(), StoreError> {
+) -> Result<Vec<JobId>, StoreError> {
     let conn = &context.conn;
     let changed = conn
         .prepare_cached("UPDATE runners SET deleted_at = ?2, token_hash = NULL WHERE id = ?1 AND deleted_at IS NULL")
@@ -178,7 +178,9 @@ pub(super) fn delete(
                 .collect::<Result<Vec<_>, _>>()
         })
         .map_err(map_sqlite_error)?;
+    let mut released = Vec::with_capacity(held.len());
     for (seq, mut job) in held {
+        released.push(job.id);
         let jitter = crate::rules::jitter_for(seq, job.lifecycle.attempt);
         job.lifecycle.release(
             format!("runner {id} was deleted while it held the lease"),
@@ -191,7 +193,7 @@ pub(super) fn delete(
         }
     }
     context.runner_touches.remove(&id);
-    Ok(())
+    Ok(released)
 }
 
 /// Record that a runner is claiming and what it declared; answers the labels an operator gave it

@@ -327,3 +327,109 @@ where
     ensure!(seqs == distinct, "every seq at most once: {seqs:?}");
     Ok(())
 }
+
+pub async fn log_positions_follow_appends_and_the_end_of_a_job_and_skip_unknown_jobs(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let quiet = submit_one(
+        store,
+        spec_with_policy("watched", policy(3, 600, 30, 1)),
+        T0,
+    )
+    .await?;
+    let chatty = submit_one(
+        store,
+        spec_with_policy("watched", policy(3, 600, 30, 1)),
+        T0,
+    )
+    .await?;
+    let runner = register_runner(store, "watched").await?;
+    let first = claim_one(store, runner, "watched", at(1_000)).await?;
+    let second = claim_one(store, runner, "watched", at(1_000)).await?;
+    let (quiet_claim, chatty_claim) = if first.job.id == quiet.id {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    store
+        .append_logs(
+            call_for(&chatty_claim, runner),
+            vec![log_entry(None, "one"), log_entry(None, "two")],
+            at(2_000),
+        )
+        .await?;
+    let unknown = muster_core::JobId::new(T0, 0xDEAD_BEEF);
+    let mut positions = store
+        .log_positions(vec![quiet.id, chatty.id, unknown])
+        .await?;
+    positions.sort_by_key(|position| position.job != quiet.id);
+    ensure!(
+        positions
+            == vec![
+                muster_store::LogPosition {
+                    job: quiet.id,
+                    next_seq: 0,
+                    finished: false
+                },
+                muster_store::LogPosition {
+                    job: chatty.id,
+                    next_seq: 2,
+                    finished: false
+                },
+            ],
+        "{positions:?}"
+    );
+    store
+        .complete_job(
+            call_for(&quiet_claim, runner),
+            serde_json::json!(null),
+            super::no_outputs(),
+            at(3_000),
+        )
+        .await?;
+    let after = store.log_positions(vec![quiet.id]).await?;
+    ensure!(
+        after.len() == 1 && after[0].finished && after[0].next_seq == 0,
+        "{after:?}"
+    );
+    ensure!(store.log_positions(Vec::new()).await?.is_empty());
+    Ok(())
+}
+
+pub async fn next_seq_never_passes_what_is_stored_however_far_the_cursor(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let job = submit_one(store, spec_with_policy("cursor", policy(3, 600, 30, 1)), T0).await?;
+    let runner = register_runner(store, "cursor").await?;
+    let claimed = claim_one(store, runner, "cursor", at(1_000)).await?;
+    for after in [None, Some(0), Some(1_000), Some(u64::MAX)] {
+        let page = store.read_logs(job.id, after, 100).await?;
+        ensure!(
+            page.next_seq == 0,
+            "empty log after {after:?}: {}",
+            page.next_seq
+        );
+    }
+    store
+        .append_logs(
+            call_for(&claimed, runner),
+            vec![
+                log_entry(None, "a"),
+                log_entry(None, "b"),
+                log_entry(None, "c"),
+            ],
+            at(2_000),
+        )
+        .await?;
+    for after in [Some(2), Some(1_000), Some(1u64 << 63), Some(u64::MAX)] {
+        let page = store.read_logs(job.id, after, 100).await?;
+        ensure!(
+            page.items.is_empty() && page.next_seq == 3,
+            "after {after:?}: {}",
+            page.next_seq
+        );
+    }
+    Ok(())
+}

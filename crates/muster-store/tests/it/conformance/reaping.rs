@@ -46,6 +46,7 @@ pub async fn an_expired_lease_returns_the_job_to_pending_after_backoff(
         report
             == ReapReport {
                 lease_expired: 1,
+                changed_jobs: vec![job.id],
                 ..ReapReport::default()
             },
         "{report:?}"
@@ -250,11 +251,14 @@ pub async fn an_attempt_past_its_timeout_is_timed_out(store: Arc<dyn Store>) -> 
     ensure!(store.reap(deadline.plus_millis(-1), 100).await?.total() == 0);
     let report = store.reap(deadline, 100).await?;
     ensure!(
-        report
-            == ReapReport {
-                timed_out: 2,
-                ..ReapReport::default()
-            },
+        (
+            report.timed_out,
+            report.lease_expired,
+            report.cancels_finished
+        ) == (2, 0, 0)
+            && report.changed_jobs.len() == 2
+            && report.changed_jobs.contains(&retried.id)
+            && report.changed_jobs.contains(&last.id),
         "{report:?}"
     );
 

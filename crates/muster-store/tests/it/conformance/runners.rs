@@ -142,7 +142,14 @@ pub async fn deleting_a_runner_releases_the_jobs_it_holds(
     let completed_before = store.get_job(done_job.id).await?;
     let others_before = store.get_job(others_job.id).await?;
     let deleted_at = at(2_000);
-    store.delete_runner(leaving, deleted_at).await?;
+    let mut released_ids = store.delete_runner(leaving, deleted_at).await?;
+    released_ids.sort();
+    let mut expected = vec![claimed_job.id, running_job.id, cancelling_job.id];
+    expected.sort();
+    ensure!(
+        released_ids == expected,
+        "the deletion names the jobs it released (not the finished one nor another runner's): {released_ids:?}"
+    );
 
     for id in [claimed_job.id, running_job.id] {
         let released = store.get_job(id).await?;
