@@ -9,6 +9,7 @@ mod convert;
 mod error;
 mod extract;
 mod metrics;
+mod quota;
 mod reaper;
 mod retention;
 mod routes;
@@ -187,6 +188,7 @@ pub fn build_with_blobs(
         openapi_json: Arc::new(openapi_json),
         draining_runners: Arc::default(),
         finished_counts: Arc::default(),
+        uploads_in_flight: Arc::default(),
     };
     let router = routes
         .fallback(not_found)
