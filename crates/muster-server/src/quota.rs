@@ -110,7 +110,7 @@ impl QuotaRefusal {
                     }
                 };
                 format!(
-                    "{whose}: {used} stored or being uploaded, and this upload would pass the limit of {limit} ({flag}); {AFTER}"
+                    "{whose}: {used} already stored or being uploaded, and this upload would pass the limit of {limit} ({flag}); {AFTER}"
                 )
             }
             QuotaRefusal::DiskReserve {
@@ -469,7 +469,8 @@ impl Admission {
             let used = limit.used(&tallies);
             let left = limit.limit.saturating_sub(used);
             if left < needed {
-                let refusal = limit.refuse(used.saturating_add(needed));
+                // Told what was there besides this upload, which is what the caller can act on.
+                let refusal = limit.refuse(used.saturating_sub(self.reserved));
                 self.refusal = Some(refusal.clone());
                 return Err(refusal);
             }

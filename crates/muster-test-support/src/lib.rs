@@ -95,6 +95,29 @@ impl TestServer {
         adjust: impl FnOnce(&mut RawServerConfig),
     ) -> anyhow::Result<TestServer> {
         let data_dir = tempfile::tempdir().context("create a data directory")?;
+        TestServer::start_in(data_dir, clock, adjust).await
+    }
+
+    /// Stop this server and start a new one on the same data directory (its SQLite store and
+    /// artifacts), as a restarted coordinator would find it; `clock` and `adjust` as for
+    /// [`TestServer::start_with`].
+    pub async fn restart_with(
+        self,
+        clock: Arc<dyn Clock>,
+        adjust: impl FnOnce(&mut RawServerConfig),
+    ) -> anyhow::Result<TestServer> {
+        self.shutdown.cancel();
+        self.task.await.context("join the server task")??;
+        // The store (and its lock on the data directory) goes with the last handle to it.
+        drop(self.state);
+        TestServer::start_in(self.data_dir, clock, adjust).await
+    }
+
+    async fn start_in(
+        data_dir: TempDir,
+        clock: Arc<dyn Clock>,
+        adjust: impl FnOnce(&mut RawServerConfig),
+    ) -> anyhow::Result<TestServer> {
         let mut raw = RawServerConfig {
             listen: Some("127.0.0.1:0".into()),
             data_dir: Some(data_dir.path().to_path_buf()),
