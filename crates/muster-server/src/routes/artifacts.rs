@@ -102,20 +102,12 @@ async fn upload(
             .map(|chunk| chunk.map_err(std::io::Error::other)),
     );
     let declared = declared_length(headers);
-    // Refused before a byte is written; the body is drained when small, so the client reads
-    // the answer instead of a reset.
-    let refuse_at_once = |error: ApiError, declared: Option<u64>, mut stream: ByteStream| async move {
-        if declared.is_some_and(|declared| declared <= DRAIN_BUDGET) && !expects_continue(headers) {
-            drain(&mut stream).await;
-        }
-        Err(error)
-    };
     if declared.is_some_and(|declared| declared > limit) {
-        return refuse_at_once(too_large(), declared, stream).await;
+        return refuse_before_reading(too_large(), headers, declared, stream).await;
     }
     let admission = match quota::admit(state, uploader, declared).await {
         Ok(admission) => Arc::new(Mutex::new(admission)),
-        Err(error) => return refuse_at_once(error, declared, stream).await,
+        Err(error) => return refuse_before_reading(error, headers, declared, stream).await,
     };
     let metered = Arc::clone(&admission);
     // Each chunk is counted against the quotas before the artifact store sees it, so nothing
@@ -171,6 +163,21 @@ async fn upload(
             }
         }
     }
+}
+
+/// Answer `error` to an upload none of whose bytes were stored. The body is drained unless
+/// announced larger than the budget (a chunked one up to the budget), so the client gets to
+/// read the answer instead of a reset.
+async fn refuse_before_reading(
+    error: ApiError,
+    headers: &HeaderMap,
+    declared: Option<u64>,
+    mut stream: ByteStream,
+) -> Result<Response, ApiError> {
+    if declared.is_none_or(|declared| declared <= DRAIN_BUDGET) && !expects_continue(headers) {
+        drain(&mut stream).await;
+    }
+    Err(error)
 }
 
 fn lock(admission: &Mutex<quota::Admission>) -> std::sync::MutexGuard<'_, quota::Admission> {

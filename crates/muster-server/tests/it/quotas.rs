@@ -693,3 +693,20 @@ async fn coordinators_sharing_postgresql_charge_a_runner_once_for_all_of_them() 
         201,
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_declares_the_507_answers_of_the_upload_routes() {
+    let server = start(|_| {}).await;
+    let reply = send(request(&server, Method::GET, "/api/v1/openapi.json", None)).await;
+    assert_eq!(reply.status, 200);
+    let document = reply.json();
+    for path in ["/api/v1/artifacts", "/api/v1/runner/artifacts"] {
+        let answer = &document["paths"][path]["post"]["responses"]["507"];
+        let description = answer["description"].as_str().unwrap_or_default();
+        assert!(
+            description.contains("artifact_quota_exceeded")
+                && description.contains("insufficient_storage"),
+            "POST {path} declares its 507: {answer}"
+        );
+    }
+}
