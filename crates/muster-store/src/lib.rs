@@ -7,7 +7,9 @@
 //! [`muster_core::JobLifecycle`]; a backend only loads, asks and writes back.
 //!
 //! This crate holds all of muster's SQL and no other crate does. It also owns the other half of
-//! persistence, artifact bytes ([`blobs`]), which live outside the database.
+//! persistence, artifact bytes ([`blobs`]), which live outside the database; the database
+//! records which artifacts jobs name and who made the coordinator store each one
+//! ([`Store::record_artifact`], what the upload quotas charge).
 
 pub mod blobs;
 mod encoding;
