@@ -764,7 +764,8 @@ mod tests {
 
     #[test]
     fn bad_artifact_quotas_are_refused_with_the_flag_named() {
-        let cases: [(fn(&mut RawServerConfig), &str); 5] = [
+        type Adjust = fn(&mut RawServerConfig);
+        let cases: [(Adjust, &str); 5] = [
             (
                 |raw| raw.runner_artifact_quota_bytes = Some("lots".into()),
                 "--runner-artifact-quota-bytes:",
