@@ -359,25 +359,33 @@ impl ServerConfig {
             &UNUSED_ARTIFACTS_RETENTION,
         )?;
         let artifact_quotas = ArtifactQuotas {
-            runner_bytes: parse_quota_bytes(
+            runner_bytes: parse_quota(
                 "--runner-artifact-quota-bytes",
                 raw.runner_artifact_quota_bytes.as_deref(),
                 DEFAULT_RUNNER_ARTIFACT_QUOTA_BYTES,
+                parse_size,
+                SIZE_EXAMPLE,
             )?,
-            runner_count: parse_quota_count(
+            runner_count: parse_quota(
                 "--runner-artifact-quota-count",
                 raw.runner_artifact_quota_count.as_deref(),
                 DEFAULT_RUNNER_ARTIFACT_QUOTA_COUNT,
+                parse_count,
+                COUNT_EXAMPLE,
             )?,
-            total_bytes: parse_quota_bytes(
+            total_bytes: parse_quota(
                 "--artifact-quota-bytes",
                 raw.artifact_quota_bytes.as_deref(),
                 DEFAULT_ARTIFACT_QUOTA_BYTES,
+                parse_size,
+                SIZE_EXAMPLE,
             )?,
-            total_count: parse_quota_count(
+            total_count: parse_quota(
                 "--artifact-quota-count",
                 raw.artifact_quota_count.as_deref(),
                 DEFAULT_ARTIFACT_QUOTA_COUNT,
+                parse_count,
+                COUNT_EXAMPLE,
             )?,
             disk_reserve: parse_disk_reserve(
                 raw.disk_reserve.as_deref().unwrap_or(DEFAULT_DISK_RESERVE),
@@ -524,50 +532,35 @@ fn scaled_decimal(number: &str, multiplier: u64) -> Option<u64> {
     whole.checked_add(u64::try_from(part).ok()?)
 }
 
-fn is_unlimited(text: &str) -> bool {
-    text.trim().eq_ignore_ascii_case("unlimited")
-}
-
-fn parse_quota_bytes(
-    flag: &'static str,
-    given: Option<&str>,
-    default: &str,
-) -> Result<Option<u64>, ConfigError> {
-    let text = given.unwrap_or(default);
-    if is_unlimited(text) {
-        return Ok(None);
-    }
-    parse_size(text).map(Some).ok_or_else(|| {
-        config_error(
-            flag,
-            format!(
-                "'{}' is not a size; write e.g. 50GiB, 500MB or 1048576 (bytes), or unlimited",
-                text.trim()
-            ),
-        )
-    })
-}
-
-fn parse_quota_count(
-    flag: &'static str,
-    given: Option<&str>,
-    default: &str,
-) -> Result<Option<u64>, ConfigError> {
-    let text = given.unwrap_or(default);
-    if is_unlimited(text) {
-        return Ok(None);
-    }
+/// A whole number, `_` allowed between digits (`100_000`).
+fn parse_count(text: &str) -> Option<u64> {
     let digits: String = text.trim().chars().filter(|c| *c != '_').collect();
-    digits.parse::<u64>().map(Some).map_err(|_| {
+    digits.parse().ok()
+}
+
+/// A quota setting, `given` or else `default`: `unlimited` (`None`) or what `parse` reads,
+/// refused with `example` of what it takes.
+fn parse_quota(
+    flag: &'static str,
+    given: Option<&str>,
+    default: &str,
+    parse: fn(&str) -> Option<u64>,
+    example: &str,
+) -> Result<Option<u64>, ConfigError> {
+    let text = given.unwrap_or(default);
+    if text.trim().eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    parse(text).map(Some).ok_or_else(|| {
         config_error(
             flag,
-            format!(
-                "'{}' is not a number of artifacts; write e.g. 100000, or unlimited",
-                text.trim()
-            ),
+            format!("'{}' is not {example}, or unlimited", text.trim()),
         )
     })
 }
+
+const SIZE_EXAMPLE: &str = "a size; write e.g. 50GiB, 500MB or 1048576 (bytes)";
+const COUNT_EXAMPLE: &str = "a number of artifacts; write e.g. 100000";
 
 /// `5%`, `2.5%` (of the file system's size) or a size such as `20GiB`; `0` keeps no reserve.
 fn parse_disk_reserve(text: &str) -> Result<DiskReserve, ConfigError> {

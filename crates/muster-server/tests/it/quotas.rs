@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use muster_core::{Clock, RunnerId, SystemClock};
+use muster_core::RunnerId;
 use muster_server::RawServerConfig;
 use muster_store::{ArtifactUsage, ArtifactUsageReport};
 use muster_test_support::TestServer;
@@ -640,20 +640,11 @@ async fn metrics_show_artifact_usage_the_largest_uploaders_and_refusals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn coordinators_sharing_postgresql_charge_a_runner_once_for_all_of_them() {
-    let url = muster_test_support::temp_postgres_database()
-        .await
-        .expect("make a test database");
-    let mut servers = Vec::new();
-    for _ in 0..2 {
-        let url = url.clone();
-        let server = TestServer::start_with(Arc::new(SystemClock) as Arc<dyn Clock>, move |raw| {
-            raw.database = Some(url);
-            raw.runner_artifact_quota_count = Some("2".into());
-        })
-        .await
-        .expect("start a coordinator on PostgreSQL");
-        servers.push(server);
-    }
+    let (first, second) = crate::postgres::two_coordinators_with(|raw| {
+        raw.runner_artifact_quota_count = Some("2".into());
+    })
+    .await;
+    let servers = [first, second];
     let (created, _) = servers[0].runner("shared").await.expect("runner");
     assert_stored(
         &runner_upload(&servers[0], &created.token, content(700, 1), Sent::Chunked).await,
