@@ -124,6 +124,35 @@ pub(crate) struct ServerArgs {
     /// inputs must be named on a job within this time.
     #[arg(long, env = "MUSTER_RETAIN_UNUSED_ARTIFACTS", value_name = "DURATION")]
     pub(crate) retain_unused_artifacts: Option<String>,
+    /// Artifact bytes one runner may have stored: what its uploads stored anew (re-uploads of
+    /// stored bytes are free) until collected. A size such as `50GiB` or `500MB`, or
+    /// `unlimited` [default: 50GiB].
+    ///
+    /// An upload that would pass it gets 507 artifact_quota_exceeded and stores nothing. Stops a
+    /// runaway or compromised runner long before it fills a disk; raise it for runners whose
+    /// jobs keep more (outputs count while a job names them).
+    #[arg(long, env = "MUSTER_RUNNER_ARTIFACT_QUOTA_BYTES", value_name = "SIZE")]
+    pub(crate) runner_artifact_quota_bytes: Option<String>,
+    /// Artifacts one runner may have stored, counted like --runner-artifact-quota-bytes: a number
+    /// or `unlimited` [default: 100000].
+    #[arg(long, env = "MUSTER_RUNNER_ARTIFACT_QUOTA_COUNT", value_name = "COUNT")]
+    pub(crate) runner_artifact_quota_count: Option<String>,
+    /// Artifact bytes all uploaders together (runners and users) may have stored: a size or
+    /// `unlimited` [default: unlimited; --disk-reserve guards the disk].
+    #[arg(long, env = "MUSTER_ARTIFACT_QUOTA_BYTES", value_name = "SIZE")]
+    pub(crate) artifact_quota_bytes: Option<String>,
+    /// Artifacts all uploaders together may have stored: a number or `unlimited`
+    /// [default: unlimited].
+    #[arg(long, env = "MUSTER_ARTIFACT_QUOTA_COUNT", value_name = "COUNT")]
+    pub(crate) artifact_quota_count: Option<String>,
+    /// Room artifact uploads leave free on the file system of <data-dir>/blobs: a share of its
+    /// size (`5%`) or a size (`20GiB`); `0` keeps none [default: 5%].
+    ///
+    /// An upload that would leave less free gets 507 insufficient_storage and stores nothing,
+    /// so the database and logs beside it can still be written. Not used with PostgreSQL, whose
+    /// artifacts live in the database.
+    #[arg(long, env = "MUSTER_DISK_RESERVE", value_name = "SHARE_OR_SIZE")]
+    pub(crate) disk_reserve: Option<String>,
     /// Serve HTTPS with this certificate chain (PEM, the server's certificate first); needs
     /// --tls-key. The files are looked at every 30 s and a renewed pair is served without a
     /// restart.
@@ -216,6 +245,11 @@ pub(crate) fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         max_artifact_bytes: args.max_artifact_bytes,
         retain_finished_jobs: args.retain_finished_jobs,
         retain_unused_artifacts: args.retain_unused_artifacts,
+        runner_artifact_quota_bytes: args.runner_artifact_quota_bytes,
+        runner_artifact_quota_count: args.runner_artifact_quota_count,
+        artifact_quota_bytes: args.artifact_quota_bytes,
+        artifact_quota_count: args.artifact_quota_count,
+        disk_reserve: args.disk_reserve,
         tls_certificate: args.tls_cert,
         tls_private_key: args.tls_key,
         header_read_timeout: args.header_read_timeout,

@@ -33,6 +33,17 @@ pub struct RawServerConfig {
     /// `--retain-unused-artifacts` / `MUSTER_RETAIN_UNUSED_ARTIFACTS`: how long an artifact no
     /// job names is kept after it was last uploaded or named, or `forever` (also `0`).
     pub retain_unused_artifacts: Option<String>,
+    /// `--runner-artifact-quota-bytes` / `MUSTER_RUNNER_ARTIFACT_QUOTA_BYTES`: a size (`50GiB`,
+    /// `500MB`, bytes) or `unlimited`. The other quotas read the same way, counts as integers.
+    pub runner_artifact_quota_bytes: Option<String>,
+    /// `--runner-artifact-quota-count` / `MUSTER_RUNNER_ARTIFACT_QUOTA_COUNT`.
+    pub runner_artifact_quota_count: Option<String>,
+    /// `--artifact-quota-bytes` / `MUSTER_ARTIFACT_QUOTA_BYTES`.
+    pub artifact_quota_bytes: Option<String>,
+    /// `--artifact-quota-count` / `MUSTER_ARTIFACT_QUOTA_COUNT`.
+    pub artifact_quota_count: Option<String>,
+    /// `--disk-reserve` / `MUSTER_DISK_RESERVE`: a share of the file system (`5%`) or a size.
+    pub disk_reserve: Option<String>,
     /// `--tls-cert` / `MUSTER_TLS_CERT`: the certificate chain to serve HTTPS with (PEM).
     pub tls_certificate: Option<PathBuf>,
     /// `--tls-key` / `MUSTER_TLS_KEY`: its private key (PEM).
@@ -129,12 +140,80 @@ pub struct ServerConfig {
     /// How long an artifact no job names is kept after it was last uploaded or named; `None`
     /// keeps every artifact.
     pub retain_unused_artifacts: Option<Duration>,
+    /// Limits on what artifact uploads may make the coordinator store.
+    pub artifact_quotas: ArtifactQuotas,
     /// Serve HTTPS with these files; plain HTTP when `None`.
     pub tls: Option<TlsFiles>,
     /// Timeouts and the connection cap of the listening socket.
     pub connections: ConnectionLimits,
 }
 
+/// Limits on what artifact uploads may make the coordinator store; `None` is unlimited. A
+/// runner is charged the artifacts its uploads stored anew while they stay stored; the totals
+/// count every stored artifact, users' uploads included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArtifactQuotas {
+    pub runner_bytes: Option<u64>,
+    pub runner_count: Option<u64>,
+    pub total_bytes: Option<u64>,
+    pub total_count: Option<u64>,
+    /// Room the file system holding the artifact directory keeps free (local artifacts only).
+    pub disk_reserve: DiskReserve,
+}
+
+/// How much room uploads leave free on the artifact directory's file system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskReserve {
+    Bytes(u64),
+    /// Hundredths of a percent of the file system's size (`5%` is 500).
+    Share {
+        hundredths_of_percent: u32,
+    },
+}
+
+impl DiskReserve {
+    /// Whether no room is kept at all (`0`, `0%`).
+    pub fn is_zero(&self) -> bool {
+        matches!(
+            self,
+            DiskReserve::Bytes(0)
+                | DiskReserve::Share {
+                    hundredths_of_percent: 0
+                }
+        )
+    }
+
+    /// The reserve in bytes on a file system of `total` bytes.
+    pub fn bytes_of(&self, total: u64) -> u64 {
+        match *self {
+            DiskReserve::Bytes(bytes) => bytes,
+            DiskReserve::Share {
+                hundredths_of_percent,
+            } => {
+                let reserve = u128::from(total) * u128::from(hundredths_of_percent) / 10_000;
+                u64::try_from(reserve).unwrap_or(u64::MAX)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for DiskReserve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            DiskReserve::Bytes(bytes) => write!(f, "{bytes} bytes"),
+            DiskReserve::Share {
+                hundredths_of_percent,
+            } => {
+                let whole = hundredths_of_percent / 100;
+                match hundredths_of_percent % 100 {
+                    0 => write!(f, "{whole}%"),
+                    part if part % 10 == 0 => write!(f, "{whole}.{}%", part / 10),
+                    part => write!(f, "{whole}.{part:02}%"),
+                }
+            }
+        }
+    }
+}
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 pub const DEFAULT_DATA_DIR: &str = ".muster";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -154,6 +233,18 @@ pub const DEFAULT_RETAIN_UNUSED_ARTIFACTS: &str = "24h";
 /// delete inputs of jobs that are still being put together. It must also stay well above
 /// `muster_store::blobs::KEEP_GRANULARITY` (10 minutes), how stale a use mark may be.
 pub const MINIMUM_RETAIN_UNUSED_ARTIFACTS: Duration = Duration::from_secs(3600);
+/// 50 uploads at the default --max-artifact-bytes: a runner producing 1.6 GiB a day that jobs
+/// keep naming for the default 30 days fits, a runaway one stops long before a large disk fills.
+pub const DEFAULT_RUNNER_ARTIFACT_QUOTA_BYTES: &str = "50GiB";
+/// A job with one output every 30 s, kept the default 30 days, is 86,400 artifacts; a runaway
+/// uploading small distinct files stops here instead of at the file system's last inode.
+pub const DEFAULT_RUNNER_ARTIFACT_QUOTA_COUNT: &str = "100000";
+/// Unlimited: the disk reserve keeps the file system from filling whatever the fleet does, and
+/// how much a whole fleet may store depends on the disk, which only the operator knows.
+pub const DEFAULT_ARTIFACT_QUOTA_BYTES: &str = "unlimited";
+pub const DEFAULT_ARTIFACT_QUOTA_COUNT: &str = "unlimited";
+/// What the database, logs and uploads in progress need to go on when artifacts are refused.
+pub const DEFAULT_DISK_RESERVE: &str = "5%";
 
 pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
 pub const DEFAULT_IDLE_TIMEOUT: &str = "60s";
@@ -300,6 +391,39 @@ impl ServerConfig {
                 .unwrap_or(DEFAULT_RETAIN_UNUSED_ARTIFACTS),
             &UNUSED_ARTIFACTS_RETENTION,
         )?;
+        let artifact_quotas = ArtifactQuotas {
+            runner_bytes: parse_quota(
+                "--runner-artifact-quota-bytes",
+                raw.runner_artifact_quota_bytes.as_deref(),
+                DEFAULT_RUNNER_ARTIFACT_QUOTA_BYTES,
+                parse_size,
+                SIZE_EXAMPLE,
+            )?,
+            runner_count: parse_quota(
+                "--runner-artifact-quota-count",
+                raw.runner_artifact_quota_count.as_deref(),
+                DEFAULT_RUNNER_ARTIFACT_QUOTA_COUNT,
+                parse_count,
+                COUNT_EXAMPLE,
+            )?,
+            total_bytes: parse_quota(
+                "--artifact-quota-bytes",
+                raw.artifact_quota_bytes.as_deref(),
+                DEFAULT_ARTIFACT_QUOTA_BYTES,
+                parse_size,
+                SIZE_EXAMPLE,
+            )?,
+            total_count: parse_quota(
+                "--artifact-quota-count",
+                raw.artifact_quota_count.as_deref(),
+                DEFAULT_ARTIFACT_QUOTA_COUNT,
+                parse_count,
+                COUNT_EXAMPLE,
+            )?,
+            disk_reserve: parse_disk_reserve(
+                raw.disk_reserve.as_deref().unwrap_or(DEFAULT_DISK_RESERVE),
+            )?,
+        };
         let tls = match (raw.tls_certificate, raw.tls_private_key) {
             (None, None) => None,
             (Some(certificate), Some(private_key)) => Some(TlsFiles {
@@ -339,6 +463,7 @@ impl ServerConfig {
             reap_interval: Duration::from_millis(reap_interval_ms),
             retain_finished_jobs,
             retain_unused_artifacts,
+            artifact_quotas,
             tls,
             connections,
         })
@@ -487,6 +612,105 @@ fn parse_retention(
     Ok(Some(retention))
 }
 
+/// A size: bytes, or a number with a unit (`500MB` is 500×1000², `10GiB` is 10×1024³; `1.5GiB`
+/// works too, units in any case, a space allowed before them). `None` when it is not one.
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|character: char| !(character.is_ascii_digit() || character == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return None,
+    };
+    scaled_decimal(number, multiplier)
+}
+
+/// `number` (digits, maybe with a fraction: `1.5`) times `multiplier`, rounded down; `None`
+/// when it is not such a number or the product passes 64 bits.
+fn scaled_decimal(number: &str, multiplier: u64) -> Option<u64> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |text: &str| text.bytes().all(|byte| byte.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || number.ends_with('.') {
+        return None;
+    }
+    let whole = whole.parse::<u64>().ok()?.checked_mul(multiplier)?;
+    if fraction.is_empty() {
+        return Some(whole);
+    }
+    // Digits past the eighteenth cannot change a count that fits in 64 bits.
+    let fraction = &fraction[..fraction.len().min(18)];
+    let scale = 10u128.pow(u32::try_from(fraction.len()).ok()?);
+    let part = u128::from(fraction.parse::<u64>().ok()?) * u128::from(multiplier) / scale;
+    whole.checked_add(u64::try_from(part).ok()?)
+}
+
+/// A whole number, `_` allowed between digits (`100_000`).
+fn parse_count(text: &str) -> Option<u64> {
+    let digits: String = text.trim().chars().filter(|c| *c != '_').collect();
+    digits.parse().ok()
+}
+
+/// A quota setting, `given` or else `default`: `unlimited` (`None`) or what `parse` reads,
+/// refused with `example` of what it takes.
+fn parse_quota(
+    flag: &'static str,
+    given: Option<&str>,
+    default: &str,
+    parse: fn(&str) -> Option<u64>,
+    example: &str,
+) -> Result<Option<u64>, ConfigError> {
+    let text = given.unwrap_or(default);
+    if text.trim().eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    parse(text).map(Some).ok_or_else(|| {
+        config_error(
+            flag,
+            format!("'{}' is not {example}, or unlimited", text.trim()),
+        )
+    })
+}
+
+const SIZE_EXAMPLE: &str = "a size; write e.g. 50GiB, 500MB or 1048576 (bytes)";
+const COUNT_EXAMPLE: &str = "a number of artifacts; write e.g. 100000";
+
+/// `5%`, `2.5%` (of the file system's size) or a size such as `20GiB`; `0` keeps no reserve.
+fn parse_disk_reserve(text: &str) -> Result<DiskReserve, ConfigError> {
+    let text = text.trim();
+    let refused = || {
+        config_error(
+            "--disk-reserve",
+            format!(
+                "'{text}' is neither a share of the file system (5%, 2.5%, at most 100%) nor a size (20GiB, 500MB); write 0 to keep no reserve"
+            ),
+        )
+    };
+    match text.strip_suffix('%') {
+        Some(share) => {
+            let hundredths = scaled_decimal(share.trim(), 100).ok_or_else(refused)?;
+            match u32::try_from(hundredths) {
+                Ok(hundredths_of_percent) if hundredths_of_percent <= 10_000 => {
+                    Ok(DiskReserve::Share {
+                        hundredths_of_percent,
+                    })
+                }
+                _ => Err(refused()),
+            }
+        }
+        None => parse_size(text).map(DiskReserve::Bytes).ok_or_else(refused),
+    }
+}
+
 fn resolve_listen(text: &str) -> Result<SocketAddr, ConfigError> {
     use std::net::ToSocketAddrs;
     let text = text.trim().trim_start_matches("http://");
@@ -498,7 +722,7 @@ fn resolve_listen(text: &str) -> Result<SocketAddr, ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{RawServerConfig, ServerConfig};
+    use super::{ArtifactQuotas, DiskReserve, RawServerConfig, ServerConfig, parse_size};
     use std::time::Duration;
 
     fn retention(text: Option<&str>) -> Result<Option<Duration>, String> {
@@ -572,5 +796,117 @@ mod tests {
         );
         let error = artifact_retention(Some("a while")).expect_err("not a duration");
         assert!(error.starts_with("--retain-unused-artifacts:"), "{error}");
+    }
+
+    #[test]
+    fn sizes_read_bytes_and_decimal_and_binary_units() {
+        assert_eq!(parse_size("1048576"), Some(1_048_576));
+        assert_eq!(parse_size("500MB"), Some(500_000_000));
+        assert_eq!(parse_size("10GiB"), Some(10 << 30));
+        assert_eq!(parse_size(" 10 gib "), Some(10 << 30));
+        assert_eq!(parse_size("1.5KiB"), Some(1536));
+        assert_eq!(parse_size("64kib"), Some(65_536));
+        assert_eq!(parse_size("2TB"), Some(2_000_000_000_000));
+        assert_eq!(parse_size("0"), Some(0));
+        for bad in [
+            "",
+            "GiB",
+            "-1",
+            "1.",
+            ".5GiB",
+            "1.2.3MB",
+            "10 apples",
+            "99999999999TiB",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+    }
+
+    fn quotas(adjust: impl FnOnce(&mut RawServerConfig)) -> Result<ArtifactQuotas, String> {
+        let mut raw = RawServerConfig::default();
+        adjust(&mut raw);
+        ServerConfig::from_raw(raw)
+            .map(|config| config.artifact_quotas)
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn artifact_quotas_default_to_a_per_runner_bound_and_a_five_percent_reserve() {
+        assert_eq!(
+            quotas(|_| {}),
+            Ok(ArtifactQuotas {
+                runner_bytes: Some(50 << 30),
+                runner_count: Some(100_000),
+                total_bytes: None,
+                total_count: None,
+                disk_reserve: DiskReserve::Share {
+                    hundredths_of_percent: 500
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn artifact_quotas_read_sizes_counts_unlimited_and_shares_or_sizes_of_reserve() {
+        let read = quotas(|raw| {
+            raw.runner_artifact_quota_bytes = Some("unlimited".into());
+            raw.runner_artifact_quota_count = Some("1_000".into());
+            raw.artifact_quota_bytes = Some("2 TiB".into());
+            raw.artifact_quota_count = Some("Unlimited".into());
+            raw.disk_reserve = Some("2.5%".into());
+        })
+        .expect("valid settings");
+        assert_eq!(read.runner_bytes, None);
+        assert_eq!(read.runner_count, Some(1_000));
+        assert_eq!(read.total_bytes, Some(2 << 40));
+        assert_eq!(read.total_count, None);
+        assert_eq!(
+            read.disk_reserve,
+            DiskReserve::Share {
+                hundredths_of_percent: 250
+            }
+        );
+        assert_eq!(read.disk_reserve.to_string(), "2.5%");
+        assert_eq!(read.disk_reserve.bytes_of(1_000_000), 25_000);
+        let absolute = quotas(|raw| raw.disk_reserve = Some("20GiB".into())).expect("a size");
+        assert_eq!(absolute.disk_reserve, DiskReserve::Bytes(20 << 30));
+        assert_eq!(absolute.disk_reserve.bytes_of(1), 20 << 30);
+        let none = quotas(|raw| raw.disk_reserve = Some("0".into())).expect("no reserve");
+        assert_eq!(none.disk_reserve.bytes_of(u64::MAX), 0);
+        let all = quotas(|raw| raw.disk_reserve = Some("100%".into())).expect("everything");
+        assert_eq!(all.disk_reserve.bytes_of(123_456), 123_456);
+    }
+
+    #[test]
+    fn bad_artifact_quotas_are_refused_with_the_flag_named() {
+        type Adjust = fn(&mut RawServerConfig);
+        let cases: [(Adjust, &str); 5] = [
+            (
+                |raw| raw.runner_artifact_quota_bytes = Some("lots".into()),
+                "--runner-artifact-quota-bytes:",
+            ),
+            (
+                |raw| raw.runner_artifact_quota_count = Some("1.5".into()),
+                "--runner-artifact-quota-count:",
+            ),
+            (
+                |raw| raw.artifact_quota_bytes = Some("-5GiB".into()),
+                "--artifact-quota-bytes:",
+            ),
+            (
+                |raw| raw.artifact_quota_count = Some("10k".into()),
+                "--artifact-quota-count:",
+            ),
+            (
+                |raw| raw.disk_reserve = Some("101%".into()),
+                "--disk-reserve:",
+            ),
+        ];
+        for (adjust, flag) in cases {
+            let error = quotas(adjust).expect_err(flag);
+            assert!(error.starts_with(flag), "{error}");
+        }
+        let error = quotas(|raw| raw.disk_reserve = Some("unlimited".into())).expect_err("no");
+        assert!(error.starts_with("--disk-reserve:"), "{error}");
     }
 }

@@ -7,6 +7,8 @@ use muster_api::{ErrorBody, ErrorDetail};
 use muster_store::StoreError;
 use muster_store::blobs::BlobError;
 
+use crate::quota::QuotaRefusal;
+
 /// An error answer. User mistakes are answered as they are; internal ones are logged here, where
 /// they are handled, and answered without details.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,13 @@ pub enum ApiError {
     /// A body names an artifact that is not stored (well-formed, so not a 400).
     #[error("{0}")]
     UnknownArtifact(String),
+    /// An artifact upload would pass an artifact quota (507); names the quota, the usage, the
+    /// limit and the flag that sets it.
+    #[error("{0}")]
+    ArtifactQuotaExceeded(String),
+    /// An artifact upload would leave less than `--disk-reserve` free (507).
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
@@ -51,6 +60,12 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::UnknownArtifact(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_artifact"),
+            ApiError::ArtifactQuotaExceeded(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "artifact_quota_exceeded")
+            }
+            ApiError::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -99,6 +114,15 @@ impl From<BlobError> for ApiError {
             )),
             BlobError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<QuotaRefusal> for ApiError {
+    fn from(refusal: QuotaRefusal) -> ApiError {
+        match refusal {
+            QuotaRefusal::Quota { .. } => ApiError::ArtifactQuotaExceeded(refusal.message()),
+            QuotaRefusal::DiskReserve { .. } => ApiError::InsufficientStorage(refusal.message()),
         }
     }
 }

@@ -11,6 +11,7 @@ mod error;
 mod extract;
 pub mod logging;
 mod metrics;
+mod quota;
 mod reaper;
 mod retention;
 mod routes;
@@ -189,6 +190,7 @@ pub fn build_with_blobs(
         openapi_json: Arc::new(openapi_json),
         draining_runners: Arc::default(),
         finished_counts: Arc::default(),
+        uploads_in_flight: Arc::default(),
     };
     let router = routes
         .fallback(not_found)

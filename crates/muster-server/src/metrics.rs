@@ -3,8 +3,8 @@
 
 use std::sync::Mutex;
 
-use muster_core::{FailureReason, RunnerStatus};
-use muster_store::QueueDepth;
+use muster_core::{FailureReason, RunnerId, RunnerStatus};
+use muster_store::{ArtifactUsage, QueueDepth};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,6 +23,11 @@ pub struct Metrics {
     artifacts_collected: Counter,
     artifact_bytes_collected: Counter,
     attempts_failed: Family<Labels, Counter>,
+    artifact_uploads_refused: Family<Labels, Counter>,
+    artifact_bytes_stored: Gauge,
+    artifacts_stored: Gauge,
+    runner_artifact_bytes: Family<Labels, Gauge>,
+    runner_artifacts: Family<Labels, Gauge>,
     claim_wait_seconds: Histogram,
     jobs: Family<Labels, Gauge>,
     runners: Family<Labels, Gauge>,
@@ -47,6 +52,11 @@ impl Metrics {
         let artifacts_collected = Counter::default();
         let artifact_bytes_collected = Counter::default();
         let attempts_failed = Family::<Labels, Counter>::default();
+        let artifact_uploads_refused = Family::<Labels, Counter>::default();
+        let artifact_bytes_stored = Gauge::default();
+        let artifacts_stored = Gauge::default();
+        let runner_artifact_bytes = Family::<Labels, Gauge>::default();
+        let runner_artifacts = Family::<Labels, Gauge>::default();
         let claim_wait_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 20));
         let jobs = Family::<Labels, Gauge>::default();
         let runners = Family::<Labels, Gauge>::default();
@@ -104,6 +114,31 @@ impl Metrics {
             attempts_failed.clone(),
         );
         registry.register(
+            "artifact_uploads_refused",
+            "Artifact uploads refused by a quota or the disk reserve, by this coordinator, by reason (runner_bytes, runner_count, total_bytes, total_count, disk_reserve)",
+            artifact_uploads_refused.clone(),
+        );
+        registry.register(
+            "artifact_bytes_stored",
+            "Bytes of the artifacts uploads stored and the collection has not deleted (what --artifact-quota-bytes counts)",
+            artifact_bytes_stored.clone(),
+        );
+        registry.register(
+            "artifacts_stored",
+            "Artifacts uploads stored and the collection has not deleted (what --artifact-quota-count counts)",
+            artifacts_stored.clone(),
+        );
+        registry.register(
+            "runner_artifact_bytes",
+            "Artifact bytes charged to a runner (what --runner-artifact-quota-bytes counts), for the runners charged the most",
+            runner_artifact_bytes.clone(),
+        );
+        registry.register(
+            "runner_artifacts",
+            "Artifacts charged to a runner (what --runner-artifact-quota-count counts), for the same runners",
+            runner_artifacts.clone(),
+        );
+        registry.register(
             "claim_wait_seconds",
             "Time from a job becoming claimable to its claim",
             claim_wait_seconds.clone(),
@@ -119,6 +154,11 @@ impl Metrics {
             artifacts_collected,
             artifact_bytes_collected,
             attempts_failed,
+            artifact_uploads_refused,
+            artifact_bytes_stored,
+            artifacts_stored,
+            runner_artifact_bytes,
+            runner_artifacts,
             claim_wait_seconds,
             jobs,
             runners,
@@ -162,6 +202,36 @@ impl Metrics {
     pub fn record_artifact_collected(&self, bytes: u64) {
         self.artifacts_collected.inc();
         self.artifact_bytes_collected.inc_by(bytes);
+    }
+
+    pub fn record_artifact_upload_refused(&self, reason: &'static str) {
+        self.artifact_uploads_refused
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
+    }
+
+    /// Set the artifact usage gauges for the next render: the totals, and the runners charged
+    /// the most (only those, so the series stay few however many runners there are).
+    pub fn set_artifact_usage(
+        &self,
+        all: ArtifactUsage,
+        largest_uploaders: &[(RunnerId, ArtifactUsage)],
+    ) {
+        self.artifact_bytes_stored
+            .set(i64::try_from(all.bytes).unwrap_or(i64::MAX));
+        self.artifacts_stored
+            .set(i64::try_from(all.count).unwrap_or(i64::MAX));
+        self.runner_artifact_bytes.clear();
+        self.runner_artifacts.clear();
+        for (runner, usage) in largest_uploaders {
+            let labels = vec![("runner_id".to_string(), runner.to_string())];
+            self.runner_artifact_bytes
+                .get_or_create(&labels)
+                .set(i64::try_from(usage.bytes).unwrap_or(i64::MAX));
+            self.runner_artifacts
+                .get_or_create(&labels)
+                .set(i64::try_from(usage.count).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn record_failure(&self, reason: FailureReason, count: u64) {

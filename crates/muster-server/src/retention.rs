@@ -37,7 +37,7 @@ pub(crate) fn collect_interval(retention: Duration) -> Duration {
 /// Why a collection of unused artifacts stopped; nothing it had not yet decided on was deleted.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectionError {
-    #[error("read which artifacts jobs name")]
+    #[error("read which artifacts jobs name, or update their records")]
     Store(#[source] StoreError),
     #[error("reach the artifact store")]
     Blobs(#[source] BlobError),
@@ -156,15 +156,36 @@ pub(crate) async fn collect_once(
             );
             break;
         }
-        if let Some(bytes) = state
-            .blobs
-            .delete_unused(id, retention)
+        // The record (what the quotas charge) goes before the bytes and comes back if they
+        // stay: a crash in between leaves stored bytes charged to nobody until they are
+        // collected, never a charge for bytes that are gone; and an upload that stores the same
+        // bytes anew once they are deleted records a charge of its own, which nothing here takes.
+        let record = state
+            .store
+            .take_artifact_record(*id)
             .await
-            .map_err(CollectionError::Blobs)?
-        {
-            report.artifacts += 1;
-            report.bytes += bytes;
-            state.metrics.record_artifact_collected(bytes);
+            .map_err(CollectionError::Store)?;
+        match state.blobs.delete_unused(id, retention).await {
+            Ok(Some(bytes)) => {
+                report.artifacts += 1;
+                report.bytes += bytes;
+                state.metrics.record_artifact_collected(bytes);
+            }
+            // Used meanwhile, or deleted by another coordinator's collection.
+            Ok(None) => {
+                if let Some(record) = record {
+                    put_back_record(state, record).await?;
+                }
+            }
+            Err(error) => {
+                if let Some(record) = record
+                    && let Err(put_back) = put_back_record(state, record).await
+                {
+                    let put_back = format!("{:#}", anyhow::Error::new(put_back));
+                    tracing::warn!(artifact = %id, error = %put_back, "cannot put back the record of an artifact the collection kept; it is charged to nobody until collected");
+                }
+                return Err(CollectionError::Blobs(error));
+            }
         }
     }
     if report.artifacts > 0 {
@@ -176,6 +197,26 @@ pub(crate) async fn collect_once(
         );
     }
     Ok(report)
+}
+
+/// Record `record` again if its bytes are still stored.
+async fn put_back_record(
+    state: &AppState,
+    record: muster_store::ArtifactRecord,
+) -> Result<(), CollectionError> {
+    if state
+        .blobs
+        .exists(&record.id)
+        .await
+        .map_err(CollectionError::Blobs)?
+    {
+        state
+            .store
+            .record_artifact(record)
+            .await
+            .map_err(CollectionError::Store)?;
+    }
+    Ok(())
 }
 
 /// One pass over every job that may be past its retention; answers how many were deleted. An

@@ -33,6 +33,8 @@ pub struct AppState {
     pub openapi_json: Arc<String>,
     pub draining_runners: Arc<DrainingRunners>,
     pub finished_counts: Arc<FinishedCounts>,
+    /// This coordinator's artifact uploads in progress, which the quotas count beside the store.
+    pub(crate) uploads_in_flight: Arc<crate::quota::UploadsInFlight>,
 }
 
 /// How many times as long as counting finished jobs took, an answer is reused: counting then

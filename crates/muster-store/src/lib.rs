@@ -7,7 +7,9 @@
 //! [`muster_core::JobLifecycle`]; a backend only loads, asks and writes back.
 //!
 //! This crate holds all of muster's SQL and no other crate does. It also owns the other half of
-//! persistence, artifact bytes ([`blobs`]), which live outside the database.
+//! persistence, artifact bytes ([`blobs`]), which live outside the database; the database
+//! records which artifacts jobs name and who made the coordinator store each one
+//! ([`Store::record_artifact`], what the upload quotas charge).
 
 pub mod blobs;
 mod encoding;
@@ -29,9 +31,9 @@ use serde_json::Value;
 
 pub use error::StoreError;
 pub use model::{
-    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, LogPosition,
-    NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
-    RecordedOutputs, RunnerBeat, Submitted,
+    ArtifactRecord, ArtifactUploader, ArtifactUsage, ArtifactUsageReport, ClaimRequest, ClaimedJob,
+    CompletionItem, JobAck, JobCall, JobFilter, LogPage, LogPosition, NewRunner, Page, PageRequest,
+    PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat, Submitted,
 };
 
 /// The coordinator's durable state. See the crate docs for the guarantees every method gives.
@@ -177,6 +179,33 @@ pub trait Store: Send + Sync + 'static {
     /// Every artifact a job names, as an input or an output, whatever the job's state: what the
     /// collection of unused artifacts must keep. Reads every job that names one.
     async fn named_artifacts(&self) -> Result<HashSet<ArtifactId>, StoreError>;
+
+    /// Record that an upload stored `record.id`'s bytes anew, charged to `record.uploader`.
+    /// Replaces a record the artifact already has: that one describes bytes collected since.
+    /// Counted by [`Store::artifact_usage`] until taken with [`Store::take_artifact_record`].
+    async fn record_artifact(&self, record: ArtifactRecord) -> Result<(), StoreError>;
+
+    /// Remove the artifact's record and answer it (`None` when it has none), for a collection
+    /// about to delete the bytes; it puts the record back with [`Store::record_artifact`] when
+    /// the bytes stay.
+    async fn take_artifact_record(
+        &self,
+        id: ArtifactId,
+    ) -> Result<Option<ArtifactRecord>, StoreError>;
+
+    /// Bytes and count of every recorded artifact, and of those charged to `runner`. Reads
+    /// running totals, not the records, so its cost does not grow with the artifacts stored.
+    async fn artifact_usage(
+        &self,
+        runner: Option<RunnerId>,
+    ) -> Result<ArtifactUsageReport, StoreError>;
+
+    /// The `limit` runners charged with the most artifact bytes, most first (ties by id).
+    /// Deleted runners stay while their artifacts do.
+    async fn largest_artifact_uploaders(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(RunnerId, ArtifactUsage)>, StoreError>;
 
     async fn create_runner(&self, runner: NewRunner) -> Result<RunnerRecord, StoreError>;
 

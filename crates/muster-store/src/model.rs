@@ -174,3 +174,46 @@ pub struct QueueDepth {
     pub state: JobState,
     pub count: u64,
 }
+
+/// Who made the coordinator store an artifact: what its bytes are charged to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ArtifactUploader {
+    Runner(RunnerId),
+    /// A user token (today only the admin token). Charged to the totals alone; a per-user or
+    /// per-organization charge takes a variant of its own when user tokens arrive.
+    User,
+}
+
+impl ArtifactUploader {
+    pub fn runner(&self) -> Option<RunnerId> {
+        match self {
+            ArtifactUploader::Runner(runner) => Some(*runner),
+            ArtifactUploader::User => None,
+        }
+    }
+}
+
+/// The record that an upload stored an artifact's bytes anew: whom they are charged to and
+/// since when. One per stored artifact at most; a re-upload of stored bytes records nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArtifactRecord {
+    pub id: ArtifactId,
+    pub size: u64,
+    pub uploader: ArtifactUploader,
+    pub created_at: Timestamp,
+}
+
+/// Bytes and number of recorded artifacts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArtifactUsage {
+    pub bytes: u64,
+    pub count: u64,
+}
+
+/// What [`crate::Store::artifact_usage`] answers: every recorded artifact, and the ones charged
+/// to the runner asked about (zero when none was asked about).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArtifactUsageReport {
+    pub all: ArtifactUsage,
+    pub runner: ArtifactUsage,
+}

@@ -2,9 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use muster_core::{ArtifactId, JobId, JobRecord, MAX_JOB_OUTPUTS, jitter_unit_from_seed};
+use muster_core::{
+    ArtifactId, JobId, JobRecord, MAX_JOB_OUTPUTS, RunnerId, Timestamp, jitter_unit_from_seed,
+};
 
-use crate::StoreError;
+use crate::{ArtifactRecord, ArtifactUploader, ArtifactUsage, ArtifactUsageReport, StoreError};
 
 /// Jobs with requirements of one kind looked at per claim before giving up on finding ones this
 /// runner meets: bounds the work of a claim when the head of the queue holds jobs it cannot take.
@@ -119,4 +121,80 @@ pub(crate) fn parse_named_artifact(text: &str) -> Result<ArtifactId, StoreError>
             "a job names the artifact '{text}', which is not an artifact id: {error}"
         ))
     })
+}
+
+/// The `artifact_usage` key of the totals over every artifact (a runner's key is its id).
+pub(crate) const ALL_ARTIFACTS_KEY: &[u8] = b"";
+
+/// An artifact's size as the stores keep it (a signed 64-bit column).
+pub(crate) fn artifact_size_column(size: u64) -> Result<i64, StoreError> {
+    i64::try_from(size).map_err(|_| {
+        StoreError::Rejected(format!(
+            "an artifact of {size} bytes is too large to record"
+        ))
+    })
+}
+
+/// An `artifacts` row read back: id digest, size, uploading runner (none for a user), time.
+pub(crate) fn artifact_record_from_columns(
+    id: &[u8],
+    size: i64,
+    runner: Option<&[u8]>,
+    created_at: i64,
+) -> Result<ArtifactRecord, StoreError> {
+    let digest: [u8; 32] = id
+        .try_into()
+        .map_err(|_| StoreError::Internal("an artifact id in the store is not 32 bytes".into()))?;
+    let uploader = match runner {
+        None => ArtifactUploader::User,
+        Some(bytes) => ArtifactUploader::Runner(RunnerId::from_slice(bytes).ok_or_else(|| {
+            StoreError::Internal("an artifact's runner id in the store is not 16 bytes".into())
+        })?),
+    };
+    Ok(ArtifactRecord {
+        id: ArtifactId::from_digest(digest),
+        size: u64::try_from(size).unwrap_or(0),
+        uploader,
+        created_at: Timestamp(created_at),
+    })
+}
+
+/// Running totals read back; a total the triggers never let go negative reads as 0 if it did.
+pub(crate) fn artifact_usage_from_columns(bytes: i64, count: i64) -> ArtifactUsage {
+    ArtifactUsage {
+        bytes: u64::try_from(bytes).unwrap_or(0),
+        count: u64::try_from(count).unwrap_or(0),
+    }
+}
+
+/// The report from the `artifact_usage` rows read for `runner`: `(key, bytes, count)` each.
+pub(crate) fn artifact_usage_report(
+    rows: impl IntoIterator<Item = (Vec<u8>, i64, i64)>,
+    runner: Option<RunnerId>,
+) -> ArtifactUsageReport {
+    let mut report = ArtifactUsageReport::default();
+    for (key, bytes, count) in rows {
+        let usage = artifact_usage_from_columns(bytes, count);
+        if key.as_slice() == ALL_ARTIFACTS_KEY {
+            report.all = usage;
+        } else if runner.is_some_and(|runner| key.as_slice() == runner.as_bytes()) {
+            report.runner = usage;
+        }
+    }
+    report
+}
+
+/// The largest uploaders from `artifact_usage` rows `(key, bytes, count)`, skipping the totals.
+pub(crate) fn artifact_uploaders_from_rows(
+    rows: impl IntoIterator<Item = (Vec<u8>, i64, i64)>,
+) -> Result<Vec<(RunnerId, ArtifactUsage)>, StoreError> {
+    rows.into_iter()
+        .filter(|(key, _, _)| key.as_slice() != ALL_ARTIFACTS_KEY)
+        .map(|(key, bytes, count)| {
+            let runner = RunnerId::from_slice(&key).ok_or_else(|| {
+                StoreError::Internal("an artifact usage key in the store is not a runner id".into())
+            })?;
+            Ok((runner, artifact_usage_from_columns(bytes, count)))
+        })
+        .collect()
 }

@@ -83,12 +83,12 @@ pub struct TestServer {
     pub data_dir: TempDir,
 }
 
-/// A fresh data directory and the test configuration in it: a free loopback port, the test
-/// admin token, then `adjust`.
+/// The test configuration in `data_dir`: a free loopback port, the test admin token, then
+/// `adjust`.
 fn test_config(
+    data_dir: &TempDir,
     adjust: impl FnOnce(&mut RawServerConfig),
-) -> anyhow::Result<(TempDir, ServerConfig)> {
-    let data_dir = tempfile::tempdir().context("create a data directory")?;
+) -> anyhow::Result<ServerConfig> {
     let mut raw = RawServerConfig {
         listen: Some("127.0.0.1:0".into()),
         data_dir: Some(data_dir.path().to_path_buf()),
@@ -96,8 +96,7 @@ fn test_config(
         ..RawServerConfig::default()
     };
     adjust(&mut raw);
-    let config = ServerConfig::from_raw(raw).context("check the test configuration")?;
-    Ok((data_dir, config))
+    ServerConfig::from_raw(raw).context("check the test configuration")
 }
 
 impl TestServer {
@@ -111,7 +110,31 @@ impl TestServer {
         clock: Arc<dyn Clock>,
         adjust: impl FnOnce(&mut RawServerConfig),
     ) -> anyhow::Result<TestServer> {
-        let (data_dir, config) = test_config(adjust)?;
+        let data_dir = tempfile::tempdir().context("create a data directory")?;
+        TestServer::start_in(data_dir, clock, adjust).await
+    }
+
+    /// Stop this server and start a new one on the same data directory (its SQLite store and
+    /// artifacts), as a restarted coordinator would find it; `clock` and `adjust` as for
+    /// [`TestServer::start_with`].
+    pub async fn restart_with(
+        self,
+        clock: Arc<dyn Clock>,
+        adjust: impl FnOnce(&mut RawServerConfig),
+    ) -> anyhow::Result<TestServer> {
+        self.shutdown.cancel();
+        self.task.await.context("join the server task")??;
+        // The store (and its lock on the data directory) goes with the last handle to it.
+        drop(self.state);
+        TestServer::start_in(self.data_dir, clock, adjust).await
+    }
+
+    async fn start_in(
+        data_dir: TempDir,
+        clock: Arc<dyn Clock>,
+        adjust: impl FnOnce(&mut RawServerConfig),
+    ) -> anyhow::Result<TestServer> {
+        let config = test_config(&data_dir, adjust)?;
         let store = muster_server::open_store(&config).await?;
         TestServer::serve(clock, config, store, data_dir).await
     }
@@ -123,7 +146,8 @@ impl TestServer {
         store: Arc<dyn Store>,
         adjust: impl FnOnce(&mut RawServerConfig),
     ) -> anyhow::Result<TestServer> {
-        let (data_dir, config) = test_config(adjust)?;
+        let data_dir = tempfile::tempdir().context("create a data directory")?;
+        let config = test_config(&data_dir, adjust)?;
         TestServer::serve(clock, config, store, data_dir).await
     }
 

@@ -7,6 +7,7 @@
 //! does not limit; they count bytes against `--max-artifact-bytes` instead.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -17,8 +18,10 @@ use futures::StreamExt;
 use muster_api as wire;
 use muster_core::ArtifactId;
 use muster_store::blobs::{BlobError, ByteStream};
+use muster_store::{ArtifactRecord, ArtifactUploader};
 
 use crate::extract::{AdminAuth, RunnerAuth};
+use crate::quota;
 use crate::state::AppState;
 use crate::{ApiError, Json};
 
@@ -81,28 +84,56 @@ async fn drain(body: &mut ByteStream) {
     .await;
 }
 
-async fn upload(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+/// Store an upload's bytes, charged to `uploader`, within the quotas (see [`crate::quota`]).
+async fn upload(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    uploader: ArtifactUploader,
+) -> Result<Response, ApiError> {
     let limit = state.config.max_artifact_bytes;
     let too_large = || {
         ApiError::PayloadTooLarge(format!(
             "the artifact is larger than the limit of {limit} bytes (--max-artifact-bytes); nothing was stored"
         ))
     };
-    let mut stream: ByteStream = Box::pin(
+    let stream: ByteStream = Box::pin(
         body.into_data_stream()
             .map(|chunk| chunk.map_err(std::io::Error::other)),
     );
-    if let Some(declared) = declared_length(headers) {
-        // Refused before a byte is written.
-        if declared > limit {
-            if declared <= DRAIN_BUDGET && !expects_continue(headers) {
-                drain(&mut stream).await;
-            }
-            return Err(too_large());
-        }
+    let declared = declared_length(headers);
+    if declared.is_some_and(|declared| declared > limit) {
+        return refuse_before_reading(too_large(), headers, declared, stream).await;
     }
+    let admission = match quota::admit(state, uploader, declared).await {
+        Ok(admission) => Arc::new(Mutex::new(admission)),
+        Err(error) => return refuse_before_reading(error, headers, declared, stream).await,
+    };
+    let metered = Arc::clone(&admission);
+    // Each chunk is counted against the quotas before the artifact store sees it, so nothing
+    // past a quota is written.
+    let mut stream: ByteStream = Box::pin(stream.map(move |chunk| {
+        let chunk = chunk?;
+        lock(&metered)
+            .receive(chunk.len() as u64)
+            .map_err(|_| std::io::Error::other("the upload passed an artifact quota"))?;
+        Ok(chunk)
+    }));
     match state.blobs.put(&mut stream, limit).await {
         Ok(stored) => {
+            if stored.created {
+                let record = ArtifactRecord {
+                    id: stored.id,
+                    size: stored.size,
+                    uploader,
+                    created_at: state.clock.now(),
+                };
+                // Unrecorded, the bytes are stored but charged to nobody until collected.
+                state.store.record_artifact(record).await?;
+                lock(&admission).finish(Some(stored.size));
+            } else {
+                lock(&admission).finish(None);
+            }
             let status = if stored.created {
                 StatusCode::CREATED
             } else {
@@ -118,8 +149,39 @@ async fn upload(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
             drain(&mut stream).await;
             Err(too_large())
         }
-        Err(error) => Err(error.into()),
+        Err(error) => {
+            let refusal = lock(&admission).refusal();
+            match refusal {
+                Some(refusal) => {
+                    state
+                        .metrics
+                        .record_artifact_upload_refused(refusal.reason());
+                    drain(&mut stream).await;
+                    Err(refusal.into())
+                }
+                None => Err(error.into()),
+            }
+        }
     }
+}
+
+/// Answer `error` to an upload none of whose bytes were stored. The body is drained unless
+/// announced larger than the budget (a chunked one up to the budget), so the client gets to
+/// read the answer instead of a reset.
+async fn refuse_before_reading(
+    error: ApiError,
+    headers: &HeaderMap,
+    declared: Option<u64>,
+    mut stream: ByteStream,
+) -> Result<Response, ApiError> {
+    if declared.is_none_or(|declared| declared <= DRAIN_BUDGET) && !expects_continue(headers) {
+        drain(&mut stream).await;
+    }
+    Err(error)
+}
+
+fn lock(admission: &Mutex<quota::Admission>) -> std::sync::MutexGuard<'_, quota::Admission> {
+    admission.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 async fn download(state: &AppState, id: &str) -> Result<Response, ApiError> {
@@ -150,6 +212,7 @@ async fn download(state: &AppState, id: &str) -> Result<Response, ApiError> {
         (status = 401, body = wire::ErrorBody), (status = 403, body = wire::ErrorBody),
         (status = 413, description = "larger than --max-artifact-bytes; nothing was stored", body = wire::ErrorBody),
         (status = 503, body = wire::ErrorBody),
+        (status = 507, description = "artifact_quota_exceeded: the upload would pass --artifact-quota-bytes or --artifact-quota-count; insufficient_storage: it would leave less than --disk-reserve free; nothing was stored", body = wire::ErrorBody),
     ),
     security(("admin_token" = [])))]
 pub(crate) async fn upload_artifact(
@@ -158,7 +221,9 @@ pub(crate) async fn upload_artifact(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    upload(&state, &headers, body).await
+    // Charged to the totals only, until user tokens (and their organizations) arrive to be
+    // charged: then the caller's identity goes here.
+    upload(&state, &headers, body, ArtifactUploader::User).await
 }
 
 /// Download an artifact's bytes.
@@ -188,15 +253,16 @@ pub(crate) async fn download_artifact(
         (status = 401, body = wire::ErrorBody), (status = 403, body = wire::ErrorBody),
         (status = 413, description = "larger than --max-artifact-bytes; nothing was stored", body = wire::ErrorBody),
         (status = 503, body = wire::ErrorBody),
+        (status = 507, description = "artifact_quota_exceeded: the upload would pass this runner's --runner-artifact-quota-bytes or --runner-artifact-quota-count, or a quota of all artifacts; insufficient_storage: it would leave less than --disk-reserve free; nothing was stored", body = wire::ErrorBody),
     ),
     security(("runner_token" = [])))]
 pub(crate) async fn runner_upload_artifact(
     State(state): State<AppState>,
-    _runner: RunnerAuth,
+    RunnerAuth(runner): RunnerAuth,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    upload(&state, &headers, body).await
+    upload(&state, &headers, body, ArtifactUploader::Runner(runner)).await
 }
 
 /// Download an artifact as a runner (for example a job's input).

@@ -30,6 +30,10 @@ pub(crate) async fn readyz(
     Ok(Json(serde_json::json!({"status": "ready"})))
 }
 
+/// Runners whose artifact usage `/metrics` shows: the ones charged the most, so the number of
+/// series stays small however many runners there are, and a runner nearing its quota shows.
+const LARGEST_UPLOADERS_SHOWN: u32 = 10;
+
 /// Prometheus metrics: queue depth by kind and state, claims, completions, failures by reason,
 /// claim wait, runners by status.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
@@ -60,6 +64,14 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
             None => break,
         }
     }
+    let artifacts = state.store.artifact_usage(None).await?.all;
+    let largest_uploaders = state
+        .store
+        .largest_artifact_uploaders(LARGEST_UPLOADERS_SHOWN)
+        .await?;
+    state
+        .metrics
+        .set_artifact_usage(artifacts, &largest_uploaders);
     let text = state.metrics.render(&depths, &statuses);
     Ok((
         StatusCode::OK,

@@ -15,6 +15,7 @@ mod logs;
 mod ops;
 mod postgres;
 mod protocol;
+mod quotas;
 mod retention;
 mod runners;
 mod support;

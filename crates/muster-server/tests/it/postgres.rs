@@ -8,19 +8,28 @@ use std::time::{Duration, Instant};
 use muster_client::RunnerClient;
 use muster_client::api::{ClaimJobs, JobState, SubmitJob};
 use muster_core::SystemClock;
+use muster_server::RawServerConfig;
 use muster_test_support::TestServer;
 use serde_json::json;
 
 /// Two coordinators on one fresh database.
 async fn two_coordinators() -> (TestServer, TestServer) {
+    two_coordinators_with(|_| {}).await
+}
+
+/// Two coordinators on one fresh database, with `adjust` applied to both configurations.
+pub(crate) async fn two_coordinators_with(
+    adjust: impl Fn(&mut RawServerConfig),
+) -> (TestServer, TestServer) {
     let url = muster_test_support::temp_postgres_database()
         .await
         .expect("make a test database");
     let mut servers = Vec::new();
     for _ in 0..2 {
         let url = url.clone();
-        let server = TestServer::start_with(Arc::new(SystemClock), move |raw| {
+        let server = TestServer::start_with(Arc::new(SystemClock), |raw| {
             raw.database = Some(url);
+            adjust(raw);
         })
         .await
         .expect("start a coordinator on PostgreSQL");

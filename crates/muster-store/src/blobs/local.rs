@@ -25,7 +25,9 @@ use muster_core::ArtifactId;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
 
-use super::{BlobError, BlobReader, BlobStore, ByteStream, KEEP_GRANULARITY, StoredBlob};
+use super::{
+    BlobError, BlobReader, BlobStore, ByteStream, KEEP_GRANULARITY, StorageSpace, StoredBlob,
+};
 
 const CONTENT_DIR: &str = "sha256";
 const UPLOADS_DIR: &str = "uploads";
@@ -421,6 +423,14 @@ impl BlobStore for LocalBlobStore {
             .map_err(|error| BlobError::Unavailable(format!("list artifacts task: {error}")))?
     }
 
+    async fn storage_space(&self) -> Result<Option<StorageSpace>, BlobError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || file_system_space(&root))
+            .await
+            .map_err(|error| BlobError::Unavailable(format!("measure free space task: {error}")))?
+            .map(Some)
+    }
+
     async fn delete_unused(
         &self,
         id: &ArtifactId,
@@ -521,4 +531,42 @@ fn list_unused(content: &Path, unused_for: Duration) -> Result<Vec<ArtifactId>, 
         }
     }
     Ok(unused)
+}
+
+/// The room on the file system holding `root`, or holding its nearest existing ancestor while
+/// the directory is not made yet (it is made on the first upload, on that file system).
+fn file_system_space(root: &Path) -> Result<StorageSpace, BlobError> {
+    for candidate in root.ancestors() {
+        // A relative root ends in the empty path: the working directory.
+        let candidate = if candidate.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            candidate
+        };
+        match nix::sys::statvfs::statvfs(candidate) {
+            Ok(stats) => {
+                let block = widen(stats.fragment_size());
+                return Ok(StorageSpace {
+                    available: widen(stats.blocks_available()).saturating_mul(block),
+                    total: widen(stats.blocks()).saturating_mul(block),
+                });
+            }
+            Err(nix::errno::Errno::ENOENT) => continue,
+            Err(error) => {
+                return Err(BlobError::Unavailable(format!(
+                    "measure free space on {}: {error}",
+                    candidate.display()
+                )));
+            }
+        }
+    }
+    Err(BlobError::Unavailable(format!(
+        "measure free space: no directory of {} exists",
+        root.display()
+    )))
+}
+
+/// `statvfs` counts are `u64` or narrower, by platform.
+fn widen(count: impl TryInto<u64>) -> u64 {
+    count.try_into().unwrap_or(u64::MAX)
 }

@@ -61,6 +61,15 @@ impl std::fmt::Debug for BlobReader {
     }
 }
 
+/// Room on the file system a store writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageSpace {
+    /// Bytes an unprivileged process may still write.
+    pub available: u64,
+    /// The file system's size.
+    pub total: u64,
+}
+
 /// Why a blob operation did not do what was asked.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -104,6 +113,12 @@ pub trait BlobStore: Send + Sync + 'static {
     /// The artifacts neither stored nor kept within the last `unused_for`: the candidates for
     /// collection. Nothing is deleted.
     async fn unused_for(&self, unused_for: Duration) -> Result<Vec<ArtifactId>, BlobError>;
+
+    /// Room left on the file system the bytes are written to, when this store writes to one
+    /// (a local directory); `None` where that is watched elsewhere (a database, an object store).
+    async fn storage_space(&self) -> Result<Option<StorageSpace>, BlobError> {
+        Ok(None)
+    }
 
     /// Delete the artifact unless it was stored or kept within the last `unused_for`, checked
     /// atomically with the deletion. Answers the bytes freed, `None` when it stays or was not

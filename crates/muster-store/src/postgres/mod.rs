@@ -22,6 +22,7 @@
 //! Wake-ups cross coordinators with `LISTEN`/`NOTIFY`: a commit that makes jobs claimable
 //! notifies [`PENDING_CHANNEL`], and every coordinator's listener moves its pending signal.
 
+mod artifacts;
 mod combine;
 mod jobs;
 mod rows;
@@ -49,9 +50,9 @@ use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::{
-    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, LogPosition,
-    NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
-    RecordedOutputs, RunnerBeat, Store, StoreError, Submitted,
+    ArtifactRecord, ArtifactUsage, ArtifactUsageReport, ClaimRequest, ClaimedJob, CompletionItem,
+    JobAck, JobCall, JobFilter, LogPage, LogPosition, NewRunner, Page, PageRequest, PruneCursor,
+    PruneReport, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat, Store, StoreError, Submitted,
 };
 
 /// Settings of the PostgreSQL backend.
@@ -763,6 +764,35 @@ impl Store for PostgresStore {
     async fn finished_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
         let client = self.client().await?;
         jobs::finished_job_counts(&client).await
+    }
+
+    async fn record_artifact(&self, record: ArtifactRecord) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        artifacts::record(&client, &record).await
+    }
+
+    async fn take_artifact_record(
+        &self,
+        id: ArtifactId,
+    ) -> Result<Option<ArtifactRecord>, StoreError> {
+        let client = self.client().await?;
+        artifacts::take(&client, id).await
+    }
+
+    async fn artifact_usage(
+        &self,
+        runner: Option<RunnerId>,
+    ) -> Result<ArtifactUsageReport, StoreError> {
+        let client = self.client().await?;
+        artifacts::usage(&client, runner).await
+    }
+
+    async fn largest_artifact_uploaders(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(RunnerId, ArtifactUsage)>, StoreError> {
+        let client = self.client().await?;
+        artifacts::largest_uploaders(&client, limit).await
     }
 
     fn pending_signal(&self) -> watch::Receiver<u64> {

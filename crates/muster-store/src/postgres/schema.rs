@@ -176,6 +176,54 @@ CREATE TRIGGER jobs_unsuccessful_updated AFTER UPDATE OF state ON jobs
 CREATE TRIGGER jobs_unsuccessful_deleted AFTER DELETE ON jobs
     FOR EACH ROW WHEN (OLD.state IN (5, 6)) EXECUTE FUNCTION muster_track_unsuccessful();
 "#,
+    r#"
+-- Who made the coordinators store each artifact, for the upload quotas: a row per artifact an
+-- upload stored anew (a re-upload of stored bytes adds none), gone when the collection deletes
+-- the bytes. runner_id is the uploading runner, NULL for a user's upload. artifact_usage holds
+-- running totals per runner, and under the empty key for all artifacts, kept by a trigger
+-- whatever writes artifacts, so an upload reads two rows instead of summing every artifact.
+CREATE TABLE artifacts (
+    id BYTEA PRIMARY KEY,
+    size BIGINT NOT NULL,
+    runner_id BYTEA,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE artifact_usage (
+    uploader BYTEA PRIMARY KEY,
+    bytes BIGINT NOT NULL,
+    count BIGINT NOT NULL
+);
+INSERT INTO artifact_usage (uploader, bytes, count) VALUES ('\x', 0, 0);
+-- The totals row is changed first, always: every change of usage locks it before any runner's
+-- row, so transactions changing usage queue on it and never lock runners' rows in two orders.
+-- A runner's row goes once nothing is charged to it.
+CREATE FUNCTION muster_count_artifacts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        UPDATE artifact_usage SET bytes = bytes - OLD.size, count = count - 1
+            WHERE uploader = '\x'::bytea;
+        IF OLD.runner_id IS NOT NULL THEN
+            UPDATE artifact_usage SET bytes = bytes - OLD.size, count = count - 1
+                WHERE uploader = OLD.runner_id;
+            DELETE FROM artifact_usage WHERE uploader = OLD.runner_id AND count <= 0;
+        END IF;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO artifact_usage (uploader, bytes, count) VALUES ('\x'::bytea, NEW.size, 1)
+            ON CONFLICT (uploader) DO UPDATE
+            SET bytes = artifact_usage.bytes + excluded.bytes, count = artifact_usage.count + 1;
+        IF NEW.runner_id IS NOT NULL THEN
+            INSERT INTO artifact_usage (uploader, bytes, count) VALUES (NEW.runner_id, NEW.size, 1)
+                ON CONFLICT (uploader) DO UPDATE
+                SET bytes = artifact_usage.bytes + excluded.bytes, count = artifact_usage.count + 1;
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER artifacts_counted AFTER INSERT OR DELETE OR UPDATE OF size, runner_id ON artifacts
+    FOR EACH ROW EXECUTE FUNCTION muster_count_artifacts();
+"#,
 ];
 
 /// Bring `component`'s schema up to date: apply the migrations of `migrations` not yet applied,

@@ -4,6 +4,7 @@
 //! One process owns a data directory at a time (an exclusive lock on `muster.lock` beside the
 //! database), which is what lets the writer thread be the only writer and keep small caches.
 
+mod artifacts;
 mod jobs;
 mod rows;
 mod runners;
@@ -26,9 +27,9 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::{
-    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, LogPosition,
-    NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
-    RecordedOutputs, RunnerBeat, Store, StoreError, Submitted,
+    ArtifactRecord, ArtifactUsage, ArtifactUsageReport, ClaimRequest, ClaimedJob, CompletionItem,
+    JobAck, JobCall, JobFilter, LogPage, LogPosition, NewRunner, Page, PageRequest, PruneCursor,
+    PruneReport, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat, Store, StoreError, Submitted,
 };
 use writer::{Writer, WriterContext};
 
@@ -517,6 +518,39 @@ impl Store for SqliteStore {
 
     async fn finished_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
         self.readers.run(jobs::finished_job_counts).await
+    }
+
+    async fn record_artifact(&self, record: ArtifactRecord) -> Result<(), StoreError> {
+        self.writer
+            .run(move |context| artifacts::record(context, &record))
+            .await
+    }
+
+    async fn take_artifact_record(
+        &self,
+        id: ArtifactId,
+    ) -> Result<Option<ArtifactRecord>, StoreError> {
+        self.writer
+            .run(move |context| artifacts::take(context, id))
+            .await
+    }
+
+    async fn artifact_usage(
+        &self,
+        runner: Option<RunnerId>,
+    ) -> Result<ArtifactUsageReport, StoreError> {
+        self.readers
+            .run(move |conn| artifacts::usage(conn, runner))
+            .await
+    }
+
+    async fn largest_artifact_uploaders(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(RunnerId, ArtifactUsage)>, StoreError> {
+        self.readers
+            .run(move |conn| artifacts::largest_uploaders(conn, limit))
+            .await
     }
 
     fn pending_signal(&self) -> watch::Receiver<u64> {

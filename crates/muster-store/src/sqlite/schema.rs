@@ -100,6 +100,47 @@ ALTER TABLE jobs ADD COLUMN outputs TEXT;
 CREATE INDEX jobs_failed ON jobs (seq) WHERE state = 5;
 CREATE INDEX jobs_cancelled ON jobs (seq) WHERE state = 6;
 "#,
+    // 4: who made the coordinator store each artifact, for the upload quotas: a row per artifact
+    // an upload stored anew (a re-upload of stored bytes adds none), gone when the collection
+    // deletes the bytes. `runner_id` is the uploading runner, NULL for a user's upload.
+    // `artifact_usage` holds running totals per runner, and under the empty blob for all
+    // artifacts, kept by triggers whatever writes `artifacts`, so an upload reads two rows
+    // instead of summing every artifact. A runner's row goes once it has nothing charged.
+    r#"
+CREATE TABLE artifacts (
+    id BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    runner_id BLOB,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE artifact_usage (
+    uploader BLOB PRIMARY KEY,
+    bytes INTEGER NOT NULL,
+    count INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER artifacts_counted AFTER INSERT ON artifacts BEGIN
+    INSERT INTO artifact_usage (uploader, bytes, count) VALUES (X'', NEW.size, 1)
+        ON CONFLICT (uploader) DO UPDATE SET bytes = bytes + excluded.bytes, count = count + 1;
+    INSERT INTO artifact_usage (uploader, bytes, count)
+        SELECT NEW.runner_id, NEW.size, 1 WHERE NEW.runner_id IS NOT NULL
+        ON CONFLICT (uploader) DO UPDATE SET bytes = bytes + excluded.bytes, count = count + 1;
+END;
+CREATE TRIGGER artifacts_uncounted AFTER DELETE ON artifacts BEGIN
+    UPDATE artifact_usage SET bytes = bytes - OLD.size, count = count - 1
+        WHERE uploader = X'' OR uploader = OLD.runner_id;
+    DELETE FROM artifact_usage WHERE uploader = OLD.runner_id AND count <= 0;
+END;
+CREATE TRIGGER artifacts_recounted AFTER UPDATE OF size, runner_id ON artifacts BEGIN
+    UPDATE artifact_usage SET bytes = bytes - OLD.size, count = count - 1
+        WHERE uploader = X'' OR uploader = OLD.runner_id;
+    DELETE FROM artifact_usage WHERE uploader = OLD.runner_id AND count <= 0;
+    INSERT INTO artifact_usage (uploader, bytes, count) VALUES (X'', NEW.size, 1)
+        ON CONFLICT (uploader) DO UPDATE SET bytes = bytes + excluded.bytes, count = count + 1;
+    INSERT INTO artifact_usage (uploader, bytes, count)
+        SELECT NEW.runner_id, NEW.size, 1 WHERE NEW.runner_id IS NOT NULL
+        ON CONFLICT (uploader) DO UPDATE SET bytes = bytes + excluded.bytes, count = count + 1;
+END;
+"#,
 ];
 
 /// Bring the schema up to date inside one transaction.

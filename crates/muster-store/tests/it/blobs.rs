@@ -312,6 +312,34 @@ async fn an_artifact_a_crashed_collection_set_aside_is_put_back_on_start() -> an
     Ok(())
 }
 
+#[tokio::test]
+async fn the_local_store_reports_the_room_on_its_file_system_before_and_after_its_first_upload()
+-> anyhow::Result<()> {
+    let directory = tempfile::tempdir()?;
+    // Not made yet: the room is that of the file system it will be made on.
+    let store = LocalBlobStore::new(directory.path().join("not").join("yet"));
+    let before = store
+        .storage_space()
+        .await?
+        .context("a local store measures its file system")?;
+    ensure!(
+        before.total > 0 && before.available <= before.total,
+        "{before:?}"
+    );
+    store
+        .put(&mut chunked(&pattern(10_000), 1_000), 1 << 20)
+        .await?;
+    let after = store
+        .storage_space()
+        .await?
+        .context("measured again once its directory exists")?;
+    ensure!(
+        after.total == before.total,
+        "the same file system: {before:?} then {after:?}"
+    );
+    Ok(())
+}
+
 mod postgres {
     use std::time::Duration;
 
@@ -527,6 +555,13 @@ mod postgres {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn the_database_store_leaves_its_room_to_the_database() -> anyhow::Result<()> {
+        let (_url, _pool, store) = fresh_store().await?;
+        ensure!(store.storage_space().await?.is_none());
+        Ok(())
     }
 
     #[tokio::test]

@@ -103,6 +103,12 @@ macro_rules! conformance_suite {
             outputs_are_cleared_when_the_job_is_claimed_again,
             a_job_holds_a_bounded_number_of_outputs_and_a_refusal_changes_nothing,
             named_artifacts_are_every_jobs_inputs_and_outputs_until_the_job_is_deleted,
+            // artifact records (upload quotas)
+            artifact_usage_counts_records_by_runner_and_in_total,
+            a_taken_artifact_record_is_no_longer_counted_and_can_be_put_back,
+            recording_an_artifact_again_charges_only_the_new_record,
+            artifact_records_written_at_once_are_each_counted_once,
+            a_deleted_runners_artifacts_stay_counted_until_collected,
             // submission, activity, depths, signal
             a_submitted_job_is_stored_exactly_as_given,
             a_submitted_batch_is_stored_all_or_nothing,

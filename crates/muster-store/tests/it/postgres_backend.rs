@@ -85,6 +85,9 @@ async fn leases_taken_under_the_first_schema_survive_the_move_to_lease_checks() 
              DROP TABLE lease_checks;
              DROP FUNCTION muster_track_unsuccessful() CASCADE;
              DROP TABLE jobs_unsuccessful;
+             DROP FUNCTION muster_count_artifacts() CASCADE;
+             DROP TABLE artifacts;
+             DROP TABLE artifact_usage;
              UPDATE muster_schema SET version = 1 WHERE component = 'store';
              COMMIT;",
         )
@@ -150,6 +153,9 @@ async fn failed_jobs_from_before_their_table_existed_are_listed_after_the_upgrad
             "BEGIN;
              DROP FUNCTION muster_track_unsuccessful() CASCADE;
              DROP TABLE jobs_unsuccessful;
+             DROP FUNCTION muster_count_artifacts() CASCADE;
+             DROP TABLE artifacts;
+             DROP TABLE artifact_usage;
              UPDATE muster_schema SET version = 2 WHERE component = 'store';
              COMMIT;",
         )

@@ -33,6 +33,8 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
              ALTER TABLE jobs DROP COLUMN outputs;
              DROP INDEX jobs_failed;
              DROP INDEX jobs_cancelled;
+             DROP TABLE artifacts;
+             DROP TABLE artifact_usage;
              PRAGMA user_version = 1;",
         )
         .context("downgrade the schema to version 1")?;
@@ -57,7 +59,14 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
     drop(store);
     let conn = rusqlite::Connection::open(&config.path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    ensure!(version == 3, "the schema is at version 3, got {version}");
+    ensure!(version == 4, "the schema is at version 4, got {version}");
+    let artifact_tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+         AND name IN ('artifacts', 'artifact_usage')",
+        [],
+        |row| row.get(0),
+    )?;
+    ensure!(artifact_tables == 2, "the artifact record tables exist");
     let indexes: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'index' \
          AND name IN ('jobs_failed', 'jobs_cancelled')",

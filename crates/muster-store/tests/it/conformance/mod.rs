@@ -5,6 +5,7 @@
 //!
 //! Time is always passed in as a `Timestamp` the test picks; nothing here sleeps or reads a clock.
 
+mod artifact_records;
 mod artifacts;
 mod batch;
 mod cancel;
@@ -18,6 +19,7 @@ mod reaping;
 mod retries;
 mod runners;
 
+pub use artifact_records::*;
 pub use artifacts::*;
 pub use batch::*;
 pub use cancel::*;
