@@ -15,6 +15,15 @@ pub fn create_private_directory(path: &Path) -> std::io::Result<()> {
         .create(path)
 }
 
+/// [`create_private_directory`] for async callers.
+pub async fn create_private_directory_async(path: &Path) -> std::io::Result<()> {
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .await
+}
+
 /// Create an empty file with mode 0600 unless it exists (an existing file is not changed).
 pub fn create_private_file(path: &Path) -> std::io::Result<()> {
     match std::fs::OpenOptions::new()

@@ -114,6 +114,11 @@ async fn the_data_directory_and_the_files_holding_job_data_are_private() {
     // The admin token is generated, so the token file is written too.
     let server = ServerProcess::start(&data_dir, None);
     let token = std::fs::read_to_string(data_dir.join("admin.token")).expect("the admin token");
+    let artifact = server
+        .client(token.trim())
+        .upload_artifact_bytes(b"private artifact bytes".to_vec())
+        .await
+        .expect("upload an artifact");
     server
         .client(token.trim())
         .submit_job(&SubmitJob {
@@ -126,6 +131,13 @@ async fn the_data_directory_and_the_files_holding_job_data_are_private() {
     for directory in [scratch.path().join("made"), data_dir.clone()] {
         assert_eq!(mode(&directory), 0o700, "{}", directory.display());
     }
+    let hex = artifact.id.trim_start_matches("sha256:");
+    let blobs = data_dir.join("blobs");
+    let shard = blobs.join("sha256").join(&hex[..2]);
+    for directory in [blobs.clone(), blobs.join("sha256"), shard.clone(), blobs.join("uploads")] {
+        assert_eq!(mode(&directory), 0o700, "{}", directory.display());
+    }
+    assert_eq!(mode(&shard.join(&hex[2..])), 0o600, "the artifact's file");
     for name in [
         "muster.db",
         "muster.db-wal",

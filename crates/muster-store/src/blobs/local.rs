@@ -105,7 +105,8 @@ impl LocalBlobStore {
             let target = self.content_path(&id);
             let restored = match target.parent() {
                 Some(parent) => {
-                    std::fs::create_dir_all(parent).and_then(|()| std::fs::rename(&path, &target))
+                    crate::files::create_private_directory(parent)
+                        .and_then(|()| std::fs::rename(&path, &target))
                 }
                 None => Err(std::io::Error::other("the artifact path has no directory")),
             };
@@ -167,7 +168,7 @@ struct UploadFile {
 
 impl UploadFile {
     async fn create(directory: &Path) -> Result<UploadFile, BlobError> {
-        tokio::fs::create_dir_all(directory)
+        crate::files::create_private_directory_async(directory)
             .await
             .map_err(unavailable("create directory", directory))?;
         let nanos = SystemTime::now()
@@ -177,9 +178,11 @@ impl UploadFile {
             let sequence = UPLOAD_SEQ.fetch_add(1, Ordering::Relaxed);
             let path = directory.join(format!("upload-{}-{nanos}-{sequence}", std::process::id()));
             // create_new: never write into a file another upload (or a stale one) owns.
+            // Readable by the coordinator's user only, like the rest of the data directory.
             match tokio::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&path)
                 .await
             {
@@ -349,7 +352,7 @@ impl BlobStore for LocalBlobStore {
             )));
         };
         let directory_existed = tokio::fs::try_exists(directory).await.unwrap_or(false);
-        if let Err(error) = tokio::fs::create_dir_all(directory).await {
+        if let Err(error) = crate::files::create_private_directory_async(directory).await {
             upload.discard().await;
             return Err(unavailable("create directory", directory)(error));
         }
@@ -439,7 +442,7 @@ impl BlobStore for LocalBlobStore {
         let path = self.content_path(id);
         let set_aside = self.set_aside_path(id);
         let directory = self.root.join(COLLECTING_DIR);
-        tokio::fs::create_dir_all(&directory)
+        crate::files::create_private_directory_async(&directory)
             .await
             .map_err(unavailable("create directory", &directory))?;
         match tokio::fs::rename(&path, &set_aside).await {
