@@ -9,6 +9,7 @@ mod convert;
 mod error;
 mod extract;
 mod metrics;
+mod openapi;
 mod reaper;
 mod retention;
 mod routes;
@@ -170,9 +171,7 @@ pub fn build_with_blobs(
     shutdown: CancellationToken,
 ) -> Coordinator {
     let (routes, openapi) = routes::routes();
-    let openapi_json = openapi
-        .to_pretty_json()
-        .unwrap_or_else(|_| "{}".to_string());
+    let openapi_json = openapi::render(&openapi);
     let (job_changes, _) = tokio::sync::broadcast::channel(1024);
     let state = AppState {
         store,

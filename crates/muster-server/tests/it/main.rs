@@ -16,4 +16,5 @@ mod postgres;
 mod protocol;
 mod retention;
 mod runners;
+mod schemathesis;
 mod support;
