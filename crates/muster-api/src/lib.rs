@@ -118,6 +118,45 @@ mod objects_only {
     }
 }
 
+/// `run_after` as RFC 3339, or null, exactly as the schema's pattern states it. A leap second
+/// (`23:59:60`) is refused rather than read as `23:59:59.999999999`, as the `time` crate would:
+/// JSON Schema cannot state which instants have one, and no job needs to be scheduled at one.
+mod schedule_time {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<OffsetDateTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        time::serde::rfc3339::option::serialize(value, serializer)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(deserializer)? else {
+            return Ok(None);
+        };
+        // RFC 3339 puts the separator at byte 10 and the seconds at bytes 17 and 18:
+        // `YYYY-MM-DDTHH:MM:SS`. The `time` crate also takes a space for the `T`; JSON Schema's
+        // `date-time` does not, so neither does this.
+        if text.get(10..11).is_some_and(|separator| separator == " ") {
+            return Err(serde::de::Error::custom(
+                "date and time must be separated by T, as RFC 3339 writes them",
+            ));
+        }
+        if text.get(17..19) == Some("60") {
+            return Err(serde::de::Error::custom(
+                "a leap second (:60) is not a time a job can be scheduled at",
+            ));
+        }
+        OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// The header a runner sends its lease epoch in.
 pub const LEASE_EPOCH_HEADER: &str = "Muster-Lease-Epoch";
 
@@ -317,7 +356,9 @@ pub struct SubmitJob {
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_backoff_base_s))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_base_s: Option<u32>,
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    /// Not before this time (RFC 3339; a leap second is refused).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_run_after))]
+    #[serde(default, with = "schedule_time", skip_serializing_if = "Option::is_none")]
     pub run_after: Option<OffsetDateTime>,
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_idempotency_key))]
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -29,6 +29,17 @@ use crate::limits::{
 pub const NO_CONTROL_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
 /// [`NO_CONTROL_PATTERN`], and at least one character that is not white space.
 pub const NOT_BLANK_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+/// An RFC 3339 time exactly as the server reads one: a real calendar date (leap years too),
+/// `T` or `t`, a time without a leap second, optional fractions, `Z`, `z` or an offset
+/// below 24 hours. (`format: date-time` alone is only an annotation in JSON Schema 2020-12.)
+pub const RFC3339_PATTERN: &str = concat!(
+    "^(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])",
+    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)",
+    "|02-(?:0[1-9]|1[0-9]|2[0-8]))",
+    "|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)",
+    "[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:[.][0-9]+)?",
+    "(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+);
 /// An artifact's content id.
 pub const ARTIFACT_ID_PATTERN: &str = "^sha256:[0-9a-f]{64}$";
 
@@ -257,6 +268,15 @@ pub fn log_body() -> RefOr<Schema> {
     utoipa::openapi::schema::AnyOfBuilder::new()
         .item(reference("NewLogEntry"))
         .item(reference("LogBatch"))
+        .into()
+}
+
+/// When a job may run first, or null for now.
+pub fn optional_run_after() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(types(true, Type::String))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+        .pattern(Some(RFC3339_PATTERN))
         .into()
 }
 

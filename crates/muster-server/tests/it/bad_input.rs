@@ -70,6 +70,20 @@ async fn rejected_submits_name_the_problem_and_store_nothing() {
             &["run_after"],
         ),
         (r#"{"kind": "exec", "run_after": 12}"#, &["run_after"]),
+        // The schema's pattern states exactly what is read: no leap second (the time crate read
+        // one as :59.999999999), no space for the T (JSON Schema's date-time has none).
+        (
+            r#"{"kind": "exec", "run_after": "2024-06-30T23:59:60Z"}"#,
+            &["run_after", "leap second"],
+        ),
+        (
+            r#"{"kind": "exec", "run_after": "2024-06-30 12:00:00Z"}"#,
+            &["run_after", "T"],
+        ),
+        (
+            r#"{"kind": "exec", "run_after": "2023-02-29T00:00:00Z"}"#,
+            &["run_after"],
+        ),
         (
             r#"{"kind": "exec", "idempotency_key": ""}"#,
             &["idempotency_key"],
