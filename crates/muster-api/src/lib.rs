@@ -668,8 +668,12 @@ pub struct CompleteJobs {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CompletionOutcome {
     pub id: Uuid,
+    /// Present (and true) when the completion was committed.
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ok: Option<bool>,
+    /// Present when it was refused; nothing changed for this job.
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail>,
 }

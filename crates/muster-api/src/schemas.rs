@@ -7,10 +7,11 @@
 //! JSON Schema counts a string's length in characters (code points), and so do the checks.
 
 use muster_core::{
-    MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_BASE_S, MAX_CAPABILITY_ENTRIES, MAX_CAPABILITY_NAME_LEN,
-    MAX_IDEMPOTENCY_KEY_LEN, MAX_JOB_INPUTS, MAX_JOB_OUTPUTS, MAX_KIND_LEN, MAX_LEASE_TTL_S,
-    MAX_ORGANIZATION_ID_LEN, MAX_OUTPUT_NAME_LEN, MAX_RUNNER_NAME_LEN, MAX_RUNNER_REPORT_LEN,
-    MAX_TIMEOUT_S, TextRule,
+    DEFAULT_BACKOFF_BASE_S, DEFAULT_LEASE_TTL_S, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY,
+    DEFAULT_TIMEOUT_S, MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_BASE_S, MAX_CAPABILITY_ENTRIES,
+    MAX_CAPABILITY_NAME_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_JOB_INPUTS, MAX_JOB_OUTPUTS,
+    MAX_KIND_LEN, MAX_LEASE_TTL_S, MAX_ORGANIZATION_ID_LEN, MAX_OUTPUT_NAME_LEN,
+    MAX_RUNNER_NAME_LEN, MAX_RUNNER_REPORT_LEN, MAX_TIMEOUT_S, TextRule,
 };
 use utoipa::openapi::schema::{
     AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema,
@@ -97,6 +98,21 @@ fn map(
         .into()
 }
 
+/// `schema` with a description (a field's doc comment is lost where `schema_with` builds it).
+fn described(schema: impl Into<RefOr<Schema>>, text: impl Into<String>) -> RefOr<Schema> {
+    match schema.into() {
+        RefOr::T(Schema::Object(mut object)) => {
+            object.description = Some(text.into());
+            RefOr::T(Schema::Object(object))
+        }
+        RefOr::T(Schema::Array(mut array)) => {
+            array.description = Some(text.into());
+            RefOr::T(Schema::Array(array))
+        }
+        other => other,
+    }
+}
+
 fn reference(name: &str) -> RefOr<Schema> {
     RefOr::Ref(Ref::from_schema_name(name))
 }
@@ -116,14 +132,18 @@ pub fn json_object() -> RefOr<Schema> {
 
 /// A JSON object with any members, or null.
 pub fn optional_json_object() -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(types(true, Type::Object))
-        .into()
+    described(
+        ObjectBuilder::new().schema_type(types(true, Type::Object)),
+        "a JSON object; absent or null means `{}`",
+    )
 }
 
 /// A job kind.
 pub fn kind() -> RefOr<Schema> {
-    text(TextRule::name(MAX_KIND_LEN), false).into()
+    described(
+        text(TextRule::name(MAX_KIND_LEN), false),
+        "what kind of work this is; runners claim jobs by kind",
+    )
 }
 
 /// The kinds a runner claims.
@@ -133,7 +153,10 @@ pub fn claim_kinds() -> RefOr<Schema> {
 
 /// A runner's name as registered.
 pub fn runner_name() -> RefOr<Schema> {
-    text(TextRule::name(MAX_RUNNER_NAME_LEN), false).into()
+    described(
+        text(TextRule::name(MAX_RUNNER_NAME_LEN), false),
+        "surrounding white space is dropped",
+    )
 }
 
 /// An organization id a caller gives, or null.
@@ -143,7 +166,10 @@ pub fn optional_organization_id() -> RefOr<Schema> {
 
 /// An idempotency key, or null.
 pub fn optional_idempotency_key() -> RefOr<Schema> {
-    text(TextRule::key(MAX_IDEMPOTENCY_KEY_LEN), true).into()
+    described(
+        text(TextRule::key(MAX_IDEMPOTENCY_KEY_LEN), true),
+        "a second submit with the same key answers the first job (200) instead of creating one",
+    )
 }
 
 /// A runner's hostname or version as it reports them, or null.
@@ -202,7 +228,10 @@ pub fn inputs() -> RefOr<Schema> {
 
 /// The artifacts a job reads, or null for none.
 pub fn optional_inputs() -> RefOr<Schema> {
-    array(artifact_id(), true, 0, MAX_JOB_INPUTS).into()
+    described(
+        array(artifact_id(), true, 0, MAX_JOB_INPUTS),
+        "artifacts (from an upload) the job reads; each must be stored",
+    )
 }
 
 /// A job's outputs: names to artifact ids.
@@ -218,12 +247,15 @@ pub fn outputs() -> RefOr<Schema> {
 
 /// Outputs recorded with a completion, or null for none.
 pub fn optional_outputs() -> RefOr<Schema> {
-    map(
-        TextRule::key(MAX_OUTPUT_NAME_LEN),
-        artifact_id(),
-        true,
-        0,
-        MAX_JOB_OUTPUTS,
+    described(
+        map(
+            TextRule::key(MAX_OUTPUT_NAME_LEN),
+            artifact_id(),
+            true,
+            0,
+            MAX_JOB_OUTPUTS,
+        ),
+        "outputs to record in the same commit: name to artifact id",
     )
 }
 
@@ -273,37 +305,55 @@ pub fn log_body() -> RefOr<Schema> {
 
 /// When a job may run first, or null for now.
 pub fn optional_run_after() -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(types(true, Type::String))
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
-        .pattern(Some(RFC3339_PATTERN))
-        .into()
+    described(
+        ObjectBuilder::new()
+            .schema_type(types(true, Type::String))
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .pattern(Some(RFC3339_PATTERN)),
+        "not before this time (RFC 3339, no leap second); absent or null means now",
+    )
 }
 
 /// A job's priority (lower runs first), or null for the default.
 pub fn optional_priority() -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(types(true, Type::Integer))
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
-        .minimum(Some(i32::MIN))
-        .maximum(Some(i32::MAX))
-        .into()
+    described(
+        ObjectBuilder::new()
+            .schema_type(types(true, Type::Integer))
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+            .minimum(Some(i32::MIN))
+            .maximum(Some(i32::MAX)),
+        format!("lower runs first; default {DEFAULT_PRIORITY}"),
+    )
 }
 
 pub fn optional_max_attempts() -> RefOr<Schema> {
-    integer(true, 1, MAX_ATTEMPTS_LIMIT.into())
+    described(
+        integer(true, 1, MAX_ATTEMPTS_LIMIT.into()),
+        format!("attempts before the job fails; default {DEFAULT_MAX_ATTEMPTS}"),
+    )
 }
 
 pub fn optional_timeout_s() -> RefOr<Schema> {
-    integer(true, 1, MAX_TIMEOUT_S.into())
+    described(
+        integer(true, 1, MAX_TIMEOUT_S.into()),
+        format!("run-time limit of one attempt, in seconds; default {DEFAULT_TIMEOUT_S}"),
+    )
 }
 
 pub fn optional_lease_ttl_s() -> RefOr<Schema> {
-    integer(true, 1, MAX_LEASE_TTL_S.into())
+    described(
+        integer(true, 1, MAX_LEASE_TTL_S.into()),
+        format!(
+            "lease length in seconds, extended by each job heartbeat; default {DEFAULT_LEASE_TTL_S}"
+        ),
+    )
 }
 
 pub fn optional_backoff_base_s() -> RefOr<Schema> {
-    integer(true, 0, MAX_BACKOFF_BASE_S.into())
+    described(
+        integer(true, 0, MAX_BACKOFF_BASE_S.into()),
+        format!("retry backoff base in seconds; default {DEFAULT_BACKOFF_BASE_S}"),
+    )
 }
 
 /// The jobs of a batch submit.
@@ -313,12 +363,18 @@ pub fn batch_jobs() -> RefOr<Schema> {
 
 /// How many jobs a claim takes at most, or null for 1.
 pub fn optional_claim_max_jobs() -> RefOr<Schema> {
-    integer(true, 1, MAX_CLAIM_JOBS.into())
+    described(
+        integer(true, 1, MAX_CLAIM_JOBS.into()),
+        "jobs to lease at most; default 1",
+    )
 }
 
 /// How long a claim long-polls, in milliseconds, or null for 0.
 pub fn optional_claim_wait_ms() -> RefOr<Schema> {
-    integer(true, 0, MAX_CLAIM_WAIT_MS)
+    described(
+        integer(true, 0, MAX_CLAIM_WAIT_MS),
+        "long-poll up to this long (milliseconds) for work; default 0",
+    )
 }
 
 /// The job ids a runner heartbeat lists.

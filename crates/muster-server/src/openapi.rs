@@ -1,18 +1,21 @@
 //! What the OpenAPI document says beyond each handler's own annotation: the error answers
 //! operations share (declared once in `components.responses`, named by groups a handler lists),
-//! the security schemes, artifact bytes as binary, and closed response schemas.
+//! the security schemes, parameters, artifact bytes as binary, the live log stream's events, and
+//! closed response schemas.
 //!
 //! The document must tell the truth: every status an operation can answer is declared, and the
 //! schemathesis test (`tests/it/schemathesis.rs`) checks the server's answers against it.
 
 use std::collections::BTreeMap;
 
+use muster_api::schemas;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{
     KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
 use utoipa::{OpenApi, PartialSchema, ToSchema};
 
 #[derive(OpenApi)]
@@ -144,43 +147,89 @@ impl utoipa::Modify for SharedAnswers {
     }
 }
 
-/// The lease epoch header of the job-scoped runner calls (read by `extract::LeaseEpoch`).
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-#[expect(dead_code, reason = "describes a header for the document; never built")]
-pub(crate) struct LeaseEpochHeader {
-    /// The lease epoch the caller holds; when sent it must be the current one.
-    #[serde(rename = "Muster-Lease-Epoch")]
-    #[param(schema_with = muster_api::schemas::lease_epoch)]
-    epoch: Option<u64>,
+/// One parameter of an operation. (utoipa's derive drops a field's description and
+/// requiredness where `schema_with` gives its schema, so the parameters here are listed by hand.)
+pub(crate) fn parameter(
+    name: &str,
+    location: ParameterIn,
+    description: &str,
+    schema: impl Into<RefOr<Schema>>,
+) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(location.clone())
+        .required(if location == ParameterIn::Path {
+            Required::True
+        } else {
+            Required::False
+        })
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
 }
 
-/// The id in the path of a job's route.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Path)]
-#[expect(dead_code, reason = "describes a path for the document; never built")]
-pub(crate) struct JobIdPath {
-    /// The job's id.
-    id: uuid::Uuid,
+/// Parameters listed by hand, for routes to name in `params(...)`.
+macro_rules! parameter_lists {
+    ($($(#[$doc:meta])* $list:ident => [$(($name:literal, $location:ident, $description:literal, $schema:expr)),* $(,)?];)*) => {
+        $(
+            $(#[$doc])*
+            pub(crate) enum $list {}
+
+            impl utoipa::IntoParams for $list {
+                fn into_params(
+                    _parameter_in_provider: impl Fn() -> Option<ParameterIn>,
+                ) -> Vec<Parameter> {
+                    vec![$(parameter($name, ParameterIn::$location, $description, $schema)),*]
+                }
+            }
+        )*
+    };
 }
 
-/// The id in the path of a runner's route.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Path)]
-#[expect(dead_code, reason = "describes a path for the document; never built")]
-pub(crate) struct RunnerIdPath {
-    /// The runner's id.
-    id: uuid::Uuid,
+fn uuid() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
 }
 
-/// The id in the path of an artifact's route.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Path)]
-#[expect(dead_code, reason = "describes a path for the document; never built")]
-pub(crate) struct ArtifactIdPath {
-    /// The artifact's content id: `sha256:` and 64 lowercase hex digits.
-    #[param(schema_with = muster_api::schemas::artifact_id)]
-    id: String,
+fn text() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String)
+}
+
+parameter_lists! {
+    /// The lease epoch header of the job-scoped runner calls (read by `extract::LeaseEpoch`).
+    LeaseEpochHeader => [(
+        "Muster-Lease-Epoch", Header,
+        "the lease epoch the caller holds; when sent, it must be the current one",
+        schemas::lease_epoch()
+    )];
+    /// The id in the path of a job's route.
+    JobIdPath => [("id", Path, "the job's id", uuid())];
+    /// The id in the path of a runner's route.
+    RunnerIdPath => [("id", Path, "the runner's id", uuid())];
+    /// The id in the path of an artifact's route.
+    ArtifactIdPath => [(
+        "id", Path, "the artifact's content id: `sha256:` and 64 lowercase hex digits",
+        schemas::artifact_id()
+    )];
+    /// The filters of `GET /api/v1/jobs` (`routes::jobs::ListJobsQuery`).
+    ListJobsParameters => [
+        ("state", Query, "only jobs in this state", Ref::from_schema_name(muster_api::JobState::name())),
+        ("kind", Query, "only jobs of this kind", text()),
+        ("runner_id", Query, "only jobs whose current or last lease is this runner's", uuid()),
+        ("limit", Query, "jobs per page; default 50", schemas::page_limit()),
+        ("cursor", Query, "`next_cursor` of the previous page; empty or absent for the first", text()),
+    ];
+    /// The paging of `GET /api/v1/runners` (`routes::runners::ListRunnersQuery`).
+    ListRunnersParameters => [
+        ("limit", Query, "runners per page; default 50", schemas::page_limit()),
+        ("cursor", Query, "`next_cursor` of the previous page; empty or absent for the first", text()),
+    ];
+    /// The paging of `GET /api/v1/jobs/{id}/logs` (`routes::jobs::LogsQuery`).
+    LogsParameters => [
+        ("after_seq", Query, "entries with a larger seq than this; omit to start at the beginning (a `Last-Event-ID` header takes its place)", schemas::after_seq()),
+        ("limit", Query, "entries per page; default 1000", schemas::log_page_limit()),
+    ];
 }
 
 /// The body of a log call: one entry or a batch.
@@ -279,7 +328,35 @@ pub(crate) fn render(document: &utoipa::openapi::OpenApi) -> String {
         }
     };
     close_answer_schemas(&mut value);
+    make_byte_bodies_optional(&mut value);
     serde_json::to_string_pretty(&value).unwrap_or_else(|_| "{}".to_string())
+}
+
+/// An upload without a body is an empty artifact, so raw-byte request bodies are optional.
+/// (utoipa says "optional" only through `Option`, which it also renders as nullable.)
+fn make_byte_bodies_optional(document: &mut serde_json::Value) {
+    let Some(paths) = document
+        .get_mut("paths")
+        .and_then(|paths| paths.as_object_mut())
+    else {
+        return;
+    };
+    for operation in paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+    {
+        if let Some(body) = operation
+            .get_mut("requestBody")
+            .and_then(|body| body.as_object_mut())
+            && body
+                .get("content")
+                .and_then(|content| content.get("application/octet-stream"))
+                .is_some()
+        {
+            body.insert("required".into(), serde_json::Value::Bool(false));
+        }
+    }
 }
 
 fn close_answer_schemas(document: &mut serde_json::Value) {

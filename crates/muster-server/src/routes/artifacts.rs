@@ -142,7 +142,7 @@ async fn download(state: &AppState, id: &str) -> Result<Response, ApiError> {
 
 /// Upload an artifact: the request body is its bytes, streamed. Answers its content id.
 #[utoipa::path(post, path = "/api/v1/artifacts", tag = "artifacts",
-    request_body(content = inline(Option<crate::openapi::ArtifactBytes>), content_type = "application/octet-stream", description = "the artifact's bytes; an empty or absent body is an empty artifact"),
+    request_body(content = inline(crate::openapi::ArtifactBytes), content_type = "application/octet-stream", description = "the artifact's bytes; an empty or absent body is an empty artifact"),
     responses(
         (status = 201, description = "stored", body = wire::Artifact),
         (status = 200, description = "the same bytes were already stored; nothing new was written", body = wire::Artifact),
@@ -180,7 +180,7 @@ pub(crate) async fn download_artifact(
 
 /// Upload an artifact as a runner (for example a job's output, before recording it).
 #[utoipa::path(post, path = "/api/v1/runner/artifacts", tag = "artifacts",
-    request_body(content = inline(Option<crate::openapi::ArtifactBytes>), content_type = "application/octet-stream", description = "the artifact's bytes; an empty or absent body is an empty artifact"),
+    request_body(content = inline(crate::openapi::ArtifactBytes), content_type = "application/octet-stream", description = "the artifact's bytes; an empty or absent body is an empty artifact"),
     responses(
         (status = 201, description = "stored", body = wire::Artifact),
         (status = 200, description = "the same bytes were already stored; nothing new was written", body = wire::Artifact),

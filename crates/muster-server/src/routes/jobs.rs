@@ -198,19 +198,13 @@ pub(crate) async fn submit_jobs(
     ))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+/// The filters of a job list, as `crate::openapi::ListJobsParameters` describes them.
+#[derive(Debug, Deserialize)]
 pub(crate) struct ListJobsQuery {
-    /// Only jobs in this state.
     state: Option<wire::JobState>,
-    /// Only jobs of this kind.
     kind: Option<String>,
-    /// Only jobs whose current or last lease is this runner's.
     runner_id: Option<uuid::Uuid>,
-    /// Jobs per page; default 50.
-    #[param(schema_with = muster_api::schemas::page_limit)]
     limit: Option<u32>,
-    /// `next_cursor` of the previous page; empty or absent for the first.
     cursor: Option<String>,
 }
 
@@ -231,7 +225,7 @@ pub(crate) fn page_request(
 }
 
 /// List jobs, newest first.
-#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListJobsQuery),
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(crate::openapi::ListJobsParameters),
     responses(
         (status = 200, description = "a page of jobs, newest first", body = wire::JobList),
         crate::openapi::AuthErrors, crate::openapi::QueryErrors,
@@ -315,21 +309,16 @@ pub(crate) async fn retry_job(
     Ok(Json(job_to_user(&state, job).await))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+/// The paging of a log read, as `crate::openapi::LogsParameters` describes it.
+#[derive(Debug, Deserialize)]
 pub(crate) struct LogsQuery {
-    /// Entries with a larger seq than this; omit to start at the beginning. A `Last-Event-ID`
-    /// header (a resuming stream) takes its place.
-    #[param(schema_with = muster_api::schemas::after_seq)]
     after_seq: Option<u64>,
-    /// Entries per page; default 1000.
-    #[param(schema_with = muster_api::schemas::log_page_limit)]
     limit: Option<u32>,
 }
 
 /// Read a job's log, or follow it live with `Accept: text/event-stream` (events `log`, then
 /// `end` once the job is finished).
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/logs", tag = "jobs", params(crate::openapi::JobIdPath, LogsQuery),
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/logs", tag = "jobs", params(crate::openapi::JobIdPath, crate::openapi::LogsParameters),
     responses(
         (status = 200, description = "a page of entries as JSON; with `Accept: text/event-stream`, a live stream (events `log`, then `end`)",
             content(

@@ -68,18 +68,15 @@ pub(crate) async fn create_runner(
     ))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+/// The paging of a runner list, as `crate::openapi::ListRunnersParameters` describes it.
+#[derive(Debug, Deserialize)]
 pub(crate) struct ListRunnersQuery {
-    /// Runners per page; default 50.
-    #[param(schema_with = muster_api::schemas::page_limit)]
     limit: Option<u32>,
-    /// `next_cursor` of the previous page; empty or absent for the first.
     cursor: Option<String>,
 }
 
 /// List runners, newest first.
-#[utoipa::path(get, path = "/api/v1/runners", tag = "runners", params(ListRunnersQuery),
+#[utoipa::path(get, path = "/api/v1/runners", tag = "runners", params(crate::openapi::ListRunnersParameters),
     responses(
         (status = 200, description = "a page of runners, newest first", body = wire::RunnerList),
         crate::openapi::AuthErrors, crate::openapi::QueryErrors,

@@ -281,6 +281,11 @@ async fn run_schemathesis(
         "schemathesis found problems in the {name} run ({}; {took:?}):\n{report}",
         output.status
     );
+    // What it tried and what it warns about, for whoever reads the test's output.
+    let summary = report
+        .rfind("SUMMARY")
+        .map_or(report.as_str(), |at| &report[at..]);
+    eprintln!("schemathesis, {name} run ({took:?}):\n{summary}");
     // A run that tested nothing would pass vacuously.
     assert!(
         report.contains("passed") && !report.contains("Tested: 0"),
