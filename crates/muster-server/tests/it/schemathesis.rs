@@ -59,9 +59,13 @@ fn pinned_version() -> &'static str {
 
 /// The schemathesis program of the venv, or a failure saying how to make it.
 fn schemathesis_program() -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("the package is two levels below the workspace");
+    // A relative path is the workspace's (tests run in their package's directory).
     let venv = std::env::var_os(VENV_VARIABLE)
-        .map(PathBuf::from)
+        .map(|path| workspace.join(path))
         .unwrap_or_else(|| workspace.join("target/python-venv"));
     let program = venv.join("bin/schemathesis");
     let how = format!(
