@@ -787,28 +787,86 @@ async fn control_characters_and_empty_names_are_refused_wherever_names_arrive() 
         "no refused submit stored a job"
     );
 
-    let registry_cases: Vec<(serde_json::Value, &[&str])> = vec![
-        (json!({"name": "lap\u{0}top"}), &["name", "control"]),
-        (json!({"name": "laptop\t"}), &["name", "control"]),
+    // Registrations (admin token), runner heartbeats and claims (the runner's token).
+    let route_cases: Vec<(&str, serde_json::Value, &[&str])> = vec![
         (
+            "/api/v1/runners",
+            json!({"name": "lap\u{0}top"}),
+            &["name", "control"],
+        ),
+        (
+            "/api/v1/runners",
+            json!({"name": "laptop\t"}),
+            &["name", "control"],
+        ),
+        (
+            "/api/v1/runners",
             json!({"name": "x", "labels": {"": "eu"}}),
             &["labels", "key", "empty"],
         ),
         (
+            "/api/v1/runners",
             json!({"name": "x", "labels": {"zo\u{9b}ne": "eu"}}),
             &["labels", "key"],
         ),
         (
+            "/api/v1/runners",
             json!({"name": "x", "labels": {"zone": "e\u{7}u"}}),
             &["labels.zone", "control"],
         ),
         (
+            "/api/v1/runners",
             json!({"name": "x", "organization_id": "acme\u{0}"}),
             &["organization_id", "control"],
         ),
+        (
+            "/api/v1/runner/heartbeat",
+            json!({"hostname": "host\u{0}"}),
+            &["hostname", "U+0000"],
+        ),
+        (
+            "/api/v1/runner/heartbeat",
+            json!({"version": "1.0\n"}),
+            &["version", "control"],
+        ),
+        (
+            "/api/v1/runner/heartbeat",
+            json!({"hostname": "h".repeat(257)}),
+            &["hostname", "256"],
+        ),
+        (
+            "/api/v1/runner/claim",
+            json!({"kinds": ["exec", "a\u{0}"]}),
+            &["kinds[1]", "control"],
+        ),
+        (
+            "/api/v1/runner/claim",
+            json!({"kinds": [" "]}),
+            &["kinds[0]", "white space"],
+        ),
+        (
+            "/api/v1/runner/claim",
+            json!({"kinds": ["exec"], "labels": {"": "x"}}),
+            &["labels", "empty"],
+        ),
+        (
+            "/api/v1/runner/claim",
+            json!({"kinds": ["exec"], "tags": ["ok", "b\u{8}ad"]}),
+            &["tags[1]", "control"],
+        ),
+        (
+            "/api/v1/runner/claim",
+            json!({"kinds": ["exec"], "resources": {"c\u{1}": 1}}),
+            &["resources", "control"],
+        ),
     ];
-    for (body, mentions) in &registry_cases {
-        let reply = admin_raw(&server, Method::POST, "/api/v1/runners", &body.to_string()).await;
+    for (path, body, mentions) in &route_cases {
+        let body = body.to_string();
+        let reply = if path.starts_with("/api/v1/runner/") {
+            runner_raw(&server, &token, Method::POST, path, None, &body).await
+        } else {
+            admin_raw(&server, Method::POST, path, &body).await
+        };
         reply.assert_error(400, "invalid_input", mentions);
     }
     assert_eq!(
@@ -821,56 +879,6 @@ async fn control_characters_and_empty_names_are_refused_wherever_names_arrive() 
         1,
         "no refused registration left a runner behind"
     );
-
-    let heartbeat_cases: Vec<(serde_json::Value, &[&str])> = vec![
-        (json!({"hostname": "host\u{0}"}), &["hostname", "U+0000"]),
-        (json!({"version": "1.0\n"}), &["version", "control"]),
-        (json!({"hostname": "h".repeat(257)}), &["hostname", "256"]),
-    ];
-    for (body, mentions) in &heartbeat_cases {
-        let reply = runner_raw(
-            &server,
-            &token,
-            Method::POST,
-            "/api/v1/runner/heartbeat",
-            None,
-            &body.to_string(),
-        )
-        .await;
-        reply.assert_error(400, "invalid_input", mentions);
-    }
-
-    let claim_cases: Vec<(serde_json::Value, &[&str])> = vec![
-        (
-            json!({"kinds": ["exec", "a\u{0}"]}),
-            &["kinds[1]", "control"],
-        ),
-        (json!({"kinds": [" "]}), &["kinds[0]", "white space"]),
-        (
-            json!({"kinds": ["exec"], "labels": {"": "x"}}),
-            &["labels", "empty"],
-        ),
-        (
-            json!({"kinds": ["exec"], "tags": ["ok", "b\u{8}ad"]}),
-            &["tags[1]", "control"],
-        ),
-        (
-            json!({"kinds": ["exec"], "resources": {"c\u{1}": 1}}),
-            &["resources", "control"],
-        ),
-    ];
-    for (body, mentions) in &claim_cases {
-        let reply = runner_raw(
-            &server,
-            &token,
-            Method::POST,
-            "/api/v1/runner/claim",
-            None,
-            &body.to_string(),
-        )
-        .await;
-        reply.assert_error(400, "invalid_input", mentions);
-    }
     let runner = client.get_runner(created.runner.id).await.expect("show");
     assert_eq!(runner.hostname, None, "no refused heartbeat was recorded");
     assert!(runner.kinds.is_empty(), "no refused claim was recorded");
