@@ -328,13 +328,22 @@ pub(crate) fn render(document: &utoipa::openapi::OpenApi) -> String {
         }
     };
     close_answer_schemas(&mut value);
-    make_byte_bodies_optional(&mut value);
+    mark_optional_bodies(&mut value);
     serde_json::to_string_pretty(&value).unwrap_or_else(|_| "{}".to_string())
 }
 
-/// An upload without a body is an empty artifact, so raw-byte request bodies are optional.
-/// (utoipa says "optional" only through `Option`, which it also renders as nullable.)
-fn make_byte_bodies_optional(document: &mut serde_json::Value) {
+/// Operations whose body may be left out: an upload without one is an empty artifact, a job
+/// heartbeat without one only extends the lease, a completion without one has a null result.
+/// (utoipa says "optional" only through `Option`, which it also renders as nullable, and a
+/// `null` body is refused.)
+const OPTIONAL_BODIES: &[&str] = &[
+    "upload_artifact",
+    "runner_upload_artifact",
+    "job_heartbeat",
+    "complete_job",
+];
+
+fn mark_optional_bodies(document: &mut serde_json::Value) {
     let Some(paths) = document
         .get_mut("paths")
         .and_then(|paths| paths.as_object_mut())
@@ -346,13 +355,14 @@ fn make_byte_bodies_optional(document: &mut serde_json::Value) {
         .filter_map(|item| item.as_object_mut())
         .flat_map(|item| item.values_mut())
     {
+        let optional = operation
+            .get("operationId")
+            .and_then(|id| id.as_str())
+            .is_some_and(|id| OPTIONAL_BODIES.contains(&id));
         if let Some(body) = operation
             .get_mut("requestBody")
             .and_then(|body| body.as_object_mut())
-            && body
-                .get("content")
-                .and_then(|content| content.get("application/octet-stream"))
-                .is_some()
+            && optional
         {
             body.insert("required".into(), serde_json::Value::Bool(false));
         }

@@ -315,6 +315,21 @@ async fn the_openapi_document_declares_every_answer_and_where_each_parameter_goe
             binary
         );
     }
+    for (path, action) in [
+        (
+            "/api/v1/runner/jobs/{id}/heartbeat",
+            "an empty heartbeat extends the lease",
+        ),
+        (
+            "/api/v1/runner/jobs/{id}/complete",
+            "an empty completion has a null result",
+        ),
+    ] {
+        assert_ne!(
+            paths[path]["post"]["requestBody"]["required"], true,
+            "{action}"
+        );
+    }
     let live = &paths["/api/v1/jobs/{id}/logs"]["get"]["responses"]["200"]["content"];
     assert!(live["application/json"].is_object() && live["text/event-stream"].is_object());
     assert!(paths["/metrics"]["get"]["responses"]["200"]["content"]["text/plain"].is_object());

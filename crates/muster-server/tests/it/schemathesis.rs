@@ -2,7 +2,9 @@
 //! property-based API fuzzer from PyPI) run as a child process against a real coordinator:
 //! once with a runner token, once with the admin token. It fails on any 5xx, any status,
 //! content type, header or body the document does not declare, any schema-violating request the
-//! server accepts (`negative_data_rejection`), and any document schemathesis cannot fully read.
+//! server accepts (`negative_data_rejection`), a created resource that cannot be read or a
+//! deleted one that still can, a wrong method not answered 405, and any document schemathesis
+//! cannot fully read.
 //!
 //! schemathesis lives in a Python venv: `target/python-venv` in the workspace (which
 //! `bash .ci/run` creates), or the one `MUSTER_PYTHON_VENV` names. Without it the test fails
@@ -37,8 +39,13 @@ const VENV_VARIABLE: &str = "MUSTER_PYTHON_VENV";
 const REQUIREMENTS: &str = include_str!("../schemathesis-requirements.txt");
 /// One run's deadline; a run on an idle two-core machine takes well under a minute.
 const RUN_DEADLINE: Duration = Duration::from_secs(300);
+/// What every answer is checked for. Besides conformance to the document: schema-violating
+/// requests must be refused; a resource just created must be readable and one just deleted
+/// gone; a method the document does not list gets 405 with `Allow`.
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
-response_schema_conformance,response_headers_conformance,negative_data_rejection";
+response_schema_conformance,response_headers_conformance,negative_data_rejection,\
+missing_required_header,unsupported_method,allow_header_conformance,use_after_free,\
+ensure_resource_availability";
 /// Warnings that mean schemathesis could not read part of the document, or that this test's
 /// own bindings do not fit it: each fails the run.
 const FAILING_WARNINGS: &[&str] = &[
