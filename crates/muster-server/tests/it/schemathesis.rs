@@ -24,7 +24,10 @@
 //! Not used: `positive_data_acceptance`, which fails any schema-valid request the server
 //! refuses, though some refusals cannot be stated in JSON Schema: an opaque list cursor the
 //! server never gave out, `1.0` for an integer (JSON Schema counts it as one, serde does not),
-//! a DAG edge naming a node that does not exist, a date like February 30.
+//! a DAG edge naming a node that does not exist, a well-formed artifact id that is not stored
+//! (422, the contract's "well-formed but rejected"). A run with it finds only these.
+//! `ignored_auth` and `object_level_authorization` are left to `tests/it/auth.rs`, which sweeps
+//! every route with every kind of token.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
