@@ -6,6 +6,10 @@
 
 use std::collections::BTreeMap;
 
+pub mod limits;
+#[cfg(feature = "openapi")]
+pub mod schemas;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -114,6 +118,45 @@ mod objects_only {
     }
 }
 
+/// `run_after` as RFC 3339, or null, exactly as the schema's pattern states it. A leap second
+/// (`23:59:60`) is refused rather than read as `23:59:59.999999999`, as the `time` crate would:
+/// JSON Schema cannot state which instants have one, and no job needs to be scheduled at one.
+mod schedule_time {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<OffsetDateTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        time::serde::rfc3339::option::serialize(value, serializer)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(deserializer)? else {
+            return Ok(None);
+        };
+        // RFC 3339 puts the separator at byte 10 and the seconds at bytes 17 and 18:
+        // `YYYY-MM-DDTHH:MM:SS`. The `time` crate also takes a space for the `T`; JSON Schema's
+        // `date-time` does not, so neither does this.
+        if text.get(10..11).is_some_and(|separator| separator == " ") {
+            return Err(serde::de::Error::custom(
+                "date and time must be separated by T, as RFC 3339 writes them",
+            ));
+        }
+        if text.get(17..19) == Some("60") {
+            return Err(serde::de::Error::custom(
+                "a leap second (:60) is not a time a job can be scheduled at",
+            ));
+        }
+        OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// The header a runner sends its lease epoch in.
 pub const LEASE_EPOCH_HEADER: &str = "Muster-Lease-Epoch";
 
@@ -201,15 +244,20 @@ pub enum RunnerActivity {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default)]
 pub struct Requirements {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::labels))]
     pub labels: BTreeMap<String, String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::tags))]
     pub tags: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::resources))]
     pub resources: BTreeMap<String, f64>,
 }
 
 /// The last progress a runner reported.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Progress {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::progress_percent))]
     pub percent: f64,
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub message: Option<String>,
 }
 
@@ -226,11 +274,12 @@ pub struct Job {
     pub id: Uuid,
     pub kind: String,
     pub state: JobState,
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::json_object))]
     pub payload: Value,
     pub priority: i32,
     pub requirements: Requirements,
     /// Artifact ids (`sha256:...`) the job reads, as submitted.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::inputs))]
     #[serde(default)]
     pub inputs: Vec<String>,
     pub attempt: u32,
@@ -240,61 +289,82 @@ pub struct Job {
     pub backoff_base_s: u32,
     #[serde(with = "time::serde::rfc3339")]
     pub run_after: OffsetDateTime,
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub idempotency_key: Option<String>,
     pub progress: Progress,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    /// What the runner completed it with (any JSON); null until then.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::any_json, required))]
     pub result: Option<Value>,
     /// Artifacts the current or last attempt recorded, by name; empty again when a new attempt
     /// is claimed.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::outputs))]
     #[serde(default)]
     pub outputs: BTreeMap<String, String>,
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub error: Option<JobError>,
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub runner_id: Option<Uuid>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[cfg_attr(feature = "openapi", schema(required))]
     #[serde(with = "time::serde::rfc3339::option")]
     pub claimed_at: Option<OffsetDateTime>,
+    #[cfg_attr(feature = "openapi", schema(required))]
     #[serde(with = "time::serde::rfc3339::option")]
     pub started_at: Option<OffsetDateTime>,
+    #[cfg_attr(feature = "openapi", schema(required))]
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+    #[cfg_attr(feature = "openapi", schema(required))]
     #[serde(with = "time::serde::rfc3339::option")]
     pub lease_expires_at: Option<OffsetDateTime>,
     /// Current lease epoch (0 before the first claim).
     #[serde(default)]
     pub lease_epoch: u64,
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub pending_reason: Option<PendingReason>,
 }
 
 /// `POST /api/v1/jobs`: only `kind` is required.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct SubmitJob {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::kind))]
     pub kind: String,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    /// A JSON object the runner reads; default `{}`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_json_object))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
     /// Lower runs first; default 100.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_priority))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "objects_only::optional")]
     pub requirements: Option<Requirements>,
     /// Default 3.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_max_attempts))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
     /// Run-time limit of one attempt; default 3600.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_timeout_s))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u32>,
     /// Lease length, extended by each job heartbeat; default 30.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_lease_ttl_s))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ttl_s: Option<u32>,
     /// Retry backoff base; default 1.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_backoff_base_s))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_base_s: Option<u32>,
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    /// Not before this time (RFC 3339; a leap second is refused).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_run_after))]
+    #[serde(default, with = "schedule_time", skip_serializing_if = "Option::is_none")]
     pub run_after: Option<OffsetDateTime>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_idempotency_key))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// Artifact ids (`sha256:...`, from an upload) the job reads; each must be stored.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_inputs))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<Vec<String>>,
 }
@@ -302,6 +372,7 @@ pub struct SubmitJob {
 /// `POST /api/v1/jobs/batch`: up to 1000 jobs submitted in one commit.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct SubmitJobs {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::batch_jobs))]
     #[serde(deserialize_with = "objects_only::list")]
     pub jobs: Vec<SubmitJob>,
 }
@@ -310,6 +381,7 @@ pub struct SubmitJobs {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JobList {
     pub items: Vec<Job>,
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub next_cursor: Option<String>,
 }
 
@@ -321,7 +393,7 @@ pub struct LogEntry {
     pub ts: OffsetDateTime,
     pub level: LogLevel,
     pub message: String,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::any_json, required))]
     pub metadata: Option<Value>,
 }
 
@@ -335,18 +407,22 @@ pub struct LogPage {
 /// A step DAG as a runner reports it: nodes with at least an `id`, edges with `from` and `to`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Dag {
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::dag_nodes))]
     pub nodes: Vec<Value>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::dag_edges))]
     pub edges: Vec<Value>,
 }
 
 /// `POST /api/v1/runners`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct CreateRunner {
+    /// Surrounding white space is dropped.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::runner_name))]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::labels))]
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_organization_id))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization_id: Option<String>,
 }
@@ -356,14 +432,18 @@ pub struct CreateRunner {
 pub struct Runner {
     pub id: Uuid,
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub organization_id: Option<String>,
     pub status: RunnerStatus,
     pub labels: BTreeMap<String, String>,
     pub tags: Vec<String>,
     pub resources: BTreeMap<String, f64>,
     pub kinds: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub hostname: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub version: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(required))]
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_heartbeat_at: Option<OffsetDateTime>,
     pub running_jobs: u32,
@@ -382,6 +462,7 @@ pub struct CreatedRunner {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunnerList {
     pub items: Vec<Runner>,
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub next_cursor: Option<String>,
 }
 
@@ -391,8 +472,11 @@ pub struct RunnerList {
 pub struct RunnerHeartbeat {
     pub status: RunnerActivity,
     /// The jobs the runner is working on.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::heartbeat_jobs))]
     pub jobs: Vec<Uuid>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_runner_report))]
     pub hostname: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_runner_report))]
     pub version: Option<String>,
 }
 
@@ -409,17 +493,23 @@ pub struct RunnerHeartbeatResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct ClaimJobs {
     /// The kinds this runner can run; required, not empty.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::claim_kinds))]
     pub kinds: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::labels))]
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::tags))]
     #[serde(default)]
     pub tags: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::resources))]
     #[serde(default)]
     pub resources: BTreeMap<String, f64>,
     /// Default 1, at most 1000.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_claim_max_jobs))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_jobs: Option<u32>,
     /// Long-poll up to this long for work; default 0, at most 60000.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_claim_wait_ms))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
 }
@@ -438,12 +528,13 @@ pub struct Lease {
 pub struct ClaimedJob {
     pub id: Uuid,
     pub kind: String,
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::json_object))]
     pub payload: Value,
     pub attempt: u32,
     pub max_attempts: u32,
     pub timeout_s: u32,
     /// Artifact ids the job reads; download them from `/api/v1/runner/artifacts/{id}`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::inputs))]
     #[serde(default)]
     pub inputs: Vec<String>,
     pub lease: Lease,
@@ -459,7 +550,9 @@ pub struct ClaimedJobs {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct ProgressReport {
     /// 0 to 100.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::progress_percent))]
     pub progress: f64,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_progress_message))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -469,11 +562,12 @@ pub struct ProgressReport {
 #[serde(default)]
 pub struct JobHeartbeat {
     /// Either a number (0 to 100) or `{"progress", "message"}`.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_heartbeat_progress))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<Value>,
-    /// Appended to the job's log as `info` entries.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
+    /// Appended to the job's log as `info` entries: a string is the message, an object's
+    /// `message` member is (the object is kept as metadata).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_heartbeat_events))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<Value>>,
 }
@@ -494,12 +588,13 @@ pub struct CancelFlag {
 /// One log entry as a runner sends it. With `seq`, a resent entry is stored once.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct NewLogEntry {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_log_seq))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     #[serde(default)]
     pub level: LogLevel,
     pub message: String,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::any_json))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
 }
@@ -507,6 +602,7 @@ pub struct NewLogEntry {
 /// A batch of log entries (`POST .../log` also takes one bare entry).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct LogBatch {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::log_entries))]
     #[serde(deserialize_with = "objects_only::list")]
     pub entries: Vec<NewLogEntry>,
 }
@@ -521,22 +617,12 @@ pub struct LogAppended {
 /// `POST /api/v1/runner/jobs/{id}/complete`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct CompleteJob {
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    /// Any JSON value.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::any_json))]
     #[serde(default)]
     pub result: Option<Value>,
     /// Outputs to record with the completion, in the same commit: name to artifact id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outputs: Option<BTreeMap<String, String>>,
-}
-
-/// `POST /api/v1/runner/jobs/{id}/outputs`: one output (`name` and `artifact_id`) or several
-/// (`outputs`, name to artifact id), not both.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct RecordOutputs {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub artifact_id: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_outputs))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<BTreeMap<String, String>>,
 }
@@ -544,6 +630,7 @@ pub struct RecordOutputs {
 /// The answer to recording outputs: every output the job now has, and whether to stop.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct OutputsRecorded {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::outputs))]
     pub outputs: BTreeMap<String, String>,
     pub cancel: bool,
 }
@@ -551,6 +638,7 @@ pub struct OutputsRecorded {
 /// A stored artifact: its content id (`sha256:` and the hex SHA-256 of its bytes) and size.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Artifact {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::artifact_id))]
     pub id: String,
     pub size: u64,
 }
@@ -559,9 +647,11 @@ pub struct Artifact {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CompletionItem {
     pub id: Uuid,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_lease_epoch))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    /// Any JSON value.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::any_json))]
     #[serde(default)]
     pub result: Option<Value>,
 }
@@ -569,6 +659,7 @@ pub struct CompletionItem {
 /// `POST /api/v1/runner/complete`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct CompleteJobs {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::batch_completions))]
     #[serde(deserialize_with = "objects_only::list")]
     pub items: Vec<CompletionItem>,
 }
@@ -577,8 +668,12 @@ pub struct CompleteJobs {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CompletionOutcome {
     pub id: Uuid,
+    /// Present (and true) when the completion was committed.
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ok: Option<bool>,
+    /// Present when it was refused; nothing changed for this job.
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail>,
 }
@@ -603,3 +698,26 @@ pub struct FailJob {
     pub retryable: Option<bool>,
 }
 }
+
+/// `POST /api/v1/runner/jobs/{id}/outputs`: one output (`name` and `artifact_id`) or several
+/// (`outputs`, name to artifact id), not both.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct RecordOutputs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<BTreeMap<String, String>>,
+}
+
+// Its two forms exclude each other, which a derived schema cannot say.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for RecordOutputs {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schemas::record_outputs()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for RecordOutputs {}

@@ -67,7 +67,7 @@ pub(crate) struct SubmitArgs {
     /// The job's kind: the capability that runs it.
     #[arg(long, default_value = "exec")]
     kind: String,
-    /// The payload as JSON; for `exec` jobs it is built from COMMAND, --env and --cwd.
+    /// The payload, a JSON object; for `exec` jobs it is built from COMMAND, --env and --cwd.
     #[arg(long)]
     payload: Option<String>,
     /// Lower runs first.

@@ -4,6 +4,7 @@ use std::str::FromStr;
 
 use serde_json::Value;
 
+use crate::text::{TextRule, check_field, check_key, check_kind};
 use crate::{ArtifactId, Capabilities, JobId, JobLifecycle, RunnerId, Timestamp};
 
 pub const DEFAULT_PRIORITY: i32 = 100;
@@ -12,17 +13,17 @@ pub const DEFAULT_TIMEOUT_S: u32 = 3600;
 pub const DEFAULT_LEASE_TTL_S: u32 = 30;
 pub const DEFAULT_BACKOFF_BASE_S: u32 = 1;
 
-const MAX_KIND_LEN: usize = 200;
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
-const MAX_ATTEMPTS_LIMIT: u32 = 1000;
-const MAX_TIMEOUT_S: u32 = 30 * 24 * 3600;
-const MAX_LEASE_TTL_S: u32 = 3600;
-const MAX_BACKOFF_BASE_S: u32 = 3600;
+/// Longest idempotency key, in characters.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
+pub const MAX_ATTEMPTS_LIMIT: u32 = 1000;
+pub const MAX_TIMEOUT_S: u32 = 30 * 24 * 3600;
+pub const MAX_LEASE_TTL_S: u32 = 3600;
+pub const MAX_BACKOFF_BASE_S: u32 = 3600;
 /// Artifacts one job may read; each is checked to exist when the job is submitted.
 pub const MAX_JOB_INPUTS: usize = 256;
 /// Named artifacts one job may record; the whole map is rewritten with each recording.
 pub const MAX_JOB_OUTPUTS: usize = 256;
-const MAX_OUTPUT_NAME_LEN: usize = 200;
+pub const MAX_OUTPUT_NAME_LEN: usize = 200;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -229,17 +230,16 @@ impl JobSpec {
     }
 
     pub fn validate(&self) -> Result<(), JobSpecError> {
-        if self.kind.trim().is_empty() {
-            return Err(spec_error("kind", "must not be empty"));
-        }
-        if self.kind.len() > MAX_KIND_LEN {
+        check_kind("kind", &self.kind)?;
+        // The contract's job shape has an object here, and runners read fields out of it.
+        if !self.payload.is_object() {
             return Err(spec_error(
-                "kind",
-                format!("must be at most {MAX_KIND_LEN} bytes"),
+                "payload",
+                format!(
+                    "must be a JSON object, got {}",
+                    json_type_name(&self.payload)
+                ),
             ));
-        }
-        if self.kind.chars().any(char::is_control) {
-            return Err(spec_error("kind", "must not contain control characters"));
         }
         check_range(
             "max_attempts",
@@ -255,13 +255,12 @@ impl JobSpec {
             0,
             MAX_BACKOFF_BASE_S,
         )?;
-        if let Some(key) = &self.idempotency_key
-            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN)
-        {
-            return Err(spec_error(
+        if let Some(key) = &self.idempotency_key {
+            check_field(
                 "idempotency_key",
-                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
-            ));
+                key,
+                TextRule::key(MAX_IDEMPOTENCY_KEY_LEN),
+            )?;
         }
         self.requirements.validate("requirements")?;
         if self.inputs.len() > MAX_JOB_INPUTS {
@@ -277,7 +276,7 @@ impl JobSpec {
     }
 }
 
-/// Check outputs a runner records: names are 1 to 200 bytes without control characters, and
+/// Check outputs a runner records: names are 1 to 200 characters without control characters, and
 /// at most [`MAX_JOB_OUTPUTS`] in one call (the job's total is checked where it is stored).
 pub fn validate_outputs(outputs: &BTreeMap<String, ArtifactId>) -> Result<(), JobSpecError> {
     if outputs.len() > MAX_JOB_OUTPUTS {
@@ -287,20 +286,21 @@ pub fn validate_outputs(outputs: &BTreeMap<String, ArtifactId>) -> Result<(), Jo
         ));
     }
     for name in outputs.keys() {
-        if name.is_empty() || name.len() > MAX_OUTPUT_NAME_LEN {
-            return Err(spec_error(
-                format!("outputs.{name}"),
-                format!("an output name is 1 to {MAX_OUTPUT_NAME_LEN} bytes"),
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(spec_error(
-                format!("outputs.{}", name.escape_debug()),
-                "an output name must not contain control characters",
-            ));
-        }
+        check_key("outputs", name, TextRule::key(MAX_OUTPUT_NAME_LEN))?;
     }
     Ok(())
+}
+
+/// The JSON type of `value`, for messages.
+fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// A validated spec with the identity the coordinator gave it.
@@ -393,6 +393,23 @@ mod tests {
             (
                 Box::new(|spec| spec.idempotency_key = Some(String::new())),
                 "idempotency_key",
+            ),
+            (
+                Box::new(|spec| spec.idempotency_key = Some("key\u{0}".into())),
+                "idempotency_key",
+            ),
+            (Box::new(|spec| spec.kind = "ex\u{1f}ec".into()), "kind"),
+            (Box::new(|spec| spec.payload = Value::from(5)), "payload"),
+            (Box::new(|spec| spec.payload = Value::Null), "payload"),
+            (
+                Box::new(|spec| spec.payload = serde_json::json!(["a"])),
+                "payload",
+            ),
+            (
+                Box::new(|spec| {
+                    spec.requirements.labels.insert(String::new(), "x".into());
+                }),
+                "requirements.labels",
             ),
             (
                 Box::new(|spec| {

@@ -12,17 +12,28 @@ mod logs;
 mod matching;
 mod retry;
 mod runner;
+mod text;
 mod time;
 
 pub use ids::{ArtifactId, ArtifactIdError, JobId, RunnerId};
 pub use job::{
     DEFAULT_BACKOFF_BASE_S, DEFAULT_LEASE_TTL_S, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY,
     DEFAULT_TIMEOUT_S, FailureReason, JobError, JobPolicy, JobRecord, JobSpec, JobSpecError,
-    JobState, MAX_JOB_INPUTS, MAX_JOB_OUTPUTS, NewJob, Progress, validate_outputs,
+    JobState, MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_BASE_S, MAX_IDEMPOTENCY_KEY_LEN, MAX_JOB_INPUTS,
+    MAX_JOB_OUTPUTS, MAX_LEASE_TTL_S, MAX_OUTPUT_NAME_LEN, MAX_TIMEOUT_S, NewJob, Progress,
+    validate_outputs,
 };
 pub use lifecycle::{JobLifecycle, Lease, ReapOutcome, TransitionError};
 pub use logs::{LogEntry, LogLevel, NewLogEntry};
-pub use matching::{Capabilities, PendingReason, RunnerSnapshot, pending_reason};
+pub use matching::{
+    Capabilities, MAX_CAPABILITY_ENTRIES, MAX_CAPABILITY_NAME_LEN, PendingReason, RunnerSnapshot,
+    pending_reason,
+};
 pub use retry::{MAX_BACKOFF_MS, backoff_delay_ms, jitter_unit_from_seed};
 pub use runner::{RunnerRecord, RunnerStatus, runner_status};
+pub use text::{
+    MAX_KIND_LEN, MAX_ORGANIZATION_ID_LEN, MAX_RUNNER_NAME_LEN, MAX_RUNNER_REPORT_LEN, TextProblem,
+    TextRule, check_field, check_key, check_kind, check_organization_id, check_runner_report,
+    check_text, runner_name,
+};
 pub use time::{Clock, SystemClock, Timestamp};

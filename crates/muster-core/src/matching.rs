@@ -1,10 +1,13 @@
 use std::collections::BTreeMap;
 
 use crate::job::spec_error;
+use crate::text::{TextRule, check_field, check_key};
 use crate::{JobSpecError, RunnerStatus, Timestamp};
 
-const MAX_ENTRIES: usize = 64;
-const MAX_NAME_LEN: usize = 128;
+/// Labels, tags or resources one job requires or one runner offers, at most.
+pub const MAX_CAPABILITY_ENTRIES: usize = 64;
+/// Longest label key or value, tag or resource name, in characters.
+pub const MAX_CAPABILITY_NAME_LEN: usize = 128;
 
 /// Labels, tags and resources: what a job requires, or what a runner offers.
 ///
@@ -38,42 +41,61 @@ impl Capabilities {
         labels_match && tags_present && resources_suffice
     }
 
-    /// Reject shapes no sane caller sends: too many entries, huge names, negative or
-    /// non-finite amounts. `field` prefixes the names in the error.
-    pub fn validate(&self, field: &str) -> Result<(), JobSpecError> {
+    /// Reject shapes no sane caller sends: too many entries, empty or huge names, control
+    /// characters, negative or non-finite amounts. `prefix` names where the capabilities stand
+    /// in the request (`requirements`, or `""` when labels, tags and resources are top-level
+    /// fields of the body) and starts every field name in the error.
+    pub fn validate(&self, prefix: &str) -> Result<(), JobSpecError> {
+        let field = |part: &str| {
+            if prefix.is_empty() {
+                part.to_string()
+            } else {
+                format!("{prefix}.{part}")
+            }
+        };
         let too_many = |part: &str| {
             spec_error(
-                format!("{field}.{part}"),
-                format!("at most {MAX_ENTRIES} entries"),
+                field(part),
+                format!("at most {MAX_CAPABILITY_ENTRIES} entries"),
             )
         };
-        if self.labels.len() > MAX_ENTRIES {
+        if self.labels.len() > MAX_CAPABILITY_ENTRIES {
             return Err(too_many("labels"));
         }
-        if self.tags.len() > MAX_ENTRIES {
+        if self.tags.len() > MAX_CAPABILITY_ENTRIES {
             return Err(too_many("tags"));
         }
-        if self.resources.len() > MAX_ENTRIES {
+        if self.resources.len() > MAX_CAPABILITY_ENTRIES {
             return Err(too_many("resources"));
         }
-        let names = self
-            .labels
-            .iter()
-            .flat_map(|(key, value)| [key, value])
-            .chain(self.tags.iter())
-            .chain(self.resources.keys());
-        for name in names {
-            if name.len() > MAX_NAME_LEN {
-                return Err(spec_error(
-                    field,
-                    format!("names and values must be at most {MAX_NAME_LEN} bytes"),
-                ));
-            }
+        for (key, value) in &self.labels {
+            check_key(
+                &field("labels"),
+                key,
+                TextRule::key(MAX_CAPABILITY_NAME_LEN),
+            )?;
+            check_field(
+                &field(&format!("labels.{key}")),
+                value,
+                TextRule::optional(MAX_CAPABILITY_NAME_LEN),
+            )?;
+        }
+        for (index, tag) in self.tags.iter().enumerate() {
+            check_field(
+                &field(&format!("tags[{index}]")),
+                tag,
+                TextRule::key(MAX_CAPABILITY_NAME_LEN),
+            )?;
         }
         for (name, amount) in &self.resources {
+            check_key(
+                &field("resources"),
+                name,
+                TextRule::key(MAX_CAPABILITY_NAME_LEN),
+            )?;
             if !amount.is_finite() || *amount < 0.0 {
                 return Err(spec_error(
-                    format!("{field}.resources.{name}"),
+                    field(&format!("resources.{name}")),
                     format!("must be a finite number at least 0, got {amount}"),
                 ));
             }
@@ -229,6 +251,58 @@ mod tests {
             caps(&[], &[], &[("cpus", 2.0)])
                 .validate("requirements")
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn validation_refuses_control_characters_and_empty_names_naming_the_field() {
+        let cases = [
+            (
+                caps(&[("", "a100")], &[], &[]),
+                "requirements.labels",
+                "empty",
+            ),
+            (
+                caps(&[("g\0pu", "a100")], &[], &[]),
+                "requirements.labels",
+                "U+0000",
+            ),
+            (
+                caps(&[("gpu", "a\u{7}")], &[], &[]),
+                "requirements.labels.gpu",
+                "U+0007",
+            ),
+            (
+                caps(&[], &["ok", "fine", "t\nx"], &[]),
+                "requirements.tags[2]",
+                "U+000A",
+            ),
+            (caps(&[], &["ok", ""], &[]), "requirements.tags[1]", "empty"),
+            (
+                caps(&[], &[], &[("", 1.0)]),
+                "requirements.resources",
+                "empty",
+            ),
+            (
+                caps(&[], &[], &[("vram\u{9f}", 1.0)]),
+                "requirements.resources",
+                "U+009F",
+            ),
+        ];
+        for (capabilities, field, problem) in cases {
+            let error = capabilities.validate("requirements").expect_err("refused");
+            assert_eq!(error.field, field, "{error}");
+            assert!(error.problem.contains(problem), "{error}");
+        }
+        // Top-level fields (a claim's labels, tags and resources) have no prefix.
+        let error = caps(&[], &["a", "b", "\0"], &[])
+            .validate("")
+            .expect_err("NUL tag");
+        assert_eq!(error.field, "tags[2]");
+        // An empty label value is a value.
+        assert_eq!(
+            caps(&[("gpu", "")], &[], &[]).validate("requirements"),
+            Ok(())
         );
     }
 }

@@ -269,10 +269,14 @@ pub(crate) fn checked_progress(
             "progress must be between 0 and 100, got {percent}"
         )));
     }
-    if message.as_ref().is_some_and(|message| message.len() > 4096) {
-        return Err(ApiError::InvalidInput(
-            "progress message must be at most 4096 bytes".into(),
-        ));
+    let limit = muster_api::limits::MAX_PROGRESS_MESSAGE_LEN;
+    if message
+        .as_ref()
+        .is_some_and(|message| message.chars().nth(limit).is_some())
+    {
+        return Err(ApiError::InvalidInput(format!(
+            "progress message must be at most {limit} characters"
+        )));
     }
     Ok(muster_core::Progress { percent, message })
 }

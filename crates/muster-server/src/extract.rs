@@ -127,6 +127,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
     }
 }
 
+/// The id in a route's path, percent-decoded. An id whose bytes are not UTF-8 names nothing, so
+/// it is answered like any unknown id (404), not with axum's plain-text 400.
+pub(crate) struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<PathId, ApiError> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(id)) => Ok(PathId(id)),
+            Err(_) => Err(ApiError::NotFound(format!(
+                "nothing at {}: the id is not valid text",
+                parts.uri.path()
+            ))),
+        }
+    }
+}
+
 /// The id in a path, as a UUID; anything else is an unknown id.
 pub(crate) fn parse_id(text: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text)

@@ -11,6 +11,7 @@ mod error;
 mod extract;
 pub mod logging;
 mod metrics;
+mod openapi;
 mod quota;
 mod reaper;
 mod retention;
@@ -174,9 +175,7 @@ pub fn build_with_blobs(
     shutdown: CancellationToken,
 ) -> Coordinator {
     let (routes, openapi) = routes::routes();
-    let openapi_json = openapi
-        .to_pretty_json()
-        .unwrap_or_else(|_| "{}".to_string());
+    let openapi_json = openapi::render(&openapi);
     let state = AppState {
         store,
         blobs,

@@ -134,7 +134,12 @@ async fn the_data_directory_and_the_files_holding_job_data_are_private() {
     let hex = artifact.id.trim_start_matches("sha256:");
     let blobs = data_dir.join("blobs");
     let shard = blobs.join("sha256").join(&hex[..2]);
-    for directory in [blobs.clone(), blobs.join("sha256"), shard.clone(), blobs.join("uploads")] {
+    for directory in [
+        blobs.clone(),
+        blobs.join("sha256"),
+        shard.clone(),
+        blobs.join("uploads"),
+    ] {
         assert_eq!(mode(&directory), 0o700, "{}", directory.display());
     }
     assert_eq!(mode(&shard.join(&hex[2..])), 0o600, "the artifact's file");

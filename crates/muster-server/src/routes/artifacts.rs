@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -20,7 +20,7 @@ use muster_core::ArtifactId;
 use muster_store::blobs::{BlobError, ByteStream};
 use muster_store::{ArtifactRecord, ArtifactUploader};
 
-use crate::extract::{AdminAuth, RunnerAuth};
+use crate::extract::{AdminAuth, PathId, RunnerAuth};
 use crate::quota;
 use crate::state::AppState;
 use crate::{ApiError, Json};
@@ -204,14 +204,11 @@ async fn download(state: &AppState, id: &str) -> Result<Response, ApiError> {
 
 /// Upload an artifact: the request body is its bytes, streamed. Answers its content id.
 #[utoipa::path(post, path = "/api/v1/artifacts", tag = "artifacts",
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the artifact's bytes"),
+    request_body(content = inline(crate::openapi::ArtifactBytes), content_type = "application/octet-stream", description = "the artifact's bytes; an empty or absent body is an empty artifact"),
     responses(
         (status = 201, description = "stored", body = wire::Artifact),
         (status = 200, description = "the same bytes were already stored; nothing new was written", body = wire::Artifact),
-        (status = 400, description = "the body broke off; nothing was stored", body = wire::ErrorBody),
-        (status = 401, body = wire::ErrorBody), (status = 403, body = wire::ErrorBody),
-        (status = 413, description = "larger than --max-artifact-bytes; nothing was stored", body = wire::ErrorBody),
-        (status = 503, body = wire::ErrorBody),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors,
         (status = 507, description = "artifact_quota_exceeded: the upload would pass --artifact-quota-bytes or --artifact-quota-count; insufficient_storage: it would leave less than --disk-reserve free; nothing was stored", body = wire::ErrorBody),
     ),
     security(("admin_token" = [])))]
@@ -228,31 +225,31 @@ pub(crate) async fn upload_artifact(
 
 /// Download an artifact's bytes.
 #[utoipa::path(get, path = "/api/v1/artifacts/{id}", tag = "artifacts",
-    params(("id" = String, Path, description = "sha256: followed by 64 lowercase hex digits")),
+    params(crate::openapi::ArtifactIdPath),
     responses(
-        (status = 200, description = "the artifact's bytes, with Content-Length", body = Vec<u8>, content_type = "application/octet-stream"),
-        (status = 401, body = wire::ErrorBody), (status = 403, body = wire::ErrorBody),
-        (status = 404, description = "unknown or malformed id", body = wire::ErrorBody),
+        (status = 200, description = "the artifact's bytes", body = inline(crate::openapi::ArtifactBytes), content_type = "application/octet-stream",
+            headers(
+                ("Content-Length" = u64, description = "the artifact's size in bytes"),
+                ("ETag" = String, description = "the artifact's id, quoted"),
+            )),
+        crate::openapi::AuthErrors, crate::openapi::IdErrors,
     ),
     security(("admin_token" = [])))]
 pub(crate) async fn download_artifact(
     State(state): State<AppState>,
     _admin: AdminAuth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     download(&state, &id).await
 }
 
 /// Upload an artifact as a runner (for example a job's output, before recording it).
 #[utoipa::path(post, path = "/api/v1/runner/artifacts", tag = "artifacts",
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the artifact's bytes"),
+    request_body(content = inline(crate::openapi::ArtifactBytes), content_type = "application/octet-stream", description = "the artifact's bytes; an empty or absent body is an empty artifact"),
     responses(
         (status = 201, description = "stored", body = wire::Artifact),
         (status = 200, description = "the same bytes were already stored; nothing new was written", body = wire::Artifact),
-        (status = 400, description = "the body broke off; nothing was stored", body = wire::ErrorBody),
-        (status = 401, body = wire::ErrorBody), (status = 403, body = wire::ErrorBody),
-        (status = 413, description = "larger than --max-artifact-bytes; nothing was stored", body = wire::ErrorBody),
-        (status = 503, body = wire::ErrorBody),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors,
         (status = 507, description = "artifact_quota_exceeded: the upload would pass this runner's --runner-artifact-quota-bytes or --runner-artifact-quota-count, or a quota of all artifacts; insufficient_storage: it would leave less than --disk-reserve free; nothing was stored", body = wire::ErrorBody),
     ),
     security(("runner_token" = [])))]
@@ -267,17 +264,20 @@ pub(crate) async fn runner_upload_artifact(
 
 /// Download an artifact as a runner (for example a job's input).
 #[utoipa::path(get, path = "/api/v1/runner/artifacts/{id}", tag = "artifacts",
-    params(("id" = String, Path, description = "sha256: followed by 64 lowercase hex digits")),
+    params(crate::openapi::ArtifactIdPath),
     responses(
-        (status = 200, description = "the artifact's bytes, with Content-Length", body = Vec<u8>, content_type = "application/octet-stream"),
-        (status = 401, body = wire::ErrorBody), (status = 403, body = wire::ErrorBody),
-        (status = 404, description = "unknown or malformed id", body = wire::ErrorBody),
+        (status = 200, description = "the artifact's bytes", body = inline(crate::openapi::ArtifactBytes), content_type = "application/octet-stream",
+            headers(
+                ("Content-Length" = u64, description = "the artifact's size in bytes"),
+                ("ETag" = String, description = "the artifact's id, quoted"),
+            )),
+        crate::openapi::AuthErrors, crate::openapi::IdErrors,
     ),
     security(("runner_token" = [])))]
 pub(crate) async fn runner_download_artifact(
     State(state): State<AppState>,
     _runner: RunnerAuth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     download(&state, &id).await
 }

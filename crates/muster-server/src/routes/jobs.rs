@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,14 +17,15 @@ use crate::convert::{
     artifact_id_from_wire, capabilities_from_wire, job_to_wire, log_entry_to_wire, state_from_wire,
     time_from_wire,
 };
-use crate::extract::{AdminAuth, JsonBody, QueryParams, parse_id};
+use crate::extract::{AdminAuth, JsonBody, PathId, QueryParams, parse_id};
 use crate::routes::artifacts::ensure_artifacts_exist;
 use crate::state::AppState;
 use crate::{ApiError, Json};
 
-const MAX_BATCH_SUBMIT: usize = 1000;
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 1000;
+use muster_api::limits::{
+    DEFAULT_LOG_PAGE_LIMIT, DEFAULT_PAGE_LIMIT, MAX_BATCH_SUBMIT, MAX_LOG_PAGE_LIMIT,
+    MAX_PAGE_LIMIT,
+};
 
 /// Render jobs for users, explaining why pending ones wait.
 pub(crate) async fn jobs_to_wire(state: &AppState, jobs: Vec<JobRecord>) -> Vec<wire::Job> {
@@ -103,8 +104,7 @@ fn new_job_from_wire(request: wire::SubmitJob, state: &AppState) -> Result<NewJo
     responses(
         (status = 201, description = "created", body = wire::Job),
         (status = 200, description = "a job with this idempotency_key exists; it is returned", body = wire::Job),
-        (status = 400, body = wire::ErrorBody), (status = 401, body = wire::ErrorBody), (status = 413, body = wire::ErrorBody),
-        (status = 422, description = "unknown_artifact: an input is not stored; no job was created", body = wire::ErrorBody),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::ArtifactErrors,
     ),
     security(("admin_token" = [])))]
 pub(crate) async fn submit_job(
@@ -139,8 +139,10 @@ pub(crate) async fn submit_job(
 
 /// Submit up to 1000 jobs in one commit (all or none).
 #[utoipa::path(post, path = "/api/v1/jobs/batch", tag = "jobs", request_body = wire::SubmitJobs,
-    responses((status = 201, body = wire::JobList), (status = 400, body = wire::ErrorBody),
-        (status = 422, description = "unknown_artifact: an input is not stored; no job was created", body = wire::ErrorBody)),
+    responses(
+        (status = 201, description = "all created, in one commit", body = wire::JobList),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::ArtifactErrors,
+    ),
     security(("admin_token" = [])))]
 pub(crate) async fn submit_jobs(
     State(state): State<AppState>,
@@ -195,13 +197,12 @@ pub(crate) async fn submit_jobs(
     ))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// The filters of a job list, as `crate::openapi::ListJobsParameters` describes them.
+#[derive(Debug, Deserialize)]
 pub(crate) struct ListJobsQuery {
-    /// pending, claimed, running, cancelling, completed, failed, cancelled
     state: Option<wire::JobState>,
     kind: Option<String>,
     runner_id: Option<uuid::Uuid>,
-    /// Default 50, at most 1000.
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -210,10 +211,10 @@ pub(crate) fn page_request(
     limit: Option<u32>,
     cursor: Option<String>,
 ) -> Result<PageRequest, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
+    let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if limit == 0 || limit > MAX_PAGE_LIMIT {
         return Err(ApiError::InvalidInput(format!(
-            "query parameter 'limit': must be between 1 and {MAX_PAGE}"
+            "query parameter 'limit': must be between 1 and {MAX_PAGE_LIMIT}"
         )));
     }
     Ok(PageRequest {
@@ -223,8 +224,11 @@ pub(crate) fn page_request(
 }
 
 /// List jobs, newest first.
-#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListJobsQuery),
-    responses((status = 200, body = wire::JobList), (status = 400, body = wire::ErrorBody)),
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(crate::openapi::ListJobsParameters),
+    responses(
+        (status = 200, description = "a page of jobs, newest first", body = wire::JobList),
+        crate::openapi::AuthErrors, crate::openapi::QueryErrors,
+    ),
     security(("admin_token" = [])))]
 pub(crate) async fn list_jobs(
     State(state): State<AppState>,
@@ -248,13 +252,16 @@ pub(crate) async fn list_jobs(
 }
 
 /// Show a job.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, body = wire::Job), (status = 404, body = wire::ErrorBody)),
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(crate::openapi::JobIdPath),
+    responses(
+        (status = 200, description = "the job", body = wire::Job),
+        crate::openapi::AuthErrors, crate::openapi::IdErrors,
+    ),
     security(("admin_token" = [])))]
 pub(crate) async fn get_job(
     State(state): State<AppState>,
     _admin: AdminAuth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<wire::Job>, ApiError> {
     let id = JobId(parse_id(&id, "job")?);
     let job = state.store.get_job(id).await?;
@@ -263,13 +270,16 @@ pub(crate) async fn get_job(
 
 /// Cancel a job: a pending job ends `cancelled`, a claimed or running one goes to `cancelling`
 /// until its runner confirms or the grace period ends.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, body = wire::Job), (status = 404, body = wire::ErrorBody), (status = 409, body = wire::ErrorBody)),
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(crate::openapi::JobIdPath),
+    responses(
+        (status = 200, description = "the job, cancelled or cancelling", body = wire::Job),
+        crate::openapi::AuthErrors, crate::openapi::IdErrors, crate::openapi::StateErrors,
+    ),
     security(("admin_token" = [])))]
 pub(crate) async fn cancel_job(
     State(state): State<AppState>,
     _admin: AdminAuth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<wire::Job>, ApiError> {
     let id = JobId(parse_id(&id, "job")?);
     let grace_ms = state.config.cancel_grace.as_millis() as i64;
@@ -282,48 +292,54 @@ pub(crate) async fn cancel_job(
 }
 
 /// Put a failed or cancelled job back in the queue with a fresh allowance of attempts.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, body = wire::Job), (status = 404, body = wire::ErrorBody), (status = 409, body = wire::ErrorBody)),
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", params(crate::openapi::JobIdPath),
+    responses(
+        (status = 200, description = "the job, pending again", body = wire::Job),
+        crate::openapi::AuthErrors, crate::openapi::IdErrors, crate::openapi::StateErrors,
+    ),
     security(("admin_token" = [])))]
 pub(crate) async fn retry_job(
     State(state): State<AppState>,
     _admin: AdminAuth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<wire::Job>, ApiError> {
     let id = JobId(parse_id(&id, "job")?);
     let job = state.store.retry_job(id, state.clock.now()).await?;
     Ok(Json(job_to_user(&state, job).await))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// The paging of a log read, as `crate::openapi::LogsParameters` describes it.
+#[derive(Debug, Deserialize)]
 pub(crate) struct LogsQuery {
-    /// Entries with a larger seq than this; omit to start at the beginning.
     after_seq: Option<u64>,
-    /// Default 1000, at most 10000.
     limit: Option<u32>,
 }
 
 /// Read a job's log, or follow it live with `Accept: text/event-stream` (events `log`, then
 /// `end` once the job is finished).
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/logs", tag = "jobs", params(("id" = String, Path), LogsQuery),
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/logs", tag = "jobs", params(crate::openapi::JobIdPath, crate::openapi::LogsParameters),
     responses(
-        (status = 200, description = "a page of entries, or an SSE stream", body = wire::LogPage),
-        (status = 404, body = wire::ErrorBody),
+        (status = 200, description = "a page of entries as JSON; with `Accept: text/event-stream`, a live stream (events `log`, then `end`)",
+            content(
+                (wire::LogPage = "application/json"),
+                (inline(crate::openapi::LogStreamEvent) = "text/event-stream"),
+            )),
+        crate::openapi::AuthErrors, crate::openapi::IdErrors, crate::openapi::QueryErrors,
     ),
     security(("admin_token" = [])))]
 pub(crate) async fn job_logs(
     State(state): State<AppState>,
     _admin: AdminAuth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     QueryParams(query): QueryParams<LogsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = JobId(parse_id(&id, "job")?);
-    let limit = query.limit.unwrap_or(1000);
-    if limit == 0 || limit > 10_000 {
-        return Err(ApiError::InvalidInput(
-            "query parameter 'limit': must be between 1 and 10000".into(),
-        ));
+    let limit = query.limit.unwrap_or(DEFAULT_LOG_PAGE_LIMIT);
+    if limit == 0 || limit > MAX_LOG_PAGE_LIMIT {
+        return Err(ApiError::InvalidInput(format!(
+            "query parameter 'limit': must be between 1 and {MAX_LOG_PAGE_LIMIT}"
+        )));
     }
     let wants_stream = headers
         .get(header::ACCEPT)
@@ -433,13 +449,16 @@ where
 }
 
 /// The step DAG its runner last synced (empty when none was).
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/dag", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, body = wire::Dag), (status = 404, body = wire::ErrorBody)),
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/dag", tag = "jobs", params(crate::openapi::JobIdPath),
+    responses(
+        (status = 200, description = "the DAG its runner last synced; empty before any", body = wire::Dag),
+        crate::openapi::AuthErrors, crate::openapi::IdErrors,
+    ),
     security(("admin_token" = [])))]
 pub(crate) async fn job_dag(
     State(state): State<AppState>,
     _admin: AdminAuth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = JobId(parse_id(&id, "job")?);
     let dag = state.store.read_dag(id).await?;

@@ -9,39 +9,11 @@ pub(crate) mod runners;
 
 use axum::Router;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::openapi::ApiDoc;
 use crate::state::AppState;
-
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "muster", description = "The muster coordinator's HTTP API v1"),
-    modifiers(&SecuritySchemes),
-    tags(
-        (name = "jobs", description = "Submit and watch jobs (admin token)"),
-        (name = "runners", description = "The runner registry (admin token)"),
-        (name = "runner", description = "The runner protocol (runner token)"),
-        (name = "artifacts", description = "Content-addressed artifacts: upload and download bytes (admin or runner token)"),
-        (name = "operations", description = "Health, readiness, metrics (no token)"),
-    )
-)]
-struct ApiDoc;
-
-struct SecuritySchemes;
-
-impl utoipa::Modify for SecuritySchemes {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        for name in ["admin_token", "runner_token"] {
-            components.add_security_scheme(
-                name,
-                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-            );
-        }
-    }
-}
 
 /// Every route with its OpenAPI description; the two come from the same list, so the document
 /// cannot miss a route.

@@ -9,25 +9,31 @@ use muster_store::PageRequest;
 use crate::state::AppState;
 use crate::{ApiError, Json};
 
+/// The answer of the health and readiness checks.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Status {
+    /// `ok` (alive) or `ready`.
+    status: &'static str,
+}
+
 /// The process is alive.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
-pub(crate) async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "alive", body = Status)))]
+pub(crate) async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
 }
 
 /// The store answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "ready"), (status = 503, body = muster_api::ErrorBody)))]
-pub(crate) async fn readyz(
-    State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    responses((status = 200, description = "ready", body = Status), crate::openapi::StoreErrors))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     if state.shutdown.is_cancelled() {
         return Err(ApiError::Unavailable(
             "the coordinator is shutting down".into(),
         ));
     }
     state.store.ping().await?;
-    Ok(Json(serde_json::json!({"status": "ready"})))
+    Ok(Json(Status { status: "ready" }))
 }
 
 /// Runners whose artifact usage `/metrics` shows: the ones charged the most, so the number of
@@ -37,7 +43,10 @@ const LARGEST_UPLOADERS_SHOWN: u32 = 10;
 /// Prometheus metrics: queue depth by kind and state, claims, completions, failures by reason,
 /// claim wait, runners by status.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+    responses(
+        (status = 200, description = "Prometheus text format (version 0.0.4)", body = String, content_type = "text/plain"),
+        crate::openapi::StoreErrors,
+    ))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let mut depths = state.store.active_job_counts().await?;
     depths.extend(state.finished_counts.get(state.store.as_ref()).await?);
@@ -86,7 +95,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
 
 /// This document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
-    responses((status = 200, description = "the OpenAPI 3.1 document of this API")))]
+    responses((status = 200, description = "the OpenAPI 3.1 document of this API", body = serde_json::Value, content_type = "application/json")))]
 pub(crate) async fn openapi(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use muster_api as wire;
@@ -14,16 +14,16 @@ use crate::convert::{
     checked_progress, lease_to_wire, log_entry_from_wire, outputs_from_wire, outputs_to_wire,
     progress_from_value, reason_from_wire,
 };
-use crate::extract::{JsonBody, LeaseEpoch, RawBody, RunnerAuth, parse_id};
+use crate::extract::{JsonBody, LeaseEpoch, PathId, RawBody, RunnerAuth, parse_id};
 use crate::routes::artifacts::ensure_artifacts_exist;
 use crate::routes::jobs::job_to_user;
 use crate::state::AppState;
 use crate::{ApiError, Json};
 
-const MAX_CLAIM_JOBS: u32 = 1000;
-const MAX_WAIT_MS: u64 = 60_000;
-const MAX_BATCH_COMPLETIONS: usize = 10_000;
-const MAX_LOG_ENTRIES: usize = 10_000;
+use muster_api::limits::{
+    MAX_BATCH_COMPLETIONS, MAX_CLAIM_JOBS, MAX_CLAIM_KINDS, MAX_CLAIM_WAIT_MS, MAX_DAG_NODES,
+    MAX_HEARTBEAT_JOBS, MAX_LOG_ENTRIES,
+};
 /// A long poll re-checks the store at least this often, for jobs that became due by time alone
 /// (a retry's backoff ending) and for jobs submitted through another coordinator.
 const LONG_POLL_RECHECK: Duration = Duration::from_millis(250);
@@ -47,21 +47,29 @@ fn job_call(runner: RunnerId, id: &str, epoch: Option<u64>) -> Result<JobCall, A
 
 /// Runner heartbeat.
 #[utoipa::path(post, path = "/api/v1/runner/heartbeat", tag = "runner", request_body = wire::RunnerHeartbeat,
-    responses((status = 200, body = wire::RunnerHeartbeatResponse), (status = 401, body = wire::ErrorBody)),
+    responses(
+        (status = 200, description = "when to beat next, and which of the listed jobs to stop", body = wire::RunnerHeartbeatResponse),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors,
+    ),
     security(("runner_token" = [])))]
 pub(crate) async fn runner_heartbeat(
     State(state): State<AppState>,
     RunnerAuth(runner): RunnerAuth,
     JsonBody(request): JsonBody<wire::RunnerHeartbeat>,
 ) -> Result<Json<wire::RunnerHeartbeatResponse>, ApiError> {
-    if request.jobs.len() > 10_000 {
-        return Err(ApiError::InvalidInput("jobs: at most 10000 ids".into()));
+    if request.jobs.len() > MAX_HEARTBEAT_JOBS {
+        return Err(ApiError::InvalidInput(format!(
+            "jobs: at most {MAX_HEARTBEAT_JOBS} ids"
+        )));
     }
-    let too_long = |text: &Option<String>| text.as_ref().is_some_and(|text| text.len() > 256);
-    if too_long(&request.hostname) || too_long(&request.version) {
-        return Err(ApiError::InvalidInput(
-            "hostname and version: at most 256 bytes".into(),
-        ));
+    for (field, text) in [
+        ("hostname", &request.hostname),
+        ("version", &request.version),
+    ] {
+        if let Some(text) = text {
+            muster_core::check_runner_report(field, text)
+                .map_err(|error| ApiError::InvalidInput(error.to_string()))?;
+        }
     }
     let beat = muster_store::RunnerBeat {
         runner,
@@ -99,9 +107,9 @@ fn claimed_to_wire(claimed: ClaimedJob) -> wire::ClaimedJob {
 /// Claim jobs. Answers 204 when nothing came within `wait_ms`.
 #[utoipa::path(post, path = "/api/v1/runner/claim", tag = "runner", request_body = wire::ClaimJobs,
     responses(
-        (status = 200, body = wire::ClaimedJobs),
-        (status = 204, description = "no job within wait_ms"),
-        (status = 400, body = wire::ErrorBody),
+        (status = 200, description = "jobs leased to the caller", body = wire::ClaimedJobs),
+        (status = 204, description = "no job came within wait_ms (or the runner is draining)"),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors,
     ),
     security(("runner_token" = [])))]
 pub(crate) async fn claim_jobs(
@@ -114,15 +122,15 @@ pub(crate) async fn claim_jobs(
             "kinds: name at least one kind this runner can run".into(),
         ));
     }
-    if request.kinds.len() > 64
-        || request
-            .kinds
-            .iter()
-            .any(|kind| kind.is_empty() || kind.len() > 200)
-    {
-        return Err(ApiError::InvalidInput(
-            "kinds: 1 to 64 kinds of 1 to 200 bytes each".into(),
-        ));
+    if request.kinds.len() > MAX_CLAIM_KINDS {
+        return Err(ApiError::InvalidInput(format!(
+            "kinds: at most {MAX_CLAIM_KINDS} kinds, got {}",
+            request.kinds.len()
+        )));
+    }
+    for (index, kind) in request.kinds.iter().enumerate() {
+        muster_core::check_kind(&format!("kinds[{index}]"), kind)
+            .map_err(|error| ApiError::InvalidInput(error.to_string()))?;
     }
     let max_jobs = request.max_jobs.unwrap_or(1);
     if max_jobs == 0 || max_jobs > MAX_CLAIM_JOBS {
@@ -131,9 +139,9 @@ pub(crate) async fn claim_jobs(
         )));
     }
     let wait_ms = request.wait_ms.unwrap_or(0);
-    if wait_ms > MAX_WAIT_MS {
+    if wait_ms > MAX_CLAIM_WAIT_MS {
         return Err(ApiError::InvalidInput(format!(
-            "wait_ms: must be at most {MAX_WAIT_MS}, got {wait_ms}"
+            "wait_ms: must be at most {MAX_CLAIM_WAIT_MS}, got {wait_ms}"
         )));
     }
     let offer = Capabilities {
@@ -142,7 +150,7 @@ pub(crate) async fn claim_jobs(
         resources: request.resources,
     };
     offer
-        .validate("claim")
+        .validate("")
         .map_err(|error| ApiError::InvalidInput(error.to_string()))?;
     let claim = ClaimRequest {
         runner,
@@ -187,14 +195,17 @@ pub(crate) async fn claim_jobs(
 
 /// Job heartbeat: extends the lease by the job's `lease_ttl_s`.
 #[utoipa::path(post, path = "/api/v1/runner/jobs/{id}/heartbeat", tag = "runner", request_body = wire::JobHeartbeat,
-    params(("id" = String, Path), ("Muster-Lease-Epoch" = Option<u64>, Header)),
-    responses((status = 200, body = wire::JobHeartbeatResponse), (status = 409, description = "lease_lost", body = wire::ErrorBody)),
+    params(crate::openapi::JobIdPath, crate::openapi::LeaseEpochHeader),
+    responses(
+        (status = 200, description = "the extended lease", body = wire::JobHeartbeatResponse),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::LeaseErrors,
+    ),
     security(("runner_token" = [])))]
 pub(crate) async fn job_heartbeat(
     State(state): State<AppState>,
     RunnerAuth(runner): RunnerAuth,
     LeaseEpoch(epoch): LeaseEpoch,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     RawBody(body): RawBody,
 ) -> Result<Json<wire::JobHeartbeatResponse>, ApiError> {
     let call = job_call(runner, &id, epoch)?;
@@ -245,14 +256,17 @@ pub(crate) async fn job_heartbeat(
 
 /// Report progress (0–100) and a message.
 #[utoipa::path(put, path = "/api/v1/runner/jobs/{id}/progress", tag = "runner", request_body = wire::ProgressReport,
-    params(("id" = String, Path), ("Muster-Lease-Epoch" = Option<u64>, Header)),
-    responses((status = 200, body = wire::CancelFlag), (status = 409, body = wire::ErrorBody)),
+    params(crate::openapi::JobIdPath, crate::openapi::LeaseEpochHeader),
+    responses(
+        (status = 200, description = "recorded", body = wire::CancelFlag),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::LeaseErrors,
+    ),
     security(("runner_token" = [])))]
 pub(crate) async fn report_progress(
     State(state): State<AppState>,
     RunnerAuth(runner): RunnerAuth,
     LeaseEpoch(epoch): LeaseEpoch,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(request): JsonBody<wire::ProgressReport>,
 ) -> Result<Json<wire::CancelFlag>, ApiError> {
     let call = job_call(runner, &id, epoch)?;
@@ -265,15 +279,19 @@ pub(crate) async fn report_progress(
 }
 
 /// Append log entries: one entry, or `{"entries": [...]}`.
-#[utoipa::path(post, path = "/api/v1/runner/jobs/{id}/log", tag = "runner", request_body = wire::LogBatch,
-    params(("id" = String, Path), ("Muster-Lease-Epoch" = Option<u64>, Header)),
-    responses((status = 200, body = wire::LogAppended), (status = 409, body = wire::ErrorBody)),
+#[utoipa::path(post, path = "/api/v1/runner/jobs/{id}/log", tag = "runner",
+    request_body(content = inline(crate::openapi::LogBody), description = "one entry, or `{\"entries\": [...]}`"),
+    params(crate::openapi::JobIdPath, crate::openapi::LeaseEpochHeader),
+    responses(
+        (status = 200, description = "stored", body = wire::LogAppended),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::LeaseErrors,
+    ),
     security(("runner_token" = [])))]
 pub(crate) async fn append_log(
     State(state): State<AppState>,
     RunnerAuth(runner): RunnerAuth,
     LeaseEpoch(epoch): LeaseEpoch,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Json<wire::LogAppended>, ApiError> {
     let call = job_call(runner, &id, epoch)?;
@@ -302,16 +320,17 @@ pub(crate) async fn append_log(
 
 /// Complete a job with its result, optionally recording outputs in the same commit.
 #[utoipa::path(post, path = "/api/v1/runner/jobs/{id}/complete", tag = "runner", request_body = wire::CompleteJob,
-    params(("id" = String, Path), ("Muster-Lease-Epoch" = Option<u64>, Header)),
-    responses((status = 200, body = wire::Job), (status = 400, body = wire::ErrorBody),
-        (status = 409, description = "lease_lost", body = wire::ErrorBody),
-        (status = 422, description = "unknown_artifact: an output is not stored; nothing changed", body = wire::ErrorBody)),
+    params(crate::openapi::JobIdPath, crate::openapi::LeaseEpochHeader),
+    responses(
+        (status = 200, description = "the completed job", body = wire::Job),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::LeaseErrors, crate::openapi::ArtifactErrors,
+    ),
     security(("runner_token" = [])))]
 pub(crate) async fn complete_job(
     State(state): State<AppState>,
     RunnerAuth(runner): RunnerAuth,
     LeaseEpoch(epoch): LeaseEpoch,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     RawBody(body): RawBody,
 ) -> Result<Json<wire::Job>, ApiError> {
     let call = job_call(runner, &id, epoch)?;
@@ -338,20 +357,17 @@ pub(crate) async fn complete_job(
 /// Record artifacts the job produced, by name: `{"name", "artifact_id"}` or
 /// `{"outputs": {name: artifact_id}}`. A name recorded again names the new artifact.
 #[utoipa::path(post, path = "/api/v1/runner/jobs/{id}/outputs", tag = "runner", request_body = wire::RecordOutputs,
-    params(("id" = String, Path), ("Muster-Lease-Epoch" = Option<u64>, Header)),
+    params(crate::openapi::JobIdPath, crate::openapi::LeaseEpochHeader),
     responses(
         (status = 200, description = "every output the job now has", body = wire::OutputsRecorded),
-        (status = 400, body = wire::ErrorBody),
-        (status = 404, body = wire::ErrorBody),
-        (status = 409, description = "lease_lost", body = wire::ErrorBody),
-        (status = 422, description = "unknown_artifact: an artifact is not stored; nothing changed", body = wire::ErrorBody),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::LeaseErrors, crate::openapi::ArtifactErrors,
     ),
     security(("runner_token" = [])))]
 pub(crate) async fn record_outputs(
     State(state): State<AppState>,
     RunnerAuth(runner): RunnerAuth,
     LeaseEpoch(epoch): LeaseEpoch,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(request): JsonBody<wire::RecordOutputs>,
 ) -> Result<Json<wire::OutputsRecorded>, ApiError> {
     let call = job_call(runner, &id, epoch)?;
@@ -393,7 +409,10 @@ pub(crate) async fn record_outputs(
 
 /// Complete many jobs in one commit, each fenced on its own.
 #[utoipa::path(post, path = "/api/v1/runner/complete", tag = "runner", request_body = wire::CompleteJobs,
-    responses((status = 200, body = wire::CompletionOutcomes), (status = 400, body = wire::ErrorBody)),
+    responses(
+        (status = 200, description = "each completion's outcome, in the order sent", body = wire::CompletionOutcomes),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors,
+    ),
     security(("runner_token" = [])))]
 pub(crate) async fn complete_jobs(
     State(state): State<AppState>,
@@ -446,14 +465,17 @@ pub(crate) async fn complete_jobs(
 
 /// Fail the attempt; retried while attempts remain unless `retryable` is false.
 #[utoipa::path(post, path = "/api/v1/runner/jobs/{id}/fail", tag = "runner", request_body = wire::FailJob,
-    params(("id" = String, Path), ("Muster-Lease-Epoch" = Option<u64>, Header)),
-    responses((status = 200, body = wire::Job), (status = 409, body = wire::ErrorBody)),
+    params(crate::openapi::JobIdPath, crate::openapi::LeaseEpochHeader),
+    responses(
+        (status = 200, description = "the job: pending again when retried, else failed or cancelled", body = wire::Job),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::LeaseErrors,
+    ),
     security(("runner_token" = [])))]
 pub(crate) async fn fail_job(
     State(state): State<AppState>,
     RunnerAuth(runner): RunnerAuth,
     LeaseEpoch(epoch): LeaseEpoch,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(request): JsonBody<wire::FailJob>,
 ) -> Result<Json<wire::Job>, ApiError> {
     let call = job_call(runner, &id, epoch)?;
@@ -483,14 +505,17 @@ pub(crate) async fn fail_job(
 
 /// Replace the job's step DAG.
 #[utoipa::path(put, path = "/api/v1/runner/jobs/{id}/dag", tag = "runner", request_body = wire::Dag,
-    params(("id" = String, Path), ("Muster-Lease-Epoch" = Option<u64>, Header)),
-    responses((status = 200, body = wire::CancelFlag), (status = 400, body = wire::ErrorBody), (status = 409, body = wire::ErrorBody)),
+    params(crate::openapi::JobIdPath, crate::openapi::LeaseEpochHeader),
+    responses(
+        (status = 200, description = "stored", body = wire::CancelFlag),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::LeaseErrors,
+    ),
     security(("runner_token" = [])))]
 pub(crate) async fn sync_dag(
     State(state): State<AppState>,
     RunnerAuth(runner): RunnerAuth,
     LeaseEpoch(epoch): LeaseEpoch,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(dag): JsonBody<wire::Dag>,
 ) -> Result<Json<wire::CancelFlag>, ApiError> {
     let call = job_call(runner, &id, epoch)?;
@@ -501,10 +526,9 @@ pub(crate) async fn sync_dag(
 }
 
 fn validate_dag(dag: &wire::Dag) -> Result<(), ApiError> {
-    const MAX_NODES: usize = 100_000;
-    if dag.nodes.len() > MAX_NODES || dag.edges.len() > MAX_NODES {
+    if dag.nodes.len() > MAX_DAG_NODES || dag.edges.len() > MAX_DAG_NODES {
         return Err(ApiError::InvalidInput(format!(
-            "a DAG has at most {MAX_NODES} nodes and {MAX_NODES} edges"
+            "a DAG has at most {MAX_DAG_NODES} nodes and {MAX_DAG_NODES} edges"
         )));
     }
     let mut ids = std::collections::HashSet::new();

@@ -1,6 +1,6 @@
 //! Admin routes for the runner registry.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use muster_api as wire;
 use muster_core::{RunnerId, RunnerRecord, runner_status};
@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::auth::{hash_token, new_runner_token};
 use crate::convert::runner_to_wire;
-use crate::extract::{AdminAuth, JsonBody, QueryParams, parse_id};
+use crate::extract::{AdminAuth, JsonBody, PathId, QueryParams, parse_id};
 use crate::routes::jobs::page_request;
 use crate::state::AppState;
 use crate::{ApiError, Json};
@@ -27,34 +27,25 @@ fn runner_for_user(state: &AppState, runner: RunnerRecord) -> wire::Runner {
 
 /// Register a runner. The answer holds its token, shown this once.
 #[utoipa::path(post, path = "/api/v1/runners", tag = "runners", request_body = wire::CreateRunner,
-    responses((status = 201, body = wire::CreatedRunner), (status = 400, body = wire::ErrorBody)),
+    responses(
+        (status = 201, description = "registered; the token is shown this once", body = wire::CreatedRunner),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors,
+    ),
     security(("admin_token" = [])))]
 pub(crate) async fn create_runner(
     State(state): State<AppState>,
     _admin: AdminAuth,
     JsonBody(request): JsonBody<wire::CreateRunner>,
 ) -> Result<(StatusCode, Json<wire::CreatedRunner>), ApiError> {
-    let name = request.name.trim().to_string();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::InvalidInput(
-            "name: must be 1 to 200 bytes".into(),
-        ));
-    }
+    let invalid = |error: muster_core::JobSpecError| ApiError::InvalidInput(error.to_string());
+    let name = muster_core::runner_name(&request.name).map_err(invalid)?;
     let labels = muster_core::Capabilities {
         labels: request.labels,
         ..Default::default()
     };
-    labels
-        .validate("labels")
-        .map_err(|error| ApiError::InvalidInput(error.to_string()))?;
-    if request
-        .organization_id
-        .as_ref()
-        .is_some_and(|org| org.is_empty() || org.len() > 200)
-    {
-        return Err(ApiError::InvalidInput(
-            "organization_id: must be 1 to 200 bytes".into(),
-        ));
+    labels.validate("").map_err(invalid)?;
+    if let Some(organization_id) = &request.organization_id {
+        muster_core::check_organization_id(organization_id).map_err(invalid)?;
     }
     let token = new_runner_token();
     let now = state.clock.now();
@@ -77,15 +68,19 @@ pub(crate) async fn create_runner(
     ))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// The paging of a runner list, as `crate::openapi::ListRunnersParameters` describes it.
+#[derive(Debug, Deserialize)]
 pub(crate) struct ListRunnersQuery {
     limit: Option<u32>,
     cursor: Option<String>,
 }
 
 /// List runners, newest first.
-#[utoipa::path(get, path = "/api/v1/runners", tag = "runners", params(ListRunnersQuery),
-    responses((status = 200, body = wire::RunnerList)),
+#[utoipa::path(get, path = "/api/v1/runners", tag = "runners", params(crate::openapi::ListRunnersParameters),
+    responses(
+        (status = 200, description = "a page of runners, newest first", body = wire::RunnerList),
+        crate::openapi::AuthErrors, crate::openapi::QueryErrors,
+    ),
     security(("admin_token" = [])))]
 pub(crate) async fn list_runners(
     State(state): State<AppState>,
@@ -108,13 +103,16 @@ pub(crate) async fn list_runners(
 }
 
 /// Show a runner.
-#[utoipa::path(get, path = "/api/v1/runners/{id}", tag = "runners", params(("id" = String, Path)),
-    responses((status = 200, body = wire::Runner), (status = 404, body = wire::ErrorBody)),
+#[utoipa::path(get, path = "/api/v1/runners/{id}", tag = "runners", params(crate::openapi::RunnerIdPath),
+    responses(
+        (status = 200, description = "the runner", body = wire::Runner),
+        crate::openapi::AuthErrors, crate::openapi::IdErrors,
+    ),
     security(("admin_token" = [])))]
 pub(crate) async fn get_runner(
     State(state): State<AppState>,
     _admin: AdminAuth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<wire::Runner>, ApiError> {
     let id = RunnerId(parse_id(&id, "runner")?);
     let runner = state.store.get_runner(id).await?;
@@ -122,13 +120,16 @@ pub(crate) async fn get_runner(
 }
 
 /// Delete a runner: its token stops working and the attempts it holds fail as lost leases.
-#[utoipa::path(delete, path = "/api/v1/runners/{id}", tag = "runners", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = wire::ErrorBody)),
+#[utoipa::path(delete, path = "/api/v1/runners/{id}", tag = "runners", params(crate::openapi::RunnerIdPath),
+    responses(
+        (status = 204, description = "deleted: its token stops working, its leases are released"),
+        crate::openapi::AuthErrors, crate::openapi::IdErrors,
+    ),
     security(("admin_token" = [])))]
 pub(crate) async fn delete_runner(
     State(state): State<AppState>,
     _admin: AdminAuth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     let id = RunnerId(parse_id(&id, "runner")?);
     let released = state.store.delete_runner(id, state.clock.now()).await?;

@@ -70,6 +70,20 @@ async fn rejected_submits_name_the_problem_and_store_nothing() {
             &["run_after"],
         ),
         (r#"{"kind": "exec", "run_after": 12}"#, &["run_after"]),
+        // The schema's pattern states exactly what is read: no leap second (the time crate read
+        // one as :59.999999999), no space for the T (JSON Schema's date-time has none).
+        (
+            r#"{"kind": "exec", "run_after": "2024-06-30T23:59:60Z"}"#,
+            &["run_after", "leap second"],
+        ),
+        (
+            r#"{"kind": "exec", "run_after": "2024-06-30 12:00:00Z"}"#,
+            &["run_after", "T"],
+        ),
+        (
+            r#"{"kind": "exec", "run_after": "2023-02-29T00:00:00Z"}"#,
+            &["run_after"],
+        ),
         (
             r#"{"kind": "exec", "idempotency_key": ""}"#,
             &["idempotency_key"],
@@ -583,7 +597,7 @@ async fn bodies_over_the_limit_get_413_on_every_body_taking_route() {
     assert_eq!(job.result, None);
 
     // Just under the limit is fine.
-    let fits = json!({"kind": "exec", "payload": "y".repeat(900)}).to_string();
+    let fits = json!({"kind": "exec", "payload": {"y": "y".repeat(880)}}).to_string();
     assert!(fits.len() < 1024);
     let reply = admin_raw(&server, Method::POST, "/api/v1/jobs", &fits).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
@@ -596,7 +610,14 @@ async fn unknown_and_malformed_ids_are_404() {
     let (created, runner) = server.runner("r").await.expect("runner");
     submit_and_claim(&client, &runner, "exec").await;
     let unknown = uuid::Uuid::now_v7().to_string();
-    for id in [unknown.as_str(), "not-a-uuid", "12345", "0190a000-zzzz"] {
+    // `%FF%FE` decodes to bytes that are not UTF-8: axum answered it with a plain-text 400.
+    for id in [
+        unknown.as_str(),
+        "not-a-uuid",
+        "12345",
+        "0190a000-zzzz",
+        "%FF%FE",
+    ] {
         let admin_routes = [
             (Method::GET, format!("/api/v1/jobs/{id}")),
             (Method::POST, format!("/api/v1/jobs/{id}/cancel")),
@@ -605,6 +626,7 @@ async fn unknown_and_malformed_ids_are_404() {
             (Method::GET, format!("/api/v1/jobs/{id}/dag")),
             (Method::GET, format!("/api/v1/runners/{id}")),
             (Method::DELETE, format!("/api/v1/runners/{id}")),
+            (Method::GET, format!("/api/v1/artifacts/{id}")),
         ];
         for (method, path) in admin_routes {
             let reply = admin(&server, method.clone(), &path, None).await;
@@ -678,4 +700,204 @@ async fn unknown_routes_and_wrong_methods_answer_json() {
         let reply = admin(&server, method.clone(), &path, None).await;
         reply.assert_error(405, "method_not_allowed", &[method.as_str(), &path]);
     }
+}
+
+#[tokio::test]
+async fn a_payload_that_is_not_an_object_is_refused_and_stores_nothing() {
+    // `"payload": 5` used to be stored and returned, breaking the job schema the server itself
+    // documents (an object).
+    let server = start().await;
+    let client = server.client();
+    for payload in ["5", r#""text""#, "[1, 2]", "true", "-0.5"] {
+        let body = format!(r#"{{"kind": "exec", "payload": {payload}}}"#);
+        let reply = admin_raw(&server, Method::POST, "/api/v1/jobs", &body).await;
+        reply.assert_error(400, "invalid_input", &["payload", "object"]);
+        let batch = format!(r#"{{"jobs": [{{"kind": "ok"}}, {body}]}}"#);
+        let reply = admin_raw(&server, Method::POST, "/api/v1/jobs/batch", &batch).await;
+        reply.assert_error(400, "invalid_input", &["jobs[1]", "payload", "object"]);
+    }
+    assert_eq!(
+        job_count(&client).await,
+        0,
+        "no refused submit stored a job"
+    );
+    // Absent and null mean the default, an empty object.
+    for body in [
+        r#"{"kind": "exec"}"#,
+        r#"{"kind": "exec", "payload": null}"#,
+    ] {
+        let reply = admin_raw(&server, Method::POST, "/api/v1/jobs", body).await;
+        assert_eq!(reply.status, 201, "{body}: {}", reply.body);
+        assert_eq!(reply.json()["payload"], json!({}), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn control_characters_and_empty_names_are_refused_wherever_names_arrive() {
+    // Only `kind` used to refuse control characters: a NUL, an escape or a newline went into
+    // runner names, hostnames, labels, tags and idempotency keys (and on to terminals, metrics
+    // and PostgreSQL text columns, which refuse NUL), and an empty label key was accepted.
+    let server = start().await;
+    let client = server.client();
+    let (created, _runner) = server.runner("r").await.expect("runner");
+    let token = created.token.clone();
+
+    let submit_cases: Vec<(serde_json::Value, &[&str])> = vec![
+        (json!({"kind": "ex\u{85}ec"}), &["kind", "control"]),
+        (
+            json!({"kind": "exec", "idempotency_key": "key\u{0}"}),
+            &["idempotency_key", "U+0000"],
+        ),
+        (
+            json!({"kind": "exec", "requirements": {"labels": {"g\u{0}pu": "a100"}}}),
+            &["requirements.labels", "key", "control"],
+        ),
+        (
+            json!({"kind": "exec", "requirements": {"labels": {"": "a100"}}}),
+            &["requirements.labels", "key", "empty"],
+        ),
+        (
+            json!({"kind": "exec", "requirements": {"labels": {"gpu": "a\u{1b}100"}}}),
+            &["requirements.labels.gpu", "control"],
+        ),
+        (
+            json!({"kind": "exec", "requirements": {"tags": ["a", "b", "c\nd"]}}),
+            &["requirements.tags[2]", "control"],
+        ),
+        (
+            json!({"kind": "exec", "requirements": {"tags": [""]}}),
+            &["requirements.tags[0]", "empty"],
+        ),
+        (
+            json!({"kind": "exec", "requirements": {"resources": {"vram\u{7f}": 1}}}),
+            &["requirements.resources", "control"],
+        ),
+    ];
+    for (body, mentions) in &submit_cases {
+        let reply = admin_raw(&server, Method::POST, "/api/v1/jobs", &body.to_string()).await;
+        reply.assert_error(400, "invalid_input", mentions);
+        let batch = json!({"jobs": [{"kind": "ok"}, body]}).to_string();
+        let reply = admin_raw(&server, Method::POST, "/api/v1/jobs/batch", &batch).await;
+        reply.assert_error(400, "invalid_input", &["jobs[1]"]);
+        reply.assert_error(400, "invalid_input", mentions);
+    }
+    assert_eq!(
+        job_count(&client).await,
+        0,
+        "no refused submit stored a job"
+    );
+
+    // Registrations (admin token), runner heartbeats and claims (the runner's token).
+    let route_cases: Vec<(&str, serde_json::Value, &[&str])> = vec![
+        (
+            "/api/v1/runners",
+            json!({"name": "lap\u{0}top"}),
+            &["name", "control"],
+        ),
+        (
+            "/api/v1/runners",
+            json!({"name": "laptop\t"}),
+            &["name", "control"],
+        ),
+        (
+            "/api/v1/runners",
+            json!({"name": "x", "labels": {"": "eu"}}),
+            &["labels", "key", "empty"],
+        ),
+        (
+            "/api/v1/runners",
+            json!({"name": "x", "labels": {"zo\u{9b}ne": "eu"}}),
+            &["labels", "key"],
+        ),
+        (
+            "/api/v1/runners",
+            json!({"name": "x", "labels": {"zone": "e\u{7}u"}}),
+            &["labels.zone", "control"],
+        ),
+        (
+            "/api/v1/runners",
+            json!({"name": "x", "organization_id": "acme\u{0}"}),
+            &["organization_id", "control"],
+        ),
+        (
+            "/api/v1/runner/heartbeat",
+            json!({"hostname": "host\u{0}"}),
+            &["hostname", "U+0000"],
+        ),
+        (
+            "/api/v1/runner/heartbeat",
+            json!({"version": "1.0\n"}),
+            &["version", "control"],
+        ),
+        (
+            "/api/v1/runner/heartbeat",
+            json!({"hostname": "h".repeat(257)}),
+            &["hostname", "256"],
+        ),
+        (
+            "/api/v1/runner/claim",
+            json!({"kinds": ["exec", "a\u{0}"]}),
+            &["kinds[1]", "control"],
+        ),
+        (
+            "/api/v1/runner/claim",
+            json!({"kinds": [" "]}),
+            &["kinds[0]", "white space"],
+        ),
+        (
+            "/api/v1/runner/claim",
+            json!({"kinds": ["exec"], "labels": {"": "x"}}),
+            &["labels", "empty"],
+        ),
+        (
+            "/api/v1/runner/claim",
+            json!({"kinds": ["exec"], "tags": ["ok", "b\u{8}ad"]}),
+            &["tags[1]", "control"],
+        ),
+        (
+            "/api/v1/runner/claim",
+            json!({"kinds": ["exec"], "resources": {"c\u{1}": 1}}),
+            &["resources", "control"],
+        ),
+    ];
+    for (path, body, mentions) in &route_cases {
+        let body = body.to_string();
+        let reply = if path.starts_with("/api/v1/runner/") {
+            runner_raw(&server, &token, Method::POST, path, None, &body).await
+        } else {
+            admin_raw(&server, Method::POST, path, &body).await
+        };
+        reply.assert_error(400, "invalid_input", mentions);
+    }
+    assert_eq!(
+        client
+            .list_runners(None, None)
+            .await
+            .expect("list")
+            .items
+            .len(),
+        1,
+        "no refused registration left a runner behind"
+    );
+    let runner = client.get_runner(created.runner.id).await.expect("show");
+    assert_eq!(runner.hostname, None, "no refused heartbeat was recorded");
+    assert!(runner.kinds.is_empty(), "no refused claim was recorded");
+
+    // Lengths count characters, as the schema's maxLength does: 200 two-byte characters fit.
+    let reply = admin(
+        &server,
+        Method::POST,
+        "/api/v1/jobs",
+        Some(json!({"kind": "é".repeat(200)})),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let reply = admin(
+        &server,
+        Method::POST,
+        "/api/v1/jobs",
+        Some(json!({"kind": "é".repeat(201)})),
+    )
+    .await;
+    reply.assert_error(400, "invalid_input", &["kind", "200"]);
 }

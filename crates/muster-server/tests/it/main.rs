@@ -18,4 +18,5 @@ mod protocol;
 mod quotas;
 mod retention;
 mod runners;
+mod schemathesis;
 mod support;

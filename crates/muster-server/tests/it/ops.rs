@@ -189,6 +189,231 @@ async fn the_openapi_document_lists_every_route_of_the_contract() {
     }
 }
 
+/// The served document, and a resolver for its `$ref`s.
+async fn served_document() -> Value {
+    let server = start().await;
+    let reply = send(request(&server, Method::GET, "/api/v1/openapi.json", None)).await;
+    assert_eq!(reply.status, 200);
+    reply.json()
+}
+
+fn resolve<'a>(document: &'a Value, value: &'a Value) -> &'a Value {
+    match value.get("$ref").and_then(Value::as_str) {
+        Some(reference) => {
+            let pointer = reference.trim_start_matches('#');
+            document
+                .pointer(pointer)
+                .unwrap_or_else(|| panic!("{reference} does not resolve"))
+        }
+        None => value,
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_declares_every_answer_and_where_each_parameter_goes() {
+    // The document used to declare the list filters as required path parameters, artifact
+    // bodies as arrays of integers, and 401/403/404/409/413/503 on few operations.
+    let document = served_document().await;
+    let paths = document["paths"].as_object().expect("paths");
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("a path item") {
+            operations += 1;
+            let name = format!("{} {path}", method.to_uppercase());
+            let responses = operation["responses"].as_object().expect("responses");
+            for (status, response) in responses {
+                assert!(
+                    resolve(&document, response)["description"].is_string(),
+                    "{name} {status}: OpenAPI requires a description"
+                );
+            }
+            let declares = |statuses: &[&str], why: &str| {
+                for status in statuses {
+                    assert!(
+                        responses.contains_key(*status),
+                        "{name} can answer {status} ({why}) but does not declare it; it declares {:?}",
+                        responses.keys().collect::<Vec<_>>()
+                    );
+                }
+            };
+            if operation.get("security").is_some() {
+                declares(&["401", "403", "503"], "a token route");
+            }
+            if operation["requestBody"]["content"]
+                .get("application/json")
+                .is_some()
+            {
+                declares(&["400", "413"], "a JSON body");
+            }
+            if path.contains("{id}") {
+                declares(&["404"], "an id in the path");
+            }
+            if operation["parameters"]
+                .as_array()
+                .is_some_and(|parameters| parameters.iter().any(|p| p["in"] == "query"))
+            {
+                declares(&["400"], "query parameters");
+            }
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let parameter_name = parameter["name"].as_str().expect("a name");
+                if parameter["in"] == "path" {
+                    assert!(
+                        path.contains(&format!("{{{parameter_name}}}")),
+                        "{name}: path parameter {parameter_name} is not in the path"
+                    );
+                    assert_eq!(parameter["required"], true, "{name} {parameter_name}");
+                } else {
+                    assert_ne!(
+                        parameter["required"], true,
+                        "{name}: {parameter_name} is optional"
+                    );
+                }
+            }
+        }
+    }
+    assert!(operations >= 29, "every route is described");
+
+    let where_they_go = |path: &str| -> Vec<(String, String)> {
+        paths[path]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or("").to_string(),
+                    p["in"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let query = |names: &[&str]| -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|name| (name.to_string(), "query".to_string()))
+            .collect()
+    };
+    assert_eq!(
+        where_they_go("/api/v1/jobs"),
+        query(&["state", "kind", "runner_id", "limit", "cursor"])
+    );
+    assert_eq!(
+        where_they_go("/api/v1/runners"),
+        query(&["limit", "cursor"])
+    );
+    let logs = where_they_go("/api/v1/jobs/{id}/logs");
+    assert_eq!(logs[1..], query(&["after_seq", "limit"])[..]);
+
+    let binary = serde_json::json!({"type": "string", "format": "binary"});
+    for upload in ["/api/v1/artifacts", "/api/v1/runner/artifacts"] {
+        let body = &paths[upload]["post"]["requestBody"];
+        assert_eq!(
+            body["content"]["application/octet-stream"]["schema"], binary,
+            "{upload}"
+        );
+        assert_ne!(
+            body["required"], true,
+            "{upload}: an empty upload is an empty artifact"
+        );
+        let download = &paths[&format!("{upload}/{{id}}")]["get"]["responses"]["200"];
+        assert_eq!(
+            download["content"]["application/octet-stream"]["schema"],
+            binary
+        );
+    }
+    for (path, action) in [
+        (
+            "/api/v1/runner/jobs/{id}/heartbeat",
+            "an empty heartbeat extends the lease",
+        ),
+        (
+            "/api/v1/runner/jobs/{id}/complete",
+            "an empty completion has a null result",
+        ),
+    ] {
+        assert_ne!(
+            paths[path]["post"]["requestBody"]["required"], true,
+            "{action}"
+        );
+    }
+    let live = &paths["/api/v1/jobs/{id}/logs"]["get"]["responses"]["200"]["content"];
+    assert!(live["application/json"].is_object() && live["text/event-stream"].is_object());
+    assert!(paths["/metrics"]["get"]["responses"]["200"]["content"]["text/plain"].is_object());
+    assert!(
+        paths["/api/v1/openapi.json"]["get"]["responses"]["200"]["content"]["application/json"]
+            .is_object()
+    );
+    assert!(paths["/api/v1/runners/{id}"]["delete"]["responses"]["204"].is_object());
+    assert!(paths["/api/v1/runner/claim"]["post"]["responses"]["204"].is_object());
+}
+
+#[tokio::test]
+async fn the_openapi_document_states_the_limits_the_server_enforces() {
+    let document = served_document().await;
+    let schemas = &document["components"]["schemas"];
+    let field = |schema: &str, field: &str| schemas[schema]["properties"][field].clone();
+    let kind = field("SubmitJob", "kind");
+    assert_eq!(kind["minLength"], 1);
+    assert_eq!(kind["maxLength"], muster_core::MAX_KIND_LEN);
+    assert!(
+        kind["pattern"]
+            .as_str()
+            .is_some_and(|p| p.contains(r"\u0000-\u001F"))
+    );
+    assert_eq!(
+        field("SubmitJob", "payload")["type"],
+        serde_json::json!(["object", "null"])
+    );
+    assert_eq!(field("Job", "payload")["type"], "object");
+    assert_eq!(
+        field("SubmitJob", "max_attempts")["maximum"],
+        muster_core::MAX_ATTEMPTS_LIMIT
+    );
+    assert_eq!(field("SubmitJob", "lease_ttl_s")["minimum"], 1);
+    assert!(field("SubmitJob", "run_after")["pattern"].is_string());
+    let jobs = field("SubmitJobs", "jobs");
+    assert_eq!(
+        (jobs["minItems"].clone(), jobs["maxItems"].clone()),
+        (1.into(), 1000.into())
+    );
+    let kinds = field("ClaimJobs", "kinds");
+    assert_eq!(kinds["minItems"], 1);
+    assert_eq!(kinds["items"]["minLength"], 1);
+    assert_eq!(field("ClaimJobs", "wait_ms")["maximum"], 60_000);
+    assert_eq!(field("ClaimJobs", "max_jobs")["minimum"], 1);
+    let name = field("CreateRunner", "name");
+    assert_eq!(name["minLength"], 1);
+    assert!(name["pattern"].is_string());
+    let labels = field("CreateRunner", "labels");
+    assert_eq!(labels["propertyNames"]["minLength"], 1);
+    assert!(labels["additionalProperties"]["pattern"].is_string());
+    assert_eq!(field("ProgressReport", "progress")["maximum"], 100);
+    assert!(field("RunnerHeartbeat", "hostname")["pattern"].is_string());
+    let limit = &document["paths"]["/api/v1/jobs"]["get"]["parameters"][3]["schema"];
+    assert_eq!(
+        (limit["minimum"].clone(), limit["maximum"].clone()),
+        (1.into(), 1000.into())
+    );
+    // Answers are closed: a field the server sent but the document did not describe would be a
+    // schema violation. Request bodies stay open: unknown fields are ignored.
+    assert_eq!(schemas["Job"]["additionalProperties"], false);
+    assert_eq!(schemas["Runner"]["additionalProperties"], false);
+    assert!(schemas["SubmitJob"].get("additionalProperties").is_none());
+    // Always-present nullable fields are required and nullable.
+    let job_required = schemas["Job"]["required"].as_array().expect("required");
+    for always in [
+        "result",
+        "error",
+        "runner_id",
+        "finished_at",
+        "pending_reason",
+    ] {
+        assert!(
+            job_required.contains(&Value::from(always)),
+            "Job.{always} is always sent"
+        );
+    }
+}
+
 #[tokio::test]
 async fn shutdown_is_not_held_up_by_a_live_log_stream() {
     let server = start().await;

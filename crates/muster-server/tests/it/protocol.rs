@@ -315,7 +315,7 @@ async fn claims_take_the_lowest_priority_number_first_then_the_oldest() {
             &client,
             SubmitJob {
                 priority: Some(priority),
-                payload: Some(json!(name)),
+                payload: Some(json!({"name": name})),
                 ..job(kind)
             },
         )

@@ -104,10 +104,8 @@ impl LocalBlobStore {
             };
             let target = self.content_path(&id);
             let restored = match target.parent() {
-                Some(parent) => {
-                    crate::files::create_private_directory(parent)
-                        .and_then(|()| std::fs::rename(&path, &target))
-                }
+                Some(parent) => crate::files::create_private_directory(parent)
+                    .and_then(|()| std::fs::rename(&path, &target)),
                 None => Err(std::io::Error::other("the artifact path has no directory")),
             };
             match restored {
