@@ -44,7 +44,7 @@ async fn local_runner_token(
         if let Ok(client) = RunnerClient::new(url, &saved) {
             match client.heartbeat(&RunnerHeartbeat::default()).await {
                 Ok(_) => return Ok(saved),
-                Err(error) if matches!(error.status(), Some(401 | 403)) => {}
+                Err(error) if error.is_refused_token() => {}
                 Err(error) => return Err(error).context("check the saved local runner token"),
             }
         }

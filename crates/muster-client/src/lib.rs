@@ -36,6 +36,7 @@ use muster_api::{
     NewLogEntry, OutputsRecorded, ProgressReport, RecordOutputs, Runner, RunnerHeartbeat,
     RunnerHeartbeatResponse, RunnerList, SubmitJob, SubmitJobs,
 };
+pub use muster_core::ErrorCode;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -68,8 +69,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The contract's error code, for API errors.
-    pub fn code(&self) -> Option<&str> {
+    /// The contract's error code, for API errors with a code this client knows.
+    pub fn code(&self) -> Option<ErrorCode> {
+        self.code_text().and_then(ErrorCode::parse)
+    }
+
+    /// The error code as the coordinator spelled it, for API errors (known to this client or
+    /// not).
+    pub fn code_text(&self) -> Option<&str> {
         match self {
             ClientError::Api { code, .. } => Some(code),
             _ => None,
@@ -86,14 +93,26 @@ impl ClientError {
 
     /// The lease on the job is gone: stop working on it.
     pub fn is_lease_lost(&self) -> bool {
-        self.code() == Some("lease_lost")
+        self.code() == Some(ErrorCode::LeaseLost)
     }
 
-    /// Worth retrying later: the coordinator was unreachable or said it is unavailable.
+    /// The token is not accepted (unknown, revoked, or the wrong kind for the route).
+    pub fn is_refused_token(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(ErrorCode::Unauthorized | ErrorCode::Forbidden)
+        )
+    }
+
+    /// Worth retrying later: the coordinator was unreachable or said it is unavailable. An
+    /// answer whose code this client does not know counts when it is a 5xx or a 429.
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Transport(_) => true,
-            ClientError::Api { status, .. } => *status == 503 || *status == 429 || *status >= 500,
+            ClientError::Api { status, .. } => match self.code() {
+                Some(code) => code.is_transient(),
+                None => *status == 429 || *status >= 500,
+            },
             _ => false,
         }
     }

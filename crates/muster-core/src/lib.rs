@@ -5,6 +5,7 @@
 //! clock, a runtime, a database or a network. Stores load a job's [`JobLifecycle`], ask it for a
 //! transition, and write back what it says; they never decide a state change themselves.
 
+mod error_code;
 mod ids;
 mod job;
 mod lifecycle;
@@ -15,6 +16,7 @@ mod runner;
 mod text;
 mod time;
 
+pub use error_code::ErrorCode;
 pub use ids::{ArtifactId, ArtifactIdError, JobId, RunnerId};
 pub use job::{
     DEFAULT_BACKOFF_BASE_S, DEFAULT_LEASE_TTL_S, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY,

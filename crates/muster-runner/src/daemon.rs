@@ -75,7 +75,7 @@ async fn backoff(attempt: u32, stop: &CancellationToken) {
 }
 
 fn is_fatal(error: &ClientError) -> bool {
-    matches!(error.status(), Some(401 | 403))
+    error.is_refused_token()
 }
 
 type Running = Arc<Mutex<HashMap<Uuid, Arc<JobContext>>>>;

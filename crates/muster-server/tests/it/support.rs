@@ -266,7 +266,7 @@ pub(crate) fn api_error<T: std::fmt::Debug>(
 ) -> ClientError {
     let error = result.expect_err("the call must be refused");
     assert_eq!(error.status(), Some(status), "{error}");
-    assert_eq!(error.code(), Some(code), "{error}");
+    assert_eq!(error.code_text(), Some(code), "{error}");
     error
 }
 
