@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-pub mod limits;
+pub use muster_core::limits;
 #[cfg(feature = "openapi")]
 pub mod schemas;
 
@@ -160,8 +160,7 @@ mod schedule_time {
 /// The header a runner sends its lease epoch in.
 pub const LEASE_EPOCH_HEADER: &str = "Muster-Lease-Epoch";
 
-/// The prefix of every runner token.
-pub const RUNNER_TOKEN_PREFIX: &str = "muster_runner_";
+pub use muster_core::RUNNER_TOKEN_PREFIX;
 
 schema! {
 /// The error body of every non-2xx answer.

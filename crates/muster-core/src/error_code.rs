@@ -3,8 +3,9 @@
 //! a client reads the code back with [`ErrorCode::parse`].
 
 /// Why a request was refused, as the contract names it on the wire (`snake_case`).
+// Not `non_exhaustive`: every front end maps every code (the HTTP status table, say), so a new
+// code must not compile until each says what it means there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum ErrorCode {
     /// The body, a query parameter or a header is malformed or out of range.
     InvalidInput,

@@ -9,8 +9,10 @@ mod error_code;
 mod ids;
 mod job;
 mod lifecycle;
+pub mod limits;
 mod logs;
 mod matching;
+mod principal;
 mod retry;
 mod runner;
 mod text;
@@ -31,6 +33,7 @@ pub use matching::{
     Capabilities, MAX_CAPABILITY_ENTRIES, MAX_CAPABILITY_NAME_LEN, PendingReason, RunnerSnapshot,
     pending_reason,
 };
+pub use principal::{Action, Audience, Denied, Principal, RUNNER_TOKEN_PREFIX, admit, authorize};
 pub use retry::{MAX_BACKOFF_MS, backoff_delay_ms, jitter_unit_from_seed};
 pub use runner::{RunnerRecord, RunnerStatus, runner_status};
 pub use text::{

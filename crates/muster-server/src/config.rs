@@ -7,6 +7,7 @@ use std::time::Duration;
 
 pub use crate::connections::ConnectionLimits;
 pub use crate::tls::TlsFiles;
+pub use muster_service::{ArtifactQuotas, DiskReserve, ServiceConfig};
 
 /// Configuration as given, before defaults and checks.
 #[derive(Debug, Clone, Default)]
@@ -126,94 +127,17 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// The largest JSON request body; bodies are read whole, so this bounds memory per request.
     pub max_body_bytes: usize,
-    /// The largest artifact upload. Uploads are streamed to disk, never held in memory, so this
-    /// bounds disk use per upload, not memory.
-    pub max_artifact_bytes: u64,
+    /// Log bytes kept per job (the store applies it).
     pub log_cap_bytes: u64,
-    pub heartbeat_interval: Duration,
-    /// How long a cancelled job waits for its runner to confirm before it ends anyway.
-    pub cancel_grace: Duration,
-    pub reap_interval: Duration,
-    /// How long a finished job (with its logs and DAG) is kept after it finished; `None` keeps
-    /// every job forever.
-    pub retain_finished_jobs: Option<Duration>,
-    /// How long an artifact no job names is kept after it was last uploaded or named; `None`
-    /// keeps every artifact.
-    pub retain_unused_artifacts: Option<Duration>,
-    /// Limits on what artifact uploads may make the coordinator store.
-    pub artifact_quotas: ArtifactQuotas,
+    /// What the application layer runs with: heartbeats, cancel grace, the reaper, retention,
+    /// artifact limits and quotas.
+    pub service: ServiceConfig,
     /// Serve HTTPS with these files; plain HTTP when `None`.
     pub tls: Option<TlsFiles>,
     /// Timeouts and the connection cap of the listening socket.
     pub connections: ConnectionLimits,
 }
 
-/// Limits on what artifact uploads may make the coordinator store; `None` is unlimited. A
-/// runner is charged the artifacts its uploads stored anew while they stay stored; the totals
-/// count every stored artifact, users' uploads included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ArtifactQuotas {
-    pub runner_bytes: Option<u64>,
-    pub runner_count: Option<u64>,
-    pub total_bytes: Option<u64>,
-    pub total_count: Option<u64>,
-    /// Room the file system holding the artifact directory keeps free (local artifacts only).
-    pub disk_reserve: DiskReserve,
-}
-
-/// How much room uploads leave free on the artifact directory's file system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiskReserve {
-    Bytes(u64),
-    /// Hundredths of a percent of the file system's size (`5%` is 500).
-    Share {
-        hundredths_of_percent: u32,
-    },
-}
-
-impl DiskReserve {
-    /// Whether no room is kept at all (`0`, `0%`).
-    pub fn is_zero(&self) -> bool {
-        matches!(
-            self,
-            DiskReserve::Bytes(0)
-                | DiskReserve::Share {
-                    hundredths_of_percent: 0
-                }
-        )
-    }
-
-    /// The reserve in bytes on a file system of `total` bytes.
-    pub fn bytes_of(&self, total: u64) -> u64 {
-        match *self {
-            DiskReserve::Bytes(bytes) => bytes,
-            DiskReserve::Share {
-                hundredths_of_percent,
-            } => {
-                let reserve = u128::from(total) * u128::from(hundredths_of_percent) / 10_000;
-                u64::try_from(reserve).unwrap_or(u64::MAX)
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for DiskReserve {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match *self {
-            DiskReserve::Bytes(bytes) => write!(f, "{bytes} bytes"),
-            DiskReserve::Share {
-                hundredths_of_percent,
-            } => {
-                let whole = hundredths_of_percent / 100;
-                match hundredths_of_percent % 100 {
-                    0 => write!(f, "{whole}%"),
-                    part if part % 10 == 0 => write!(f, "{whole}.{}%", part / 10),
-                    part => write!(f, "{whole}.{part:02}%"),
-                }
-            }
-        }
-    }
-}
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 pub const DEFAULT_DATA_DIR: &str = ".muster";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -345,7 +269,7 @@ impl ServerConfig {
                     "must be at least 16 characters",
                 ));
             }
-            if token.starts_with(muster_api::RUNNER_TOKEN_PREFIX) {
+            if token.starts_with(muster_core::RUNNER_TOKEN_PREFIX) {
                 return Err(config_error(
                     "MUSTER_ADMIN_TOKEN",
                     "must not look like a runner token",
@@ -456,22 +380,21 @@ impl ServerConfig {
             database,
             admin_token: raw.admin_token.map(|token| token.trim().to_string()),
             max_body_bytes,
-            max_artifact_bytes,
             log_cap_bytes: raw.log_cap_bytes.unwrap_or(DEFAULT_LOG_CAP_BYTES),
-            heartbeat_interval: Duration::from_millis(heartbeat_interval_ms),
-            cancel_grace: Duration::from_secs(raw.cancel_grace_s.unwrap_or(DEFAULT_CANCEL_GRACE_S)),
-            reap_interval: Duration::from_millis(reap_interval_ms),
-            retain_finished_jobs,
-            retain_unused_artifacts,
-            artifact_quotas,
+            service: ServiceConfig {
+                max_artifact_bytes,
+                heartbeat_interval: Duration::from_millis(heartbeat_interval_ms),
+                cancel_grace: Duration::from_secs(
+                    raw.cancel_grace_s.unwrap_or(DEFAULT_CANCEL_GRACE_S),
+                ),
+                reap_interval: Duration::from_millis(reap_interval_ms),
+                retain_finished_jobs,
+                retain_unused_artifacts,
+                artifact_quotas,
+            },
             tls,
             connections,
         })
-    }
-
-    /// A runner unheard of for three heartbeat intervals is offline.
-    pub fn runner_offline_after_ms(&self) -> i64 {
-        self.heartbeat_interval.as_millis() as i64 * 3
     }
 }
 
@@ -730,7 +653,7 @@ mod tests {
             retain_finished_jobs: text.map(str::to_string),
             ..RawServerConfig::default()
         })
-        .map(|config| config.retain_finished_jobs)
+        .map(|config| config.service.retain_finished_jobs)
         .map_err(|error| error.to_string())
     }
 
@@ -775,7 +698,7 @@ mod tests {
             retain_unused_artifacts: text.map(str::to_string),
             ..RawServerConfig::default()
         })
-        .map(|config| config.retain_unused_artifacts)
+        .map(|config| config.service.retain_unused_artifacts)
         .map_err(|error| error.to_string())
     }
 
@@ -826,7 +749,7 @@ mod tests {
         let mut raw = RawServerConfig::default();
         adjust(&mut raw);
         ServerConfig::from_raw(raw)
-            .map(|config| config.artifact_quotas)
+            .map(|config| config.service.artifact_quotas)
             .map_err(|error| error.to_string())
     }
 

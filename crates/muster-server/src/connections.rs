@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::ApiError;
-use crate::metrics::Metrics;
+use muster_service::Coordinator;
 
 /// The connection limits the coordinator serves with (checked; see `config.rs`).
 #[derive(Debug, Clone, PartialEq)]
@@ -386,7 +386,7 @@ struct Shared {
     limits: ConnectionLimits,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
-    metrics: Arc<Metrics>,
+    coordinator: Coordinator,
 }
 
 /// Serve `router` on `listener` until `shutdown`, with the limits of the module documentation;
@@ -399,7 +399,7 @@ pub(crate) async fn serve(
     router: Router,
     limits: ConnectionLimits,
     store_files: u64,
-    metrics: Arc<Metrics>,
+    coordinator: Coordinator,
     shutdown: CancellationToken,
 ) {
     let file_limit = open_file_limit();
@@ -418,7 +418,7 @@ pub(crate) async fn serve(
         limits,
         tls,
         shutdown: shutdown.clone(),
-        metrics,
+        coordinator,
     });
     let mut limit_warning = RecurringWarning::new();
     let mut accept_warning = RecurringWarning::new();
@@ -488,9 +488,9 @@ pub(crate) async fn serve(
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let _slot = slot;
-            shared.metrics.connection_opened();
+            shared.coordinator.connection_opened();
             serve_connection(stream, peer, activity, Arc::clone(&shared)).await;
-            shared.metrics.connection_ended();
+            shared.coordinator.connection_ended();
         });
     }
     drop(listener);
@@ -530,7 +530,7 @@ async fn serve_connection(
             let outcome = tokio::select! {
                 outcome = handshake => outcome,
                 _ = activity.evict.cancelled() => {
-                    shared.metrics.connection_closed("evicted");
+                    shared.coordinator.connection_closed("evicted");
                     return;
                 }
                 _ = shared.shutdown.cancelled() => return,
@@ -587,13 +587,13 @@ async fn serve_http<S>(
                     && at <= Instant::now()
                 {
                     tracing::debug!(%peer, "closing a connection: {}", why.explanation());
-                    shared.metrics.connection_closed(why.metric_label());
+                    shared.coordinator.connection_closed(why.metric_label());
                     return;
                 }
             }
             _ = activity.evict.cancelled() => {
                 tracing::debug!(%peer, "closing a waiting connection to make room for a new one");
-                shared.metrics.connection_closed("evicted");
+                shared.coordinator.connection_closed("evicted");
                 return;
             }
             _ = shared.shutdown.cancelled(), if !shutting_down => {
@@ -626,8 +626,8 @@ async fn handle(
         Err(never) => match never {},
     };
     let mut answer = if watch.timed_out.load(Ordering::Acquire) {
-        shared.metrics.connection_closed("body_too_slow");
-        ApiError::RequestTimeout(format!(
+        shared.coordinator.connection_closed("body_too_slow");
+        ApiError::new(muster_core::ErrorCode::RequestTimeout, format!(
             "the request body arrived too slowly: at least {} bytes a second are expected after the first {}s (--body-min-rate, --body-read-timeout)",
             shared.limits.body_min_rate,
             shared.limits.body_read_timeout.as_secs()

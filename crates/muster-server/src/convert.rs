@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use muster_api as wire;
 use muster_core::{
     ArtifactId, Capabilities, FailureReason, JobRecord, JobState, Lease, LogEntry, LogLevel,
-    PendingReason, RunnerRecord, RunnerStatus, Timestamp,
+    PendingReason, RunnerStatus, Timestamp,
 };
+use muster_service::jobs::{JobSubmission, JobView};
+use muster_service::runners::RunnerView;
 use time::OffsetDateTime;
 
 use crate::ApiError;
@@ -157,10 +159,42 @@ pub(crate) fn job_to_wire(job: JobRecord, pending_reason: Option<PendingReason>)
     }
 }
 
+pub(crate) fn view_to_wire(view: JobView) -> wire::Job {
+    job_to_wire(view.job, view.pending_reason)
+}
+
+/// A submission from a request body; `prefix` goes before the field a parse error names (the
+/// job's place in a batch).
+pub(crate) fn job_submission_from_wire(
+    request: wire::SubmitJob,
+    prefix: &str,
+) -> Result<JobSubmission, ApiError> {
+    let inputs = request
+        .inputs
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(index, id)| artifact_id_from_wire(id, &format!("{prefix}inputs[{index}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(JobSubmission {
+        kind: request.kind,
+        payload: request.payload,
+        priority: request.priority,
+        requirements: request.requirements.map(capabilities_from_wire),
+        max_attempts: request.max_attempts,
+        timeout_s: request.timeout_s,
+        lease_ttl_s: request.lease_ttl_s,
+        backoff_base_s: request.backoff_base_s,
+        run_after: request.run_after.map(time_from_wire),
+        idempotency_key: request.idempotency_key,
+        inputs,
+    })
+}
+
 /// An artifact id from a request body; `field` names where it was.
 pub(crate) fn artifact_id_from_wire(text: &str, field: &str) -> Result<ArtifactId, ApiError> {
     text.parse()
-        .map_err(|error| ApiError::InvalidInput(format!("{field}: {error}")))
+        .map_err(|error| ApiError::invalid_input(format!("{field}: {error}")))
 }
 
 pub(crate) fn outputs_to_wire(outputs: BTreeMap<String, ArtifactId>) -> BTreeMap<String, String> {
@@ -170,23 +204,21 @@ pub(crate) fn outputs_to_wire(outputs: BTreeMap<String, ArtifactId>) -> BTreeMap
         .collect()
 }
 
-/// Outputs from a request body: each id well-formed, each name acceptable.
+/// Outputs from a request body, each id well-formed (the coordinator checks the names).
 pub(crate) fn outputs_from_wire(
     outputs: BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, ArtifactId>, ApiError> {
-    let outputs = outputs
+    outputs
         .into_iter()
         .map(|(name, id)| {
             let id = artifact_id_from_wire(&id, &format!("outputs.{name}"))?;
             Ok((name, id))
         })
-        .collect::<Result<BTreeMap<_, _>, ApiError>>()?;
-    muster_core::validate_outputs(&outputs)
-        .map_err(|error| ApiError::InvalidInput(error.to_string()))?;
-    Ok(outputs)
+        .collect()
 }
 
-pub(crate) fn runner_to_wire(runner: RunnerRecord, status: RunnerStatus) -> wire::Runner {
+pub(crate) fn runner_to_wire(view: RunnerView) -> wire::Runner {
+    let RunnerView { runner, status } = view;
     wire::Runner {
         id: runner.id.0,
         name: runner.name,
@@ -225,58 +257,4 @@ pub(crate) fn log_entry_from_wire(entry: wire::NewLogEntry) -> muster_core::NewL
         message: entry.message,
         metadata: entry.metadata,
     }
-}
-
-/// Progress from a heartbeat's `progress` field: a number, or `{"progress"|"percent", "message"}`.
-pub(crate) fn progress_from_value(
-    value: serde_json::Value,
-) -> Result<muster_core::Progress, ApiError> {
-    let (percent, message) = match value {
-        serde_json::Value::Number(number) => (number.as_f64(), None),
-        serde_json::Value::Object(object) => {
-            let percent = object
-                .get("progress")
-                .or_else(|| object.get("percent"))
-                .and_then(serde_json::Value::as_f64);
-            let message = match object.get("message") {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::String(text)) => Some(text.clone()),
-                Some(_) => {
-                    return Err(ApiError::InvalidInput(
-                        "progress.message must be a string".into(),
-                    ));
-                }
-            };
-            (percent, message)
-        }
-        _ => (None, None),
-    };
-    let percent = percent.ok_or_else(|| {
-        ApiError::InvalidInput(
-            "progress must be a number from 0 to 100, or {\"progress\": N, \"message\": \"...\"}"
-                .into(),
-        )
-    })?;
-    checked_progress(percent, message)
-}
-
-pub(crate) fn checked_progress(
-    percent: f64,
-    message: Option<String>,
-) -> Result<muster_core::Progress, ApiError> {
-    if !percent.is_finite() || !(0.0..=100.0).contains(&percent) {
-        return Err(ApiError::InvalidInput(format!(
-            "progress must be between 0 and 100, got {percent}"
-        )));
-    }
-    let limit = muster_api::limits::MAX_PROGRESS_MESSAGE_LEN;
-    if message
-        .as_ref()
-        .is_some_and(|message| message.chars().nth(limit).is_some())
-    {
-        return Err(ApiError::InvalidInput(format!(
-            "progress message must be at most {limit} characters"
-        )));
-    }
-    Ok(muster_core::Progress { percent, message })
 }

@@ -1,144 +1,124 @@
 //! The one mapping from failures to HTTP answers: every error leaves as
-//! `{"error": {"code", "message"}}` with the contract's status.
+//! `{"error": {"code", "message"}}`, with the status [`http_status`] gives its code.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use muster_api::{ErrorBody, ErrorDetail};
-use muster_store::StoreError;
-use muster_store::blobs::BlobError;
+use muster_core::ErrorCode;
+use muster_service::ServiceError;
 
-use crate::quota::QuotaRefusal;
-
-/// An error answer. User mistakes are answered as they are; internal ones are logged here, where
-/// they are handled, and answered without details.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    InvalidInput(String),
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    LeaseLost(String),
-    #[error("{0}")]
-    InvalidState(String),
-    #[error("{0}")]
-    PayloadTooLarge(String),
-    /// The request body arrived slower than `--body-min-rate` allows.
-    #[error("{0}")]
-    RequestTimeout(String),
-    /// A body names an artifact that is not stored (well-formed, so not a 400).
-    #[error("{0}")]
-    UnknownArtifact(String),
-    /// An artifact upload would pass an artifact quota (507); names the quota, the usage, the
-    /// limit and the flag that sets it.
-    #[error("{0}")]
-    ArtifactQuotaExceeded(String),
-    /// An artifact upload would leave less than `--disk-reserve` free (507).
-    #[error("{0}")]
-    InsufficientStorage(String),
-    #[error("{0}")]
-    MethodNotAllowed(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
+/// The HTTP status of each error code of the contract.
+pub fn http_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::LeaseLost | ErrorCode::InvalidState => StatusCode::CONFLICT,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::UnknownArtifact => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::ArtifactQuotaExceeded | ErrorCode::InsufficientStorage => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
+/// An error answer: a [`ServiceError`] on its way out over HTTP. Internal and unavailable ones
+/// are logged here, where they are handled, and internal ones answered without details.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ApiError(#[from] pub ServiceError);
+
 impl ApiError {
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            ApiError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::LeaseLost(_) => (StatusCode::CONFLICT, "lease_lost"),
-            ApiError::InvalidState(_) => (StatusCode::CONFLICT, "invalid_state"),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            ApiError::UnknownArtifact(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_artifact"),
-            ApiError::ArtifactQuotaExceeded(_) => {
-                (StatusCode::INSUFFICIENT_STORAGE, "artifact_quota_exceeded")
-            }
-            ApiError::InsufficientStorage(_) => {
-                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
-            }
-            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError(ServiceError::new(code, message))
+    }
+
+    /// A request the front end could not parse (the body, a query parameter, a header).
+    pub fn invalid_input(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::InvalidInput, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::Unauthorized, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::Internal, message)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        http_status(self.0.code())
     }
 
     pub fn body(&self) -> ErrorBody {
-        let (_, code) = self.status_and_code();
-        let message = match self {
-            ApiError::Internal(_) => {
-                "internal error; the coordinator's log has the details".to_string()
-            }
-            other => other.to_string(),
-        };
-        ErrorBody {
-            error: ErrorDetail {
-                code: code.to_string(),
-                message,
-            },
-        }
+        error_body(&self.0)
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> ApiError {
-        match error {
-            StoreError::NotFound(_) => ApiError::NotFound(error.to_string()),
-            StoreError::LeaseLost(_) => ApiError::LeaseLost(error.to_string()),
-            StoreError::InvalidState { .. } => ApiError::InvalidState(error.to_string()),
-            StoreError::Rejected(message) => ApiError::InvalidInput(message),
-            StoreError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
-            other => ApiError::Internal(other.to_string()),
-        }
+/// The contract's error body of `error`.
+pub(crate) fn error_body(error: &ServiceError) -> ErrorBody {
+    ErrorBody {
+        error: error_detail(error),
     }
 }
 
-impl From<BlobError> for ApiError {
-    fn from(error: BlobError) -> ApiError {
-        match error {
-            BlobError::NotFound(_) => ApiError::NotFound(error.to_string()),
-            BlobError::TooLarge { .. } => ApiError::PayloadTooLarge(format!(
-                "{error} (--max-artifact-bytes); nothing was stored"
-            )),
-            BlobError::Upload(_) => ApiError::InvalidInput(format!(
-                "could not read the request body: {error}; nothing was stored"
-            )),
-            BlobError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
-            other => ApiError::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<QuotaRefusal> for ApiError {
-    fn from(refusal: QuotaRefusal) -> ApiError {
-        match refusal {
-            QuotaRefusal::Quota { .. } => ApiError::ArtifactQuotaExceeded(refusal.message()),
-            QuotaRefusal::DiskReserve { .. } => ApiError::InsufficientStorage(refusal.message()),
-        }
+/// The `{"code", "message"}` of `error` (also what a batch item's failure carries).
+pub(crate) fn error_detail(error: &ServiceError) -> ErrorDetail {
+    ErrorDetail {
+        code: error.code().as_str().to_string(),
+        message: error.public_message(),
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, _) = self.status_and_code();
-        match &self {
-            ApiError::Internal(detail) => {
-                tracing::error!(%detail, "request failed with an internal error")
+        match self.0.code() {
+            ErrorCode::Internal => {
+                tracing::error!(detail = %self.0.message(), "request failed with an internal error")
             }
-            ApiError::Unavailable(detail) => {
-                tracing::warn!(%detail, "request refused: store unavailable")
+            ErrorCode::Unavailable => {
+                tracing::warn!(detail = %self.0.message(), "request refused: store unavailable")
             }
             _ => {}
         }
-        (status, axum::Json(self.body())).into_response()
+        (self.status(), axum::Json(self.body())).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_status;
+    use muster_core::ErrorCode;
+
+    #[test]
+    fn every_code_has_the_contracts_status() {
+        for code in ErrorCode::ALL {
+            let status = http_status(*code).as_u16();
+            let expected = match code.as_str() {
+                "invalid_input" => 400,
+                "unauthorized" => 401,
+                "forbidden" => 403,
+                "not_found" => 404,
+                "method_not_allowed" => 405,
+                "request_timeout" => 408,
+                "lease_lost" | "invalid_state" => 409,
+                "payload_too_large" => 413,
+                "unknown_artifact" => 422,
+                "internal" => 500,
+                "unavailable" => 503,
+                "artifact_quota_exceeded" | "insufficient_storage" => 507,
+                other => panic!("no expected status for {other}"),
+            };
+            assert_eq!(status, expected, "{code}");
+        }
     }
 }

@@ -5,11 +5,11 @@ use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use muster_core::{Audience, Principal};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::ApiError;
-use crate::auth::Caller;
 use crate::state::AppState;
 
 /// A JSON body of type `T`. Ignores the content type (curl's `-d` sends a form type), enforces
@@ -20,7 +20,7 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<JsonBody<T>, ApiError> {
-        let limit = state.config.max_body_bytes;
+        let limit = state.max_body_bytes;
         let bytes = read_body(request.into_body(), limit).await?;
         parse_json(&bytes).map(JsonBody)
     }
@@ -34,7 +34,7 @@ impl FromRequest<AppState> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<RawBody, ApiError> {
-        read_body(request.into_body(), state.config.max_body_bytes)
+        read_body(request.into_body(), state.max_body_bytes)
             .await
             .map(RawBody)
     }
@@ -46,29 +46,30 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, 
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
         while let Some(current) = source {
             if current.is::<http_body_util::LengthLimitError>() {
-                return ApiError::PayloadTooLarge(format!(
-                    "request body is larger than the limit of {limit} bytes"
-                ));
+                return ApiError::new(
+                    muster_core::ErrorCode::PayloadTooLarge,
+                    format!("request body is larger than the limit of {limit} bytes"),
+                );
             }
             source = current.source();
         }
-        ApiError::InvalidInput(format!("could not read the request body: {inner}"))
+        ApiError::invalid_input(format!("could not read the request body: {inner}"))
     })
 }
 
 /// Parse JSON, naming the field that is wrong.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::InvalidInput(
-            "request body is empty; a JSON object is required".into(),
+        return Err(ApiError::invalid_input(
+            "request body is empty; a JSON object is required",
         ));
     }
     // Every body of the API is an object. serde would read an array as a struct's fields in
     // order (`["exec"]` as a job of kind exec), so well-formed non-objects are refused here.
     let first = bytes.iter().find(|byte| !byte.is_ascii_whitespace());
     if first != Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
-        return Err(ApiError::InvalidInput(
-            "invalid body: the request body must be a JSON object".into(),
+        return Err(ApiError::invalid_input(
+            "invalid body: the request body must be a JSON object",
         ));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
@@ -81,14 +82,14 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
             "invalid field"
         };
         if path == "." || path.is_empty() {
-            ApiError::InvalidInput(format!("{what}: {inner}"))
+            ApiError::invalid_input(format!("{what}: {inner}"))
         } else {
-            ApiError::InvalidInput(format!("{what} '{path}': {inner}"))
+            ApiError::invalid_input(format!("{what} '{path}': {inner}"))
         }
     })?;
     deserializer
         .end()
-        .map_err(|error| ApiError::InvalidInput(format!("malformed JSON: {error}")))?;
+        .map_err(|error| ApiError::invalid_input(format!("malformed JSON: {error}")))?;
     Ok(value)
 }
 
@@ -98,9 +99,9 @@ pub(crate) fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Resul
         let path = error.path().to_string();
         let inner = error.into_inner();
         if path == "." || path.is_empty() {
-            ApiError::InvalidInput(format!("invalid body: {inner}"))
+            ApiError::invalid_input(format!("invalid body: {inner}"))
         } else {
-            ApiError::InvalidInput(format!("invalid field '{path}': {inner}"))
+            ApiError::invalid_input(format!("invalid field '{path}': {inner}"))
         }
     })
 }
@@ -118,7 +119,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
         serde_path_to_error::deserialize(deserializer)
             .map(QueryParams)
             .map_err(|error| {
-                ApiError::InvalidInput(format!(
+                ApiError::invalid_input(format!(
                     "query parameter '{}': {}",
                     error.path(),
                     error.inner()
@@ -137,7 +138,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<PathId, ApiError> {
         match axum::extract::Path::<String>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(id)) => Ok(PathId(id)),
-            Err(_) => Err(ApiError::NotFound(format!(
+            Err(_) => Err(ApiError::not_found(format!(
                 "nothing at {}: the id is not valid text",
                 parts.uri.path()
             ))),
@@ -148,63 +149,60 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
 /// The id in a path, as a UUID; anything else is an unknown id.
 pub(crate) fn parse_id(text: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text)
-        .map_err(|_| ApiError::NotFound(format!("{what} '{text}' not found (ids are UUIDs)")))
+        .map_err(|_| ApiError::not_found(format!("{what} '{text}' not found (ids are UUIDs)")))
 }
 
 /// The bearer token of a request, if any.
 pub(crate) fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
     let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-        ApiError::Unauthorized(
-            "missing Authorization header; send 'Authorization: Bearer <token>'".into(),
-        )
+        ApiError::unauthorized("missing Authorization header; send 'Authorization: Bearer <token>'")
     })?;
     let text = header
         .to_str()
-        .map_err(|_| ApiError::Unauthorized("Authorization header is not valid text".into()))?;
+        .map_err(|_| ApiError::unauthorized("Authorization header is not valid text"))?;
     let token = text
         .strip_prefix("Bearer ")
         .or_else(|| text.strip_prefix("bearer "))
-        .ok_or_else(|| {
-            ApiError::Unauthorized("Authorization header must be 'Bearer <token>'".into())
-        })?;
+        .ok_or_else(|| ApiError::unauthorized("Authorization header must be 'Bearer <token>'"))?;
     Ok(token.trim())
 }
 
-/// A request made with the admin token.
-pub(crate) struct AdminAuth;
+/// The caller of a user route (`/api/v1/jobs`, `/runners`, `/artifacts`): its token resolved by
+/// the coordinator, which refuses a token of the other audience.
+pub(crate) struct UserCaller(pub Principal);
 
-impl FromRequestParts<AppState> for AdminAuth {
+impl FromRequestParts<AppState> for UserCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
-    ) -> Result<AdminAuth, ApiError> {
-        match state.auth.identify(bearer_token(parts)?, state).await? {
-            Caller::Admin => Ok(AdminAuth),
-            Caller::Runner(_) => Err(ApiError::Forbidden(
-                "a runner token cannot be used on user or admin routes".into(),
-            )),
-        }
+    ) -> Result<UserCaller, ApiError> {
+        let token = bearer_token(parts)?;
+        let principal = state
+            .coordinator
+            .authenticate(token, Audience::Users)
+            .await?;
+        Ok(UserCaller(principal))
     }
 }
 
-/// A request made with a runner token: the runner's id.
-pub(crate) struct RunnerAuth(pub muster_core::RunnerId);
+/// The caller of a runner route (`/api/v1/runner/*`).
+pub(crate) struct RunnerCaller(pub Principal);
 
-impl FromRequestParts<AppState> for RunnerAuth {
+impl FromRequestParts<AppState> for RunnerCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
-    ) -> Result<RunnerAuth, ApiError> {
-        match state.auth.identify(bearer_token(parts)?, state).await? {
-            Caller::Runner(id) => Ok(RunnerAuth(id)),
-            Caller::Admin => Err(ApiError::Forbidden(
-                "runner routes take a runner token, not the admin token".into(),
-            )),
-        }
+    ) -> Result<RunnerCaller, ApiError> {
+        let token = bearer_token(parts)?;
+        let principal = state
+            .coordinator
+            .authenticate(token, Audience::Runners)
+            .await?;
+        Ok(RunnerCaller(principal))
     }
 }
 
@@ -223,7 +221,7 @@ impl<S: Send + Sync> FromRequestParts<S> for LeaseEpoch {
                 .and_then(|text| text.trim().parse::<u64>().ok())
                 .map(|epoch| LeaseEpoch(Some(epoch)))
                 .ok_or_else(|| {
-                    ApiError::InvalidInput(format!(
+                    ApiError::invalid_input(format!(
                         "header {}: must be a non-negative integer",
                         muster_api::LEASE_EPOCH_HEADER
                     ))

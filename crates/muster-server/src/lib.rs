@@ -1,20 +1,18 @@
-//! The muster coordinator: the HTTP API of `shared/api-v1.md` over a [`muster_store::Store`].
+//! The muster coordinator's HTTP front end: the API of `shared/api-v1.md` over a
+//! [`muster_service::Coordinator`], which holds every rule. Handlers parse, call the
+//! coordinator, and convert; `convert.rs` is where wire and domain types meet, `error.rs` where
+//! error codes become statuses, `connections.rs` what the listening socket allows.
 //!
-//! [`run`] serves until its shutdown token is cancelled; [`build`] makes the router and its state
-//! without a socket, for embedding and tests.
+//! [`run`] serves until its shutdown token is cancelled; [`build`] makes the router and the
+//! coordinator without a socket, for embedding and tests.
 
-mod auth;
 pub mod config;
 mod connections;
 mod convert;
 mod error;
 mod extract;
 pub mod logging;
-mod metrics;
 mod openapi;
-mod quota;
-mod reaper;
-mod retention;
 mod routes;
 mod state;
 pub mod tls;
@@ -34,14 +32,13 @@ use muster_store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{hash_token, load_or_create_admin_token};
 pub(crate) use axum::Json;
 pub use config::{DatabaseConfig, RawServerConfig, ServerConfig};
 pub use connections::{connection_limit, raise_open_file_limit};
-pub use error::ApiError;
-pub use retention::{
-    CollectionError, CollectionReport, PAUSE_BETWEEN_CALLS as RETENTION_PAUSE,
-    delete_finished_before,
+pub use error::{ApiError, http_status};
+pub use muster_service::{
+    CollectionError, CollectionReport, Coordinator, RETENTION_PAUSE, delete_finished_before,
+    hash_token, load_or_create_admin_token,
 };
 pub use state::AppState;
 
@@ -146,10 +143,11 @@ fn local_blobs(config: &ServerConfig) -> Arc<dyn BlobStore> {
     Arc::new(LocalBlobStore::new(config.data_dir.join("blobs")))
 }
 
-/// A coordinator ready to serve: its router and the state behind it.
-pub struct Coordinator {
+/// A coordinator ready to serve over HTTP: its router, and the coordinator behind it.
+pub struct HttpServer {
     pub router: Router,
-    pub state: AppState,
+    pub coordinator: Coordinator,
+    config: Arc<ServerConfig>,
 }
 
 /// Build the router over `store`, with artifacts in `<data-dir>/blobs/` and `clock` as the source
@@ -160,7 +158,7 @@ pub fn build(
     clock: Arc<dyn Clock>,
     admin_token: &str,
     shutdown: CancellationToken,
-) -> Coordinator {
+) -> HttpServer {
     let blobs = local_blobs(&config);
     build_with_blobs(config, store, blobs, clock, admin_token, shutdown)
 }
@@ -173,23 +171,20 @@ pub fn build_with_blobs(
     clock: Arc<dyn Clock>,
     admin_token: &str,
     shutdown: CancellationToken,
-) -> Coordinator {
+) -> HttpServer {
     let (routes, openapi) = routes::routes();
-    let openapi_json = openapi::render(&openapi);
-    let state = AppState {
+    let coordinator = Coordinator::new(muster_service::CoordinatorParts {
         store,
         blobs,
         clock,
-        config: Arc::new(config),
-        auth: Arc::new(auth::Auth::new(admin_token)),
-        metrics: Arc::new(metrics::Metrics::new()),
-        runner_view: Arc::new(state::RunnerView::default()),
-        job_changes: Arc::default(),
+        config: config.service.clone(),
+        admin_token: admin_token.to_string(),
         shutdown,
-        openapi_json: Arc::new(openapi_json),
-        draining_runners: Arc::default(),
-        finished_counts: Arc::default(),
-        uploads_in_flight: Arc::default(),
+    });
+    let state = AppState {
+        coordinator: coordinator.clone(),
+        max_body_bytes: config.max_body_bytes,
+        openapi_json: Arc::new(openapi::render(&openapi)),
     };
     let router = routes
         .fallback(not_found)
@@ -198,26 +193,31 @@ pub fn build_with_blobs(
             panic_response,
         ))
         // Bounds the extractors that buffer a body (JSON). The artifact routes take the raw
-        // body stream instead, which this limit does not touch, and count its bytes against
-        // --max-artifact-bytes themselves while streaming them to disk.
-        .layer(axum::extract::DefaultBodyLimit::max(
-            state.config.max_body_bytes,
-        ))
-        .with_state(state.clone());
-    Coordinator { router, state }
+        // body stream instead, which this limit does not touch, and the coordinator counts its
+        // bytes against --max-artifact-bytes while streaming them to the artifact store.
+        .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(state);
+    HttpServer {
+        router,
+        coordinator,
+        config: Arc::new(config),
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::NotFound(format!("no route {}", uri.path()))
+    ApiError::not_found(format!("no route {}", uri.path()))
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::MethodNotAllowed(format!("{} is not allowed on {}", method, uri.path()))
+    ApiError::new(
+        muster_core::ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", method, uri.path()),
+    )
 }
 
 fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
-    let body = ApiError::Internal("panic".into()).body();
+    let body = ApiError::internal("panic").body();
     (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
 }
 
@@ -245,11 +245,11 @@ pub async fn run(
 /// Serve a built coordinator on `listener` until `shutdown` is cancelled, running the reaper
 /// and retention beside it. Prints `listening on SCHEME://HOST:PORT` once ready.
 pub async fn serve(
-    coordinator: Coordinator,
+    server: HttpServer,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let config = Arc::clone(&coordinator.state.config);
+    let config = server.config;
     // Loaded before saying "listening", so a broken certificate is an error, not a silent port.
     let tls = match &config.tls {
         None => None,
@@ -263,18 +263,10 @@ pub async fn serve(
         .local_addr()
         .context("read the listening address")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let reaper = tokio::spawn(reaper::run(coordinator.state.clone(), shutdown.clone()));
-    let retention = tokio::spawn(retention::run(coordinator.state.clone(), shutdown.clone()));
-    let shared_store_watch = coordinator
-        .state
-        .store
-        .shared_with_other_coordinators()
-        .then(|| {
-            tokio::spawn(state::watch_shared_store(
-                coordinator.state.clone(),
-                shutdown.clone(),
-            ))
-        });
+    let background = {
+        let coordinator = server.coordinator.clone();
+        tokio::spawn(async move { coordinator.run_background_tasks().await })
+    };
     // Printed on stdout for scripts and tests that wait for it, whatever the log settings.
     logging::print_line(format_args!(
         "muster coordinator listening on {scheme}://{address}"
@@ -283,42 +275,14 @@ pub async fn serve(
     connections::serve(
         listener,
         tls,
-        coordinator.router,
+        server.router,
         config.connections.clone(),
         config.database.open_files(),
-        Arc::clone(&coordinator.state.metrics),
+        server.coordinator,
         shutdown.clone(),
     )
     .await;
     shutdown.cancel();
-    let _ = reaper.await;
-    let _ = retention.await;
-    if let Some(task) = shared_store_watch {
-        let _ = task.await;
-    }
+    let _ = background.await;
     Ok(())
-}
-
-/// Run the reaper once now; for tests that move a manual clock.
-pub async fn reap_now(state: &AppState) -> Result<(), muster_store::StoreError> {
-    reaper::reap_once(state).await
-}
-
-/// Delete the finished jobs past the configured retention now, in one pass without pauses;
-/// answers how many were deleted (0 when every job is kept). For tests that move a manual clock.
-pub async fn prune_now(state: &AppState) -> Result<u64, muster_store::StoreError> {
-    match state.config.retain_finished_jobs {
-        Some(retention) => retention::prune_once(state, retention, Duration::ZERO).await,
-        None => Ok(0),
-    }
-}
-
-/// Delete the artifacts no job names and nobody uploaded or named within `unused_for` now, as
-/// the retention task does with `--retain-unused-artifacts`. For tests, which pass durations
-/// shorter than the configuration allows.
-pub async fn collect_unused_artifacts(
-    state: &AppState,
-    unused_for: Duration,
-) -> Result<retention::CollectionReport, retention::CollectionError> {
-    retention::collect_once(state, unused_for).await
 }

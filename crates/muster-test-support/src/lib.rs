@@ -8,13 +8,14 @@ use anyhow::Context;
 use muster_api::{CreateRunner, CreatedRunner};
 use muster_client::{MusterClient, RunnerClient};
 use muster_core::{Clock, SystemClock, Timestamp};
-use muster_server::{AppState, RawServerConfig, ServerConfig};
+use muster_server::{Coordinator, RawServerConfig, ServerConfig};
 use muster_store::Store;
 use muster_store::sqlite::{SqliteConfig, SqliteStore};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 pub mod certificates;
+pub mod parity;
 pub mod postgres;
 
 pub use certificates::{CertificateFiles, IssuedCertificate, TestCertificateAuthority};
@@ -76,7 +77,9 @@ pub fn temp_sqlite_store_with_log_cap(
 pub struct TestServer {
     pub base_url: String,
     pub admin_token: String,
-    pub state: AppState,
+    /// The coordinator behind the HTTP front end (for tests that apply deadlines or look at
+    /// what it counts).
+    pub coordinator: Coordinator,
     pub clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -93,6 +96,9 @@ fn test_config(
         listen: Some("127.0.0.1:0".into()),
         data_dir: Some(data_dir.path().to_path_buf()),
         admin_token: Some(TEST_ADMIN_TOKEN.into()),
+        // Tests must not depend on how full the machine's disk is; the tests of the reserve
+        // set one.
+        disk_reserve: Some("0".into()),
         ..RawServerConfig::default()
     };
     adjust(&mut raw);
@@ -125,7 +131,7 @@ impl TestServer {
         self.shutdown.cancel();
         self.task.await.context("join the server task")??;
         // The store (and its lock on the data directory) goes with the last handle to it.
-        drop(self.state);
+        drop(self.coordinator);
         TestServer::start_in(self.data_dir, clock, adjust).await
     }
 
@@ -172,7 +178,7 @@ impl TestServer {
             .clone()
             .unwrap_or_else(|| TEST_ADMIN_TOKEN.into());
         let blobs = muster_server::open_blobs(&config).await?;
-        let coordinator = muster_server::build_with_blobs(
+        let server = muster_server::build_with_blobs(
             config,
             store,
             blobs,
@@ -180,16 +186,12 @@ impl TestServer {
             &admin_token,
             shutdown.clone(),
         );
-        let state = coordinator.state.clone();
-        let task = tokio::spawn(muster_server::serve(
-            coordinator,
-            listener,
-            shutdown.clone(),
-        ));
+        let coordinator = server.coordinator.clone();
+        let task = tokio::spawn(muster_server::serve(server, listener, shutdown.clone()));
         Ok(TestServer {
             base_url: format!("{scheme}://{address}"),
             admin_token,
-            state,
+            coordinator,
             clock,
             shutdown,
             task,
@@ -250,7 +252,7 @@ impl TestServer {
     /// Apply passed deadlines now instead of waiting for the reaper's tick. A store that fails
     /// fails the test: no test means to reap against a broken store.
     pub async fn reap(&self) {
-        if let Err(error) = muster_server::reap_now(&self.state).await {
+        if let Err(error) = self.coordinator.reap_now().await {
             panic!("reap passed deadlines: {error}");
         }
     }
@@ -258,7 +260,7 @@ impl TestServer {
     /// Delete the finished jobs past the configured retention now instead of waiting for the
     /// next pass; answers how many were deleted. A store that fails fails the test.
     pub async fn prune(&self) -> u64 {
-        match muster_server::prune_now(&self.state).await {
+        match self.coordinator.prune_now().await {
             Ok(deleted) => deleted,
             Err(error) => panic!("delete finished jobs past their retention: {error}"),
         }
@@ -268,7 +270,7 @@ impl TestServer {
     /// as the retention task does; answers how many and their bytes. A store that fails fails
     /// the test.
     pub async fn collect_artifacts(&self, unused_for: std::time::Duration) -> (u64, u64) {
-        match muster_server::collect_unused_artifacts(&self.state, unused_for).await {
+        match self.coordinator.collect_unused_artifacts(unused_for).await {
             Ok(report) => (report.artifacts, report.bytes),
             Err(error) => panic!("delete unused artifacts: {error:#}"),
         }

@@ -14,5 +14,6 @@ mod cancel;
 mod deadlines;
 mod epochs_and_fencing;
 mod matching;
+mod principals;
 mod support;
 mod transition_table;

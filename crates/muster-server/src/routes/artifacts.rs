@@ -1,13 +1,13 @@
-//! Artifact routes: upload and download content-addressed bytes, for users (admin token,
-//! `/api/v1/artifacts`) and runners (runner token, `/api/v1/runner/artifacts`).
+//! Artifact routes: upload and download content-addressed bytes, for users (`/api/v1/artifacts`)
+//! and runners (`/api/v1/runner/artifacts`).
 //!
-//! Bodies here are streams, never buffered: an upload goes chunk by chunk to the blob store,
-//! which hashes it on the way to disk, and a download goes from disk to the socket. These
-//! handlers take the raw `Body`, which the router's `DefaultBodyLimit` (meant for JSON bodies)
-//! does not limit; they count bytes against `--max-artifact-bytes` instead.
+//! Bodies here are streams, never buffered: an upload goes chunk by chunk to the coordinator,
+//! which counts it against the quotas and hands it to the blob store, and a download goes from
+//! the blob store to the socket. These handlers take the raw `Body`, which the router's
+//! `DefaultBodyLimit` (meant for JSON bodies) does not limit; the coordinator counts its bytes
+//! against `--max-artifact-bytes`. What is HTTP's alone stays here: reading off the rest of a
+//! refused body, so a client still sending reads the answer instead of a reset.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,43 +16,19 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use muster_api as wire;
-use muster_core::ArtifactId;
-use muster_store::blobs::{BlobError, ByteStream};
-use muster_store::{ArtifactRecord, ArtifactUploader};
+use muster_core::Principal;
+use muster_service::artifacts::ByteStream;
 
-use crate::extract::{AdminAuth, PathId, RunnerAuth};
-use crate::quota;
+use crate::extract::{PathId, RunnerCaller, UserCaller};
 use crate::state::AppState;
 use crate::{ApiError, Json};
 
-/// How much of a refused upload is still read (and thrown away) before answering 413. A client
-/// is usually still sending when the server refuses; if the server closed the connection on
-/// unread bytes, the client would see a reset instead of the answer. Past this budget the
-/// connection is closed anyway: reading gigabytes to be polite is not worth it.
+/// How much of a refused upload is still read (and thrown away) before answering. A client is
+/// usually still sending when the server refuses; if the server closed the connection on unread
+/// bytes, the client would see a reset instead of the answer. Past this budget the connection
+/// is closed anyway: reading gigabytes to be polite is not worth it.
 const DRAIN_BUDGET: u64 = 16 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(5);
-
-/// Fail with `unknown_artifact` (422) naming the first artifact that is not stored. Each item
-/// is `(field, id)`, the field naming where the request put the id. (An owned list: borrowing
-/// iterators held across the awaits below trip up the handlers' `Send` bounds.)
-pub(crate) async fn ensure_artifacts_exist(
-    state: &AppState,
-    artifacts: Vec<(String, ArtifactId)>,
-) -> Result<(), ApiError> {
-    let mut checked = HashSet::new();
-    for (field, id) in artifacts {
-        if !checked.insert(id) {
-            continue;
-        }
-        // Marks it used, so a collection of unused artifacts cannot take it from the job.
-        if !state.blobs.keep(&id).await? {
-            return Err(ApiError::UnknownArtifact(format!(
-                "{field}: artifact {id} is not stored; upload it first (POST /api/v1/artifacts or /api/v1/runner/artifacts)"
-            )));
-        }
-    }
-    Ok(())
-}
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -84,56 +60,32 @@ async fn drain(body: &mut ByteStream) {
     .await;
 }
 
-/// Store an upload's bytes, charged to `uploader`, within the quotas (see [`crate::quota`]).
 async fn upload(
     state: &AppState,
+    caller: &Principal,
     headers: &HeaderMap,
     body: Body,
-    uploader: ArtifactUploader,
 ) -> Result<Response, ApiError> {
-    let limit = state.config.max_artifact_bytes;
-    let too_large = || {
-        ApiError::PayloadTooLarge(format!(
-            "the artifact is larger than the limit of {limit} bytes (--max-artifact-bytes); nothing was stored"
-        ))
-    };
-    let stream: ByteStream = Box::pin(
+    let mut stream: ByteStream = Box::pin(
         body.into_data_stream()
             .map(|chunk| chunk.map_err(std::io::Error::other)),
     );
     let declared = declared_length(headers);
-    if declared.is_some_and(|declared| declared > limit) {
-        return refuse_before_reading(too_large(), headers, declared, stream).await;
-    }
-    let admission = match quota::admit(state, uploader, declared).await {
-        Ok(admission) => Arc::new(Mutex::new(admission)),
-        Err(error) => return refuse_before_reading(error, headers, declared, stream).await,
-    };
-    let metered = Arc::clone(&admission);
-    // Each chunk is counted against the quotas before the artifact store sees it, so nothing
-    // past a quota is written.
-    let mut stream: ByteStream = Box::pin(stream.map(move |chunk| {
-        let chunk = chunk?;
-        lock(&metered)
-            .receive(chunk.len() as u64)
-            .map_err(|_| std::io::Error::other("the upload passed an artifact quota"))?;
-        Ok(chunk)
-    }));
-    match state.blobs.put(&mut stream, limit).await {
-        Ok(stored) => {
-            if stored.created {
-                let record = ArtifactRecord {
-                    id: stored.id,
-                    size: stored.size,
-                    uploader,
-                    created_at: state.clock.now(),
-                };
-                // Unrecorded, the bytes are stored but charged to nobody until collected.
-                state.store.record_artifact(record).await?;
-                lock(&admission).finish(Some(stored.size));
-            } else {
-                lock(&admission).finish(None);
+    let permit = match state.coordinator.admit_upload(caller, declared).await {
+        Ok(permit) => permit,
+        Err(error) => {
+            // Refused before a byte was read: drained unless announced larger than the budget
+            // (a chunked one up to the budget).
+            if declared.is_none_or(|declared| declared <= DRAIN_BUDGET)
+                && !expects_continue(headers)
+            {
+                drain(&mut stream).await;
             }
+            return Err(error.into());
+        }
+    };
+    match state.coordinator.store_upload(permit, stream).await {
+        Ok(stored) => {
             let status = if stored.created {
                 StatusCode::CREATED
             } else {
@@ -145,53 +97,15 @@ async fn upload(
             };
             Ok((status, Json(artifact)).into_response())
         }
-        Err(BlobError::TooLarge { .. }) => {
-            drain(&mut stream).await;
-            Err(too_large())
-        }
-        Err(error) => {
-            let refusal = lock(&admission).refusal();
-            match refusal {
-                Some(refusal) => {
-                    state
-                        .metrics
-                        .record_artifact_upload_refused(refusal.reason());
-                    drain(&mut stream).await;
-                    Err(refusal.into())
-                }
-                None => Err(error.into()),
-            }
+        Err(mut refused) => {
+            drain(&mut refused.rest).await;
+            Err(refused.error.into())
         }
     }
 }
 
-/// Answer `error` to an upload none of whose bytes were stored. The body is drained unless
-/// announced larger than the budget (a chunked one up to the budget), so the client gets to
-/// read the answer instead of a reset.
-async fn refuse_before_reading(
-    error: ApiError,
-    headers: &HeaderMap,
-    declared: Option<u64>,
-    mut stream: ByteStream,
-) -> Result<Response, ApiError> {
-    if declared.is_none_or(|declared| declared <= DRAIN_BUDGET) && !expects_continue(headers) {
-        drain(&mut stream).await;
-    }
-    Err(error)
-}
-
-fn lock(admission: &Mutex<quota::Admission>) -> std::sync::MutexGuard<'_, quota::Admission> {
-    admission.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-async fn download(state: &AppState, id: &str) -> Result<Response, ApiError> {
-    let id: ArtifactId = id.parse().map_err(|_| {
-        let shown: String = id.chars().take(100).collect();
-        ApiError::NotFound(format!(
-            "artifact '{shown}' not found (ids are sha256: followed by 64 lowercase hex digits)"
-        ))
-    })?;
-    let reader = state.blobs.open(&id).await?;
+async fn download(state: &AppState, caller: &Principal, id: &str) -> Result<Response, ApiError> {
+    let (id, reader) = state.coordinator.open_artifact(caller, id).await?;
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -199,7 +113,7 @@ async fn download(state: &AppState, id: &str) -> Result<Response, ApiError> {
         // The id names the content, so it is a perfect (strong) entity tag.
         .header(header::ETAG, format!("\"{id}\""))
         .body(Body::from_stream(reader.stream))
-        .map_err(|error| ApiError::Internal(format!("build the download answer: {error}")))
+        .map_err(|error| ApiError::internal(format!("build the download answer: {error}")))
 }
 
 /// Upload an artifact: the request body is its bytes, streamed. Answers its content id.
@@ -214,13 +128,11 @@ async fn download(state: &AppState, id: &str) -> Result<Response, ApiError> {
     security(("admin_token" = [])))]
 pub(crate) async fn upload_artifact(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    UserCaller(caller): UserCaller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    // Charged to the totals only, until user tokens (and their organizations) arrive to be
-    // charged: then the caller's identity goes here.
-    upload(&state, &headers, body, ArtifactUploader::User).await
+    upload(&state, &caller, &headers, body).await
 }
 
 /// Download an artifact's bytes.
@@ -237,10 +149,10 @@ pub(crate) async fn upload_artifact(
     security(("admin_token" = [])))]
 pub(crate) async fn download_artifact(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    UserCaller(caller): UserCaller,
     PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    download(&state, &id).await
+    download(&state, &caller, &id).await
 }
 
 /// Upload an artifact as a runner (for example a job's output, before recording it).
@@ -255,11 +167,11 @@ pub(crate) async fn download_artifact(
     security(("runner_token" = [])))]
 pub(crate) async fn runner_upload_artifact(
     State(state): State<AppState>,
-    RunnerAuth(runner): RunnerAuth,
+    RunnerCaller(caller): RunnerCaller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    upload(&state, &headers, body, ArtifactUploader::Runner(runner)).await
+    upload(&state, &caller, &headers, body).await
 }
 
 /// Download an artifact as a runner (for example a job's input).
@@ -276,8 +188,8 @@ pub(crate) async fn runner_upload_artifact(
     security(("runner_token" = [])))]
 pub(crate) async fn runner_download_artifact(
     State(state): State<AppState>,
-    _runner: RunnerAuth,
+    RunnerCaller(caller): RunnerCaller,
     PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    download(&state, &id).await
+    download(&state, &caller, &id).await
 }

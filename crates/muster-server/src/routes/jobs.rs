@@ -1,4 +1,5 @@
-//! User routes for jobs: submit, list, show, cancel, retry, logs (paged or live), DAG.
+//! User routes for jobs: submit, list, show, cancel, retry, logs (paged or live), DAG. Each
+//! parses, calls the coordinator, and converts.
 
 use std::convert::Infallible;
 
@@ -6,98 +7,20 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
+use futures::StreamExt;
 use muster_api as wire;
-use muster_core::{JobId, JobPolicy, JobRecord, JobSpec, JobState, NewJob, pending_reason};
-use muster_store::{JobFilter, PageRequest};
-use rand::Rng;
+use muster_core::JobId;
+use muster_service::jobs::{JobQuery, LogStreamEvent};
+use muster_store::JobFilter;
 use serde::Deserialize;
 
 use crate::convert::{
-    artifact_id_from_wire, capabilities_from_wire, job_to_wire, log_entry_to_wire, state_from_wire,
-    time_from_wire,
+    job_submission_from_wire, log_entry_to_wire, state_from_wire, state_to_wire, view_to_wire,
 };
-use crate::extract::{AdminAuth, JsonBody, PathId, QueryParams, parse_id};
-use crate::routes::artifacts::ensure_artifacts_exist;
+use crate::error::error_body;
+use crate::extract::{JsonBody, PathId, QueryParams, UserCaller, parse_id};
 use crate::state::AppState;
 use crate::{ApiError, Json};
-
-use muster_api::limits::{
-    DEFAULT_LOG_PAGE_LIMIT, DEFAULT_PAGE_LIMIT, MAX_BATCH_SUBMIT, MAX_LOG_PAGE_LIMIT,
-    MAX_PAGE_LIMIT,
-};
-
-/// Render jobs for users, explaining why pending ones wait.
-pub(crate) async fn jobs_to_wire(state: &AppState, jobs: Vec<JobRecord>) -> Vec<wire::Job> {
-    let needs_reasons = jobs.iter().any(|job| job.state() == JobState::Pending);
-    let runners = if needs_reasons {
-        Some(state.runner_view.snapshots(state).await)
-    } else {
-        None
-    };
-    let now = state.clock.now();
-    jobs.into_iter()
-        .map(|job| {
-            let reason = match (&runners, job.state()) {
-                (Some(runners), JobState::Pending) => pending_reason(
-                    &job.kind,
-                    &job.requirements,
-                    job.lifecycle.run_after,
-                    now,
-                    runners,
-                ),
-                _ => None,
-            };
-            job_to_wire(job, reason)
-        })
-        .collect()
-}
-
-pub(crate) async fn job_to_user(state: &AppState, job: JobRecord) -> wire::Job {
-    jobs_to_wire(state, vec![job])
-        .await
-        .pop()
-        .expect("one job in, one job out")
-}
-
-fn new_job_from_wire(request: wire::SubmitJob, state: &AppState) -> Result<NewJob, ApiError> {
-    let defaults = JobSpec::with_defaults(request.kind.clone());
-    let inputs = request
-        .inputs
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(index, id)| artifact_id_from_wire(id, &format!("inputs[{index}]")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let spec = JobSpec {
-        kind: request.kind,
-        payload: request.payload.unwrap_or(defaults.payload),
-        priority: request.priority.unwrap_or(defaults.priority),
-        requirements: request
-            .requirements
-            .map(capabilities_from_wire)
-            .unwrap_or_default(),
-        policy: JobPolicy {
-            max_attempts: request.max_attempts.unwrap_or(defaults.policy.max_attempts),
-            timeout_s: request.timeout_s.unwrap_or(defaults.policy.timeout_s),
-            lease_ttl_s: request.lease_ttl_s.unwrap_or(defaults.policy.lease_ttl_s),
-            backoff_base_s: request
-                .backoff_base_s
-                .unwrap_or(defaults.policy.backoff_base_s),
-        },
-        run_after: request.run_after.map(time_from_wire),
-        idempotency_key: request.idempotency_key,
-        inputs,
-    };
-    spec.validate()
-        .map_err(|error| ApiError::InvalidInput(error.to_string()))?;
-    let now = state.clock.now();
-    Ok(NewJob {
-        id: JobId::new(now, rand::rng().random()),
-        created_at: now,
-        spec,
-    })
-}
 
 /// Submit a job.
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = wire::SubmitJob,
@@ -109,32 +32,17 @@ fn new_job_from_wire(request: wire::SubmitJob, state: &AppState) -> Result<NewJo
     security(("admin_token" = [])))]
 pub(crate) async fn submit_job(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    UserCaller(caller): UserCaller,
     JsonBody(request): JsonBody<wire::SubmitJob>,
 ) -> Result<Response, ApiError> {
-    let new_job = new_job_from_wire(request, &state)?;
-    // Checked before anything is stored, so a job naming a missing artifact is never created.
-    ensure_artifacts_exist(
-        &state,
-        new_job
-            .spec
-            .inputs
-            .iter()
-            .enumerate()
-            .map(|(index, id)| (format!("inputs[{index}]"), *id))
-            .collect(),
-    )
-    .await?;
-    let mut submitted = state.store.submit_jobs(vec![new_job]).await?;
-    let submitted = submitted
-        .pop()
-        .ok_or_else(|| ApiError::Internal("store answered no job for one submitted".into()))?;
+    let submission = job_submission_from_wire(request, "")?;
+    let submitted = state.coordinator.submit(&caller, submission).await?;
     let status = if submitted.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(job_to_user(&state, submitted.job).await)).into_response())
+    Ok((status, Json(view_to_wire(submitted.view))).into_response())
 }
 
 /// Submit up to 1000 jobs in one commit (all or none).
@@ -146,52 +54,20 @@ pub(crate) async fn submit_job(
     security(("admin_token" = [])))]
 pub(crate) async fn submit_jobs(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    UserCaller(caller): UserCaller,
     JsonBody(request): JsonBody<wire::SubmitJobs>,
 ) -> Result<(StatusCode, Json<wire::JobList>), ApiError> {
-    if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH_SUBMIT {
-        return Err(ApiError::InvalidInput(format!(
-            "jobs: between 1 and {MAX_BATCH_SUBMIT} jobs per batch"
-        )));
-    }
-    let new_jobs = request
+    let submissions = request
         .jobs
         .into_iter()
         .enumerate()
-        .map(|(index, job)| {
-            new_job_from_wire(job, &state)
-                .map_err(|error| ApiError::InvalidInput(format!("jobs[{index}]: {error}")))
-        })
+        .map(|(index, job)| job_submission_from_wire(job, &format!("jobs[{index}]: ")))
         .collect::<Result<Vec<_>, _>>()?;
-    ensure_artifacts_exist(
-        &state,
-        new_jobs
-            .iter()
-            .enumerate()
-            .flat_map(|(job, new_job)| {
-                new_job
-                    .spec
-                    .inputs
-                    .iter()
-                    .enumerate()
-                    .map(move |(index, id)| (format!("jobs[{job}].inputs[{index}]"), *id))
-            })
-            .collect(),
-    )
-    .await?;
-    let submitted = state.store.submit_jobs(new_jobs).await?;
-    let items = jobs_to_wire(
-        &state,
-        submitted
-            .into_iter()
-            .map(|submitted| submitted.job)
-            .collect(),
-    )
-    .await;
+    let views = state.coordinator.submit_many(&caller, submissions).await?;
     Ok((
         StatusCode::CREATED,
         Json(wire::JobList {
-            items,
+            items: views.into_iter().map(view_to_wire).collect(),
             next_cursor: None,
         }),
     ))
@@ -207,22 +83,6 @@ pub(crate) struct ListJobsQuery {
     cursor: Option<String>,
 }
 
-pub(crate) fn page_request(
-    limit: Option<u32>,
-    cursor: Option<String>,
-) -> Result<PageRequest, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
-    if limit == 0 || limit > MAX_PAGE_LIMIT {
-        return Err(ApiError::InvalidInput(format!(
-            "query parameter 'limit': must be between 1 and {MAX_PAGE_LIMIT}"
-        )));
-    }
-    Ok(PageRequest {
-        limit,
-        cursor: cursor.filter(|cursor| !cursor.is_empty()),
-    })
-}
-
 /// List jobs, newest first.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(crate::openapi::ListJobsParameters),
     responses(
@@ -232,21 +92,21 @@ pub(crate) fn page_request(
     security(("admin_token" = [])))]
 pub(crate) async fn list_jobs(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    UserCaller(caller): UserCaller,
     QueryParams(query): QueryParams<ListJobsQuery>,
 ) -> Result<Json<wire::JobList>, ApiError> {
-    let filter = JobFilter {
-        state: query.state.map(state_from_wire),
-        kind: query.kind,
-        runner_id: query.runner_id.map(muster_core::RunnerId),
+    let query = JobQuery {
+        filter: JobFilter {
+            state: query.state.map(state_from_wire),
+            kind: query.kind,
+            runner_id: query.runner_id.map(muster_core::RunnerId),
+        },
+        limit: query.limit,
+        cursor: query.cursor,
     };
-    let page = state
-        .store
-        .list_jobs(filter, page_request(query.limit, query.cursor)?)
-        .await?;
-    let items = jobs_to_wire(&state, page.items).await;
+    let page = state.coordinator.list_jobs(&caller, query).await?;
     Ok(Json(wire::JobList {
-        items,
+        items: page.items.into_iter().map(view_to_wire).collect(),
         next_cursor: page.next_cursor,
     }))
 }
@@ -260,12 +120,12 @@ pub(crate) async fn list_jobs(
     security(("admin_token" = [])))]
 pub(crate) async fn get_job(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    UserCaller(caller): UserCaller,
     PathId(id): PathId,
 ) -> Result<Json<wire::Job>, ApiError> {
     let id = JobId(parse_id(&id, "job")?);
-    let job = state.store.get_job(id).await?;
-    Ok(Json(job_to_user(&state, job).await))
+    let view = state.coordinator.get_job(&caller, id).await?;
+    Ok(Json(view_to_wire(view)))
 }
 
 /// Cancel a job: a pending job ends `cancelled`, a claimed or running one goes to `cancelling`
@@ -278,17 +138,12 @@ pub(crate) async fn get_job(
     security(("admin_token" = [])))]
 pub(crate) async fn cancel_job(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    UserCaller(caller): UserCaller,
     PathId(id): PathId,
 ) -> Result<Json<wire::Job>, ApiError> {
     let id = JobId(parse_id(&id, "job")?);
-    let grace_ms = state.config.cancel_grace.as_millis() as i64;
-    let job = state
-        .store
-        .cancel_job(id, grace_ms, state.clock.now())
-        .await?;
-    state.job_changes.changed(id);
-    Ok(Json(job_to_user(&state, job).await))
+    let view = state.coordinator.cancel_job(&caller, id).await?;
+    Ok(Json(view_to_wire(view)))
 }
 
 /// Put a failed or cancelled job back in the queue with a fresh allowance of attempts.
@@ -300,12 +155,12 @@ pub(crate) async fn cancel_job(
     security(("admin_token" = [])))]
 pub(crate) async fn retry_job(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    UserCaller(caller): UserCaller,
     PathId(id): PathId,
 ) -> Result<Json<wire::Job>, ApiError> {
     let id = JobId(parse_id(&id, "job")?);
-    let job = state.store.retry_job(id, state.clock.now()).await?;
-    Ok(Json(job_to_user(&state, job).await))
+    let view = state.coordinator.retry_job(&caller, id).await?;
+    Ok(Json(view_to_wire(view)))
 }
 
 /// The paging of a log read, as `crate::openapi::LogsParameters` describes it.
@@ -329,18 +184,12 @@ pub(crate) struct LogsQuery {
     security(("admin_token" = [])))]
 pub(crate) async fn job_logs(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    UserCaller(caller): UserCaller,
     PathId(id): PathId,
     QueryParams(query): QueryParams<LogsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = JobId(parse_id(&id, "job")?);
-    let limit = query.limit.unwrap_or(DEFAULT_LOG_PAGE_LIMIT);
-    if limit == 0 || limit > MAX_LOG_PAGE_LIMIT {
-        return Err(ApiError::InvalidInput(format!(
-            "query parameter 'limit': must be between 1 and {MAX_LOG_PAGE_LIMIT}"
-        )));
-    }
     let wants_stream = headers
         .get(header::ACCEPT)
         .and_then(|value| value.to_str().ok())
@@ -351,101 +200,48 @@ pub(crate) async fn job_logs(
         .and_then(|value| value.to_str().ok())
         .and_then(|text| text.parse::<u64>().ok());
     let after_seq = resume_after.or(query.after_seq);
-    // Watching starts before the first read, so nothing written in between is missed.
-    let mut watch = wants_stream.then(|| state.job_changes.watch(id));
-    if let Some(watch) = watch.as_mut() {
-        watch.mark_seen();
-    }
-    let page = state.store.read_logs(id, after_seq, limit).await?;
-    let Some(watch) = watch else {
-        let items = page.items.into_iter().map(log_entry_to_wire).collect();
+    if !wants_stream {
+        let page = state
+            .coordinator
+            .read_logs(&caller, id, after_seq, query.limit)
+            .await?;
         return Ok(Json(wire::LogPage {
-            items,
+            items: page.items.into_iter().map(log_entry_to_wire).collect(),
             next_seq: page.next_seq,
         })
         .into_response());
-    };
-    let stream = follow_logs(state, id, watch, page);
-    Ok(Sse::new(stream)
+    }
+    let events = state
+        .coordinator
+        .follow_logs(&caller, id, after_seq, query.limit)
+        .await?;
+    Ok(Sse::new(events.map(sse_event))
         .keep_alive(KeepAlive::default())
         .into_response())
 }
 
-/// Entries as they arrive until the job is finished and its log drained. Between changes the
-/// stream reads nothing: it waits for its job's change signal (moved by this coordinator's own
-/// writes, and with a shared database by the watcher of other coordinators' writes).
-fn follow_logs(
-    state: AppState,
-    id: JobId,
-    mut watch: crate::state::JobWatch,
-    first: muster_store::LogPage,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    async_stream_from(move |sender| async move {
-        let mut page = first;
-        loop {
-            let drained = page.items.is_empty();
-            for entry in page.items.drain(..) {
-                let seq = entry.seq;
-                let data = serde_json::to_string(&log_entry_to_wire(entry)).unwrap_or_default();
-                if sender
-                    .send(Event::default().event("log").id(seq.to_string()).data(data))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            if drained && page.job_finished {
-                let job = match state.store.get_job(id).await {
-                    Ok(job) => {
-                        serde_json::json!({"id": id.to_string(), "state": job.state().as_str()})
-                    }
-                    Err(_) => serde_json::json!({"id": id.to_string()}),
-                };
-                let _ = sender
-                    .send(Event::default().event("end").data(job.to_string()))
-                    .await;
-                return;
-            }
-            if drained {
-                // Stop when the client went away or the coordinator stops: an open stream
-                // must neither wait forever for nobody nor hold up a graceful shutdown.
-                tokio::select! {
-                    _ = watch.changed() => {}
-                    _ = sender.closed() => return,
-                    _ = state.shutdown.cancelled() => return,
-                }
-            }
-            watch.mark_seen();
-            let after = page.next_seq.checked_sub(1);
-            page = match state.store.read_logs(id, after, 1000).await {
-                Ok(next) => next,
-                Err(error) => {
-                    tracing::warn!(%error, job = %id, "failed to read logs for a live stream; closing it");
-                    let body = crate::ApiError::from(error).body();
-                    let _ = sender
-                        .send(
-                            Event::default()
-                                .event("error")
-                                .data(serde_json::to_string(&body).unwrap_or_default()),
-                        )
-                        .await;
-                    return;
-                }
-            };
+/// A live log stream's event as server-sent events carry it: `log` with the entry's `seq` as
+/// its id, then `end` with the job's state (or `error`).
+fn sse_event(event: LogStreamEvent) -> Result<Event, Infallible> {
+    Ok(match event {
+        LogStreamEvent::Entry(entry) => {
+            let seq = entry.seq;
+            let data = serde_json::to_string(&log_entry_to_wire(entry)).unwrap_or_default();
+            Event::default().event("log").id(seq.to_string()).data(data)
         }
+        LogStreamEvent::End { job, state } => {
+            let data = match state {
+                Some(state) => {
+                    serde_json::json!({"id": job.to_string(), "state": state_to_wire(state)})
+                }
+                None => serde_json::json!({"id": job.to_string()}),
+            };
+            Event::default().event("end").data(data.to_string())
+        }
+        LogStreamEvent::Failed(error) => Event::default()
+            .event("error")
+            .data(serde_json::to_string(&error_body(&error)).unwrap_or_default()),
     })
-}
-
-/// A stream fed by a task: the task ends when the client goes away (its sends fail).
-fn async_stream_from<F, Fut>(produce: F) -> impl Stream<Item = Result<Event, Infallible>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (sender, receiver) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(produce(sender));
-    futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(receiver), Ok)
 }
 
 /// The step DAG its runner last synced (empty when none was).
@@ -457,12 +253,9 @@ where
     security(("admin_token" = [])))]
 pub(crate) async fn job_dag(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    UserCaller(caller): UserCaller,
     PathId(id): PathId,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = JobId(parse_id(&id, "job")?);
-    let dag = state.store.read_dag(id).await?;
-    Ok(Json(dag.unwrap_or_else(
-        || serde_json::json!({"nodes": [], "edges": []}),
-    )))
+    Ok(Json(state.coordinator.read_dag(&caller, id).await?))
 }

@@ -3,8 +3,7 @@
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use muster_core::runner_status;
-use muster_store::PageRequest;
+use muster_service::operations::ProcessFigures;
 
 use crate::state::AppState;
 use crate::{ApiError, Json};
@@ -27,18 +26,9 @@ pub(crate) async fn healthz() -> Json<Status> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "ready", body = Status), crate::openapi::StoreErrors))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
-    if state.shutdown.is_cancelled() {
-        return Err(ApiError::Unavailable(
-            "the coordinator is shutting down".into(),
-        ));
-    }
-    state.store.ping().await?;
+    state.coordinator.readiness().await?;
     Ok(Json(Status { status: "ready" }))
 }
-
-/// Runners whose artifact usage `/metrics` shows: the ones charged the most, so the number of
-/// series stays small however many runners there are, and a runner nearing its quota shows.
-const LARGEST_UPLOADERS_SHOWN: u32 = 10;
 
 /// Prometheus metrics: queue depth by kind and state, claims, completions, failures by reason,
 /// claim wait, runners by status.
@@ -48,40 +38,10 @@ const LARGEST_UPLOADERS_SHOWN: u32 = 10;
         crate::openapi::StoreErrors,
     ))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let mut depths = state.store.active_job_counts().await?;
-    depths.extend(state.finished_counts.get(state.store.as_ref()).await?);
-    let now = state.clock.now();
-    let offline_after = state.config.runner_offline_after_ms();
-    let mut statuses = Vec::new();
-    let mut cursor = None;
-    loop {
-        // Statuses need no counts of held jobs, which PostgreSQL would read per runner.
-        let page = state
-            .store
-            .list_runners_for_matching(PageRequest {
-                limit: 1000,
-                cursor,
-            })
-            .await?;
-        statuses.extend(
-            page.items.iter().map(|runner| {
-                runner_status(runner.last_seen_at, runner.draining, offline_after, now)
-            }),
-        );
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    let artifacts = state.store.artifact_usage(None).await?.all;
-    let largest_uploaders = state
-        .store
-        .largest_artifact_uploaders(LARGEST_UPLOADERS_SHOWN)
-        .await?;
-    state
-        .metrics
-        .set_artifact_usage(artifacts, &largest_uploaders);
-    let text = state.metrics.render(&depths, &statuses);
+    let process = ProcessFigures {
+        log_lines_lost: crate::logging::lines_lost(),
+    };
+    let text = state.coordinator.metrics_text(process).await?;
     Ok((
         StatusCode::OK,
         [(

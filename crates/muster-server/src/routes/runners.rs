@@ -1,29 +1,16 @@
-//! Admin routes for the runner registry.
+//! Admin routes for the runner registry: each parses, calls the coordinator, and converts.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use muster_api as wire;
-use muster_core::{RunnerId, RunnerRecord, runner_status};
-use muster_store::NewRunner;
-use rand::Rng;
+use muster_core::RunnerId;
+use muster_service::runners::RunnerRegistration;
 use serde::Deserialize;
 
-use crate::auth::{hash_token, new_runner_token};
 use crate::convert::runner_to_wire;
-use crate::extract::{AdminAuth, JsonBody, PathId, QueryParams, parse_id};
-use crate::routes::jobs::page_request;
+use crate::extract::{JsonBody, PathId, QueryParams, UserCaller, parse_id};
 use crate::state::AppState;
 use crate::{ApiError, Json};
-
-fn runner_for_user(state: &AppState, runner: RunnerRecord) -> wire::Runner {
-    let status = runner_status(
-        runner.last_seen_at,
-        runner.draining,
-        state.config.runner_offline_after_ms(),
-        state.clock.now(),
-    );
-    runner_to_wire(runner, status)
-}
 
 /// Register a runner. The answer holds its token, shown this once.
 #[utoipa::path(post, path = "/api/v1/runners", tag = "runners", request_body = wire::CreateRunner,
@@ -34,36 +21,23 @@ fn runner_for_user(state: &AppState, runner: RunnerRecord) -> wire::Runner {
     security(("admin_token" = [])))]
 pub(crate) async fn create_runner(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    UserCaller(caller): UserCaller,
     JsonBody(request): JsonBody<wire::CreateRunner>,
 ) -> Result<(StatusCode, Json<wire::CreatedRunner>), ApiError> {
-    let invalid = |error: muster_core::JobSpecError| ApiError::InvalidInput(error.to_string());
-    let name = muster_core::runner_name(&request.name).map_err(invalid)?;
-    let labels = muster_core::Capabilities {
+    let registration = RunnerRegistration {
+        name: request.name,
         labels: request.labels,
-        ..Default::default()
-    };
-    labels.validate("").map_err(invalid)?;
-    if let Some(organization_id) = &request.organization_id {
-        muster_core::check_organization_id(organization_id).map_err(invalid)?;
-    }
-    let token = new_runner_token();
-    let now = state.clock.now();
-    let new_runner = NewRunner {
-        id: RunnerId::new(now, rand::rng().random()),
-        name,
-        labels: labels.labels,
         organization_id: request.organization_id,
-        token_hash: hash_token(&token),
-        created_at: now,
     };
-    let runner = state.store.create_runner(new_runner).await?;
-    state.runner_view.invalidate();
+    let registered = state
+        .coordinator
+        .create_runner(&caller, registration)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(wire::CreatedRunner {
-            runner: runner_for_user(&state, runner),
-            token,
+            runner: runner_to_wire(registered.view),
+            token: registered.token,
         }),
     ))
 }
@@ -84,20 +58,15 @@ pub(crate) struct ListRunnersQuery {
     security(("admin_token" = [])))]
 pub(crate) async fn list_runners(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    UserCaller(caller): UserCaller,
     QueryParams(query): QueryParams<ListRunnersQuery>,
 ) -> Result<Json<wire::RunnerList>, ApiError> {
     let page = state
-        .store
-        .list_runners(page_request(query.limit, query.cursor)?)
+        .coordinator
+        .list_runners(&caller, query.limit, query.cursor)
         .await?;
-    let items = page
-        .items
-        .into_iter()
-        .map(|runner| runner_for_user(&state, runner))
-        .collect();
     Ok(Json(wire::RunnerList {
-        items,
+        items: page.items.into_iter().map(runner_to_wire).collect(),
         next_cursor: page.next_cursor,
     }))
 }
@@ -111,12 +80,12 @@ pub(crate) async fn list_runners(
     security(("admin_token" = [])))]
 pub(crate) async fn get_runner(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    UserCaller(caller): UserCaller,
     PathId(id): PathId,
 ) -> Result<Json<wire::Runner>, ApiError> {
     let id = RunnerId(parse_id(&id, "runner")?);
-    let runner = state.store.get_runner(id).await?;
-    Ok(Json(runner_for_user(&state, runner)))
+    let view = state.coordinator.get_runner(&caller, id).await?;
+    Ok(Json(runner_to_wire(view)))
 }
 
 /// Delete a runner: its token stops working and the attempts it holds fail as lost leases.
@@ -128,15 +97,10 @@ pub(crate) async fn get_runner(
     security(("admin_token" = [])))]
 pub(crate) async fn delete_runner(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    UserCaller(caller): UserCaller,
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     let id = RunnerId(parse_id(&id, "runner")?);
-    let released = state.store.delete_runner(id, state.clock.now()).await?;
-    state.auth.forget_runner(id);
-    for job in released {
-        state.job_changes.changed(job);
-    }
-    state.runner_view.invalidate();
+    state.coordinator.delete_runner(&caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

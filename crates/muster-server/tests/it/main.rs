@@ -13,6 +13,7 @@ mod https;
 mod jobs;
 mod logs;
 mod ops;
+mod parity;
 mod postgres;
 mod protocol;
 mod quotas;

@@ -90,9 +90,8 @@ fn assert_stored(reply: &Reply, status: u16) {
 
 async fn usage(server: &TestServer, runner: Option<RunnerId>) -> ArtifactUsageReport {
     server
-        .state
-        .store
-        .artifact_usage(runner)
+        .coordinator
+        .artifact_usage(&muster_core::Principal::BootstrapAdmin, runner)
         .await
         .expect("read artifact usage")
 }

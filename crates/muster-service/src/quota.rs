@@ -23,9 +23,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use muster_core::RunnerId;
 use muster_store::ArtifactUploader;
 
-use crate::ApiError;
+use crate::Coordinator;
+use crate::ServiceError;
 use crate::config::DiskReserve;
-use crate::state::AppState;
 
 /// Without a `Content-Length`, an upload reserves this much ahead of the bytes it has received,
 /// so a gigabyte does not take the lock for every network chunk.
@@ -272,26 +272,26 @@ impl std::fmt::Debug for Admission {
 /// with the quota it would pass. Reads the store's totals and, for a local artifact directory,
 /// its free space; reserves `declared` bytes.
 pub(crate) async fn admit(
-    state: &AppState,
+    coordinator: &Coordinator,
     uploader: ArtifactUploader,
     declared: Option<u64>,
-) -> Result<Admission, ApiError> {
-    let quotas = state.config.artifact_quotas;
+) -> Result<Admission, ServiceError> {
+    let quotas = coordinator.config.artifact_quotas;
     let runner = uploader.runner();
-    let mut admission = Admission::join(&state.uploads_in_flight, runner);
+    let mut admission = Admission::join(&coordinator.uploads_in_flight, runner);
     // Read after joining: an upload settling meanwhile is then either in what the store
     // answers or in what settled since, never in neither.
     let runner_limited =
         runner.is_some() && (quotas.runner_bytes.is_some() || quotas.runner_count.is_some());
     let usage = if runner_limited || quotas.total_bytes.is_some() || quotas.total_count.is_some() {
-        state.store.artifact_usage(runner).await?
+        coordinator.store.artifact_usage(runner).await?
     } else {
         muster_store::ArtifactUsageReport::default()
     };
     let space = if quotas.disk_reserve.is_zero() {
         None
     } else {
-        state.blobs.storage_space().await?
+        coordinator.blobs.storage_space().await?
     };
 
     let mut counts = Vec::new();
@@ -350,10 +350,10 @@ pub(crate) async fn admit(
     }
     match admission.check_and_reserve(&counts, declared.unwrap_or(0)) {
         Some(refusal) => {
-            state
+            coordinator
                 .metrics
                 .record_artifact_upload_refused(refusal.reason());
-            Err(ApiError::from(refusal))
+            Err(ServiceError::from(refusal))
         }
         None => Ok(admission),
     }
@@ -515,5 +515,15 @@ impl Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         self.finish(None);
+    }
+}
+
+impl From<QuotaRefusal> for ServiceError {
+    fn from(refusal: QuotaRefusal) -> ServiceError {
+        let code = match refusal {
+            QuotaRefusal::Quota { .. } => muster_core::ErrorCode::ArtifactQuotaExceeded,
+            QuotaRefusal::DiskReserve { .. } => muster_core::ErrorCode::InsufficientStorage,
+        };
+        ServiceError::new(code, refusal.message())
     }
 }

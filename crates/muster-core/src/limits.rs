@@ -1,6 +1,6 @@
-//! Limits of the HTTP protocol itself (page sizes, batch sizes, the longest long poll), which
-//! the server enforces and its OpenAPI document states. Limits of the domain (a kind's length,
-//! a job's attempts, ...) are `muster-core`'s.
+//! Limits of the protocol (page sizes, batch sizes, the longest long poll, a DAG's size), which
+//! the coordinator enforces whatever the front end and the OpenAPI document states. Limits of a
+//! job or a name (a kind's length, a job's attempts, ...) are beside the rules they bound.
 
 /// A list's page size when the caller names none.
 pub const DEFAULT_PAGE_LIMIT: u32 = 50;
@@ -28,3 +28,5 @@ pub const MAX_HEARTBEAT_JOBS: usize = 10_000;
 pub const MAX_PROGRESS_MESSAGE_LEN: usize = 4096;
 /// Nodes, and separately edges, one DAG may have.
 pub const MAX_DAG_NODES: usize = 100_000;
+/// The longest failure message kept, in characters; longer ones are cut.
+pub const MAX_FAILURE_MESSAGE_LEN: usize = 16 * 1024;

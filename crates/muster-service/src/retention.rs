@@ -10,9 +10,8 @@ use std::time::Duration;
 use muster_core::Timestamp;
 use muster_store::blobs::BlobError;
 use muster_store::{Store, StoreError};
-use tokio_util::sync::CancellationToken;
 
-use crate::state::AppState;
+use crate::Coordinator;
 
 /// Jobs walked per store call: each call is one short transaction, so claims and completions
 /// running beside a large first prune wait on no long lock.
@@ -77,9 +76,9 @@ impl Outage {
     }
 }
 
-pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
-    let jobs_retention = state.config.retain_finished_jobs;
-    let artifacts_retention = state.config.retain_unused_artifacts;
+pub(crate) async fn run(coordinator: Coordinator) {
+    let jobs_retention = coordinator.config.retain_finished_jobs;
+    let artifacts_retention = coordinator.config.retain_unused_artifacts;
     let tick = match (jobs_retention, artifacts_retention) {
         (None, None) => return,
         (Some(retention), _) => prune_interval(retention),
@@ -98,13 +97,13 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
     let mut next_collection = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = coordinator.shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
         if let Some(retention) = jobs_retention {
             let outcome = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                outcome = prune_once(&state, retention, PAUSE_BETWEEN_CALLS) => outcome,
+                _ = coordinator.shutdown.cancelled() => return,
+                outcome = prune_once(&coordinator, retention, PAUSE_BETWEEN_CALLS) => outcome,
             };
             pruning.note(outcome, prune_interval(retention));
         }
@@ -112,8 +111,8 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
             && tokio::time::Instant::now() >= next_collection
         {
             let outcome = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                outcome = collect_once(&state, retention) => outcome,
+                _ = coordinator.shutdown.cancelled() => return,
+                outcome = collect_once(&coordinator, retention) => outcome,
             };
             let every = collect_interval(retention);
             collecting.note(outcome, every);
@@ -127,11 +126,11 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
 /// jobs were read was marked used at most a request's time before, so the marks the deletions
 /// re-check must be younger than the retention minus the pass's own length.
 pub(crate) async fn collect_once(
-    state: &AppState,
+    coordinator: &Coordinator,
     retention: Duration,
 ) -> Result<CollectionReport, CollectionError> {
     let mut report = CollectionReport::default();
-    let candidates = state
+    let candidates = coordinator
         .blobs
         .unused_for(retention)
         .await
@@ -143,7 +142,7 @@ pub(crate) async fn collect_once(
     // (At least a minute, for the short retentions tests use.)
     let time_limit = (retention / 4).max(Duration::from_secs(60));
     // Read after listing: a job written after this read named its artifacts after marking them.
-    let named = state
+    let named = coordinator
         .store
         .named_artifacts()
         .await
@@ -160,26 +159,26 @@ pub(crate) async fn collect_once(
         // stay: a crash in between leaves stored bytes charged to nobody until they are
         // collected, never a charge for bytes that are gone; and an upload that stores the same
         // bytes anew once they are deleted records a charge of its own, which nothing here takes.
-        let record = state
+        let record = coordinator
             .store
             .take_artifact_record(*id)
             .await
             .map_err(CollectionError::Store)?;
-        match state.blobs.delete_unused(id, retention).await {
+        match coordinator.blobs.delete_unused(id, retention).await {
             Ok(Some(bytes)) => {
                 report.artifacts += 1;
                 report.bytes += bytes;
-                state.metrics.record_artifact_collected(bytes);
+                coordinator.metrics.record_artifact_collected(bytes);
             }
             // Used meanwhile, or deleted by another coordinator's collection.
             Ok(None) => {
                 if let Some(record) = record {
-                    put_back_record(state, record).await?;
+                    put_back_record(coordinator, record).await?;
                 }
             }
             Err(error) => {
                 if let Some(record) = record
-                    && let Err(put_back) = put_back_record(state, record).await
+                    && let Err(put_back) = put_back_record(coordinator, record).await
                 {
                     let put_back = format!("{:#}", anyhow::Error::new(put_back));
                     tracing::warn!(artifact = %id, error = %put_back, "cannot put back the record of an artifact the collection kept; it is charged to nobody until collected");
@@ -201,16 +200,16 @@ pub(crate) async fn collect_once(
 
 /// Record `record` again if its bytes are still stored.
 async fn put_back_record(
-    state: &AppState,
+    coordinator: &Coordinator,
     record: muster_store::ArtifactRecord,
 ) -> Result<(), CollectionError> {
-    if state
+    if coordinator
         .blobs
         .exists(&record.id)
         .await
         .map_err(CollectionError::Blobs)?
     {
-        state
+        coordinator
             .store
             .record_artifact(record)
             .await
@@ -222,17 +221,20 @@ async fn put_back_record(
 /// One pass over every job that may be past its retention; answers how many were deleted. An
 /// error is for the caller to report.
 pub(crate) async fn prune_once(
-    state: &AppState,
+    coordinator: &Coordinator,
     retention: Duration,
     pause_between_calls: Duration,
 ) -> Result<u64, StoreError> {
     let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let finished_before = state.clock.now().plus_millis(retention_ms.saturating_neg());
+    let finished_before = coordinator
+        .clock
+        .now()
+        .plus_millis(retention_ms.saturating_neg());
     let deleted = delete_finished_before(
-        state.store.as_ref(),
+        coordinator.store.as_ref(),
         finished_before,
         pause_between_calls,
-        |count| state.metrics.record_jobs_pruned(count),
+        |count| coordinator.metrics.record_jobs_pruned(count),
     )
     .await?;
     if deleted > 0 {

@@ -2,23 +2,22 @@
 //! stays claimed or running forever.
 
 use muster_core::FailureReason;
-use tokio_util::sync::CancellationToken;
 
-use crate::state::AppState;
+use crate::Coordinator;
 
 /// Jobs handled per store call; a pass repeats while calls come back full.
 const REAP_BATCH: u32 = 500;
 
-pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(state.config.reap_interval);
+pub(crate) async fn run(coordinator: Coordinator) {
+    let mut interval = tokio::time::interval(coordinator.config.reap_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_healthy = true;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = coordinator.shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let outcome = reap_once(&state).await;
+        let outcome = reap_once(&coordinator).await;
         // One line when passes start failing (the store is down) and one when they work again,
         // not one per tick.
         match (&outcome, was_healthy) {
@@ -34,21 +33,25 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
 }
 
 /// One pass; an error is for the caller to report (the next tick tries again).
-pub(crate) async fn reap_once(state: &AppState) -> Result<(), muster_store::StoreError> {
+pub(crate) async fn reap_once(coordinator: &Coordinator) -> Result<(), muster_store::StoreError> {
     loop {
-        match state.store.reap(state.clock.now(), REAP_BATCH).await {
+        match coordinator
+            .store
+            .reap(coordinator.clock.now(), REAP_BATCH)
+            .await
+        {
             Ok(report) => {
-                state
+                coordinator
                     .metrics
                     .record_failure(FailureReason::LeaseExpired, u64::from(report.lease_expired));
-                state
+                coordinator
                     .metrics
                     .record_failure(FailureReason::TimedOut, u64::from(report.timed_out));
-                state
+                coordinator
                     .metrics
                     .record_failure(FailureReason::Cancelled, u64::from(report.cancels_finished));
                 for job in &report.changed_jobs {
-                    state.job_changes.changed(*job);
+                    coordinator.job_changes.changed(*job);
                 }
                 if report.total() > 0 {
                     tracing::info!(

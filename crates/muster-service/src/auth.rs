@@ -1,5 +1,5 @@
-//! Who is calling: the admin (one token, from the environment or the data directory) or a
-//! runner (a token whose SHA-256 the store keeps). Plaintext tokens are never stored.
+//! Who is calling: the bootstrap admin (one token, from the environment or the data directory)
+//! or a runner (a token whose SHA-256 the store keeps). Plaintext tokens are never stored.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,23 +7,18 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use muster_core::RunnerId;
+use muster_core::{Principal, RUNNER_TOKEN_PREFIX, RunnerId};
+use muster_store::Store;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::ApiError;
-use crate::state::AppState;
+use crate::ServiceError;
 
 /// How long a runner token stays trusted without asking the store again. A deleted runner's
 /// token is forgotten at once by the coordinator that deleted it.
 const RUNNER_TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
 
-pub(crate) enum Caller {
-    Admin,
-    Runner(RunnerId),
-}
-
-pub struct Auth {
+pub(crate) struct Auth {
     admin_token_hash: [u8; 32],
     runner_tokens: RwLock<HashMap<[u8; 32], (RunnerId, Instant)>>,
 }
@@ -42,7 +37,7 @@ fn random_token_text() -> String {
 
 /// A new runner token: the prefix and 43 URL-safe characters.
 pub(crate) fn new_runner_token() -> String {
-    format!("{}{}", muster_api::RUNNER_TOKEN_PREFIX, random_token_text())
+    format!("{RUNNER_TOKEN_PREFIX}{}", random_token_text())
 }
 
 /// The admin token: the configured one, or the one in `<data-dir>/admin.token`, made (mode
@@ -89,23 +84,28 @@ fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 impl Auth {
-    pub fn new(admin_token: &str) -> Auth {
+    pub(crate) fn new(admin_token: &str) -> Auth {
         Auth {
             admin_token_hash: hash_token(admin_token),
             runner_tokens: RwLock::new(HashMap::new()),
         }
     }
 
-    pub(crate) async fn identify(&self, token: &str, state: &AppState) -> Result<Caller, ApiError> {
-        let unknown = || ApiError::Unauthorized("unknown or revoked token".into());
+    /// The principal holding `token`; `unauthorized` when the token is unknown or revoked.
+    pub(crate) async fn identify(
+        &self,
+        token: &str,
+        store: &dyn Store,
+    ) -> Result<Principal, ServiceError> {
+        let unknown = || ServiceError::unauthorized("unknown or revoked token");
         if token.is_empty() {
             return Err(unknown());
         }
         let hash = hash_token(token);
         if hash == self.admin_token_hash {
-            return Ok(Caller::Admin);
+            return Ok(Principal::BootstrapAdmin);
         }
-        if !token.starts_with(muster_api::RUNNER_TOKEN_PREFIX) {
+        if !token.starts_with(RUNNER_TOKEN_PREFIX) {
             return Err(unknown());
         }
         let cached = self
@@ -115,17 +115,16 @@ impl Auth {
             .and_then(|cache| cache.get(&hash).copied())
             .filter(|(_, since)| since.elapsed() < RUNNER_TOKEN_CACHE_TTL);
         if let Some((runner, _)) = cached {
-            return Ok(Caller::Runner(runner));
+            return Ok(Principal::Runner(runner));
         }
-        let runner = state
-            .store
+        let runner = store
             .runner_by_token_hash(hash)
             .await?
             .ok_or_else(unknown)?;
         if let Ok(mut cache) = self.runner_tokens.write() {
             cache.insert(hash, (runner, Instant::now()));
         }
-        Ok(Caller::Runner(runner))
+        Ok(Principal::Runner(runner))
     }
 
     /// Stop trusting any cached token of `runner`.

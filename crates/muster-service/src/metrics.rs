@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Mutex<Registry>,
     claim_requests: Counter,
     jobs_claimed: Counter,
@@ -43,7 +43,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("muster");
         let claim_requests = Counter::default();
         let jobs_claimed = Counter::default();
@@ -183,7 +183,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn record_claim(&self, wait_seconds: impl IntoIterator<Item = f64>) {
+    pub(crate) fn record_claim(&self, wait_seconds: impl IntoIterator<Item = f64>) {
         self.claim_requests.inc();
         for wait in wait_seconds {
             self.jobs_claimed.inc();
@@ -191,20 +191,20 @@ impl Metrics {
         }
     }
 
-    pub fn record_completions(&self, count: u64) {
+    pub(crate) fn record_completions(&self, count: u64) {
         self.jobs_completed.inc_by(count);
     }
 
-    pub fn record_jobs_pruned(&self, count: u64) {
+    pub(crate) fn record_jobs_pruned(&self, count: u64) {
         self.jobs_pruned.inc_by(count);
     }
 
-    pub fn record_artifact_collected(&self, bytes: u64) {
+    pub(crate) fn record_artifact_collected(&self, bytes: u64) {
         self.artifacts_collected.inc();
         self.artifact_bytes_collected.inc_by(bytes);
     }
 
-    pub fn record_artifact_upload_refused(&self, reason: &'static str) {
+    pub(crate) fn record_artifact_upload_refused(&self, reason: &'static str) {
         self.artifact_uploads_refused
             .get_or_create(&vec![("reason".to_string(), reason.to_string())])
             .inc();
@@ -212,7 +212,7 @@ impl Metrics {
 
     /// Set the artifact usage gauges for the next render: the totals, and the runners charged
     /// the most (only those, so the series stay few however many runners there are).
-    pub fn set_artifact_usage(
+    pub(crate) fn set_artifact_usage(
         &self,
         all: ArtifactUsage,
         largest_uploaders: &[(RunnerId, ArtifactUsage)],
@@ -234,7 +234,7 @@ impl Metrics {
         }
     }
 
-    pub fn record_failure(&self, reason: FailureReason, count: u64) {
+    pub(crate) fn record_failure(&self, reason: FailureReason, count: u64) {
         if count > 0 {
             self.attempts_failed
                 .get_or_create(&vec![("reason".to_string(), reason.as_str().to_string())])
@@ -242,8 +242,14 @@ impl Metrics {
         }
     }
 
-    /// The exposition text, with gauges set from `depths` and `runner_statuses`.
-    pub fn render(&self, depths: &[QueueDepth], runner_statuses: &[RunnerStatus]) -> String {
+    /// The exposition text, with gauges set from `depths` and `runner_statuses`, and the
+    /// process's count of log lines it lost (the process owns its log destination).
+    pub(crate) fn render(
+        &self,
+        depths: &[QueueDepth],
+        runner_statuses: &[RunnerStatus],
+        log_lines_lost: u64,
+    ) -> String {
         self.jobs.clear();
         for depth in depths {
             let labels = vec![
@@ -266,10 +272,9 @@ impl Metrics {
                 .get_or_create(&vec![("status".to_string(), status.as_str().to_string())])
                 .set(count as i64);
         }
-        let lost = crate::logging::lines_lost();
         let counted = self.log_lines_lost.get();
-        if lost > counted {
-            self.log_lines_lost.inc_by(lost - counted);
+        if log_lines_lost > counted {
+            self.log_lines_lost.inc_by(log_lines_lost - counted);
         }
         let mut text = String::new();
         if let Ok(registry) = self.registry.lock()

@@ -1,0 +1,406 @@
+//! Users' calls on jobs: submit (one or a batch), list, show (with why a pending job waits),
+//! cancel, retry, read and follow the log, read the DAG.
+
+use futures::Stream;
+use muster_core::limits::{
+    DEFAULT_LOG_PAGE_LIMIT, DEFAULT_PAGE_LIMIT, MAX_BATCH_SUBMIT, MAX_LOG_PAGE_LIMIT,
+    MAX_PAGE_LIMIT,
+};
+use muster_core::{
+    Action, ArtifactId, Capabilities, JobId, JobPolicy, JobRecord, JobSpec, JobState, LogEntry,
+    NewJob, PendingReason, Principal, RunnerSnapshot, Timestamp, authorize, pending_reason,
+};
+use muster_store::{JobFilter, Page, PageRequest};
+use rand::Rng;
+use serde_json::Value;
+
+use crate::{Coordinator, ServiceError};
+
+/// A job as a submitter asks for it: what is not given takes its default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobSubmission {
+    pub kind: String,
+    pub payload: Option<Value>,
+    pub priority: Option<i32>,
+    pub requirements: Option<Capabilities>,
+    pub max_attempts: Option<u32>,
+    pub timeout_s: Option<u32>,
+    pub lease_ttl_s: Option<u32>,
+    pub backoff_base_s: Option<u32>,
+    pub run_after: Option<Timestamp>,
+    pub idempotency_key: Option<String>,
+    /// Artifacts the job reads, in order; each must be stored.
+    pub inputs: Vec<ArtifactId>,
+}
+
+/// A job as users see it: its record and, while pending, why nothing takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobView {
+    pub job: JobRecord,
+    pub pending_reason: Option<PendingReason>,
+}
+
+/// A submitted job and whether it is new (false: an earlier job with the same idempotency key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    pub view: JobView,
+    pub created: bool,
+}
+
+/// Which jobs a list shows, and which page.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobQuery {
+    pub filter: JobFilter,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// A page of a job's log and where the next read continues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogPage {
+    pub items: Vec<LogEntry>,
+    pub next_seq: u64,
+}
+
+/// What a live log stream yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogStreamEvent {
+    /// An entry, in `seq` order.
+    Entry(LogEntry),
+    /// The job is finished and its log drained: the stream ends after this. `state` is `None`
+    /// when the job was deleted meanwhile.
+    End { job: JobId, state: Option<JobState> },
+    /// The log could not be read; the stream ends after this.
+    Failed(ServiceError),
+}
+
+/// A list page request: `limit` within its bounds (the default when `None`), an empty cursor
+/// as none.
+pub fn page_request(
+    limit: Option<u32>,
+    cursor: Option<String>,
+) -> Result<PageRequest, ServiceError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if limit == 0 || limit > MAX_PAGE_LIMIT {
+        return Err(ServiceError::invalid_input(format!(
+            "query parameter 'limit': must be between 1 and {MAX_PAGE_LIMIT}"
+        )));
+    }
+    Ok(PageRequest {
+        limit,
+        cursor: cursor.filter(|cursor| !cursor.is_empty()),
+    })
+}
+
+impl Coordinator {
+    /// Explain why each pending job waits; other jobs as they are.
+    pub(crate) async fn views(&self, jobs: Vec<JobRecord>) -> Vec<JobView> {
+        let needs_reasons = jobs.iter().any(|job| job.state() == JobState::Pending);
+        let runners = if needs_reasons {
+            Some(self.runner_view.snapshots(self).await)
+        } else {
+            None
+        };
+        let now = self.clock.now();
+        jobs.into_iter()
+            .map(|job| explain(job, runners.as_deref().map(Vec::as_slice), now))
+            .collect()
+    }
+
+    pub(crate) async fn view(&self, job: JobRecord) -> JobView {
+        let runners = if job.state() == JobState::Pending {
+            Some(self.runner_view.snapshots(self).await)
+        } else {
+            None
+        };
+        explain(job, runners.as_deref().map(Vec::as_slice), self.clock.now())
+    }
+
+    /// Defaults applied, checked, and given an id: the job `submission` asks for.
+    fn new_job(&self, submission: JobSubmission) -> Result<NewJob, ServiceError> {
+        let defaults = JobSpec::with_defaults(submission.kind.clone());
+        let spec = JobSpec {
+            kind: submission.kind,
+            payload: submission
+                .payload
+                .filter(|payload| !payload.is_null())
+                .unwrap_or(defaults.payload),
+            priority: submission.priority.unwrap_or(defaults.priority),
+            requirements: submission.requirements.unwrap_or_default(),
+            policy: JobPolicy {
+                max_attempts: submission
+                    .max_attempts
+                    .unwrap_or(defaults.policy.max_attempts),
+                timeout_s: submission.timeout_s.unwrap_or(defaults.policy.timeout_s),
+                lease_ttl_s: submission
+                    .lease_ttl_s
+                    .unwrap_or(defaults.policy.lease_ttl_s),
+                backoff_base_s: submission
+                    .backoff_base_s
+                    .unwrap_or(defaults.policy.backoff_base_s),
+            },
+            run_after: submission.run_after,
+            idempotency_key: submission.idempotency_key,
+            inputs: submission.inputs,
+        };
+        spec.validate()
+            .map_err(|error| ServiceError::invalid_input(error.to_string()))?;
+        let now = self.clock.now();
+        Ok(NewJob {
+            id: JobId::new(now, rand::rng().random()),
+            created_at: now,
+            spec,
+        })
+    }
+
+    /// Submit one job. Its inputs must be stored; nothing is created otherwise.
+    pub async fn submit(
+        &self,
+        principal: &Principal,
+        submission: JobSubmission,
+    ) -> Result<Submission, ServiceError> {
+        authorize(principal, Action::SubmitJobs)?;
+        let new_job = self.new_job(submission)?;
+        // Checked before anything is stored, so a job naming a missing artifact is never created.
+        self.keep_artifacts(
+            new_job
+                .spec
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(index, id)| (format!("inputs[{index}]"), *id))
+                .collect(),
+        )
+        .await?;
+        let submitted = self
+            .store
+            .submit_jobs(vec![new_job])
+            .await?
+            .pop()
+            .ok_or_else(|| ServiceError::internal("store answered no job for one submitted"))?;
+        Ok(Submission {
+            view: self.view(submitted.job).await,
+            created: submitted.created,
+        })
+    }
+
+    /// Submit up to [`MAX_BATCH_SUBMIT`] jobs in one commit: all of them or none.
+    pub async fn submit_many(
+        &self,
+        principal: &Principal,
+        submissions: Vec<JobSubmission>,
+    ) -> Result<Vec<JobView>, ServiceError> {
+        authorize(principal, Action::SubmitJobs)?;
+        if submissions.is_empty() || submissions.len() > MAX_BATCH_SUBMIT {
+            return Err(ServiceError::invalid_input(format!(
+                "jobs: between 1 and {MAX_BATCH_SUBMIT} jobs per batch"
+            )));
+        }
+        let new_jobs = submissions
+            .into_iter()
+            .enumerate()
+            .map(|(index, submission)| {
+                self.new_job(submission).map_err(|error| {
+                    ServiceError::invalid_input(format!("jobs[{index}]: {}", error.message()))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.keep_artifacts(
+            new_jobs
+                .iter()
+                .enumerate()
+                .flat_map(|(job, new_job)| {
+                    new_job
+                        .spec
+                        .inputs
+                        .iter()
+                        .enumerate()
+                        .map(move |(index, id)| (format!("jobs[{job}].inputs[{index}]"), *id))
+                })
+                .collect(),
+        )
+        .await?;
+        let submitted = self.store.submit_jobs(new_jobs).await?;
+        Ok(self
+            .views(
+                submitted
+                    .into_iter()
+                    .map(|submitted| submitted.job)
+                    .collect(),
+            )
+            .await)
+    }
+
+    /// Jobs, newest first.
+    pub async fn list_jobs(
+        &self,
+        principal: &Principal,
+        query: JobQuery,
+    ) -> Result<Page<JobView>, ServiceError> {
+        authorize(principal, Action::ReadJobs)?;
+        let page = self
+            .store
+            .list_jobs(query.filter, page_request(query.limit, query.cursor)?)
+            .await?;
+        Ok(Page {
+            items: self.views(page.items).await,
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    pub async fn get_job(&self, principal: &Principal, id: JobId) -> Result<JobView, ServiceError> {
+        authorize(principal, Action::ReadJobs)?;
+        let job = self.store.get_job(id).await?;
+        Ok(self.view(job).await)
+    }
+
+    /// Cancel a job: a pending one ends `cancelled`, a claimed or running one is `cancelling`
+    /// until its runner confirms or the grace period ends.
+    pub async fn cancel_job(
+        &self,
+        principal: &Principal,
+        id: JobId,
+    ) -> Result<JobView, ServiceError> {
+        authorize(principal, Action::SteerJobs)?;
+        let grace_ms = self.config.cancel_grace.as_millis() as i64;
+        let job = self
+            .store
+            .cancel_job(id, grace_ms, self.clock.now())
+            .await?;
+        self.job_changes.changed(id);
+        Ok(self.view(job).await)
+    }
+
+    /// Put a failed or cancelled job back in the queue with a fresh allowance of attempts.
+    pub async fn retry_job(
+        &self,
+        principal: &Principal,
+        id: JobId,
+    ) -> Result<JobView, ServiceError> {
+        authorize(principal, Action::SteerJobs)?;
+        let job = self.store.retry_job(id, self.clock.now()).await?;
+        Ok(self.view(job).await)
+    }
+
+    /// Entries after `after_seq` (from the start when `None`), at most `limit` (default
+    /// [`DEFAULT_LOG_PAGE_LIMIT`]).
+    pub async fn read_logs(
+        &self,
+        principal: &Principal,
+        id: JobId,
+        after_seq: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<LogPage, ServiceError> {
+        authorize(principal, Action::ReadJobs)?;
+        let limit = log_page_limit(limit)?;
+        let page = self.store.read_logs(id, after_seq, limit).await?;
+        Ok(LogPage {
+            items: page.items,
+            next_seq: page.next_seq,
+        })
+    }
+
+    /// The log from after `after_seq`, then entries as they arrive, until the job is finished
+    /// and its log drained. Between changes the stream reads nothing: it waits for its job's
+    /// change signal (moved by this coordinator's own writes, and with a shared database by the
+    /// watcher of other coordinators' writes). It ends when the caller drops it or the
+    /// coordinator stops.
+    pub async fn follow_logs(
+        &self,
+        principal: &Principal,
+        id: JobId,
+        after_seq: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<impl Stream<Item = LogStreamEvent> + Send + 'static, ServiceError> {
+        authorize(principal, Action::ReadJobs)?;
+        let limit = log_page_limit(limit)?;
+        // Watching starts before the first read, so nothing written in between is missed.
+        let mut watch = self.job_changes.watch(id);
+        watch.mark_seen();
+        let first = self.store.read_logs(id, after_seq, limit).await?;
+        let coordinator = self.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut page = first;
+            loop {
+                let drained = page.items.is_empty();
+                for entry in page.items.drain(..) {
+                    if sender.send(LogStreamEvent::Entry(entry)).await.is_err() {
+                        return;
+                    }
+                }
+                if drained && page.job_finished {
+                    let state = coordinator
+                        .store
+                        .get_job(id)
+                        .await
+                        .ok()
+                        .map(|job| job.state());
+                    let _ = sender.send(LogStreamEvent::End { job: id, state }).await;
+                    return;
+                }
+                if drained {
+                    // Stop when the caller went away or the coordinator stops: an open stream
+                    // must neither wait forever for nobody nor hold up a graceful shutdown.
+                    tokio::select! {
+                        _ = watch.changed() => {}
+                        _ = sender.closed() => return,
+                        _ = coordinator.shutdown.cancelled() => return,
+                    }
+                }
+                watch.mark_seen();
+                let after = page.next_seq.checked_sub(1);
+                page = match coordinator
+                    .store
+                    .read_logs(id, after, DEFAULT_LOG_PAGE_LIMIT)
+                    .await
+                {
+                    Ok(next) => next,
+                    Err(error) => {
+                        tracing::warn!(%error, job = %id, "failed to read logs for a live stream; closing it");
+                        let _ = sender
+                            .send(LogStreamEvent::Failed(ServiceError::from(error)))
+                            .await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(receiver))
+    }
+
+    /// The step DAG its runner last synced (empty when none was).
+    pub async fn read_dag(&self, principal: &Principal, id: JobId) -> Result<Value, ServiceError> {
+        authorize(principal, Action::ReadJobs)?;
+        let dag = self.store.read_dag(id).await?;
+        Ok(dag.unwrap_or_else(|| serde_json::json!({"nodes": [], "edges": []})))
+    }
+}
+
+/// `job` with why it waits, when it is pending and the runners are known.
+fn explain(job: JobRecord, runners: Option<&[RunnerSnapshot]>, now: Timestamp) -> JobView {
+    let reason = match (runners, job.state()) {
+        (Some(runners), JobState::Pending) => pending_reason(
+            &job.kind,
+            &job.requirements,
+            job.lifecycle.run_after,
+            now,
+            runners,
+        ),
+        _ => None,
+    };
+    JobView {
+        job,
+        pending_reason: reason,
+    }
+}
+
+fn log_page_limit(limit: Option<u32>) -> Result<u32, ServiceError> {
+    let limit = limit.unwrap_or(DEFAULT_LOG_PAGE_LIMIT);
+    if limit == 0 || limit > MAX_LOG_PAGE_LIMIT {
+        return Err(ServiceError::invalid_input(format!(
+            "query parameter 'limit': must be between 1 and {MAX_LOG_PAGE_LIMIT}"
+        )));
+    }
+    Ok(limit)
+}

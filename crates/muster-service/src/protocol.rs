@@ -1,0 +1,571 @@
+//! The runner protocol: runner heartbeats, claims (with long polling), and the calls of a job's
+//! lease holder (heartbeat, progress, log, complete, outputs, fail, DAG). Every job-scoped call
+//! is fenced by the store on the runner and the lease epoch; every answer says whether to stop.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use muster_core::limits::{
+    MAX_BATCH_COMPLETIONS, MAX_CLAIM_JOBS, MAX_CLAIM_KINDS, MAX_CLAIM_WAIT_MS, MAX_DAG_NODES,
+    MAX_FAILURE_MESSAGE_LEN, MAX_HEARTBEAT_JOBS, MAX_LOG_ENTRIES, MAX_PROGRESS_MESSAGE_LEN,
+};
+use muster_core::{
+    Action, ArtifactId, Capabilities, FailureReason, JobError, JobId, Lease, LogLevel, NewLogEntry,
+    Principal, Progress, RunnerId, authorize,
+};
+use muster_store::{ClaimedJob, CompletionItem, JobCall};
+use serde_json::Value;
+
+use crate::jobs::JobView;
+use crate::{Coordinator, ServiceError};
+
+/// A long poll re-checks the store at least this often, for jobs that became due by time alone
+/// (a retry's backoff ending) and for jobs submitted through another coordinator.
+const LONG_POLL_RECHECK: Duration = Duration::from_millis(250);
+
+/// What a runner says in its heartbeat.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunnerHeartbeat {
+    /// It takes no new jobs (a long poll it has open ends at once).
+    pub draining: bool,
+    /// The jobs it runs; the answer names those it should stop.
+    pub jobs: Vec<JobId>,
+    pub hostname: Option<String>,
+    pub version: Option<String>,
+}
+
+/// The answer to a runner heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatAnswer {
+    /// When to beat next.
+    pub heartbeat_interval: Duration,
+    /// Of the jobs listed, those to stop (being cancelled, or no longer this runner's).
+    pub cancel: Vec<JobId>,
+}
+
+/// A claim: which kinds, what the runner offers, how many jobs, how long to wait for one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claim {
+    pub kinds: Vec<String>,
+    pub offer: Capabilities,
+    /// Default 1.
+    pub max_jobs: Option<u32>,
+    /// How long to wait when nothing is there yet (a long poll), in milliseconds; default 0.
+    pub wait_ms: Option<u64>,
+}
+
+/// A job-scoped call's target: the job, and the lease epoch the caller believes it holds (when
+/// it sends one, it must be the current epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeasedJob {
+    pub job: JobId,
+    pub epoch: Option<u64>,
+}
+
+/// What a lease holder is told after each call: whether to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopSignal {
+    pub cancel: bool,
+}
+
+/// The answer to a job heartbeat: the extended lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseExtended {
+    pub lease: Lease,
+    pub cancel: bool,
+}
+
+/// The answer to a log append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogAppended {
+    pub next_seq: u64,
+    pub cancel: bool,
+}
+
+/// The answer to recording outputs: every output the job now has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputsRecorded {
+    pub outputs: BTreeMap<String, ArtifactId>,
+    pub cancel: bool,
+}
+
+/// One completion of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchCompletion {
+    pub job: JobId,
+    pub epoch: Option<u64>,
+    pub result: Value,
+}
+
+/// A failure as the runner reports it: what defaults and limits apply is decided here.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FailureReport {
+    pub message: Option<String>,
+    /// Default `runner_error`.
+    pub reason: Option<FailureReason>,
+    /// Default true: retried while attempts remain.
+    pub retryable: Option<bool>,
+}
+
+/// A runner's progress report, checked: a percentage from 0 to 100 and a message of at most
+/// [`MAX_PROGRESS_MESSAGE_LEN`] characters.
+pub fn checked_progress(percent: f64, message: Option<String>) -> Result<Progress, ServiceError> {
+    if !percent.is_finite() || !(0.0..=100.0).contains(&percent) {
+        return Err(ServiceError::invalid_input(format!(
+            "progress must be between 0 and 100, got {percent}"
+        )));
+    }
+    if message
+        .as_ref()
+        .is_some_and(|message| message.chars().nth(MAX_PROGRESS_MESSAGE_LEN).is_some())
+    {
+        return Err(ServiceError::invalid_input(format!(
+            "progress message must be at most {MAX_PROGRESS_MESSAGE_LEN} characters"
+        )));
+    }
+    Ok(Progress { percent, message })
+}
+
+/// A heartbeat's progress field: a number, or `{"progress"|"percent": N, "message": "..."}`.
+pub fn progress_from_value(value: Value) -> Result<Progress, ServiceError> {
+    let (percent, message) = match value {
+        Value::Number(number) => (number.as_f64(), None),
+        Value::Object(object) => {
+            let percent = object
+                .get("progress")
+                .or_else(|| object.get("percent"))
+                .and_then(Value::as_f64);
+            let message = match object.get("message") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(text)) => Some(text.clone()),
+                Some(_) => {
+                    return Err(ServiceError::invalid_input(
+                        "progress.message must be a string",
+                    ));
+                }
+            };
+            (percent, message)
+        }
+        _ => (None, None),
+    };
+    let percent = percent.ok_or_else(|| {
+        ServiceError::invalid_input(
+            "progress must be a number from 0 to 100, or {\"progress\": N, \"message\": \"...\"}",
+        )
+    })?;
+    checked_progress(percent, message)
+}
+
+/// A heartbeat event as the log entry it becomes: `info`, its text (a string event, or an
+/// object's `message`), the event itself as metadata when it is not a plain string.
+fn event_entry(event: Value) -> NewLogEntry {
+    let message = match &event {
+        Value::String(text) => text.clone(),
+        other => other
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| other.to_string()),
+    };
+    NewLogEntry {
+        seq: None,
+        level: LogLevel::Info,
+        message,
+        metadata: (!event.is_string()).then_some(event),
+    }
+}
+
+/// The runner a protocol call comes from, or why it may not make it.
+fn calling_runner(principal: &Principal) -> Result<RunnerId, ServiceError> {
+    authorize(principal, Action::RunnerProtocol)?;
+    principal
+        .runner_id()
+        .ok_or_else(|| ServiceError::forbidden("runner routes take a runner token"))
+}
+
+fn job_call(principal: &Principal, target: LeasedJob) -> Result<JobCall, ServiceError> {
+    Ok(JobCall {
+        runner: calling_runner(principal)?,
+        job: target.job,
+        epoch: target.epoch,
+    })
+}
+
+/// A DAG's nodes each have an id (a string, or an integer), unique; every edge's `from` and
+/// `to` name one of them; at most [`MAX_DAG_NODES`] nodes and as many edges.
+fn validate_dag(nodes: &[Value], edges: &[Value]) -> Result<(), ServiceError> {
+    if nodes.len() > MAX_DAG_NODES || edges.len() > MAX_DAG_NODES {
+        return Err(ServiceError::invalid_input(format!(
+            "a DAG has at most {MAX_DAG_NODES} nodes and {MAX_DAG_NODES} edges"
+        )));
+    }
+    let node_id = |value: Option<&Value>| {
+        value.and_then(|id| {
+            id.as_str()
+                .map(str::to_string)
+                .or_else(|| id.as_i64().map(|n| n.to_string()))
+        })
+    };
+    let mut ids = HashSet::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let id = node_id(node.get("id")).ok_or_else(|| {
+            ServiceError::invalid_input(format!("nodes[{index}].id: required, a string"))
+        })?;
+        if !ids.insert(id.clone()) {
+            return Err(ServiceError::invalid_input(format!(
+                "nodes[{index}].id: '{id}' appears twice"
+            )));
+        }
+    }
+    for (index, edge) in edges.iter().enumerate() {
+        for end in ["from", "to"] {
+            let id = node_id(edge.get(end)).ok_or_else(|| {
+                ServiceError::invalid_input(format!("edges[{index}].{end}: required, a node id"))
+            })?;
+            if !ids.contains(&id) {
+                return Err(ServiceError::invalid_input(format!(
+                    "edges[{index}].{end}: no node has id '{id}'"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Coordinator {
+    pub async fn runner_heartbeat(
+        &self,
+        principal: &Principal,
+        beat: RunnerHeartbeat,
+    ) -> Result<HeartbeatAnswer, ServiceError> {
+        let runner = calling_runner(principal)?;
+        if beat.jobs.len() > MAX_HEARTBEAT_JOBS {
+            return Err(ServiceError::invalid_input(format!(
+                "jobs: at most {MAX_HEARTBEAT_JOBS} ids"
+            )));
+        }
+        for (field, text) in [("hostname", &beat.hostname), ("version", &beat.version)] {
+            if let Some(text) = text {
+                muster_core::check_runner_report(field, text)
+                    .map_err(|error| ServiceError::invalid_input(error.to_string()))?;
+            }
+        }
+        let draining = beat.draining;
+        let cancel = self
+            .store
+            .runner_heartbeat(
+                muster_store::RunnerBeat {
+                    runner,
+                    draining,
+                    jobs: beat.jobs,
+                    hostname: beat.hostname,
+                    version: beat.version,
+                },
+                self.clock.now(),
+            )
+            .await?;
+        self.draining_runners.set(runner, draining);
+        Ok(HeartbeatAnswer {
+            heartbeat_interval: self.config.heartbeat_interval,
+            cancel,
+        })
+    }
+
+    /// Lease jobs of the claim's kinds whose requirements the runner meets, lowest priority
+    /// number first; when none is there, wait up to `wait_ms` for one (answering no jobs when
+    /// none came, or when the runner is draining, or the coordinator stops).
+    pub async fn claim(
+        &self,
+        principal: &Principal,
+        claim: Claim,
+    ) -> Result<Vec<ClaimedJob>, ServiceError> {
+        let runner = calling_runner(principal)?;
+        if claim.kinds.is_empty() {
+            return Err(ServiceError::invalid_input(
+                "kinds: name at least one kind this runner can run",
+            ));
+        }
+        if claim.kinds.len() > MAX_CLAIM_KINDS {
+            return Err(ServiceError::invalid_input(format!(
+                "kinds: at most {MAX_CLAIM_KINDS} kinds, got {}",
+                claim.kinds.len()
+            )));
+        }
+        for (index, kind) in claim.kinds.iter().enumerate() {
+            muster_core::check_kind(&format!("kinds[{index}]"), kind)
+                .map_err(|error| ServiceError::invalid_input(error.to_string()))?;
+        }
+        let max_jobs = claim.max_jobs.unwrap_or(1);
+        if max_jobs == 0 || max_jobs > MAX_CLAIM_JOBS {
+            return Err(ServiceError::invalid_input(format!(
+                "max_jobs: must be between 1 and {MAX_CLAIM_JOBS}, got {max_jobs}"
+            )));
+        }
+        let wait_ms = claim.wait_ms.unwrap_or(0);
+        if wait_ms > MAX_CLAIM_WAIT_MS {
+            return Err(ServiceError::invalid_input(format!(
+                "wait_ms: must be at most {MAX_CLAIM_WAIT_MS}, got {wait_ms}"
+            )));
+        }
+        claim
+            .offer
+            .validate("")
+            .map_err(|error| ServiceError::invalid_input(error.to_string()))?;
+        let request = muster_store::ClaimRequest {
+            runner,
+            kinds: claim.kinds,
+            offer: claim.offer,
+            max_jobs,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+        let mut signal = self.store.pending_signal();
+        loop {
+            // A draining runner claims nothing more, including in a long poll it began before.
+            if self.draining_runners.contains(runner) {
+                self.metrics.record_claim(std::iter::empty());
+                return Ok(Vec::new());
+            }
+            signal.borrow_and_update();
+            let now = self.clock.now();
+            let claimed = self.store.claim_jobs(request.clone(), now).await?;
+            if !claimed.is_empty() {
+                self.metrics.record_claim(claimed.iter().map(|claimed| {
+                    let ready = claimed.job.created_at.max(claimed.job.lifecycle.run_after);
+                    now.millis_since(ready) as f64 / 1000.0
+                }));
+                return Ok(claimed);
+            }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                self.metrics.record_claim(std::iter::empty());
+                return Ok(Vec::new());
+            }
+            // A long poll must not hold up a graceful shutdown for up to wait_ms.
+            tokio::select! {
+                _ = tokio::time::timeout(remaining.min(LONG_POLL_RECHECK), signal.changed()) => {}
+                _ = self.draining_runners.changed() => {}
+                _ = self.shutdown.cancelled() => {
+                    return Err(ServiceError::unavailable("the coordinator is shutting down"));
+                }
+            }
+        }
+    }
+
+    /// Extend the lease by the job's `lease_ttl_s`, recording progress and appending `events`
+    /// to the log as `info` entries.
+    pub async fn job_heartbeat(
+        &self,
+        principal: &Principal,
+        target: LeasedJob,
+        progress: Option<Progress>,
+        events: Vec<Value>,
+    ) -> Result<LeaseExtended, ServiceError> {
+        let call = job_call(principal, target)?;
+        if events.len() > MAX_LOG_ENTRIES {
+            return Err(ServiceError::invalid_input(format!(
+                "events: at most {MAX_LOG_ENTRIES} per heartbeat"
+            )));
+        }
+        let events: Vec<NewLogEntry> = events.into_iter().map(event_entry).collect();
+        let had_events = !events.is_empty();
+        let ack = self
+            .store
+            .job_heartbeat(call, progress, events, self.clock.now())
+            .await?;
+        if had_events {
+            self.job_changes.changed(call.job);
+        }
+        let lease = ack
+            .lease
+            .ok_or_else(|| ServiceError::internal("heartbeat answered without a lease"))?;
+        Ok(LeaseExtended {
+            lease,
+            cancel: ack.cancel,
+        })
+    }
+
+    pub async fn report_progress(
+        &self,
+        principal: &Principal,
+        target: LeasedJob,
+        progress: Progress,
+    ) -> Result<StopSignal, ServiceError> {
+        let call = job_call(principal, target)?;
+        let progress = checked_progress(progress.percent, progress.message)?;
+        let ack = self
+            .store
+            .report_progress(call, progress, self.clock.now())
+            .await?;
+        Ok(StopSignal { cancel: ack.cancel })
+    }
+
+    pub async fn append_logs(
+        &self,
+        principal: &Principal,
+        target: LeasedJob,
+        entries: Vec<NewLogEntry>,
+    ) -> Result<LogAppended, ServiceError> {
+        let call = job_call(principal, target)?;
+        if entries.len() > MAX_LOG_ENTRIES {
+            return Err(ServiceError::invalid_input(format!(
+                "entries: at most {MAX_LOG_ENTRIES} per call"
+            )));
+        }
+        let ack = self
+            .store
+            .append_logs(call, entries, self.clock.now())
+            .await?;
+        self.job_changes.changed(call.job);
+        Ok(LogAppended {
+            next_seq: ack.next_seq,
+            cancel: ack.cancel,
+        })
+    }
+
+    /// Complete the job with its result, recording `outputs` (each a stored artifact) in the
+    /// same commit.
+    pub async fn complete(
+        &self,
+        principal: &Principal,
+        target: LeasedJob,
+        result: Value,
+        outputs: BTreeMap<String, ArtifactId>,
+    ) -> Result<JobView, ServiceError> {
+        let call = job_call(principal, target)?;
+        muster_core::validate_outputs(&outputs)
+            .map_err(|error| ServiceError::invalid_input(error.to_string()))?;
+        self.keep_outputs(&outputs).await?;
+        let job = self
+            .store
+            .complete_job(call, result, outputs, self.clock.now())
+            .await?;
+        self.metrics.record_completions(1);
+        self.job_changes.changed(call.job);
+        Ok(self.view(job).await)
+    }
+
+    async fn keep_outputs(
+        &self,
+        outputs: &BTreeMap<String, ArtifactId>,
+    ) -> Result<(), ServiceError> {
+        self.keep_artifacts(
+            outputs
+                .iter()
+                .map(|(name, id)| (format!("outputs.{name}"), *id))
+                .collect(),
+        )
+        .await
+    }
+
+    /// Record artifacts the job produced, by name; a name recorded again names the new one.
+    pub async fn record_outputs(
+        &self,
+        principal: &Principal,
+        target: LeasedJob,
+        outputs: BTreeMap<String, ArtifactId>,
+    ) -> Result<OutputsRecorded, ServiceError> {
+        let call = job_call(principal, target)?;
+        if outputs.is_empty() {
+            return Err(ServiceError::invalid_input(
+                "send either name and artifact_id, or outputs (an object of at least one name to artifact id)",
+            ));
+        }
+        muster_core::validate_outputs(&outputs)
+            .map_err(|error| ServiceError::invalid_input(error.to_string()))?;
+        self.keep_outputs(&outputs).await?;
+        let recorded = self
+            .store
+            .record_outputs(call, outputs, self.clock.now())
+            .await?;
+        Ok(OutputsRecorded {
+            outputs: recorded.outputs,
+            cancel: recorded.ack.cancel,
+        })
+    }
+
+    /// Complete many jobs in one commit, each fenced on its own; answers each one's outcome
+    /// in the order given.
+    pub async fn complete_many(
+        &self,
+        principal: &Principal,
+        completions: Vec<BatchCompletion>,
+    ) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
+        let runner = calling_runner(principal)?;
+        if completions.len() > MAX_BATCH_COMPLETIONS {
+            return Err(ServiceError::invalid_input(format!(
+                "items: at most {MAX_BATCH_COMPLETIONS} per call"
+            )));
+        }
+        let ids: Vec<JobId> = completions.iter().map(|item| item.job).collect();
+        let items = completions
+            .into_iter()
+            .map(|item| CompletionItem {
+                job: item.job,
+                epoch: item.epoch,
+                result: item.result,
+            })
+            .collect();
+        let outcomes = self
+            .store
+            .complete_jobs(runner, items, self.clock.now())
+            .await?;
+        let mut completed = 0;
+        let outcomes = ids
+            .into_iter()
+            .zip(outcomes)
+            .map(|(id, outcome)| match outcome {
+                Ok(()) => {
+                    completed += 1;
+                    self.job_changes.changed(id);
+                    Ok(())
+                }
+                Err(error) => Err(ServiceError::from(error)),
+            })
+            .collect();
+        self.metrics.record_completions(completed);
+        Ok(outcomes)
+    }
+
+    /// Fail the attempt: retried while attempts remain unless not retryable.
+    pub async fn fail(
+        &self,
+        principal: &Principal,
+        target: LeasedJob,
+        report: FailureReport,
+    ) -> Result<JobView, ServiceError> {
+        let call = job_call(principal, target)?;
+        let reason = report.reason.unwrap_or(FailureReason::RunnerError);
+        let message = report
+            .message
+            .filter(|message| !message.trim().is_empty())
+            .unwrap_or_else(|| "the runner reported a failure without a message".to_string());
+        let message: String = message.chars().take(MAX_FAILURE_MESSAGE_LEN).collect();
+        let job = self
+            .store
+            .fail_job(
+                call,
+                JobError { reason, message },
+                report.retryable.unwrap_or(true),
+                self.clock.now(),
+            )
+            .await?;
+        self.metrics.record_failure(reason, 1);
+        self.job_changes.changed(call.job);
+        Ok(self.view(job).await)
+    }
+
+    /// Replace the job's step DAG.
+    pub async fn sync_dag(
+        &self,
+        principal: &Principal,
+        target: LeasedJob,
+        nodes: Vec<Value>,
+        edges: Vec<Value>,
+    ) -> Result<StopSignal, ServiceError> {
+        let call = job_call(principal, target)?;
+        validate_dag(&nodes, &edges)?;
+        let value = serde_json::json!({"nodes": nodes, "edges": edges});
+        let ack = self.store.sync_dag(call, value, self.clock.now()).await?;
+        Ok(StopSignal { cancel: ack.cancel })
+    }
+}

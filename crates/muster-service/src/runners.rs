@@ -1,0 +1,133 @@
+//! The runner registry: register a runner (its token minted here and shown once), list, show,
+//! delete (its token stops working at once here, its leases are released).
+
+use std::collections::BTreeMap;
+
+use muster_core::{
+    Action, Principal, RunnerId, RunnerRecord, RunnerStatus, authorize, runner_status,
+};
+use muster_store::{NewRunner, Page};
+use rand::Rng;
+
+use crate::auth::{hash_token, new_runner_token};
+use crate::jobs::page_request;
+use crate::{Coordinator, ServiceError};
+
+/// A runner to register.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunnerRegistration {
+    pub name: String,
+    /// Labels an operator gives it, which count for matching and the runner cannot override.
+    pub labels: BTreeMap<String, String>,
+    pub organization_id: Option<String>,
+}
+
+/// A runner as users see it: its record and its status now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerView {
+    pub runner: RunnerRecord,
+    pub status: RunnerStatus,
+}
+
+/// A runner just registered, with its token (shown this once; only its hash is kept).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisteredRunner {
+    pub view: RunnerView,
+    pub token: String,
+}
+
+impl Coordinator {
+    fn runner_view(&self, runner: RunnerRecord) -> RunnerView {
+        let status = runner_status(
+            runner.last_seen_at,
+            runner.draining,
+            self.config.runner_offline_after_ms(),
+            self.clock.now(),
+        );
+        RunnerView { runner, status }
+    }
+
+    pub async fn create_runner(
+        &self,
+        principal: &Principal,
+        registration: RunnerRegistration,
+    ) -> Result<RegisteredRunner, ServiceError> {
+        authorize(principal, Action::ManageRunners)?;
+        let invalid =
+            |error: muster_core::JobSpecError| ServiceError::invalid_input(error.to_string());
+        let name = muster_core::runner_name(&registration.name).map_err(invalid)?;
+        let labels = muster_core::Capabilities {
+            labels: registration.labels,
+            ..Default::default()
+        };
+        labels.validate("").map_err(invalid)?;
+        if let Some(organization_id) = &registration.organization_id {
+            muster_core::check_organization_id(organization_id).map_err(invalid)?;
+        }
+        let token = new_runner_token();
+        let now = self.clock.now();
+        let new_runner = NewRunner {
+            id: RunnerId::new(now, rand::rng().random()),
+            name,
+            labels: labels.labels,
+            organization_id: registration.organization_id,
+            token_hash: hash_token(&token),
+            created_at: now,
+        };
+        let runner = self.store.create_runner(new_runner).await?;
+        self.runner_view.invalidate();
+        Ok(RegisteredRunner {
+            view: self.runner_view(runner),
+            token,
+        })
+    }
+
+    /// Runners, newest first.
+    pub async fn list_runners(
+        &self,
+        principal: &Principal,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> Result<Page<RunnerView>, ServiceError> {
+        authorize(principal, Action::ReadRunners)?;
+        let page = self
+            .store
+            .list_runners(page_request(limit, cursor)?)
+            .await?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|runner| self.runner_view(runner))
+                .collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    pub async fn get_runner(
+        &self,
+        principal: &Principal,
+        id: RunnerId,
+    ) -> Result<RunnerView, ServiceError> {
+        authorize(principal, Action::ReadRunners)?;
+        let runner = self.store.get_runner(id).await?;
+        Ok(self.runner_view(runner))
+    }
+
+    /// Delete a runner: its token stops working (at once on this coordinator, within the token
+    /// cache's few seconds on others) and the attempts it holds fail as lost leases.
+    pub async fn delete_runner(
+        &self,
+        principal: &Principal,
+        id: RunnerId,
+    ) -> Result<(), ServiceError> {
+        authorize(principal, Action::ManageRunners)?;
+        let released = self.store.delete_runner(id, self.clock.now()).await?;
+        self.auth.forget_runner(id);
+        for job in released {
+            self.job_changes.changed(job);
+        }
+        self.runner_view.invalidate();
+        Ok(())
+    }
+}
