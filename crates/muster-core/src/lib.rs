@@ -5,6 +5,7 @@
 //! clock, a runtime, a database or a network. Stores load a job's [`JobLifecycle`], ask it for a
 //! transition, and write back what it says; they never decide a state change themselves.
 
+mod dag;
 mod error_code;
 mod ids;
 mod job;
@@ -18,6 +19,7 @@ mod runner;
 mod text;
 mod time;
 
+pub use dag::{DagError, validate_dag};
 pub use error_code::ErrorCode;
 pub use ids::{ArtifactId, ArtifactIdError, JobId, RunnerId};
 pub use job::{

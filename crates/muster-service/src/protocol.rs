@@ -2,11 +2,11 @@
 //! lease holder (heartbeat, progress, log, complete, outputs, fail, DAG). Every job-scoped call
 //! is fenced by the store on the runner and the lease epoch; every answer says whether to stop.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use muster_core::limits::{
-    MAX_BATCH_COMPLETIONS, MAX_CLAIM_JOBS, MAX_CLAIM_KINDS, MAX_CLAIM_WAIT_MS, MAX_DAG_NODES,
+    MAX_BATCH_COMPLETIONS, MAX_CLAIM_JOBS, MAX_CLAIM_KINDS, MAX_CLAIM_WAIT_MS,
     MAX_FAILURE_MESSAGE_LEN, MAX_HEARTBEAT_JOBS, MAX_LOG_ENTRIES, MAX_PROGRESS_MESSAGE_LEN,
 };
 use muster_core::{
@@ -189,47 +189,6 @@ fn job_call(principal: &Principal, target: LeasedJob) -> Result<JobCall, Service
         job: target.job,
         epoch: target.epoch,
     })
-}
-
-/// A DAG's nodes each have an id (a string, or an integer), unique; every edge's `from` and
-/// `to` name one of them; at most [`MAX_DAG_NODES`] nodes and as many edges.
-fn validate_dag(nodes: &[Value], edges: &[Value]) -> Result<(), ServiceError> {
-    if nodes.len() > MAX_DAG_NODES || edges.len() > MAX_DAG_NODES {
-        return Err(ServiceError::invalid_input(format!(
-            "a DAG has at most {MAX_DAG_NODES} nodes and {MAX_DAG_NODES} edges"
-        )));
-    }
-    let node_id = |value: Option<&Value>| {
-        value.and_then(|id| {
-            id.as_str()
-                .map(str::to_string)
-                .or_else(|| id.as_i64().map(|n| n.to_string()))
-        })
-    };
-    let mut ids = HashSet::new();
-    for (index, node) in nodes.iter().enumerate() {
-        let id = node_id(node.get("id")).ok_or_else(|| {
-            ServiceError::invalid_input(format!("nodes[{index}].id: required, a string"))
-        })?;
-        if !ids.insert(id.clone()) {
-            return Err(ServiceError::invalid_input(format!(
-                "nodes[{index}].id: '{id}' appears twice"
-            )));
-        }
-    }
-    for (index, edge) in edges.iter().enumerate() {
-        for end in ["from", "to"] {
-            let id = node_id(edge.get(end)).ok_or_else(|| {
-                ServiceError::invalid_input(format!("edges[{index}].{end}: required, a node id"))
-            })?;
-            if !ids.contains(&id) {
-                return Err(ServiceError::invalid_input(format!(
-                    "edges[{index}].{end}: no node has id '{id}'"
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 impl Coordinator {
@@ -563,7 +522,8 @@ impl Coordinator {
         edges: Vec<Value>,
     ) -> Result<StopSignal, ServiceError> {
         let call = job_call(principal, target)?;
-        validate_dag(&nodes, &edges)?;
+        muster_core::validate_dag(&nodes, &edges)
+            .map_err(|error| ServiceError::invalid_input(error.to_string()))?;
         let value = serde_json::json!({"nodes": nodes, "edges": edges});
         let ack = self.store.sync_dag(call, value, self.clock.now()).await?;
         Ok(StopSignal { cancel: ack.cancel })
