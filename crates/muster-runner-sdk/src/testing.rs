@@ -2,8 +2,9 @@
 //!
 //! A [`Harness`] bundles one implementation of each port: [`InMemoryInputs`] serves inputs from a
 //! map, [`InMemoryArtifacts`] records what the runner stores, [`RecordingControlPlane`] records
-//! progress, events, log lines and the result and can be cancelled, and [`StaticToken`] hands out a fixed token. Fill the
-//! inputs, call [`Harness::run`] (or [`run_runner`]), then look at what was recorded.
+//! progress, events, log lines and the result and can be cancelled, and [`StaticToken`] hands out
+//! a fixed token. Fill the inputs, call [`Harness::run`] (or [`run_runner`]), then look at what
+//! was recorded.
 //!
 //! ```
 //! # async fn example() -> anyhow::Result<()> {
