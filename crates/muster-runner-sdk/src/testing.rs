@@ -392,38 +392,10 @@ impl Harness {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        LeaseEnvelope {
-            access_token: None,
-            access_token_expires_at: None,
-            lease_expires_at: None,
-            cancel: false,
-            status: None,
-            domain_id: None,
-            domain_server_url: None,
-            task: TaskSpec {
-                id: Uuid::now_v7(),
-                job_id: None,
-                capability: capability.to_owned(),
-                capability_filters: Value::Null,
-                inputs_cids: inputs_cids.into_iter().map(Into::into).collect(),
-                outputs_prefix: None,
-                label: None,
-                stage: None,
-                meta: Value::Null,
-                priority: None,
-                attempts: None,
-                max_attempts: None,
-                deps_remaining: None,
-                status: None,
-                mode: None,
-                organization_filter: None,
-                billing_units: None,
-                estimated_credit_cost: None,
-                debited_amount: None,
-                debited_at: None,
-                lease_expires_at: None,
-            },
-        }
+        LeaseEnvelope::new(TaskSpec {
+            inputs_cids: inputs_cids.into_iter().map(Into::into).collect(),
+            ..TaskSpec::new(Uuid::now_v7(), capability)
+        })
     }
 
     /// The context a runner would get for `lease`, borrowing this harness's ports.

@@ -91,40 +91,23 @@ fn claimed_task(job: ClaimedJob, token: &str) -> ClaimedTask {
         i64::try_from(job.lease.expires_at.unix_timestamp_nanos()).unwrap_or(i64::MAX),
     );
     let task = TaskSpec {
-        id: job.id,
         job_id: Some(job.id),
-        capability: job.kind,
-        capability_filters: Value::Null,
         inputs_cids: job.inputs,
-        outputs_prefix: None,
-        label: None,
-        stage: None,
         meta: job.payload,
-        priority: None,
         attempts: Some(u64::from(job.attempt)),
         max_attempts: Some(u64::from(job.max_attempts)),
-        deps_remaining: None,
         status: Some("running".to_string()),
-        mode: None,
-        organization_filter: None,
-        billing_units: None,
-        estimated_credit_cost: None,
-        debited_amount: None,
-        debited_at: None,
         lease_expires_at: Some(expires_at),
+        ..TaskSpec::new(job.id, job.kind)
     };
     ClaimedTask {
         epoch: job.lease.epoch,
         ttl: ttl_of(&job.lease),
         lease: LeaseEnvelope {
             access_token: Some(token.to_string()),
-            access_token_expires_at: None,
             lease_expires_at: Some(expires_at),
-            cancel: false,
             status: Some("leased".to_string()),
-            domain_id: None,
-            domain_server_url: None,
-            task,
+            ..LeaseEnvelope::new(task)
         },
     }
 }

@@ -54,6 +54,16 @@ impl HostedTask {
         }
     }
 
+    async fn record_one(&self, rel_path: &str, id: String) -> Result<()> {
+        record(
+            self.transport.as_ref(),
+            &self.task,
+            one_output(rel_path, id),
+            || format!("record output {rel_path}"),
+        )
+        .await
+    }
+
     fn scratch(&self) -> Result<PathBuf> {
         let mut scratch = self
             .scratch
@@ -130,31 +140,21 @@ impl InputSource for HostedTask {
 #[async_trait]
 impl ArtifactSink for HostedTask {
     async fn put_bytes(&self, rel_path: &str, bytes: &[u8]) -> Result<()> {
-        let id = self
-            .transport
-            .upload_bytes(bytes.to_vec())
-            .await
-            .with_context(|| format!("upload output {rel_path}"))?;
-        record(
-            self.transport.as_ref(),
-            &self.task,
-            one_output(rel_path, id),
-            || format!("record output {rel_path}"),
+        let uploaded = self.transport.upload_bytes(bytes.to_vec()).await;
+        self.record_one(
+            rel_path,
+            uploaded.with_context(|| format!("upload output {rel_path}"))?,
         )
         .await
     }
 
     async fn put_file(&self, rel_path: &str, file_path: &Path) -> Result<()> {
-        let id = self
-            .transport
-            .upload_file(file_path)
-            .await
-            .with_context(|| format!("upload output {rel_path} from {}", file_path.display()))?;
-        record(
-            self.transport.as_ref(),
-            &self.task,
-            one_output(rel_path, id),
-            || format!("record output {rel_path}"),
+        let uploaded = self.transport.upload_file(file_path).await;
+        self.record_one(
+            rel_path,
+            uploaded.with_context(|| {
+                format!("upload output {rel_path} from {}", file_path.display())
+            })?,
         )
         .await
     }

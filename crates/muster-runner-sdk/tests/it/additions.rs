@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use muster_runner_sdk::testing::{InMemoryInputs, RecordingControlPlane};
-use muster_runner_sdk::{ArtifactSink, ControlPlane, InputSource, LogLevel};
+use muster_runner_sdk::{
+    ArtifactSink, ControlPlane, InputSource, LeaseEnvelope, LogLevel, TaskSpec,
+};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -226,5 +228,14 @@ async fn the_recording_control_plane_wakes_a_waiter_and_records_lines_and_the_re
         control_plane.events().is_empty(),
         "plain lines are not events"
     );
+    Ok(())
+}
+
+#[test]
+fn the_lease_and_task_constructors_give_what_the_smallest_json_gives() -> Result<()> {
+    let id = uuid::Uuid::now_v7();
+    let from_json: LeaseEnvelope =
+        serde_json::from_value(json!({"task": {"id": id, "capability": "/x/v1"}}))?;
+    assert_eq!(LeaseEnvelope::new(TaskSpec::new(id, "/x/v1")), from_json);
     Ok(())
 }

@@ -120,6 +120,21 @@ async fn until_logged(
     .await
 }
 
+/// A daemon whose one job (a [`WaitForCancel`]) is running; `others` are hosted beside it.
+async fn running_a_waiting_job(
+    coordinator: &Arc<MemoryCoordinator>,
+    others: Vec<Arc<dyn Runner>>,
+    drain_timeout: Duration,
+) -> Result<(Daemon, uuid::Uuid, Arc<WaitForCancel>)> {
+    let runner = Arc::new(WaitForCancel::default());
+    let mut runners: Vec<Arc<dyn Runner>> = vec![runner.clone()];
+    runners.extend(others);
+    let daemon = Daemon::start(coordinator, runners, 1, drain_timeout)?;
+    let job = coordinator.offer("wait", json!({}), &[]);
+    until_logged(coordinator, job, "waiting").await?;
+    Ok((daemon, job, runner))
+}
+
 fn failure(call: JobCall) -> Result<muster_runner::Failure> {
     match call {
         JobCall::Fail(failure) => Ok(failure),
@@ -235,10 +250,7 @@ async fn a_runner_error_fails_the_attempt_for_a_retry_and_logs_the_error() -> Re
 async fn a_cancel_in_a_job_answer_stops_the_runner_and_fails_the_attempt_as_cancelled() -> Result<()>
 {
     let coordinator = MemoryCoordinator::new();
-    let runner = Arc::new(WaitForCancel::default());
-    let daemon = Daemon::start(&coordinator, vec![runner.clone()], 1, LONG)?;
-    let job = coordinator.offer("wait", json!({}), &[]);
-    until_logged(&coordinator, job, "waiting").await?;
+    let (daemon, job, runner) = running_a_waiting_job(&coordinator, Vec::new(), LONG).await?;
 
     coordinator.cancel(job);
     let failure = failure(report_of(&coordinator, job).await?)?;
@@ -251,14 +263,7 @@ async fn a_cancel_in_a_job_answer_stops_the_runner_and_fails_the_attempt_as_canc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_named_by_the_runner_heartbeat_stops_the_job() -> Result<()> {
     let coordinator = MemoryCoordinator::new();
-    let daemon = Daemon::start(
-        &coordinator,
-        vec![Arc::new(WaitForCancel::default())],
-        1,
-        LONG,
-    )?;
-    let job = coordinator.offer("wait", json!({}), &[]);
-    until_logged(&coordinator, job, "waiting").await?;
+    let (daemon, job, _) = running_a_waiting_job(&coordinator, Vec::new(), LONG).await?;
 
     coordinator.cancel_by_runner_heartbeat(job);
     let failure = failure(report_of(&coordinator, job).await?)?;
@@ -270,15 +275,8 @@ async fn a_cancel_named_by_the_runner_heartbeat_stops_the_job() -> Result<()> {
 async fn a_lost_lease_stops_the_runner_silently_and_the_daemon_takes_the_next_job() -> Result<()> {
     let coordinator = MemoryCoordinator::new();
     coordinator.put_artifact("in-1", b"hello");
-    let runner = Arc::new(WaitForCancel::default());
-    let daemon = Daemon::start(
-        &coordinator,
-        vec![runner.clone(), Arc::new(CopyRunner)],
-        1,
-        LONG,
-    )?;
-    let job = coordinator.offer("wait", json!({}), &[]);
-    until_logged(&coordinator, job, "waiting").await?;
+    let (daemon, job, runner) =
+        running_a_waiting_job(&coordinator, vec![Arc::new(CopyRunner)], LONG).await?;
 
     coordinator.lose_lease(job);
     eventually(
@@ -334,14 +332,8 @@ async fn a_drain_lets_the_running_job_finish_and_claims_nothing_more() -> Result
 async fn a_drain_timeout_stops_the_job_and_reports_a_retryable_failure_not_a_cancel() -> Result<()>
 {
     let coordinator = MemoryCoordinator::new();
-    let daemon = Daemon::start(
-        &coordinator,
-        vec![Arc::new(WaitForCancel::default())],
-        1,
-        Duration::from_millis(300),
-    )?;
-    let job = coordinator.offer("wait", json!({}), &[]);
-    until_logged(&coordinator, job, "waiting").await?;
+    let (daemon, job, _) =
+        running_a_waiting_job(&coordinator, Vec::new(), Duration::from_millis(300)).await?;
 
     daemon.drain(Duration::from_secs(20)).await?;
 
@@ -360,14 +352,7 @@ async fn a_drain_timeout_stops_the_job_and_reports_a_retryable_failure_not_a_can
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_stops_the_job_at_once_and_reports_it_for_a_retry() -> Result<()> {
     let coordinator = MemoryCoordinator::new();
-    let daemon = Daemon::start(
-        &coordinator,
-        vec![Arc::new(WaitForCancel::default())],
-        1,
-        LONG,
-    )?;
-    let job = coordinator.offer("wait", json!({}), &[]);
-    until_logged(&coordinator, job, "waiting").await?;
+    let (daemon, job, _) = running_a_waiting_job(&coordinator, Vec::new(), LONG).await?;
 
     daemon.stop.drain.cancel();
     daemon.stop.abort.cancel();

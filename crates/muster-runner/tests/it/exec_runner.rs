@@ -35,15 +35,15 @@ fn shell(script: &str) -> serde_json::Value {
     json!({"command": ["sh", "-c", script]})
 }
 
-/// Alive and not a zombie.
+/// Alive and not a zombie waiting to be reaped, by its `State:` line in /proc.
 fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("State:"))
+        .is_some_and(|state| !matches!(state.trim().chars().next(), Some('Z' | 'X')))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
