@@ -1,11 +1,13 @@
 //! The daemon's loops: runner heartbeats, claims, one task per job, drain.
 
 use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::bail;
+use futures::FutureExt;
 use muster_core::{FailureReason, LogLevel};
 use muster_runner_sdk::Runner;
 use rand::Rng;
@@ -283,6 +285,14 @@ async fn heartbeat_loop(
     }
 }
 
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
 /// Run one task with its runner and report the outcome, unless the lease was lost.
 async fn run_task(
     runner: Arc<dyn Runner>,
@@ -301,7 +311,17 @@ async fn run_task(
     let outcome = {
         // The ports (and the job's scratch directory) live exactly as long as the run.
         let ports = HostedTask::new(Arc::clone(&transport), Arc::clone(&task), work_dir);
-        runner.run(ports.context()).await
+        // A panicking runner fails its attempt like an error would, instead of taking the
+        // task down with the lease-keeping driver still renewing a lease nobody works under.
+        AssertUnwindSafe(runner.run(ports.context()))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                Err(anyhow::anyhow!(
+                    "the runner panicked: {}",
+                    panic_text(&*panic)
+                ))
+            })
     };
     driver_done.cancel();
     let _ = driver.await;

@@ -81,6 +81,22 @@ impl Runner for WaitForCancel {
     }
 }
 
+/// Panics, as a buggy runner might.
+struct PanickingRunner;
+
+#[async_trait]
+impl Runner for PanickingRunner {
+    fn capability(&self) -> &'static str {
+        "panic"
+    }
+
+    async fn run(&self, ctx: TaskCtx<'_>) -> Result<()> {
+        ctx.ctrl.log(LogLevel::Info, "about to panic").await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        panic!("a bug in the runner")
+    }
+}
+
 /// Works for 800 ms unless stopped first.
 struct SlowRunner;
 
@@ -406,6 +422,36 @@ async fn a_refused_outcome_is_not_sent_again() -> Result<()> {
     daemon.drain(Duration::from_secs(10)).await?;
     assert_eq!(coordinator.reports(job).len(), 1);
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_runner_fails_its_attempt_and_frees_its_slot() -> Result<()> {
+    let coordinator = MemoryCoordinator::new();
+    let daemon = Daemon::start(
+        &coordinator,
+        vec![Arc::new(PanickingRunner), Arc::new(SlowRunner)],
+        1,
+        LONG,
+    )?;
+    let job = coordinator.offer("panic", json!({}), &[]);
+
+    let failure = failure(report_of(&coordinator, job).await?)?;
+    assert_eq!(failure.reason, FailureReason::RunnerError, "{failure:?}");
+    assert!(failure.retryable);
+    assert_eq!(failure.message, "the runner panicked: a bug in the runner");
+    let next = coordinator.offer("slow", json!({}), &[]);
+    let report = report_of(&coordinator, next).await?;
+    assert!(matches!(report, JobCall::Complete(_)), "{report:?}");
+    // Nothing keeps the panicked job's lease alive any more.
+    let calls = coordinator.calls(job).len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        coordinator.calls(job).len(),
+        calls,
+        "{:?}",
+        coordinator.calls(job)
+    );
+    daemon.drain(Duration::from_secs(10)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
