@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use muster_runner::exec::{DEFAULT_KILL_GRACE, ExecHandler};
-use muster_runner::{DaemonConfig, JobHandler, StopSignals};
+use muster_client::ClientTls;
+use muster_runner::exec::{DEFAULT_KILL_GRACE, ExecRunner};
+use muster_runner::{DaemonConfig, HttpTransport, StopSignals};
+use muster_runner_sdk::Runner;
 use serde::Deserialize;
 
 #[derive(Args, Debug, Clone)]
@@ -76,8 +78,30 @@ fn env(name: &str) -> Option<String> {
         .filter(|value| !value.trim().is_empty())
 }
 
+/// How to reach the coordinator.
+pub(crate) struct Connection {
+    pub(crate) server: String,
+    pub(crate) token: String,
+    pub(crate) tls: ClientTls,
+}
+
+impl Connection {
+    pub(crate) fn transport(&self) -> anyhow::Result<Arc<HttpTransport>> {
+        let transport = HttpTransport::new(&self.server, &self.token, &self.tls)
+            .context("set up the runner client")?;
+        Ok(Arc::new(transport))
+    }
+}
+
+/// What `muster runner` was asked to be.
+struct Resolved {
+    connection: Connection,
+    config: DaemonConfig,
+    exec: bool,
+}
+
 /// Flags win over the environment, which wins over the file.
-fn resolve(args: RunnerArgs) -> anyhow::Result<(DaemonConfig, bool, PathBuf)> {
+fn resolve(args: RunnerArgs) -> anyhow::Result<Resolved> {
     let file_path = args
         .config
         .clone()
@@ -138,10 +162,11 @@ fn resolve(args: RunnerArgs) -> anyhow::Result<(DaemonConfig, bool, PathBuf)> {
     if concurrency == 0 || concurrency > 1000 {
         bail!("--concurrency must be between 1 and 1000");
     }
+    let work_dir = args
+        .work_dir
+        .or(file.work_dir)
+        .unwrap_or_else(|| std::env::temp_dir().join("muster-runner"));
     let config = DaemonConfig {
-        server,
-        token,
-        tls,
         labels,
         tags,
         resources,
@@ -151,12 +176,13 @@ fn resolve(args: RunnerArgs) -> anyhow::Result<(DaemonConfig, bool, PathBuf)> {
         ),
         hostname: hostname(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        work_dir,
     };
-    let work_dir = args
-        .work_dir
-        .or(file.work_dir)
-        .unwrap_or_else(|| std::env::temp_dir().join("muster-runner"));
-    Ok((config, args.exec || file.exec.unwrap_or(false), work_dir))
+    Ok(Resolved {
+        connection: Connection { server, token, tls },
+        config,
+        exec: args.exec || file.exec.unwrap_or(false),
+    })
 }
 
 pub(crate) fn hostname() -> Option<String> {
@@ -167,28 +193,32 @@ pub(crate) fn hostname() -> Option<String> {
         .or_else(|| env("HOSTNAME"))
 }
 
-/// The handlers a runner hosts.
-pub(crate) fn handlers(exec: bool, work_dir: PathBuf) -> Vec<Arc<dyn JobHandler>> {
-    let mut handlers: Vec<Arc<dyn JobHandler>> = Vec::new();
+/// The runners a runner process hosts; `exec`'s output directories go under `work_dir`.
+pub(crate) fn runners(exec: bool, work_dir: &std::path::Path) -> Vec<Arc<dyn Runner>> {
+    let mut runners: Vec<Arc<dyn Runner>> = Vec::new();
     if exec {
-        handlers.push(Arc::new(ExecHandler::new(work_dir, DEFAULT_KILL_GRACE)));
+        runners.push(Arc::new(ExecRunner::new(
+            work_dir.to_path_buf(),
+            DEFAULT_KILL_GRACE,
+        )));
     }
-    handlers
+    runners
 }
 
 pub(crate) fn run(args: RunnerArgs) -> anyhow::Result<()> {
-    let (config, exec, work_dir) = resolve(args)?;
-    let handlers = handlers(exec, work_dir);
-    if handlers.is_empty() {
+    let resolved = resolve(args)?;
+    let runners = runners(resolved.exec, &resolved.config.work_dir);
+    if runners.is_empty() {
         bail!(
-            "this runner hosts no job kinds: pass --exec to run commands (or embed muster-runner with your own handlers)"
+            "this runner hosts no job kinds: pass --exec to run commands (or embed muster-runner with your own runners)"
         );
     }
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async move {
+        let transport = resolved.connection.transport()?;
         let stop = StopSignals::default();
         tokio::spawn(stop_on_signals(stop.clone()));
-        muster_runner::run(config, handlers, stop).await
+        muster_runner::run(transport, resolved.config, runners, stop).await
     })
 }
 

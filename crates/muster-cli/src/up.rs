@@ -119,22 +119,29 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
             args.concurrency
         );
         crate::output::note!("  try: muster job submit -- echo hello");
-        let daemon = DaemonConfig {
+        let connection = crate::runner::Connection {
             server: url,
             token,
+            tls: muster_client::ClientTls::system(),
+        };
+        let work_dir = data_dir.join("work");
+        let daemon = DaemonConfig {
             labels: Default::default(),
             tags: Vec::new(),
             resources: muster_runner::detect_resources(),
             concurrency: args.concurrency.max(1),
             drain_timeout: Duration::from_secs(30),
             hostname: crate::runner::hostname(),
-            tls: muster_client::ClientTls::system(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            work_dir: work_dir.clone(),
         };
         let stop = StopSignals::default();
         tokio::spawn(crate::runner::stop_on_signals(stop.clone()));
-        let handlers = crate::runner::handlers(true, data_dir.join("work"));
-        let ran = muster_runner::run(daemon, handlers, stop).await;
+        let runners = crate::runner::runners(true, &work_dir);
+        let ran = match connection.transport() {
+            Ok(transport) => muster_runner::run(transport, daemon, runners, stop).await,
+            Err(error) => Err(error),
+        };
         server_stop.cancel();
         let served = server.await.context("join the coordinator")?;
         ran.and(served)

@@ -1,5 +1,7 @@
 //! A complete runner for the capability `/examples/hello/v1`: it reads its first input, logs what
-//! it read, and stores the input upper-cased. `main` runs it through the in-memory harness.
+//! it read, stores the input upper-cased and says how many bytes it wrote as its result. `main`
+//! runs it through the in-memory harness; `muster-runner`'s `hello_daemon` example hosts the same
+//! runner against a real coordinator.
 //!
 //! Run it with `cargo run -p muster-runner-sdk --example hello_runner`. The integration tests
 //! include this file as a module, so the runner they check is exactly the one shown here.
@@ -58,6 +60,10 @@ impl Runner for HelloRunner {
         ctx.output
             .put_bytes(HELLO_OUTPUT_PATH, &input.to_ascii_uppercase())
             .await?;
+        // The job's result; the daemon adds the outputs stored above under "outputs".
+        ctx.ctrl
+            .set_result(json!({ "bytes_written": input.len() }))
+            .await?;
         ctx.ctrl
             .progress(json!({ "progress": 100, "message": "finished" }))
             .await?;
@@ -81,6 +87,9 @@ async fn main() -> Result<()> {
     }
     for event in harness.control_plane.events() {
         println!("event {event}");
+    }
+    if let Some(result) = harness.control_plane.result() {
+        println!("result {result}");
     }
     Ok(())
 }

@@ -57,10 +57,11 @@
 //!
 //! - [`InputSource`]: fetches the task's inputs (the ids in `lease.task.inputs_cids`) into memory or
 //!   onto local disk.
-//! - [`ArtifactSink`]: stores the task's outputs by relative path, from memory, from a file, or
-//!   streamed in chunks through a [`MultipartUpload`] where the sink supports it.
-//! - [`ControlPlane`]: tells whether the task was cancelled and takes progress reports and
-//!   structured log events.
+//! - [`ArtifactSink`]: stores the task's outputs by relative path, from memory, from a file (or
+//!   several files together), or streamed in chunks through a [`MultipartUpload`] where the sink
+//!   supports it.
+//! - [`ControlPlane`]: tells whether the task was cancelled (or waits until it is) and takes
+//!   progress reports, structured log events, plain log lines and the task's result.
 //! - [`AccessTokenProvider`]: the current bearer token, for runners that call other services.
 //!
 //! [`LeaseEnvelope`] and [`TaskSpec`] describe the lease and the task; the daemon picks the runner
@@ -68,15 +69,21 @@
 //!
 //! # Who implements the ports
 //!
-//! The muster runner daemon (`muster runner`) provides the real implementations over the
-//! coordinator's HTTP API:
+//! The muster runner daemon (`muster runner`, crate `muster-runner`) hosts runners and provides the
+//! real implementations over its connection to the coordinator (HTTP today):
 //!
 //! - [`InputSource`] downloads artifacts from the coordinator by id;
-//! - [`ArtifactSink`] uploads the outputs to the coordinator;
-//! - [`ControlPlane`] rides on job heartbeats (`POST /api/v1/runner/jobs/{id}/heartbeat`): each
-//!   heartbeat carries the latest progress value and the events logged since the last one, in
-//!   order; when the coordinator answers a heartbeat with `cancel: true`,
-//!   [`ControlPlane::is_cancelled`] turns true.
+//! - [`ArtifactSink`] uploads the outputs to the coordinator and records each on the job under its
+//!   relative path;
+//! - [`ControlPlane`]: progress travels with the next job heartbeat
+//!   (`POST /api/v1/runner/jobs/{id}/heartbeat`); events and log lines become lines of the job's
+//!   log, shipped in order within a fraction of a second; when the coordinator answers anything
+//!   about the task with `cancel: true` (or the lease is lost), [`ControlPlane::is_cancelled`] turns
+//!   true and [`ControlPlane::wait_until_cancelled`] resolves; [`ControlPlane::set_result`] is the job's
+//!   result.
+//!
+//! The daemon's own `exec` runner (commands in a process group) is written against these same
+//! ports.
 //!
 //! The [`testing`] module provides in-memory implementations of all four ports and a [`Harness`]
 //! that runs a runner on them, so runners can be tested without a coordinator.
@@ -91,7 +98,7 @@ pub mod types;
 
 pub use runner::{
     AccessTokenProvider, ArtifactSink, ControlPlane, DomainArtifactContent, DomainArtifactRequest,
-    InputSource, MaterializedInput, MultipartUpload, Runner, TaskCtx,
+    InputSource, LogLevel, MaterializedInput, MultipartUpload, Runner, TaskCtx,
 };
 pub use types::{LeaseEnvelope, TaskSpec};
 

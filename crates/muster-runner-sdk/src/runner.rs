@@ -5,11 +5,15 @@
 //! (HTTP-backed in production, in-memory in [`crate::testing`]) behind a `&dyn` reference.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use async_trait::async_trait;
 
 use crate::types::LeaseEnvelope;
+
+/// The severity of a log line; the same levels as the coordinator's job log.
+pub use muster_core::LogLevel;
 
 /// An input artifact written to local disk, with whatever the source knew about it.
 ///
@@ -75,6 +79,18 @@ pub trait InputSource: Send + Sync {
         let path = self.materialize_cid_to_temp(cid).await?;
         Ok(MaterializedInput::new(cid, path))
     }
+
+    /// Writes the artifact `cid` to `path`, a file the runner chose (for tools that expect their
+    /// inputs in one directory under known names); the parent directory must exist. The default
+    /// materializes to a temporary file and copies it; the muster daemon streams the download
+    /// straight to `path`.
+    async fn materialize_cid_to(&self, cid: &str, path: &Path) -> Result<()> {
+        let temporary = self.materialize_cid_to_temp(cid).await?;
+        tokio::fs::copy(&temporary, path)
+            .await
+            .with_context(|| format!("copy input {cid} to {}", path.display()))?;
+        Ok(())
+    }
 }
 
 /// Where a task's outputs go. `rel_path` is relative to the task's outputs prefix. The muster
@@ -86,6 +102,17 @@ pub trait ArtifactSink: Send + Sync {
 
     /// Stores the contents of the local file `file_path` as the artifact at `rel_path`.
     async fn put_file(&self, rel_path: &str, file_path: &Path) -> Result<()>;
+
+    /// Stores several local files, each `(rel_path, file_path)`. A sink that can make them
+    /// visible together does (the muster daemon uploads them all, then records them on the job in
+    /// one call, so an upload failing half-way records none); the default stores them one by one
+    /// with [`ArtifactSink::put_file`].
+    async fn put_files(&self, files: &[(String, PathBuf)]) -> Result<()> {
+        for (rel_path, file_path) in files {
+            self.put_file(rel_path, file_path).await?;
+        }
+        Ok(())
+    }
 
     /// Starts a streamed upload for an artifact too large to hold in memory. Sinks that cannot
     /// stream keep this default, which refuses, so runners should fall back to
@@ -143,11 +170,13 @@ pub enum DomainArtifactContent<'a> {
     File(&'a Path),
 }
 
-/// The runner's line back to whoever handed out the task: cancellation, progress and events.
+/// The runner's line back to whoever handed out the task: cancellation, progress, log lines and
+/// the result.
 ///
-/// In the muster daemon each call feeds the job heartbeat: progress replaces the last value,
-/// events queue up and go out in order with the next heartbeat, and the heartbeat's `cancel: true`
-/// answer is what [`ControlPlane::is_cancelled`] reports.
+/// In the muster daemon progress replaces the last value and travels with the next job
+/// heartbeat; events and log lines queue up and are shipped in order within a fraction of a
+/// second; a `cancel: true` in any answer of the coordinator about the task (or the task's lease
+/// being lost) is what [`ControlPlane::is_cancelled`] reports.
 #[async_trait]
 pub trait ControlPlane: Send + Sync {
     /// True once the task has been cancelled. Runners check this between steps and stop with an
@@ -161,6 +190,31 @@ pub trait ControlPlane: Send + Sync {
     /// Records a structured event (a JSON object of fields) for the task's log. Events are kept in
     /// the order they were logged.
     async fn log_event(&self, fields: serde_json::Value) -> Result<()>;
+
+    /// Resolves once the task is cancelled, for a runner that waits on something (a child
+    /// process, a socket) and must stop as soon as the task is. The default asks
+    /// [`ControlPlane::is_cancelled`] every 100 ms; the muster daemon's resolves at once.
+    async fn wait_until_cancelled(&self) {
+        while !self.is_cancelled().await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Appends a plain line of text to the task's log at `level` (a command's output, say). The
+    /// default records it as the event `{"level": ..., "message": ...}`; the muster daemon writes
+    /// it as a job log line of that level.
+    async fn log(&self, level: LogLevel, message: &str) -> Result<()> {
+        self.log_event(serde_json::json!({ "level": level.as_str(), "message": message }))
+            .await
+    }
+
+    /// Sets the JSON the task reports as its result when [`Runner::run`] returns `Ok`, replacing
+    /// any value set before. The muster daemon adds `outputs` (what was stored, path to artifact
+    /// id) to an object result; a task that sets none completes with `{"outputs": {...}}`. The
+    /// default ignores the value, for hosts that have no result to report.
+    async fn set_result(&self, _value: serde_json::Value) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The current bearer token for calls a runner makes on its own. The value may change while a task

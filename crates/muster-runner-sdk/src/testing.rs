@@ -2,8 +2,9 @@
 //!
 //! A [`Harness`] bundles one implementation of each port: [`InMemoryInputs`] serves inputs from a
 //! map, [`InMemoryArtifacts`] records what the runner stores, [`RecordingControlPlane`] records
-//! progress and events and can be cancelled, and [`StaticToken`] hands out a fixed token. Fill the
-//! inputs, call [`Harness::run`] (or [`run_runner`]), then look at what was recorded.
+//! progress, events, log lines and the result and can be cancelled, and [`StaticToken`] hands out
+//! a fixed token. Fill the inputs, call [`Harness::run`] (or [`run_runner`]), then look at what
+//! was recorded.
 //!
 //! ```
 //! # async fn example() -> anyhow::Result<()> {
@@ -38,7 +39,8 @@ use tempfile::TempDir;
 use uuid::Uuid;
 
 use crate::runner::{
-    AccessTokenProvider, ArtifactSink, ControlPlane, InputSource, MultipartUpload, Runner, TaskCtx,
+    AccessTokenProvider, ArtifactSink, ControlPlane, InputSource, LogLevel, MultipartUpload,
+    Runner, TaskCtx,
 };
 use crate::types::{LeaseEnvelope, TaskSpec};
 
@@ -117,15 +119,19 @@ impl InputSource for InMemoryInputs {
     }
 
     async fn materialize_cid_to_temp(&self, cid: &str) -> Result<PathBuf> {
-        let bytes = self.bytes_of(cid)?;
         let path = self
             .scratch_directory
             .path()
             .join(self.fresh_file_name(cid));
-        tokio::fs::write(&path, &bytes)
-            .await
-            .with_context(|| format!("writing input {cid:?} to {}", path.display()))?;
+        self.materialize_cid_to(cid, &path).await?;
         Ok(path)
+    }
+
+    async fn materialize_cid_to(&self, cid: &str, path: &Path) -> Result<()> {
+        let bytes = self.bytes_of(cid)?;
+        tokio::fs::write(path, &bytes)
+            .await
+            .with_context(|| format!("writing input {cid:?} to {}", path.display()))
     }
 }
 
@@ -223,13 +229,16 @@ impl MultipartUpload for InMemoryMultipartUpload {
     }
 }
 
-/// A [`ControlPlane`] that records every progress report and event in order and is cancelled
-/// on demand.
+/// A [`ControlPlane`] that records every progress report, event, log line and result in order
+/// and is cancelled on demand.
 #[derive(Debug, Default)]
 pub struct RecordingControlPlane {
     cancelled: AtomicBool,
+    cancellation: tokio::sync::Notify,
     progress_reports: Mutex<Vec<Value>>,
     logged_events: Mutex<Vec<Value>>,
+    log_lines: Mutex<Vec<(LogLevel, String)>>,
+    result: Mutex<Option<Value>>,
     cancel_once_event_count_reaches: Mutex<Option<usize>>,
 }
 
@@ -243,6 +252,7 @@ impl RecordingControlPlane {
     /// [`ControlPlane::is_cancelled`] is true.
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
+        self.cancellation.notify_waiters();
     }
 
     /// Cancels the task as soon as `event_count` events have been logged, to test that a runner
@@ -273,6 +283,16 @@ impl RecordingControlPlane {
     pub fn events(&self) -> Vec<Value> {
         lock_ignoring_poison(&self.logged_events).clone()
     }
+
+    /// Every plain log line, oldest first.
+    pub fn log_lines(&self) -> Vec<(LogLevel, String)> {
+        lock_ignoring_poison(&self.log_lines).clone()
+    }
+
+    /// The result the runner set last, if any.
+    pub fn result(&self) -> Option<Value> {
+        lock_ignoring_poison(&self.result).clone()
+    }
 }
 
 #[async_trait]
@@ -296,6 +316,27 @@ impl ControlPlane for RecordingControlPlane {
         if threshold.is_some_and(|threshold| event_count >= threshold) {
             self.cancel();
         }
+        Ok(())
+    }
+
+    async fn wait_until_cancelled(&self) {
+        loop {
+            // Created before the check, so a cancel landing between the two still wakes it.
+            let woken = self.cancellation.notified();
+            if self.cancelled() {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    async fn log(&self, level: LogLevel, message: &str) -> Result<()> {
+        lock_ignoring_poison(&self.log_lines).push((level, message.to_owned()));
+        Ok(())
+    }
+
+    async fn set_result(&self, value: Value) -> Result<()> {
+        *lock_ignoring_poison(&self.result) = Some(value);
         Ok(())
     }
 }
@@ -351,38 +392,10 @@ impl Harness {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        LeaseEnvelope {
-            access_token: None,
-            access_token_expires_at: None,
-            lease_expires_at: None,
-            cancel: false,
-            status: None,
-            domain_id: None,
-            domain_server_url: None,
-            task: TaskSpec {
-                id: Uuid::now_v7(),
-                job_id: None,
-                capability: capability.to_owned(),
-                capability_filters: Value::Null,
-                inputs_cids: inputs_cids.into_iter().map(Into::into).collect(),
-                outputs_prefix: None,
-                label: None,
-                stage: None,
-                meta: Value::Null,
-                priority: None,
-                attempts: None,
-                max_attempts: None,
-                deps_remaining: None,
-                status: None,
-                mode: None,
-                organization_filter: None,
-                billing_units: None,
-                estimated_credit_cost: None,
-                debited_amount: None,
-                debited_at: None,
-                lease_expires_at: None,
-            },
-        }
+        LeaseEnvelope::new(TaskSpec {
+            inputs_cids: inputs_cids.into_iter().map(Into::into).collect(),
+            ..TaskSpec::new(Uuid::now_v7(), capability)
+        })
     }
 
     /// The context a runner would get for `lease`, borrowing this harness's ports.

@@ -42,6 +42,23 @@ pub struct LeaseEnvelope {
     pub task: TaskSpec,
 }
 
+impl LeaseEnvelope {
+    /// A lease on `task` with every other field at its default (no token, no expiry, not
+    /// cancelled, no domain): what a lease deserializes to when only its task is given.
+    pub fn new(task: TaskSpec) -> Self {
+        LeaseEnvelope {
+            access_token: None,
+            access_token_expires_at: None,
+            lease_expires_at: None,
+            cancel: false,
+            status: None,
+            domain_id: None,
+            domain_server_url: None,
+            task,
+        }
+    }
+}
+
 /// What to do: the capability that runs the task, its inputs, where outputs go, and bookkeeping.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct TaskSpec {
@@ -114,4 +131,34 @@ pub struct TaskSpec {
     /// When the lease on this task runs out, as the task record carries it.
     #[serde(default)]
     pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+impl TaskSpec {
+    /// The task `id` for `capability` with every other field at its default (no inputs, `meta`
+    /// JSON `null`, nothing counted): what a task deserializes to when only those two are given.
+    pub fn new(id: Uuid, capability: impl Into<String>) -> Self {
+        TaskSpec {
+            id,
+            job_id: None,
+            capability: capability.into(),
+            capability_filters: Value::Null,
+            inputs_cids: Vec::new(),
+            outputs_prefix: None,
+            label: None,
+            stage: None,
+            meta: Value::Null,
+            priority: None,
+            attempts: None,
+            max_attempts: None,
+            deps_remaining: None,
+            status: None,
+            mode: None,
+            organization_filter: None,
+            billing_units: None,
+            estimated_credit_cost: None,
+            debited_amount: None,
+            debited_at: None,
+            lease_expires_at: None,
+        }
+    }
 }

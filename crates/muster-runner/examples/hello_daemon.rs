@@ -19,31 +19,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use muster_runner::sdk::SdkHandler;
-use muster_runner::{DaemonConfig, JobHandler, StopSignals};
+use muster_runner::{DaemonConfig, HttpTransport, StopSignals};
+use muster_runner_sdk::Runner;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let server = std::env::var("MUSTER_SERVER").unwrap_or_else(|_| "http://127.0.0.1:7070".into());
     let token = std::env::var("MUSTER_RUNNER_TOKEN")
         .context("set MUSTER_RUNNER_TOKEN to a runner token")?;
-    let handler = SdkHandler::new(
-        Arc::new(hello_runner::HelloRunner),
-        token.clone(),
-        std::env::temp_dir().join("muster-hello"),
-    );
-    let handlers: Vec<Arc<dyn JobHandler>> = vec![Arc::new(handler)];
+    let transport = HttpTransport::new(&server, &token, &muster_client::ClientTls::system())
+        .context("set up the runner client")?;
+    let runners: Vec<Arc<dyn Runner>> = vec![Arc::new(hello_runner::HelloRunner)];
     let config = DaemonConfig {
-        server,
-        token,
         labels: Default::default(),
         tags: Vec::new(),
         resources: muster_runner::detect_resources(),
         concurrency: 1,
         drain_timeout: Duration::from_secs(30),
         hostname: None,
-        tls: muster_client::ClientTls::system(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        work_dir: std::env::temp_dir().join("muster-hello"),
     };
     let stop = StopSignals::default();
     let drain = stop.drain.clone();
@@ -55,5 +50,5 @@ async fn main() -> anyhow::Result<()> {
         "hello runner started; hosting {}",
         hello_runner::HELLO_CAPABILITY
     );
-    muster_runner::run(config, handlers, stop).await
+    muster_runner::run(Arc::new(transport), config, runners, stop).await
 }

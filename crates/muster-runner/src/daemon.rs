@@ -1,26 +1,27 @@
 //! The daemon's loops: runner heartbeats, claims, one task per job, drain.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use muster_api::{ClaimJobs, FailJob, FailureReason, LogLevel, RunnerActivity, RunnerHeartbeat};
-use muster_client::{ClientError, ClientTls, RunnerClient};
+use anyhow::bail;
+use futures::FutureExt;
+use muster_core::{FailureReason, LogLevel};
+use muster_runner_sdk::Runner;
 use rand::Rng;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::control::{JobContext, JobHandler, drive};
+use crate::ports::HostedTask;
+use crate::task::{TaskState, keep_lease};
+use crate::transport::{ClaimRequest, Failure, RunnerBeat, Transport, TransportError};
 
-/// Settings of one daemon.
+/// Settings of one daemon, whatever transport it speaks.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
-    pub server: String,
-    pub token: String,
-    /// Which authorities to trust for an `https://` server.
-    pub tls: ClientTls,
     pub labels: BTreeMap<String, String>,
     pub tags: Vec<String>,
     pub resources: BTreeMap<String, f64>,
@@ -30,6 +31,9 @@ pub struct DaemonConfig {
     pub drain_timeout: Duration,
     pub hostname: Option<String>,
     pub version: String,
+    /// Where hosted runners' scratch files go (inputs fetched to temporary files, spooled
+    /// uploads), one directory per job, removed when the job ends.
+    pub work_dir: PathBuf,
 }
 
 /// The stop requests a daemon obeys: `drain` (stop claiming, finish jobs) and `abort` (cancel
@@ -74,32 +78,60 @@ async fn backoff(attempt: u32, stop: &CancellationToken) {
     }
 }
 
-fn is_fatal(error: &ClientError) -> bool {
+fn is_fatal(error: &TransportError) -> bool {
     error.is_refused_token()
 }
 
-type Running = Arc<Mutex<HashMap<Uuid, Arc<JobContext>>>>;
+type Running = Arc<Mutex<HashMap<Uuid, Arc<TaskState>>>>;
 
-/// Run the daemon until drained or aborted.
+fn running_ids(running: &Running) -> Vec<Uuid> {
+    running
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .keys()
+        .copied()
+        .collect()
+}
+
+/// Takes a task out of the running set however its run ends, a panicking runner included, so
+/// its slot is freed and the runner heartbeat stops listing it.
+struct RunningEntry {
+    running: Running,
+    id: Uuid,
+    slot_freed: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for RunningEntry {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+        self.slot_freed.notify_one();
+    }
+}
+
+/// Run the daemon over `transport` until drained or aborted, hosting `runners` (each takes the
+/// jobs whose kind is its capability; of two with one capability, the later wins).
 pub async fn run(
+    transport: Arc<dyn Transport>,
     config: DaemonConfig,
-    handlers: Vec<Arc<dyn JobHandler>>,
+    runners: Vec<Arc<dyn Runner>>,
     stop: StopSignals,
 ) -> anyhow::Result<()> {
-    if handlers.is_empty() {
+    if runners.is_empty() {
         bail!("no job kinds to run: host at least one runner (for example --exec)");
     }
-    let client = RunnerClient::with_tls(&config.server, &config.token, &config.tls)
-        .context("set up the runner client")?;
-    let by_kind: HashMap<String, Arc<dyn JobHandler>> = handlers
+    let by_kind: HashMap<String, Arc<dyn Runner>> = runners
         .iter()
-        .map(|handler| (handler.kind().to_string(), Arc::clone(handler)))
+        .map(|runner| (runner.capability().to_string(), Arc::clone(runner)))
         .collect();
-    let kinds: Vec<String> = by_kind.keys().cloned().collect();
+    let mut kinds: Vec<String> = by_kind.keys().cloned().collect();
+    kinds.sort();
     let running: Running = Arc::default();
     let heartbeat_stop = CancellationToken::new();
     let heartbeats = tokio::spawn(heartbeat_loop(
-        client.clone(),
+        Arc::clone(&transport),
         config.clone(),
         Arc::clone(&running),
         stop.clone(),
@@ -108,12 +140,11 @@ pub async fn run(
     let mut jobs = JoinSet::new();
     let slot_freed = Arc::new(tokio::sync::Notify::new());
     let mut failures = 0u32;
-    tracing::info!(kinds = ?kinds, concurrency = config.concurrency, server = %config.server, "runner started");
+    tracing::info!(kinds = ?kinds, concurrency = config.concurrency, server = %transport.describe(), "runner started");
     while !stop.drain.is_cancelled() {
         while jobs.try_join_next().is_some() {}
-        let free = config
-            .concurrency
-            .saturating_sub(running.lock().map(|r| r.len() as u32).unwrap_or(0));
+        let busy = running.lock().unwrap_or_else(PoisonError::into_inner).len() as u32;
+        let free = config.concurrency.saturating_sub(busy);
         if free == 0 {
             tokio::select! {
                 _ = slot_freed.notified() => {}
@@ -123,37 +154,39 @@ pub async fn run(
         }
         // A short long-poll that is never abandoned: dropping a claim in flight could leave jobs
         // leased to this runner that it never runs (they would wait out their lease and lose an
-        // attempt), so a drain waits for the answer (at most `wait_ms`) and runs what it brings.
-        let claim = ClaimJobs {
+        // attempt), so a drain waits for the answer (at most `wait`) and runs what it brings.
+        let claim = ClaimRequest {
             kinds: kinds.clone(),
             labels: config.labels.clone(),
             tags: config.tags.clone(),
             resources: config.resources.clone(),
-            max_jobs: Some(free),
-            wait_ms: Some(5_000),
+            max_jobs: free,
+            wait: Duration::from_secs(5),
         };
-        let claimed = client.claim_job(&claim).await;
-        match claimed {
+        match transport.claim(&claim).await {
             Ok(claimed) => {
                 failures = 0;
-                for job in claimed {
-                    let Some(handler) = by_kind.get(&job.kind).cloned() else {
-                        tracing::error!(job = %job.id, kind = %job.kind, "claimed a job of a kind not hosted here");
+                for claimed in claimed {
+                    let kind = &claimed.lease.task.capability;
+                    let Some(runner) = by_kind.get(kind).cloned() else {
+                        tracing::error!(job = %claimed.lease.task.id, %kind, "claimed a job of a kind not hosted here");
                         continue;
                     };
-                    let context = JobContext::new(job, client.clone());
-                    if let Ok(mut running) = running.lock() {
-                        running.insert(context.claimed.id, Arc::clone(&context));
-                    }
-                    let client = client.clone();
-                    let running = Arc::clone(&running);
-                    let slot_freed = Arc::clone(&slot_freed);
+                    let task = TaskState::new(claimed);
+                    running
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(task.id(), Arc::clone(&task));
+                    let entry = RunningEntry {
+                        running: Arc::clone(&running),
+                        id: task.id(),
+                        slot_freed: Arc::clone(&slot_freed),
+                    };
+                    let transport = Arc::clone(&transport);
+                    let work_dir = config.work_dir.clone();
                     jobs.spawn(async move {
-                        run_job(handler, Arc::clone(&context), client).await;
-                        if let Ok(mut running) = running.lock() {
-                            running.remove(&context.claimed.id);
-                        }
-                        slot_freed.notify_one();
+                        let _entry = entry;
+                        run_task(runner, task, transport, work_dir).await;
                     });
                 }
             }
@@ -168,7 +201,7 @@ pub async fn run(
             }
         }
     }
-    let count = running.lock().map(|r| r.len()).unwrap_or(0);
+    let count = running.lock().unwrap_or_else(PoisonError::into_inner).len();
     if count > 0 {
         tracing::info!(
             running = count,
@@ -199,15 +232,17 @@ pub async fn run(
 
 /// Stop every running job because this runner is shutting down.
 fn interrupt_all(running: &Running) {
-    if let Ok(running) = running.lock() {
-        for job in running.values() {
-            job.interrupt();
-        }
+    for task in running
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .values()
+    {
+        task.interrupt();
     }
 }
 
 async fn heartbeat_loop(
-    client: RunnerClient,
+    transport: Arc<dyn Transport>,
     config: DaemonConfig,
     running: Running,
     stop: StopSignals,
@@ -216,30 +251,21 @@ async fn heartbeat_loop(
     let mut interval = Duration::from_secs(10);
     let mut failures = 0u32;
     loop {
-        let jobs: Vec<Uuid> = running
-            .lock()
-            .map(|r| r.keys().copied().collect())
-            .unwrap_or_default();
-        let beat = RunnerHeartbeat {
-            status: if stop.drain.is_cancelled() {
-                RunnerActivity::Draining
-            } else {
-                RunnerActivity::Active
-            },
-            jobs,
+        let beat = RunnerBeat {
+            draining: stop.drain.is_cancelled(),
+            jobs: running_ids(&running),
             hostname: config.hostname.clone(),
-            version: Some(config.version.clone()),
+            version: config.version.clone(),
         };
-        let wait = match client.heartbeat(&beat).await {
+        let wait = match transport.runner_heartbeat(&beat).await {
             Ok(answer) => {
                 failures = 0;
-                interval = Duration::from_millis(answer.heartbeat_interval_ms.max(100));
-                if let Ok(running) = running.lock() {
-                    for id in answer.cancel {
-                        if let Some(job) = running.get(&id) {
-                            tracing::info!(job = %id, "the coordinator asked to stop this job");
-                            job.cancel();
-                        }
+                interval = answer.interval.max(Duration::from_millis(100));
+                let running = running.lock().unwrap_or_else(PoisonError::into_inner);
+                for id in answer.cancel {
+                    if let Some(task) = running.get(&id) {
+                        tracing::info!(job = %id, "the coordinator asked to stop this job");
+                        task.cancel();
                     }
                 }
                 interval
@@ -259,50 +285,78 @@ async fn heartbeat_loop(
     }
 }
 
-/// Run one job to its end and report the outcome, unless the lease was lost.
-async fn run_job(handler: Arc<dyn JobHandler>, job: Arc<JobContext>, client: RunnerClient) {
-    let id = job.claimed.id;
-    let epoch = Some(job.claimed.lease.epoch);
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
+/// Run one task with its runner and report the outcome, unless the lease was lost.
+async fn run_task(
+    runner: Arc<dyn Runner>,
+    task: Arc<TaskState>,
+    transport: Arc<dyn Transport>,
+    work_dir: PathBuf,
+) {
+    let id = task.id();
     let driver_done = CancellationToken::new();
-    let driver = tokio::spawn(drive(Arc::clone(&job), client.clone(), driver_done.clone()));
-    tracing::info!(job = %id, kind = %job.claimed.kind, attempt = job.claimed.attempt, "running job");
-    let outcome = handler.run(&job).await;
+    let driver = tokio::spawn(keep_lease(
+        Arc::clone(&task),
+        Arc::clone(&transport),
+        driver_done.clone(),
+    ));
+    tracing::info!(job = %id, kind = %task.kind(), attempt = task.lease.task.attempts.unwrap_or(0), "running job");
+    let outcome = {
+        // The ports (and the job's scratch directory) live exactly as long as the run.
+        let ports = HostedTask::new(Arc::clone(&transport), Arc::clone(&task), work_dir);
+        // A panicking runner fails its attempt like an error would, instead of taking the
+        // task down with the lease-keeping driver still renewing a lease nobody works under.
+        AssertUnwindSafe(runner.run(ports.context()))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                Err(anyhow::anyhow!(
+                    "the runner panicked: {}",
+                    panic_text(&*panic)
+                ))
+            })
+    };
     driver_done.cancel();
     let _ = driver.await;
     if let Err(error) = &outcome {
-        job.log(LogLevel::Error, format!("{error:#}"));
+        task.log(LogLevel::Error, format!("{error:#}"));
     }
-    job.flush_logs(&client).await;
-    if job.lease_lost() {
+    task.flush_logs(transport.as_ref()).await;
+    if task.lease_lost() {
         tracing::warn!(job = %id, "lease lost; not reporting this attempt");
         return;
     }
+    let result = task.result();
     let mut attempt = 0u32;
     loop {
         let reported = match &outcome {
-            Ok(result) => client
-                .complete_job(id, epoch, result.clone())
-                .await
-                .map(|_| ()),
+            Ok(()) => transport.complete(task.held, &result).await,
             Err(error) => {
                 // A cancel from the coordinator ends the job; a stop by this runner's shutdown
                 // is an ordinary failed attempt, so the job runs again elsewhere.
-                let cancelled = job.cancelled().is_cancelled() && !job.interrupted();
-                let message = if job.interrupted() {
+                let cancelled = task.cancelled().is_cancelled() && !task.interrupted();
+                let message = if task.interrupted() {
                     format!("the runner shut down before the job finished: {error:#}")
                 } else {
                     format!("{error:#}")
                 };
-                let failure = FailJob {
-                    error: Some(message),
-                    reason: Some(if cancelled {
+                let failure = Failure {
+                    message,
+                    reason: if cancelled {
                         FailureReason::Cancelled
                     } else {
                         FailureReason::RunnerError
-                    }),
-                    retryable: Some(true),
+                    },
+                    retryable: true,
                 };
-                client.fail_job(id, epoch, &failure).await.map(|_| ())
+                transport.fail(task.held, &failure).await
             }
         };
         match reported {
@@ -320,13 +374,5 @@ async fn run_job(handler: Arc<dyn JobHandler>, job: Arc<JobContext>, client: Run
                 return;
             }
         }
-    }
-}
-
-impl std::fmt::Debug for JobContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobContext")
-            .field("id", &self.claimed.id)
-            .finish()
     }
 }

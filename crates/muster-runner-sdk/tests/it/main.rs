@@ -6,6 +6,7 @@
 #[path = "../../examples/hello_runner.rs"]
 mod hello_runner;
 
+mod additions;
 mod contract;
 mod harness;
 mod lease_json;

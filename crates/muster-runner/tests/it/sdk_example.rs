@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use muster_client::api::{JobState, SubmitJob};
-use muster_runner::sdk::SdkHandler;
-use muster_runner::{DaemonConfig, JobHandler, StopSignals};
+use muster_runner::{DaemonConfig, HttpTransport, StopSignals};
+use muster_runner_sdk::Runner;
 use muster_test_support::TestServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,26 +20,29 @@ async fn the_sdk_example_runner_runs_against_the_real_coordinator() -> anyhow::R
     let client = server.client();
     let (created, _) = server.runner("hello").await?;
     let work_dir = tempfile::tempdir()?;
-    let handler = SdkHandler::new(
-        Arc::new(hello_runner::HelloRunner),
-        created.token.clone(),
-        work_dir.path().to_path_buf(),
-    );
-    let handlers: Vec<Arc<dyn JobHandler>> = vec![Arc::new(handler)];
+    let transport = HttpTransport::new(
+        &server.base_url,
+        &created.token,
+        &muster_client::ClientTls::system(),
+    )?;
+    let runners: Vec<Arc<dyn Runner>> = vec![Arc::new(hello_runner::HelloRunner)];
     let config = DaemonConfig {
-        server: server.base_url.clone(),
-        token: created.token.clone(),
         labels: Default::default(),
         tags: Vec::new(),
         resources: Default::default(),
         concurrency: 1,
         drain_timeout: Duration::from_secs(10),
         hostname: Some("test".into()),
-        tls: muster_client::ClientTls::system(),
         version: "test".into(),
+        work_dir: work_dir.path().to_path_buf(),
     };
     let stop = StopSignals::default();
-    let daemon = tokio::spawn(muster_runner::run(config, handlers, stop.clone()));
+    let daemon = tokio::spawn(muster_runner::run(
+        Arc::new(transport),
+        config,
+        runners,
+        stop.clone(),
+    ));
 
     let input = client
         .upload_artifact_bytes(b"hello, muster".to_vec())
