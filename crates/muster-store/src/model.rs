@@ -1,7 +1,8 @@
 use std::collections::BTreeMap;
 
 use muster_core::{
-    ArtifactId, Capabilities, JobId, JobRecord, JobState, Lease, LogEntry, RunnerId, Timestamp,
+    ArtifactId, Capabilities, JobId, JobRecord, JobState, Lease, LogEntry, NewLogEntry, Progress,
+    RunnerId, Timestamp,
 };
 use serde_json::Value;
 
@@ -59,6 +60,15 @@ pub struct JobCall {
     pub epoch: Option<u64>,
 }
 
+/// What one activity call of a lease holder records (see [`crate::LeaseStore::record_activity`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Activity {
+    /// Extend the lease by its time to live from now (a job heartbeat).
+    pub extend_lease: bool,
+    pub progress: Option<Progress>,
+    pub log_entries: Vec<NewLogEntry>,
+}
+
 /// The answer to a job-scoped call that does not return the job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobAck {
@@ -94,7 +104,7 @@ pub struct LogPage {
     pub job_finished: bool,
 }
 
-/// Where one job's log stands (see [`crate::Store::log_positions`]).
+/// Where one job's log stands (see [`crate::JobStore::log_positions`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogPosition {
     pub job: JobId,
@@ -132,7 +142,7 @@ impl ReapReport {
     }
 }
 
-/// What one call of [`crate::Store::delete_finished_jobs`] did, and where the next one goes on.
+/// What one call of [`crate::Maintenance::delete_finished_jobs`] did, and where the next one goes on.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PruneReport {
     /// Jobs deleted, with their logs and DAGs.
@@ -210,7 +220,7 @@ pub struct ArtifactUsage {
     pub count: u64,
 }
 
-/// What [`crate::Store::artifact_usage`] answers: every recorded artifact, and the ones charged
+/// What [`crate::ArtifactRecords::artifact_usage`] answers: every recorded artifact, and the ones charged
 /// to the runner asked about (zero when none was asked about).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ArtifactUsageReport {

@@ -742,9 +742,7 @@ pub(super) async fn activity(
     transaction: &Transaction<'_>,
     shared: &Shared,
     call: JobCall,
-    progress: Option<Progress>,
-    entries: Vec<NewLogEntry>,
-    extend_lease: bool,
+    activity: crate::Activity,
     now: Timestamp,
 ) -> Result<JobAck, StoreError> {
     let (seq, job) = load_by_id(transaction, call.job, true).await?;
@@ -754,9 +752,9 @@ pub(super) async fn activity(
         call,
         seq,
         job,
-        progress,
-        entries,
-        extend_lease,
+        activity.progress,
+        activity.log_entries,
+        activity.extend_lease,
         now,
     )
     .await

@@ -41,8 +41,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
 use muster_core::{
-    ArtifactId, JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId, RunnerRecord,
-    Timestamp,
+    ArtifactId, JobError, JobId, JobRecord, NewJob, RunnerId, RunnerRecord, Timestamp,
 };
 use serde_json::Value;
 use tokio::sync::watch;
@@ -50,9 +49,10 @@ use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::{
-    ArtifactRecord, ArtifactUsage, ArtifactUsageReport, ClaimRequest, ClaimedJob, CompletionItem,
-    JobAck, JobCall, JobFilter, LogPage, LogPosition, NewRunner, Page, PageRequest, PruneCursor,
-    PruneReport, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat, Store, StoreError, Submitted,
+    Activity, ArtifactRecord, ArtifactRecords, ArtifactUsage, ArtifactUsageReport, ClaimRequest,
+    ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, JobStore, LeaseStore, LogPage,
+    LogPosition, Maintenance, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth,
+    ReapReport, RecordedOutputs, RunnerBeat, RunnerStore, StoreError, Submitted,
 };
 
 /// Settings of the PostgreSQL backend.
@@ -124,7 +124,7 @@ type CompletionCall = (RunnerId, Vec<CompletionItem>, Timestamp);
 /// A single completion waiting for its batch: the call, the result, and the clock when asked.
 type SingleCompletionCall = (JobCall, Value, Timestamp);
 
-/// The PostgreSQL [`Store`].
+/// The PostgreSQL [`crate::Store`].
 pub struct PostgresStore {
     pool: Pool,
     shared: Arc<Shared>,
@@ -508,7 +508,7 @@ pub(crate) fn map_postgres_error(error: tokio_postgres::Error) -> StoreError {
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl JobStore for PostgresStore {
     async fn submit_jobs(&self, new_jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
         let answers = in_transaction!(self, transaction => jobs::submit(&transaction, new_jobs));
         let created = answers
@@ -553,6 +553,29 @@ impl Store for PostgresStore {
         Ok(job)
     }
 
+    async fn read_logs(
+        &self,
+        id: JobId,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<LogPage, StoreError> {
+        let client = self.client().await?;
+        jobs::read_logs(&client, id, after_seq, limit).await
+    }
+
+    async fn log_positions(&self, ids: Vec<JobId>) -> Result<Vec<LogPosition>, StoreError> {
+        let client = self.client().await?;
+        jobs::log_positions(&client, &ids).await
+    }
+
+    async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError> {
+        let client = self.client().await?;
+        jobs::read_dag(&client, id).await
+    }
+}
+
+#[async_trait]
+impl LeaseStore for PostgresStore {
     async fn claim_jobs(
         &self,
         claim: ClaimRequest,
@@ -561,38 +584,18 @@ impl Store for PostgresStore {
         self.claims.call((claim, now)).await
     }
 
-    async fn job_heartbeat(
-        &self,
-        call: JobCall,
-        progress: Option<Progress>,
-        events: Vec<NewLogEntry>,
-        now: Timestamp,
-    ) -> Result<JobAck, StoreError> {
-        let ack = in_transaction!(self, transaction => jobs::activity(
-            &transaction, &self.shared, call, progress, events, true, now
-        ));
-        Ok(ack)
+    fn pending_signal(&self) -> watch::Receiver<u64> {
+        self.pending_signal.clone()
     }
 
-    async fn report_progress(
+    async fn record_activity(
         &self,
         call: JobCall,
-        progress: Progress,
+        activity: Activity,
         now: Timestamp,
     ) -> Result<JobAck, StoreError> {
         Ok(in_transaction!(self, transaction => jobs::activity(
-            &transaction, &self.shared, call, Some(progress), Vec::new(), false, now
-        )))
-    }
-
-    async fn append_logs(
-        &self,
-        call: JobCall,
-        entries: Vec<NewLogEntry>,
-        now: Timestamp,
-    ) -> Result<JobAck, StoreError> {
-        Ok(in_transaction!(self, transaction => jobs::activity(
-            &transaction, &self.shared, call, None, entries, false, now
+            &transaction, &self.shared, call, activity, now
         )))
     }
 
@@ -607,6 +610,17 @@ impl Store for PostgresStore {
         )
     }
 
+    async fn record_outputs(
+        &self,
+        call: JobCall,
+        outputs: BTreeMap<String, ArtifactId>,
+        now: Timestamp,
+    ) -> Result<RecordedOutputs, StoreError> {
+        Ok(in_transaction!(self, transaction => jobs::record_outputs(
+            &transaction, &self.shared, call, outputs, now
+        )))
+    }
+
     async fn complete_job(
         &self,
         call: JobCall,
@@ -619,17 +633,6 @@ impl Store for PostgresStore {
         }
         let job = in_transaction!(self, transaction => jobs::complete(&transaction, call, result, outputs, now));
         Ok(job)
-    }
-
-    async fn record_outputs(
-        &self,
-        call: JobCall,
-        outputs: BTreeMap<String, ArtifactId>,
-        now: Timestamp,
-    ) -> Result<RecordedOutputs, StoreError> {
-        Ok(in_transaction!(self, transaction => jobs::record_outputs(
-            &transaction, &self.shared, call, outputs, now
-        )))
     }
 
     async fn complete_jobs(
@@ -657,47 +660,10 @@ impl Store for PostgresStore {
         }
         Ok(job)
     }
+}
 
-    async fn read_logs(
-        &self,
-        id: JobId,
-        after_seq: Option<u64>,
-        limit: u32,
-    ) -> Result<LogPage, StoreError> {
-        let client = self.client().await?;
-        jobs::read_logs(&client, id, after_seq, limit).await
-    }
-
-    async fn log_positions(&self, ids: Vec<JobId>) -> Result<Vec<LogPosition>, StoreError> {
-        let client = self.client().await?;
-        jobs::log_positions(&client, &ids).await
-    }
-
-    async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError> {
-        let client = self.client().await?;
-        jobs::read_dag(&client, id).await
-    }
-
-    async fn reap(&self, now: Timestamp, limit: u32) -> Result<ReapReport, StoreError> {
-        let (report, requeued) =
-            in_transaction!(self, transaction => jobs::reap(&transaction, now, limit));
-        if requeued {
-            self.shared.signal_pending();
-        }
-        Ok(report)
-    }
-
-    async fn delete_finished_jobs(
-        &self,
-        finished_before: Timestamp,
-        resume: Option<PruneCursor>,
-        limit: u32,
-    ) -> Result<PruneReport, StoreError> {
-        Ok(in_transaction!(self, transaction => jobs::delete_finished(
-            &transaction, finished_before, resume, limit
-        )))
-    }
-
+#[async_trait]
+impl RunnerStore for PostgresStore {
     async fn create_runner(&self, runner: NewRunner) -> Result<RunnerRecord, StoreError> {
         let client = self.client().await?;
         runners::create(&client, &runner).await?;
@@ -750,20 +716,13 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         runners::heartbeat(&client, &beat, now).await
     }
+}
 
+#[async_trait]
+impl ArtifactRecords for PostgresStore {
     async fn named_artifacts(&self) -> Result<HashSet<ArtifactId>, StoreError> {
         let client = self.client().await?;
         jobs::named_artifacts(&client).await
-    }
-
-    async fn active_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
-        let client = self.client().await?;
-        jobs::active_job_counts(&client).await
-    }
-
-    async fn finished_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
-        let client = self.client().await?;
-        jobs::finished_job_counts(&client).await
     }
 
     async fn record_artifact(&self, record: ArtifactRecord) -> Result<(), StoreError> {
@@ -794,13 +753,38 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         artifacts::largest_uploaders(&client, limit).await
     }
+}
 
-    fn pending_signal(&self) -> watch::Receiver<u64> {
-        self.pending_signal.clone()
+#[async_trait]
+impl Maintenance for PostgresStore {
+    async fn reap(&self, now: Timestamp, limit: u32) -> Result<ReapReport, StoreError> {
+        let (report, requeued) =
+            in_transaction!(self, transaction => jobs::reap(&transaction, now, limit));
+        if requeued {
+            self.shared.signal_pending();
+        }
+        Ok(report)
     }
 
-    fn shared_with_other_coordinators(&self) -> bool {
-        true
+    async fn delete_finished_jobs(
+        &self,
+        finished_before: Timestamp,
+        resume: Option<PruneCursor>,
+        limit: u32,
+    ) -> Result<PruneReport, StoreError> {
+        Ok(in_transaction!(self, transaction => jobs::delete_finished(
+            &transaction, finished_before, resume, limit
+        )))
+    }
+
+    async fn active_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        let client = self.client().await?;
+        jobs::active_job_counts(&client).await
+    }
+
+    async fn finished_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        let client = self.client().await?;
+        jobs::finished_job_counts(&client).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -810,5 +794,9 @@ impl Store for PostgresStore {
             .await
             .map_err(map_postgres_error)?;
         Ok(())
+    }
+
+    fn shared_with_other_coordinators(&self) -> bool {
+        true
     }
 }

@@ -373,30 +373,26 @@ fn load_for_call(conn: &Connection, call: JobCall) -> Result<(i64, JobRecord), S
     Ok((seq, job))
 }
 
-pub(super) fn heartbeat(
-    context: &mut WriterContext,
-    call: JobCall,
-    progress: Option<Progress>,
-    events: Vec<NewLogEntry>,
-    now: Timestamp,
-) -> Result<JobAck, StoreError> {
-    heartbeat_like(context, call, progress, events, true, now)
-}
-
 /// Job heartbeats, progress reports and log appends: activity by the lease holder (a claimed
 /// job becomes running), optionally extending the lease, recording progress, appending logs.
-pub(super) fn heartbeat_like(
+pub(super) fn activity(
     context: &mut WriterContext,
     call: JobCall,
-    progress: Option<Progress>,
-    entries: Vec<NewLogEntry>,
-    extend_lease: bool,
+    activity: crate::Activity,
     now: Timestamp,
 ) -> Result<JobAck, StoreError> {
-    activity(context, call, progress, entries, extend_lease, now).map(|(_, ack)| ack)
+    load_and_record_activity(
+        context,
+        call,
+        activity.progress,
+        activity.log_entries,
+        activity.extend_lease,
+        now,
+    )
+    .map(|(_, ack)| ack)
 }
 
-fn activity(
+fn load_and_record_activity(
     context: &mut WriterContext,
     call: JobCall,
     progress: Option<Progress>,
@@ -578,7 +574,7 @@ pub(super) fn sync_dag(
     dag: Value,
     now: Timestamp,
 ) -> Result<JobAck, StoreError> {
-    let (seq, ack) = activity(context, call, None, Vec::new(), false, now)?;
+    let (seq, ack) = load_and_record_activity(context, call, None, Vec::new(), false, now)?;
     context
         .conn
         .prepare_cached(
