@@ -19,8 +19,8 @@ use serde_json::Value;
 use crate::{
     Activity, ArtifactRecord, ArtifactUsage, ArtifactUsageReport, ClaimRequest, ClaimedJob,
     CompletionItem, JobAck, JobCall, JobFilter, LogPage, LogPosition, NewRunner, Page, PageRequest,
-    PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat, StoreError,
-    Submitted,
+    PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity, RecordedOutputs,
+    RunnerBeat, StoreError, Submitted,
 };
 
 /// The coordinator's durable state: every capability together. See the crate docs for the
@@ -92,16 +92,18 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// it instead of polling the store.
     fn pending_signal(&self) -> tokio::sync::watch::Receiver<u64>;
 
-    /// Activity by the lease holder (a claimed job becomes running): optionally extend the
-    /// lease, record progress and append log entries (entries carrying a `seq` already stored
-    /// are skipped; past the job's log cap they are dropped after one truncation notice). The
-    /// calls below are this with their own [`Activity`].
+    /// Activity by the lease holder (a claimed job becomes running), recording what `activity`
+    /// holds in the same commit: the lease extended, progress, log entries (entries carrying a
+    /// `seq` already stored are skipped; past the job's log cap they are dropped after one
+    /// truncation notice), the step DAG, outputs (refused with `Rejected` when the job would hold
+    /// more than [`muster_core::MAX_JOB_OUTPUTS`]; the caller has checked that the artifacts
+    /// exist). Every call below is this with its own [`Activity`].
     async fn record_activity(
         &self,
         call: JobCall,
         activity: Activity,
         now: Timestamp,
-    ) -> Result<JobAck, StoreError>;
+    ) -> Result<RecordedActivity, StoreError>;
 
     /// Extend the lease; optionally record progress and append events to the log as `info`.
     async fn job_heartbeat(
@@ -115,8 +117,9 @@ pub trait LeaseStore: Send + Sync + 'static {
             extend_lease: true,
             progress,
             log_entries: events,
+            ..Activity::default()
         };
-        self.record_activity(call, activity, now).await
+        Ok(self.record_activity(call, activity, now).await?.ack)
     }
 
     async fn report_progress(
@@ -129,7 +132,7 @@ pub trait LeaseStore: Send + Sync + 'static {
             progress: Some(progress),
             ..Activity::default()
         };
-        self.record_activity(call, activity, now).await
+        Ok(self.record_activity(call, activity, now).await?.ack)
     }
 
     /// Append log entries; entries carrying a `seq` already stored are skipped.
@@ -143,7 +146,7 @@ pub trait LeaseStore: Send + Sync + 'static {
             log_entries: entries,
             ..Activity::default()
         };
-        self.record_activity(call, activity, now).await
+        Ok(self.record_activity(call, activity, now).await?.ack)
     }
 
     /// Replace the job's step DAG.
@@ -152,7 +155,13 @@ pub trait LeaseStore: Send + Sync + 'static {
         call: JobCall,
         dag: Value,
         now: Timestamp,
-    ) -> Result<JobAck, StoreError>;
+    ) -> Result<JobAck, StoreError> {
+        let activity = Activity {
+            dag: Some(dag),
+            ..Activity::default()
+        };
+        Ok(self.record_activity(call, activity, now).await?.ack)
+    }
 
     /// Record artifacts the lease holder produced, by name: a name recorded again now names
     /// the new artifact. Counts as activity (a claimed job becomes running). Refused with
@@ -164,7 +173,17 @@ pub trait LeaseStore: Send + Sync + 'static {
         call: JobCall,
         outputs: BTreeMap<String, ArtifactId>,
         now: Timestamp,
-    ) -> Result<RecordedOutputs, StoreError>;
+    ) -> Result<RecordedOutputs, StoreError> {
+        let activity = Activity {
+            outputs: Some(outputs),
+            ..Activity::default()
+        };
+        let recorded = self.record_activity(call, activity, now).await?;
+        Ok(RecordedOutputs {
+            ack: recorded.ack,
+            outputs: recorded.outputs.unwrap_or_default(),
+        })
+    }
 
     /// Complete a job with its result, recording `outputs` (by name, like
     /// [`LeaseStore::record_outputs`]) in the same commit. The same completion again (its

@@ -15,6 +15,7 @@
 
 pub mod blobs;
 mod capabilities;
+mod columns;
 mod encoding;
 mod error;
 pub mod files;
@@ -28,6 +29,6 @@ pub use error::StoreError;
 pub use model::{
     Activity, ArtifactRecord, ArtifactUploader, ArtifactUsage, ArtifactUsageReport, ClaimRequest,
     ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, LogPosition, NewRunner, Page,
-    PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat,
-    Submitted,
+    PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity,
+    RecordedOutputs, RunnerBeat, Submitted,
 };

@@ -60,13 +60,27 @@ pub struct JobCall {
     pub epoch: Option<u64>,
 }
 
-/// What one activity call of a lease holder records (see [`crate::LeaseStore::record_activity`]).
+/// What one call of a lease holder records besides the activity itself (see
+/// [`crate::LeaseStore::record_activity`]). The default records nothing else.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Activity {
     /// Extend the lease by its time to live from now (a job heartbeat).
     pub extend_lease: bool,
     pub progress: Option<Progress>,
+    /// Entries to append to the job's log.
     pub log_entries: Vec<NewLogEntry>,
+    /// The job's new step DAG, replacing the one synced before.
+    pub dag: Option<Value>,
+    /// Outputs to record by name (a name recorded again names the new artifact).
+    pub outputs: Option<BTreeMap<String, ArtifactId>>,
+}
+
+/// The answer to [`crate::LeaseStore::record_activity`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedActivity {
+    pub ack: JobAck,
+    /// Every output the job holds now, when the call recorded outputs.
+    pub outputs: Option<BTreeMap<String, ArtifactId>>,
 }
 
 /// The answer to a job-scoped call that does not return the job.

@@ -32,7 +32,7 @@ mod tls;
 
 pub(crate) use schema::migrate_component;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,11 +48,13 @@ use tokio::sync::watch;
 use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::rules::runners::RunnerTouches;
+
 use crate::{
     Activity, ArtifactRecord, ArtifactRecords, ArtifactUsage, ArtifactUsageReport, ClaimRequest,
-    ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, JobStore, LeaseStore, LogPage,
-    LogPosition, Maintenance, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth,
-    ReapReport, RecordedOutputs, RunnerBeat, RunnerStore, StoreError, Submitted,
+    ClaimedJob, CompletionItem, JobCall, JobFilter, JobStore, LeaseStore, LogPage, LogPosition,
+    Maintenance, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
+    RecordedActivity, RunnerBeat, RunnerStore, StoreError, Submitted,
 };
 
 /// Settings of the PostgreSQL backend.
@@ -142,11 +144,11 @@ pub(crate) struct Shared {
     signal: watch::Sender<u64>,
     /// Per runner, what it last declared when claiming and when that was written, so a claim
     /// rewrites the runner's row only when something changed or a second passed.
-    pub(crate) runner_touches: Mutex<HashMap<RunnerId, (u64, i64)>>,
+    pub(crate) runner_touches: Mutex<RunnerTouches>,
     /// Rows added to or removed from the queue tables since their last vacuum (roughly).
     queue_changes: AtomicU64,
     /// How far the claim batches running now have locked the queue, per kind.
-    pub(crate) claim_frontiers: Arc<jobs::ClaimFrontiers>,
+    pub(crate) claim_frontiers: Arc<jobs::claims::ClaimFrontiers>,
 }
 
 impl Shared {
@@ -203,7 +205,7 @@ impl PostgresStore {
         let shared = Arc::new(Shared {
             log_cap_bytes: config.log_cap_bytes,
             signal,
-            runner_touches: Mutex::new(HashMap::new()),
+            runner_touches: Mutex::default(),
             claim_frontiers: Arc::default(),
             queue_changes: AtomicU64::new(0),
         });
@@ -223,8 +225,9 @@ impl PostgresStore {
                 let batches = batches.clone();
                 async move {
                     // Dropped once the transaction has ended, committed or not.
-                    let batch = jobs::ClaimFrontiers::start(&batches.shared.claim_frontiers);
-                    let answers = in_transaction!(batches, transaction => jobs::claim_batch(
+                    let batch =
+                        jobs::claims::ClaimFrontiers::start(&batches.shared.claim_frontiers);
+                    let answers = in_transaction!(batches, transaction => jobs::claims::claim_batch(
                         &transaction, &batches.shared, &calls, batch.id()
                     ));
                     drop(batch);
@@ -241,24 +244,26 @@ impl PostgresStore {
                 let batches = batches.clone();
                 async move {
                     Ok(
-                        in_transaction!(batches, transaction => jobs::complete_singles(
+                        in_transaction!(batches, transaction => jobs::completions::complete_singles(
                             &transaction, &calls
                         )),
                     )
                 }
             }
         });
-        let completions =
-            combine::Combiner::start(COMPLETION_BATCHES, move |calls: Vec<CompletionCall>| {
+        let completions = combine::Combiner::start(
+            COMPLETION_BATCHES,
+            move |calls: Vec<CompletionCall>| {
                 let batches = batches.clone();
                 async move {
-                    let answers = in_transaction!(batches, transaction => jobs::complete_batch(
+                    let answers = in_transaction!(batches, transaction => jobs::completions::complete_batch(
                         &transaction, &calls
                     ));
                     // A completion writes only the job's row.
                     Ok(answers)
                 }
-            });
+            },
+        );
         Ok(PostgresStore {
             pool,
             shared,
@@ -560,12 +565,12 @@ impl JobStore for PostgresStore {
         limit: u32,
     ) -> Result<LogPage, StoreError> {
         let client = self.client().await?;
-        jobs::read_logs(&client, id, after_seq, limit).await
+        jobs::logs::read(&client, id, after_seq, limit).await
     }
 
     async fn log_positions(&self, ids: Vec<JobId>) -> Result<Vec<LogPosition>, StoreError> {
         let client = self.client().await?;
-        jobs::log_positions(&client, &ids).await
+        jobs::logs::positions(&client, &ids).await
     }
 
     async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError> {
@@ -593,31 +598,9 @@ impl LeaseStore for PostgresStore {
         call: JobCall,
         activity: Activity,
         now: Timestamp,
-    ) -> Result<JobAck, StoreError> {
-        Ok(in_transaction!(self, transaction => jobs::activity(
+    ) -> Result<RecordedActivity, StoreError> {
+        Ok(in_transaction!(self, transaction => jobs::activity::record(
             &transaction, &self.shared, call, activity, now
-        )))
-    }
-
-    async fn sync_dag(
-        &self,
-        call: JobCall,
-        dag: Value,
-        now: Timestamp,
-    ) -> Result<JobAck, StoreError> {
-        Ok(
-            in_transaction!(self, transaction => jobs::sync_dag(&transaction, &self.shared, call, dag, now)),
-        )
-    }
-
-    async fn record_outputs(
-        &self,
-        call: JobCall,
-        outputs: BTreeMap<String, ArtifactId>,
-        now: Timestamp,
-    ) -> Result<RecordedOutputs, StoreError> {
-        Ok(in_transaction!(self, transaction => jobs::record_outputs(
-            &transaction, &self.shared, call, outputs, now
         )))
     }
 
@@ -631,7 +614,7 @@ impl LeaseStore for PostgresStore {
         if outputs.is_empty() {
             return self.single_completions.call((call, result, now)).await;
         }
-        let job = in_transaction!(self, transaction => jobs::complete(&transaction, call, result, outputs, now));
+        let job = in_transaction!(self, transaction => jobs::completions::complete(&transaction, call, result, outputs, now));
         Ok(job)
     }
 
@@ -654,7 +637,7 @@ impl LeaseStore for PostgresStore {
         retryable: bool,
         now: Timestamp,
     ) -> Result<JobRecord, StoreError> {
-        let job = in_transaction!(self, transaction => jobs::fail(&transaction, call, error, retryable, now));
+        let job = in_transaction!(self, transaction => jobs::completions::fail(&transaction, call, error, retryable, now));
         if job.state() == muster_core::JobState::Pending {
             self.shared.signal_pending();
         }
@@ -692,7 +675,7 @@ impl RunnerStore for PostgresStore {
         let (released, requeued) =
             in_transaction!(self, transaction => runners::delete(&transaction, id, now));
         if let Ok(mut touches) = self.shared.runner_touches.lock() {
-            touches.remove(&id);
+            touches.forget(id);
         }
         if requeued {
             self.shared.signal_pending();
@@ -759,7 +742,7 @@ impl ArtifactRecords for PostgresStore {
 impl Maintenance for PostgresStore {
     async fn reap(&self, now: Timestamp, limit: u32) -> Result<ReapReport, StoreError> {
         let (report, requeued) =
-            in_transaction!(self, transaction => jobs::reap(&transaction, now, limit));
+            in_transaction!(self, transaction => jobs::reap::reap(&transaction, now, limit));
         if requeued {
             self.shared.signal_pending();
         }
@@ -772,9 +755,11 @@ impl Maintenance for PostgresStore {
         resume: Option<PruneCursor>,
         limit: u32,
     ) -> Result<PruneReport, StoreError> {
-        Ok(in_transaction!(self, transaction => jobs::delete_finished(
-            &transaction, finished_before, resume, limit
-        )))
+        Ok(
+            in_transaction!(self, transaction => jobs::prune::delete_finished(
+                &transaction, finished_before, resume, limit
+            )),
+        )
     }
 
     async fn active_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {

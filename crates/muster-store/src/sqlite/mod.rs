@@ -27,9 +27,9 @@ use tokio::sync::watch;
 
 use crate::{
     Activity, ArtifactRecord, ArtifactRecords, ArtifactUsage, ArtifactUsageReport, ClaimRequest,
-    ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, JobStore, LeaseStore, LogPage,
-    LogPosition, Maintenance, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth,
-    ReapReport, RecordedOutputs, RunnerBeat, RunnerStore, StoreError, Submitted,
+    ClaimedJob, CompletionItem, JobCall, JobFilter, JobStore, LeaseStore, LogPage, LogPosition,
+    Maintenance, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
+    RecordedActivity, RunnerBeat, RunnerStore, StoreError, Submitted,
 };
 use writer::{Writer, WriterContext};
 
@@ -331,13 +331,13 @@ impl JobStore for SqliteStore {
         limit: u32,
     ) -> Result<LogPage, StoreError> {
         self.readers
-            .run(move |conn| jobs::read_logs(conn, id, after_seq, limit))
+            .run(move |conn| jobs::logs::read(conn, id, after_seq, limit))
             .await
     }
 
     async fn log_positions(&self, ids: Vec<JobId>) -> Result<Vec<LogPosition>, StoreError> {
         self.readers
-            .run(move |conn| jobs::log_positions(conn, &ids))
+            .run(move |conn| jobs::logs::positions(conn, &ids))
             .await
     }
 
@@ -354,7 +354,7 @@ impl LeaseStore for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
         self.writer
-            .run_unguarded(move |context| jobs::claim(context, &claim, now))
+            .run_unguarded(move |context| jobs::claims::claim(context, &claim, now))
             .await
     }
 
@@ -367,31 +367,9 @@ impl LeaseStore for SqliteStore {
         call: JobCall,
         activity: Activity,
         now: Timestamp,
-    ) -> Result<JobAck, StoreError> {
+    ) -> Result<RecordedActivity, StoreError> {
         self.writer
-            .run(move |context| jobs::activity(context, call, activity, now))
-            .await
-    }
-
-    async fn sync_dag(
-        &self,
-        call: JobCall,
-        dag: Value,
-        now: Timestamp,
-    ) -> Result<JobAck, StoreError> {
-        self.writer
-            .run(move |context| jobs::sync_dag(context, call, dag, now))
-            .await
-    }
-
-    async fn record_outputs(
-        &self,
-        call: JobCall,
-        outputs: BTreeMap<String, ArtifactId>,
-        now: Timestamp,
-    ) -> Result<RecordedOutputs, StoreError> {
-        self.writer
-            .run(move |context| jobs::record_outputs(context, call, outputs, now))
+            .run(move |context| jobs::activity::record(context, call, activity, now))
             .await
     }
 
@@ -403,7 +381,7 @@ impl LeaseStore for SqliteStore {
         now: Timestamp,
     ) -> Result<JobRecord, StoreError> {
         self.writer
-            .run(move |context| jobs::complete(context, call, result, outputs, now))
+            .run(move |context| jobs::completions::complete(context, call, result, outputs, now))
             .await
     }
 
@@ -414,7 +392,9 @@ impl LeaseStore for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         self.writer
-            .run_unguarded(move |context| jobs::complete_many(context, runner, items, now))
+            .run_unguarded(move |context| {
+                jobs::completions::complete_many(context, runner, items, now)
+            })
             .await
     }
 
@@ -426,7 +406,7 @@ impl LeaseStore for SqliteStore {
         now: Timestamp,
     ) -> Result<JobRecord, StoreError> {
         self.writer
-            .run(move |context| jobs::fail(context, call, error, retryable, now))
+            .run(move |context| jobs::completions::fail(context, call, error, retryable, now))
             .await
     }
 }
@@ -521,7 +501,7 @@ impl ArtifactRecords for SqliteStore {
 impl Maintenance for SqliteStore {
     async fn reap(&self, now: Timestamp, limit: u32) -> Result<ReapReport, StoreError> {
         self.writer
-            .run(move |context| jobs::reap(context, now, limit))
+            .run(move |context| jobs::reap::reap(context, now, limit))
             .await
     }
 
@@ -532,7 +512,9 @@ impl Maintenance for SqliteStore {
         limit: u32,
     ) -> Result<PruneReport, StoreError> {
         self.writer
-            .run(move |context| jobs::delete_finished(context, finished_before, resume, limit))
+            .run(move |context| {
+                jobs::prune::delete_finished(context, finished_before, resume, limit)
+            })
             .await
     }
 
