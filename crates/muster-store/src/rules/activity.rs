@@ -76,29 +76,15 @@ pub(crate) fn outputs_to_record(
 
 #[cfg(test)]
 mod tests {
-    use muster_core::{JobId, JobSpec, JobState, RunnerId};
+    use muster_core::JobState;
 
     use super::*;
-
-    fn claimed(runner: RunnerId) -> JobLifecycle {
-        let mut lifecycle =
-            JobLifecycle::new_pending(JobSpec::with_defaults("a").policy, Timestamp(0));
-        lifecycle.claim(runner, Timestamp(1_000)).expect("a claim");
-        lifecycle
-    }
-
-    fn call(runner: RunnerId, epoch: Option<u64>) -> JobCall {
-        JobCall {
-            runner,
-            job: JobId::new(Timestamp(0), 1),
-            epoch,
-        }
-    }
+    use crate::rules::testing::{call, leased_to, runner};
 
     #[test]
     fn the_first_activity_starts_the_job_and_later_ones_change_nothing() {
-        let runner = RunnerId::new(Timestamp(0), 2);
-        let mut lifecycle = claimed(runner);
+        let runner = runner(2);
+        let mut lifecycle = leased_to(runner);
         let first = apply(
             &mut lifecycle,
             call(runner, Some(1)),
@@ -123,8 +109,8 @@ mod tests {
 
     #[test]
     fn a_heartbeat_extends_the_lease_and_answers_the_extended_one() {
-        let runner = RunnerId::new(Timestamp(0), 2);
-        let mut lifecycle = claimed(runner);
+        let runner = runner(2);
+        let mut lifecycle = leased_to(runner);
         let expires = lifecycle.lease_expires_at;
         let applied = apply(&mut lifecycle, call(runner, None), true, Timestamp(20_000))
             .expect("a heartbeat by the holder");
@@ -135,11 +121,11 @@ mod tests {
 
     #[test]
     fn activity_by_anyone_but_the_holder_is_refused_and_changes_nothing() {
-        let runner = RunnerId::new(Timestamp(0), 2);
-        let mut lifecycle = claimed(runner);
+        let runner = runner(2);
+        let mut lifecycle = leased_to(runner);
         let before = lifecycle.clone();
         for refused in [
-            call(RunnerId::new(Timestamp(0), 3), None),
+            call(super::super::testing::runner(3), None),
             call(runner, Some(7)),
         ] {
             let answer = apply(&mut lifecycle, refused, true, Timestamp(2_000));

@@ -113,17 +113,12 @@ pub(crate) fn artifact_uploaders_from_rows(
 
 #[cfg(test)]
 mod tests {
-    use muster_core::{JobId, JobSpec, NewJob};
-
     use super::*;
+    use crate::rules::testing::pending_job;
 
     #[test]
     fn outputs_merge_by_name_within_the_limit() {
-        let mut job = super::super::jobs::submitted_job(&NewJob {
-            id: JobId::new(Timestamp(0), 1),
-            created_at: Timestamp(0),
-            spec: JobSpec::with_defaults("a"),
-        });
+        let mut job = pending_job(1);
         let first = ArtifactId::from_digest([1; 32]);
         let second = ArtifactId::from_digest([2; 32]);
         job.outputs.insert("report".into(), first);

@@ -151,9 +151,10 @@ pub(crate) fn lease(
 
 #[cfg(test)]
 mod tests {
-    use muster_core::{JobId, JobSpec, JobState, NewJob};
+    use muster_core::JobState;
 
     use super::*;
+    use crate::rules::testing::{self, pending_job};
 
     #[test]
     fn registration_labels_win_over_declared_ones() {
@@ -246,20 +247,15 @@ mod tests {
 
     #[test]
     fn a_lease_starts_an_attempt_without_the_last_ones_outputs() {
-        let new_job = NewJob {
-            id: JobId::new(Timestamp(0), 1),
-            created_at: Timestamp(0),
-            spec: JobSpec::with_defaults("build"),
-        };
-        let mut job = super::super::jobs::submitted_job(&new_job);
-        let runner = RunnerId::new(Timestamp(0), 2);
+        let mut job = pending_job(1);
+        let runner = testing::runner(2);
         let leased = lease(&mut job, runner, Timestamp(10)).expect("a lease");
         assert_eq!(job.state(), JobState::Claimed);
         assert_eq!(leased.lease.epoch, 1);
         assert!(!leased.outputs_cleared, "nothing to clear");
         let again = lease(&mut job, runner, Timestamp(20));
         assert!(matches!(again, Err(StoreError::Internal(_))), "{again:?}");
-        let mut retried = super::super::jobs::submitted_job(&new_job);
+        let mut retried = pending_job(1);
         let artifact = muster_core::ArtifactId::from_digest([1; 32]);
         retried.outputs.insert("report".into(), artifact);
         let leased = lease(&mut retried, runner, Timestamp(10)).expect("a lease");

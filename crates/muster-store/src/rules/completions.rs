@@ -46,29 +46,15 @@ pub(crate) fn outputs_after(
 
 #[cfg(test)]
 mod tests {
-    use muster_core::{JobId, JobSpec, JobState};
+    use muster_core::JobState;
 
     use super::*;
-
-    fn leased(runner: RunnerId) -> JobLifecycle {
-        let mut lifecycle =
-            JobLifecycle::new_pending(JobSpec::with_defaults("a").policy, Timestamp(0));
-        lifecycle.claim(runner, Timestamp(1_000)).expect("a claim");
-        lifecycle
-    }
-
-    fn call(runner: RunnerId, epoch: Option<u64>) -> JobCall {
-        JobCall {
-            runner,
-            job: JobId::new(Timestamp(0), 1),
-            epoch,
-        }
-    }
+    use crate::rules::testing::{call, leased_to, pending_job, runner};
 
     #[test]
     fn a_completion_ends_the_lease_and_the_same_one_again_changes_nothing() {
-        let runner = RunnerId::new(Timestamp(0), 2);
-        let lifecycle = leased(runner);
+        let runner = runner(2);
+        let lifecycle = leased_to(runner);
         let completed = complete(&lifecycle, call(runner, Some(1)), Timestamp(2_000))
             .expect("the holder completes")
             .expect("a change");
@@ -78,7 +64,7 @@ mod tests {
             Ok(None),
             "a repeat is answered as done and writes nothing"
         );
-        let other = RunnerId::new(Timestamp(0), 3);
+        let other = super::super::testing::runner(3);
         assert!(matches!(
             complete(&completed, call(other, None), Timestamp(3_000)),
             Err(StoreError::LeaseLost(_))
@@ -91,12 +77,7 @@ mod tests {
 
     #[test]
     fn a_completion_without_outputs_keeps_the_jobs() {
-        let new_job = muster_core::NewJob {
-            id: JobId::new(Timestamp(0), 1),
-            created_at: Timestamp(0),
-            spec: JobSpec::with_defaults("a"),
-        };
-        let mut job = super::super::jobs::submitted_job(&new_job);
+        let mut job = pending_job(1);
         let artifact = ArtifactId::from_digest([2; 32]);
         job.outputs.insert("log".into(), artifact);
         assert_eq!(outputs_after(&job, BTreeMap::new()), Ok(None));

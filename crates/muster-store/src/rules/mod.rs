@@ -25,3 +25,40 @@ pub(crate) mod logs;
 pub(crate) mod paging;
 pub(crate) mod prune;
 pub(crate) mod runners;
+
+/// What the rules' unit tests build their cases from.
+#[cfg(test)]
+pub(crate) mod testing {
+    use muster_core::{JobId, JobLifecycle, JobRecord, JobSpec, NewJob, RunnerId, Timestamp};
+
+    use crate::JobCall;
+
+    pub(crate) fn runner(bits: u128) -> RunnerId {
+        RunnerId::new(Timestamp(0), bits)
+    }
+
+    /// A pending job of kind `a` with the default policy, as submitted at time 0.
+    pub(crate) fn pending_job(bits: u128) -> JobRecord {
+        super::jobs::submitted_job(&NewJob {
+            id: JobId::new(Timestamp(0), bits),
+            created_at: Timestamp(0),
+            spec: JobSpec::with_defaults("a"),
+        })
+    }
+
+    /// The lifecycle of a job `runner` claimed at 1,000 (its first lease, epoch 1).
+    pub(crate) fn leased_to(runner: RunnerId) -> JobLifecycle {
+        let mut lifecycle = pending_job(1).lifecycle;
+        lifecycle.claim(runner, Timestamp(1_000)).expect("a claim");
+        lifecycle
+    }
+
+    /// A call by `runner` on job 1 of [`pending_job`].
+    pub(crate) fn call(runner: RunnerId, epoch: Option<u64>) -> JobCall {
+        JobCall {
+            runner,
+            job: pending_job(1).id,
+            epoch,
+        }
+    }
+}

@@ -204,13 +204,10 @@ pub(crate) fn release_from_deleted(
 
 #[cfg(test)]
 mod tests {
-    use muster_core::{Capabilities, JobSpec, NewJob};
+    use muster_core::Capabilities;
 
     use super::*;
-
-    fn runner(bits: u128) -> RunnerId {
-        RunnerId::new(Timestamp(0), bits)
-    }
+    use crate::rules::testing::{pending_job, runner};
 
     fn claim(kinds: &[&str]) -> ClaimRequest {
         ClaimRequest {
@@ -283,12 +280,7 @@ mod tests {
 
     #[test]
     fn deleting_a_runner_fails_its_attempts_and_ends_its_cancels() {
-        let new_job = |bits| NewJob {
-            id: JobId::new(Timestamp(0), bits),
-            created_at: Timestamp(0),
-            spec: JobSpec::with_defaults("a"),
-        };
-        let mut running = super::super::jobs::submitted_job(&new_job(1));
+        let mut running = pending_job(1);
         running
             .lifecycle
             .claim(runner(1), Timestamp(10))
@@ -315,7 +307,7 @@ mod tests {
         assert_eq!(error.reason, muster_core::FailureReason::LeaseExpired);
         assert!(error.message.contains("was deleted"), "{}", error.message);
 
-        let mut cancelling = super::super::jobs::submitted_job(&new_job(2));
+        let mut cancelling = pending_job(2);
         cancelling
             .lifecycle
             .claim(runner(1), Timestamp(10))
@@ -332,7 +324,7 @@ mod tests {
         ));
         assert_eq!(cancelling.state(), JobState::Cancelled);
 
-        let mut pending = super::super::jobs::submitted_job(&new_job(3));
+        let mut pending = pending_job(3);
         assert!(!release_from_deleted(
             3,
             &mut pending,
