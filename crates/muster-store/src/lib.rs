@@ -6,7 +6,10 @@
 //! conformance suite in this crate's tests checks.
 //! Each method is one atomic unit: it either commits entirely or changes nothing, and a method
 //! that answers `Ok` has made its change durable. State changes are decided by
-//! [`muster_core::JobLifecycle`]; a backend only loads, asks and writes back.
+//! [`muster_core::JobLifecycle`]; a backend only loads, asks and writes back. What a store decides
+//! beyond that (log caps, claim order, the heartbeat's stop list, paging, ...) is written once,
+//! in the private `rules` module, for every backend: a backend holds its SQL and the shape of its
+//! transactions.
 //!
 //! This crate holds all of muster's SQL and no other crate does. It also owns the other half of
 //! persistence, artifact bytes ([`blobs`]), which live outside the database; the database
