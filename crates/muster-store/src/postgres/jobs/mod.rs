@@ -15,8 +15,9 @@ pub(super) mod reap;
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::{GenericClient, Transaction};
-use muster_core::TransitionError;
-use muster_core::{ArtifactId, JobId, JobLifecycle, JobRecord, JobState, NewJob, Timestamp};
+use muster_core::{
+    ArtifactId, JobId, JobLifecycle, JobRecord, JobState, NewJob, Timestamp, TransitionError,
+};
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 

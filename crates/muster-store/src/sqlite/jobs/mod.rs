@@ -13,8 +13,11 @@ pub(super) mod reap;
 
 use std::collections::{BTreeMap, HashSet};
 
-use muster_core::{ArtifactId, JobId, JobLifecycle, JobRecord, JobState, NewJob, TransitionError};
+use muster_core::{
+    ArtifactId, JobId, JobLifecycle, JobRecord, JobState, NewJob, Timestamp, TransitionError,
+};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde_json::Value;
 
 use super::map_sqlite_error;
 use super::rows::{job_from_row, write_lifecycle};
@@ -163,7 +166,7 @@ pub(in crate::sqlite) fn cancel(
     context: &mut WriterContext,
     id: JobId,
     grace_ms: i64,
-    now: muster_core::Timestamp,
+    now: Timestamp,
 ) -> Result<JobRecord, StoreError> {
     let (_, job, ()) = transition(&context.conn, id, "cancel", |lifecycle, _| {
         lifecycle.cancel(grace_ms, now)
@@ -174,7 +177,7 @@ pub(in crate::sqlite) fn cancel(
 pub(in crate::sqlite) fn retry(
     context: &mut WriterContext,
     id: JobId,
-    now: muster_core::Timestamp,
+    now: Timestamp,
 ) -> Result<JobRecord, StoreError> {
     let (_, job, ()) = transition(&context.conn, id, "retry", |lifecycle, _| {
         lifecycle.retry(now)
@@ -186,7 +189,7 @@ pub(in crate::sqlite) fn retry(
 pub(in crate::sqlite) fn read_dag(
     conn: &Connection,
     id: JobId,
-) -> Result<Option<serde_json::Value>, StoreError> {
+) -> Result<Option<Value>, StoreError> {
     let (seq, _) = load_by_id(conn, id)?;
     let text: Option<String> = conn
         .prepare_cached("SELECT dag FROM job_dags WHERE job_seq = ?1")
