@@ -434,6 +434,27 @@ pub async fn next_seq_never_passes_what_is_stored_however_far_the_cursor(
     Ok(())
 }
 
+/// A store opened with a log cap of `cap_bytes`, and a job claimed there by a runner of its own.
+async fn claimed_under_log_cap<F, Fut>(
+    open_with_log_cap: F,
+    cap_bytes: u64,
+) -> anyhow::Result<(OpenedStore, muster_core::JobRecord, muster_store::JobCall)>
+where
+    F: FnOnce(u64) -> Fut,
+    Fut: Future<Output = anyhow::Result<OpenedStore>>,
+{
+    let opened = open_with_log_cap(cap_bytes)
+        .await
+        .context("open a store with a log cap")?;
+    let store = opened.store.as_ref();
+    let kind = "capped";
+    let job = submit_one(store, spec_with_policy(kind, policy(3, 600, 30, 1)), T0).await?;
+    let runner = register_runner(store, kind).await?;
+    let claimed = claim_one(store, runner, kind, at(1_000)).await?;
+    let call = call_for(&claimed, runner);
+    Ok((opened, job, call))
+}
+
 /// The cap of the slot test: what its entries hold when each is counted once, to the byte.
 const EXACT_LOG_CAP: u64 = 20;
 
@@ -447,14 +468,8 @@ where
     F: FnOnce(u64) -> Fut,
     Fut: Future<Output = anyhow::Result<OpenedStore>>,
 {
-    let opened = open_with_log_cap(EXACT_LOG_CAP)
-        .await
-        .context("open a store with a small log cap")?;
+    let (opened, job, call) = claimed_under_log_cap(open_with_log_cap, EXACT_LOG_CAP).await?;
     let store = opened.store.as_ref();
-    let job = submit_one(store, spec_with_policy("slots", policy(3, 600, 30, 1)), T0).await?;
-    let runner = register_runner(store, "slots").await?;
-    let claimed = claim_one(store, runner, "slots", at(1_000)).await?;
-    let call = call_for(&claimed, runner);
 
     // Seq 5 first: 0 to 4 are gaps.
     let first = store
