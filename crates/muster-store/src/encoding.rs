@@ -1,5 +1,5 @@
 //! How values without a column type of their own (capabilities, label maps, artifact lists, log
-//! levels, list cursors) are written to and read from the database. Shared by every backend, so
+//! levels) are written to and read from the database. Shared by every backend, so
 //! a database written by one reads the same in any.
 
 use std::collections::BTreeMap;
@@ -60,6 +60,12 @@ pub(crate) fn outputs_from_json(value: &Value) -> Result<BTreeMap<String, Artifa
             Ok((name, id))
         })
         .collect()
+}
+
+/// A job's requirements as stored: JSON text, `None` (NULL) when any runner of the kind may take
+/// the job (such jobs are claimed through an index of their own).
+pub(crate) fn requirements_to_json(requirements: &Capabilities) -> Option<String> {
+    (!requirements.is_empty()).then(|| capabilities_to_json(requirements).to_string())
 }
 
 pub(crate) fn capabilities_to_json(capabilities: &Capabilities) -> Value {
@@ -159,20 +165,6 @@ pub(crate) fn level_from_code(code: i64) -> LogLevel {
         4 => LogLevel::Error,
         _ => LogLevel::Info,
     }
-}
-
-/// Cursors are the row sequence number of the last item of the previous page.
-pub(crate) fn decode_cursor(cursor: Option<&str>) -> Result<Option<i64>, StoreError> {
-    cursor
-        .map(|text| {
-            text.parse::<i64>()
-                .ok()
-                .filter(|seq| *seq > 0)
-                .ok_or_else(|| {
-                    StoreError::Rejected(format!("cursor '{text}' is not one this server gave out"))
-                })
-        })
-        .transpose()
 }
 
 /// Parse stored labels.

@@ -1,7 +1,8 @@
 use std::collections::BTreeMap;
 
 use muster_core::{
-    ArtifactId, Capabilities, JobId, JobRecord, JobState, Lease, LogEntry, RunnerId, Timestamp,
+    ArtifactId, Capabilities, JobId, JobRecord, JobState, Lease, LogEntry, NewLogEntry, Progress,
+    RunnerId, Timestamp,
 };
 use serde_json::Value;
 
@@ -59,6 +60,29 @@ pub struct JobCall {
     pub epoch: Option<u64>,
 }
 
+/// What one call of a lease holder records besides the activity itself (see
+/// [`crate::LeaseStore::record_activity`]). The default records nothing else.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Activity {
+    /// Extend the lease by its time to live from now (a job heartbeat).
+    pub extend_lease: bool,
+    pub progress: Option<Progress>,
+    /// Entries to append to the job's log.
+    pub log_entries: Vec<NewLogEntry>,
+    /// The job's new step DAG, replacing the one synced before.
+    pub dag: Option<Value>,
+    /// Outputs to record by name (a name recorded again names the new artifact).
+    pub outputs: Option<BTreeMap<String, ArtifactId>>,
+}
+
+/// The answer to [`crate::LeaseStore::record_activity`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedActivity {
+    pub ack: JobAck,
+    /// Every output the job holds now, when the call recorded outputs.
+    pub outputs: Option<BTreeMap<String, ArtifactId>>,
+}
+
 /// The answer to a job-scoped call that does not return the job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobAck {
@@ -94,7 +118,7 @@ pub struct LogPage {
     pub job_finished: bool,
 }
 
-/// Where one job's log stands (see [`crate::Store::log_positions`]).
+/// Where one job's log stands (see [`crate::JobStore::log_positions`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogPosition {
     pub job: JobId,
@@ -132,7 +156,7 @@ impl ReapReport {
     }
 }
 
-/// What one call of [`crate::Store::delete_finished_jobs`] did, and where the next one goes on.
+/// What one call of [`crate::Maintenance::delete_finished_jobs`] did, and where the next one goes on.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PruneReport {
     /// Jobs deleted, with their logs and DAGs.
@@ -210,7 +234,7 @@ pub struct ArtifactUsage {
     pub count: u64,
 }
 
-/// What [`crate::Store::artifact_usage`] answers: every recorded artifact, and the ones charged
+/// What [`crate::ArtifactRecords::artifact_usage`] answers: every recorded artifact, and the ones charged
 /// to the runner asked about (zero when none was asked about).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ArtifactUsageReport {

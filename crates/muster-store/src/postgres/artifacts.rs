@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 
 use super::rows::column;
 use super::{execute, query};
-use crate::rules::{
+use crate::rules::artifacts::{
     ALL_ARTIFACTS_KEY, artifact_record_from_columns, artifact_size_column,
     artifact_uploaders_from_rows, artifact_usage_report,
 };

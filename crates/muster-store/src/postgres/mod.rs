@@ -32,7 +32,7 @@ mod tls;
 
 pub(crate) use schema::migrate_component;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,18 +41,20 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
 use muster_core::{
-    ArtifactId, JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId, RunnerRecord,
-    Timestamp,
+    ArtifactId, JobError, JobId, JobRecord, NewJob, RunnerId, RunnerRecord, Timestamp,
 };
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::rules::runners::RunnerTouches;
+
 use crate::{
-    ArtifactRecord, ArtifactUsage, ArtifactUsageReport, ClaimRequest, ClaimedJob, CompletionItem,
-    JobAck, JobCall, JobFilter, LogPage, LogPosition, NewRunner, Page, PageRequest, PruneCursor,
-    PruneReport, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat, Store, StoreError, Submitted,
+    Activity, ArtifactRecord, ArtifactRecords, ArtifactUsage, ArtifactUsageReport, ClaimRequest,
+    ClaimedJob, CompletionItem, JobCall, JobFilter, JobStore, LeaseStore, LogPage, LogPosition,
+    Maintenance, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
+    RecordedActivity, RunnerBeat, RunnerStore, StoreError, Submitted,
 };
 
 /// Settings of the PostgreSQL backend.
@@ -124,7 +126,7 @@ type CompletionCall = (RunnerId, Vec<CompletionItem>, Timestamp);
 /// A single completion waiting for its batch: the call, the result, and the clock when asked.
 type SingleCompletionCall = (JobCall, Value, Timestamp);
 
-/// The PostgreSQL [`Store`].
+/// The PostgreSQL [`crate::Store`].
 pub struct PostgresStore {
     pool: Pool,
     shared: Arc<Shared>,
@@ -142,11 +144,11 @@ pub(crate) struct Shared {
     signal: watch::Sender<u64>,
     /// Per runner, what it last declared when claiming and when that was written, so a claim
     /// rewrites the runner's row only when something changed or a second passed.
-    pub(crate) runner_touches: Mutex<HashMap<RunnerId, (u64, i64)>>,
+    pub(crate) runner_touches: Mutex<RunnerTouches>,
     /// Rows added to or removed from the queue tables since their last vacuum (roughly).
     queue_changes: AtomicU64,
     /// How far the claim batches running now have locked the queue, per kind.
-    pub(crate) claim_frontiers: Arc<jobs::ClaimFrontiers>,
+    pub(crate) claim_frontiers: Arc<jobs::claims::ClaimFrontiers>,
 }
 
 impl Shared {
@@ -203,7 +205,7 @@ impl PostgresStore {
         let shared = Arc::new(Shared {
             log_cap_bytes: config.log_cap_bytes,
             signal,
-            runner_touches: Mutex::new(HashMap::new()),
+            runner_touches: Mutex::default(),
             claim_frontiers: Arc::default(),
             queue_changes: AtomicU64::new(0),
         });
@@ -223,8 +225,9 @@ impl PostgresStore {
                 let batches = batches.clone();
                 async move {
                     // Dropped once the transaction has ended, committed or not.
-                    let batch = jobs::ClaimFrontiers::start(&batches.shared.claim_frontiers);
-                    let answers = in_transaction!(batches, transaction => jobs::claim_batch(
+                    let batch =
+                        jobs::claims::ClaimFrontiers::start(&batches.shared.claim_frontiers);
+                    let answers = in_transaction!(batches, transaction => jobs::claims::claim_batch(
                         &transaction, &batches.shared, &calls, batch.id()
                     ));
                     drop(batch);
@@ -241,24 +244,26 @@ impl PostgresStore {
                 let batches = batches.clone();
                 async move {
                     Ok(
-                        in_transaction!(batches, transaction => jobs::complete_singles(
+                        in_transaction!(batches, transaction => jobs::completions::complete_singles(
                             &transaction, &calls
                         )),
                     )
                 }
             }
         });
-        let completions =
-            combine::Combiner::start(COMPLETION_BATCHES, move |calls: Vec<CompletionCall>| {
+        let completions = combine::Combiner::start(
+            COMPLETION_BATCHES,
+            move |calls: Vec<CompletionCall>| {
                 let batches = batches.clone();
                 async move {
-                    let answers = in_transaction!(batches, transaction => jobs::complete_batch(
+                    let answers = in_transaction!(batches, transaction => jobs::completions::complete_batch(
                         &transaction, &calls
                     ));
                     // A completion writes only the job's row.
                     Ok(answers)
                 }
-            });
+            },
+        );
         Ok(PostgresStore {
             pool,
             shared,
@@ -508,7 +513,7 @@ pub(crate) fn map_postgres_error(error: tokio_postgres::Error) -> StoreError {
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl JobStore for PostgresStore {
     async fn submit_jobs(&self, new_jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
         let answers = in_transaction!(self, transaction => jobs::submit(&transaction, new_jobs));
         let created = answers
@@ -553,6 +558,29 @@ impl Store for PostgresStore {
         Ok(job)
     }
 
+    async fn read_logs(
+        &self,
+        id: JobId,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<LogPage, StoreError> {
+        let client = self.client().await?;
+        jobs::logs::read(&client, id, after_seq, limit).await
+    }
+
+    async fn log_positions(&self, ids: Vec<JobId>) -> Result<Vec<LogPosition>, StoreError> {
+        let client = self.client().await?;
+        jobs::logs::positions(&client, &ids).await
+    }
+
+    async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError> {
+        let client = self.client().await?;
+        jobs::read_dag(&client, id).await
+    }
+}
+
+#[async_trait]
+impl LeaseStore for PostgresStore {
     async fn claim_jobs(
         &self,
         claim: ClaimRequest,
@@ -561,50 +589,19 @@ impl Store for PostgresStore {
         self.claims.call((claim, now)).await
     }
 
-    async fn job_heartbeat(
-        &self,
-        call: JobCall,
-        progress: Option<Progress>,
-        events: Vec<NewLogEntry>,
-        now: Timestamp,
-    ) -> Result<JobAck, StoreError> {
-        let ack = in_transaction!(self, transaction => jobs::activity(
-            &transaction, &self.shared, call, progress, events, true, now
-        ));
-        Ok(ack)
+    fn pending_signal(&self) -> watch::Receiver<u64> {
+        self.pending_signal.clone()
     }
 
-    async fn report_progress(
+    async fn record_activity(
         &self,
         call: JobCall,
-        progress: Progress,
+        activity: Activity,
         now: Timestamp,
-    ) -> Result<JobAck, StoreError> {
-        Ok(in_transaction!(self, transaction => jobs::activity(
-            &transaction, &self.shared, call, Some(progress), Vec::new(), false, now
+    ) -> Result<RecordedActivity, StoreError> {
+        Ok(in_transaction!(self, transaction => jobs::activity::record(
+            &transaction, &self.shared, call, activity, now
         )))
-    }
-
-    async fn append_logs(
-        &self,
-        call: JobCall,
-        entries: Vec<NewLogEntry>,
-        now: Timestamp,
-    ) -> Result<JobAck, StoreError> {
-        Ok(in_transaction!(self, transaction => jobs::activity(
-            &transaction, &self.shared, call, None, entries, false, now
-        )))
-    }
-
-    async fn sync_dag(
-        &self,
-        call: JobCall,
-        dag: Value,
-        now: Timestamp,
-    ) -> Result<JobAck, StoreError> {
-        Ok(
-            in_transaction!(self, transaction => jobs::sync_dag(&transaction, &self.shared, call, dag, now)),
-        )
     }
 
     async fn complete_job(
@@ -617,19 +614,8 @@ impl Store for PostgresStore {
         if outputs.is_empty() {
             return self.single_completions.call((call, result, now)).await;
         }
-        let job = in_transaction!(self, transaction => jobs::complete(&transaction, call, result, outputs, now));
+        let job = in_transaction!(self, transaction => jobs::completions::complete(&transaction, call, result, outputs, now));
         Ok(job)
-    }
-
-    async fn record_outputs(
-        &self,
-        call: JobCall,
-        outputs: BTreeMap<String, ArtifactId>,
-        now: Timestamp,
-    ) -> Result<RecordedOutputs, StoreError> {
-        Ok(in_transaction!(self, transaction => jobs::record_outputs(
-            &transaction, &self.shared, call, outputs, now
-        )))
     }
 
     async fn complete_jobs(
@@ -651,53 +637,16 @@ impl Store for PostgresStore {
         retryable: bool,
         now: Timestamp,
     ) -> Result<JobRecord, StoreError> {
-        let job = in_transaction!(self, transaction => jobs::fail(&transaction, call, error, retryable, now));
+        let job = in_transaction!(self, transaction => jobs::completions::fail(&transaction, call, error, retryable, now));
         if job.state() == muster_core::JobState::Pending {
             self.shared.signal_pending();
         }
         Ok(job)
     }
+}
 
-    async fn read_logs(
-        &self,
-        id: JobId,
-        after_seq: Option<u64>,
-        limit: u32,
-    ) -> Result<LogPage, StoreError> {
-        let client = self.client().await?;
-        jobs::read_logs(&client, id, after_seq, limit).await
-    }
-
-    async fn log_positions(&self, ids: Vec<JobId>) -> Result<Vec<LogPosition>, StoreError> {
-        let client = self.client().await?;
-        jobs::log_positions(&client, &ids).await
-    }
-
-    async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError> {
-        let client = self.client().await?;
-        jobs::read_dag(&client, id).await
-    }
-
-    async fn reap(&self, now: Timestamp, limit: u32) -> Result<ReapReport, StoreError> {
-        let (report, requeued) =
-            in_transaction!(self, transaction => jobs::reap(&transaction, now, limit));
-        if requeued {
-            self.shared.signal_pending();
-        }
-        Ok(report)
-    }
-
-    async fn delete_finished_jobs(
-        &self,
-        finished_before: Timestamp,
-        resume: Option<PruneCursor>,
-        limit: u32,
-    ) -> Result<PruneReport, StoreError> {
-        Ok(in_transaction!(self, transaction => jobs::delete_finished(
-            &transaction, finished_before, resume, limit
-        )))
-    }
-
+#[async_trait]
+impl RunnerStore for PostgresStore {
     async fn create_runner(&self, runner: NewRunner) -> Result<RunnerRecord, StoreError> {
         let client = self.client().await?;
         runners::create(&client, &runner).await?;
@@ -726,7 +675,7 @@ impl Store for PostgresStore {
         let (released, requeued) =
             in_transaction!(self, transaction => runners::delete(&transaction, id, now));
         if let Ok(mut touches) = self.shared.runner_touches.lock() {
-            touches.remove(&id);
+            touches.forget(id);
         }
         if requeued {
             self.shared.signal_pending();
@@ -750,20 +699,13 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         runners::heartbeat(&client, &beat, now).await
     }
+}
 
+#[async_trait]
+impl ArtifactRecords for PostgresStore {
     async fn named_artifacts(&self) -> Result<HashSet<ArtifactId>, StoreError> {
         let client = self.client().await?;
         jobs::named_artifacts(&client).await
-    }
-
-    async fn active_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
-        let client = self.client().await?;
-        jobs::active_job_counts(&client).await
-    }
-
-    async fn finished_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
-        let client = self.client().await?;
-        jobs::finished_job_counts(&client).await
     }
 
     async fn record_artifact(&self, record: ArtifactRecord) -> Result<(), StoreError> {
@@ -794,13 +736,40 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         artifacts::largest_uploaders(&client, limit).await
     }
+}
 
-    fn pending_signal(&self) -> watch::Receiver<u64> {
-        self.pending_signal.clone()
+#[async_trait]
+impl Maintenance for PostgresStore {
+    async fn reap(&self, now: Timestamp, limit: u32) -> Result<ReapReport, StoreError> {
+        let (report, requeued) =
+            in_transaction!(self, transaction => jobs::reap::reap(&transaction, now, limit));
+        if requeued {
+            self.shared.signal_pending();
+        }
+        Ok(report)
     }
 
-    fn shared_with_other_coordinators(&self) -> bool {
-        true
+    async fn delete_finished_jobs(
+        &self,
+        finished_before: Timestamp,
+        resume: Option<PruneCursor>,
+        limit: u32,
+    ) -> Result<PruneReport, StoreError> {
+        Ok(
+            in_transaction!(self, transaction => jobs::prune::delete_finished(
+                &transaction, finished_before, resume, limit
+            )),
+        )
+    }
+
+    async fn active_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        let client = self.client().await?;
+        jobs::active_job_counts(&client).await
+    }
+
+    async fn finished_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        let client = self.client().await?;
+        jobs::finished_job_counts(&client).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -810,5 +779,9 @@ impl Store for PostgresStore {
             .await
             .map_err(map_postgres_error)?;
         Ok(())
+    }
+
+    fn shared_with_other_coordinators(&self) -> bool {
+        true
     }
 }

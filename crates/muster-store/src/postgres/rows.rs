@@ -1,38 +1,14 @@
-//! Mapping between PostgreSQL rows and domain values, and the one statement that writes a job's
-//! lifecycle back together with the queue rows and lease checks that go with it.
+//! Reading PostgreSQL rows through the shared job mapping ([`crate::columns`]), and the one
+//! statement that writes a job's lifecycle back together with the queue rows and lease checks
+//! that go with it.
 
-use std::collections::BTreeMap;
-
-use muster_core::{
-    Capabilities, FailureReason, JobError, JobId, JobLifecycle, JobPolicy, JobRecord, JobState,
-    Progress, RunnerId, Timestamp,
-};
-use serde_json::Value;
+use muster_core::{JobId, JobLifecycle, JobRecord, JobState, RunnerId, Timestamp};
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql};
 
 use super::map_postgres_error;
 use crate::StoreError;
-use crate::encoding::{capabilities_from_json, inputs_from_json, outputs_from_json};
-
-macro_rules! lifecycle_columns {
-    () => {
-        "seq, state, max_attempts, timeout_s, lease_ttl_s, backoff_base_s, attempt, lease_epoch, \
-         runner_id, run_after, lease_expires_at, attempt_deadline_at, cancel_deadline_at, \
-         claimed_at, started_at, finished_at, error_reason, error_message"
-    };
-}
-
-/// The columns [`lifecycle_from_row`] reads, then the job's id: what a state change needs and
-/// nothing else, so batch completions do not decode payloads.
-pub(crate) const LIFECYCLE_COLUMNS: &str = concat!(lifecycle_columns!(), ", id");
-
-/// The columns [`job_from_row`] reads: the lifecycle columns first, then the rest of the job.
-pub(crate) const JOB_COLUMNS: &str = concat!(
-    lifecycle_columns!(),
-    ", id, kind, priority, payload, requirements, idempotency_key, created_at, \
-     progress_percent, progress_message, result, inputs, outputs"
-);
+use crate::columns::{self, StoredRow};
 
 fn corrupt(column: usize, problem: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(format!("stored job, column {column}: {problem}"))
@@ -45,101 +21,62 @@ pub(crate) fn column<'row, T: FromSql<'row>>(
     row.try_get(index).map_err(map_postgres_error)
 }
 
-fn timestamp_column(row: &Row, index: usize) -> Result<Option<Timestamp>, StoreError> {
-    Ok(column::<Option<i64>>(row, index)?.map(Timestamp))
-}
+impl StoredRow for Row {
+    type Error = StoreError;
 
-fn u32_column(row: &Row, index: usize) -> Result<u32, StoreError> {
-    let value: i64 = column(row, index)?;
-    u32::try_from(value).map_err(|_| corrupt(index, format!("{value} is out of range")))
-}
+    fn corrupt(index: usize, problem: String) -> StoreError {
+        corrupt(index, problem)
+    }
 
-fn json_column(row: &Row, index: usize) -> Result<Option<Value>, StoreError> {
-    column::<Option<&str>>(row, index)?
-        .map(|text| serde_json::from_str(text).map_err(|error| corrupt(index, error)))
-        .transpose()
+    fn integer(&self, index: usize) -> Result<i64, StoreError> {
+        column(self, index)
+    }
+
+    fn optional_integer(&self, index: usize) -> Result<Option<i64>, StoreError> {
+        column(self, index)
+    }
+
+    fn state_code(&self, index: usize) -> Result<i64, StoreError> {
+        column::<i16>(self, index).map(i64::from)
+    }
+
+    fn priority(&self, index: usize) -> Result<i32, StoreError> {
+        column(self, index)
+    }
+
+    fn real(&self, index: usize) -> Result<f64, StoreError> {
+        column(self, index)
+    }
+
+    fn boolean(&self, index: usize) -> Result<bool, StoreError> {
+        column(self, index)
+    }
+
+    fn optional_text(&self, index: usize) -> Result<Option<&str>, StoreError> {
+        column(self, index)
+    }
+
+    fn optional_bytes(&self, index: usize) -> Result<Option<&[u8]>, StoreError> {
+        column(self, index)
+    }
 }
 
 pub(crate) fn runner_id_column(row: &Row, index: usize) -> Result<Option<RunnerId>, StoreError> {
-    column::<Option<&[u8]>>(row, index)?
-        .map(|bytes| RunnerId::from_slice(bytes).ok_or_else(|| corrupt(index, "bad runner id")))
-        .transpose()
+    columns::runner_id(row, index)
 }
 
 pub(crate) fn job_id_column(row: &Row, index: usize) -> Result<JobId, StoreError> {
-    let bytes: &[u8] = column(row, index)?;
-    JobId::from_slice(bytes).ok_or_else(|| corrupt(index, "bad job id"))
+    columns::job_id(row, index)
 }
 
-/// Read the leading lifecycle columns of a row; answers the row's `seq` and the lifecycle.
+/// Read a row selected with [`columns::LIFECYCLE_COLUMNS`] first.
 pub(crate) fn lifecycle_from_row(row: &Row) -> Result<(i64, JobLifecycle), StoreError> {
-    let seq: i64 = column(row, 0)?;
-    let state_code: i16 = column(row, 1)?;
-    let state = JobState::from_code(i64::from(state_code))
-        .ok_or_else(|| corrupt(1, format!("unknown state {state_code}")))?;
-    let error = match column::<Option<String>>(row, 16)? {
-        Some(reason) => Some(JobError {
-            reason: reason
-                .parse::<FailureReason>()
-                .map_err(|()| corrupt(16, format!("unknown reason {reason}")))?,
-            message: column::<Option<String>>(row, 17)?.unwrap_or_default(),
-        }),
-        None => None,
-    };
-    let lifecycle = JobLifecycle {
-        state,
-        policy: JobPolicy {
-            max_attempts: u32_column(row, 2)?,
-            timeout_s: u32_column(row, 3)?,
-            lease_ttl_s: u32_column(row, 4)?,
-            backoff_base_s: u32_column(row, 5)?,
-        },
-        attempt: u32_column(row, 6)?,
-        lease_epoch: column::<i64>(row, 7)? as u64,
-        runner_id: runner_id_column(row, 8)?,
-        run_after: Timestamp(column(row, 9)?),
-        lease_expires_at: timestamp_column(row, 10)?,
-        attempt_deadline_at: timestamp_column(row, 11)?,
-        cancel_deadline_at: timestamp_column(row, 12)?,
-        claimed_at: timestamp_column(row, 13)?,
-        started_at: timestamp_column(row, 14)?,
-        finished_at: timestamp_column(row, 15)?,
-        error,
-    };
-    Ok((seq, lifecycle))
+    columns::lifecycle_from_row(row)
 }
 
-/// Read a row selected with [`JOB_COLUMNS`]; answers the row's `seq` and the job.
+/// Read a row selected with [`columns::JOB_COLUMNS`].
 pub(crate) fn job_from_row(row: &Row) -> Result<(i64, JobRecord), StoreError> {
-    let (seq, lifecycle) = lifecycle_from_row(row)?;
-    let requirements = match json_column(row, 22)? {
-        Some(value) => capabilities_from_json(&value).map_err(|problem| corrupt(22, problem))?,
-        None => Capabilities::default(),
-    };
-    let job = JobRecord {
-        id: job_id_column(row, 18)?,
-        kind: column(row, 19)?,
-        priority: column(row, 20)?,
-        payload: json_column(row, 21)?.unwrap_or(Value::Null),
-        requirements,
-        idempotency_key: column(row, 23)?,
-        created_at: Timestamp(column(row, 24)?),
-        progress: Progress {
-            percent: column(row, 25)?,
-            message: column(row, 26)?,
-        },
-        result: json_column(row, 27)?,
-        inputs: match json_column(row, 28)? {
-            Some(value) => inputs_from_json(&value).map_err(|problem| corrupt(28, problem))?,
-            None => Vec::new(),
-        },
-        outputs: match json_column(row, 29)? {
-            Some(value) => outputs_from_json(&value).map_err(|problem| corrupt(29, problem))?,
-            None => BTreeMap::new(),
-        },
-        lifecycle,
-    };
-    Ok((seq, job))
+    columns::job_from_row(row)
 }
 
 /// Where a job sits in the claim order, for its queue row.
@@ -156,8 +93,7 @@ impl QueuePlace {
         QueuePlace {
             kind: job.kind.clone(),
             priority: job.priority,
-            requirements: (!job.requirements.is_empty())
-                .then(|| crate::encoding::capabilities_to_json(&job.requirements).to_string()),
+            requirements: crate::encoding::requirements_to_json(&job.requirements),
         }
     }
 }

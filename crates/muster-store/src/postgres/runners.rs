@@ -1,21 +1,19 @@
 //! Runner operations of the PostgreSQL backend.
 
-use std::collections::BTreeMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
-
 use deadpool_postgres::{GenericClient, Transaction};
-use muster_core::{JobId, JobLifecycle, JobRecord, JobState, RunnerId, RunnerRecord, Timestamp};
+use muster_core::{JobId, JobLifecycle, JobRecord, RunnerId, RunnerRecord, Timestamp};
 use tokio_postgres::Row;
 
-use super::rows::{JOB_COLUMNS, column, job_from_row, job_id_column, runner_id_column};
+use super::rows::{column, job_from_row, job_id_column, runner_id_column};
 use super::{Shared, execute, query};
-use crate::encoding::{
-    capabilities_to_json, decode_cursor, labels_from_text, offer_from_text, string_map_to_json,
+use crate::columns::{self, JOB_COLUMNS};
+use crate::encoding::string_map_to_json;
+use crate::rules::paging;
+use crate::rules::runners::{
+    ClaimingRunner, Declaration, claiming_runner, jobs_to_stop, release_from_deleted,
+    runner_not_found,
 };
 use crate::{ClaimRequest, NewRunner, Page, PageRequest, RunnerBeat, StoreError};
-
-/// How often at most a claiming runner's "last seen" is rewritten when nothing else changed.
-const TOUCH_INTERVAL_MS: i64 = 1000;
 
 /// The columns `runner_from_row` reads, from `runners` joined with `held` (leases per runner).
 const RUNNER_COLUMNS: &str = "seq, id, name, organization_id, labels, kinds, offer, hostname, version, draining, \
@@ -31,39 +29,9 @@ const HELD_JOBS: &str = "LEFT JOIN LATERAL (SELECT count(DISTINCT jobs.seq) AS j
 /// In place of `HELD_JOBS` when the caller does not want the counts.
 const HELD_JOBS_NOT_COUNTED: &str = "CROSS JOIN (SELECT 0::bigint AS jobs) held";
 
-fn runner_not_found(id: RunnerId) -> StoreError {
-    StoreError::NotFound(format!("runner {id}"))
-}
-
 fn runner_from_row(row: &Row) -> Result<(i64, RunnerRecord), StoreError> {
-    let seq: i64 = column(row, 0)?;
-    let id = runner_id_column(row, 1)?
-        .ok_or_else(|| StoreError::Internal("runner row without an id".into()))?;
-    let mut labels = labels_from_text(column(row, 4)?)?;
-    let kinds_text: &str = column(row, 5)?;
-    let kinds: Vec<String> = serde_json::from_str(kinds_text)
-        .map_err(|error| StoreError::Internal(format!("stored kinds: {error}")))?;
-    let offer = offer_from_text(column(row, 6)?)?;
-    for (key, value) in &offer.labels {
-        labels.entry(key.clone()).or_insert_with(|| value.clone());
-    }
-    let running_jobs: i64 = column(row, 13)?;
-    let record = RunnerRecord {
-        id,
-        name: column(row, 2)?,
-        organization_id: column(row, 3)?,
-        labels,
-        offer,
-        kinds,
-        hostname: column(row, 7)?,
-        version: column(row, 8)?,
-        draining: column(row, 9)?,
-        last_heartbeat_at: column::<Option<i64>>(row, 11)?.map(Timestamp),
-        last_seen_at: column::<Option<i64>>(row, 12)?.map(Timestamp),
-        running_jobs: u32::try_from(running_jobs).unwrap_or(u32::MAX),
-        created_at: Timestamp(column(row, 10)?),
-    };
-    Ok((seq, record))
+    let (seq, record) = columns::runner_from_row(row)?;
+    Ok((seq, record?))
 }
 
 pub(super) async fn create(
@@ -106,7 +74,6 @@ pub(super) async fn list(
     page: &PageRequest,
     count_held_jobs: bool,
 ) -> Result<Page<RunnerRecord>, StoreError> {
-    let before = decode_cursor(page.cursor.as_deref())?.unwrap_or(i64::MAX);
     let held = if count_held_jobs {
         HELD_JOBS
     } else {
@@ -116,24 +83,9 @@ pub(super) async fn list(
         "SELECT {RUNNER_COLUMNS} FROM runners {held} WHERE deleted_at IS NULL AND seq < $1 \
          ORDER BY seq DESC LIMIT $2"
     );
-    let rows = query(client, &sql, &[&before, &(i64::from(page.limit) + 1)]).await?;
-    let mut items = Vec::with_capacity(rows.len());
-    let mut last_seq = None;
-    for row in &rows {
-        if items.len() == page.limit as usize {
-            return Ok(Page {
-                items,
-                next_cursor: last_seq.map(|seq: i64| seq.to_string()),
-            });
-        }
-        let (seq, record) = runner_from_row(row)?;
-        items.push(record);
-        last_seq = Some(seq);
-    }
-    Ok(Page {
-        items,
-        next_cursor: None,
-    })
+    let params = [paging::page_start_bound(page)?, paging::rows_to_read(page)];
+    let rows = query(client, &sql, &[&params[0], &params[1]]).await?;
+    paging::page_from_rows(&rows, page, runner_from_row)
 }
 
 pub(super) async fn by_token_hash(
@@ -176,33 +128,16 @@ pub(super) async fn delete(
     let mut released: Vec<(i64, JobLifecycle, JobRecord)> = Vec::with_capacity(rows.len());
     for row in &rows {
         let (seq, mut job) = job_from_row(row)?;
-        if !job.state().is_leased() || job.lifecycle.runner_id != Some(id) {
-            continue;
-        }
         let before = job.lifecycle.clone();
-        let jitter = crate::rules::jitter_for(seq, job.lifecycle.attempt);
-        job.lifecycle.release(
-            format!("runner {id} was deleted while it held the lease"),
-            jitter,
-            now,
-        );
-        released.push((seq, before, job));
+        if release_from_deleted(seq, &mut job, id, now) {
+            released.push((seq, before, job));
+        }
     }
     let requeued = super::jobs::write_back_and_wake(transaction, &released).await?;
     Ok((
         released.iter().map(|(_, _, job)| job.id).collect(),
         requeued,
     ))
-}
-
-/// What a claiming runner's row says about its claim.
-pub(super) enum ClaimingRunner {
-    /// The runner may claim; these are the labels an operator gave it at registration.
-    Ready(BTreeMap<String, String>),
-    /// The runner is draining: it claims nothing more, whichever coordinator heard its heartbeat.
-    Draining,
-    /// No such runner (or it was deleted): the claim is refused.
-    Unknown(StoreError),
 }
 
 /// Record that a runner is claiming and what it declared, and answer whether it may. Rewrites
@@ -214,46 +149,44 @@ pub(super) async fn touch_runner(
     claim: &ClaimRequest,
     now: Timestamp,
 ) -> Result<ClaimingRunner, StoreError> {
-    let offer_json = capabilities_to_json(&claim.offer).to_string();
-    let kinds_json = serde_json::Value::from(claim.kinds.clone()).to_string();
-    let mut hasher = DefaultHasher::new();
-    (&offer_json, &kinds_json).hash(&mut hasher);
-    let fingerprint = hasher.finish();
-    let fresh = shared.runner_touches.lock().is_ok_and(|touches| {
-        touches
-            .get(&claim.runner)
-            .is_some_and(|(seen, written_at)| {
-                *seen == fingerprint && now.as_millis() - written_at < TOUCH_INTERVAL_MS
-            })
+    let declaration = Declaration::of(claim);
+    let needs_write = shared.runner_touches.lock().map_or(true, |touches| {
+        touches.needs_write(claim.runner, &declaration, now)
     });
     let id = claim.runner.as_bytes().as_slice();
-    let rows = if fresh {
+    let rows = if needs_write {
+        query(
+            transaction,
+            "UPDATE runners SET last_seen_at = $2, offer = $3, kinds = $4 \
+             WHERE id = $1 AND deleted_at IS NULL RETURNING labels, draining",
+            &[
+                &id,
+                &now.as_millis(),
+                &declaration.offer_json,
+                &declaration.kinds_json,
+            ],
+        )
+        .await?
+    } else {
         query(
             transaction,
             "SELECT labels, draining FROM runners WHERE id = $1 AND deleted_at IS NULL",
             &[&id],
         )
         .await?
-    } else {
-        query(
-            transaction,
-            "UPDATE runners SET last_seen_at = $2, offer = $3, kinds = $4 \
-             WHERE id = $1 AND deleted_at IS NULL RETURNING labels, draining",
-            &[&id, &now.as_millis(), &offer_json, &kinds_json],
-        )
-        .await?
     };
-    let Some(row) = rows.first() else {
-        return Ok(ClaimingRunner::Unknown(runner_not_found(claim.runner)));
+    let row = match rows.first() {
+        Some(row) => Some((column(row, 0)?, column(row, 1)?)),
+        None => None,
     };
-    if column::<bool>(row, 1)? {
-        return Ok(ClaimingRunner::Draining);
+    let claiming = claiming_runner(claim.runner, row)?;
+    if needs_write
+        && matches!(claiming, ClaimingRunner::Ready(_))
+        && let Ok(mut touches) = shared.runner_touches.lock()
+    {
+        touches.written(claim.runner, &declaration, now);
     }
-    let labels = labels_from_text(column(row, 0)?)?;
-    if !fresh && let Ok(mut touches) = shared.runner_touches.lock() {
-        touches.insert(claim.runner, (fingerprint, now.as_millis()));
-    }
-    Ok(ClaimingRunner::Ready(labels))
+    Ok(claiming)
 }
 
 pub(super) async fn heartbeat(
@@ -292,20 +225,13 @@ pub(super) async fn heartbeat(
         &[&ids],
     )
     .await?;
-    let mut held_here = std::collections::HashSet::new();
+    let mut found = Vec::with_capacity(rows.len());
     for row in &rows {
-        let state = JobState::from_code(i64::from(column::<i16>(row, 1)?));
-        let holder = runner_id_column(row, 2)?;
-        if holder == Some(beat.runner)
-            && matches!(state, Some(JobState::Claimed | JobState::Running))
-        {
-            held_here.insert(job_id_column(row, 0)?);
-        }
+        found.push((
+            job_id_column(row, 0)?,
+            i64::from(column::<i16>(row, 1)?),
+            runner_id_column(row, 2)?,
+        ));
     }
-    Ok(beat
-        .jobs
-        .iter()
-        .filter(|job| !held_here.contains(job))
-        .copied()
-        .collect())
+    Ok(jobs_to_stop(beat.runner, &beat.jobs, found))
 }

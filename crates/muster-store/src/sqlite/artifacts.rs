@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::map_sqlite_error;
 use super::writer::WriterContext;
-use crate::rules::{
+use crate::rules::artifacts::{
     ALL_ARTIFACTS_KEY, artifact_record_from_columns, artifact_size_column,
     artifact_uploaders_from_rows, artifact_usage_report,
 };

@@ -19,17 +19,17 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use muster_core::{
-    ArtifactId, JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId, RunnerRecord,
-    Timestamp,
+    ArtifactId, JobError, JobId, JobRecord, NewJob, RunnerId, RunnerRecord, Timestamp,
 };
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::{
-    ArtifactRecord, ArtifactUsage, ArtifactUsageReport, ClaimRequest, ClaimedJob, CompletionItem,
-    JobAck, JobCall, JobFilter, LogPage, LogPosition, NewRunner, Page, PageRequest, PruneCursor,
-    PruneReport, QueueDepth, ReapReport, RecordedOutputs, RunnerBeat, Store, StoreError, Submitted,
+    Activity, ArtifactRecord, ArtifactRecords, ArtifactUsage, ArtifactUsageReport, ClaimRequest,
+    ClaimedJob, CompletionItem, JobCall, JobFilter, JobStore, LeaseStore, LogPage, LogPosition,
+    Maintenance, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
+    RecordedActivity, RunnerBeat, RunnerStore, StoreError, Submitted,
 };
 use writer::{Writer, WriterContext};
 
@@ -42,7 +42,7 @@ pub struct SqliteConfig {
     pub log_cap_bytes: u64,
 }
 
-/// The SQLite [`Store`].
+/// The SQLite [`crate::Store`].
 pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Readers>,
@@ -284,7 +284,7 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl JobStore for SqliteStore {
     async fn submit_jobs(&self, new_jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
         self.writer
             .run(move |context| jobs::submit(context, new_jobs))
@@ -324,60 +324,52 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn read_logs(
+        &self,
+        id: JobId,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<LogPage, StoreError> {
+        self.readers
+            .run(move |conn| jobs::logs::read(conn, id, after_seq, limit))
+            .await
+    }
+
+    async fn log_positions(&self, ids: Vec<JobId>) -> Result<Vec<LogPosition>, StoreError> {
+        self.readers
+            .run(move |conn| jobs::logs::positions(conn, &ids))
+            .await
+    }
+
+    async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError> {
+        self.readers.run(move |conn| jobs::read_dag(conn, id)).await
+    }
+}
+
+#[async_trait]
+impl LeaseStore for SqliteStore {
     async fn claim_jobs(
         &self,
         claim: ClaimRequest,
         now: Timestamp,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
         self.writer
-            .run_unguarded(move |context| jobs::claim(context, &claim, now))
+            .run_unguarded(move |context| jobs::claims::claim(context, &claim, now))
             .await
     }
 
-    async fn job_heartbeat(
-        &self,
-        call: JobCall,
-        progress: Option<Progress>,
-        events: Vec<NewLogEntry>,
-        now: Timestamp,
-    ) -> Result<JobAck, StoreError> {
-        self.writer
-            .run(move |context| jobs::heartbeat(context, call, progress, events, now))
-            .await
+    fn pending_signal(&self) -> watch::Receiver<u64> {
+        self.pending_signal.clone()
     }
 
-    async fn report_progress(
+    async fn record_activity(
         &self,
         call: JobCall,
-        progress: Progress,
+        activity: Activity,
         now: Timestamp,
-    ) -> Result<JobAck, StoreError> {
+    ) -> Result<RecordedActivity, StoreError> {
         self.writer
-            .run(move |context| {
-                jobs::heartbeat_like(context, call, Some(progress), Vec::new(), false, now)
-            })
-            .await
-    }
-
-    async fn append_logs(
-        &self,
-        call: JobCall,
-        entries: Vec<NewLogEntry>,
-        now: Timestamp,
-    ) -> Result<JobAck, StoreError> {
-        self.writer
-            .run(move |context| jobs::heartbeat_like(context, call, None, entries, false, now))
-            .await
-    }
-
-    async fn sync_dag(
-        &self,
-        call: JobCall,
-        dag: Value,
-        now: Timestamp,
-    ) -> Result<JobAck, StoreError> {
-        self.writer
-            .run(move |context| jobs::sync_dag(context, call, dag, now))
+            .run(move |context| jobs::activity::record(context, call, activity, now))
             .await
     }
 
@@ -389,18 +381,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<JobRecord, StoreError> {
         self.writer
-            .run(move |context| jobs::complete(context, call, result, outputs, now))
-            .await
-    }
-
-    async fn record_outputs(
-        &self,
-        call: JobCall,
-        outputs: BTreeMap<String, ArtifactId>,
-        now: Timestamp,
-    ) -> Result<RecordedOutputs, StoreError> {
-        self.writer
-            .run(move |context| jobs::record_outputs(context, call, outputs, now))
+            .run(move |context| jobs::completions::complete(context, call, result, outputs, now))
             .await
     }
 
@@ -411,7 +392,9 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         self.writer
-            .run_unguarded(move |context| jobs::complete_many(context, runner, items, now))
+            .run_unguarded(move |context| {
+                jobs::completions::complete_many(context, runner, items, now)
+            })
             .await
     }
 
@@ -423,52 +406,13 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<JobRecord, StoreError> {
         self.writer
-            .run(move |context| jobs::fail(context, call, error, retryable, now))
+            .run(move |context| jobs::completions::fail(context, call, error, retryable, now))
             .await
     }
+}
 
-    async fn read_logs(
-        &self,
-        id: JobId,
-        after_seq: Option<u64>,
-        limit: u32,
-    ) -> Result<LogPage, StoreError> {
-        self.readers
-            .run(move |conn| jobs::read_logs(conn, id, after_seq, limit))
-            .await
-    }
-
-    async fn log_positions(&self, ids: Vec<JobId>) -> Result<Vec<LogPosition>, StoreError> {
-        self.readers
-            .run(move |conn| jobs::log_positions(conn, &ids))
-            .await
-    }
-
-    async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError> {
-        self.readers.run(move |conn| jobs::read_dag(conn, id)).await
-    }
-
-    async fn reap(&self, now: Timestamp, limit: u32) -> Result<ReapReport, StoreError> {
-        self.writer
-            .run(move |context| jobs::reap(context, now, limit))
-            .await
-    }
-
-    async fn delete_finished_jobs(
-        &self,
-        finished_before: Timestamp,
-        resume: Option<PruneCursor>,
-        limit: u32,
-    ) -> Result<PruneReport, StoreError> {
-        self.writer
-            .run(move |context| jobs::delete_finished(context, finished_before, resume, limit))
-            .await
-    }
-
-    async fn named_artifacts(&self) -> Result<HashSet<ArtifactId>, StoreError> {
-        self.readers.run(jobs::named_artifacts).await
-    }
-
+#[async_trait]
+impl RunnerStore for SqliteStore {
     async fn create_runner(&self, runner: NewRunner) -> Result<RunnerRecord, StoreError> {
         let id = runner.id;
         self.writer
@@ -511,13 +455,12 @@ impl Store for SqliteStore {
             .run(move |context| runners::heartbeat(context, &beat, now))
             .await
     }
+}
 
-    async fn active_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
-        self.readers.run(jobs::active_job_counts).await
-    }
-
-    async fn finished_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
-        self.readers.run(jobs::finished_job_counts).await
+#[async_trait]
+impl ArtifactRecords for SqliteStore {
+    async fn named_artifacts(&self) -> Result<HashSet<ArtifactId>, StoreError> {
+        self.readers.run(jobs::named_artifacts).await
     }
 
     async fn record_artifact(&self, record: ArtifactRecord) -> Result<(), StoreError> {
@@ -552,14 +495,35 @@ impl Store for SqliteStore {
             .run(move |conn| artifacts::largest_uploaders(conn, limit))
             .await
     }
+}
 
-    fn pending_signal(&self) -> watch::Receiver<u64> {
-        self.pending_signal.clone()
+#[async_trait]
+impl Maintenance for SqliteStore {
+    async fn reap(&self, now: Timestamp, limit: u32) -> Result<ReapReport, StoreError> {
+        self.writer
+            .run(move |context| jobs::reap::reap(context, now, limit))
+            .await
     }
 
-    fn shared_with_other_coordinators(&self) -> bool {
-        // The lock on muster.lock keeps every other process out.
-        false
+    async fn delete_finished_jobs(
+        &self,
+        finished_before: Timestamp,
+        resume: Option<PruneCursor>,
+        limit: u32,
+    ) -> Result<PruneReport, StoreError> {
+        self.writer
+            .run(move |context| {
+                jobs::prune::delete_finished(context, finished_before, resume, limit)
+            })
+            .await
+    }
+
+    async fn active_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        self.readers.run(jobs::active_job_counts).await
+    }
+
+    async fn finished_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        self.readers.run(jobs::finished_job_counts).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -570,6 +534,11 @@ impl Store for SqliteStore {
             })
             .await
     }
+
+    fn shared_with_other_coordinators(&self) -> bool {
+        // The lock on muster.lock keeps every other process out.
+        false
+    }
 }
 
 #[cfg(test)]
@@ -577,7 +546,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::{MAX_READER_CONNECTIONS, READER_IDLE_CLOSE, SqliteConfig, SqliteStore};
-    use crate::Store;
+    use crate::Maintenance;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_read_pool_is_bounded_and_gives_back_idle_connections() {

@@ -1,146 +1,68 @@
-//! Mapping between SQLite rows and domain values.
+//! Reading SQLite rows through the shared job mapping ([`crate::columns`]), and writing a job's
+//! lifecycle back.
 
-use std::collections::BTreeMap;
-
-use muster_core::{
-    Capabilities, FailureReason, JobError, JobId, JobLifecycle, JobPolicy, JobRecord, JobState,
-    Progress, RunnerId, Timestamp,
-};
+use muster_core::{JobLifecycle, JobRecord, Timestamp};
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row, params};
 use serde_json::Value;
 
 use crate::StoreError;
-use crate::encoding::{capabilities_from_json, inputs_from_json, outputs_from_json};
+use crate::columns::{self, StoredRow};
 
-macro_rules! lifecycle_columns {
-    () => {
-        "seq, state, max_attempts, timeout_s, lease_ttl_s, backoff_base_s, attempt, lease_epoch, \
-         runner_id, run_after, lease_expires_at, attempt_deadline_at, cancel_deadline_at, \
-         claimed_at, started_at, finished_at, error_reason, error_message"
-    };
-}
+impl StoredRow for Row<'_> {
+    type Error = rusqlite::Error;
 
-/// The columns [`lifecycle_from_row`] reads: what a state change needs and nothing else, so hot
-/// paths that only change state do not decode payloads.
-pub(crate) const LIFECYCLE_COLUMNS: &str = lifecycle_columns!();
+    fn corrupt(index: usize, problem: String) -> rusqlite::Error {
+        rusqlite::Error::FromSqlConversionFailure(index, Type::Text, problem.into())
+    }
 
-/// The columns [`job_from_row`] reads: the lifecycle columns first, then the rest of the job.
-pub(crate) const JOB_COLUMNS: &str = concat!(
-    lifecycle_columns!(),
-    ", id, kind, priority, payload, requirements, idempotency_key, created_at, \
-     progress_percent, progress_message, result, inputs, outputs"
-);
+    fn integer(&self, index: usize) -> rusqlite::Result<i64> {
+        self.get(index)
+    }
 
-fn conversion_error(column: usize, problem: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, problem.into())
-}
+    fn optional_integer(&self, index: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(index)
+    }
 
-fn json_column(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<Value>> {
-    let text: Option<String> = row.get(column)?;
-    text.map(|text| {
-        serde_json::from_str(&text).map_err(|error| conversion_error(column, error.to_string()))
-    })
-    .transpose()
-}
+    fn state_code(&self, index: usize) -> rusqlite::Result<i64> {
+        self.get(index)
+    }
 
-fn timestamp_column(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<Timestamp>> {
-    Ok(row.get::<_, Option<i64>>(column)?.map(Timestamp))
-}
+    fn priority(&self, index: usize) -> rusqlite::Result<i32> {
+        self.get(index)
+    }
 
-fn u32_column(row: &Row<'_>, column: usize) -> rusqlite::Result<u32> {
-    let value: i64 = row.get(column)?;
-    u32::try_from(value).map_err(|_| conversion_error(column, format!("{value} is out of range")))
-}
+    fn real(&self, index: usize) -> rusqlite::Result<f64> {
+        self.get(index)
+    }
 
-pub(crate) fn runner_id_column(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<RunnerId>> {
-    let bytes: Option<Vec<u8>> = row.get(column)?;
-    bytes
-        .map(|bytes| {
-            RunnerId::from_slice(&bytes)
-                .ok_or_else(|| conversion_error(column, "bad runner id".into()))
+    fn boolean(&self, index: usize) -> rusqlite::Result<bool> {
+        self.get(index)
+    }
+
+    fn optional_text(&self, index: usize) -> rusqlite::Result<Option<&str>> {
+        let value = self.get_ref(index)?;
+        value.as_str_or_null().map_err(|error| {
+            rusqlite::Error::FromSqlConversionFailure(index, value.data_type(), Box::new(error))
         })
-        .transpose()
+    }
+
+    fn optional_bytes(&self, index: usize) -> rusqlite::Result<Option<&[u8]>> {
+        let value = self.get_ref(index)?;
+        value.as_bytes_or_null().map_err(|error| {
+            rusqlite::Error::FromSqlConversionFailure(index, value.data_type(), Box::new(error))
+        })
+    }
 }
 
-/// Read the leading [`LIFECYCLE_COLUMNS`] of a row; answers the row's `seq` and the lifecycle.
+/// Read a row selected with [`columns::LIFECYCLE_COLUMNS`] (as `query_map` wants it).
 pub(crate) fn lifecycle_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, JobLifecycle)> {
-    let seq: i64 = row.get(0)?;
-    let state_code: i64 = row.get(1)?;
-    let state = JobState::from_code(state_code)
-        .ok_or_else(|| conversion_error(1, format!("unknown state {state_code}")))?;
-    let error = match row.get::<_, Option<String>>(16)? {
-        Some(reason) => Some(JobError {
-            reason: reason
-                .parse::<FailureReason>()
-                .map_err(|()| conversion_error(16, format!("unknown reason {reason}")))?,
-            message: row.get::<_, Option<String>>(17)?.unwrap_or_default(),
-        }),
-        None => None,
-    };
-    let lifecycle = JobLifecycle {
-        state,
-        policy: JobPolicy {
-            max_attempts: u32_column(row, 2)?,
-            timeout_s: u32_column(row, 3)?,
-            lease_ttl_s: u32_column(row, 4)?,
-            backoff_base_s: u32_column(row, 5)?,
-        },
-        attempt: u32_column(row, 6)?,
-        lease_epoch: row.get::<_, i64>(7)? as u64,
-        runner_id: runner_id_column(row, 8)?,
-        run_after: Timestamp(row.get(9)?),
-        lease_expires_at: timestamp_column(row, 10)?,
-        attempt_deadline_at: timestamp_column(row, 11)?,
-        cancel_deadline_at: timestamp_column(row, 12)?,
-        claimed_at: timestamp_column(row, 13)?,
-        started_at: timestamp_column(row, 14)?,
-        finished_at: timestamp_column(row, 15)?,
-        error,
-    };
-    Ok((seq, lifecycle))
+    columns::lifecycle_from_row(row)
 }
 
-/// Read a row selected with [`JOB_COLUMNS`]; answers the row's `seq` and the job.
+/// Read a row selected with [`columns::JOB_COLUMNS`] (as `query_map` wants it).
 pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, JobRecord)> {
-    let (seq, lifecycle) = lifecycle_from_row(row)?;
-    let id_bytes: Vec<u8> = row.get(18)?;
-    let id =
-        JobId::from_slice(&id_bytes).ok_or_else(|| conversion_error(18, "bad job id".into()))?;
-    let requirements = match json_column(row, 22)? {
-        Some(value) => {
-            capabilities_from_json(&value).map_err(|problem| conversion_error(22, problem))?
-        }
-        None => Capabilities::default(),
-    };
-    let job = JobRecord {
-        id,
-        kind: row.get(19)?,
-        priority: row.get(20)?,
-        payload: json_column(row, 21)?.unwrap_or(Value::Null),
-        requirements,
-        idempotency_key: row.get(23)?,
-        created_at: Timestamp(row.get(24)?),
-        progress: Progress {
-            percent: row.get(25)?,
-            message: row.get(26)?,
-        },
-        result: json_column(row, 27)?,
-        inputs: match json_column(row, 28)? {
-            Some(value) => {
-                inputs_from_json(&value).map_err(|problem| conversion_error(28, problem))?
-            }
-            None => Vec::new(),
-        },
-        outputs: match json_column(row, 29)? {
-            Some(value) => {
-                outputs_from_json(&value).map_err(|problem| conversion_error(29, problem))?
-            }
-            None => BTreeMap::new(),
-        },
-        lifecycle,
-    };
-    Ok((seq, job))
+    columns::job_from_row(row)
 }
 
 /// Write back every lifecycle column of the job at `seq`.

@@ -8,16 +8,15 @@
 //! trace, commits once, and only then answers every caller. A caller never hears `Ok` before its
 //! change is durable.
 
-use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 
-use muster_core::RunnerId;
 use rusqlite::Connection;
 use tokio::sync::{oneshot, watch};
 
 use super::map_sqlite_error;
 use crate::StoreError;
+use crate::rules::runners::RunnerTouches;
 
 /// The most operations committed together; bounds the latency one commit adds to the first.
 const MAX_GROUP: usize = 1024;
@@ -25,9 +24,8 @@ const MAX_GROUP: usize = 1024;
 /// What a queued operation gets: the connection plus state only the writer thread touches.
 pub(crate) struct WriterContext {
     pub(crate) conn: Connection,
-    /// When each runner's "last seen" was last written, and a fingerprint of what it declared,
-    /// so frequent claims do not rewrite the runner row every time.
-    pub(crate) runner_touches: HashMap<RunnerId, (u64, i64)>,
+    /// What each claiming runner's row was last written with, and when.
+    pub(crate) runner_touches: RunnerTouches,
     /// Set by operations that may have made jobs claimable.
     pub(crate) pending_changed: bool,
     pub(crate) log_cap_bytes: u64,

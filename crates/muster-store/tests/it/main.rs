@@ -43,6 +43,7 @@ macro_rules! conformance_suite {
             claims_by_unknown_or_deleted_runners_are_refused,
             a_claim_records_the_lease_attempt_and_what_the_runner_declared,
             claims_arriving_together_are_each_answered_as_their_own,
+            a_claim_naming_a_kind_twice_takes_each_job_once,
             // fencing
             calls_by_another_runner_are_refused_and_change_nothing,
             calls_with_a_stale_or_future_epoch_are_refused_and_change_nothing,
@@ -116,6 +117,7 @@ macro_rules! conformance_suite {
             progress_and_heartbeats_start_the_job_and_record_progress,
             complete_stores_the_result_once,
             read_dag_returns_the_last_synced_dag,
+            an_activity_records_all_it_holds_in_one_commit_or_nothing,
             queue_depths_count_jobs_by_kind_and_state,
             the_pending_signal_moves_whenever_jobs_may_have_become_claimable,
             ping_answers,
@@ -123,6 +125,7 @@ macro_rules! conformance_suite {
         conformance_suite!(@factory_tests $open_with_log_cap;
             entries_past_the_log_cap_are_dropped_after_one_truncation_notice,
             sequence_numbers_sent_out_of_order_cannot_get_past_the_log_cap,
+            each_log_slot_is_stored_and_counted_once_whether_named_twice_in_a_call_or_filled_late,
         );
     };
     (@store_tests $open:path; $($test:ident),* $(,)?) => {

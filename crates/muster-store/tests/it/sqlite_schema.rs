@@ -2,7 +2,7 @@
 
 use anyhow::{Context, ensure};
 use muster_core::{ArtifactId, JobSpec, Timestamp};
-use muster_store::Store;
+use muster_store::JobStore;
 use muster_store::sqlite::{SqliteConfig, SqliteStore};
 
 #[tokio::test]

@@ -797,3 +797,40 @@ pub async fn claims_arriving_together_are_each_answered_as_their_own(
     }
     Ok(())
 }
+
+pub async fn a_claim_naming_a_kind_twice_takes_each_job_once(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let needs_gpu = capabilities(&[("gpu", "a100")], &[], &[]);
+    let jobs = submit_each(
+        store,
+        vec![
+            spec("twice"),
+            JobSpec {
+                requirements: needs_gpu.clone(),
+                ..spec("twice")
+            },
+            spec("twice"),
+        ],
+        T0,
+    )
+    .await?;
+    let runner = register_runner(store, "twice").await?;
+    let claimed = store
+        .claim_jobs(
+            ClaimRequest {
+                offer: needs_gpu,
+                ..claim_request(runner, &["twice", "twice"], 10)
+            },
+            at(1_000),
+        )
+        .await?;
+    let claimed_ids: Vec<JobId> = claimed.iter().map(|job| job.job.id).collect();
+    let submitted_ids: Vec<JobId> = jobs.iter().map(|job| job.id).collect();
+    ensure!(
+        claimed_ids == submitted_ids,
+        "every job once, oldest first: {claimed_ids:?}"
+    );
+    Ok(())
+}

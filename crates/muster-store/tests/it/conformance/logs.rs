@@ -433,3 +433,91 @@ pub async fn next_seq_never_passes_what_is_stored_however_far_the_cursor(
     }
     Ok(())
 }
+
+/// A store opened with a log cap of `cap_bytes`, and a job claimed there by a runner of its own.
+async fn claimed_under_log_cap<F, Fut>(
+    open_with_log_cap: F,
+    cap_bytes: u64,
+) -> anyhow::Result<(OpenedStore, muster_core::JobRecord, muster_store::JobCall)>
+where
+    F: FnOnce(u64) -> Fut,
+    Fut: Future<Output = anyhow::Result<OpenedStore>>,
+{
+    let opened = open_with_log_cap(cap_bytes)
+        .await
+        .context("open a store with a log cap")?;
+    let store = opened.store.as_ref();
+    let kind = "capped";
+    let job = submit_one(store, spec_with_policy(kind, policy(3, 600, 30, 1)), T0).await?;
+    let runner = register_runner(store, kind).await?;
+    let claimed = claim_one(store, runner, kind, at(1_000)).await?;
+    let call = call_for(&claimed, runner);
+    Ok((opened, job, call))
+}
+
+/// The cap of the slot test: what its entries hold when each is counted once, to the byte.
+const EXACT_LOG_CAP: u64 = 20;
+
+pub async fn each_log_slot_is_stored_and_counted_once_whether_named_twice_in_a_call_or_filled_late<
+    F,
+    Fut,
+>(
+    open_with_log_cap: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(u64) -> Fut,
+    Fut: Future<Output = anyhow::Result<OpenedStore>>,
+{
+    let (opened, job, call) = claimed_under_log_cap(open_with_log_cap, EXACT_LOG_CAP).await?;
+    let store = opened.store.as_ref();
+
+    // Seq 5 first: 0 to 4 are gaps.
+    let first = store
+        .append_logs(
+            call,
+            vec![log_entry(Some(5), "five"), log_entry(None, "six")],
+            at(2_000),
+        )
+        .await?;
+    ensure!(first.next_seq == 7, "got {}", first.next_seq);
+    // One call filling a gap late, naming that slot again, filling a new slot and naming it
+    // again, resending a stored entry, and filling another gap. The entries stored hold 20
+    // bytes, the cap: one counted twice would push the log past it.
+    let mixed = vec![
+        log_entry(Some(2), "two"),
+        log_entry(Some(2), "two again"),
+        log_entry(Some(7), "seven"),
+        log_entry(Some(7), "seven again"),
+        log_entry(Some(5), "five again"),
+        log_entry(Some(3), "three"),
+    ];
+    let second = store.append_logs(call, mixed.clone(), at(3_000)).await?;
+    ensure!(second.next_seq == 8, "got {}", second.next_seq);
+    let expected: Vec<(u64, String)> = [
+        (2, "two"),
+        (3, "three"),
+        (5, "five"),
+        (6, "six"),
+        (7, "seven"),
+    ]
+    .into_iter()
+    .map(|(seq, message)| (seq, message.to_string()))
+    .collect();
+    let page = store.read_logs(job.id, None, 100).await?;
+    ensure!(
+        messages(&page) == expected,
+        "each slot once, its first version kept, nothing truncated: {:?}",
+        messages(&page)
+    );
+    // The same call again stores nothing more; a new entry is the first past the cap.
+    let again = store.append_logs(call, mixed, at(4_000)).await?;
+    ensure!(again.next_seq == 8, "got {}", again.next_seq);
+    ensure!(messages(&store.read_logs(job.id, None, 100).await?) == expected);
+    store
+        .append_logs(call, vec![log_entry(None, "x")], at(5_000))
+        .await?;
+    let page = store.read_logs(job.id, None, 100).await?;
+    ensure!(page.items.len() == 6 && page.items[5].level == LogLevel::Warn);
+    ensure!(page.next_seq == 9);
+    Ok(())
+}

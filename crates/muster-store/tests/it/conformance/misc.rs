@@ -1,16 +1,17 @@
 //! Submission (round trip and idempotency keys), runner activity on a job (progress, DAG,
-//! completion), queue depths and the pending signal.
+//! everything an activity holds at once, completion), queue depths and the pending signal.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use anyhow::ensure;
-use muster_core::{Capabilities, JobSpec, JobState, NewJob, Progress};
-use muster_store::{JobFilter, Store};
+use anyhow::{Context, ensure};
+use muster_core::{ArtifactId, Capabilities, JobSpec, JobState, MAX_JOB_OUTPUTS, NewJob, Progress};
+use muster_store::{Activity, JobFilter, Store};
 
 use super::{
-    T0, at, call_for, claim, claim_one, expect_not_found, list_all_jobs, new_job, policy,
-    register_runner, runner_error, spec, spec_with_policy, submit_many, submit_one,
+    T0, artifact, at, call_for, claim, claim_one, expect_not_found, expect_rejected, list_all_jobs,
+    log_entry, new_job, outputs, policy, register_runner, runner_error, snapshot, spec,
+    spec_with_policy, submit_many, submit_one,
 };
 
 pub async fn a_submitted_job_is_stored_exactly_as_given(
@@ -589,5 +590,95 @@ pub async fn the_pending_signal_moves_whenever_jobs_may_have_become_claimable(
 
 pub async fn ping_answers(store: Arc<dyn Store>) -> anyhow::Result<()> {
     store.ping().await?;
+    Ok(())
+}
+
+pub async fn an_activity_records_all_it_holds_in_one_commit_or_nothing(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let job = submit_one(store, spec_with_policy("busy", policy(3, 600, 30, 1)), T0).await?;
+    let runner = register_runner(store, "busy").await?;
+    let claimed = claim_one(store, runner, "busy", at(1_000)).await?;
+    let call = call_for(&claimed, runner);
+    let progress = Progress {
+        percent: 50.0,
+        message: Some("halfway".into()),
+    };
+    let dag = serde_json::json!({"nodes": [{"id": "build"}], "edges": []});
+    let everything = |outputs, log_entries| Activity {
+        extend_lease: true,
+        progress: Some(progress.clone()),
+        log_entries,
+        dag: Some(dag.clone()),
+        outputs: Some(outputs),
+    };
+
+    // Refused for one thing it holds, it stores none of the others.
+    let before = snapshot(store, job.id).await?;
+    let too_many: BTreeMap<String, ArtifactId> = (0..=MAX_JOB_OUTPUTS as u64)
+        .map(|n| (format!("out{n}"), artifact(n)))
+        .collect();
+    let refused = store
+        .record_activity(
+            call,
+            everything(too_many, vec![log_entry(None, "refused")]),
+            at(2_000),
+        )
+        .await;
+    expect_rejected(refused, "an activity with too many outputs")?;
+    ensure!(
+        snapshot(store, job.id).await? == before,
+        "a refused activity changes nothing"
+    );
+    let unstorable_seq = vec![
+        log_entry(None, "fine"),
+        log_entry(Some(u64::MAX), "too far"),
+    ];
+    let refused = store
+        .record_activity(
+            call,
+            everything(outputs(&[("report", 1)]), unstorable_seq),
+            at(2_000),
+        )
+        .await;
+    expect_rejected(refused, "an activity with a log seq the store cannot hold")?;
+    ensure!(
+        snapshot(store, job.id).await? == before,
+        "a refused activity changes nothing"
+    );
+
+    let recorded = store
+        .record_activity(
+            call,
+            everything(
+                outputs(&[("report", 1)]),
+                vec![log_entry(None, "a"), log_entry(None, "b")],
+            ),
+            at(3_000),
+        )
+        .await?;
+    ensure!(recorded.outputs == Some(outputs(&[("report", 1)])));
+    ensure!(recorded.ack.next_seq == 2);
+    let lease = recorded.ack.lease.context("the job is leased")?;
+    ensure!(
+        lease.expires_at == at(3_000 + 30_000),
+        "the lease was extended: {lease:?}"
+    );
+    let stored = store.get_job(job.id).await?;
+    ensure!(stored.state() == JobState::Running);
+    ensure!(stored.lifecycle.started_at == Some(at(3_000)));
+    ensure!(stored.progress == progress);
+    ensure!(stored.outputs == outputs(&[("report", 1)]));
+    ensure!(store.read_dag(job.id).await? == Some(dag));
+    ensure!(store.read_logs(job.id, None, 10).await?.items.len() == 2);
+
+    // An activity recording nothing else answers no outputs and keeps the lease as it is.
+    let plain = store
+        .record_activity(call, Activity::default(), at(4_000))
+        .await?;
+    ensure!(plain.outputs.is_none());
+    ensure!(plain.ack.lease == Some(lease), "{:?}", plain.ack.lease);
+    ensure!(plain.ack.next_seq == 2);
     Ok(())
 }

@@ -1,26 +1,11 @@
-//! Store rules that do not depend on the backend, so both apply them the same way.
+//! Artifacts in the job store: the outputs a job records (within its limit), the artifacts
+//! jobs name, and the records and running totals the upload quotas read.
 
 use std::collections::BTreeMap;
 
-use muster_core::{
-    ArtifactId, JobId, JobRecord, MAX_JOB_OUTPUTS, RunnerId, Timestamp, jitter_unit_from_seed,
-};
+use muster_core::{ArtifactId, JobRecord, MAX_JOB_OUTPUTS, RunnerId, Timestamp};
 
 use crate::{ArtifactRecord, ArtifactUploader, ArtifactUsage, ArtifactUsageReport, StoreError};
-
-/// Jobs with requirements of one kind looked at per claim before giving up on finding ones this
-/// runner meets: bounds the work of a claim when the head of the queue holds jobs it cannot take.
-/// Jobs without requirements are never behind this bound (they have their own index).
-pub(crate) const MAX_CLAIM_SCAN_PER_KIND: usize = 2048;
-
-pub(crate) fn job_not_found(id: JobId) -> StoreError {
-    StoreError::NotFound(format!("job {id}"))
-}
-
-/// Pseudo-random but repeatable retry jitter for one attempt of the job stored at row `seq`.
-pub(crate) fn jitter_for(seq: i64, attempt: u32) -> f64 {
-    jitter_unit_from_seed((seq as u64) ^ (u64::from(attempt) << 48))
-}
 
 /// The job's outputs with `recorded` added (a name recorded again names the new artifact), or
 /// `Rejected` when that would pass the per-job limit. Writes nothing.
@@ -39,79 +24,6 @@ pub(crate) fn merged_outputs(
     }
     Ok(merged)
 }
-
-/// The first log `seq` a read after `after_seq` returns (0 when reading from the start).
-pub(crate) fn first_log_seq_after(after_seq: Option<u64>) -> i64 {
-    after_seq
-        .map_or(0, |after| after.saturating_add(1))
-        .min(i64::MAX as u64) as i64
-}
-
-/// Where the next read of a job's log continues after a page of `items` that started at
-/// `first`: past the page's last entry, or, when the page is empty, at the job's next unwritten
-/// `seq` (`stored_next_seq`) if that is lower. So an answer never passes what is stored, however
-/// far ahead the caller's cursor was: a follower resuming from it sees the entries written next.
-pub(crate) fn next_log_seq(
-    items: &[muster_core::LogEntry],
-    first: i64,
-    stored_next_seq: impl FnOnce() -> Result<i64, StoreError>,
-) -> Result<u64, StoreError> {
-    match items.last() {
-        Some(entry) => Ok(entry.seq + 1),
-        None => Ok(first.min(stored_next_seq()?).max(0) as u64),
-    }
-}
-
-/// The warning that takes the place of the first log entry past a job's cap.
-pub(crate) fn truncation_notice(cap_bytes: i64) -> String {
-    format!(
-        "log truncated: this job's log reached its cap of {cap_bytes} bytes and later entries were dropped"
-    )
-}
-
-/// One job as the pruning walk sees it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PruneCandidate {
-    pub(crate) seq: i64,
-    pub(crate) state_code: i64,
-    pub(crate) finished_at: Option<i64>,
-    pub(crate) created_at: i64,
-}
-
-/// Of `walked` (jobs in `seq` order, at most `limit` of them), the ones to delete, and where the
-/// walk goes on: nowhere once it reached a job created at or after the cutoff (no later job can
-/// have finished before it; creation follows `seq` up to the coordinators' clock skew, which
-/// only makes a pass stop a little early) or the end of the table.
-pub(crate) fn choose_jobs_to_prune(
-    walked: &[PruneCandidate],
-    finished_before: muster_core::Timestamp,
-    limit: u32,
-) -> (Vec<i64>, Option<crate::PruneCursor>) {
-    let cutoff = finished_before.as_millis();
-    let mut doomed = Vec::new();
-    for candidate in walked {
-        if candidate.created_at >= cutoff {
-            return (doomed, None);
-        }
-        let terminal = muster_core::JobState::from_code(candidate.state_code)
-            .is_some_and(muster_core::JobState::is_terminal);
-        if terminal
-            && candidate
-                .finished_at
-                .is_some_and(|finished| finished < cutoff)
-        {
-            doomed.push(candidate.seq);
-        }
-    }
-    let resume = match walked.last() {
-        Some(last) if walked.len() >= limit as usize => Some(crate::PruneCursor(last.seq)),
-        _ => None,
-    };
-    (doomed, resume)
-}
-
-/// The state codes of finished jobs, for SQL.
-pub(crate) const TERMINAL_STATE_CODES: &str = "4, 5, 6";
 
 /// An artifact id read back from a job's inputs or outputs. One that does not parse is corrupt
 /// data, and stops the collection of unused artifacts rather than being passed over.
@@ -197,4 +109,57 @@ pub(crate) fn artifact_uploaders_from_rows(
             Ok((runner, artifact_usage_from_columns(bytes, count)))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::pending_job;
+
+    #[test]
+    fn outputs_merge_by_name_within_the_limit() {
+        let mut job = pending_job(1);
+        let first = ArtifactId::from_digest([1; 32]);
+        let second = ArtifactId::from_digest([2; 32]);
+        job.outputs.insert("report".into(), first);
+        let merged = merged_outputs(&job, BTreeMap::from([("report".to_string(), second)]))
+            .expect("within the limit");
+        assert_eq!(merged, BTreeMap::from([("report".to_string(), second)]));
+        let many: BTreeMap<String, ArtifactId> = (0..=MAX_JOB_OUTPUTS)
+            .map(|index| (format!("out{index}"), first))
+            .collect();
+        assert!(matches!(
+            merged_outputs(&job, many),
+            Err(StoreError::Rejected(_))
+        ));
+    }
+
+    #[test]
+    fn usage_rows_split_into_the_totals_and_a_runners_share() {
+        let runner = RunnerId::new(Timestamp(0), 1);
+        let rows = vec![
+            (ALL_ARTIFACTS_KEY.to_vec(), 30, 3),
+            (runner.as_bytes().to_vec(), 10, 1),
+            (RunnerId::new(Timestamp(0), 2).as_bytes().to_vec(), 20, 2),
+        ];
+        let report = artifact_usage_report(rows.clone(), Some(runner));
+        assert_eq!(
+            report.all,
+            ArtifactUsage {
+                bytes: 30,
+                count: 3
+            }
+        );
+        assert_eq!(
+            report.runner,
+            ArtifactUsage {
+                bytes: 10,
+                count: 1
+            }
+        );
+        let uploaders = artifact_uploaders_from_rows(rows).expect("runner keys");
+        assert_eq!(uploaders.len(), 2, "the totals are not an uploader");
+        assert!(artifact_uploaders_from_rows(vec![(vec![1, 2], 1, 1)]).is_err());
+        assert!(parse_named_artifact("not an id").is_err());
+    }
 }

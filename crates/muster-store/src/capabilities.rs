@@ -1,0 +1,336 @@
+//! What a store can do, one trait per capability, and [`Store`], all of them together.
+//!
+//! A caller that needs one capability can ask for just that trait; the coordinator holds an
+//! `Arc<dyn Store>`, on which every method of every capability can be called (a trait object's
+//! supertraits need no import). Code that holds a concrete backend (`SqliteStore`,
+//! `PostgresStore`) imports the traits whose methods it calls. A new capability (the workload
+//! registry, say) is one more trait here, one more impl per backend, and one more bound on
+//! [`Store`].
+
+use std::collections::{BTreeMap, HashSet};
+
+use async_trait::async_trait;
+use muster_core::{
+    ArtifactId, JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId, RunnerRecord,
+    Timestamp,
+};
+use serde_json::Value;
+
+use crate::{
+    Activity, ArtifactRecord, ArtifactUsage, ArtifactUsageReport, ClaimRequest, ClaimedJob,
+    CompletionItem, JobAck, JobCall, JobFilter, LogPage, LogPosition, NewRunner, Page, PageRequest,
+    PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity, RecordedOutputs,
+    RunnerBeat, StoreError, Submitted,
+};
+
+/// The coordinator's durable state: every capability together. See the crate docs for the
+/// guarantees every method gives. Implemented by every type that has all the capabilities.
+pub trait Store: JobStore + LeaseStore + RunnerStore + ArtifactRecords + Maintenance {}
+
+impl<T: JobStore + LeaseStore + RunnerStore + ArtifactRecords + Maintenance + ?Sized> Store for T {}
+
+/// Jobs as their submitters see them: submit, read, list, cancel, retry, and read what runners
+/// recorded (logs, DAGs).
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Store new jobs. A job whose `idempotency_key` is already taken is not stored again;
+    /// the existing job is returned with `created: false`. All or nothing. A job's `inputs` are
+    /// stored as given: the caller has checked that those artifacts exist.
+    async fn submit_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError>;
+
+    async fn get_job(&self, id: JobId) -> Result<JobRecord, StoreError>;
+
+    /// Jobs newest first, filtered, one page at a time.
+    async fn list_jobs(
+        &self,
+        filter: JobFilter,
+        page: PageRequest,
+    ) -> Result<Page<JobRecord>, StoreError>;
+
+    /// Cancel a job: pending ends at once, leased waits `grace_ms` for its runner.
+    async fn cancel_job(
+        &self,
+        id: JobId,
+        grace_ms: i64,
+        now: Timestamp,
+    ) -> Result<JobRecord, StoreError>;
+
+    /// Put a failed or cancelled job back in the queue.
+    async fn retry_job(&self, id: JobId, now: Timestamp) -> Result<JobRecord, StoreError>;
+
+    async fn read_logs(
+        &self,
+        id: JobId,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<LogPage, StoreError>;
+
+    /// Where the logs of `jobs` stand: the next `seq` each will write and whether the job is
+    /// finished. Jobs that do not exist are left out. One call for many jobs, so a coordinator
+    /// can watch every followed log with one query.
+    async fn log_positions(&self, jobs: Vec<JobId>) -> Result<Vec<LogPosition>, StoreError>;
+
+    /// The DAG as last synced, `None` when the runner never sent one.
+    async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError>;
+}
+
+/// The runner protocol: claims that grant leases, and every call a lease holder makes. Each
+/// job-scoped call is fenced: refused with `LeaseLost`, changing nothing, unless the caller holds
+/// the job's current lease at the epoch it names.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Lease up to `max_jobs` due jobs of the runner's kinds whose requirements it meets, lowest
+    /// priority number first, then oldest. Records what the runner declared. A runner whose last
+    /// heartbeat said it is draining claims nothing until a heartbeat says it is active again.
+    async fn claim_jobs(
+        &self,
+        claim: ClaimRequest,
+        now: Timestamp,
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
+
+    /// A counter that grows whenever jobs may have become claimable; long-polling claims wait on
+    /// it instead of polling the store.
+    fn pending_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Activity by the lease holder (a claimed job becomes running), recording what `activity`
+    /// holds in the same commit: the lease extended, progress, log entries (entries carrying a
+    /// `seq` already stored are skipped; past the job's log cap they are dropped after one
+    /// truncation notice), the step DAG, outputs (refused with `Rejected` when the job would hold
+    /// more than [`muster_core::MAX_JOB_OUTPUTS`]; the caller has checked that the artifacts
+    /// exist). Every call below is this with its own [`Activity`].
+    async fn record_activity(
+        &self,
+        call: JobCall,
+        activity: Activity,
+        now: Timestamp,
+    ) -> Result<RecordedActivity, StoreError>;
+
+    /// Extend the lease; optionally record progress and append events to the log as `info`.
+    async fn job_heartbeat(
+        &self,
+        call: JobCall,
+        progress: Option<Progress>,
+        events: Vec<NewLogEntry>,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError> {
+        let activity = Activity {
+            extend_lease: true,
+            progress,
+            log_entries: events,
+            ..Activity::default()
+        };
+        Ok(self.record_activity(call, activity, now).await?.ack)
+    }
+
+    async fn report_progress(
+        &self,
+        call: JobCall,
+        progress: Progress,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError> {
+        let activity = Activity {
+            progress: Some(progress),
+            ..Activity::default()
+        };
+        Ok(self.record_activity(call, activity, now).await?.ack)
+    }
+
+    /// Append log entries; entries carrying a `seq` already stored are skipped.
+    async fn append_logs(
+        &self,
+        call: JobCall,
+        entries: Vec<NewLogEntry>,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError> {
+        let activity = Activity {
+            log_entries: entries,
+            ..Activity::default()
+        };
+        Ok(self.record_activity(call, activity, now).await?.ack)
+    }
+
+    /// Replace the job's step DAG.
+    async fn sync_dag(
+        &self,
+        call: JobCall,
+        dag: Value,
+        now: Timestamp,
+    ) -> Result<JobAck, StoreError> {
+        let activity = Activity {
+            dag: Some(dag),
+            ..Activity::default()
+        };
+        Ok(self.record_activity(call, activity, now).await?.ack)
+    }
+
+    /// Record artifacts the lease holder produced, by name: a name recorded again now names
+    /// the new artifact. Counts as activity (a claimed job becomes running). Refused with
+    /// `Rejected` when the job would hold more than [`muster_core::MAX_JOB_OUTPUTS`]. Outputs
+    /// belong to an attempt: a new claim of the job starts with none. The caller has checked
+    /// that the artifacts exist.
+    async fn record_outputs(
+        &self,
+        call: JobCall,
+        outputs: BTreeMap<String, ArtifactId>,
+        now: Timestamp,
+    ) -> Result<RecordedOutputs, StoreError> {
+        let activity = Activity {
+            outputs: Some(outputs),
+            ..Activity::default()
+        };
+        let recorded = self.record_activity(call, activity, now).await?;
+        Ok(RecordedOutputs {
+            ack: recorded.ack,
+            outputs: recorded.outputs.unwrap_or_default(),
+        })
+    }
+
+    /// Complete a job with its result, recording `outputs` (by name, like
+    /// [`LeaseStore::record_outputs`]) in the same commit. The same completion again (its
+    /// answer was lost) is answered with the job as the first one left it, and changes nothing.
+    async fn complete_job(
+        &self,
+        call: JobCall,
+        result: Value,
+        outputs: BTreeMap<String, ArtifactId>,
+        now: Timestamp,
+    ) -> Result<JobRecord, StoreError>;
+
+    /// Many completions by one runner, each fenced on its own, committed together. The answer
+    /// has one entry per item, in order.
+    async fn complete_jobs(
+        &self,
+        runner: RunnerId,
+        items: Vec<CompletionItem>,
+        now: Timestamp,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError>;
+
+    async fn fail_job(
+        &self,
+        call: JobCall,
+        error: JobError,
+        retryable: bool,
+        now: Timestamp,
+    ) -> Result<JobRecord, StoreError>;
+}
+
+/// The runner registry.
+#[async_trait]
+pub trait RunnerStore: Send + Sync + 'static {
+    async fn create_runner(&self, runner: NewRunner) -> Result<RunnerRecord, StoreError>;
+
+    async fn get_runner(&self, id: RunnerId) -> Result<RunnerRecord, StoreError>;
+
+    async fn list_runners(&self, page: PageRequest) -> Result<Page<RunnerRecord>, StoreError>;
+
+    /// Like [`RunnerStore::list_runners`] for callers that only match runners against jobs: a
+    /// backend where counting the jobs each runner holds costs a read per job may leave
+    /// `running_jobs` at 0 here.
+    async fn list_runners_for_matching(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<RunnerRecord>, StoreError> {
+        self.list_runners(page).await
+    }
+
+    /// Delete a runner: its token stops working and the attempts it holds fail as lost leases.
+    /// Answers the jobs whose leases it released.
+    async fn delete_runner(&self, id: RunnerId, now: Timestamp) -> Result<Vec<JobId>, StoreError>;
+
+    /// The live runner whose token hashes to `token_hash`.
+    async fn runner_by_token_hash(
+        &self,
+        token_hash: [u8; 32],
+    ) -> Result<Option<RunnerId>, StoreError>;
+
+    /// Record a runner heartbeat; answers the ids among `beat.jobs` the runner should stop
+    /// (being cancelled, or no longer its own).
+    async fn runner_heartbeat(
+        &self,
+        beat: RunnerBeat,
+        now: Timestamp,
+    ) -> Result<Vec<JobId>, StoreError>;
+}
+
+/// What the database knows about artifacts: which ones jobs name (what the collection of unused
+/// artifacts must keep) and who made the coordinator store each one (what upload quotas charge).
+#[async_trait]
+pub trait ArtifactRecords: Send + Sync + 'static {
+    /// Every artifact a job names, as an input or an output, whatever the job's state: what the
+    /// collection of unused artifacts must keep. Reads every job that names one.
+    async fn named_artifacts(&self) -> Result<HashSet<ArtifactId>, StoreError>;
+
+    /// Record that an upload stored `record.id`'s bytes anew, charged to `record.uploader`.
+    /// Replaces a record the artifact already has: that one describes bytes collected since.
+    /// Counted by [`ArtifactRecords::artifact_usage`] until taken with
+    /// [`ArtifactRecords::take_artifact_record`].
+    async fn record_artifact(&self, record: ArtifactRecord) -> Result<(), StoreError>;
+
+    /// Remove the artifact's record and answer it (`None` when it has none), for a collection
+    /// about to delete the bytes; it puts the record back with
+    /// [`ArtifactRecords::record_artifact`] when the bytes stay.
+    async fn take_artifact_record(
+        &self,
+        id: ArtifactId,
+    ) -> Result<Option<ArtifactRecord>, StoreError>;
+
+    /// Bytes and count of every recorded artifact, and of those charged to `runner`. Reads
+    /// running totals, not the records, so its cost does not grow with the artifacts stored.
+    async fn artifact_usage(
+        &self,
+        runner: Option<RunnerId>,
+    ) -> Result<ArtifactUsageReport, StoreError>;
+
+    /// The `limit` runners charged with the most artifact bytes, most first (ties by id).
+    /// Deleted runners stay while their artifacts do.
+    async fn largest_artifact_uploaders(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(RunnerId, ArtifactUsage)>, StoreError>;
+}
+
+/// What the coordinator's background loops and health checks need: deadlines, retention, counts,
+/// and whether the store answers.
+#[async_trait]
+pub trait Maintenance: Send + Sync + 'static {
+    /// Apply passed deadlines (lease expiry, attempt timeout, cancel grace) to at most `limit`
+    /// jobs. Safe to call from many places at once: each deadline is applied once.
+    async fn reap(&self, now: Timestamp, limit: u32) -> Result<ReapReport, StoreError>;
+
+    /// Delete jobs that finished (completed, failed or cancelled) before `finished_before`,
+    /// with their logs and DAGs, walking at most `limit` jobs oldest first from `resume` (the
+    /// start when `None`). Jobs not finished, or finished later, are kept; the walk ends at the
+    /// first job created at or after `finished_before`, since no later one can qualify. A
+    /// deleted job's idempotency key may be used again. Artifact bytes are not touched. Safe to
+    /// call from many places at once; on PostgreSQL one coordinator prunes at a time.
+    async fn delete_finished_jobs(
+        &self,
+        finished_before: Timestamp,
+        resume: Option<PruneCursor>,
+        limit: u32,
+    ) -> Result<PruneReport, StoreError>;
+
+    /// Counts of unfinished jobs (pending, claimed, running, cancelling) by kind and state.
+    /// Reads only what claims and the reaper read, so its cost follows the queue and the jobs
+    /// running, never the history of finished jobs.
+    async fn active_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError>;
+
+    /// Counts of finished jobs (completed, failed, cancelled) by kind and state. Reads the whole
+    /// history: callers asking often should reuse an answer for a while.
+    async fn finished_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError>;
+
+    /// Job counts by kind and state: [`Maintenance::active_job_counts`] and
+    /// [`Maintenance::finished_job_counts`] together.
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        let mut depths = self.active_job_counts().await?;
+        depths.extend(self.finished_job_counts().await?);
+        Ok(depths)
+    }
+
+    /// Whether the store answers at all.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether other processes may change this store (coordinators sharing a database): then
+    /// what they change is seen here only by reading it.
+    fn shared_with_other_coordinators(&self) -> bool;
+}

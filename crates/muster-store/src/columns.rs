@@ -1,0 +1,206 @@
+//! The columns of job and runner rows, which both backends' schemas share, and the one mapping
+//! from them to jobs and runners. A backend selects [`JOB_COLUMNS`] (or [`LIFECYCLE_COLUMNS`]
+//! when only the state changes: hot paths that do not decode payloads) and reads the row through
+//! [`StoredRow`], which its driver's row type implements.
+
+use std::collections::BTreeMap;
+
+use muster_core::{
+    Capabilities, FailureReason, JobError, JobId, JobLifecycle, JobPolicy, JobRecord, JobState,
+    Progress, RunnerId, RunnerRecord, Timestamp,
+};
+use serde_json::Value;
+
+use crate::StoreError;
+use crate::encoding::{capabilities_from_json, inputs_from_json, outputs_from_json};
+use crate::rules::runners::{RunnerColumns, runner_record};
+
+macro_rules! lifecycle_columns {
+    () => {
+        "seq, state, max_attempts, timeout_s, lease_ttl_s, backoff_base_s, attempt, lease_epoch, \
+         runner_id, run_after, lease_expires_at, attempt_deadline_at, cancel_deadline_at, \
+         claimed_at, started_at, finished_at, error_reason, error_message"
+    };
+}
+
+/// The columns [`lifecycle_from_row`] reads: what a state change needs and nothing else.
+pub(crate) const LIFECYCLE_COLUMNS: &str = lifecycle_columns!();
+
+/// [`LIFECYCLE_COLUMNS`], then the job's id (at [`ID_COLUMN`]).
+pub(crate) const LIFECYCLE_AND_ID_COLUMNS: &str = concat!(lifecycle_columns!(), ", id");
+
+/// The columns [`job_from_row`] reads: the lifecycle columns first, then the rest of the job.
+pub(crate) const JOB_COLUMNS: &str = concat!(
+    lifecycle_columns!(),
+    ", id, kind, priority, payload, requirements, idempotency_key, created_at, \
+     progress_percent, progress_message, result, inputs, outputs"
+);
+
+/// Where the job's id stands in [`JOB_COLUMNS`] and [`LIFECYCLE_AND_ID_COLUMNS`].
+pub(crate) const ID_COLUMN: usize = 18;
+
+/// A row as a backend's driver gives it, read by column index. Errors are the driver's own, so
+/// a backend maps them as it maps every other error of its driver.
+pub(crate) trait StoredRow {
+    type Error;
+
+    /// The error for a column that does not hold what the mapping expects (corrupt data).
+    fn corrupt(index: usize, problem: String) -> Self::Error;
+
+    fn integer(&self, index: usize) -> Result<i64, Self::Error>;
+
+    fn optional_integer(&self, index: usize) -> Result<Option<i64>, Self::Error>;
+
+    /// The `state` column (a `smallint` where the database has one).
+    fn state_code(&self, index: usize) -> Result<i64, Self::Error>;
+
+    /// The `priority` column (a 32-bit integer).
+    fn priority(&self, index: usize) -> Result<i32, Self::Error>;
+
+    fn real(&self, index: usize) -> Result<f64, Self::Error>;
+
+    fn boolean(&self, index: usize) -> Result<bool, Self::Error>;
+
+    fn optional_text(&self, index: usize) -> Result<Option<&str>, Self::Error>;
+
+    fn optional_bytes(&self, index: usize) -> Result<Option<&[u8]>, Self::Error>;
+}
+
+fn text<R: StoredRow>(row: &R, index: usize) -> Result<String, R::Error> {
+    row.optional_text(index)?
+        .map(str::to_string)
+        .ok_or_else(|| R::corrupt(index, "NULL where text belongs".into()))
+}
+
+fn owned_text<R: StoredRow>(row: &R, index: usize) -> Result<Option<String>, R::Error> {
+    Ok(row.optional_text(index)?.map(str::to_string))
+}
+
+fn timestamp<R: StoredRow>(row: &R, index: usize) -> Result<Option<Timestamp>, R::Error> {
+    Ok(row.optional_integer(index)?.map(Timestamp))
+}
+
+fn u32_column<R: StoredRow>(row: &R, index: usize) -> Result<u32, R::Error> {
+    let value = row.integer(index)?;
+    u32::try_from(value).map_err(|_| R::corrupt(index, format!("{value} is out of range")))
+}
+
+fn json<R: StoredRow>(row: &R, index: usize) -> Result<Option<Value>, R::Error> {
+    row.optional_text(index)?
+        .map(|text| {
+            serde_json::from_str(text).map_err(|error| R::corrupt(index, error.to_string()))
+        })
+        .transpose()
+}
+
+/// A runner id column (`None` when NULL).
+pub(crate) fn runner_id<R: StoredRow>(row: &R, index: usize) -> Result<Option<RunnerId>, R::Error> {
+    row.optional_bytes(index)?
+        .map(|bytes| {
+            RunnerId::from_slice(bytes).ok_or_else(|| R::corrupt(index, "bad runner id".into()))
+        })
+        .transpose()
+}
+
+/// A job id column.
+pub(crate) fn job_id<R: StoredRow>(row: &R, index: usize) -> Result<JobId, R::Error> {
+    row.optional_bytes(index)?
+        .and_then(JobId::from_slice)
+        .ok_or_else(|| R::corrupt(index, "bad job id".into()))
+}
+
+/// Read the leading [`LIFECYCLE_COLUMNS`] of a row; answers the row's `seq` and the lifecycle.
+pub(crate) fn lifecycle_from_row<R: StoredRow>(row: &R) -> Result<(i64, JobLifecycle), R::Error> {
+    let seq = row.integer(0)?;
+    let state_code = row.state_code(1)?;
+    let state = JobState::from_code(state_code)
+        .ok_or_else(|| R::corrupt(1, format!("unknown state {state_code}")))?;
+    let error = match row.optional_text(16)? {
+        Some(reason) => Some(JobError {
+            reason: reason
+                .parse::<FailureReason>()
+                .map_err(|()| R::corrupt(16, format!("unknown reason {reason}")))?,
+            message: owned_text(row, 17)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    let lifecycle = JobLifecycle {
+        state,
+        policy: JobPolicy {
+            max_attempts: u32_column(row, 2)?,
+            timeout_s: u32_column(row, 3)?,
+            lease_ttl_s: u32_column(row, 4)?,
+            backoff_base_s: u32_column(row, 5)?,
+        },
+        attempt: u32_column(row, 6)?,
+        lease_epoch: row.integer(7)? as u64,
+        runner_id: runner_id(row, 8)?,
+        run_after: Timestamp(row.integer(9)?),
+        lease_expires_at: timestamp(row, 10)?,
+        attempt_deadline_at: timestamp(row, 11)?,
+        cancel_deadline_at: timestamp(row, 12)?,
+        claimed_at: timestamp(row, 13)?,
+        started_at: timestamp(row, 14)?,
+        finished_at: timestamp(row, 15)?,
+        error,
+    };
+    Ok((seq, lifecycle))
+}
+
+/// Read a row selected with [`JOB_COLUMNS`]; answers the row's `seq` and the job.
+pub(crate) fn job_from_row<R: StoredRow>(row: &R) -> Result<(i64, JobRecord), R::Error> {
+    let (seq, lifecycle) = lifecycle_from_row(row)?;
+    let requirements = match json(row, 22)? {
+        Some(value) => capabilities_from_json(&value).map_err(|problem| R::corrupt(22, problem))?,
+        None => Capabilities::default(),
+    };
+    let job = JobRecord {
+        id: job_id(row, ID_COLUMN)?,
+        kind: text(row, 19)?,
+        priority: row.priority(20)?,
+        payload: json(row, 21)?.unwrap_or(Value::Null),
+        requirements,
+        idempotency_key: owned_text(row, 23)?,
+        created_at: Timestamp(row.integer(24)?),
+        progress: Progress {
+            percent: row.real(25)?,
+            message: owned_text(row, 26)?,
+        },
+        result: json(row, 27)?,
+        inputs: match json(row, 28)? {
+            Some(value) => inputs_from_json(&value).map_err(|problem| R::corrupt(28, problem))?,
+            None => Vec::new(),
+        },
+        outputs: match json(row, 29)? {
+            Some(value) => outputs_from_json(&value).map_err(|problem| R::corrupt(29, problem))?,
+            None => BTreeMap::new(),
+        },
+        lifecycle,
+    };
+    Ok((seq, job))
+}
+
+/// Read a runner row selected as `seq, id, name, organization_id, labels, kinds, offer,
+/// hostname, version, draining, created_at, last_heartbeat_at, last_seen_at` and the count of
+/// jobs it holds; answers the row's `seq` and the runner, which is an error of its own when the
+/// row's values do not decode (so a page fails only for a runner it holds).
+pub(crate) fn runner_from_row<R: StoredRow>(
+    row: &R,
+) -> Result<(i64, Result<RunnerRecord, StoreError>), R::Error> {
+    let record = runner_record(RunnerColumns {
+        id: row.optional_bytes(1)?.unwrap_or_default(),
+        name: text(row, 2)?,
+        organization_id: owned_text(row, 3)?,
+        labels: row.optional_text(4)?.unwrap_or_default(),
+        kinds: row.optional_text(5)?.unwrap_or_default(),
+        offer: row.optional_text(6)?,
+        hostname: owned_text(row, 7)?,
+        version: owned_text(row, 8)?,
+        draining: row.boolean(9)?,
+        created_at: row.integer(10)?,
+        last_heartbeat_at: row.optional_integer(11)?,
+        last_seen_at: row.optional_integer(12)?,
+        running_jobs: row.integer(13)?,
+    });
+    Ok((row.integer(0)?, record))
+}

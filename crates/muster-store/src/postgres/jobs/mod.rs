@@ -1,0 +1,431 @@
+//! Job operations of the PostgreSQL backend, by operation: [`claims`], the lease holder's
+//! [`activity`], [`logs`], [`completions`], [`reap`] and [`prune`]; here, submitting, reading,
+//! listing, cancelling and retrying jobs, writing lifecycles back, and the counts. Write
+//! operations run inside the caller's transaction and lock the rows of the jobs they change (see
+//! the module docs of `postgres` for the lock order); reads take any connection. What they
+//! decide is asked of [`crate::rules`].
+
+pub(super) mod activity;
+pub(super) mod claims;
+pub(super) mod completions;
+pub(super) mod logs;
+pub(super) mod prune;
+pub(super) mod reap;
+
+use std::collections::{HashMap, HashSet};
+
+use deadpool_postgres::{GenericClient, Transaction};
+use muster_core::{
+    ArtifactId, JobId, JobLifecycle, JobRecord, JobState, NewJob, Timestamp, TransitionError,
+};
+use serde_json::Value;
+use tokio_postgres::types::ToSql;
+
+use super::rows::{
+    LifecycleWrite, QueuePlace, column, job_from_row, job_id_column, write_lifecycles,
+};
+use super::{PENDING_CHANNEL, execute, query};
+use crate::columns::JOB_COLUMNS;
+use crate::encoding::{inputs_to_json, requirements_to_json};
+use crate::rules::artifacts::parse_named_artifact;
+use crate::rules::jobs::{dag_from_text, job_not_found, queue_depth, submitted_job};
+use crate::rules::{jobs, paging};
+use crate::{JobFilter, Page, PageRequest, QueueDepth, StoreError, Submitted};
+
+/// Load a job by id; with `lock`, also take its row lock for the rest of the transaction.
+pub(super) async fn load_by_id(
+    client: &impl GenericClient,
+    id: JobId,
+    lock: bool,
+) -> Result<(i64, JobRecord), StoreError> {
+    let sql = if lock {
+        format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE")
+    } else {
+        format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")
+    };
+    let rows = query(client, &sql, &[&id.as_bytes().as_slice()]).await?;
+    match rows.first() {
+        Some(row) => job_from_row(row),
+        None => Err(job_not_found(id)),
+    }
+}
+
+async fn notify_pending(transaction: &Transaction<'_>) -> Result<(), StoreError> {
+    // Delivered at commit, and only then; identical notifications of one transaction are folded.
+    execute(transaction, "SELECT pg_notify($1, '')", &[&PENDING_CHANNEL])
+        .await
+        .map(|_| ())
+}
+
+macro_rules! submit_sql {
+    ($on_conflict:literal) => {
+        concat!(
+            "WITH stored AS ( \
+               INSERT INTO jobs (id, kind, state, priority, payload, requirements, idempotency_key, \
+                 max_attempts, timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs) \
+               SELECT id, kind, 0, priority, payload, requirements, idempotency_key, max_attempts, \
+                 timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs \
+               FROM unnest($1::bytea[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], \
+                 $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], \
+                 $13::text[]) \
+                 AS n(id, kind, priority, payload, requirements, idempotency_key, max_attempts, \
+                   timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs) ",
+            $on_conflict,
+            " RETURNING seq, id, kind, priority, run_after, requirements), \
+             queued AS ( \
+               INSERT INTO job_queue (seq, kind, priority, run_after, requirements) \
+               SELECT seq, kind, priority, run_after, requirements FROM stored) \
+             SELECT id FROM stored"
+        )
+    };
+}
+
+const SUBMIT_SQL: &str = submit_sql!("");
+const SUBMIT_SQL_WITH_KEYS: &str =
+    submit_sql!("ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING");
+
+/// One statement stores the jobs and their queue rows. A key used twice in one batch: the first
+/// job is stored, the later ones answer with it; a key another transaction stored first makes
+/// its job's row skip, and the job is answered with the stored one.
+pub(super) async fn submit(
+    transaction: &Transaction<'_>,
+    new_jobs: Vec<NewJob>,
+) -> Result<Vec<Submitted>, StoreError> {
+    let mut first_with_key: HashMap<&str, usize> = HashMap::new();
+    let mut fresh: Vec<usize> = Vec::new();
+    for (index, new_job) in new_jobs.iter().enumerate() {
+        match &new_job.spec.idempotency_key {
+            Some(key) if first_with_key.contains_key(key.as_str()) => {}
+            Some(key) => {
+                first_with_key.insert(key.as_str(), index);
+                fresh.push(index);
+            }
+            None => fresh.push(index),
+        }
+    }
+    let mut ids = Vec::with_capacity(fresh.len());
+    let mut kinds = Vec::with_capacity(fresh.len());
+    let mut priorities = Vec::with_capacity(fresh.len());
+    let mut payloads = Vec::with_capacity(fresh.len());
+    let mut requirements = Vec::with_capacity(fresh.len());
+    let mut keys = Vec::with_capacity(fresh.len());
+    let mut max_attempts = Vec::with_capacity(fresh.len());
+    let mut timeouts = Vec::with_capacity(fresh.len());
+    let mut lease_ttls = Vec::with_capacity(fresh.len());
+    let mut backoffs = Vec::with_capacity(fresh.len());
+    let mut run_afters = Vec::with_capacity(fresh.len());
+    let mut created_ats = Vec::with_capacity(fresh.len());
+    let mut inputs = Vec::with_capacity(fresh.len());
+    for &index in &fresh {
+        let new_job = &new_jobs[index];
+        let spec = &new_job.spec;
+        ids.push(new_job.id.as_bytes().to_vec());
+        kinds.push(spec.kind.as_str());
+        priorities.push(spec.priority);
+        payloads.push(spec.payload.to_string());
+        requirements.push(requirements_to_json(&spec.requirements));
+        keys.push(spec.idempotency_key.as_deref());
+        max_attempts.push(i64::from(spec.policy.max_attempts));
+        timeouts.push(i64::from(spec.policy.timeout_s));
+        lease_ttls.push(i64::from(spec.policy.lease_ttl_s));
+        backoffs.push(i64::from(spec.policy.backoff_base_s));
+        run_afters.push(new_job.initial_lifecycle().run_after.as_millis());
+        created_ats.push(new_job.created_at.as_millis());
+        inputs.push(inputs_to_json(&spec.inputs));
+    }
+    // Batches without keys (most) leave out ON CONFLICT: it makes every row a speculative
+    // insertion, which costs about as much again as the insert.
+    let any_key = keys.iter().any(Option::is_some);
+    let sql = if any_key {
+        SUBMIT_SQL_WITH_KEYS
+    } else {
+        SUBMIT_SQL
+    };
+    let inserted = query(
+        transaction,
+        sql,
+        &[
+            &ids,
+            &kinds,
+            &priorities,
+            &payloads,
+            &requirements,
+            &keys,
+            &max_attempts,
+            &timeouts,
+            &lease_ttls,
+            &backoffs,
+            &run_afters,
+            &created_ats,
+            &inputs,
+        ],
+    )
+    .await?;
+    let mut created_ids = HashSet::with_capacity(inserted.len());
+    for row in &inserted {
+        created_ids.insert(job_id_column(row, 0)?);
+    }
+    if !created_ids.is_empty() {
+        notify_pending(transaction).await?;
+    }
+    let mut answers: Vec<Option<Submitted>> = Vec::with_capacity(new_jobs.len());
+    let mut by_key: HashMap<String, JobRecord> = HashMap::new();
+    for new_job in &new_jobs {
+        if created_ids.contains(&new_job.id) {
+            let job = submitted_job(new_job);
+            if let Some(key) = &new_job.spec.idempotency_key {
+                by_key.entry(key.clone()).or_insert_with(|| job.clone());
+            }
+            answers.push(Some(Submitted { job, created: true }));
+        } else {
+            answers.push(None);
+        }
+    }
+    for (index, new_job) in new_jobs.iter().enumerate() {
+        if answers[index].is_some() {
+            continue;
+        }
+        let key = new_job.spec.idempotency_key.as_deref().ok_or_else(|| {
+            StoreError::Internal(format!("job {} without a key was not stored", new_job.id))
+        })?;
+        let existing = match by_key.get(key) {
+            Some(job) => job.clone(),
+            None => {
+                let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1");
+                let rows = query(transaction, &sql, &[&key]).await?;
+                let row = rows.first().ok_or_else(|| {
+                    StoreError::Internal(format!("idempotency key {key} is taken by no job"))
+                })?;
+                let (_, job) = job_from_row(row)?;
+                by_key.insert(key.to_string(), job.clone());
+                job
+            }
+        };
+        answers[index] = Some(Submitted {
+            job: existing,
+            created: false,
+        });
+    }
+    Ok(answers.into_iter().flatten().collect())
+}
+
+pub(super) async fn list(
+    client: &impl GenericClient,
+    filter: &JobFilter,
+    page: &PageRequest,
+) -> Result<Page<JobRecord>, StoreError> {
+    let before = paging::page_start(page)?;
+    let state = filter.state.map(|state| state.code() as i16);
+    let runner = filter.runner_id.map(|id| id.as_bytes().to_vec());
+    let limit = paging::rows_to_read(page);
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    if let Some(code) = &state {
+        params.push(code);
+    }
+    let mut sql = match filter.state {
+        // Failed and cancelled jobs are listed through their own small table, newest first,
+        // instead of walking every job for them.
+        Some(JobState::Failed | JobState::Cancelled) => format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             JOIN (SELECT seq AS unsuccessful_seq FROM jobs_unsuccessful WHERE state = $1) u \
+               ON jobs.seq = u.unsuccessful_seq WHERE true"
+        ),
+        // Leased jobs are among those the lease checks list (every leased job is in one).
+        Some(leased) if leased.is_leased() => format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             JOIN (SELECT DISTINCT unnest(seqs) AS leased_seq FROM lease_checks) l \
+               ON jobs.seq = l.leased_seq WHERE state = $1"
+        ),
+        Some(_) => format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1"),
+        None => format!("SELECT {JOB_COLUMNS} FROM jobs WHERE true"),
+    };
+    if let Some(kind) = &filter.kind {
+        params.push(kind);
+        sql.push_str(&format!(" AND kind = ${}", params.len()));
+    }
+    if let Some(runner) = &runner {
+        params.push(runner);
+        sql.push_str(&format!(" AND runner_id = ${}", params.len()));
+    }
+    if let Some(before) = &before {
+        params.push(before);
+        sql.push_str(&format!(" AND seq < ${}", params.len()));
+    }
+    params.push(&limit);
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", params.len()));
+    let rows = query(client, &sql, &params).await?;
+    paging::page_from_rows(&rows, page, job_from_row)
+}
+
+/// Lock and load a job, let `change` transition its lifecycle, write it back. Nothing is written
+/// when `change` refuses.
+pub(super) async fn transition<T>(
+    transaction: &Transaction<'_>,
+    id: JobId,
+    operation: &'static str,
+    change: impl FnOnce(&mut JobLifecycle, i64) -> Result<T, TransitionError>,
+) -> Result<(i64, JobRecord, T), StoreError> {
+    let (seq, mut job) = load_by_id(transaction, id, true).await?;
+    let before = job.lifecycle.clone();
+    let outcome = jobs::transition(&mut job, seq, operation, change)?;
+    write_one(transaction, seq, &before, &job, None).await?;
+    Ok((seq, job, outcome))
+}
+
+/// Write back one job's lifecycle (and result, when given), which was `before`.
+pub(super) async fn write_one(
+    transaction: &Transaction<'_>,
+    seq: i64,
+    before: &JobLifecycle,
+    job: &JobRecord,
+    result: Option<String>,
+) -> Result<(), StoreError> {
+    write_lifecycles(
+        transaction,
+        &[LifecycleWrite {
+            seq,
+            before,
+            after: &job.lifecycle,
+            result,
+            place: Some(QueuePlace::of(job)),
+        }],
+    )
+    .await
+}
+
+/// Write back jobs whose lifecycles changed (each with what it was before) and, when any went
+/// back to the queue, wake the waiting claims of every coordinator. Answers whether any did.
+pub(super) async fn write_back_and_wake(
+    transaction: &Transaction<'_>,
+    changed: &[(i64, JobLifecycle, JobRecord)],
+) -> Result<bool, StoreError> {
+    let writes: Vec<LifecycleWrite<'_>> = changed
+        .iter()
+        .map(|(seq, before, job)| LifecycleWrite {
+            seq: *seq,
+            before,
+            after: &job.lifecycle,
+            result: None,
+            place: Some(QueuePlace::of(job)),
+        })
+        .collect();
+    write_lifecycles(transaction, &writes).await?;
+    let requeued = changed
+        .iter()
+        .any(|(_, _, job)| job.state() == JobState::Pending);
+    if requeued {
+        notify_pending(transaction).await?;
+    }
+    Ok(requeued)
+}
+
+pub(super) async fn cancel(
+    transaction: &Transaction<'_>,
+    id: JobId,
+    grace_ms: i64,
+    now: Timestamp,
+) -> Result<JobRecord, StoreError> {
+    // A pending job belongs to whoever holds its queue row: a claim takes that row and then
+    // changes the job without locking its row first. So a cancel of a pending job takes the queue
+    // row too, before the job's row (waiting for a claim that holds it to commit). Then the job
+    // is locked and cancelled in whatever state it is in by then: still pending, or claimed.
+    let (seq, job) = load_by_id(transaction, id, false).await?;
+    if job.state() == JobState::Pending {
+        execute(transaction, "DELETE FROM job_queue WHERE seq = $1", &[&seq]).await?;
+    }
+    let (_, job, ()) = transition(transaction, id, "cancel", |lifecycle, _| {
+        lifecycle.cancel(grace_ms, now)
+    })
+    .await?;
+    Ok(job)
+}
+
+pub(super) async fn retry(
+    transaction: &Transaction<'_>,
+    id: JobId,
+    now: Timestamp,
+) -> Result<JobRecord, StoreError> {
+    let (_, job, ()) = transition(transaction, id, "retry", |lifecycle, _| {
+        lifecycle.retry(now)
+    })
+    .await?;
+    notify_pending(transaction).await?;
+    Ok(job)
+}
+
+pub(super) async fn read_dag(
+    client: &impl GenericClient,
+    id: JobId,
+) -> Result<Option<Value>, StoreError> {
+    let (seq, _) = load_by_id(client, id, false).await?;
+    let rows = query(
+        client,
+        "SELECT dag FROM job_dags WHERE job_seq = $1",
+        &[&seq],
+    )
+    .await?;
+    rows.first()
+        .map(|row| dag_from_text(id, column(row, 0)?))
+        .transpose()
+}
+
+pub(super) async fn named_artifacts(
+    client: &impl GenericClient,
+) -> Result<HashSet<ArtifactId>, StoreError> {
+    let rows = query(
+        client,
+        "SELECT jsonb_array_elements_text(inputs::jsonb) FROM jobs WHERE inputs IS NOT NULL \
+         UNION SELECT value FROM jobs, jsonb_each_text(outputs::jsonb) WHERE outputs IS NOT NULL",
+        &[],
+    )
+    .await?;
+    let mut named = HashSet::with_capacity(rows.len());
+    for row in &rows {
+        named.insert(parse_named_artifact(column(row, 0)?)?);
+    }
+    Ok(named)
+}
+
+/// Pending jobs are the rows of `job_queue`; leased ones are among the jobs the lease checks
+/// list (every leased job is in one), so neither count reads the history in `jobs`.
+pub(super) async fn active_job_counts(
+    client: &impl GenericClient,
+) -> Result<Vec<QueueDepth>, StoreError> {
+    counts_by_kind_and_state(
+        client,
+        "SELECT kind, 0::smallint, count(*) FROM job_queue GROUP BY kind \
+         UNION ALL \
+         SELECT kind, state, count(*) FROM jobs \
+         WHERE seq IN (SELECT unnest(seqs) FROM lease_checks) AND state IN (1, 2, 3) \
+         GROUP BY kind, state",
+    )
+    .await
+}
+
+pub(super) async fn finished_job_counts(
+    client: &impl GenericClient,
+) -> Result<Vec<QueueDepth>, StoreError> {
+    counts_by_kind_and_state(
+        client,
+        "SELECT kind, state, count(*) FROM jobs WHERE state >= 4 GROUP BY kind, state",
+    )
+    .await
+}
+
+/// Counts selected as `kind, state, count`.
+async fn counts_by_kind_and_state(
+    client: &impl GenericClient,
+    sql: &str,
+) -> Result<Vec<QueueDepth>, StoreError> {
+    let rows = query(client, sql, &[]).await?;
+    let mut depths = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let state: i16 = column(row, 1)?;
+        depths.extend(queue_depth(
+            column(row, 0)?,
+            i64::from(state),
+            column(row, 2)?,
+        ));
+    }
+    Ok(depths)
+}

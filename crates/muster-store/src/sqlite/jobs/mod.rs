@@ -1,0 +1,281 @@
+//! Job operations of the SQLite backend, by operation: [`claims`], the lease holder's
+//! [`activity`], [`logs`], [`completions`], [`reap`] and [`prune`]; here, submitting, reading,
+//! listing, cancelling and retrying jobs, and the counts. Write operations take the writer's
+//! context and run inside its transaction; read operations take a reader connection. What they
+//! decide is asked of [`crate::rules`].
+
+pub(super) mod activity;
+pub(super) mod claims;
+pub(super) mod completions;
+pub(super) mod logs;
+pub(super) mod prune;
+pub(super) mod reap;
+
+use std::collections::{BTreeMap, HashSet};
+
+use muster_core::{
+    ArtifactId, JobId, JobLifecycle, JobRecord, JobState, NewJob, Timestamp, TransitionError,
+};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde_json::Value;
+
+use super::map_sqlite_error;
+use super::rows::{job_from_row, write_lifecycle};
+use super::writer::WriterContext;
+use crate::columns::JOB_COLUMNS;
+use crate::encoding::{inputs_to_json, requirements_to_json};
+use crate::rules::artifacts::parse_named_artifact;
+use crate::rules::jobs::{dag_from_text, job_not_found, queue_depth, submitted_job};
+use crate::rules::{jobs, paging};
+use crate::{JobFilter, Page, PageRequest, QueueDepth, StoreError, Submitted};
+
+pub(super) fn load_by_id(conn: &Connection, id: JobId) -> Result<(i64, JobRecord), StoreError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+    let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    statement
+        .query_row(params![id.as_bytes().as_slice()], job_from_row)
+        .optional()
+        .map_err(map_sqlite_error)?
+        .ok_or_else(|| job_not_found(id))
+}
+
+fn load_by_idempotency_key(conn: &Connection, key: &str) -> Result<Option<JobRecord>, StoreError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?1");
+    let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    let row = statement
+        .query_row(params![key], job_from_row)
+        .optional()
+        .map_err(map_sqlite_error)?;
+    Ok(row.map(|(_, job)| job))
+}
+
+/// Jobs are stored one by one, so a key used twice in one batch finds the first job stored.
+pub(in crate::sqlite) fn submit(
+    context: &mut WriterContext,
+    new_jobs: Vec<NewJob>,
+) -> Result<Vec<Submitted>, StoreError> {
+    let conn = &context.conn;
+    let mut answers = Vec::with_capacity(new_jobs.len());
+    for new_job in new_jobs {
+        if let Some(key) = &new_job.spec.idempotency_key
+            && let Some(existing) = load_by_idempotency_key(conn, key)?
+        {
+            answers.push(Submitted {
+                job: existing,
+                created: false,
+            });
+            continue;
+        }
+        let spec = &new_job.spec;
+        let mut statement = conn
+            .prepare_cached(
+                "INSERT INTO jobs (id, kind, state, priority, payload, requirements, idempotency_key, \
+                 max_attempts, timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )
+            .map_err(map_sqlite_error)?;
+        statement
+            .execute(params![
+                new_job.id.as_bytes().as_slice(),
+                spec.kind,
+                JobState::Pending.code(),
+                spec.priority,
+                spec.payload.to_string(),
+                requirements_to_json(&spec.requirements),
+                spec.idempotency_key,
+                i64::from(spec.policy.max_attempts),
+                i64::from(spec.policy.timeout_s),
+                i64::from(spec.policy.lease_ttl_s),
+                i64::from(spec.policy.backoff_base_s),
+                new_job.initial_lifecycle().run_after.as_millis(),
+                new_job.created_at.as_millis(),
+                inputs_to_json(&spec.inputs),
+            ])
+            .map_err(map_sqlite_error)?;
+        answers.push(Submitted {
+            job: submitted_job(&new_job),
+            created: true,
+        });
+    }
+    context.pending_changed = true;
+    Ok(answers)
+}
+
+pub(in crate::sqlite) fn list(
+    conn: &Connection,
+    filter: &JobFilter,
+    page: &PageRequest,
+) -> Result<Page<JobRecord>, StoreError> {
+    let before = paging::page_start(page)?;
+    // Leased jobs are read through the reaper's index of them: few rows, whereas SQLite would
+    // otherwise walk the whole table newest first to avoid sorting them.
+    let source = if filter.state.is_some_and(JobState::is_leased) {
+        "jobs INDEXED BY jobs_leased"
+    } else {
+        "jobs"
+    };
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM {source} WHERE 1 = 1");
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(state) = filter.state {
+        // A literal (from the enum, never from the caller's text): SQLite picks the partial
+        // indexes of failed and cancelled jobs only when it can see the state, and can use that
+        // of leased jobs only when the query repeats its condition.
+        sql.push_str(&format!(" AND state = {}", state.code()));
+        if state.is_leased() {
+            sql.push_str(" AND state IN (1, 2, 3)");
+        }
+    }
+    if let Some(kind) = &filter.kind {
+        values.push(kind.clone().into());
+        sql.push_str(&format!(" AND kind = ?{}", values.len()));
+    }
+    if let Some(runner) = filter.runner_id {
+        values.push(runner.as_bytes().to_vec().into());
+        sql.push_str(&format!(" AND runner_id = ?{}", values.len()));
+    }
+    if let Some(before) = before {
+        values.push(before.into());
+        sql.push_str(&format!(" AND seq < ?{}", values.len()));
+    }
+    values.push(paging::rows_to_read(page).into());
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", values.len()));
+    let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    let rows: Vec<(i64, JobRecord)> = statement
+        .query_map(params_from_iter(values), job_from_row)
+        .map_err(map_sqlite_error)?
+        .collect::<Result<_, _>>()
+        .map_err(map_sqlite_error)?;
+    paging::page_from_rows(rows, page, Ok)
+}
+
+/// Load a job, let `change` transition its lifecycle, write it back. Nothing is written when
+/// `change` refuses.
+pub(super) fn transition<T>(
+    conn: &Connection,
+    id: JobId,
+    operation: &'static str,
+    change: impl FnOnce(&mut JobLifecycle, i64) -> Result<T, TransitionError>,
+) -> Result<(i64, JobRecord, T), StoreError> {
+    let (seq, mut job) = load_by_id(conn, id)?;
+    let outcome = jobs::transition(&mut job, seq, operation, change)?;
+    write_lifecycle(conn, seq, &job.lifecycle)?;
+    Ok((seq, job, outcome))
+}
+
+pub(in crate::sqlite) fn cancel(
+    context: &mut WriterContext,
+    id: JobId,
+    grace_ms: i64,
+    now: Timestamp,
+) -> Result<JobRecord, StoreError> {
+    let (_, job, ()) = transition(&context.conn, id, "cancel", |lifecycle, _| {
+        lifecycle.cancel(grace_ms, now)
+    })?;
+    Ok(job)
+}
+
+pub(in crate::sqlite) fn retry(
+    context: &mut WriterContext,
+    id: JobId,
+    now: Timestamp,
+) -> Result<JobRecord, StoreError> {
+    let (_, job, ()) = transition(&context.conn, id, "retry", |lifecycle, _| {
+        lifecycle.retry(now)
+    })?;
+    context.pending_changed = true;
+    Ok(job)
+}
+
+pub(in crate::sqlite) fn read_dag(
+    conn: &Connection,
+    id: JobId,
+) -> Result<Option<Value>, StoreError> {
+    let (seq, _) = load_by_id(conn, id)?;
+    let text: Option<String> = conn
+        .prepare_cached("SELECT dag FROM job_dags WHERE job_seq = ?1")
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![seq], |row| row.get(0))
+                .optional()
+        })
+        .map_err(map_sqlite_error)?;
+    text.map(|text| dag_from_text(id, &text)).transpose()
+}
+
+pub(in crate::sqlite) fn named_artifacts(
+    conn: &Connection,
+) -> Result<HashSet<ArtifactId>, StoreError> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT value FROM jobs, json_each(jobs.inputs) WHERE jobs.inputs IS NOT NULL \
+             UNION SELECT value FROM jobs, json_each(jobs.outputs) WHERE jobs.outputs IS NOT NULL",
+        )
+        .map_err(map_sqlite_error)?;
+    let rows = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .map_err(map_sqlite_error)?;
+    let mut named = HashSet::new();
+    for row in rows {
+        named.insert(parse_named_artifact(&row.map_err(map_sqlite_error)?)?);
+    }
+    Ok(named)
+}
+
+/// Pending jobs are counted in the two pending indexes (whose conditions these statements
+/// repeat, so SQLite reads only them) and leased ones through the reaper's index.
+pub(in crate::sqlite) fn active_job_counts(
+    conn: &Connection,
+) -> Result<Vec<QueueDepth>, StoreError> {
+    let mut pending: BTreeMap<String, u64> = BTreeMap::new();
+    for sql in [
+        "SELECT kind, count(*) FROM jobs WHERE state = 0 AND requirements IS NULL GROUP BY kind",
+        "SELECT kind, count(*) FROM jobs WHERE state = 0 AND requirements IS NOT NULL GROUP BY kind",
+    ] {
+        let mut statement = conn.prepare_cached(sql).map_err(map_sqlite_error)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(map_sqlite_error)?;
+        for row in rows {
+            let (kind, count) = row.map_err(map_sqlite_error)?;
+            *pending.entry(kind).or_default() += count as u64;
+        }
+    }
+    let mut depths: Vec<QueueDepth> = pending
+        .into_iter()
+        .map(|(kind, count)| QueueDepth {
+            kind,
+            state: JobState::Pending,
+            count,
+        })
+        .collect();
+    depths.extend(counts_by_kind_and_state(
+        conn,
+        "SELECT kind, state, count(*) FROM jobs WHERE state IN (1, 2, 3) GROUP BY kind, state",
+    )?);
+    Ok(depths)
+}
+
+pub(in crate::sqlite) fn finished_job_counts(
+    conn: &Connection,
+) -> Result<Vec<QueueDepth>, StoreError> {
+    counts_by_kind_and_state(
+        conn,
+        "SELECT kind, state, count(*) FROM jobs WHERE state >= 4 GROUP BY kind, state",
+    )
+}
+
+/// Counts selected as `kind, state, count`.
+fn counts_by_kind_and_state(conn: &Connection, sql: &str) -> Result<Vec<QueueDepth>, StoreError> {
+    let mut statement = conn.prepare_cached(sql).map_err(map_sqlite_error)?;
+    let rows = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .map_err(map_sqlite_error)?;
+    let mut depths = Vec::new();
+    for row in rows {
+        let (kind, state, count) = row.map_err(map_sqlite_error)?;
+        depths.extend(queue_depth(kind, state, count));
+    }
+    Ok(depths)
+}
