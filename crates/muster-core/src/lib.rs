@@ -29,7 +29,10 @@ pub use job::{
     MAX_JOB_OUTPUTS, MAX_LEASE_TTL_S, MAX_OUTPUT_NAME_LEN, MAX_TIMEOUT_S, NewJob, Progress,
     validate_outputs,
 };
-pub use lifecycle::{JobLifecycle, Lease, ReapOutcome, TransitionError};
+pub use lifecycle::{
+    Activity, CancelOutcome, Completion, JobLifecycle, Lease, LifecycleParts, ReapOutcome,
+    TransitionError,
+};
 pub use logs::{LogEntry, LogLevel, NewLogEntry};
 pub use matching::{
     Capabilities, MAX_CAPABILITY_ENTRIES, MAX_CAPABILITY_NAME_LEN, PendingReason, RunnerSnapshot,

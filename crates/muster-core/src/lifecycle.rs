@@ -33,12 +33,11 @@ pub enum ReapOutcome {
     CancelFinished,
 }
 
-/// The part of a job that the state machine owns: state, attempts, lease and deadlines.
-///
-/// Every change goes through a method here, so the SQLite and PostgreSQL stores share one set of
-/// rules and the rules are tested without a store.
+/// The part of a job that the state machine owns: state, attempts, lease and deadlines, as
+/// plain values. A store loads a row into these and writes these back; only [`JobLifecycle`]'s
+/// transitions change them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct JobLifecycle {
+pub struct LifecycleParts {
     pub state: JobState,
     pub policy: JobPolicy,
     /// Attempts started so far (0 before the first claim).
@@ -58,9 +57,68 @@ pub struct JobLifecycle {
     pub error: Option<JobError>,
 }
 
+/// The job and lease state machine.
+///
+/// Every change goes through a method here, so the SQLite and PostgreSQL stores share one set of
+/// rules and the rules are tested without a store. Its parts can be read by anyone (it
+/// dereferences to [`LifecycleParts`]) and changed by no one but these methods; a store makes
+/// one from a row with [`JobLifecycle::from_parts`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobLifecycle {
+    parts: LifecycleParts,
+}
+
+impl std::ops::Deref for JobLifecycle {
+    type Target = LifecycleParts;
+
+    fn deref(&self) -> &LifecycleParts {
+        &self.parts
+    }
+}
+
+/// What a completion did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// The job is completed now.
+    Completed,
+    /// The same completion again (its answer was lost on the way): nothing changed, the first
+    /// result stays.
+    Repeated,
+}
+
+/// What a sign of life from the lease holder did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    /// The first one: the claimed job is running now.
+    Started,
+    /// The job was running already: nothing changed.
+    Continued,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// A pending job ended `cancelled` at once.
+    Cancelled,
+    /// A leased job is `cancelling` until its runner confirms or the grace ends.
+    Cancelling,
+    /// It was being cancelled already: nothing changed.
+    AlreadyCancelling,
+}
+
 impl JobLifecycle {
+    /// The lifecycle a stored row describes (stores only: nothing is checked).
+    pub fn from_parts(parts: LifecycleParts) -> JobLifecycle {
+        JobLifecycle { parts }
+    }
+
+    /// Its parts, to write to a row or show.
+    pub fn into_parts(self) -> LifecycleParts {
+        self.parts
+    }
+
     pub fn new_pending(policy: JobPolicy, run_after: Timestamp) -> JobLifecycle {
-        JobLifecycle {
+        JobLifecycle::from_parts(LifecycleParts {
             state: JobState::Pending,
             policy,
             attempt: 0,
@@ -74,7 +132,7 @@ impl JobLifecycle {
             started_at: None,
             finished_at: None,
             error: None,
-        }
+        })
     }
 
     fn lease_ttl_ms(&self) -> i64 {
@@ -121,17 +179,17 @@ impl JobLifecycle {
         if self.run_after > now {
             return Err(TransitionError::NotYetDue);
         }
-        self.state = JobState::Claimed;
-        self.attempt += 1;
-        self.lease_epoch += 1;
-        self.runner_id = Some(runner);
-        self.claimed_at = Some(now);
-        self.started_at = None;
-        self.finished_at = None;
-        self.error = None;
-        self.lease_expires_at = Some(now.plus_millis(self.lease_ttl_ms()));
-        self.attempt_deadline_at = Some(now.plus_seconds(self.policy.timeout_s));
-        self.cancel_deadline_at = None;
+        self.parts.state = JobState::Claimed;
+        self.parts.attempt += 1;
+        self.parts.lease_epoch += 1;
+        self.parts.runner_id = Some(runner);
+        self.parts.claimed_at = Some(now);
+        self.parts.started_at = None;
+        self.parts.finished_at = None;
+        self.parts.error = None;
+        self.parts.lease_expires_at = Some(now.plus_millis(self.lease_ttl_ms()));
+        self.parts.attempt_deadline_at = Some(now.plus_seconds(self.policy.timeout_s));
+        self.parts.cancel_deadline_at = None;
         Ok(Lease {
             epoch: self.lease_epoch,
             expires_at: now.plus_millis(self.lease_ttl_ms()),
@@ -158,13 +216,14 @@ impl JobLifecycle {
         runner: RunnerId,
         epoch: Option<u64>,
         now: Timestamp,
-    ) -> Result<(), TransitionError> {
+    ) -> Result<Activity, TransitionError> {
         self.check_lease(runner, epoch)?;
         if self.state == JobState::Claimed {
-            self.state = JobState::Running;
-            self.started_at = Some(now);
+            self.parts.state = JobState::Running;
+            self.parts.started_at = Some(now);
+            return Ok(Activity::Started);
         }
-        Ok(())
+        Ok(Activity::Continued)
     }
 
     /// A job heartbeat: activity plus a lease extended by `lease_ttl_s` from now.
@@ -176,7 +235,7 @@ impl JobLifecycle {
     ) -> Result<Lease, TransitionError> {
         self.record_activity(runner, epoch, now)?;
         let expires_at = now.plus_millis(self.lease_ttl_ms());
-        self.lease_expires_at = Some(expires_at);
+        self.parts.lease_expires_at = Some(expires_at);
         Ok(Lease {
             epoch: self.lease_epoch,
             expires_at,
@@ -191,7 +250,7 @@ impl JobLifecycle {
         runner: RunnerId,
         epoch: Option<u64>,
         now: Timestamp,
-    ) -> Result<(), TransitionError> {
+    ) -> Result<Completion, TransitionError> {
         // The same completion again, from the runner whose completion ended this attempt: its
         // answer was lost on the way (a coordinator died after the commit), so it retried. It is
         // answered as done and changes nothing; the first result stays.
@@ -199,15 +258,15 @@ impl JobLifecycle {
             && self.runner_id == Some(runner)
             && epoch.is_none_or(|epoch| epoch == self.lease_epoch);
         if repeated {
-            return Ok(());
+            return Ok(Completion::Repeated);
         }
         self.check_lease(runner, epoch)?;
         if self.started_at.is_none() {
-            self.started_at = Some(now);
+            self.parts.started_at = Some(now);
         }
-        self.state = JobState::Completed;
+        self.parts.state = JobState::Completed;
         self.end_lease(now);
-        Ok(())
+        Ok(Completion::Completed)
     }
 
     /// The lease holder reports a failed attempt. A job being cancelled, or a failure with reason
@@ -233,18 +292,22 @@ impl JobLifecycle {
 
     /// A user cancel: a pending job ends at once, a leased one waits `grace_ms` for its runner.
     /// Cancelling a job already being cancelled changes nothing.
-    pub fn cancel(&mut self, grace_ms: i64, now: Timestamp) -> Result<(), TransitionError> {
+    pub fn cancel(
+        &mut self,
+        grace_ms: i64,
+        now: Timestamp,
+    ) -> Result<CancelOutcome, TransitionError> {
         match self.state {
             JobState::Pending => {
                 self.finish_cancelled("cancelled before it was claimed".to_string(), now);
-                Ok(())
+                Ok(CancelOutcome::Cancelled)
             }
             JobState::Claimed | JobState::Running => {
-                self.state = JobState::Cancelling;
-                self.cancel_deadline_at = Some(now.plus_millis(grace_ms));
-                Ok(())
+                self.parts.state = JobState::Cancelling;
+                self.parts.cancel_deadline_at = Some(now.plus_millis(grace_ms));
+                Ok(CancelOutcome::Cancelling)
             }
-            JobState::Cancelling => Ok(()),
+            JobState::Cancelling => Ok(CancelOutcome::AlreadyCancelling),
             terminal => Err(TransitionError::InvalidState(terminal)),
         }
     }
@@ -255,17 +318,17 @@ impl JobLifecycle {
         if !matches!(self.state, JobState::Failed | JobState::Cancelled) {
             return Err(TransitionError::InvalidState(self.state));
         }
-        self.state = JobState::Pending;
-        self.attempt = 0;
-        self.run_after = now;
-        self.runner_id = None;
-        self.claimed_at = None;
-        self.started_at = None;
-        self.finished_at = None;
-        self.error = None;
-        self.lease_expires_at = None;
-        self.attempt_deadline_at = None;
-        self.cancel_deadline_at = None;
+        self.parts.state = JobState::Pending;
+        self.parts.attempt = 0;
+        self.parts.run_after = now;
+        self.parts.runner_id = None;
+        self.parts.claimed_at = None;
+        self.parts.started_at = None;
+        self.parts.finished_at = None;
+        self.parts.error = None;
+        self.parts.lease_expires_at = None;
+        self.parts.attempt_deadline_at = None;
+        self.parts.cancel_deadline_at = None;
         Ok(())
     }
 
@@ -328,26 +391,26 @@ impl JobLifecycle {
     fn fail_attempt(&mut self, error: JobError, retryable: bool, jitter_unit: f64, now: Timestamp) {
         if retryable && self.attempt < self.policy.max_attempts {
             let delay = backoff_delay_ms(self.policy.backoff_base_s, self.attempt, jitter_unit);
-            self.state = JobState::Pending;
-            self.run_after = now.plus_millis(delay);
+            self.parts.state = JobState::Pending;
+            self.parts.run_after = now.plus_millis(delay);
             // Back in the queue: nothing of the failed attempt but its error describes the job now.
-            self.runner_id = None;
-            self.claimed_at = None;
-            self.started_at = None;
-            self.lease_expires_at = None;
-            self.attempt_deadline_at = None;
-            self.cancel_deadline_at = None;
-            self.error = Some(error);
+            self.parts.runner_id = None;
+            self.parts.claimed_at = None;
+            self.parts.started_at = None;
+            self.parts.lease_expires_at = None;
+            self.parts.attempt_deadline_at = None;
+            self.parts.cancel_deadline_at = None;
+            self.parts.error = Some(error);
         } else {
-            self.state = JobState::Failed;
-            self.error = Some(error);
+            self.parts.state = JobState::Failed;
+            self.parts.error = Some(error);
             self.end_lease(now);
         }
     }
 
     fn finish_cancelled(&mut self, message: String, now: Timestamp) {
-        self.state = JobState::Cancelled;
-        self.error = Some(JobError {
+        self.parts.state = JobState::Cancelled;
+        self.parts.error = Some(JobError {
             reason: FailureReason::Cancelled,
             message,
         });
@@ -355,9 +418,9 @@ impl JobLifecycle {
     }
 
     fn end_lease(&mut self, now: Timestamp) {
-        self.finished_at = Some(now);
-        self.lease_expires_at = None;
-        self.attempt_deadline_at = None;
-        self.cancel_deadline_at = None;
+        self.parts.finished_at = Some(now);
+        self.parts.lease_expires_at = None;
+        self.parts.attempt_deadline_at = None;
+        self.parts.cancel_deadline_at = None;
     }
 }

@@ -118,7 +118,7 @@ pub(crate) fn lease_to_wire(lease: Lease) -> wire::Lease {
 }
 
 pub(crate) fn job_to_wire(job: JobRecord, pending_reason: Option<PendingReason>) -> wire::Job {
-    let lifecycle = job.lifecycle;
+    let lifecycle = job.lifecycle.into_parts();
     wire::Job {
         id: job.id.0,
         kind: job.kind,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use muster_core::{
     Capabilities, FailureReason, JobError, JobId, JobLifecycle, JobPolicy, JobRecord, JobState,
-    Progress, RunnerId, RunnerRecord, Timestamp,
+    LifecycleParts, Progress, RunnerId, RunnerRecord, Timestamp,
 };
 use serde_json::Value;
 
@@ -124,7 +124,7 @@ pub(crate) fn lifecycle_from_row<R: StoredRow>(row: &R) -> Result<(i64, JobLifec
         }),
         None => None,
     };
-    let lifecycle = JobLifecycle {
+    let lifecycle = JobLifecycle::from_parts(LifecycleParts {
         state,
         policy: JobPolicy {
             max_attempts: u32_column(row, 2)?,
@@ -143,7 +143,7 @@ pub(crate) fn lifecycle_from_row<R: StoredRow>(row: &R) -> Result<(i64, JobLifec
         started_at: timestamp(row, 14)?,
         finished_at: timestamp(row, 15)?,
         error,
-    };
+    });
     Ok((seq, lifecycle))
 }
 

@@ -34,9 +34,9 @@ fn call(
 ) -> Result<(), TransitionError> {
     match kind {
         LeaseCall::CheckLease => lifecycle.check_lease(runner, epoch),
-        LeaseCall::RecordActivity => lifecycle.record_activity(runner, epoch, now),
+        LeaseCall::RecordActivity => lifecycle.record_activity(runner, epoch, now).map(|_| ()),
         LeaseCall::ExtendLease => lifecycle.extend_lease(runner, epoch, now).map(|_| ()),
-        LeaseCall::Complete => lifecycle.complete(runner, epoch, now),
+        LeaseCall::Complete => lifecycle.complete(runner, epoch, now).map(|_| ()),
         LeaseCall::Fail => {
             lifecycle.fail(runner, epoch, runner_error("stale"), true, NO_JITTER, now)
         }
@@ -140,7 +140,7 @@ fn only_the_runner_that_completed_a_job_may_repeat_the_completion_and_only_at_it
         let mut lifecycle = completed.clone();
         let outcome = lifecycle.complete(runner, epoch, at(20_000));
         let expected = if accepted {
-            Ok(())
+            Ok(muster_core::Completion::Repeated)
         } else {
             Err(TransitionError::LeaseLost)
         };

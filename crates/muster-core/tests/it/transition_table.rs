@@ -6,7 +6,7 @@ use muster_core::JobState::{
     self, Cancelled, Cancelling, Claimed, Completed, Failed, Pending, Running,
 };
 use muster_core::TransitionError::{self, InvalidState, LeaseLost};
-use muster_core::{FailureReason, JobLifecycle, ReapOutcome};
+use muster_core::{Activity, CancelOutcome, Completion, FailureReason, JobLifecycle, ReapOutcome};
 
 use crate::support::{
     CANCEL_GRACE_MS, LEASE_TTL_S, NO_JITTER, at, cancelled_error, in_state, runner_a, runner_b,
@@ -155,9 +155,11 @@ fn apply(lifecycle: &mut JobLifecycle, operation: Operation) -> Result<(), Trans
     let epoch = Some(lifecycle.lease_epoch);
     match operation {
         Operation::Claim => lifecycle.claim(runner_b(), now).map(|_| ()),
-        Operation::RecordActivity => lifecycle.record_activity(runner_a(), epoch, now),
+        Operation::RecordActivity => lifecycle
+            .record_activity(runner_a(), epoch, now)
+            .map(|_| ()),
         Operation::ExtendLease => lifecycle.extend_lease(runner_a(), epoch, now).map(|_| ()),
-        Operation::Complete => lifecycle.complete(runner_a(), epoch, now),
+        Operation::Complete => lifecycle.complete(runner_a(), epoch, now).map(|_| ()),
         Operation::FailRetryable => {
             lifecycle.fail(runner_a(), epoch, runner_error("x"), true, NO_JITTER, now)
         }
@@ -167,7 +169,7 @@ fn apply(lifecycle: &mut JobLifecycle, operation: Operation) -> Result<(), Trans
         Operation::FailWithReasonCancelled => {
             lifecycle.fail(runner_a(), epoch, cancelled_error(), true, NO_JITTER, now)
         }
-        Operation::Cancel => lifecycle.cancel(CANCEL_GRACE_MS, now),
+        Operation::Cancel => lifecycle.cancel(CANCEL_GRACE_MS, now).map(|_| ()),
         Operation::Retry => lifecycle.retry(now),
     }
 }
@@ -400,4 +402,54 @@ fn retry_of_failed_or_cancelled_gives_a_fresh_pending_job_that_keeps_its_epoch()
             .expect("a retried job is claimable at once");
         assert_eq!(lease.epoch, epoch_before + 1);
     }
+}
+
+#[test]
+fn a_completion_or_a_cancel_says_whether_it_changed_anything() {
+    // Stores write back only what changed; they learn it from the outcome, so the outcome must
+    // be true to the lifecycle in every state.
+    let now = at(10_000);
+    for state in JobState::ALL {
+        let before = in_state(state);
+        let epoch = Some(before.lease_epoch);
+        let mut completed = before.clone();
+        match completed.complete(runner_a(), epoch, now) {
+            Ok(Completion::Repeated) => assert_eq!(completed, before, "{state}: a repeat"),
+            Ok(Completion::Completed) => {
+                assert_ne!(completed, before, "{state}: completed");
+                assert_eq!(completed.state, Completed);
+            }
+            Err(_) => assert_eq!(completed, before, "{state}: refused"),
+        }
+        let mut cancelled = before.clone();
+        match cancelled.cancel(CANCEL_GRACE_MS, now) {
+            Ok(CancelOutcome::AlreadyCancelling) => {
+                assert_eq!(cancelled, before, "{state}: already cancelling")
+            }
+            Ok(CancelOutcome::Cancelled) => assert_eq!(cancelled.state, Cancelled, "{state}"),
+            Ok(CancelOutcome::Cancelling) => assert_eq!(cancelled.state, Cancelling, "{state}"),
+            Err(_) => assert_eq!(cancelled, before, "{state}: refused"),
+        }
+    }
+    assert_eq!(
+        in_state(Completed).complete(runner_a(), None, now),
+        Ok(Completion::Repeated)
+    );
+    let claimed = in_state(Claimed);
+    let mut started = claimed.clone();
+    assert_eq!(
+        started.record_activity(runner_a(), None, now),
+        Ok(Activity::Started)
+    );
+    assert_ne!(started, claimed, "the first activity starts the job");
+    let running = started.clone();
+    assert_eq!(
+        started.record_activity(runner_a(), None, now),
+        Ok(Activity::Continued)
+    );
+    assert_eq!(started, running, "later activity changes nothing");
+    assert_eq!(
+        in_state(Cancelling).cancel(CANCEL_GRACE_MS, now),
+        Ok(CancelOutcome::AlreadyCancelling)
+    );
 }

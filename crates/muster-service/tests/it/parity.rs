@@ -88,7 +88,7 @@ fn summary(view: muster_service::jobs::JobView) -> JobSummary {
         state: view.job.state(),
         attempt: view.job.lifecycle.attempt,
         result: view.job.result,
-        error_reason: view.job.lifecycle.error.map(|error| error.reason),
+        error_reason: view.job.lifecycle.error.as_ref().map(|error| error.reason),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use muster_core::{ArtifactId, JobLifecycle, JobRecord, Lease, Timestamp};
+use muster_core::{Activity, ArtifactId, JobLifecycle, JobRecord, Lease, Timestamp};
 
 use crate::{JobAck, JobCall, StoreError};
 
@@ -36,17 +36,19 @@ pub(crate) fn apply(
     now: Timestamp,
 ) -> Result<Applied, StoreError> {
     let before = lifecycle.clone();
-    let extended = if extend_lease {
+    // A heartbeat always moves the lease's expiry; other activity changes the lifecycle only
+    // when it is the first (the job starts running).
+    let (extended, changed) = if extend_lease {
         lifecycle
             .extend_lease(call.runner, call.epoch, now)
-            .map(Some)
+            .map(|lease| (Some(lease), true))
     } else {
         lifecycle
             .record_activity(call.runner, call.epoch, now)
-            .map(|()| None)
+            .map(|activity| (None, activity == Activity::Started))
     }
     .map_err(|error| StoreError::from_transition(error, &call.job.to_string(), OPERATION))?;
-    let changed_from = (*lifecycle != before).then_some(before);
+    let changed_from = changed.then_some(before);
     Ok(Applied {
         extended,
         changed_from,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use muster_core::{ArtifactId, JobLifecycle, JobRecord, RunnerId, Timestamp};
+use muster_core::{ArtifactId, Completion, JobLifecycle, JobRecord, RunnerId, Timestamp};
 
 use crate::{CompletionItem, JobCall, StoreError};
 
@@ -16,10 +16,13 @@ pub(crate) fn complete(
     now: Timestamp,
 ) -> Result<Option<JobLifecycle>, StoreError> {
     let mut completed = lifecycle.clone();
-    completed
+    let outcome = completed
         .complete(call.runner, call.epoch, now)
         .map_err(|error| StoreError::from_transition(error, &call.job.to_string(), "complete"))?;
-    Ok((completed != *lifecycle).then_some(completed))
+    Ok(match outcome {
+        Completion::Completed => Some(completed),
+        Completion::Repeated => None,
+    })
 }
 
 /// One item of a batch of completions by `runner`, as the call it stands for.

@@ -333,7 +333,7 @@ pub(super) async fn cancel(
     if job.state() == JobState::Pending {
         execute(transaction, "DELETE FROM job_queue WHERE seq = $1", &[&seq]).await?;
     }
-    let (_, job, ()) = transition(transaction, id, "cancel", |lifecycle, _| {
+    let (_, job, _) = transition(transaction, id, "cancel", |lifecycle, _| {
         lifecycle.cancel(grace_ms, now)
     })
     .await?;

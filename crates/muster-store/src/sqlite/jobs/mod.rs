@@ -168,7 +168,7 @@ pub(in crate::sqlite) fn cancel(
     grace_ms: i64,
     now: Timestamp,
 ) -> Result<JobRecord, StoreError> {
-    let (_, job, ()) = transition(&context.conn, id, "cancel", |lifecycle, _| {
+    let (_, job, _) = transition(&context.conn, id, "cancel", |lifecycle, _| {
         lifecycle.cancel(grace_ms, now)
     })?;
     Ok(job)
