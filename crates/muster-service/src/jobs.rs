@@ -10,7 +10,9 @@ use muster_core::{
     Action, ArtifactId, Capabilities, JobId, JobPolicy, JobRecord, JobSpec, JobState, LogEntry,
     NewJob, PendingReason, Principal, RunnerSnapshot, Timestamp, authorize, pending_reason,
 };
-use muster_store::{JobFilter, Page, PageRequest};
+use muster_store::PageRequest;
+/// Which jobs a list shows (by state, kind, runner), and a page of answers.
+pub use muster_store::{JobFilter, Page};
 use rand::Rng;
 use serde_json::Value;
 

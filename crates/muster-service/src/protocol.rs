@@ -13,7 +13,9 @@ use muster_core::{
     Action, ArtifactId, Capabilities, FailureReason, JobError, JobId, Lease, LogLevel, NewLogEntry,
     Principal, Progress, RunnerId, authorize,
 };
-use muster_store::{ClaimedJob, CompletionItem, JobCall};
+/// A job a claim leased, with its lease.
+pub use muster_store::ClaimedJob;
+use muster_store::{CompletionItem, JobCall};
 use serde_json::Value;
 
 use crate::jobs::JobView;

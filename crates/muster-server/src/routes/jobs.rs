@@ -10,8 +10,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use muster_api as wire;
 use muster_core::JobId;
-use muster_service::jobs::{JobQuery, LogStreamEvent};
-use muster_store::JobFilter;
+use muster_service::jobs::{JobFilter, JobQuery, LogStreamEvent};
 use serde::Deserialize;
 
 use crate::convert::{

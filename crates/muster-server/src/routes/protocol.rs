@@ -8,10 +8,9 @@ use axum::response::{IntoResponse, Response};
 use muster_api as wire;
 use muster_core::{Capabilities, JobId};
 use muster_service::protocol::{
-    BatchCompletion, Claim, FailureReport, LeasedJob, RunnerHeartbeat, checked_progress,
-    progress_from_value,
+    BatchCompletion, Claim, ClaimedJob, FailureReport, LeasedJob, RunnerHeartbeat,
+    checked_progress, progress_from_value,
 };
-use muster_store::ClaimedJob;
 
 use crate::convert::{
     lease_to_wire, log_entry_from_wire, outputs_from_wire, outputs_to_wire, reason_from_wire,
