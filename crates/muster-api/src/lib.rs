@@ -720,3 +720,65 @@ impl utoipa::PartialSchema for RecordOutputs {
 
 #[cfg(feature = "openapi")]
 impl utoipa::ToSchema for RecordOutputs {}
+
+schema! {
+/// `POST /api/v1/admin/runner-keys`: put a runner key on the allowlist.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct AddRunnerKey {
+    /// The Ed25519 public key: standard base64 (with padding) of its 32 raw bytes.
+    pub public_key: String,
+    /// Free text for operators: whose machine this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_organization_id))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+}
+
+/// A runner key on the allowlist.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunnerKey {
+    /// `sha256:` and the lowercase hex SHA-256 of the key's 32 raw bytes.
+    pub fingerprint: String,
+    pub public_key: String,
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub note: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub organization_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A page of the runner key allowlist, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunnerKeyList {
+    pub items: Vec<RunnerKey>,
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub next_cursor: Option<String>,
+}
+
+/// A recorded security event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEntry {
+    /// Increasing in the order events were recorded.
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Who did it: `admin`, `runner:<id>`, `key:<fingerprint>`, `address:<ip>`.
+    pub actor: String,
+    /// What happened: `runner_key.added`, `runner_key.removed`, ...
+    pub action: String,
+    /// What it happened to: a key fingerprint, a runner id.
+    pub subject: String,
+    /// More about it (an object).
+    pub detail: Value,
+}
+
+/// A page of the audit log, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditList {
+    pub items: Vec<AuditEntry>,
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub next_cursor: Option<String>,
+}
+}

@@ -1,7 +1,9 @@
 //! `muster`: one binary for the coordinator and the tools around it.
 
 mod connect;
+mod identity;
 mod jobs;
+mod keys;
 mod output;
 mod runner;
 mod runners;
@@ -38,10 +40,12 @@ enum Command {
     ///   muster up
     ///   muster job submit -- echo hello
     Up(up::UpArgs),
-    /// Run a runner: claim jobs of the kinds it hosts and run them.
+    /// Run a runner: claim jobs of the kinds it hosts and run them; `muster runner keygen PATH`
+    /// makes a key for it.
     ///
     ///   muster runner --server http://coordinator:7070 --token muster_runner_... --exec
-    Runner(runner::RunnerArgs),
+    ///   muster runner keygen /etc/muster/runner.pem
+    Runner(runner::RunnerCommand),
     /// Submit and watch jobs.
     #[command(
         after_help = "Examples:\n  muster job submit -- echo hello\n  muster job wait $(muster job submit -- make test)\n  muster job logs -f JOB_ID\n  muster job list --state failed --json"
@@ -54,13 +58,23 @@ enum Command {
     },
     /// Register, list and delete runners.
     #[command(
-        after_help = "Examples:\n  muster runners create gpu-box-1 --label gpu=a100\n  muster runners list --json\n  muster runners delete RUNNER_ID"
+        after_help = "Examples:\n  muster runners create gpu-box-1 --label gpu=a100\n  muster runners list --json\n  muster runners delete RUNNER_ID\n  muster runners keys add PUBLIC_KEY --note gpu-box-1"
     )]
     Runners {
         #[command(flatten)]
         connect: connect::ConnectArgs,
         #[command(subcommand)]
         command: runners::RunnersCommand,
+    },
+    /// The log of security events: runner keys added and removed, and more.
+    #[command(
+        after_help = "Examples:\n  muster audit\n  muster audit --action runner_key.removed --json"
+    )]
+    Audit {
+        #[command(flatten)]
+        connect: connect::ConnectArgs,
+        #[command(flatten)]
+        args: identity::AuditArgs,
     },
 }
 
@@ -202,9 +216,13 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Server(args) => run_server(args).map(|()| 0),
         Command::Up(args) => up::run(args).map(|()| 0),
-        Command::Runner(args) => runner::run(args).map(|()| 0),
+        Command::Runner(command) => match command.action {
+            Some(runner::RunnerAction::Keygen(args)) => keys::keygen(args).map(|()| 0),
+            None => runner::run(command.args).map(|()| 0),
+        },
         Command::Job { connect, command } => run_async(jobs::run(command, &connect)),
         Command::Runners { connect, command } => run_async(runners::run(command, &connect)),
+        Command::Audit { connect, args } => run_async(identity::run_audit(args, &connect)),
     };
     let code = match outcome {
         Ok(code) => ExitCode::from(code),

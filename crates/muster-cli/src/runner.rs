@@ -13,6 +13,25 @@ use muster_runner::{DaemonConfig, HttpTransport, StopSignals};
 use muster_runner_sdk::Runner;
 use serde::Deserialize;
 
+/// `muster runner [FLAGS]` runs the daemon; `muster runner keygen PATH` makes a key.
+#[derive(Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct RunnerCommand {
+    #[command(subcommand)]
+    pub(crate) action: Option<RunnerAction>,
+    #[command(flatten)]
+    pub(crate) args: RunnerArgs,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub(crate) enum RunnerAction {
+    /// Write a new Ed25519 private key (PEM PKCS#8, mode 0600) and print its fingerprint and
+    /// public key, for `muster runners keys add`. The key never leaves this machine.
+    ///
+    ///   muster runner keygen /etc/muster/runner.pem
+    Keygen(crate::keys::KeygenArgs),
+}
+
 #[derive(Args, Debug, Clone)]
 pub(crate) struct RunnerArgs {
     /// Coordinator URL [env: MUSTER_SERVER] [default: http://127.0.0.1:7070]

@@ -33,6 +33,11 @@ pub(crate) enum RunnersCommand {
     ///
     ///   muster runners delete 0192...
     Delete { id: Uuid },
+    /// The allowlist of runner keys: which keys may register runners themselves.
+    Keys {
+        #[command(subcommand)]
+        command: crate::identity::KeysCommand,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -168,6 +173,9 @@ pub(crate) async fn run(command: RunnersCommand, connect: &ConnectArgs) -> anyho
         RunnersCommand::Delete { id } => {
             client.delete_runner(id).await.context("delete runner")?;
             crate::output::note!("runner {id} deleted");
+        }
+        RunnersCommand::Keys { command } => {
+            return crate::identity::run_keys(command, connect).await;
         }
     }
     Ok(0)

@@ -188,6 +188,18 @@ impl Connection {
     }
 }
 
+/// The `limit` and `cursor` query parameters of a list.
+fn page_query(limit: Option<u32>, cursor: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut query = Vec::new();
+    if let Some(limit) = limit {
+        query.push(("limit", limit.to_string()));
+    }
+    if let Some(cursor) = cursor {
+        query.push(("cursor", cursor.to_string()));
+    }
+    query
+}
+
 async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, ClientError> {
     let bytes = response
         .bytes()
@@ -391,18 +403,11 @@ impl MusterClient {
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<RunnerList, ClientError> {
-        let mut query: Vec<(&str, String)> = Vec::new();
-        if let Some(limit) = limit {
-            query.push(("limit", limit.to_string()));
-        }
-        if let Some(cursor) = cursor {
-            query.push(("cursor", cursor.to_string()));
-        }
         self.connection
             .json(
                 self.connection
                     .request(Method::GET, "/api/v1/runners")
-                    .query(&query),
+                    .query(&page_query(limit, cursor)),
             )
             .await
     }
@@ -424,6 +429,70 @@ impl MusterClient {
             )
             .await?;
         Ok(())
+    }
+
+    /// Put a runner key on the allowlist; `true` when it was not there before.
+    pub async fn add_runner_key(
+        &self,
+        key: &api::AddRunnerKey,
+    ) -> Result<(api::RunnerKey, bool), ClientError> {
+        let response = self
+            .connection
+            .send(
+                self.connection
+                    .request(Method::POST, "/api/v1/admin/runner-keys")
+                    .json(key),
+            )
+            .await?;
+        let created = response.status() == StatusCode::CREATED;
+        Ok((decode(response).await?, created))
+    }
+
+    /// The allowlist of runner keys, oldest first.
+    pub async fn list_runner_keys(
+        &self,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<api::RunnerKeyList, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, "/api/v1/admin/runner-keys")
+                    .query(&page_query(limit, cursor)),
+            )
+            .await
+    }
+
+    /// Take the key with `fingerprint` (`sha256:...`) off the allowlist.
+    pub async fn remove_runner_key(&self, fingerprint: &str) -> Result<(), ClientError> {
+        let path = format!(
+            "/api/v1/admin/runner-keys/{}",
+            percent_encoding::utf8_percent_encode(fingerprint, percent_encoding::NON_ALPHANUMERIC)
+        );
+        self.connection
+            .send(self.connection.request(Method::DELETE, &path))
+            .await?;
+        Ok(())
+    }
+
+    /// The audit log newest first, optionally one action only.
+    pub async fn list_audit(
+        &self,
+        action: Option<&str>,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<api::AuditList, ClientError> {
+        let mut query = page_query(limit, cursor);
+        if let Some(action) = action {
+            query.push(("action", action.to_string()));
+        }
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, "/api/v1/admin/audit")
+                    .query(&query),
+            )
+            .await
     }
 
     /// Upload an artifact from a stream of byte chunks; answers its id and size. The

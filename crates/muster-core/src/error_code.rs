@@ -31,6 +31,28 @@ pub enum ErrorCode {
     ArtifactQuotaExceeded,
     /// An artifact upload would leave too little free disk.
     InsufficientStorage,
+    /// Self-registration: the key is not on the allowlist.
+    KeyNotAllowed,
+    /// Self-registration: an operator rejected this key's runner.
+    KeyRejected,
+    /// Self-registration is turned off (`--enrollment closed`).
+    RegistrationClosed,
+    /// The runner waits for an operator's approval: it may heartbeat, not claim.
+    RunnerNotEnrolled,
+    /// The token was valid but its time is up; register again for a new one.
+    TokenExpired,
+    /// A claim declares a capability the runner's registration did not give it.
+    CapabilityNotRegistered,
+    /// A result does not validate against its kind's `result_schema`.
+    ResultSchemaMismatch,
+    /// A result's signature does not verify against the runner's key.
+    InvalidSignature,
+    /// The kind requires signed results and the completion carried none.
+    SignatureRequired,
+    /// A `result_schema` that is not a valid JSON Schema.
+    InvalidSchema,
+    /// Too many failed attempts from one address; wait `Retry-After` seconds.
+    TooManyRequests,
     /// The store cannot be reached, or the coordinator is stopping; worth a retry.
     Unavailable,
     /// A bug; the coordinator's log has the details.
@@ -52,6 +74,17 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::ArtifactQuotaExceeded,
         ErrorCode::InsufficientStorage,
+        ErrorCode::KeyNotAllowed,
+        ErrorCode::KeyRejected,
+        ErrorCode::RegistrationClosed,
+        ErrorCode::RunnerNotEnrolled,
+        ErrorCode::TokenExpired,
+        ErrorCode::CapabilityNotRegistered,
+        ErrorCode::ResultSchemaMismatch,
+        ErrorCode::InvalidSignature,
+        ErrorCode::SignatureRequired,
+        ErrorCode::InvalidSchema,
+        ErrorCode::TooManyRequests,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -71,6 +104,17 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::ArtifactQuotaExceeded => "artifact_quota_exceeded",
             ErrorCode::InsufficientStorage => "insufficient_storage",
+            ErrorCode::KeyNotAllowed => "key_not_allowed",
+            ErrorCode::KeyRejected => "key_rejected",
+            ErrorCode::RegistrationClosed => "registration_closed",
+            ErrorCode::RunnerNotEnrolled => "runner_not_enrolled",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::CapabilityNotRegistered => "capability_not_registered",
+            ErrorCode::ResultSchemaMismatch => "result_schema_mismatch",
+            ErrorCode::InvalidSignature => "invalid_signature",
+            ErrorCode::SignatureRequired => "signature_required",
+            ErrorCode::InvalidSchema => "invalid_schema",
+            ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

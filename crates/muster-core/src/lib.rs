@@ -6,7 +6,9 @@
 //! transition, and write back what it says; they never decide a state change themselves.
 
 mod dag;
+mod enrollment;
 mod error_code;
+pub mod identity;
 mod ids;
 mod job;
 mod lifecycle;
@@ -20,6 +22,10 @@ mod text;
 mod time;
 
 pub use dag::{DagError, validate_dag};
+pub use enrollment::{
+    Enrollment, EnrollmentGate, EnrollmentOperation, EnrollmentOutcome, EnrollmentRefusal,
+    enrollment_transition,
+};
 pub use error_code::ErrorCode;
 pub use ids::{ArtifactId, ArtifactIdError, JobId, RunnerId};
 pub use job::{

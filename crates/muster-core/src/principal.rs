@@ -6,7 +6,7 @@
 //! front ends, which only name the [`Audience`] of a route and the [`Action`] a call takes, do
 //! not change.
 
-use crate::RunnerId;
+use crate::{ErrorCode, RunnerId};
 
 /// The prefix of every runner token (the contract's `muster_runner_...`).
 pub const RUNNER_TOKEN_PREFIX: &str = "muster_runner_";
@@ -18,13 +18,16 @@ pub enum Principal {
     BootstrapAdmin,
     /// A registered runner: the runner protocol, for its own jobs.
     Runner(RunnerId),
+    /// A runner that registered itself with a key an operator has not approved yet: it may say
+    /// it is alive (runner heartbeats), nothing else.
+    PendingRunner(RunnerId),
 }
 
 impl Principal {
     /// The runner this principal is, if it is one.
     pub fn runner_id(&self) -> Option<RunnerId> {
         match self {
-            Principal::Runner(runner) => Some(*runner),
+            Principal::Runner(runner) | Principal::PendingRunner(runner) => Some(*runner),
             Principal::BootstrapAdmin => None,
         }
     }
@@ -58,8 +61,21 @@ pub enum Action {
     UploadArtifacts,
     /// Download artifacts as a user.
     ReadArtifacts,
-    /// The runner protocol: heartbeats, claims, the calls on leased jobs, artifacts.
+    /// The runner protocol: claims, the calls on leased jobs, artifacts.
     RunnerProtocol,
+    /// A runner saying it is alive (`POST /api/v1/runner/heartbeat`), which a runner waiting
+    /// for approval may do too.
+    RunnerHeartbeat,
+    /// Read the allowlist of runner keys.
+    ReadRunnerKeys,
+    /// Add and remove runner keys; approve and reject self-registered runners.
+    ManageRunnerKeys,
+    /// Read the per-kind result rules.
+    ReadKinds,
+    /// Set and delete per-kind result rules.
+    ManageKinds,
+    /// Read the audit log.
+    ReadAudit,
 }
 
 impl Action {
@@ -73,12 +89,18 @@ impl Action {
         Action::UploadArtifacts,
         Action::ReadArtifacts,
         Action::RunnerProtocol,
+        Action::RunnerHeartbeat,
+        Action::ReadRunnerKeys,
+        Action::ManageRunnerKeys,
+        Action::ReadKinds,
+        Action::ManageKinds,
+        Action::ReadAudit,
     ];
 
     /// Whose action this is.
     pub fn audience(self) -> Audience {
         match self {
-            Action::RunnerProtocol => Audience::Runners,
+            Action::RunnerProtocol | Action::RunnerHeartbeat => Audience::Runners,
             _ => Audience::Users,
         }
     }
@@ -88,29 +110,51 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct Denied {
+    /// `Forbidden`, or a code that says more (`RunnerNotEnrolled`).
+    pub code: ErrorCode,
     pub message: &'static str,
+}
+
+impl Denied {
+    fn forbidden(message: &'static str) -> Denied {
+        Denied {
+            code: ErrorCode::Forbidden,
+            message,
+        }
+    }
 }
 
 const RUNNER_ON_USER_ROUTE: &str = "a runner token cannot be used on user or admin routes";
 const USER_ON_RUNNER_ROUTE: &str = "runner routes take a runner token, not the admin token";
+const PENDING_RUNNER: &str =
+    "this runner's key waits for an operator's approval: it may send heartbeats, not claim or work";
 
 /// Whether `principal` may call a route of `audience` at all.
 pub fn admit(principal: &Principal, audience: Audience) -> Result<(), Denied> {
     match (principal, audience) {
         (Principal::BootstrapAdmin, Audience::Users)
-        | (Principal::Runner(_), Audience::Runners) => Ok(()),
-        (Principal::Runner(_), Audience::Users) => Err(Denied {
-            message: RUNNER_ON_USER_ROUTE,
-        }),
-        (Principal::BootstrapAdmin, Audience::Runners) => Err(Denied {
-            message: USER_ON_RUNNER_ROUTE,
-        }),
+        | (Principal::Runner(_) | Principal::PendingRunner(_), Audience::Runners) => Ok(()),
+        (Principal::Runner(_) | Principal::PendingRunner(_), Audience::Users) => {
+            Err(Denied::forbidden(RUNNER_ON_USER_ROUTE))
+        }
+        (Principal::BootstrapAdmin, Audience::Runners) => {
+            Err(Denied::forbidden(USER_ON_RUNNER_ROUTE))
+        }
     }
 }
 
 /// Whether `principal` may take `action`.
 pub fn authorize(principal: &Principal, action: Action) -> Result<(), Denied> {
-    // Each principal today may take every action of its own audience and none of the other's;
-    // roles will make the user side finer.
-    admit(principal, action.audience())
+    // Each principal today may take every action of its own audience and none of the other's,
+    // except that a runner waiting for approval may only say it is alive; roles will make the
+    // user side finer.
+    admit(principal, action.audience())?;
+    match (principal, action) {
+        (Principal::PendingRunner(_), Action::RunnerHeartbeat) => Ok(()),
+        (Principal::PendingRunner(_), _) => Err(Denied {
+            code: ErrorCode::RunnerNotEnrolled,
+            message: PENDING_RUNNER,
+        }),
+        _ => Ok(()),
+    }
 }

@@ -258,3 +258,26 @@ pub(crate) fn log_entry_from_wire(entry: wire::NewLogEntry) -> muster_core::NewL
         metadata: entry.metadata,
     }
 }
+
+pub(crate) fn runner_key_to_wire(
+    key: muster_service::identity::RunnerKeyRecord,
+) -> wire::RunnerKey {
+    wire::RunnerKey {
+        fingerprint: key.fingerprint,
+        public_key: key.public_key,
+        note: key.note,
+        organization_id: key.organization_id,
+        created_at: time_to_wire(key.created_at),
+    }
+}
+
+pub(crate) fn audit_entry_to_wire(entry: muster_service::identity::AuditEntry) -> wire::AuditEntry {
+    wire::AuditEntry {
+        id: entry.id,
+        at: time_to_wire(entry.at),
+        actor: entry.actor,
+        action: entry.action,
+        subject: entry.subject,
+        detail: entry.detail,
+    }
+}

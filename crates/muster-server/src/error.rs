@@ -22,6 +22,17 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::ArtifactQuotaExceeded | ErrorCode::InsufficientStorage => {
             StatusCode::INSUFFICIENT_STORAGE
         }
+        ErrorCode::KeyNotAllowed
+        | ErrorCode::KeyRejected
+        | ErrorCode::RegistrationClosed
+        | ErrorCode::RunnerNotEnrolled
+        | ErrorCode::CapabilityNotRegistered => StatusCode::FORBIDDEN,
+        ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
+        ErrorCode::ResultSchemaMismatch
+        | ErrorCode::InvalidSignature
+        | ErrorCode::SignatureRequired => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::InvalidSchema => StatusCode::BAD_REQUEST,
+        ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -35,6 +35,7 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
         (name = "jobs", description = "Submit and watch jobs (admin token)"),
         (name = "runners", description = "The runner registry (admin token)"),
         (name = "runner", description = "The runner protocol (runner token)"),
+        (name = "identity", description = "Runner keys and the audit log (admin token)"),
         (name = "artifacts", description = "Content-addressed artifacts: upload and download bytes (admin or runner token)"),
         (name = "operations", description = "Health, readiness, metrics (no token)"),
     )
@@ -211,6 +212,21 @@ parameter_lists! {
     JobIdPath => [("id", Path, "the job's id", uuid())];
     /// The id in the path of a runner's route.
     RunnerIdPath => [("id", Path, "the runner's id", uuid())];
+    /// The fingerprint in the path of a runner key's route.
+    RunnerKeyPath => [(
+        "fingerprint", Path, "the key's fingerprint: `sha256:` and 64 lowercase hex digits", text()
+    )];
+    /// The paging of `GET /api/v1/admin/runner-keys` (`routes::identity::PageQuery`).
+    ListRunnerKeysParameters => [
+        ("limit", Query, "keys per page; default 50", schemas::page_limit()),
+        ("cursor", Query, "`next_cursor` of the previous page; empty or absent for the first", text()),
+    ];
+    /// The filter and paging of `GET /api/v1/admin/audit` (`routes::identity::AuditQuery`).
+    ListAuditParameters => [
+        ("action", Query, "only entries of this action, e.g. `runner_key.added`", text()),
+        ("limit", Query, "entries per page; default 50", schemas::page_limit()),
+        ("cursor", Query, "`next_cursor` of the previous page; empty or absent for the first", text()),
+    ];
     /// The id in the path of an artifact's route.
     ArtifactIdPath => [(
         "id", Path, "the artifact's content id: `sha256:` and 64 lowercase hex digits",

@@ -74,7 +74,7 @@ impl Coordinator {
         declared: Option<u64>,
     ) -> Result<UploadPermit, ServiceError> {
         let uploader = match principal {
-            Principal::Runner(runner) => {
+            Principal::Runner(runner) | Principal::PendingRunner(runner) => {
                 authorize(principal, Action::RunnerProtocol)?;
                 ArtifactUploader::Runner(*runner)
             }
@@ -189,7 +189,9 @@ impl Coordinator {
         id: &str,
     ) -> Result<(ArtifactId, BlobReader), ServiceError> {
         match principal {
-            Principal::Runner(_) => authorize(principal, Action::RunnerProtocol)?,
+            Principal::Runner(_) | Principal::PendingRunner(_) => {
+                authorize(principal, Action::RunnerProtocol)?
+            }
             Principal::BootstrapAdmin => authorize(principal, Action::ReadArtifacts)?,
         }
         let id: ArtifactId = id.parse().map_err(|_| {

@@ -81,7 +81,7 @@ impl ServiceError {
 
 impl From<Denied> for ServiceError {
     fn from(denied: Denied) -> ServiceError {
-        ServiceError::forbidden(denied.message)
+        ServiceError::new(denied.code, denied.message)
     }
 }
 

@@ -18,6 +18,7 @@ mod auth;
 mod changes;
 mod config;
 mod error;
+pub mod identity;
 pub mod jobs;
 mod metrics;
 pub mod operations;

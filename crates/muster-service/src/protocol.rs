@@ -179,7 +179,12 @@ fn event_entry(event: Value) -> NewLogEntry {
 
 /// The runner a protocol call comes from, or why it may not make it.
 fn calling_runner(principal: &Principal) -> Result<RunnerId, ServiceError> {
-    authorize(principal, Action::RunnerProtocol)?;
+    runner_taking(principal, Action::RunnerProtocol)
+}
+
+/// The runner taking `action`, or why it may not.
+fn runner_taking(principal: &Principal, action: Action) -> Result<RunnerId, ServiceError> {
+    authorize(principal, action)?;
     principal
         .runner_id()
         .ok_or_else(|| ServiceError::forbidden("runner routes take a runner token"))
@@ -199,7 +204,7 @@ impl Coordinator {
         principal: &Principal,
         beat: RunnerHeartbeat,
     ) -> Result<HeartbeatAnswer, ServiceError> {
-        let runner = calling_runner(principal)?;
+        let runner = runner_taking(principal, Action::RunnerHeartbeat)?;
         if beat.jobs.len() > MAX_HEARTBEAT_JOBS {
             return Err(ServiceError::invalid_input(format!(
                 "jobs: at most {MAX_HEARTBEAT_JOBS} ids"

@@ -17,17 +17,24 @@ use muster_core::{
 use serde_json::Value;
 
 use crate::{
-    Activity, ArtifactRecord, ArtifactUsage, ArtifactUsageReport, ClaimRequest, ClaimedJob,
-    CompletionItem, JobAck, JobCall, JobFilter, LogPage, LogPosition, NewRunner, Page, PageRequest,
-    PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity, RecordedOutputs,
-    RunnerBeat, StoreError, Submitted,
+    Activity, ArtifactRecord, ArtifactUsage, ArtifactUsageReport, AuditEntry, AuditFilter,
+    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, LogPosition,
+    NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
+    RecordedActivity, RecordedOutputs, RunnerBeat, RunnerKeyRecord, StoreError, Submitted,
 };
 
 /// The coordinator's durable state: every capability together. See the crate docs for the
 /// guarantees every method gives. Implemented by every type that has all the capabilities.
-pub trait Store: JobStore + LeaseStore + RunnerStore + ArtifactRecords + Maintenance {}
+pub trait Store:
+    JobStore + LeaseStore + RunnerStore + ArtifactRecords + IdentityRecords + Maintenance
+{
+}
 
-impl<T: JobStore + LeaseStore + RunnerStore + ArtifactRecords + Maintenance + ?Sized> Store for T {}
+impl<
+    T: JobStore + LeaseStore + RunnerStore + ArtifactRecords + IdentityRecords + Maintenance + ?Sized,
+> Store for T
+{
+}
 
 /// Jobs as their submitters see them: submit, read, list, cancel, retry, and read what runners
 /// recorded (logs, DAGs).
@@ -287,6 +294,51 @@ pub trait ArtifactRecords: Send + Sync + 'static {
         &self,
         limit: u32,
     ) -> Result<Vec<(RunnerId, ArtifactUsage)>, StoreError>;
+}
+
+/// Runner identity: the allowlist of runner keys and the audit log of security events. A change
+/// to the allowlist and its audit entry are committed together, so the log never misses a change
+/// nor records one that did not happen.
+#[async_trait]
+pub trait IdentityRecords: Send + Sync + 'static {
+    /// Put `key` on the allowlist and record `audit`, in one commit. A key whose fingerprint is
+    /// already there is left as it was and nothing is recorded: the answer is the stored entry
+    /// and `false`.
+    async fn add_runner_key(
+        &self,
+        key: RunnerKeyRecord,
+        audit: NewAuditEntry,
+    ) -> Result<(RunnerKeyRecord, bool), StoreError>;
+
+    /// The allowlist, oldest first (the order keys were added), one page at a time.
+    async fn list_runner_keys(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<RunnerKeyRecord>, StoreError>;
+
+    /// The allowlist entry of `fingerprint`, if it is there.
+    async fn get_runner_key(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<RunnerKeyRecord>, StoreError>;
+
+    /// Take `fingerprint` off the allowlist and record `audit`, in one commit; `NotFound` (and
+    /// nothing recorded) when it is not there.
+    async fn remove_runner_key(
+        &self,
+        fingerprint: &str,
+        audit: NewAuditEntry,
+    ) -> Result<RunnerKeyRecord, StoreError>;
+
+    /// Record a security event that changes nothing else (a refused registration, say).
+    async fn append_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError>;
+
+    /// The audit log newest first, optionally only one action, one page at a time.
+    async fn list_audit(
+        &self,
+        filter: AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditEntry>, StoreError>;
 }
 
 /// What the coordinator's background loops and health checks need: deadlines, retention, counts,

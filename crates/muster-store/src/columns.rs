@@ -13,7 +13,9 @@ use serde_json::Value;
 
 use crate::StoreError;
 use crate::encoding::{capabilities_from_json, inputs_from_json, outputs_from_json};
+use crate::rules::identity::{AuditColumns, RunnerKeyColumns, audit_entry, runner_key_record};
 use crate::rules::runners::{RunnerColumns, runner_record};
+use crate::{AuditEntry, RunnerKeyRecord};
 
 macro_rules! lifecycle_columns {
     () => {
@@ -203,4 +205,45 @@ pub(crate) fn runner_from_row<R: StoredRow>(
         running_jobs: row.integer(13)?,
     });
     Ok((row.integer(0)?, record))
+}
+
+/// The columns of `runner_keys` that [`runner_key_from_row`] reads.
+pub(crate) const RUNNER_KEY_COLUMNS: &str =
+    "seq, fingerprint, public_key, note, organization_id, created_at";
+
+/// Read a row selected with [`RUNNER_KEY_COLUMNS`]; answers the row's `seq` and the key.
+pub(crate) fn runner_key_from_row<R: StoredRow>(
+    row: &R,
+) -> Result<(i64, RunnerKeyRecord), R::Error> {
+    let record = runner_key_record(RunnerKeyColumns {
+        fingerprint: text(row, 1)?,
+        public_key: text(row, 2)?,
+        note: owned_text(row, 3)?,
+        organization_id: owned_text(row, 4)?,
+        created_at: row.integer(5)?,
+    });
+    Ok((row.integer(0)?, record))
+}
+
+/// The columns of `audit_log` that [`audit_entry_from_row`] reads.
+pub(crate) const AUDIT_COLUMNS: &str = "seq, at, actor, action, subject, detail";
+
+/// Read a row selected with [`AUDIT_COLUMNS`]; answers the row's `seq` and the entry, which is
+/// an error of its own when its detail does not decode (so a page fails only for an entry it
+/// holds).
+pub(crate) fn audit_entry_from_row<R: StoredRow>(
+    row: &R,
+) -> Result<(i64, Result<AuditEntry, StoreError>), R::Error> {
+    let seq = row.integer(0)?;
+    let entry = audit_entry(AuditColumns {
+        seq,
+        at: row.integer(1)?,
+        actor: text(row, 2)?,
+        action: text(row, 3)?,
+        subject: text(row, 4)?,
+        detail: row
+            .optional_text(5)?
+            .ok_or_else(|| R::corrupt(5, "NULL where text belongs".into()))?,
+    });
+    Ok((seq, entry))
 }

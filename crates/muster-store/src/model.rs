@@ -241,3 +241,47 @@ pub struct ArtifactUsageReport {
     pub all: ArtifactUsage,
     pub runner: ArtifactUsage,
 }
+
+/// A runner key on the allowlist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerKeyRecord {
+    /// `sha256:` and 64 lowercase hex digits: the key's id.
+    pub fingerprint: String,
+    /// Standard base64 of the 32 raw bytes.
+    pub public_key: String,
+    pub note: Option<String>,
+    pub organization_id: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// A security event to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEntry {
+    pub at: Timestamp,
+    /// Who did it: `admin`, `runner:<id>`, `key:<fingerprint>`, `address:<ip>`.
+    pub actor: String,
+    /// What happened, dotted: `runner_key.added`, `registration.refused`, ...
+    pub action: String,
+    /// What it happened to: a fingerprint, a runner id, a job id.
+    pub subject: String,
+    /// Anything else worth keeping (an object; never a secret).
+    pub detail: Value,
+}
+
+/// A recorded security event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// Increasing in the order entries were recorded (decimal digits).
+    pub id: String,
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub detail: Value,
+}
+
+/// Which audit entries to list; `None` matches every one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+}

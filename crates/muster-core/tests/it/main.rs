@@ -12,7 +12,9 @@
 mod backoff;
 mod cancel;
 mod deadlines;
+mod enrollment;
 mod epochs_and_fencing;
+mod identity;
 mod matching;
 mod principals;
 mod support;

@@ -2,6 +2,7 @@
 //! (`/api/v1/runner/*`) and operators (`/healthz`, `/readyz`, `/metrics`).
 
 pub(crate) mod artifacts;
+pub(crate) mod identity;
 pub(crate) mod jobs;
 pub(crate) mod ops;
 pub(crate) mod protocol;
@@ -28,6 +29,12 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::job_dag))
         .routes(routes!(runners::create_runner, runners::list_runners))
         .routes(routes!(runners::get_runner, runners::delete_runner))
+        .routes(routes!(
+            identity::add_runner_key,
+            identity::list_runner_keys
+        ))
+        .routes(routes!(identity::remove_runner_key))
+        .routes(routes!(identity::list_audit))
         .routes(routes!(protocol::runner_heartbeat))
         .routes(routes!(protocol::claim_jobs))
         .routes(routes!(protocol::job_heartbeat))

@@ -10,6 +10,7 @@ mod burn_down;
 mod connections;
 mod fencing;
 mod https;
+mod identity;
 mod jobs;
 mod logs;
 mod ops;

@@ -24,6 +24,7 @@
 
 mod artifacts;
 mod combine;
+mod identity;
 mod jobs;
 mod rows;
 mod runners;
@@ -51,10 +52,11 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::rules::runners::RunnerTouches;
 
 use crate::{
-    Activity, ArtifactRecord, ArtifactRecords, ArtifactUsage, ArtifactUsageReport, ClaimRequest,
-    ClaimedJob, CompletionItem, JobCall, JobFilter, JobStore, LeaseStore, LogPage, LogPosition,
-    Maintenance, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
-    RecordedActivity, RunnerBeat, RunnerStore, StoreError, Submitted,
+    Activity, ArtifactRecord, ArtifactRecords, ArtifactUsage, ArtifactUsageReport, AuditEntry,
+    AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, IdentityRecords, JobCall, JobFilter,
+    JobStore, LeaseStore, LogPage, LogPosition, Maintenance, NewAuditEntry, NewRunner, Page,
+    PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity, RunnerBeat,
+    RunnerKeyRecord, RunnerStore, StoreError, Submitted,
 };
 
 /// Settings of the PostgreSQL backend.
@@ -735,6 +737,57 @@ impl ArtifactRecords for PostgresStore {
     ) -> Result<Vec<(RunnerId, ArtifactUsage)>, StoreError> {
         let client = self.client().await?;
         artifacts::largest_uploaders(&client, limit).await
+    }
+}
+
+#[async_trait]
+impl IdentityRecords for PostgresStore {
+    async fn add_runner_key(
+        &self,
+        key: RunnerKeyRecord,
+        audit: NewAuditEntry,
+    ) -> Result<(RunnerKeyRecord, bool), StoreError> {
+        Ok(in_transaction!(self, transaction => identity::add(&transaction, &key, &audit)))
+    }
+
+    async fn list_runner_keys(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<RunnerKeyRecord>, StoreError> {
+        let client = self.client().await?;
+        identity::list(&client, &page).await
+    }
+
+    async fn get_runner_key(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<RunnerKeyRecord>, StoreError> {
+        let client = self.client().await?;
+        identity::get(&client, fingerprint).await
+    }
+
+    async fn remove_runner_key(
+        &self,
+        fingerprint: &str,
+        audit: NewAuditEntry,
+    ) -> Result<RunnerKeyRecord, StoreError> {
+        Ok(
+            in_transaction!(self, transaction => identity::remove(&transaction, fingerprint, &audit)),
+        )
+    }
+
+    async fn append_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        identity::append_audit(&client, &entry).await
+    }
+
+    async fn list_audit(
+        &self,
+        filter: AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditEntry>, StoreError> {
+        let client = self.client().await?;
+        identity::list_audit(&client, &filter, &page).await
     }
 }
 

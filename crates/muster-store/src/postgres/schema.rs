@@ -224,6 +224,28 @@ $$;
 CREATE TRIGGER artifacts_counted AFTER INSERT OR DELETE OR UPDATE OF size, runner_id ON artifacts
     FOR EACH ROW EXECUTE FUNCTION muster_count_artifacts();
 "#,
+    r#"
+-- Runner identity. runner_keys is the allowlist of runner keys, listed oldest first by seq (the
+-- order they were added); audit_log the security events, listed newest first, all of them or
+-- one action's (hence the index). detail is JSON text, like every other JSON column here.
+CREATE TABLE runner_keys (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    fingerprint TEXT NOT NULL UNIQUE,
+    public_key TEXT NOT NULL,
+    note TEXT,
+    organization_id TEXT,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE audit_log (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_log_action ON audit_log (action, seq);
+"#,
 ];
 
 /// Bring `component`'s schema up to date: apply the migrations of `migrations` not yet applied,

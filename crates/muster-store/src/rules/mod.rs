@@ -15,11 +15,13 @@
 //! - [`paging`]: list cursors and pages.
 //! - [`prune`]: which finished jobs retention deletes.
 //! - [`artifacts`]: outputs, named artifacts, artifact records and usage totals.
+//! - [`identity`]: the runner key allowlist and the audit log.
 
 pub(crate) mod activity;
 pub(crate) mod artifacts;
 pub(crate) mod claims;
 pub(crate) mod completions;
+pub(crate) mod identity;
 pub(crate) mod jobs;
 pub(crate) mod logs;
 pub(crate) mod paging;

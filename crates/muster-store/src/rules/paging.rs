@@ -1,6 +1,7 @@
-//! Lists a page at a time, newest first. A cursor is the row sequence number of the previous
-//! page's last item, so a page reads the rows below it; one row more than the page holds is read
-//! to know whether another page follows.
+//! Lists a page at a time, newest first (or oldest first, for the lists kept in the order things
+//! were added). A cursor is the row sequence number of the previous page's last item, so a page
+//! reads the rows below it (above it, oldest first); one row more than the page holds is read to
+//! know whether another page follows.
 
 use crate::{Page, PageRequest, StoreError};
 
@@ -22,6 +23,12 @@ pub(crate) fn page_start(page: &PageRequest) -> Result<Option<i64>, StoreError> 
 /// Like [`page_start`], as a bound: from the newest is below every row.
 pub(crate) fn page_start_bound(page: &PageRequest) -> Result<i64, StoreError> {
     Ok(page_start(page)?.unwrap_or(i64::MAX))
+}
+
+/// Like [`page_start`], for lists oldest first: the page starts above the cursor's row, and
+/// from the oldest is above no row.
+pub(crate) fn page_after_bound(page: &PageRequest) -> Result<i64, StoreError> {
+    Ok(page_start(page)?.unwrap_or(0))
 }
 
 /// Rows a page reads: one more than it holds.
@@ -82,6 +89,9 @@ mod tests {
             );
         }
         assert_eq!(page_start_bound(&request(5, None)), Ok(i64::MAX));
+        assert_eq!(page_after_bound(&request(5, None)), Ok(0));
+        assert_eq!(page_after_bound(&request(5, Some("17"))), Ok(17));
+        assert!(page_after_bound(&request(5, Some("x"))).is_err());
         assert_eq!(
             rows_to_read(&request(u32::MAX, None)),
             i64::from(u32::MAX) + 1

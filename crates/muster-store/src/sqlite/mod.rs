@@ -5,6 +5,7 @@
 //! database), which is what lets the writer thread be the only writer and keep small caches.
 
 mod artifacts;
+mod identity;
 mod jobs;
 mod rows;
 mod runners;
@@ -26,10 +27,11 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::{
-    Activity, ArtifactRecord, ArtifactRecords, ArtifactUsage, ArtifactUsageReport, ClaimRequest,
-    ClaimedJob, CompletionItem, JobCall, JobFilter, JobStore, LeaseStore, LogPage, LogPosition,
-    Maintenance, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
-    RecordedActivity, RunnerBeat, RunnerStore, StoreError, Submitted,
+    Activity, ArtifactRecord, ArtifactRecords, ArtifactUsage, ArtifactUsageReport, AuditEntry,
+    AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, IdentityRecords, JobCall, JobFilter,
+    JobStore, LeaseStore, LogPage, LogPosition, Maintenance, NewAuditEntry, NewRunner, Page,
+    PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity, RunnerBeat,
+    RunnerKeyRecord, RunnerStore, StoreError, Submitted,
 };
 use writer::{Writer, WriterContext};
 
@@ -493,6 +495,65 @@ impl ArtifactRecords for SqliteStore {
     ) -> Result<Vec<(RunnerId, ArtifactUsage)>, StoreError> {
         self.readers
             .run(move |conn| artifacts::largest_uploaders(conn, limit))
+            .await
+    }
+}
+
+#[async_trait]
+impl IdentityRecords for SqliteStore {
+    async fn add_runner_key(
+        &self,
+        key: RunnerKeyRecord,
+        audit: NewAuditEntry,
+    ) -> Result<(RunnerKeyRecord, bool), StoreError> {
+        self.writer
+            .run(move |context| identity::add(context, &key, &audit))
+            .await
+    }
+
+    async fn list_runner_keys(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<RunnerKeyRecord>, StoreError> {
+        self.readers
+            .run(move |conn| identity::list(conn, &page))
+            .await
+    }
+
+    async fn get_runner_key(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<RunnerKeyRecord>, StoreError> {
+        let fingerprint = fingerprint.to_string();
+        self.readers
+            .run(move |conn| identity::get(conn, &fingerprint))
+            .await
+    }
+
+    async fn remove_runner_key(
+        &self,
+        fingerprint: &str,
+        audit: NewAuditEntry,
+    ) -> Result<RunnerKeyRecord, StoreError> {
+        let fingerprint = fingerprint.to_string();
+        self.writer
+            .run(move |context| identity::remove(context, &fingerprint, &audit))
+            .await
+    }
+
+    async fn append_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError> {
+        self.writer
+            .run(move |context| identity::append_audit(context, &entry))
+            .await
+    }
+
+    async fn list_audit(
+        &self,
+        filter: AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditEntry>, StoreError> {
+        self.readers
+            .run(move |conn| identity::list_audit(conn, &filter, &page))
             .await
     }
 }

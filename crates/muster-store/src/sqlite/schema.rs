@@ -141,6 +141,28 @@ CREATE TRIGGER artifacts_recounted AFTER UPDATE OF size, runner_id ON artifacts 
         ON CONFLICT (uploader) DO UPDATE SET bytes = bytes + excluded.bytes, count = count + 1;
 END;
 "#,
+    // 5: runner identity. `runner_keys` is the allowlist of runner keys, listed oldest first by
+    // `seq` (the order they were added); `audit_log` the security events, listed newest first,
+    // all of them or one action's (hence the index). `detail` is JSON text.
+    r#"
+CREATE TABLE runner_keys (
+    seq INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL UNIQUE,
+    public_key TEXT NOT NULL,
+    note TEXT,
+    organization_id TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE audit_log (
+    seq INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_log_action ON audit_log (action, seq);
+"#,
 ];
 
 /// Bring the schema up to date inside one transaction.

@@ -122,6 +122,21 @@ macro_rules! conformance_suite {
             the_pending_signal_moves_whenever_jobs_may_have_become_claimable,
             ping_answers,
         );
+        // Runner identity (key allowlist, audit log), in a module of its own so that
+        // `cargo test identity` runs just these.
+        mod identity {
+            use super::*;
+
+            conformance_suite!(@store_tests $open;
+                an_added_runner_key_reads_back_and_is_audited,
+                adding_a_fingerprint_again_changes_nothing_and_records_nothing,
+                runner_keys_list_oldest_first_across_pages,
+                a_removed_runner_key_is_gone_and_audited_once,
+                the_audit_log_lists_newest_first_by_action_a_page_at_a_time,
+                audit_detail_round_trips_as_json,
+                a_key_and_its_audit_entry_are_committed_together,
+            );
+        }
         conformance_suite!(@factory_tests $open_with_log_cap;
             entries_past_the_log_cap_are_dropped_after_one_truncation_notice,
             sequence_numbers_sent_out_of_order_cannot_get_past_the_log_cap,

@@ -88,6 +88,8 @@ async fn leases_taken_under_the_first_schema_survive_the_move_to_lease_checks() 
              DROP FUNCTION muster_count_artifacts() CASCADE;
              DROP TABLE artifacts;
              DROP TABLE artifact_usage;
+             DROP TABLE runner_keys;
+             DROP TABLE audit_log;
              UPDATE muster_schema SET version = 1 WHERE component = 'store';
              COMMIT;",
         )
@@ -156,6 +158,8 @@ async fn failed_jobs_from_before_their_table_existed_are_listed_after_the_upgrad
              DROP FUNCTION muster_count_artifacts() CASCADE;
              DROP TABLE artifacts;
              DROP TABLE artifact_usage;
+             DROP TABLE runner_keys;
+             DROP TABLE audit_log;
              UPDATE muster_schema SET version = 2 WHERE component = 'store';
              COMMIT;",
         )

@@ -35,6 +35,8 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
              DROP INDEX jobs_cancelled;
              DROP TABLE artifacts;
              DROP TABLE artifact_usage;
+             DROP TABLE runner_keys;
+             DROP TABLE audit_log;
              PRAGMA user_version = 1;",
         )
         .context("downgrade the schema to version 1")?;
@@ -59,7 +61,14 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
     drop(store);
     let conn = rusqlite::Connection::open(&config.path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    ensure!(version == 4, "the schema is at version 4, got {version}");
+    ensure!(version == 5, "the schema is at version 5, got {version}");
+    let identity_tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+         AND name IN ('runner_keys', 'audit_log')",
+        [],
+        |row| row.get(0),
+    )?;
+    ensure!(identity_tables == 2, "the runner identity tables exist");
     let artifact_tables: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
          AND name IN ('artifacts', 'artifact_usage')",
