@@ -782,3 +782,36 @@ pub struct AuditList {
     pub next_cursor: Option<String>,
 }
 }
+
+schema! {
+/// `PUT /api/v1/kinds/{kind}`: a kind's result rules.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct SetKindSettings {
+    /// A JSON Schema (draft 2020-12) every result of the kind must meet; null for none.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::any_json))]
+    #[serde(default)]
+    pub result_schema: Option<Value>,
+    /// Completions of the kind must carry a signature by the runner's key. Default false.
+    #[serde(default)]
+    pub require_signed_results: bool,
+}
+
+/// A kind's result rules.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KindSettings {
+    pub kind: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::any_json))]
+    pub result_schema: Option<Value>,
+    pub require_signed_results: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A page of kinds' result rules, by kind name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KindSettingsList {
+    pub items: Vec<KindSettings>,
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub next_cursor: Option<String>,
+}
+}

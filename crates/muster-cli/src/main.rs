@@ -4,6 +4,7 @@ mod connect;
 mod identity;
 mod jobs;
 mod keys;
+mod kinds;
 mod output;
 mod runner;
 mod runners;
@@ -65,6 +66,16 @@ enum Command {
         connect: connect::ConnectArgs,
         #[command(subcommand)]
         command: runners::RunnersCommand,
+    },
+    /// Result rules per job kind: a JSON Schema results must meet, signed results only.
+    #[command(
+        after_help = "Examples:\n  muster kinds set bench --schema score.schema.json\n  muster kinds list\n  muster kinds delete bench"
+    )]
+    Kinds {
+        #[command(flatten)]
+        connect: connect::ConnectArgs,
+        #[command(subcommand)]
+        command: kinds::KindsCommand,
     },
     /// The log of security events: runner keys added and removed, and more.
     #[command(
@@ -222,6 +233,7 @@ fn main() -> ExitCode {
         },
         Command::Job { connect, command } => run_async(jobs::run(command, &connect)),
         Command::Runners { connect, command } => run_async(runners::run(command, &connect)),
+        Command::Kinds { connect, command } => run_async(kinds::run(command, &connect)),
         Command::Audit { connect, args } => run_async(identity::run_audit(args, &connect)),
     };
     let code = match outcome {

@@ -188,6 +188,16 @@ impl Connection {
     }
 }
 
+/// `text` as one path segment, percent-encoded.
+fn path_segment(text: &str) -> percent_encoding::PercentEncode<'_> {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
+}
+
+/// The route of one kind's settings.
+fn kind_path(kind: &str) -> String {
+    format!("/api/v1/kinds/{}", path_segment(kind))
+}
+
 /// The `limit` and `cursor` query parameters of a list.
 fn page_query(limit: Option<u32>, cursor: Option<&str>) -> Vec<(&'static str, String)> {
     let mut query = Vec::new();
@@ -431,6 +441,51 @@ impl MusterClient {
         Ok(())
     }
 
+    /// Set `kind`'s result rules, replacing any it had.
+    pub async fn put_kind_settings(
+        &self,
+        kind: &str,
+        settings: &api::SetKindSettings,
+    ) -> Result<api::KindSettings, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::PUT, &kind_path(kind))
+                    .json(settings),
+            )
+            .await
+    }
+
+    /// `kind`'s result rules (`not_found` when it has none).
+    pub async fn get_kind_settings(&self, kind: &str) -> Result<api::KindSettings, ClientError> {
+        self.connection
+            .json(self.connection.request(Method::GET, &kind_path(kind)))
+            .await
+    }
+
+    /// Every kind's result rules, by kind name.
+    pub async fn list_kind_settings(
+        &self,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<api::KindSettingsList, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, "/api/v1/kinds")
+                    .query(&page_query(limit, cursor)),
+            )
+            .await
+    }
+
+    /// Remove `kind`'s result rules.
+    pub async fn delete_kind_settings(&self, kind: &str) -> Result<(), ClientError> {
+        self.connection
+            .send(self.connection.request(Method::DELETE, &kind_path(kind)))
+            .await?;
+        Ok(())
+    }
+
     /// Put a runner key on the allowlist; `true` when it was not there before.
     pub async fn add_runner_key(
         &self,
@@ -465,10 +520,7 @@ impl MusterClient {
 
     /// Take the key with `fingerprint` (`sha256:...`) off the allowlist.
     pub async fn remove_runner_key(&self, fingerprint: &str) -> Result<(), ClientError> {
-        let path = format!(
-            "/api/v1/admin/runner-keys/{}",
-            percent_encoding::utf8_percent_encode(fingerprint, percent_encoding::NON_ALPHANUMERIC)
-        );
+        let path = format!("/api/v1/admin/runner-keys/{}", path_segment(fingerprint));
         self.connection
             .send(self.connection.request(Method::DELETE, &path))
             .await?;

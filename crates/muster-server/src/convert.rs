@@ -281,3 +281,14 @@ pub(crate) fn audit_entry_to_wire(entry: muster_service::identity::AuditEntry) -
         detail: entry.detail,
     }
 }
+
+pub(crate) fn kind_settings_to_wire(
+    settings: muster_service::kinds::KindSettings,
+) -> wire::KindSettings {
+    wire::KindSettings {
+        kind: settings.kind,
+        result_schema: settings.result_schema,
+        require_signed_results: settings.require_signed_results,
+        updated_at: time_to_wire(settings.updated_at),
+    }
+}

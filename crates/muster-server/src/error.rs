@@ -115,15 +115,24 @@ mod tests {
         for code in ErrorCode::ALL {
             let status = http_status(*code).as_u16();
             let expected = match code.as_str() {
-                "invalid_input" => 400,
-                "unauthorized" => 401,
-                "forbidden" => 403,
+                "invalid_input" | "invalid_schema" => 400,
+                "unauthorized" | "token_expired" => 401,
+                "forbidden"
+                | "key_not_allowed"
+                | "key_rejected"
+                | "registration_closed"
+                | "runner_not_enrolled"
+                | "capability_not_registered" => 403,
                 "not_found" => 404,
                 "method_not_allowed" => 405,
                 "request_timeout" => 408,
                 "lease_lost" | "invalid_state" => 409,
                 "payload_too_large" => 413,
-                "unknown_artifact" => 422,
+                "unknown_artifact"
+                | "result_schema_mismatch"
+                | "invalid_signature"
+                | "signature_required" => 422,
+                "too_many_requests" => 429,
                 "internal" => 500,
                 "unavailable" => 503,
                 "artifact_quota_exceeded" | "insufficient_storage" => 507,

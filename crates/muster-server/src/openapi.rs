@@ -36,6 +36,7 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
         (name = "runners", description = "The runner registry (admin token)"),
         (name = "runner", description = "The runner protocol (runner token)"),
         (name = "identity", description = "Runner keys and the audit log (admin token)"),
+        (name = "kinds", description = "Result rules per job kind (admin token)"),
         (name = "artifacts", description = "Content-addressed artifacts: upload and download bytes (admin or runner token)"),
         (name = "operations", description = "Health, readiness, metrics (no token)"),
     )
@@ -212,6 +213,8 @@ parameter_lists! {
     JobIdPath => [("id", Path, "the job's id", uuid())];
     /// The id in the path of a runner's route.
     RunnerIdPath => [("id", Path, "the runner's id", uuid())];
+    /// The kind in the path of a kind's route (percent-encoded).
+    KindPath => [("kind", Path, "the job kind, percent-encoded", text())];
     /// The fingerprint in the path of a runner key's route.
     RunnerKeyPath => [(
         "fingerprint", Path, "the key's fingerprint: `sha256:` and 64 lowercase hex digits", text()

@@ -41,7 +41,7 @@ pub struct AddedRunnerKey {
 }
 
 /// How the audit log names who made a change.
-fn actor_of(principal: &Principal) -> String {
+pub(crate) fn actor_of(principal: &Principal) -> String {
     match principal {
         Principal::BootstrapAdmin => "admin".to_string(),
         Principal::Runner(runner) | Principal::PendingRunner(runner) => format!("runner:{runner}"),

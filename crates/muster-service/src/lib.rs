@@ -20,6 +20,7 @@ mod config;
 mod error;
 pub mod identity;
 pub mod jobs;
+pub mod kinds;
 mod metrics;
 pub mod operations;
 pub mod protocol;
@@ -61,6 +62,7 @@ pub struct Coordinator {
     pub(crate) job_changes: Arc<changes::JobChanges>,
     pub(crate) draining_runners: Arc<changes::DrainingRunners>,
     pub(crate) uploads_in_flight: Arc<quota::UploadsInFlight>,
+    pub(crate) kind_rules: Arc<kinds::KindRules>,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -91,6 +93,7 @@ impl Coordinator {
             job_changes: Arc::default(),
             draining_runners: Arc::default(),
             uploads_in_flight: Arc::default(),
+            kind_rules: Arc::default(),
             shutdown: parts.shutdown,
         }
     }

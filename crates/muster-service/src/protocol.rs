@@ -400,6 +400,8 @@ impl Coordinator {
         let call = job_call(principal, target)?;
         muster_core::validate_outputs(&outputs)
             .map_err(|error| ServiceError::invalid_input(error.to_string()))?;
+        self.check_result_rules(call.runner, call.job, &result, false)
+            .await?;
         self.keep_outputs(&outputs).await?;
         let job = self
             .store
@@ -462,32 +464,55 @@ impl Coordinator {
                 "items: at most {MAX_BATCH_COMPLETIONS} per call"
             )));
         }
-        let ids: Vec<JobId> = completions.iter().map(|item| item.job).collect();
-        let items = completions
-            .into_iter()
-            .map(|item| CompletionItem {
-                job: item.job,
-                epoch: item.epoch,
-                result: item.result,
-            })
-            .collect();
-        let outcomes = self
-            .store
-            .complete_jobs(runner, items, self.clock.now())
-            .await?;
-        let mut completed = 0;
-        let outcomes = ids
-            .into_iter()
-            .zip(outcomes)
-            .map(|(id, outcome)| match outcome {
+        // Items whose result breaks its kind's rules are answered here and never reach the
+        // store; the others are committed together, each fenced on its own.
+        let mut refused: Vec<Option<ServiceError>> = Vec::with_capacity(completions.len());
+        let mut ids = Vec::with_capacity(completions.len());
+        let mut items = Vec::with_capacity(completions.len());
+        for item in completions {
+            match self
+                .check_result_rules(runner, item.job, &item.result, false)
+                .await
+            {
                 Ok(()) => {
-                    completed += 1;
-                    self.job_changes.changed(id);
-                    Ok(())
+                    refused.push(None);
+                    ids.push(item.job);
+                    items.push(CompletionItem {
+                        job: item.job,
+                        epoch: item.epoch,
+                        result: item.result,
+                    });
                 }
-                Err(error) => Err(ServiceError::from(error)),
-            })
-            .collect();
+                Err(error) => refused.push(Some(error)),
+            }
+        }
+        let stored = if items.is_empty() {
+            Vec::new()
+        } else {
+            self.store
+                .complete_jobs(runner, items, self.clock.now())
+                .await?
+        };
+        let mut completed = 0;
+        let mut stored = ids.into_iter().zip(stored);
+        let mut outcomes = Vec::with_capacity(refused.len());
+        for refusal in refused {
+            let outcome = match refusal {
+                Some(error) => Err(error),
+                None => match stored.next() {
+                    Some((id, Ok(()))) => {
+                        completed += 1;
+                        self.job_changes.changed(id);
+                        Ok(())
+                    }
+                    Some((_, Err(error))) => Err(ServiceError::from(error)),
+                    None => Err(ServiceError::internal(
+                        "the store answered fewer completions than it was given",
+                    )),
+                },
+            };
+            outcomes.push(outcome);
+        }
         self.metrics.record_completions(completed);
         Ok(outcomes)
     }

@@ -18,20 +18,34 @@ use serde_json::Value;
 
 use crate::{
     Activity, ArtifactRecord, ArtifactUsage, ArtifactUsageReport, AuditEntry, AuditFilter,
-    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage, LogPosition,
-    NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
-    RecordedActivity, RecordedOutputs, RunnerBeat, RunnerKeyRecord, StoreError, Submitted,
+    ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, KindSettingsRecord,
+    LogPage, LogPosition, NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport,
+    QueueDepth, ReapReport, RecordedActivity, RecordedOutputs, RunnerBeat, RunnerKeyRecord,
+    StoreError, Submitted,
 };
 
 /// The coordinator's durable state: every capability together. See the crate docs for the
 /// guarantees every method gives. Implemented by every type that has all the capabilities.
 pub trait Store:
-    JobStore + LeaseStore + RunnerStore + ArtifactRecords + IdentityRecords + Maintenance
+    JobStore
+    + LeaseStore
+    + RunnerStore
+    + ArtifactRecords
+    + IdentityRecords
+    + KindSettingsStore
+    + Maintenance
 {
 }
 
 impl<
-    T: JobStore + LeaseStore + RunnerStore + ArtifactRecords + IdentityRecords + Maintenance + ?Sized,
+    T: JobStore
+        + LeaseStore
+        + RunnerStore
+        + ArtifactRecords
+        + IdentityRecords
+        + KindSettingsStore
+        + Maintenance
+        + ?Sized,
 > Store for T
 {
 }
@@ -339,6 +353,38 @@ pub trait IdentityRecords: Send + Sync + 'static {
         filter: AuditFilter,
         page: PageRequest,
     ) -> Result<Page<AuditEntry>, StoreError>;
+}
+
+/// The result rules of each job kind (`PUT /api/v1/kinds/{kind}`): a JSON Schema results must
+/// meet, and whether results must be signed. Cluster-wide. A change and its audit entry are
+/// committed together.
+#[async_trait]
+pub trait KindSettingsStore: Send + Sync + 'static {
+    /// Set `settings.kind`'s rules, replacing any it had, and record `audit`, in one commit.
+    /// Answers the stored settings.
+    async fn put_kind_settings(
+        &self,
+        settings: KindSettingsRecord,
+        audit: NewAuditEntry,
+    ) -> Result<KindSettingsRecord, StoreError>;
+
+    /// The rules of `kind`, if it has any.
+    async fn get_kind_settings(&self, kind: &str)
+    -> Result<Option<KindSettingsRecord>, StoreError>;
+
+    /// Every kind's rules, by kind name (byte order), one page at a time.
+    async fn list_kind_settings(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<KindSettingsRecord>, StoreError>;
+
+    /// Remove `kind`'s rules and record `audit`, in one commit; `NotFound` (nothing recorded)
+    /// when it has none.
+    async fn delete_kind_settings(
+        &self,
+        kind: &str,
+        audit: NewAuditEntry,
+    ) -> Result<(), StoreError>;
 }
 
 /// What the coordinator's background loops and health checks need: deadlines, retention, counts,

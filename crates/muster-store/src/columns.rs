@@ -15,7 +15,7 @@ use crate::StoreError;
 use crate::encoding::{capabilities_from_json, inputs_from_json, outputs_from_json};
 use crate::rules::identity::{AuditColumns, RunnerKeyColumns, audit_entry, runner_key_record};
 use crate::rules::runners::{RunnerColumns, runner_record};
-use crate::{AuditEntry, RunnerKeyRecord};
+use crate::{AuditEntry, KindSettingsRecord, RunnerKeyRecord};
 
 macro_rules! lifecycle_columns {
     () => {
@@ -246,4 +246,20 @@ pub(crate) fn audit_entry_from_row<R: StoredRow>(
             .ok_or_else(|| R::corrupt(5, "NULL where text belongs".into()))?,
     });
     Ok((seq, entry))
+}
+
+/// The columns of `kind_settings` that [`kind_settings_from_row`] reads.
+pub(crate) const KIND_SETTINGS_COLUMNS: &str =
+    "kind, result_schema, require_signed_results, updated_at";
+
+/// Read a row selected with [`KIND_SETTINGS_COLUMNS`].
+pub(crate) fn kind_settings_from_row<R: StoredRow>(
+    row: &R,
+) -> Result<KindSettingsRecord, R::Error> {
+    Ok(KindSettingsRecord {
+        kind: text(row, 0)?,
+        result_schema: json(row, 1)?,
+        require_signed_results: row.boolean(2)?,
+        updated_at: Timestamp(row.integer(3)?),
+    })
 }

@@ -2,7 +2,7 @@
 //!
 //! [`Store`] is the one interface the coordinator uses for state, made of one trait per
 //! capability ([`JobStore`], [`LeaseStore`], [`RunnerStore`], [`ArtifactRecords`],
-//! [`IdentityRecords`], [`Maintenance`]); every backend implements them with the same observable behaviour, which the
+//! [`IdentityRecords`], [`KindSettingsStore`], [`Maintenance`]); every backend implements them with the same observable behaviour, which the
 //! conformance suite in this crate's tests checks.
 //! Each method is one atomic unit: it either commits entirely or changes nothing, and a method
 //! that answers `Ok` has made its change durable. State changes are decided by
@@ -28,12 +28,14 @@ mod rules;
 pub mod sqlite;
 
 pub use capabilities::{
-    ArtifactRecords, IdentityRecords, JobStore, LeaseStore, Maintenance, RunnerStore, Store,
+    ArtifactRecords, IdentityRecords, JobStore, KindSettingsStore, LeaseStore, Maintenance,
+    RunnerStore, Store,
 };
 pub use error::StoreError;
 pub use model::{
     Activity, ArtifactRecord, ArtifactUploader, ArtifactUsage, ArtifactUsageReport, AuditEntry,
-    AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, LogPage,
-    LogPosition, NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth,
-    ReapReport, RecordedActivity, RecordedOutputs, RunnerBeat, RunnerKeyRecord, Submitted,
+    AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter,
+    KindSettingsRecord, LogPage, LogPosition, NewAuditEntry, NewRunner, Page, PageRequest,
+    PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity, RecordedOutputs,
+    RunnerBeat, RunnerKeyRecord, Submitted,
 };

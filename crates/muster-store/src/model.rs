@@ -285,3 +285,15 @@ pub struct AuditEntry {
 pub struct AuditFilter {
     pub action: Option<String>,
 }
+
+/// The result rules of one job kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindSettingsRecord {
+    pub kind: String,
+    /// A JSON Schema (draft 2020-12) every result of the kind must meet; the caller has checked
+    /// that it is one.
+    pub result_schema: Option<Value>,
+    /// Completions of the kind must carry a signature by the runner's key.
+    pub require_signed_results: bool,
+    pub updated_at: Timestamp,
+}

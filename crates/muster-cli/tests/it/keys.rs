@@ -227,3 +227,63 @@ fn a_generated_key_is_allowed_listed_removed_and_audited_with_the_cli() {
     assert!(!missing.status.success());
     assert!(missing.stderr.contains(&fingerprint), "{missing:?}");
 }
+
+#[test]
+fn kind_rules_are_set_shown_listed_and_deleted_with_the_cli() {
+    let fleet = Coordinator::start();
+    let url = fleet.server.base_url.clone();
+    let directory = tempfile::tempdir().expect("temp dir");
+    let schema_path = directory.path().join("score.schema.json");
+    std::fs::write(&schema_path, r#"{"type": "object", "required": ["score"]}"#)
+        .expect("write schema");
+    let schema_arg = schema_path.to_string_lossy().into_owned();
+
+    let set = json_of(&cli_ok(
+        &url,
+        &[
+            "kinds",
+            "set",
+            "bench",
+            "--schema",
+            &schema_arg,
+            "--require-signed-results",
+            "--json",
+        ],
+    ));
+    assert_eq!(set["kind"], "bench");
+    assert_eq!(
+        set["result_schema"]["required"],
+        serde_json::json!(["score"])
+    );
+    assert_eq!(set["require_signed_results"], true);
+
+    let shown = cli_ok(&url, &["kinds", "show", "bench"]);
+    assert!(
+        shown.stdout.contains("require signed results  true"),
+        "{shown:?}"
+    );
+    assert!(shown.stdout.contains("\"required\""), "{shown:?}");
+    let listed = json_of(&cli_ok(&url, &["kinds", "list", "--json"]));
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+
+    // A schema file that is not JSON fails before anything is sent, naming the file.
+    let broken = directory.path().join("broken.json");
+    std::fs::write(&broken, "{not json").expect("write");
+    let mut command = muster();
+    command
+        .args(["kinds", "set", "bench", "--schema"])
+        .arg(&broken)
+        .env("MUSTER_SERVER", &url)
+        .env("MUSTER_TOKEN", ADMIN_TOKEN);
+    let refused = run_bounded(&mut command, Duration::from_secs(60));
+    assert!(!refused.status.success());
+    assert!(refused.stderr.contains("broken.json"), "{refused:?}");
+
+    cli_ok(&url, &["kinds", "delete", "bench"]);
+    let listed = json_of(&cli_ok(&url, &["kinds", "list", "--json"]));
+    assert_eq!(listed["items"], serde_json::json!([]));
+}

@@ -41,8 +41,8 @@ pub(crate) async fn add_runner_key(
 /// The paging of a list, as `crate::openapi::ListRunnerKeysParameters` describes it.
 #[derive(Debug, Deserialize)]
 pub(crate) struct PageQuery {
-    limit: Option<u32>,
-    cursor: Option<String>,
+    pub(crate) limit: Option<u32>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// The allowlist of runner keys, oldest first.

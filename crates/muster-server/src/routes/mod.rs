@@ -4,6 +4,7 @@
 pub(crate) mod artifacts;
 pub(crate) mod identity;
 pub(crate) mod jobs;
+pub(crate) mod kinds;
 pub(crate) mod ops;
 pub(crate) mod protocol;
 pub(crate) mod runners;
@@ -35,6 +36,12 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(identity::remove_runner_key))
         .routes(routes!(identity::list_audit))
+        .routes(routes!(kinds::list_kind_settings))
+        .routes(routes!(
+            kinds::put_kind_settings,
+            kinds::get_kind_settings,
+            kinds::delete_kind_settings
+        ))
         .routes(routes!(protocol::runner_heartbeat))
         .routes(routes!(protocol::claim_jobs))
         .routes(routes!(protocol::job_heartbeat))

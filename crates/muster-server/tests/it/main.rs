@@ -12,6 +12,7 @@ mod fencing;
 mod https;
 mod identity;
 mod jobs;
+mod kinds;
 mod logs;
 mod ops;
 mod parity;

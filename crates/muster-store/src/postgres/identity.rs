@@ -22,7 +22,7 @@ fn audit_entry_from_row(row: &Row) -> Result<(i64, AuditEntry), StoreError> {
     Ok((seq, entry?))
 }
 
-async fn insert_audit(
+pub(super) async fn insert_audit(
     client: &impl GenericClient,
     entry: &NewAuditEntry,
 ) -> Result<(), StoreError> {

@@ -26,6 +26,7 @@ mod artifacts;
 mod combine;
 mod identity;
 mod jobs;
+mod kinds;
 mod rows;
 mod runners;
 mod schema;
@@ -54,9 +55,9 @@ use crate::rules::runners::RunnerTouches;
 use crate::{
     Activity, ArtifactRecord, ArtifactRecords, ArtifactUsage, ArtifactUsageReport, AuditEntry,
     AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, IdentityRecords, JobCall, JobFilter,
-    JobStore, LeaseStore, LogPage, LogPosition, Maintenance, NewAuditEntry, NewRunner, Page,
-    PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity, RunnerBeat,
-    RunnerKeyRecord, RunnerStore, StoreError, Submitted,
+    JobStore, KindSettingsRecord, KindSettingsStore, LeaseStore, LogPage, LogPosition, Maintenance,
+    NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
+    RecordedActivity, RunnerBeat, RunnerKeyRecord, RunnerStore, StoreError, Submitted,
 };
 
 /// Settings of the PostgreSQL backend.
@@ -788,6 +789,42 @@ impl IdentityRecords for PostgresStore {
     ) -> Result<Page<AuditEntry>, StoreError> {
         let client = self.client().await?;
         identity::list_audit(&client, &filter, &page).await
+    }
+}
+
+#[async_trait]
+impl KindSettingsStore for PostgresStore {
+    async fn put_kind_settings(
+        &self,
+        settings: KindSettingsRecord,
+        audit: NewAuditEntry,
+    ) -> Result<KindSettingsRecord, StoreError> {
+        Ok(in_transaction!(self, transaction => kinds::put(&transaction, &settings, &audit)))
+    }
+
+    async fn get_kind_settings(
+        &self,
+        kind: &str,
+    ) -> Result<Option<KindSettingsRecord>, StoreError> {
+        let client = self.client().await?;
+        kinds::get(&client, kind).await
+    }
+
+    async fn list_kind_settings(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<KindSettingsRecord>, StoreError> {
+        let client = self.client().await?;
+        kinds::list(&client, &page).await
+    }
+
+    async fn delete_kind_settings(
+        &self,
+        kind: &str,
+        audit: NewAuditEntry,
+    ) -> Result<(), StoreError> {
+        in_transaction!(self, transaction => kinds::delete(&transaction, kind, &audit));
+        Ok(())
     }
 }
 

@@ -246,6 +246,17 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_action ON audit_log (action, seq);
 "#,
+    r#"
+-- Job kinds' result rules, listed by kind. kind is collated "C" so that it lists in byte order,
+-- as on SQLite, whatever the database's locale. result_schema is JSON text. Changes are
+-- audited in audit_log.
+CREATE TABLE kind_settings (
+    kind TEXT COLLATE "C" PRIMARY KEY,
+    result_schema TEXT,
+    require_signed_results BOOLEAN NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// Bring `component`'s schema up to date: apply the migrations of `migrations` not yet applied,

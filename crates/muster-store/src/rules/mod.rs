@@ -23,6 +23,7 @@ pub(crate) mod claims;
 pub(crate) mod completions;
 pub(crate) mod identity;
 pub(crate) mod jobs;
+pub(crate) mod kinds;
 pub(crate) mod logs;
 pub(crate) mod paging;
 pub(crate) mod prune;

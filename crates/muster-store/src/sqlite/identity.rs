@@ -21,7 +21,7 @@ fn audit_entry_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Result<AuditEnt
     columns::audit_entry_from_row(row)
 }
 
-fn insert_audit(conn: &Connection, entry: &NewAuditEntry) -> Result<(), StoreError> {
+pub(super) fn insert_audit(conn: &Connection, entry: &NewAuditEntry) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
     )

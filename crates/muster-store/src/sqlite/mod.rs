@@ -7,6 +7,7 @@
 mod artifacts;
 mod identity;
 mod jobs;
+mod kinds;
 mod rows;
 mod runners;
 mod schema;
@@ -29,9 +30,9 @@ use tokio::sync::watch;
 use crate::{
     Activity, ArtifactRecord, ArtifactRecords, ArtifactUsage, ArtifactUsageReport, AuditEntry,
     AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, IdentityRecords, JobCall, JobFilter,
-    JobStore, LeaseStore, LogPage, LogPosition, Maintenance, NewAuditEntry, NewRunner, Page,
-    PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity, RunnerBeat,
-    RunnerKeyRecord, RunnerStore, StoreError, Submitted,
+    JobStore, KindSettingsRecord, KindSettingsStore, LeaseStore, LogPage, LogPosition, Maintenance,
+    NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
+    RecordedActivity, RunnerBeat, RunnerKeyRecord, RunnerStore, StoreError, Submitted,
 };
 use writer::{Writer, WriterContext};
 
@@ -554,6 +555,45 @@ impl IdentityRecords for SqliteStore {
     ) -> Result<Page<AuditEntry>, StoreError> {
         self.readers
             .run(move |conn| identity::list_audit(conn, &filter, &page))
+            .await
+    }
+}
+
+#[async_trait]
+impl KindSettingsStore for SqliteStore {
+    async fn put_kind_settings(
+        &self,
+        settings: KindSettingsRecord,
+        audit: NewAuditEntry,
+    ) -> Result<KindSettingsRecord, StoreError> {
+        self.writer
+            .run(move |context| kinds::put(context, &settings, &audit))
+            .await
+    }
+
+    async fn get_kind_settings(
+        &self,
+        kind: &str,
+    ) -> Result<Option<KindSettingsRecord>, StoreError> {
+        let kind = kind.to_string();
+        self.readers.run(move |conn| kinds::get(conn, &kind)).await
+    }
+
+    async fn list_kind_settings(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<KindSettingsRecord>, StoreError> {
+        self.readers.run(move |conn| kinds::list(conn, &page)).await
+    }
+
+    async fn delete_kind_settings(
+        &self,
+        kind: &str,
+        audit: NewAuditEntry,
+    ) -> Result<(), StoreError> {
+        let kind = kind.to_string();
+        self.writer
+            .run(move |context| kinds::delete(context, &kind, &audit))
             .await
     }
 }

@@ -163,6 +163,17 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_action ON audit_log (action, seq);
 "#,
+    // 6: job kinds' result rules, listed by kind (the primary key, in byte order).
+    // `result_schema` is JSON text; `require_signed_results` 0 or 1. Changes are audited in
+    // `audit_log`.
+    r#"
+CREATE TABLE kind_settings (
+    kind TEXT PRIMARY KEY NOT NULL,
+    result_schema TEXT,
+    require_signed_results INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Bring the schema up to date inside one transaction.

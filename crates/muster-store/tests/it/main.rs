@@ -137,6 +137,19 @@ macro_rules! conformance_suite {
                 a_key_and_its_audit_entry_are_committed_together,
             );
         }
+        // Job kinds' result rules, in a module of its own so that `cargo test kinds` runs just
+        // these.
+        mod kinds {
+            use super::*;
+
+            conformance_suite!(@store_tests $open;
+                kind_settings_put_then_get_round_trip,
+                kind_settings_put_again_replaces_and_audits_each_time,
+                kind_settings_list_by_kind_in_byte_order_across_pages,
+                deleted_kind_settings_are_gone_and_audited_once,
+                kind_settings_without_a_schema_round_trip,
+            );
+        }
         conformance_suite!(@factory_tests $open_with_log_cap;
             entries_past_the_log_cap_are_dropped_after_one_truncation_notice,
             sequence_numbers_sent_out_of_order_cannot_get_past_the_log_cap,

@@ -90,6 +90,7 @@ async fn leases_taken_under_the_first_schema_survive_the_move_to_lease_checks() 
              DROP TABLE artifact_usage;
              DROP TABLE runner_keys;
              DROP TABLE audit_log;
+             DROP TABLE kind_settings;
              UPDATE muster_schema SET version = 1 WHERE component = 'store';
              COMMIT;",
         )
@@ -160,6 +161,7 @@ async fn failed_jobs_from_before_their_table_existed_are_listed_after_the_upgrad
              DROP TABLE artifact_usage;
              DROP TABLE runner_keys;
              DROP TABLE audit_log;
+             DROP TABLE kind_settings;
              UPDATE muster_schema SET version = 2 WHERE component = 'store';
              COMMIT;",
         )

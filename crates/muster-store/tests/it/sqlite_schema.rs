@@ -37,6 +37,7 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
              DROP TABLE artifact_usage;
              DROP TABLE runner_keys;
              DROP TABLE audit_log;
+             DROP TABLE kind_settings;
              PRAGMA user_version = 1;",
         )
         .context("downgrade the schema to version 1")?;
@@ -61,7 +62,7 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
     drop(store);
     let conn = rusqlite::Connection::open(&config.path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    ensure!(version == 5, "the schema is at version 5, got {version}");
+    ensure!(version == 6, "the schema is at version 6, got {version}");
     let identity_tables: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
          AND name IN ('runner_keys', 'audit_log')",
@@ -69,6 +70,12 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
         |row| row.get(0),
     )?;
     ensure!(identity_tables == 2, "the runner identity tables exist");
+    let kind_tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'kind_settings'",
+        [],
+        |row| row.get(0),
+    )?;
+    ensure!(kind_tables == 1, "the kind settings table exists");
     let artifact_tables: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
          AND name IN ('artifacts', 'artifact_usage')",
