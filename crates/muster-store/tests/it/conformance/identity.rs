@@ -10,7 +10,7 @@ use muster_store::{
 };
 use serde_json::{Value, json};
 
-use super::{T0, at, expect_not_found, expect_rejected};
+use super::{T0, at, every_page, expect_not_found, expect_rejected};
 
 /// A key with a fingerprint made from `n`, added at `at(n)`.
 pub fn runner_key(n: u64, note: Option<&str>) -> RunnerKeyRecord {
@@ -55,45 +55,17 @@ async fn all_audit(
     let filter = AuditFilter {
         action: action.map(str::to_string),
     };
-    let mut all = Vec::new();
-    let mut cursor = None;
-    for _ in 0..10_000 {
-        let answer = store
-            .list_audit(filter.clone(), page(page_size, cursor.clone()))
-            .await
-            .context("list a page of the audit log")?;
-        ensure!(
-            answer.items.len() <= page_size as usize,
-            "a page holds at most its limit"
-        );
-        all.extend(answer.items);
-        match answer.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return Ok(all),
-        }
-    }
-    bail!("list_audit never stopped giving cursors")
+    every_page("the audit log", page_size, |page| {
+        store.list_audit(filter.clone(), page)
+    })
+    .await
 }
 
 async fn all_keys(store: &dyn Store, page_size: u32) -> anyhow::Result<Vec<RunnerKeyRecord>> {
-    let mut all = Vec::new();
-    let mut cursor = None;
-    for _ in 0..10_000 {
-        let answer = store
-            .list_runner_keys(page(page_size, cursor.clone()))
-            .await
-            .context("list a page of runner keys")?;
-        ensure!(
-            answer.items.len() <= page_size as usize,
-            "a page holds at most its limit"
-        );
-        all.extend(answer.items);
-        match answer.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return Ok(all),
-        }
-    }
-    bail!("list_runner_keys never stopped giving cursors")
+    every_page("runner keys", page_size, |page| {
+        store.list_runner_keys(page)
+    })
+    .await
 }
 
 fn ids_increase_from_oldest(entries: &[AuditEntry]) -> anyhow::Result<()> {

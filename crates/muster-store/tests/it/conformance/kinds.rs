@@ -11,7 +11,7 @@ use muster_store::{
 use serde_json::{Value, json};
 
 use super::identity::audit;
-use super::{at, expect_not_found, expect_rejected};
+use super::{at, every_page, expect_not_found, expect_rejected};
 
 const SET: &str = "test.kind_settings_set";
 const DELETED: &str = "test.kind_settings_deleted";
@@ -62,41 +62,17 @@ async fn audit_of(store: &dyn Store, action: &str) -> anyhow::Result<Vec<AuditEn
     let filter = AuditFilter {
         action: Some(action.to_string()),
     };
-    let mut all = Vec::new();
-    let mut cursor = None;
-    for _ in 0..10_000 {
-        let answer = store
-            .list_audit(filter.clone(), page(50, cursor.clone()))
-            .await
-            .context("list a page of the audit log")?;
-        all.extend(answer.items);
-        match answer.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return Ok(all),
-        }
-    }
-    bail!("list_audit never stopped giving cursors")
+    every_page("the audit log", 50, |page| {
+        store.list_audit(filter.clone(), page)
+    })
+    .await
 }
 
 async fn all_kinds(store: &dyn Store, page_size: u32) -> anyhow::Result<Vec<KindSettingsRecord>> {
-    let mut all = Vec::new();
-    let mut cursor = None;
-    for _ in 0..10_000 {
-        let answer = store
-            .list_kind_settings(page(page_size, cursor.clone()))
-            .await
-            .context("list a page of kind settings")?;
-        ensure!(
-            answer.items.len() <= page_size as usize,
-            "a page holds at most its limit"
-        );
-        all.extend(answer.items);
-        match answer.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return Ok(all),
-        }
-    }
-    bail!("list_kind_settings never stopped giving cursors")
+    every_page("kind settings", page_size, |page| {
+        store.list_kind_settings(page)
+    })
+    .await
 }
 
 pub async fn kind_settings_put_then_get_round_trip(store: Arc<dyn Store>) -> anyhow::Result<()> {

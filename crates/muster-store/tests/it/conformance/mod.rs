@@ -501,3 +501,36 @@ pub async fn list_all_jobs(
     }
     bail!("list_jobs never stopped giving cursors")
 }
+
+/// Every item of a list, walking its pages of `page_size` with `list`, checking each page holds
+/// at most its limit; fails when the cursors never end.
+pub async fn every_page<T, F, Fut>(
+    what: &str,
+    page_size: u32,
+    mut list: F,
+) -> anyhow::Result<Vec<T>>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<muster_store::Page<T>, StoreError>>,
+{
+    let mut all = Vec::new();
+    let mut cursor = None;
+    for _ in 0..10_000 {
+        let answer = list(PageRequest {
+            limit: page_size,
+            cursor: cursor.clone(),
+        })
+        .await
+        .with_context(|| format!("list a page of {what}"))?;
+        ensure!(
+            answer.items.len() <= page_size as usize,
+            "a page of {what} holds at most its limit"
+        );
+        all.extend(answer.items);
+        match answer.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(all),
+        }
+    }
+    bail!("listing {what} never stopped giving cursors")
+}
