@@ -229,6 +229,19 @@ pub enum RunnerStatus {
     Draining,
 }
 
+/// Where a runner stands with the coordinator.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RunnerEnrollment {
+    /// It may claim and run jobs.
+    #[default]
+    Enrolled,
+    /// It registered under the approval gate and waits for an operator: heartbeats only.
+    Pending,
+    /// An operator turned it away.
+    Rejected,
+}
+
 /// What a runner says about itself in a heartbeat.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -322,6 +335,34 @@ pub struct Job {
     pub lease_epoch: u64,
     #[cfg_attr(feature = "openapi", schema(required))]
     pub pending_reason: Option<PendingReason>,
+    /// The result's signature, when the completion sent one and it verified; null otherwise.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    #[serde(default)]
+    pub result_signature: Option<JobResultSignature>,
+}
+
+/// The `sig` of a bakeoff result envelope.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResultSignature {
+    /// Lowercase hex SHA-256 of the canonical JSON of `result`.
+    pub sha256: String,
+    /// Standard base64 Ed25519 signature over the 32 raw digest bytes.
+    pub signature: String,
+    /// The signer's own name for itself: recorded, not matched.
+    pub runner_id: String,
+    /// When the signer says it signed: recorded, not matched.
+    pub signed_at: String,
+}
+
+/// A job's verified result signature.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobResultSignature {
+    /// `sha256:` and the hex SHA-256 of the key the signature verified against.
+    pub key_fingerprint: String,
+    pub sha256: String,
+    pub signature: String,
+    pub signed_at: String,
+    pub signer_runner_id: String,
 }
 
 /// `POST /api/v1/jobs`: only `kind` is required.
@@ -421,6 +462,16 @@ pub struct CreateRunner {
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::labels))]
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Tags the operator fixes. With `tags` or `resources` given, the runner's capabilities are
+    /// bound to these and `labels`: its claims may narrow them, never widen them. Without
+    /// either, it declares its capabilities at each claim and is trusted to tell the truth.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_tags))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Resources the operator fixes (see `tags`).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_resources))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<BTreeMap<String, f64>>,
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_organization_id))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization_id: Option<String>,
@@ -448,6 +499,70 @@ pub struct Runner {
     pub running_jobs: u32,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// `enrolled` for runners an operator created.
+    #[serde(default)]
+    pub enrollment: RunnerEnrollment,
+    /// `sha256:` and the hex SHA-256 of the key it registered with; null for runners an
+    /// operator created.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    #[serde(default)]
+    pub key_fingerprint: Option<String>,
+    /// That key, standard base64 of its 32 bytes: what its result signatures verify against.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// When its current token stops working; null for the non-expiring tokens of runners an
+    /// operator created.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub token_expires_at: Option<OffsetDateTime>,
+    /// Whether its capabilities are bound (by its signed registration, or fixed by the operator
+    /// who created it): its claims may narrow them, never widen them.
+    #[serde(default)]
+    pub capabilities_bound: bool,
+}
+
+/// `POST /api/v1/runners/register`: a runner registering itself with its Ed25519 key. The
+/// `signature` covers the bytes `muster-register-v1\n` followed by the canonical JSON of this
+/// body without `signature`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RegisterRunner {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::runner_name))]
+    pub name: String,
+    pub hostname: String,
+    /// Standard base64 (with padding) of the key's 32 raw bytes.
+    pub public_key: String,
+    /// The kinds it runs; its claims may name some of them, never others.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::claim_kinds))]
+    pub kinds: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::labels))]
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::tags))]
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::resources))]
+    #[serde(default)]
+    pub resources: BTreeMap<String, f64>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_organization_id))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+    /// When it was signed: within 300 s of the coordinator's clock, and later than the key's
+    /// last registration.
+    #[serde(with = "time::serde::rfc3339")]
+    pub timestamp: OffsetDateTime,
+    /// Standard base64 of the Ed25519 signature.
+    pub signature: String,
+}
+
+/// The answer to `POST /api/v1/runners/register`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunnerRegistered {
+    pub runner: Runner,
+    /// The runner's token (a new one at every registration); the only time it is shown.
+    pub token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub token_expires_at: OffsetDateTime,
 }
 
 /// The answer to `POST /api/v1/runners`: the only time the token is shown.
@@ -624,6 +739,9 @@ pub struct CompleteJob {
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_outputs))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<BTreeMap<String, String>>,
+    /// The result's signature (the bakeoff envelope's `sig`), verified against the runner's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<ResultSignature>,
 }
 
 /// The answer to recording outputs: every output the job now has, and whether to stop.
@@ -653,6 +771,9 @@ pub struct CompletionItem {
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::any_json))]
     #[serde(default)]
     pub result: Option<Value>,
+    /// The result's signature, verified against the runner's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<ResultSignature>,
 }
 
 /// `POST /api/v1/runner/complete`.

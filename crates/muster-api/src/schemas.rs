@@ -190,9 +190,18 @@ pub fn labels() -> RefOr<Schema> {
 
 /// Tags: names.
 pub fn tags() -> RefOr<Schema> {
+    tags_or_null(false)
+}
+
+/// Tags, or null (an operator's runner whose tags are not fixed).
+pub fn optional_tags() -> RefOr<Schema> {
+    tags_or_null(true)
+}
+
+fn tags_or_null(nullable: bool) -> RefOr<Schema> {
     array(
         text(TextRule::key(MAX_CAPABILITY_NAME_LEN), false),
-        false,
+        nullable,
         0,
         MAX_CAPABILITY_ENTRIES,
     )
@@ -201,13 +210,22 @@ pub fn tags() -> RefOr<Schema> {
 
 /// Resources: names to amounts, each at least 0.
 pub fn resources() -> RefOr<Schema> {
+    resources_or_null(false)
+}
+
+/// Resources, or null (an operator's runner whose resources are not fixed).
+pub fn optional_resources() -> RefOr<Schema> {
+    resources_or_null(true)
+}
+
+fn resources_or_null(nullable: bool) -> RefOr<Schema> {
     map(
         TextRule::key(MAX_CAPABILITY_NAME_LEN),
         ObjectBuilder::new()
             .schema_type(Type::Number)
             .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
             .minimum(Some(0)),
-        false,
+        nullable,
         0,
         MAX_CAPABILITY_ENTRIES,
     )

@@ -1396,6 +1396,7 @@ async fn complete_all(
     let items = jobs
         .iter()
         .map(|job| CompletionItem {
+            sig: None,
             id: job.id,
             epoch: Some(job.lease.epoch),
             result: None,

@@ -51,6 +51,30 @@ pub(crate) enum JobCommand {
     ///
     ///   muster job wait $(muster job submit -- make test)
     Wait(WaitArgs),
+    /// Check a job's result signature again, offline: the digest of its result's canonical
+    /// JSON, the Ed25519 signature, and that the key's fingerprint is the one recorded. Exits 0
+    /// only if it verifies.
+    ///
+    ///   muster job verify 0192... --public-key BASE64
+    ///   muster job verify 0192... --runner-key-from-coordinator
+    ///   muster job verify --file job.json --public-key BASE64
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct VerifyArgs {
+    /// The job's id (read from the coordinator); or give --file.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    id: Option<Uuid>,
+    /// A job's JSON (as `muster job show --json` prints it), checked without a coordinator.
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
+    /// The signer's public key (standard base64 of its 32 bytes).
+    #[arg(long, required_unless_present = "runner_key_from_coordinator")]
+    public_key: Option<String>,
+    /// Take the key the job's runner registered with from the coordinator.
+    #[arg(long, conflicts_with_all = ["public_key", "file"])]
+    runner_key_from_coordinator: bool,
 }
 
 #[derive(Args, Debug)]
@@ -188,6 +212,11 @@ fn parse_state(text: &str) -> anyhow::Result<JobState> {
 
 /// Run a job command; answers the process exit code.
 pub(crate) async fn run(command: JobCommand, connect: &ConnectArgs) -> anyhow::Result<u8> {
+    // Verifying a file needs no coordinator, so no token either.
+    let command = match command {
+        JobCommand::Verify(args) => return verify(connect, args).await,
+        command => command,
+    };
     let client = connect.client()?;
     match command {
         JobCommand::Submit(args) => submit(&client, *args).await,
@@ -209,6 +238,7 @@ pub(crate) async fn run(command: JobCommand, connect: &ConnectArgs) -> anyhow::R
             Ok(0)
         }
         JobCommand::Wait(args) => wait(&client, args).await,
+        JobCommand::Verify(args) => verify(connect, args).await,
         JobCommand::Download(args) => {
             let job = client.get_job(args.id).await.context("read job")?;
             let Some(artifact) = job.outputs.get(&args.name) else {
@@ -373,6 +403,12 @@ fn print_job(job: &Job, json: bool) -> anyhow::Result<()> {
     }
     if let Some(result) = &job.result {
         field("result", result.to_string());
+    }
+    if let Some(signature) = &job.result_signature {
+        field("signed by", signature.key_fingerprint.clone());
+        field("  sha256", signature.sha256.clone());
+        field("  signed at", signature.signed_at.clone());
+        field("  signer", signature.signer_runner_id.clone());
     }
     for (index, input) in job.inputs.iter().enumerate() {
         field(if index == 0 { "inputs" } else { "" }, input.clone());
@@ -551,4 +587,92 @@ async fn wait(client: &MusterClient, args: WaitArgs) -> anyhow::Result<u8> {
     } else {
         1
     })
+}
+
+/// Re-check a job's result signature; answers 0 when it verifies, 1 when it does not.
+async fn verify(connect: &ConnectArgs, args: VerifyArgs) -> anyhow::Result<u8> {
+    let job: serde_json::Value = match (&args.file, args.id) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?
+        }
+        (None, Some(id)) => {
+            let job = connect.client()?.get_job(id).await.context("read job")?;
+            serde_json::to_value(job).context("encode the job")?
+        }
+        (None, None) => anyhow::bail!("give a job id or --file"),
+    };
+    let public_key = match args.public_key {
+        Some(key) => key,
+        None => {
+            let runner = job["runner_id"].as_str().context(
+                "the job names no runner, so its key cannot be fetched; give --public-key",
+            )?;
+            let runner: Uuid = runner
+                .parse()
+                .context("the job's runner_id is not a UUID")?;
+            let shown = connect
+                .client()?
+                .get_runner(runner)
+                .await
+                .context("read the job's runner")?;
+            let shown = serde_json::to_value(shown).context("encode the runner")?;
+            shown["public_key"]
+                .as_str()
+                .map(str::to_string)
+                .context("the coordinator shows no public_key for the job's runner (created without a key, or an older coordinator); give --public-key")?
+        }
+    };
+    match check_result_signature(&job, &public_key) {
+        Ok(message) => {
+            println!("signature verified: {message}");
+            Ok(0)
+        }
+        Err(problem) => {
+            eprintln!("signature does not verify: {problem}");
+            Ok(1)
+        }
+    }
+}
+
+/// Whether `job`'s `result_signature` is `public_key`'s signature of its `result`; answers what
+/// verified, or why not.
+fn check_result_signature(job: &serde_json::Value, public_key: &str) -> Result<String, String> {
+    use muster_core::identity::{ResultSignature, RunnerPublicKey, verify_result_signature};
+    let signature = &job["result_signature"];
+    if !signature.is_object() {
+        return Err("the job has no result_signature (its result is unsigned)".to_string());
+    }
+    let text = |name: &str| {
+        signature[name]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("result_signature.{name} is missing"))
+    };
+    let key = RunnerPublicKey::from_base64("--public-key", public_key)
+        .map_err(|error| error.to_string())?;
+    let recorded = text("key_fingerprint")?;
+    if key.fingerprint() != recorded {
+        return Err(format!(
+            "the key given is {}, but the job was signed by {recorded}",
+            key.fingerprint()
+        ));
+    }
+    let sig = ResultSignature {
+        sha256: text("sha256")?,
+        signature: text("signature")?,
+        runner_id: text("signer_runner_id")?,
+        signed_at: text("signed_at")?,
+    };
+    let result = job
+        .get("result")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    verify_result_signature(&key, &result, &sig).map_err(|error| error.to_string())?;
+    Ok(format!(
+        "result sha256 {} signed by {recorded} (signer {}, at {})",
+        sig.sha256, sig.runner_id, sig.signed_at
+    ))
 }

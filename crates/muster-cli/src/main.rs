@@ -218,6 +218,29 @@ pub(crate) struct ServerArgs {
     /// closed to make room for a new one.
     #[arg(long, env = "MUSTER_MAX_CONNECTIONS")]
     pub(crate) max_connections: Option<usize>,
+    /// Failed authentications (unknown, revoked or expired tokens, no token) one address may
+    /// have per minute [default: 100]; `0` turns throttling off.
+    ///
+    /// Past the limit, every request from that address needing a token, valid ones included,
+    /// gets 429 too_many_requests with Retry-After until its minute ends, and one
+    /// auth.throttled audit entry is written. IPv6 addresses count by their /64. Clients behind
+    /// one NAT or proxy address share the limit: raise it for them rather than turn it off.
+    #[arg(long, env = "MUSTER_AUTH_FAILURE_LIMIT", value_name = "N")]
+    pub(crate) auth_failure_limit: Option<u32>,
+    /// Who may register a runner by its key (`muster runner --key`) [default: allowlist].
+    ///
+    /// `allowlist`: only keys an operator put on the allowlist (`muster runners keys add`);
+    /// others get 403 key_not_allowed. `approval`: an unknown key registers as pending, may only
+    /// heartbeat, and waits for `muster runners approve ID` (or `reject`). `closed`: no
+    /// registration at all; runners are created with `muster runners create` only.
+    #[arg(long, env = "MUSTER_ENROLLMENT", value_name = "GATE", value_parser = ["allowlist", "approval", "closed"])]
+    pub(crate) enrollment: Option<String>,
+    /// How long a token of a runner that registered by its key works [default: 1h; 4m to
+    /// 24h]. The runner renews it by registering again at 75 % of its life; the token it
+    /// replaces works 5 more minutes at most. Runners created by an operator keep tokens that
+    /// do not expire.
+    #[arg(long, env = "MUSTER_RUNNER_TOKEN_TTL", value_name = "DURATION")]
+    pub(crate) runner_token_ttl: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -287,6 +310,9 @@ pub(crate) fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         body_read_timeout: args.body_read_timeout,
         body_min_rate: args.body_min_rate,
         max_connections: args.max_connections,
+        auth_failure_limit: args.auth_failure_limit,
+        enrollment: args.enrollment,
+        runner_token_ttl: args.runner_token_ttl,
     };
     ServerConfig::from_raw(raw).context("check the configuration")
 }

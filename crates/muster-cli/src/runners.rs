@@ -33,6 +33,17 @@ pub(crate) enum RunnersCommand {
     ///
     ///   muster runners delete 0192...
     Delete { id: Uuid },
+    /// Approve a runner waiting for approval (ENROLLMENT pending in `muster runners list`): it
+    /// is enrolled, its key joins the allowlist, and it may claim jobs at once.
+    ///
+    ///   muster runners approve 0192...
+    Approve { id: Uuid },
+    /// Reject a runner that registered with its key: its tokens stop working, the jobs it holds
+    /// go back to the queue, and its key leaves the allowlist, so it cannot register again
+    /// until an operator adds the key.
+    ///
+    ///   muster runners reject 0192...
+    Reject { id: Uuid },
     /// The allowlist of runner keys: which keys may register runners themselves.
     Keys {
         #[command(subcommand)]
@@ -47,6 +58,15 @@ pub(crate) struct CreateArgs {
     /// A label jobs can require, KEY=VALUE (repeatable); the runner cannot override it.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// A tag jobs can require (repeatable). With --tag or --resource given, the runner's
+    /// capabilities are fixed: its claims may narrow them, never widen them. Without either, it
+    /// declares its own at each claim and is trusted to tell the truth.
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// A resource amount jobs can require, NAME=NUMBER (repeatable); fixes the capabilities as
+    /// --tag does.
+    #[arg(long = "resource", value_name = "NAME=NUMBER")]
+    resources: Vec<String>,
     /// The organization (tenant) the runner belongs to.
     #[arg(long)]
     organization: Option<String>,
@@ -62,11 +82,35 @@ fn status_name(runner: &Runner) -> String {
         .unwrap_or_default()
 }
 
+fn enrollment_name(runner: &Runner) -> String {
+    serde_json::to_value(runner.enrollment)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 fn print_runner(runner: &Runner) {
     let field = |name: &str, value: String| out!("{name:<14}{value}");
     field("id", runner.id.to_string());
     field("name", runner.name.clone());
     field("status", status_name(runner));
+    field("enrollment", enrollment_name(runner));
+    field("key", or_dash(runner.key_fingerprint.as_deref()));
+    field(
+        "token expires",
+        match runner.token_expires_at {
+            Some(at) => short_time(Some(at)),
+            None => "never (created by an operator)".to_string(),
+        },
+    );
+    field(
+        "capabilities",
+        if runner.capabilities_bound {
+            "bound: claims may narrow them, never widen them".to_string()
+        } else {
+            "declared at each claim (trusted)".to_string()
+        },
+    );
     field("kinds", runner.kinds.join(", "));
     field(
         "labels",
@@ -122,6 +166,7 @@ pub(crate) async fn run(command: RunnersCommand, connect: &ConnectArgs) -> anyho
                         runner.id.to_string(),
                         runner.name.clone(),
                         status_name(runner),
+                        enrollment_name(runner),
                         runner.kinds.join(","),
                         runner.running_jobs.to_string(),
                         short_time(runner.last_heartbeat_at),
@@ -129,7 +174,15 @@ pub(crate) async fn run(command: RunnersCommand, connect: &ConnectArgs) -> anyho
                 })
                 .collect();
             print_table(
-                &["ID", "NAME", "STATUS", "KINDS", "RUNNING", "LAST HEARTBEAT"],
+                &[
+                    "ID",
+                    "NAME",
+                    "STATUS",
+                    "ENROLLMENT",
+                    "KINDS",
+                    "RUNNING",
+                    "LAST HEARTBEAT",
+                ],
                 &rows,
             );
         }
@@ -149,9 +202,22 @@ pub(crate) async fn run(command: RunnersCommand, connect: &ConnectArgs) -> anyho
                 };
                 labels.insert(key.to_string(), value.to_string());
             }
+            let mut resources = std::collections::BTreeMap::new();
+            for pair in &args.resources {
+                let amount = pair
+                    .split_once('=')
+                    .and_then(|(name, amount)| Some((name, amount.trim().parse::<f64>().ok()?)));
+                let Some((name, amount)) = amount else {
+                    bail!("--resource '{pair}' is not NAME=NUMBER")
+                };
+                resources.insert(name.to_string(), amount);
+            }
+            let binds = !args.tags.is_empty() || !resources.is_empty();
             let request = CreateRunner {
                 name: args.name,
                 labels,
+                tags: binds.then_some(args.tags),
+                resources: binds.then_some(resources),
                 organization_id: args.organization,
             };
             let created = client
@@ -173,6 +239,24 @@ pub(crate) async fn run(command: RunnersCommand, connect: &ConnectArgs) -> anyho
         RunnersCommand::Delete { id } => {
             client.delete_runner(id).await.context("delete runner")?;
             crate::output::note!("runner {id} deleted");
+        }
+        RunnersCommand::Approve { id } => {
+            let runner = client.approve_runner(id).await.context("approve runner")?;
+            crate::output::note!(
+                "runner {} ({}) approved: enrolled, key {} on the allowlist",
+                runner.name,
+                runner.id,
+                or_dash(runner.key_fingerprint.as_deref())
+            );
+        }
+        RunnersCommand::Reject { id } => {
+            let runner = client.reject_runner(id).await.context("reject runner")?;
+            crate::output::note!(
+                "runner {} ({}) rejected: its tokens are revoked and key {} is off the allowlist",
+                runner.name,
+                runner.id,
+                or_dash(runner.key_fingerprint.as_deref())
+            );
         }
         RunnersCommand::Keys { command } => {
             return crate::identity::run_keys(command, connect).await;

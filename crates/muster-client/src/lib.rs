@@ -20,6 +20,7 @@
 //! whole artifact in memory unless asked to (`*_bytes`).
 
 mod artifacts;
+mod registration;
 mod tls;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,7 @@ use muster_api::{
     RunnerHeartbeatResponse, RunnerList, SubmitJob, SubmitJobs,
 };
 pub use muster_core::ErrorCode;
+pub use registration::{Registrar, RunnerDescription, signed_registration};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -127,13 +129,19 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(base_url: &str, token: &str, tls: &ClientTls) -> Result<Connection, ClientError> {
+    /// `base_url` without trailing slashes, or why it is not a coordinator's URL.
+    fn checked_base_url(base_url: &str) -> Result<String, ClientError> {
         let base_url = base_url.trim().trim_end_matches('/').to_string();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(ClientError::Config(format!(
                 "server URL '{base_url}' must start with http:// or https://"
             )));
         }
+        Ok(base_url)
+    }
+
+    fn new(base_url: &str, token: &str, tls: &ClientTls) -> Result<Connection, ClientError> {
+        let base_url = Connection::checked_base_url(base_url)?;
         if token.trim().is_empty() {
             return Err(ClientError::Config("the token is empty".into()));
         }
@@ -160,32 +168,37 @@ impl Connection {
             .send()
             .await
             .map_err(|error| ClientError::Transport(error_chain(&error)))?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status().as_u16();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|error| ClientError::Transport(error_chain(&error)))?;
-        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => ClientError::Api {
-                status,
-                code: body.error.code,
-                message: body.error.message,
-            },
-            Err(_) => ClientError::Api {
-                status,
-                code: "unknown".into(),
-                message: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
-            },
-        })
+        refuse_unsuccessful(response).await
     }
 
     async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
         let response = self.send(request).await?;
         decode(response).await
     }
+}
+
+/// `response` when it succeeded, else the API error it carries.
+async fn refuse_unsuccessful(response: Response) -> Result<Response, ClientError> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status().as_u16();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|error| ClientError::Transport(error_chain(&error)))?;
+    Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(body) => ClientError::Api {
+            status,
+            code: body.error.code,
+            message: body.error.message,
+        },
+        Err(_) => ClientError::Api {
+            status,
+            code: "unknown".into(),
+            message: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+        },
+    })
 }
 
 /// `text` as one path segment, percent-encoded.
@@ -439,6 +452,26 @@ impl MusterClient {
             )
             .await?;
         Ok(())
+    }
+
+    /// Approve a runner waiting for approval: it is enrolled and its key joins the allowlist.
+    pub async fn approve_runner(&self, id: Uuid) -> Result<Runner, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::POST, &format!("/api/v1/runners/{id}/approve")),
+            )
+            .await
+    }
+
+    /// Reject a runner: its tokens and leases go, and its key leaves the allowlist.
+    pub async fn reject_runner(&self, id: Uuid) -> Result<Runner, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::POST, &format!("/api/v1/runners/{id}/reject")),
+            )
+            .await
     }
 
     /// Set `kind`'s result rules, replacing any it had.
@@ -755,11 +788,28 @@ impl RunnerClient {
         let body = CompleteJob {
             result: Some(result),
             outputs: None,
+            sig: None,
         };
         self.connection
             .json(
                 self.job_request(Method::POST, id, "complete", epoch)
                     .json(&body),
+            )
+            .await
+    }
+
+    /// Complete a job with a signed result: `envelope` is the bakeoff envelope
+    /// `{"result", "sig"}` (as `RunnerSigningKey::sign_result` makes it), sent as it is.
+    pub async fn complete_job_signed(
+        &self,
+        id: Uuid,
+        epoch: Option<u64>,
+        envelope: &serde_json::Value,
+    ) -> Result<Job, ClientError> {
+        self.connection
+            .json(
+                self.job_request(Method::POST, id, "complete", epoch)
+                    .json(envelope),
             )
             .await
     }
@@ -775,6 +825,7 @@ impl RunnerClient {
         let body = CompleteJob {
             result: Some(result),
             outputs: Some(outputs),
+            sig: None,
         };
         self.connection
             .json(

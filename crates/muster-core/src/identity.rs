@@ -43,6 +43,11 @@ pub enum IdentityError {
     DigestMalformed { field: &'static str },
     #[error("sig.sha256 is {claimed}, but the canonical JSON of result hashes to {actual}")]
     DigestMismatch { claimed: String, actual: String },
+    #[error("{field}: at most {max_chars} characters")]
+    SignerTextTooLong {
+        field: &'static str,
+        max_chars: usize,
+    },
     #[error("private key: {0}")]
     PrivateKey(String),
 }
@@ -399,6 +404,54 @@ pub fn verify_result_signature(
     key.verify("sig.signature", &digest, &sig.signature)
 }
 
+/// The longest `sig.runner_id` and `sig.signed_at` a job records, in characters: they are the
+/// signer's own free text, kept on the job for as long as the job is.
+pub const MAX_SIGNER_TEXT_LEN: usize = 200;
+
+/// What a job records of a result signature that verified: the key it verified against (by
+/// fingerprint) and the envelope's own fields, so anyone holding the key can check it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedResultSignature {
+    /// The fingerprint of the key the signature verified against.
+    pub key_fingerprint: String,
+    /// Lowercase hex SHA-256 of the canonical JSON of the result.
+    pub sha256: String,
+    /// Standard base64 Ed25519 signature over the 32 raw digest bytes.
+    pub signature: String,
+    /// The signer's `signed_at`, as sent.
+    pub signed_at: String,
+    /// The signer's `runner_id`, as sent.
+    pub signer_runner_id: String,
+}
+
+/// Verify `sig` as [`verify_result_signature`] does and answer what the job records of it. The
+/// signer's free-text fields are refused past [`MAX_SIGNER_TEXT_LEN`] characters.
+pub fn verified_result_signature(
+    key: &RunnerPublicKey,
+    result: &Value,
+    sig: ResultSignature,
+) -> Result<VerifiedResultSignature, IdentityError> {
+    for (field, text) in [
+        ("sig.runner_id", &sig.runner_id),
+        ("sig.signed_at", &sig.signed_at),
+    ] {
+        if text.chars().nth(MAX_SIGNER_TEXT_LEN).is_some() {
+            return Err(IdentityError::SignerTextTooLong {
+                field,
+                max_chars: MAX_SIGNER_TEXT_LEN,
+            });
+        }
+    }
+    verify_result_signature(key, result, &sig)?;
+    Ok(VerifiedResultSignature {
+        key_fingerprint: key.fingerprint(),
+        sha256: sig.sha256,
+        signature: sig.signature,
+        signed_at: sig.signed_at,
+        signer_runner_id: sig.runner_id,
+    })
+}
+
 /// Why a registration's time or signature was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FreshnessError {
@@ -488,5 +541,78 @@ impl ReplayGuard {
             self.by_expiry.pop_first();
             self.seen.remove(&digest);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn signing_key(seed: u8) -> RunnerSigningKey {
+        RunnerSigningKey::from_secret_bytes([seed; 32])
+    }
+
+    fn sig_of(envelope: &Value) -> ResultSignature {
+        let text = |name: &str| {
+            envelope["sig"][name]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        ResultSignature {
+            sha256: text("sha256"),
+            signature: text("signature"),
+            runner_id: text("runner_id"),
+            signed_at: text("signed_at"),
+        }
+    }
+
+    #[test]
+    fn a_verified_signature_records_the_keys_fingerprint_and_the_signers_fields() {
+        let key = signing_key(7);
+        let result = json!({"answer": 42, "name": "caf\u{e9}"});
+        let envelope = key.sign_result(&result, "bakeoff-7", "2026-12-02T10:00:00Z");
+        let verified = verified_result_signature(&key.public_key(), &result, sig_of(&envelope))
+            .expect("the key's own signature verifies");
+        assert_eq!(verified.key_fingerprint, key.public_key().fingerprint());
+        assert_eq!(verified.sha256, hex::encode(result_digest(&result)));
+        assert_eq!(verified.signature, envelope["sig"]["signature"]);
+        assert_eq!(verified.signer_runner_id, "bakeoff-7");
+        assert_eq!(verified.signed_at, "2026-12-02T10:00:00Z");
+    }
+
+    #[test]
+    fn another_keys_signature_or_a_changed_result_is_refused() {
+        let key = signing_key(7);
+        let result = json!({"answer": 42});
+        let envelope = key.sign_result(&result, "r", "t");
+        assert!(matches!(
+            verified_result_signature(&signing_key(8).public_key(), &result, sig_of(&envelope)),
+            Err(IdentityError::SignatureMismatch { .. })
+        ));
+        assert!(matches!(
+            verified_result_signature(&key.public_key(), &json!({"answer": 43}), sig_of(&envelope)),
+            Err(IdentityError::DigestMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn overlong_signer_text_is_refused_before_verifying() {
+        let key = signing_key(7);
+        let result = json!(null);
+        let long = "x".repeat(MAX_SIGNER_TEXT_LEN + 1);
+        let envelope = key.sign_result(&result, &long, "t");
+        assert_eq!(
+            verified_result_signature(&key.public_key(), &result, sig_of(&envelope)),
+            Err(IdentityError::SignerTextTooLong {
+                field: "sig.runner_id",
+                max_chars: MAX_SIGNER_TEXT_LEN
+            })
+        );
+        let at_limit = "x".repeat(MAX_SIGNER_TEXT_LEN);
+        let envelope = key.sign_result(&result, "r", &at_limit);
+        assert!(verified_result_signature(&key.public_key(), &result, sig_of(&envelope)).is_ok());
     }
 }

@@ -337,6 +337,8 @@ pub struct JobRecord {
     pub inputs: Vec<ArtifactId>,
     /// Artifacts the current (or last) attempt recorded, by name; a new claim starts empty.
     pub outputs: BTreeMap<String, ArtifactId>,
+    /// The result's signature, when the completion sent one and it verified.
+    pub result_signature: Option<crate::identity::VerifiedResultSignature>,
     pub lifecycle: JobLifecycle,
 }
 

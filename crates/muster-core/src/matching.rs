@@ -41,6 +41,37 @@ impl Capabilities {
         labels_match && tags_present && resources_suffice
     }
 
+    /// The first of what `self` (a claim's declaration) offers beyond `bound` (what the runner
+    /// may offer), named as the field it stands in (`labels.gpu`, `tags[q8_0]`,
+    /// `resources.vram_gb`); `None` when the declaration only narrows `bound`. A declaration is
+    /// within `bound` exactly when `bound` meets it taken as requirements.
+    pub fn first_beyond(&self, bound: &Capabilities) -> Option<String> {
+        if let Some((key, value)) = self
+            .labels
+            .iter()
+            .find(|(key, value)| bound.labels.get(*key) != Some(*value))
+        {
+            return Some(match bound.labels.get(key) {
+                Some(registered) => format!(
+                    "labels.{key} is '{value}' here but '{registered}' in the runner's registration"
+                ),
+                None => format!("labels.{key} is not in the runner's registration"),
+            });
+        }
+        if let Some(tag) = self.tags.iter().find(|tag| !bound.tags.contains(tag)) {
+            return Some(format!("tags: '{tag}' is not in the runner's registration"));
+        }
+        self.resources.iter().find_map(|(name, amount)| {
+            match bound.resources.get(name) {
+                Some(registered) if registered >= amount => None,
+                Some(registered) => Some(format!(
+                    "resources.{name} is {amount} here but {registered} in the runner's registration"
+                )),
+                None => Some(format!("resources.{name} is not in the runner's registration")),
+            }
+        })
+    }
+
     /// Reject shapes no sane caller sends: too many entries, empty or huge names, control
     /// characters, negative or non-finite amounts. `prefix` names where the capabilities stand
     /// in the request (`requirements`, or `""` when labels, tags and resources are top-level
@@ -172,6 +203,47 @@ mod tests {
                 .collect(),
             tags: tags.iter().map(|tag| tag.to_string()).collect(),
             resources: resources.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_declaration_may_narrow_what_is_bound_but_never_widen_it() {
+        let bound = caps(
+            &[("gpu", "a100")],
+            &["q4_k_m", "q8_0"],
+            &[("vram_gb", 40.0)],
+        );
+        let within = [
+            caps(&[], &[], &[]),
+            caps(&[("gpu", "a100")], &["q8_0"], &[("vram_gb", 40.0)]),
+            caps(&[], &["q4_k_m"], &[("vram_gb", 0.5)]),
+        ];
+        for declaration in within {
+            assert_eq!(declaration.first_beyond(&bound), None, "{declaration:?}");
+            assert!(
+                declaration.are_met_by(&bound),
+                "the same rule, read the other way"
+            );
+        }
+        let beyond = [
+            (
+                caps(&[("gpu", "h100")], &[], &[]),
+                "labels.gpu is 'h100' here but 'a100'",
+            ),
+            (caps(&[("zone", "x")], &[], &[]), "labels.zone is not in"),
+            (caps(&[], &["fp16"], &[]), "'fp16' is not in"),
+            (
+                caps(&[], &[], &[("vram_gb", 80.0)]),
+                "resources.vram_gb is 80 here but 40",
+            ),
+            (caps(&[], &[], &[("cpus", 1.0)]), "resources.cpus is not in"),
+        ];
+        for (declaration, named) in beyond {
+            let problem = declaration
+                .first_beyond(&bound)
+                .expect("beyond the registration");
+            assert!(problem.contains(named), "{problem}");
+            assert!(!declaration.are_met_by(&bound));
         }
     }
 

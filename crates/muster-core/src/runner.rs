@@ -1,4 +1,4 @@
-use crate::{Capabilities, RunnerId, Timestamp};
+use crate::{Capabilities, Enrollment, RunnerId, Timestamp};
 
 /// A runner's health as the coordinator sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +55,22 @@ pub struct RunnerRecord {
     pub last_seen_at: Option<Timestamp>,
     pub running_jobs: u32,
     pub created_at: Timestamp,
+    /// Where it stands with the coordinator; runners an operator created are enrolled.
+    pub enrollment: Enrollment,
+    /// The fingerprint of the key it registered itself with; `None` for runners an operator
+    /// created.
+    pub key_fingerprint: Option<String>,
+    /// That key, standard base64 of its 32 bytes: what its result signatures verify against.
+    pub public_key: Option<String>,
+    /// What it may claim with: the capabilities of its signed registration, or those an operator
+    /// fixed when creating it. A claim may narrow them, never widen them. `None`: it declares
+    /// its capabilities at each claim and is trusted to tell the truth.
+    pub bound_capabilities: Option<Capabilities>,
+    /// The kinds its signed registration named (a claim names some of them); `None`: any kind.
+    pub bound_kinds: Option<Vec<String>>,
+    /// When its current token stops working; `None` for the non-expiring tokens of runners an
+    /// operator created.
+    pub token_expires_at: Option<Timestamp>,
 }
 
 #[cfg(test)]

@@ -59,6 +59,14 @@ pub struct RawServerConfig {
     pub body_min_rate: Option<u64>,
     /// `--max-connections` / `MUSTER_MAX_CONNECTIONS`.
     pub max_connections: Option<usize>,
+    /// `--auth-failure-limit` / `MUSTER_AUTH_FAILURE_LIMIT`: failed authentications per address
+    /// per minute before 429; `0` turns throttling off.
+    pub auth_failure_limit: Option<u32>,
+    /// `--enrollment` / `MUSTER_ENROLLMENT`: `allowlist`, `approval` or `closed`.
+    pub enrollment: Option<String>,
+    /// `--runner-token-ttl` / `MUSTER_RUNNER_TOKEN_TTL`: how long a token of a runner that
+    /// registered itself with its key works (a duration).
+    pub runner_token_ttl: Option<String>,
 }
 
 /// Where jobs are stored.
@@ -175,6 +183,10 @@ pub const DEFAULT_IDLE_TIMEOUT: &str = "60s";
 pub const DEFAULT_BODY_READ_TIMEOUT: &str = "30s";
 pub const DEFAULT_BODY_MIN_RATE: u64 = 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Failed authentications one address may have per minute. Far above what an honest client
+/// sends (a misconfigured runner retrying a revoked token every few seconds stays under it),
+/// far below what guessing or a flood of unknown tokens needs.
+pub const DEFAULT_AUTH_FAILURE_LIMIT: u32 = 100;
 
 /// A setting that cannot be used; names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -374,6 +386,24 @@ impl ServerConfig {
             raw.body_min_rate,
             raw.max_connections,
         )?;
+        let enrollment_gate = match raw.enrollment.as_deref().map(str::trim) {
+            None => muster_core::EnrollmentGate::default(),
+            Some(text) => muster_core::EnrollmentGate::parse(text).ok_or_else(|| {
+                config_error(
+                    "enrollment",
+                    format!("'{text}' is not a gate; write allowlist, approval or closed"),
+                )
+            })?,
+        };
+        // At least 4 minutes, so a runner renewing at 75 % of the lifetime has a minute of
+        // slack; at most a day, so a stolen token is not good for long.
+        let runner_token_ttl = bounded_duration(
+            "runner-token-ttl",
+            raw.runner_token_ttl.as_deref(),
+            "1h",
+            Duration::from_secs(240),
+            Duration::from_secs(86_400),
+        )?;
         Ok(ServerConfig {
             listen,
             data_dir,
@@ -391,6 +421,12 @@ impl ServerConfig {
                 retain_finished_jobs,
                 retain_unused_artifacts,
                 artifact_quotas,
+                auth_failure_limit: Some(
+                    raw.auth_failure_limit.unwrap_or(DEFAULT_AUTH_FAILURE_LIMIT),
+                )
+                .filter(|limit| *limit > 0),
+                enrollment_gate,
+                runner_token_ttl,
             },
             tls,
             connections,
@@ -831,5 +867,21 @@ mod tests {
         }
         let error = quotas(|raw| raw.disk_reserve = Some("unlimited".into())).expect_err("no");
         assert!(error.starts_with("--disk-reserve:"), "{error}");
+    }
+
+    fn auth_failure_limit(given: Option<u32>) -> Option<u32> {
+        ServerConfig::from_raw(RawServerConfig {
+            auth_failure_limit: given,
+            ..RawServerConfig::default()
+        })
+        .map(|config| config.service.auth_failure_limit)
+        .expect("any limit is valid")
+    }
+
+    #[test]
+    fn auth_failures_are_throttled_at_a_hundred_a_minute_unless_zero_turns_it_off() {
+        assert_eq!(auth_failure_limit(None), Some(100));
+        assert_eq!(auth_failure_limit(Some(5)), Some(5));
+        assert_eq!(auth_failure_limit(Some(0)), None);
     }
 }

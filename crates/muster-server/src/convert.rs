@@ -156,6 +156,27 @@ pub(crate) fn job_to_wire(job: JobRecord, pending_reason: Option<PendingReason>)
         },
         lease_epoch: lifecycle.lease_epoch,
         pending_reason: pending_reason.map(pending_reason_to_wire),
+        result_signature: job
+            .result_signature
+            .map(|signature| wire::JobResultSignature {
+                key_fingerprint: signature.key_fingerprint,
+                sha256: signature.sha256,
+                signature: signature.signature,
+                signed_at: signature.signed_at,
+                signer_runner_id: signature.signer_runner_id,
+            }),
+    }
+}
+
+/// A bakeoff envelope's `sig`, as the service checks it.
+pub(crate) fn result_signature_from_wire(
+    sig: wire::ResultSignature,
+) -> muster_core::identity::ResultSignature {
+    muster_core::identity::ResultSignature {
+        sha256: sig.sha256,
+        signature: sig.signature,
+        runner_id: sig.runner_id,
+        signed_at: sig.signed_at,
     }
 }
 
@@ -219,6 +240,11 @@ pub(crate) fn outputs_from_wire(
 
 pub(crate) fn runner_to_wire(view: RunnerView) -> wire::Runner {
     let RunnerView { runner, status } = view;
+    let capabilities_bound = runner.bound_capabilities.is_some() || runner.bound_kinds.is_some();
+    let shown = match runner.bound_capabilities {
+        Some(bound) if runner.offer.is_empty() => bound,
+        _ => runner.offer,
+    };
     wire::Runner {
         id: runner.id.0,
         name: runner.name,
@@ -229,14 +255,28 @@ pub(crate) fn runner_to_wire(view: RunnerView) -> wire::Runner {
             RunnerStatus::Draining => wire::RunnerStatus::Draining,
         },
         labels: runner.labels,
-        tags: runner.offer.tags,
-        resources: runner.offer.resources,
+        // What it last declared; before its first claim, what it is bound to.
+        tags: shown.tags,
+        resources: shown.resources,
         kinds: runner.kinds,
         hostname: runner.hostname,
         version: runner.version,
         last_heartbeat_at: runner.last_heartbeat_at.map(time_to_wire),
         running_jobs: runner.running_jobs,
         created_at: time_to_wire(runner.created_at),
+        enrollment: enrollment_to_wire(runner.enrollment),
+        key_fingerprint: runner.key_fingerprint,
+        public_key: runner.public_key,
+        token_expires_at: runner.token_expires_at.map(time_to_wire),
+        capabilities_bound,
+    }
+}
+
+pub(crate) fn enrollment_to_wire(enrollment: muster_core::Enrollment) -> wire::RunnerEnrollment {
+    match enrollment {
+        muster_core::Enrollment::Enrolled => wire::RunnerEnrollment::Enrolled,
+        muster_core::Enrollment::Pending => wire::RunnerEnrollment::Pending,
+        muster_core::Enrollment::Rejected => wire::RunnerEnrollment::Rejected,
     }
 }
 

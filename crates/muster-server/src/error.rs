@@ -1,7 +1,8 @@
 //! The one mapping from failures to HTTP answers: every error leaves as
 //! `{"error": {"code", "message"}}`, with the status [`http_status`] gives its code.
 
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use muster_api::{ErrorBody, ErrorDetail};
 use muster_core::ErrorCode;
@@ -101,7 +102,13 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        (self.status(), axum::Json(self.body())).into_response()
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let Some(retry_after_s) = self.0.retry_after_s() {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
+        }
+        response
     }
 }
 

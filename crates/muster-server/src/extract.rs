@@ -1,8 +1,10 @@
 //! Request extractors that answer bad input with the contract's typed errors instead of axum's
 //! plain-text rejections.
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use muster_core::{Audience, Principal};
@@ -167,6 +169,35 @@ pub(crate) fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
     Ok(token.trim())
 }
 
+/// The address the request came from, as the connection loop recorded it (`None` when the
+/// router is driven without one, as in-process tests may).
+pub(crate) fn peer_address(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip())
+}
+
+/// The caller holding the request's bearer token. A missing or malformed `Authorization`
+/// header goes through the coordinator's throttle like an unknown token: both are failed
+/// authentications of the peer's address.
+async fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+    audience: Audience,
+) -> Result<Principal, ApiError> {
+    let peer = peer_address(parts);
+    match bearer_token(parts) {
+        Ok(token) => Ok(state
+            .coordinator
+            .authenticate(token, audience, peer)
+            .await?),
+        Err(ApiError(refusal)) => Err(ApiError(
+            state.coordinator.refuse_credentials(refusal, peer).await,
+        )),
+    }
+}
+
 /// The caller of a user route (`/api/v1/jobs`, `/runners`, `/artifacts`): its token resolved by
 /// the coordinator, which refuses a token of the other audience.
 pub(crate) struct UserCaller(pub Principal);
@@ -178,12 +209,9 @@ impl FromRequestParts<AppState> for UserCaller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<UserCaller, ApiError> {
-        let token = bearer_token(parts)?;
-        let principal = state
-            .coordinator
-            .authenticate(token, Audience::Users)
-            .await?;
-        Ok(UserCaller(principal))
+        authenticate(parts, state, Audience::Users)
+            .await
+            .map(UserCaller)
     }
 }
 
@@ -197,12 +225,9 @@ impl FromRequestParts<AppState> for RunnerCaller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<RunnerCaller, ApiError> {
-        let token = bearer_token(parts)?;
-        let principal = state
-            .coordinator
-            .authenticate(token, Audience::Runners)
-            .await?;
-        Ok(RunnerCaller(principal))
+        authenticate(parts, state, Audience::Runners)
+            .await
+            .map(RunnerCaller)
     }
 }
 

@@ -29,6 +29,7 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
         muster_api::NewLogEntry,
         muster_api::LogBatch,
         muster_api::CompletionItem,
+        muster_api::ResultSignature,
         muster_api::SubmitJob
     )),
     tags(

@@ -3,24 +3,42 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use muster_core::{Principal, RUNNER_TOKEN_PREFIX, RunnerId};
+use muster_core::identity::RunnerPublicKey;
+use muster_core::{Enrollment, ErrorCode, Principal, RUNNER_TOKEN_PREFIX, RunnerId, Timestamp};
+use muster_store::RunnerCredentials;
 use muster_store::Store;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::ServiceError;
 
-/// How long a runner token stays trusted without asking the store again. A deleted runner's
-/// token is forgotten at once by the coordinator that deleted it.
-const RUNNER_TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
+/// How long what the store said about a runner token (or a runner's binding) is trusted
+/// without asking again. Changes made on this coordinator (deletion, revocation, approval)
+/// forget the runner's entries at once; other coordinators sharing the store see them within
+/// this time.
+const RUNNER_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// The most runner tokens and bindings remembered; past it the caches start over (a fleet is
+/// far smaller, and a flood of unknown tokens is never cached).
+const RUNNER_CACHE_CAPACITY: usize = 100_000;
+
+/// What binds a runner's claims and results: the capabilities and kinds it may claim with and
+/// the key its signatures verify against, as its registration recorded them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RunnerBinding {
+    pub(crate) bound_capabilities: Option<muster_core::Capabilities>,
+    pub(crate) bound_kinds: Option<Vec<String>>,
+    pub(crate) public_key: Option<RunnerPublicKey>,
+}
 
 pub(crate) struct Auth {
     admin_token_hash: [u8; 32],
-    runner_tokens: RwLock<HashMap<[u8; 32], (RunnerId, Instant)>>,
+    runner_tokens: RwLock<HashMap<[u8; 32], (RunnerCredentials, Instant)>>,
+    bindings: RwLock<HashMap<RunnerId, (Arc<RunnerBinding>, Instant)>>,
 }
 
 /// SHA-256 of a token. Tokens carry 256 random bits, so a fast hash is enough: there is nothing
@@ -88,14 +106,18 @@ impl Auth {
         Auth {
             admin_token_hash: hash_token(admin_token),
             runner_tokens: RwLock::new(HashMap::new()),
+            bindings: RwLock::new(HashMap::new()),
         }
     }
 
-    /// The principal holding `token`; `unauthorized` when the token is unknown or revoked.
+    /// The principal holding `token` at `now`: `unauthorized` when the token is unknown or
+    /// revoked, `token_expired` when it expired. A pending runner's token makes a
+    /// [`Principal::PendingRunner`], which may only heartbeat.
     pub(crate) async fn identify(
         &self,
         token: &str,
         store: &dyn Store,
+        now: Timestamp,
     ) -> Result<Principal, ServiceError> {
         let unknown = || ServiceError::unauthorized("unknown or revoked token");
         if token.is_empty() {
@@ -112,25 +134,135 @@ impl Auth {
             .runner_tokens
             .read()
             .ok()
-            .and_then(|cache| cache.get(&hash).copied())
-            .filter(|(_, since)| since.elapsed() < RUNNER_TOKEN_CACHE_TTL);
-        if let Some((runner, _)) = cached {
-            return Ok(Principal::Runner(runner));
-        }
-        let runner = store
-            .runner_by_token_hash(hash)
-            .await?
-            .ok_or_else(unknown)?;
-        if let Ok(mut cache) = self.runner_tokens.write() {
-            cache.insert(hash, (runner, Instant::now()));
-        }
-        Ok(Principal::Runner(runner))
+            .and_then(|cache| cache.get(&hash).cloned())
+            .filter(|(_, since)| since.elapsed() < RUNNER_CACHE_TTL)
+            .map(|(credentials, _)| credentials);
+        let credentials = match cached {
+            Some(credentials) => credentials,
+            None => {
+                let credentials = store
+                    .runner_by_token_hash(hash)
+                    .await?
+                    .ok_or_else(unknown)?;
+                if let Ok(mut cache) = self.runner_tokens.write() {
+                    if cache.len() >= RUNNER_CACHE_CAPACITY {
+                        cache.clear();
+                    }
+                    cache.insert(hash, (credentials.clone(), Instant::now()));
+                }
+                credentials
+            }
+        };
+        principal_of(&credentials, now)
     }
 
-    /// Stop trusting any cached token of `runner`.
+    /// Stop trusting any cached token or binding of `runner`.
     pub(crate) fn forget_runner(&self, runner: RunnerId) {
         if let Ok(mut cache) = self.runner_tokens.write() {
-            cache.retain(|_, (cached, _)| *cached != runner);
+            cache.retain(|_, (cached, _)| cached.runner != runner);
         }
+        if let Ok(mut cache) = self.bindings.write() {
+            cache.remove(&runner);
+        }
+    }
+
+    /// What binds `runner`'s claims and results, from the cache or the store.
+    pub(crate) async fn binding(
+        &self,
+        runner: RunnerId,
+        store: &dyn Store,
+    ) -> Result<Arc<RunnerBinding>, ServiceError> {
+        let cached = self
+            .bindings
+            .read()
+            .ok()
+            .and_then(|cache| cache.get(&runner).cloned())
+            .filter(|(_, since)| since.elapsed() < RUNNER_CACHE_TTL);
+        if let Some((binding, _)) = cached {
+            return Ok(binding);
+        }
+        let record = store.get_runner(runner).await?;
+        let public_key = record
+            .public_key
+            .map(|text| {
+                RunnerPublicKey::from_base64("public_key", &text).map_err(|error| {
+                    ServiceError::internal(format!("stored key of runner {runner}: {error}"))
+                })
+            })
+            .transpose()?;
+        let binding = Arc::new(RunnerBinding {
+            bound_capabilities: record.bound_capabilities,
+            bound_kinds: record.bound_kinds,
+            public_key,
+        });
+        if let Ok(mut cache) = self.bindings.write() {
+            if cache.len() >= RUNNER_CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(runner, (Arc::clone(&binding), Instant::now()));
+        }
+        Ok(binding)
+    }
+}
+
+/// The principal a runner token's credentials make at `now`.
+fn principal_of(
+    credentials: &RunnerCredentials,
+    now: Timestamp,
+) -> Result<Principal, ServiceError> {
+    if let Some(expires_at) = credentials.expires_at
+        && now >= expires_at
+    {
+        return Err(ServiceError::new(
+            ErrorCode::TokenExpired,
+            format!(
+                "this runner token expired at {}; register again (muster runner --key) for a new one",
+                crate::rfc3339(expires_at)
+            ),
+        ));
+    }
+    match credentials.enrollment {
+        Enrollment::Enrolled => Ok(Principal::Runner(credentials.runner)),
+        Enrollment::Pending => Ok(Principal::PendingRunner(credentials.runner)),
+        // A rejected runner's tokens are revoked with the rejection; one still found is not
+        // trusted either.
+        Enrollment::Rejected => Err(ServiceError::unauthorized("unknown or revoked token")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credentials(enrollment: Enrollment, expires_at: Option<i64>) -> RunnerCredentials {
+        RunnerCredentials {
+            runner: RunnerId::new(Timestamp(0), 1),
+            enrollment,
+            expires_at: expires_at.map(Timestamp),
+        }
+    }
+
+    #[test]
+    fn a_tokens_principal_follows_its_enrollment_and_expiry() {
+        let runner = RunnerId::new(Timestamp(0), 1);
+        let now = Timestamp(1_000);
+        assert_eq!(
+            principal_of(&credentials(Enrollment::Enrolled, None), now),
+            Ok(Principal::Runner(runner))
+        );
+        assert_eq!(
+            principal_of(&credentials(Enrollment::Enrolled, Some(1_001)), now),
+            Ok(Principal::Runner(runner))
+        );
+        assert_eq!(
+            principal_of(&credentials(Enrollment::Pending, Some(2_000)), now),
+            Ok(Principal::PendingRunner(runner))
+        );
+        let expired = principal_of(&credentials(Enrollment::Enrolled, Some(1_000)), now)
+            .expect_err("expired at now");
+        assert_eq!(expired.code(), ErrorCode::TokenExpired);
+        let rejected =
+            principal_of(&credentials(Enrollment::Rejected, None), now).expect_err("rejected");
+        assert_eq!(rejected.code(), ErrorCode::Unauthorized);
     }
 }

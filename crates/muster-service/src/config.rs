@@ -23,6 +23,15 @@ pub struct ServiceConfig {
     pub retain_unused_artifacts: Option<Duration>,
     /// Limits on what artifact uploads may make the coordinator store.
     pub artifact_quotas: ArtifactQuotas,
+    /// Failed authentications (unknown, revoked or expired tokens, missing credentials) one
+    /// address may have per minute; past it, its requests get 429 until the minute ends, before
+    /// any token is looked up. IPv6 addresses count by their /64. `None` (or 0) turns throttling
+    /// off.
+    pub auth_failure_limit: Option<u32>,
+    /// What happens to a registration by a key the coordinator does not trust yet.
+    pub enrollment_gate: muster_core::EnrollmentGate,
+    /// How long a token of a runner that registered by its key works.
+    pub runner_token_ttl: Duration,
 }
 
 impl ServiceConfig {

@@ -13,6 +13,8 @@ use muster_store::blobs::BlobError;
 pub struct ServiceError {
     code: ErrorCode,
     message: String,
+    /// When the caller may try again, for refusals that end (HTTP sends it as `Retry-After`).
+    retry_after_s: Option<u64>,
 }
 
 impl ServiceError {
@@ -20,7 +22,22 @@ impl ServiceError {
         ServiceError {
             code,
             message: message.into(),
+            retry_after_s: None,
         }
+    }
+
+    /// A refusal that lifts by itself after `retry_after_s` seconds (a throttled address).
+    pub fn too_many_requests(message: impl Into<String>, retry_after_s: u64) -> ServiceError {
+        ServiceError {
+            code: ErrorCode::TooManyRequests,
+            message: message.into(),
+            retry_after_s: Some(retry_after_s),
+        }
+    }
+
+    /// How many seconds the caller should wait before trying again, when the refusal says.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        self.retry_after_s
     }
 
     pub fn code(&self) -> ErrorCode {

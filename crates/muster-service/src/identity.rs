@@ -21,6 +21,14 @@ const MAX_AUDIT_ACTION_LEN: usize = 100;
 pub mod audit_actions {
     pub const RUNNER_KEY_ADDED: &str = "runner_key.added";
     pub const RUNNER_KEY_REMOVED: &str = "runner_key.removed";
+    pub const AUTH_THROTTLED: &str = "auth.throttled";
+    pub const RUNNER_REGISTERED: &str = "runner.registered";
+    pub const RUNNER_APPROVED: &str = "runner.approved";
+    pub const RUNNER_REJECTED: &str = "runner.rejected";
+    /// Written by the store in the commit of the change that revoked the runner.
+    pub const RUNNER_REVOKED: &str = "runner.revoked";
+    pub const REGISTRATION_REFUSED: &str = "registration.refused";
+    pub const SIGNATURE_REFUSED: &str = "signature.refused";
 }
 
 /// A key to put on the allowlist.
@@ -138,8 +146,26 @@ impl Coordinator {
             subject: fingerprint.to_string(),
             detail: json!({}),
         };
-        self.store.remove_runner_key(fingerprint, audit).await?;
+        let removed = self.store.remove_runner_key(fingerprint, audit).await?;
+        self.after_revocation(removed.revoked_runner, removed.released);
         Ok(())
+    }
+
+    /// What follows a runner's revocation on this coordinator: its cached tokens are forgotten
+    /// at once, followers of the jobs it held hear they went back, and the runner view is read
+    /// again.
+    pub(crate) fn after_revocation(
+        &self,
+        runner: Option<muster_core::RunnerId>,
+        released: Vec<muster_core::JobId>,
+    ) {
+        if let Some(runner) = runner {
+            self.auth.forget_runner(runner);
+        }
+        for job in released {
+            self.job_changes.changed(job);
+        }
+        self.runner_view.invalidate();
     }
 
     /// The audit log newest first, optionally one action only.

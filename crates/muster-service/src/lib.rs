@@ -26,8 +26,10 @@ pub mod operations;
 pub mod protocol;
 mod quota;
 mod reaper;
+pub mod registration;
 mod retention;
 pub mod runners;
+mod throttle;
 mod views;
 
 use std::sync::Arc;
@@ -46,6 +48,12 @@ pub use retention::{
     delete_finished_before,
 };
 
+/// `at` as RFC 3339 in UTC with milliseconds, for messages.
+pub(crate) fn rfc3339(at: muster_core::Timestamp) -> String {
+    let since_epoch = std::time::Duration::from_millis(u64::try_from(at.as_millis()).unwrap_or(0));
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + since_epoch).to_string()
+}
+
 /// The coordinator: the store, the artifact store, the clock, the settings, and what this
 /// process keeps between calls (the token cache, the runner view, change signals, counters).
 /// Cheap to clone; every clone is the same coordinator.
@@ -63,6 +71,8 @@ pub struct Coordinator {
     pub(crate) draining_runners: Arc<changes::DrainingRunners>,
     pub(crate) uploads_in_flight: Arc<quota::UploadsInFlight>,
     pub(crate) kind_rules: Arc<kinds::KindRules>,
+    pub(crate) registration_replays: Arc<registration::RegistrationReplays>,
+    pub(crate) auth_throttle: Arc<throttle::AuthThrottle>,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -81,6 +91,7 @@ pub struct CoordinatorParts {
 
 impl Coordinator {
     pub fn new(parts: CoordinatorParts) -> Coordinator {
+        let auth_throttle = Arc::new(throttle::AuthThrottle::new(parts.config.auth_failure_limit));
         Coordinator {
             store: parts.store,
             blobs: parts.blobs,
@@ -94,6 +105,8 @@ impl Coordinator {
             draining_runners: Arc::default(),
             uploads_in_flight: Arc::default(),
             kind_rules: Arc::default(),
+            registration_replays: Arc::default(),
+            auth_throttle,
             shutdown: parts.shutdown,
         }
     }
@@ -164,15 +177,30 @@ impl Coordinator {
         retention::collect_once(self, unused_for).await
     }
 
-    /// The caller of a request of `audience` holding `token`, or why it is refused: an
-    /// unknown token is `unauthorized`, one of the other audience `forbidden`.
+    /// The caller of a request of `audience` holding `token`, sent from `peer` (when the
+    /// front end knows it), or why it is refused: an unknown token is `unauthorized`, one of the
+    /// other audience `forbidden`, and an address with too many failed authentications this
+    /// minute `too_many_requests` before its token is even looked up.
     pub async fn authenticate(
         &self,
         token: &str,
         audience: muster_core::Audience,
+        peer: Option<std::net::IpAddr>,
     ) -> Result<Principal, ServiceError> {
-        let principal = self.auth.identify(token, self.store.as_ref()).await?;
-        muster_core::admit(&principal, audience)?;
-        Ok(principal)
+        self.refuse_if_throttled(peer)?;
+        let identified = self
+            .auth
+            .identify(token, self.store.as_ref(), self.clock.now())
+            .await;
+        let admitted = identified.and_then(|principal| {
+            muster_core::admit(&principal, audience)?;
+            Ok(principal)
+        });
+        if let Err(error) = &admitted
+            && throttle::is_failed_authentication(error)
+        {
+            self.record_failed_authentication(peer).await;
+        }
+        admitted
     }
 }

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use muster_core::ErrorCode;
+use muster_core::identity::{ResultSignature, RunnerPublicKey, VerifiedResultSignature};
 use muster_core::limits::{
     MAX_BATCH_COMPLETIONS, MAX_CLAIM_JOBS, MAX_CLAIM_KINDS, MAX_CLAIM_WAIT_MS,
     MAX_FAILURE_MESSAGE_LEN, MAX_HEARTBEAT_JOBS, MAX_LOG_ENTRIES, MAX_PROGRESS_MESSAGE_LEN,
@@ -15,9 +17,11 @@ use muster_core::{
 };
 /// A job a claim leased, with its lease.
 pub use muster_store::ClaimedJob;
-use muster_store::{CompletionItem, JobCall};
-use serde_json::Value;
+use muster_store::{CompletionItem, JobCall, NewAuditEntry};
+use serde_json::{Value, json};
 
+use crate::auth::RunnerBinding;
+use crate::identity::audit_actions;
 use crate::jobs::JobView;
 use crate::{Coordinator, ServiceError};
 
@@ -54,6 +58,14 @@ pub struct Claim {
     pub max_jobs: Option<u32>,
     /// How long to wait when nothing is there yet (a long poll), in milliseconds; default 0.
     pub wait_ms: Option<u64>,
+}
+
+/// A runner's public key, read at most once per call (a batch's signed items share it).
+#[derive(Default)]
+enum RunnerKey {
+    #[default]
+    Unread,
+    Read(Option<RunnerPublicKey>),
 }
 
 /// A job-scoped call's target: the job, and the lease epoch the caller believes it holds (when
@@ -97,6 +109,34 @@ pub struct BatchCompletion {
     pub job: JobId,
     pub epoch: Option<u64>,
     pub result: Value,
+    /// The result's bakeoff signature, when the runner signed it.
+    pub sig: Option<ResultSignature>,
+}
+
+/// At most this many refused signatures of one batch are audited one by one; the last entry
+/// counts the rest, so a batch of bad signatures costs a bounded number of audit writes.
+const MAX_AUDITED_REFUSALS_PER_BATCH: usize = 16;
+
+/// A refused signature, waiting for its audit entry.
+struct SignatureRefusal {
+    job: JobId,
+    code: ErrorCode,
+    message: String,
+}
+
+impl SignatureRefusal {
+    /// The refusal `error` is, when it is one of a signature.
+    fn of(job: JobId, error: &ServiceError) -> Option<SignatureRefusal> {
+        matches!(
+            error.code(),
+            ErrorCode::InvalidSignature | ErrorCode::SignatureRequired
+        )
+        .then(|| SignatureRefusal {
+            job,
+            code: error.code(),
+            message: error.message().to_string(),
+        })
+    }
 }
 
 /// A failure as the runner reports it: what defaults and limits apply is decided here.
@@ -198,6 +238,57 @@ fn job_call(principal: &Principal, target: LeasedJob) -> Result<JobCall, Service
     })
 }
 
+/// The kinds a runner names (in a claim or its registration): at least one, at most
+/// [`MAX_CLAIM_KINDS`], each a well-formed kind.
+pub(crate) fn check_runner_kinds(kinds: &[String]) -> Result<(), ServiceError> {
+    if kinds.is_empty() {
+        return Err(ServiceError::invalid_input(
+            "kinds: name at least one kind this runner can run",
+        ));
+    }
+    if kinds.len() > MAX_CLAIM_KINDS {
+        return Err(ServiceError::invalid_input(format!(
+            "kinds: at most {MAX_CLAIM_KINDS} kinds, got {}",
+            kinds.len()
+        )));
+    }
+    for (index, kind) in kinds.iter().enumerate() {
+        muster_core::check_kind(&format!("kinds[{index}]"), kind)
+            .map_err(|error| ServiceError::invalid_input(error.to_string()))?;
+    }
+    Ok(())
+}
+
+/// A runner whose capabilities are bound (by its signed registration, or by the operator who
+/// created it) may claim with fewer kinds and capabilities than bound, never more: a claim that
+/// widens them is refused rather than narrowed silently, so a misconfigured runner hears why it
+/// gets no jobs instead of quietly running fewer.
+fn check_claim_within_binding(
+    binding: &RunnerBinding,
+    kinds: &[String],
+    offer: &muster_core::Capabilities,
+) -> Result<(), ServiceError> {
+    let refused = |problem: String| {
+        ServiceError::new(
+            ErrorCode::CapabilityNotRegistered,
+            format!("{problem}; a claim may narrow what the runner registered, never widen it"),
+        )
+    };
+    if let Some(bound_kinds) = &binding.bound_kinds
+        && let Some(kind) = kinds.iter().find(|kind| !bound_kinds.contains(kind))
+    {
+        return Err(refused(format!(
+            "kinds: '{kind}' is not in the runner's registration"
+        )));
+    }
+    if let Some(bound) = &binding.bound_capabilities
+        && let Some(problem) = offer.first_beyond(bound)
+    {
+        return Err(refused(problem));
+    }
+    Ok(())
+}
+
 impl Coordinator {
     pub async fn runner_heartbeat(
         &self,
@@ -246,21 +337,7 @@ impl Coordinator {
         claim: Claim,
     ) -> Result<Vec<ClaimedJob>, ServiceError> {
         let runner = calling_runner(principal)?;
-        if claim.kinds.is_empty() {
-            return Err(ServiceError::invalid_input(
-                "kinds: name at least one kind this runner can run",
-            ));
-        }
-        if claim.kinds.len() > MAX_CLAIM_KINDS {
-            return Err(ServiceError::invalid_input(format!(
-                "kinds: at most {MAX_CLAIM_KINDS} kinds, got {}",
-                claim.kinds.len()
-            )));
-        }
-        for (index, kind) in claim.kinds.iter().enumerate() {
-            muster_core::check_kind(&format!("kinds[{index}]"), kind)
-                .map_err(|error| ServiceError::invalid_input(error.to_string()))?;
-        }
+        check_runner_kinds(&claim.kinds)?;
         let max_jobs = claim.max_jobs.unwrap_or(1);
         if max_jobs == 0 || max_jobs > MAX_CLAIM_JOBS {
             return Err(ServiceError::invalid_input(format!(
@@ -277,6 +354,8 @@ impl Coordinator {
             .offer
             .validate("")
             .map_err(|error| ServiceError::invalid_input(error.to_string()))?;
+        let binding = self.auth.binding(runner, self.store.as_ref()).await?;
+        check_claim_within_binding(&binding, &claim.kinds, &claim.offer)?;
         let request = muster_store::ClaimRequest {
             runner,
             kinds: claim.kinds,
@@ -388,8 +467,7 @@ impl Coordinator {
         })
     }
 
-    /// Complete the job with its result, recording `outputs` (each a stored artifact) in the
-    /// same commit.
+    /// Complete the job with an unsigned result: [`Coordinator::complete_signed`] without `sig`.
     pub async fn complete(
         &self,
         principal: &Principal,
@@ -397,19 +475,122 @@ impl Coordinator {
         result: Value,
         outputs: BTreeMap<String, ArtifactId>,
     ) -> Result<JobView, ServiceError> {
+        self.complete_signed(principal, target, result, None, outputs)
+            .await
+    }
+
+    /// Complete the job with its result, recording `outputs` (each a stored artifact) in the
+    /// same commit. A `sig` must verify against the caller's registered key
+    /// (`invalid_signature`) and is then recorded on the job; a kind requiring signed results
+    /// refuses a result without one (`signature_required`). A refusal leaves the job unchanged
+    /// and still leased, and a refused signature is audited.
+    pub async fn complete_signed(
+        &self,
+        principal: &Principal,
+        target: LeasedJob,
+        result: Value,
+        sig: Option<ResultSignature>,
+        outputs: BTreeMap<String, ArtifactId>,
+    ) -> Result<JobView, ServiceError> {
         let call = job_call(principal, target)?;
         muster_core::validate_outputs(&outputs)
             .map_err(|error| ServiceError::invalid_input(error.to_string()))?;
-        self.check_result_rules(call.runner, call.job, &result, false)
-            .await?;
+        let mut key = RunnerKey::default();
+        let checked = self
+            .check_completion(call.runner, call.job, &result, sig, &mut key)
+            .await;
+        let signature = match checked {
+            Ok(signature) => signature,
+            Err(error) => {
+                if let Some(refusal) = SignatureRefusal::of(call.job, &error) {
+                    self.audit_signature_refusals(call.runner, vec![refusal])
+                        .await;
+                }
+                return Err(error);
+            }
+        };
         self.keep_outputs(&outputs).await?;
         let job = self
             .store
-            .complete_job(call, result, outputs, self.clock.now())
+            .complete_job_signed(call, result, signature, outputs, self.clock.now())
             .await?;
         self.metrics.record_completions(1);
         self.job_changes.changed(call.job);
         Ok(self.view(job).await)
+    }
+
+    /// Whether `result` (with `sig`, when sent) may complete `job`: the signature verified
+    /// against `runner`'s key (read into `key` once, and only when a signature is sent), then
+    /// the kind's rules. Answers what the job records of the signature.
+    async fn check_completion(
+        &self,
+        runner: RunnerId,
+        job: JobId,
+        result: &Value,
+        sig: Option<ResultSignature>,
+        key: &mut RunnerKey,
+    ) -> Result<Option<VerifiedResultSignature>, ServiceError> {
+        let signature = match sig {
+            Some(sig) => {
+                let public_key = match key {
+                    RunnerKey::Read(public_key) => *public_key,
+                    RunnerKey::Unread => {
+                        let public_key = self.runner_public_key(runner).await?;
+                        *key = RunnerKey::Read(public_key);
+                        public_key
+                    }
+                };
+                let public_key = public_key.ok_or_else(|| {
+                    ServiceError::new(
+                        ErrorCode::InvalidSignature,
+                        "sig: this runner has no registered key (an operator created it), so no signature of its can verify; send the result without sig, or register the runner with a key; the job is unchanged and still yours",
+                    )
+                })?;
+                let verified =
+                    muster_core::identity::verified_result_signature(&public_key, result, sig)
+                        .map_err(|error| {
+                            ServiceError::new(
+                                ErrorCode::InvalidSignature,
+                                format!("{error}; the job is unchanged and still yours"),
+                            )
+                        })?;
+                Some(verified)
+            }
+            None => None,
+        };
+        self.check_result_rules(runner, job, result, signature.is_some())
+            .await?;
+        Ok(signature)
+    }
+
+    /// Audit refused signatures, one entry each up to [`MAX_AUDITED_REFUSALS_PER_BATCH`]. The
+    /// refusal is answered whether or not its audit entry could be written: the entry is a
+    /// record of it, and failing to write one must not turn a 422 into a 500.
+    async fn audit_signature_refusals(&self, runner: RunnerId, refusals: Vec<SignatureRefusal>) {
+        let unrecorded = refusals
+            .len()
+            .saturating_sub(MAX_AUDITED_REFUSALS_PER_BATCH);
+        let recorded = refusals.len() - unrecorded;
+        let at = self.clock.now();
+        for (index, refusal) in refusals.into_iter().take(recorded).enumerate() {
+            let mut detail = json!({
+                "code": refusal.code.as_str(),
+                "cause": refusal.message,
+            });
+            if unrecorded > 0 && index + 1 == recorded {
+                detail["unrecorded_refusals_in_batch"] = json!(unrecorded);
+            }
+            let entry = NewAuditEntry {
+                at,
+                actor: format!("runner:{runner}"),
+                action: audit_actions::SIGNATURE_REFUSED.to_string(),
+                subject: format!("job:{}", refusal.job),
+                detail,
+            };
+            if let Err(error) = self.store.append_audit(entry).await {
+                tracing::warn!(%runner, job = %refusal.job, %error, "could not audit a refused result signature");
+            }
+        }
     }
 
     async fn keep_outputs(
@@ -464,27 +645,38 @@ impl Coordinator {
                 "items: at most {MAX_BATCH_COMPLETIONS} per call"
             )));
         }
-        // Items whose result breaks its kind's rules are answered here and never reach the
-        // store; the others are committed together, each fenced on its own.
+        // Items whose signature does not verify or whose result breaks its kind's rules are
+        // answered here and never reach the store; the others are committed together, each
+        // fenced on its own.
         let mut refused: Vec<Option<ServiceError>> = Vec::with_capacity(completions.len());
         let mut ids = Vec::with_capacity(completions.len());
         let mut items = Vec::with_capacity(completions.len());
+        let mut signature_refusals = Vec::new();
+        let mut key = RunnerKey::default();
         for item in completions {
             match self
-                .check_result_rules(runner, item.job, &item.result, false)
+                .check_completion(runner, item.job, &item.result, item.sig, &mut key)
                 .await
             {
-                Ok(()) => {
+                Ok(signature) => {
                     refused.push(None);
                     ids.push(item.job);
                     items.push(CompletionItem {
                         job: item.job,
                         epoch: item.epoch,
                         result: item.result,
+                        signature,
                     });
                 }
-                Err(error) => refused.push(Some(error)),
+                Err(error) => {
+                    signature_refusals.extend(SignatureRefusal::of(item.job, &error));
+                    refused.push(Some(error));
+                }
             }
+        }
+        if !signature_refusals.is_empty() {
+            self.audit_signature_refusals(runner, signature_refusals)
+                .await;
         }
         let stored = if items.is_empty() {
             Vec::new()

@@ -19,6 +19,12 @@ pub struct RunnerRegistration {
     pub name: String,
     /// Labels an operator gives it, which count for matching and the runner cannot override.
     pub labels: BTreeMap<String, String>,
+    /// Tags and resources an operator fixes. When either is given, the runner's capabilities
+    /// are bound to these and the labels: its claims may narrow them, never widen them.
+    /// Without them, it declares tags, resources and further labels at each claim and is
+    /// trusted to tell the truth.
+    pub tags: Option<Vec<String>>,
+    pub resources: Option<BTreeMap<String, f64>>,
     pub organization_id: Option<String>,
 }
 
@@ -37,7 +43,7 @@ pub struct RegisteredRunner {
 }
 
 impl Coordinator {
-    fn runner_view(&self, runner: RunnerRecord) -> RunnerView {
+    pub(crate) fn runner_view(&self, runner: RunnerRecord) -> RunnerView {
         let status = runner_status(
             runner.last_seen_at,
             runner.draining,
@@ -56,11 +62,13 @@ impl Coordinator {
         let invalid =
             |error: muster_core::JobSpecError| ServiceError::invalid_input(error.to_string());
         let name = muster_core::runner_name(&registration.name).map_err(invalid)?;
-        let labels = muster_core::Capabilities {
+        let binds = registration.tags.is_some() || registration.resources.is_some();
+        let capabilities = muster_core::Capabilities {
             labels: registration.labels,
-            ..Default::default()
+            tags: registration.tags.unwrap_or_default(),
+            resources: registration.resources.unwrap_or_default(),
         };
-        labels.validate("").map_err(invalid)?;
+        capabilities.validate("").map_err(invalid)?;
         if let Some(organization_id) = &registration.organization_id {
             muster_core::check_organization_id(organization_id).map_err(invalid)?;
         }
@@ -69,8 +77,9 @@ impl Coordinator {
         let new_runner = NewRunner {
             id: RunnerId::new(now, rand::rng().random()),
             name,
-            labels: labels.labels,
+            labels: capabilities.labels.clone(),
             organization_id: registration.organization_id,
+            bound_capabilities: binds.then_some(capabilities),
             token_hash: hash_token(&token),
             created_at: now,
         };
@@ -129,5 +138,17 @@ impl Coordinator {
         }
         self.runner_view.invalidate();
         Ok(())
+    }
+}
+
+impl Coordinator {
+    /// The key `runner` registered itself with, which its result signatures must verify
+    /// against; `None` for a runner an operator created (it has no key).
+    pub(crate) async fn runner_public_key(
+        &self,
+        runner: RunnerId,
+    ) -> Result<Option<muster_core::identity::RunnerPublicKey>, ServiceError> {
+        let binding = self.auth.binding(runner, self.store.as_ref()).await?;
+        Ok(binding.public_key)
     }
 }

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
+use muster_core::identity::VerifiedResultSignature;
 use muster_core::{
     ArtifactId, JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId, RunnerRecord,
     Timestamp,
@@ -22,6 +23,10 @@ use crate::{
     LogPage, LogPosition, NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport,
     QueueDepth, ReapReport, RecordedActivity, RecordedOutputs, RunnerBeat, RunnerKeyRecord,
     StoreError, Submitted,
+};
+use crate::{
+    EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, RegistrationOutcome,
+    RemovedRunnerKey, RunnerCredentials,
 };
 
 /// The coordinator's durable state: every capability together. See the crate docs for the
@@ -206,13 +211,28 @@ pub trait LeaseStore: Send + Sync + 'static {
         })
     }
 
-    /// Complete a job with its result, recording `outputs` (by name, like
-    /// [`LeaseStore::record_outputs`]) in the same commit. The same completion again (its
-    /// answer was lost) is answered with the job as the first one left it, and changes nothing.
+    /// Complete a job with an unsigned result: [`LeaseStore::complete_job_signed`] without a
+    /// signature.
     async fn complete_job(
         &self,
         call: JobCall,
         result: Value,
+        outputs: BTreeMap<String, ArtifactId>,
+        now: Timestamp,
+    ) -> Result<JobRecord, StoreError> {
+        self.complete_job_signed(call, result, None, outputs, now)
+            .await
+    }
+
+    /// Complete a job with its result and the result's verified signature (`None`: unsigned;
+    /// the job's `result_signature` is then null), recording `outputs` (by name, like
+    /// [`LeaseStore::record_outputs`]) in the same commit. The same completion again (its
+    /// answer was lost) is answered with the job as the first one left it, and changes nothing.
+    async fn complete_job_signed(
+        &self,
+        call: JobCall,
+        result: Value,
+        signature: Option<VerifiedResultSignature>,
         outputs: BTreeMap<String, ArtifactId>,
         now: Timestamp,
     ) -> Result<JobRecord, StoreError>;
@@ -258,11 +278,36 @@ pub trait RunnerStore: Send + Sync + 'static {
     /// Answers the jobs whose leases it released.
     async fn delete_runner(&self, id: RunnerId, now: Timestamp) -> Result<Vec<JobId>, StoreError>;
 
-    /// The live runner whose token hashes to `token_hash`.
+    /// The live runner whose token (current, or previous within its overlap) hashes to
+    /// `token_hash`, with what the token says about it. An expired token is still found: the
+    /// caller refuses it, saying so.
     async fn runner_by_token_hash(
         &self,
         token_hash: [u8; 32],
-    ) -> Result<Option<RunnerId>, StoreError>;
+    ) -> Result<Option<RunnerCredentials>, StoreError>;
+
+    /// The live runner registered with the key of `fingerprint`.
+    async fn runner_by_key(&self, fingerprint: &str) -> Result<Option<RunnerRecord>, StoreError>;
+
+    /// Record a runner's registration by its key and `audit`, in one commit: the key's runner
+    /// is updated (capabilities, enrollment, a new token with the previous one kept for its
+    /// overlap) or inserted. Nothing is written when the registration is not newer than the
+    /// key's last, or when what the gate decided from changed meanwhile (the answer says which).
+    async fn register_runner_key(
+        &self,
+        registration: KeyRegistration,
+        audit: NewAuditEntry,
+    ) -> Result<RegistrationOutcome, StoreError>;
+
+    /// Apply an operator's decision on a runner's enrollment with `audit`, and `key_audit` when
+    /// the decision put its key on the allowlist, in one commit. A revocation clears its tokens
+    /// and releases its leases.
+    async fn change_runner_enrollment(
+        &self,
+        change: EnrollmentChange,
+        audit: NewAuditEntry,
+        key_audit: NewAuditEntry,
+    ) -> Result<EnrollmentChangeOutcome, StoreError>;
 
     /// Record a runner heartbeat; answers the ids among `beat.jobs` the runner should stop
     /// (being cancelled, or no longer its own).
@@ -337,12 +382,14 @@ pub trait IdentityRecords: Send + Sync + 'static {
     ) -> Result<Option<RunnerKeyRecord>, StoreError>;
 
     /// Take `fingerprint` off the allowlist and record `audit`, in one commit; `NotFound` (and
-    /// nothing recorded) when it is not there.
+    /// nothing recorded) when it is not there. The runner registered with the key loses its
+    /// tokens and its leases in the same commit (no result of a revoked identity counts), which
+    /// is recorded as `runner.revoked` by the same actor.
     async fn remove_runner_key(
         &self,
         fingerprint: &str,
         audit: NewAuditEntry,
-    ) -> Result<RunnerKeyRecord, StoreError>;
+    ) -> Result<RemovedRunnerKey, StoreError>;
 
     /// Record a security event that changes nothing else (a refused registration, say).
     async fn append_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError>;

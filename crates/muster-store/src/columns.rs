@@ -12,7 +12,9 @@ use muster_core::{
 use serde_json::Value;
 
 use crate::StoreError;
-use crate::encoding::{capabilities_from_json, inputs_from_json, outputs_from_json};
+use crate::encoding::{
+    capabilities_from_json, inputs_from_json, outputs_from_json, result_signature_from_json,
+};
 use crate::rules::identity::{AuditColumns, RunnerKeyColumns, audit_entry, runner_key_record};
 use crate::rules::runners::{RunnerColumns, runner_record};
 use crate::{AuditEntry, KindSettingsRecord, RunnerKeyRecord};
@@ -35,7 +37,7 @@ pub(crate) const LIFECYCLE_AND_ID_COLUMNS: &str = concat!(lifecycle_columns!(), 
 pub(crate) const JOB_COLUMNS: &str = concat!(
     lifecycle_columns!(),
     ", id, kind, priority, payload, requirements, idempotency_key, created_at, \
-     progress_percent, progress_message, result, inputs, outputs"
+     progress_percent, progress_message, result, inputs, outputs, result_signature"
 );
 
 /// Where the job's id stands in [`JOB_COLUMNS`] and [`LIFECYCLE_AND_ID_COLUMNS`].
@@ -177,14 +179,28 @@ pub(crate) fn job_from_row<R: StoredRow>(row: &R) -> Result<(i64, JobRecord), R:
             Some(value) => outputs_from_json(&value).map_err(|problem| R::corrupt(29, problem))?,
             None => BTreeMap::new(),
         },
+        result_signature: json(row, 30)?
+            .map(|value| {
+                result_signature_from_json(&value).map_err(|problem| R::corrupt(30, problem))
+            })
+            .transpose()?,
         lifecycle,
     };
     Ok((seq, job))
 }
 
+/// The columns of a runner row that follow the count of jobs it holds in a selection
+/// [`runner_from_row`] reads (a macro, so backends can `concat!` it into their selections).
+macro_rules! runner_identity_columns {
+    () => {
+        "enrollment, key_fingerprint, public_key, bound_capabilities, bound_kinds, token_expires_at"
+    };
+}
+pub(crate) use runner_identity_columns;
+
 /// Read a runner row selected as `seq, id, name, organization_id, labels, kinds, offer,
-/// hostname, version, draining, created_at, last_heartbeat_at, last_seen_at` and the count of
-/// jobs it holds; answers the row's `seq` and the runner, which is an error of its own when the
+/// hostname, version, draining, created_at, last_heartbeat_at, last_seen_at`, the count of
+/// jobs it holds and [`runner_identity_columns`]; answers the row's `seq` and the runner, which is an error of its own when the
 /// row's values do not decode (so a page fails only for a runner it holds).
 pub(crate) fn runner_from_row<R: StoredRow>(
     row: &R,
@@ -203,6 +219,12 @@ pub(crate) fn runner_from_row<R: StoredRow>(
         last_heartbeat_at: row.optional_integer(11)?,
         last_seen_at: row.optional_integer(12)?,
         running_jobs: row.integer(13)?,
+        enrollment: row.optional_text(14)?.unwrap_or_default(),
+        key_fingerprint: owned_text(row, 15)?,
+        public_key: owned_text(row, 16)?,
+        bound_capabilities: row.optional_text(17)?,
+        bound_kinds: row.optional_text(18)?,
+        token_expires_at: row.optional_integer(19)?,
     });
     Ok((row.integer(0)?, record))
 }

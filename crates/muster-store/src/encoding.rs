@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use muster_core::identity::VerifiedResultSignature;
 use muster_core::{ArtifactId, Capabilities, LogLevel};
 use serde_json::{Map, Value};
 
@@ -60,6 +61,35 @@ pub(crate) fn outputs_from_json(value: &Value) -> Result<BTreeMap<String, Artifa
             Ok((name, id))
         })
         .collect()
+}
+
+/// A job's verified result signature as stored: a JSON object of its fields by their wire names.
+pub(crate) fn result_signature_to_json(signature: &VerifiedResultSignature) -> String {
+    serde_json::json!({
+        "key_fingerprint": signature.key_fingerprint,
+        "sha256": signature.sha256,
+        "signature": signature.signature,
+        "signed_at": signature.signed_at,
+        "signer_runner_id": signature.signer_runner_id,
+    })
+    .to_string()
+}
+
+pub(crate) fn result_signature_from_json(value: &Value) -> Result<VerifiedResultSignature, String> {
+    let field = |name: &str| {
+        value
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| format!("result_signature.{name}: missing or not a string"))
+    };
+    Ok(VerifiedResultSignature {
+        key_fingerprint: field("key_fingerprint")?,
+        sha256: field("sha256")?,
+        signature: field("signature")?,
+        signed_at: field("signed_at")?,
+        signer_runner_id: field("signer_runner_id")?,
+    })
 }
 
 /// A job's requirements as stored: JSON text, `None` (NULL) when any runner of the kind may take

@@ -34,8 +34,9 @@ pub use capabilities::{
 pub use error::StoreError;
 pub use model::{
     Activity, ArtifactRecord, ArtifactUploader, ArtifactUsage, ArtifactUsageReport, AuditEntry,
-    AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter,
-    KindSettingsRecord, LogPage, LogPosition, NewAuditEntry, NewRunner, Page, PageRequest,
-    PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity, RecordedOutputs,
-    RunnerBeat, RunnerKeyRecord, Submitted,
+    AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, EnrollmentChange,
+    EnrollmentChangeOutcome, JobAck, JobCall, JobFilter, KeyRegistration, KindSettingsRecord,
+    LogPage, LogPosition, NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport,
+    QueueDepth, ReapReport, RecordedActivity, RecordedOutputs, RegistrationOutcome,
+    RemovedRunnerKey, RunnerBeat, RunnerCredentials, RunnerKeyRecord, Submitted,
 };

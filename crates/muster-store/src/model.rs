@@ -106,6 +106,8 @@ pub struct CompletionItem {
     pub job: JobId,
     pub epoch: Option<u64>,
     pub result: Value,
+    /// The result's verified signature, stored with it (`None`: the result is unsigned).
+    pub signature: Option<muster_core::identity::VerifiedResultSignature>,
 }
 
 /// A page of a job's log.
@@ -177,6 +179,9 @@ pub struct NewRunner {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub organization_id: Option<String>,
+    /// Capabilities an operator fixed: its claims may narrow them, never widen them. `None`:
+    /// it declares them at each claim.
+    pub bound_capabilities: Option<muster_core::Capabilities>,
     pub token_hash: [u8; 32],
     pub created_at: Timestamp,
 }
@@ -252,6 +257,101 @@ pub struct RunnerKeyRecord {
     pub note: Option<String>,
     pub organization_id: Option<String>,
     pub created_at: Timestamp,
+}
+
+/// What a runner's token says about its holder, as the store reads it by the token's hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerCredentials {
+    pub runner: RunnerId,
+    pub enrollment: muster_core::Enrollment,
+    /// When this token (the current one or the previous one in its overlap) stops working;
+    /// `None` for a token that does not expire.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A registration of a runner by its key, as the coordinator accepted it (signature, time
+/// window and gate checked). The same key's runner, if there is one, is updated; otherwise
+/// a runner is inserted with `new_runner_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRegistration {
+    pub new_runner_id: RunnerId,
+    pub key_fingerprint: String,
+    /// Standard base64 of the 32 raw bytes.
+    pub public_key: String,
+    pub name: String,
+    pub hostname: String,
+    pub organization_id: Option<String>,
+    /// What it signed it may claim: its claims may narrow these, never widen them.
+    pub kinds: Vec<String>,
+    pub capabilities: muster_core::Capabilities,
+    /// The enrollment the gate decided.
+    pub enrollment: muster_core::Enrollment,
+    /// What the gate decided from: the enrollment of the key's runner (`None`: no runner had
+    /// the key), and whether the key was on the allowlist. When either is no longer so at the
+    /// commit, nothing is written and the answer says what changed, so the decision is made
+    /// again on what is true.
+    pub decided_from: Option<muster_core::Enrollment>,
+    pub key_was_allowed: bool,
+    pub token_hash: [u8; 32],
+    pub token_expires_at: Timestamp,
+    /// The runner's token until now keeps working until this (or its own expiry, if earlier).
+    pub previous_token_until: Timestamp,
+    /// The registration's signed timestamp: it must be later than the last accepted one.
+    pub signed_at: Timestamp,
+    pub now: Timestamp,
+}
+
+/// What recording a [`KeyRegistration`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegistrationOutcome {
+    /// Recorded; `created` when the runner is new.
+    Registered {
+        runner: Box<muster_core::RunnerRecord>,
+        created: bool,
+    },
+    /// The key's last accepted registration was signed at `last`, not earlier than this one:
+    /// this is a replay (or the runner's clock went back).
+    NotNewer { last: Timestamp },
+    /// The key's runner or its place on the allowlist changed since the gate decided.
+    Changed,
+}
+
+/// An operator's decision on a runner's enrollment (approve or reject).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrollmentChange {
+    pub runner: RunnerId,
+    /// The enrollment the decision was made from; when the runner's is no longer this at the
+    /// commit, nothing is written.
+    pub expected: muster_core::Enrollment,
+    pub enrollment: muster_core::Enrollment,
+    /// Its tokens stop working and its leases are released.
+    pub revoke_tokens: bool,
+    /// Put on the allowlist (unless its fingerprint is there already).
+    pub add_key: Option<RunnerKeyRecord>,
+    pub now: Timestamp,
+}
+
+/// What an [`EnrollmentChange`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnrollmentChangeOutcome {
+    Changed {
+        runner: Box<muster_core::RunnerRecord>,
+        /// The jobs whose leases a revocation released.
+        released: Vec<JobId>,
+        /// Whether the key was put on the allowlist (false when it was there already).
+        key_added: bool,
+    },
+    /// The runner's enrollment is no longer the expected one.
+    Raced { current: muster_core::Enrollment },
+}
+
+/// A key taken off the allowlist, and the runner registered with it, whose tokens and leases
+/// went with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemovedRunnerKey {
+    pub key: RunnerKeyRecord,
+    pub revoked_runner: Option<RunnerId>,
+    pub released: Vec<JobId>,
 }
 
 /// A security event to record.

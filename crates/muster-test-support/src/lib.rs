@@ -73,6 +73,32 @@ pub fn temp_sqlite_store_with_log_cap(
     Ok((directory, Arc::new(store)))
 }
 
+/// The Python of the test venv (`target/python-venv`, or the one `MUSTER_PYTHON_VENV` names),
+/// which has the packages of `tools/python-requirements.txt`. Panics, saying how to make it,
+/// when there is none: a test that needs Python never passes without it.
+pub fn test_python() -> std::path::PathBuf {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = std::env::var_os("MUSTER_PYTHON_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target/python-venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "no Python venv at {}: make it with `python3 -m venv target/python-venv && \
+         target/python-venv/bin/pip install -r tools/python-requirements.txt` (bash .ci/run does \
+         this), or point MUSTER_PYTHON_VENV at one with the `cryptography` package",
+        venv.display()
+    );
+    python
+}
+
+/// A file of the workspace, by its path from the workspace root.
+pub fn workspace_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
 /// A real coordinator serving HTTP on a free loopback port, over a temporary SQLite file.
 pub struct TestServer {
     pub base_url: String,
@@ -99,6 +125,11 @@ fn test_config(
         // Tests must not depend on how full the machine's disk is; the tests of the reserve
         // set one.
         disk_reserve: Some("0".into()),
+        // Every test request comes from 127.0.0.1, and some tests send more refused requests to
+        // one server than the default limit (auth.rs walks every route with five bad
+        // credentials each); the throttle's own tests set a limit. High rather than off, so
+        // every request still goes through the throttle.
+        auth_failure_limit: Some(1_000_000),
         ..RawServerConfig::default()
     };
     adjust(&mut raw);
@@ -216,6 +247,69 @@ impl TestServer {
             .context("register a test runner")?;
         let client = RunnerClient::new(&self.base_url, &created.token)?;
         Ok((created, client))
+    }
+
+    /// A new random Ed25519 runner key.
+    pub fn new_runner_key() -> muster_core::identity::RunnerSigningKey {
+        muster_core::identity::RunnerSigningKey::from_secret_bytes(rand::random())
+    }
+
+    /// The coordinator's "now" as a registration timestamp.
+    pub fn registration_time(&self) -> time::OffsetDateTime {
+        let nanos = i128::from(self.clock.now().as_millis()) * 1_000_000;
+        time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    }
+
+    /// A registrar for this server's registration route.
+    pub fn registrar(&self) -> muster_client::Registrar {
+        muster_client::Registrar::new(&self.base_url, &muster_client::ClientTls::system())
+            .expect("the test URL is valid")
+    }
+
+    /// Register `description` signed by `key` at the coordinator's "now".
+    pub async fn register_key(
+        &self,
+        key: &muster_core::identity::RunnerSigningKey,
+        description: &muster_client::RunnerDescription,
+    ) -> Result<(muster_api::RunnerRegistered, bool), muster_client::ClientError> {
+        self.registrar()
+            .register_signed_at(key, description, self.registration_time())
+            .await
+    }
+
+    /// A runner that registered itself with a new key, which was put on the allowlist first;
+    /// answers its registration, a client holding its token, and its key.
+    pub async fn key_runner(
+        &self,
+        name: &str,
+        kinds: &[&str],
+    ) -> anyhow::Result<(
+        muster_api::RunnerRegistered,
+        RunnerClient,
+        muster_core::identity::RunnerSigningKey,
+    )> {
+        let key = TestServer::new_runner_key();
+        self.client()
+            .add_runner_key(&muster_api::AddRunnerKey {
+                public_key: key.public_key().to_base64(),
+                note: Some(format!("test runner {name}")),
+                organization_id: None,
+            })
+            .await
+            .context("put the test runner's key on the allowlist")?;
+        let description = muster_client::RunnerDescription {
+            name: name.into(),
+            hostname: "test-host".into(),
+            kinds: kinds.iter().map(|kind| kind.to_string()).collect(),
+            ..Default::default()
+        };
+        let (registered, _) = self
+            .register_key(&key, &description)
+            .await
+            .context("register the test runner by its key")?;
+        let client = RunnerClient::new(&self.base_url, &registered.token)?;
+        Ok((registered, client, key))
     }
 
     /// Where this server keeps artifact bytes (`<data-dir>/blobs`).

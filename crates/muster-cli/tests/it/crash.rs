@@ -141,6 +141,7 @@ async fn every_acknowledged_change_survives_a_sigkill() {
                     let items = claimed
                         .iter()
                         .map(|job| CompletionItem {
+                            sig: None,
                             id: job.id,
                             epoch: Some(job.lease.epoch),
                             result: Some(json!({ "done": job.payload["index"] })),

@@ -112,17 +112,7 @@ fn python_cryptography_reads_the_key_keygen_writes() {
     assert!(output.status.success(), "{output:?}");
     let expected_public_key = printed(&stdout_of(&output), "public key:");
 
-    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv = std::env::var_os("MUSTER_PYTHON_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target/python-venv"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "no Python venv at {}: make it with `python3 -m venv target/python-venv && \
-         target/python-venv/bin/pip install -r tools/python-requirements.txt` (bash .ci/run does this)",
-        venv.display()
-    );
+    let python = muster_test_support::test_python();
     let script = r#"
 import base64, sys
 from cryptography.hazmat.primitives import serialization

@@ -16,3 +16,4 @@ mod postgres_outage;
 mod process;
 mod shutdown;
 mod up;
+mod verify;

@@ -30,6 +30,9 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::job_dag))
         .routes(routes!(runners::create_runner, runners::list_runners))
         .routes(routes!(runners::get_runner, runners::delete_runner))
+        .routes(routes!(runners::register_runner))
+        .routes(routes!(runners::approve_runner))
+        .routes(routes!(runners::reject_runner))
         .routes(routes!(
             identity::add_runner_key,
             identity::list_runner_keys

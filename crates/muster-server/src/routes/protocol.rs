@@ -219,9 +219,10 @@ pub(crate) async fn complete_job(
     let request: wire::CompleteJob = optional_json(&body)?;
     let result = request.result.unwrap_or(serde_json::Value::Null);
     let outputs = outputs_from_wire(request.outputs.unwrap_or_default())?;
+    let sig = request.sig.map(crate::convert::result_signature_from_wire);
     let view = state
         .coordinator
-        .complete(&caller, target, result, outputs)
+        .complete_signed(&caller, target, result, sig, outputs)
         .await?;
     Ok(Json(view_to_wire(view)))
 }
@@ -291,6 +292,7 @@ pub(crate) async fn complete_jobs(
             job: JobId(item.id),
             epoch: item.epoch,
             result: item.result.unwrap_or(serde_json::Value::Null),
+            sig: item.sig.map(crate::convert::result_signature_from_wire),
         })
         .collect();
     let outcomes = state

@@ -73,6 +73,7 @@ async fn eight_runners_complete_a_thousand_jobs_exactly_once() {
                     let items = claimed
                         .iter()
                         .map(|job| CompletionItem {
+                            sig: None,
                             id: job.id,
                             epoch: Some(job.lease.epoch),
                             result: Some(json!({ "by": worker, "echo": job.payload["index"] })),

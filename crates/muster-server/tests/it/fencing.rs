@@ -182,6 +182,7 @@ async fn another_runner_is_refused_with_or_without_the_epoch() {
     let outcomes = intruder
         .complete_jobs(&muster_client::api::CompleteJobs {
             items: vec![muster_client::api::CompletionItem {
+                sig: None,
                 id: claimed.id,
                 epoch: Some(claimed.lease.epoch),
                 result: None,
@@ -404,6 +405,7 @@ async fn a_batch_completion_after_expiry_is_refused_per_item() {
             items: claimed
                 .iter()
                 .map(|job| muster_client::api::CompletionItem {
+                    sig: None,
                     id: job.id,
                     epoch: Some(job.lease.epoch),
                     result: Some(json!("done")),

@@ -197,6 +197,7 @@ async fn batch_items_are_checked_one_by_one() {
     let (bad, bad_claim) = submit_and_claim(&client, &runner, "bench").await;
     let (free, free_claim) = submit_and_claim(&client, &runner, "exec").await;
     let item = |id, epoch, result| CompletionItem {
+        sig: None,
         id,
         epoch: Some(epoch),
         result: Some(result),

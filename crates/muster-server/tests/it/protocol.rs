@@ -280,6 +280,7 @@ async fn claims_match_labels_tags_and_resources() {
             name: "berlin".into(),
             labels: BTreeMap::from([("site".to_string(), "berlin".to_string())]),
             organization_id: None,
+            ..Default::default()
         })
         .await
         .expect("create");
@@ -684,31 +685,37 @@ async fn batch_complete_fences_each_item_and_answers_in_order() {
         .complete_jobs(&CompleteJobs {
             items: vec![
                 CompletionItem {
+                    sig: None,
                     id: mine[0].id,
                     epoch: Some(mine[0].lease.epoch),
                     result: Some(json!(0)),
                 },
                 CompletionItem {
+                    sig: None,
                     id: mine[1].id,
                     epoch: Some(mine[1].lease.epoch + 1),
                     result: Some(json!(1)),
                 },
                 CompletionItem {
+                    sig: None,
                     id: theirs.id,
                     epoch: Some(theirs.lease.epoch),
                     result: Some(json!("not mine")),
                 },
                 CompletionItem {
+                    sig: None,
                     id: unknown,
                     epoch: Some(1),
                     result: None,
                 },
                 CompletionItem {
+                    sig: None,
                     id: mine[2].id,
                     epoch: None,
                     result: Some(json!(2)),
                 },
                 CompletionItem {
+                    sig: None,
                     id: mine[0].id,
                     epoch: Some(mine[0].lease.epoch),
                     result: Some(json!("twice")),

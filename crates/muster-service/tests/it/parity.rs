@@ -55,6 +55,9 @@ impl DirectCalls {
                 total_count: None,
                 disk_reserve: DiskReserve::Bytes(0),
             },
+            auth_failure_limit: None,
+            enrollment_gate: muster_core::EnrollmentGate::default(),
+            runner_token_ttl: Duration::from_secs(3600),
         };
         let coordinator = Coordinator::new(CoordinatorParts {
             store,
@@ -65,7 +68,7 @@ impl DirectCalls {
             shutdown: CancellationToken::new(),
         });
         let admin = coordinator
-            .authenticate(ADMIN_TOKEN, Audience::Users)
+            .authenticate(ADMIN_TOKEN, Audience::Users, None)
             .await
             .expect("the admin token is the admin's");
         DirectCalls {
@@ -77,7 +80,7 @@ impl DirectCalls {
 
     async fn runner(&self, runner: &RunnerToken) -> Result<Principal, ErrorCode> {
         self.coordinator
-            .authenticate(&runner.token, Audience::Runners)
+            .authenticate(&runner.token, Audience::Runners, None)
             .await
             .map_err(code)
     }
@@ -297,7 +300,7 @@ impl FrontEnd for DirectCalls {
         // A front end resolves the token for the audience of the call it serves: a user call.
         let principal = self
             .coordinator
-            .authenticate(&runner.token, Audience::Users)
+            .authenticate(&runner.token, Audience::Users, None)
             .await
             .map_err(code)?;
         let submission = JobSubmission {
@@ -315,7 +318,7 @@ impl FrontEnd for DirectCalls {
     async fn claim_as_admin(&self, kind: &str) -> Result<Vec<Granted>, ErrorCode> {
         let principal = self
             .coordinator
-            .authenticate(ADMIN_TOKEN, Audience::Runners)
+            .authenticate(ADMIN_TOKEN, Audience::Runners, None)
             .await
             .map_err(code)?;
         let claimed = self

@@ -10,7 +10,8 @@ use crate::columns::{self, AUDIT_COLUMNS, RUNNER_KEY_COLUMNS};
 use crate::rules::identity::{audit_detail_to_text, runner_key_not_found};
 use crate::rules::paging;
 use crate::{
-    AuditEntry, AuditFilter, NewAuditEntry, Page, PageRequest, RunnerKeyRecord, StoreError,
+    AuditEntry, AuditFilter, NewAuditEntry, Page, PageRequest, RemovedRunnerKey, RunnerKeyRecord,
+    StoreError,
 };
 
 fn runner_key_from_row(row: &Row) -> Result<(i64, RunnerKeyRecord), StoreError> {
@@ -110,7 +111,7 @@ pub(super) async fn remove(
     transaction: &Transaction<'_>,
     fingerprint: &str,
     audit: &NewAuditEntry,
-) -> Result<RunnerKeyRecord, StoreError> {
+) -> Result<(RemovedRunnerKey, bool), StoreError> {
     let sql =
         format!("DELETE FROM runner_keys WHERE fingerprint = $1 RETURNING {RUNNER_KEY_COLUMNS}");
     let rows = query(transaction, &sql, &[&fingerprint]).await?;
@@ -119,7 +120,16 @@ pub(super) async fn remove(
     };
     let (_, removed) = runner_key_from_row(row)?;
     insert_audit(transaction, audit).await?;
-    Ok(removed)
+    let (revoked_runner, released, requeued) =
+        super::enrollment::revoke_key_runner(transaction, fingerprint, audit).await?;
+    Ok((
+        RemovedRunnerKey {
+            key: removed,
+            revoked_runner,
+            released,
+        },
+        requeued,
+    ))
 }
 
 pub(super) async fn append_audit(

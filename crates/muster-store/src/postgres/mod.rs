@@ -24,6 +24,7 @@
 
 mod artifacts;
 mod combine;
+mod enrollment;
 mod identity;
 mod jobs;
 mod kinds;
@@ -58,6 +59,10 @@ use crate::{
     JobStore, KindSettingsRecord, KindSettingsStore, LeaseStore, LogPage, LogPosition, Maintenance,
     NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
     RecordedActivity, RunnerBeat, RunnerKeyRecord, RunnerStore, StoreError, Submitted,
+};
+use crate::{
+    EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, RegistrationOutcome,
+    RemovedRunnerKey, RunnerCredentials,
 };
 
 /// Settings of the PostgreSQL backend.
@@ -126,8 +131,14 @@ type ClaimCall = (ClaimRequest, Timestamp);
 /// A batch completion waiting for its batch: by whom, the items, and the clock when asked.
 type CompletionCall = (RunnerId, Vec<CompletionItem>, Timestamp);
 
-/// A single completion waiting for its batch: the call, the result, and the clock when asked.
-type SingleCompletionCall = (JobCall, Value, Timestamp);
+/// A single completion waiting for its batch: the call, the result, its verified signature, and
+/// the clock when asked.
+pub(crate) type SingleCompletionCall = (
+    JobCall,
+    Value,
+    Option<muster_core::identity::VerifiedResultSignature>,
+    Timestamp,
+);
 
 /// The PostgreSQL [`crate::Store`].
 pub struct PostgresStore {
@@ -607,17 +618,21 @@ impl LeaseStore for PostgresStore {
         )))
     }
 
-    async fn complete_job(
+    async fn complete_job_signed(
         &self,
         call: JobCall,
         result: Value,
+        signature: Option<muster_core::identity::VerifiedResultSignature>,
         outputs: BTreeMap<String, ArtifactId>,
         now: Timestamp,
     ) -> Result<JobRecord, StoreError> {
         if outputs.is_empty() {
-            return self.single_completions.call((call, result, now)).await;
+            return self
+                .single_completions
+                .call((call, result, signature, now))
+                .await;
         }
-        let job = in_transaction!(self, transaction => jobs::completions::complete(&transaction, call, result, outputs, now));
+        let job = in_transaction!(self, transaction => jobs::completions::complete(&transaction, call, result, signature, outputs, now));
         Ok(job)
     }
 
@@ -689,9 +704,37 @@ impl RunnerStore for PostgresStore {
     async fn runner_by_token_hash(
         &self,
         token_hash: [u8; 32],
-    ) -> Result<Option<RunnerId>, StoreError> {
+    ) -> Result<Option<RunnerCredentials>, StoreError> {
         let client = self.client().await?;
-        runners::by_token_hash(&client, &token_hash).await
+        enrollment::by_token_hash(&client, &token_hash).await
+    }
+
+    async fn runner_by_key(&self, fingerprint: &str) -> Result<Option<RunnerRecord>, StoreError> {
+        let client = self.client().await?;
+        runners::by_key(&client, fingerprint).await
+    }
+
+    async fn register_runner_key(
+        &self,
+        registration: KeyRegistration,
+        audit: NewAuditEntry,
+    ) -> Result<RegistrationOutcome, StoreError> {
+        Ok(
+            in_transaction!(self, transaction => enrollment::register(&transaction, &registration, &audit)),
+        )
+    }
+
+    async fn change_runner_enrollment(
+        &self,
+        change: EnrollmentChange,
+        audit: NewAuditEntry,
+        key_audit: NewAuditEntry,
+    ) -> Result<EnrollmentChangeOutcome, StoreError> {
+        let (outcome, requeued) = in_transaction!(self, transaction => enrollment::change_enrollment(&transaction, &change, &audit, &key_audit));
+        if requeued {
+            self.shared.signal_pending();
+        }
+        Ok(outcome)
     }
 
     async fn runner_heartbeat(
@@ -771,10 +814,12 @@ impl IdentityRecords for PostgresStore {
         &self,
         fingerprint: &str,
         audit: NewAuditEntry,
-    ) -> Result<RunnerKeyRecord, StoreError> {
-        Ok(
-            in_transaction!(self, transaction => identity::remove(&transaction, fingerprint, &audit)),
-        )
+    ) -> Result<RemovedRunnerKey, StoreError> {
+        let (removed, requeued) = in_transaction!(self, transaction => identity::remove(&transaction, fingerprint, &audit));
+        if requeued {
+            self.shared.signal_pending();
+        }
+        Ok(removed)
     }
 
     async fn append_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError> {

@@ -105,8 +105,27 @@ pub(crate) struct LifecycleWrite<'a> {
     pub(crate) seq: i64,
     pub(crate) before: &'a JobLifecycle,
     pub(crate) after: &'a JobLifecycle,
-    pub(crate) result: Option<String>,
+    pub(crate) result: Option<WrittenResult>,
     pub(crate) place: Option<QueuePlace>,
+}
+
+/// A completion's result as written: its JSON text and its signature's (`None`: unsigned, and
+/// any signature the job had is cleared with the result it signed).
+pub(crate) struct WrittenResult {
+    pub(crate) json: String,
+    pub(crate) signature: Option<String>,
+}
+
+impl WrittenResult {
+    pub(crate) fn of(
+        result: &serde_json::Value,
+        signature: Option<&muster_core::identity::VerifiedResultSignature>,
+    ) -> WrittenResult {
+        WrittenResult {
+            json: result.to_string(),
+            signature: signature.map(crate::encoding::result_signature_to_json),
+        }
+    }
 }
 
 /// Write back the lifecycles (and results, when given) of many jobs in one statement, and bring
@@ -136,6 +155,7 @@ pub(crate) async fn write_lifecycles(
     let mut error_reasons = Vec::with_capacity(writes.len());
     let mut error_messages = Vec::with_capacity(writes.len());
     let mut results = Vec::with_capacity(writes.len());
+    let mut result_signatures = Vec::with_capacity(writes.len());
 
     let mut unqueued = Vec::new();
     let mut queued = QueueRows::default();
@@ -156,7 +176,13 @@ pub(crate) async fn write_lifecycles(
         finished_ats.push(millis(after.finished_at));
         error_reasons.push(after.error.as_ref().map(|error| error.reason.as_str()));
         error_messages.push(after.error.as_ref().map(|error| error.message.as_str()));
-        results.push(write.result.as_deref());
+        results.push(write.result.as_ref().map(|result| result.json.as_str()));
+        result_signatures.push(
+            write
+                .result
+                .as_ref()
+                .and_then(|result| result.signature.as_deref()),
+        );
 
         let was_pending = write.before.state == JobState::Pending;
         if after.state == JobState::Pending {
@@ -230,6 +256,12 @@ pub(crate) async fn write_lifecycles(
             &results as &(dyn ToSql + Sync),
             writes.iter().any(|write| write.result.is_some()),
         ),
+        (
+            "result_signature",
+            "text",
+            &result_signatures as &(dyn ToSql + Sync),
+            writes.iter().any(|write| write.result.is_some()),
+        ),
     ];
     let written: Vec<_> = columns.iter().filter(|column| column.3).collect();
     let update_jobs = async {
@@ -241,6 +273,10 @@ pub(crate) async fn write_lifecycles(
             .map(|(name, ..)| match *name {
                 // A write without a result keeps the one stored.
                 "result" => "result = coalesce(u.result, jobs.result)".to_string(),
+                // A signature goes with the result it signs: replaced whenever the result is.
+                "result_signature" => "result_signature = CASE WHEN u.result IS NULL \
+                     THEN jobs.result_signature ELSE u.result_signature END"
+                    .to_string(),
                 name => format!("{name} = u.{name}"),
             })
             .collect::<Vec<_>>()

@@ -6,18 +6,21 @@ use tokio_postgres::Row;
 
 use super::rows::{column, job_from_row, job_id_column, runner_id_column};
 use super::{Shared, execute, query};
-use crate::columns::{self, JOB_COLUMNS};
-use crate::encoding::string_map_to_json;
+use crate::columns::{self, JOB_COLUMNS, runner_identity_columns};
+use crate::encoding::{capabilities_to_json, string_map_to_json};
 use crate::rules::paging;
 use crate::rules::runners::{
-    ClaimingRunner, Declaration, claiming_runner, jobs_to_stop, release_from_deleted,
+    ClaimingRunner, Declaration, ReleaseCause, claiming_runner, jobs_to_stop, release_from_runner,
     runner_not_found,
 };
 use crate::{ClaimRequest, NewRunner, Page, PageRequest, RunnerBeat, StoreError};
 
 /// The columns `runner_from_row` reads, from `runners` joined with `held` (leases per runner).
-const RUNNER_COLUMNS: &str = "seq, id, name, organization_id, labels, kinds, offer, hostname, version, draining, \
-    created_at, last_heartbeat_at, last_seen_at, coalesce(held.jobs, 0)";
+const RUNNER_COLUMNS: &str = concat!(
+    "seq, id, name, organization_id, labels, kinds, offer, hostname, version, draining, \
+     created_at, last_heartbeat_at, last_seen_at, coalesce(held.jobs, 0), ",
+    runner_identity_columns!()
+);
 
 /// The jobs a runner holds, counted from its lease checks (every job it holds is in one of them;
 /// they list a few seconds of its claims), each job confirmed on its row.
@@ -40,8 +43,8 @@ pub(super) async fn create(
 ) -> Result<(), StoreError> {
     execute(
         client,
-        "INSERT INTO runners (id, name, organization_id, labels, token_hash, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO runners (id, name, organization_id, labels, token_hash, created_at, bound_capabilities) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[
             &runner.id.as_bytes().as_slice(),
             &runner.name,
@@ -49,6 +52,10 @@ pub(super) async fn create(
             &string_map_to_json(&runner.labels).to_string(),
             &runner.token_hash.as_slice(),
             &runner.created_at.as_millis(),
+            &runner
+                .bound_capabilities
+                .as_ref()
+                .map(|bound| capabilities_to_json(bound).to_string()),
         ],
     )
     .await
@@ -88,20 +95,19 @@ pub(super) async fn list(
     paging::page_from_rows(&rows, page, runner_from_row)
 }
 
-pub(super) async fn by_token_hash(
+/// The live runner registered with the key of `fingerprint`.
+pub(super) async fn by_key(
     client: &impl GenericClient,
-    token_hash: &[u8; 32],
-) -> Result<Option<RunnerId>, StoreError> {
-    let rows = query(
-        client,
-        "SELECT id FROM runners WHERE token_hash = $1 AND deleted_at IS NULL",
-        &[&token_hash.as_slice()],
-    )
-    .await?;
-    match rows.first() {
-        Some(row) => runner_id_column(row, 0),
-        None => Ok(None),
-    }
+    fingerprint: &str,
+) -> Result<Option<RunnerRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {RUNNER_COLUMNS} FROM runners {HELD_JOBS} \
+         WHERE key_fingerprint = $1 AND deleted_at IS NULL"
+    );
+    let rows = query(client, &sql, &[&fingerprint]).await?;
+    rows.first()
+        .map(|row| runner_from_row(row).map(|(_, record)| record))
+        .transpose()
 }
 
 /// Delete a runner and release what it holds; answers whether any job went back to the queue.
@@ -119,6 +125,17 @@ pub(super) async fn delete(
     if changed == 0 {
         return Err(runner_not_found(id));
     }
+    release_held_jobs(transaction, id, ReleaseCause::Deleted, now).await
+}
+
+/// Release every job `id` holds (it was deleted or revoked); answers those released and
+/// whether any went back to the queue.
+pub(super) async fn release_held_jobs(
+    transaction: &Transaction<'_>,
+    id: RunnerId,
+    cause: ReleaseCause,
+    now: Timestamp,
+) -> Result<(Vec<JobId>, bool), StoreError> {
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs \
          WHERE seq IN (SELECT unnest(seqs) FROM lease_checks WHERE runner_id = $1) \
@@ -129,7 +146,7 @@ pub(super) async fn delete(
     for row in &rows {
         let (seq, mut job) = job_from_row(row)?;
         let before = job.lifecycle.clone();
-        if release_from_deleted(seq, &mut job, id, now) {
+        if release_from_runner(seq, &mut job, id, cause, now) {
             released.push((seq, before, job));
         }
     }

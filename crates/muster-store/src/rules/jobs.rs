@@ -39,6 +39,7 @@ pub(crate) fn submitted_job(new_job: &NewJob) -> JobRecord {
         result: None,
         inputs: spec.inputs.clone(),
         outputs: BTreeMap::new(),
+        result_signature: None,
         lifecycle: new_job.initial_lifecycle(),
     }
 }

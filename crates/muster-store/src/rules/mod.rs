@@ -21,6 +21,7 @@ pub(crate) mod activity;
 pub(crate) mod artifacts;
 pub(crate) mod claims;
 pub(crate) mod completions;
+pub(crate) mod enrollment;
 pub(crate) mod identity;
 pub(crate) mod jobs;
 pub(crate) mod kinds;

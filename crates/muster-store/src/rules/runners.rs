@@ -5,9 +5,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use muster_core::{JobId, JobRecord, JobState, RunnerId, RunnerRecord, Timestamp};
+use muster_core::{Enrollment, JobId, JobRecord, JobState, RunnerId, RunnerRecord, Timestamp};
 
-use crate::encoding::{capabilities_to_json, labels_from_text, offer_from_text};
+use crate::encoding::{
+    capabilities_from_json, capabilities_to_json, labels_from_text, offer_from_text,
+};
 use crate::{ClaimRequest, StoreError};
 
 pub(crate) fn runner_not_found(id: RunnerId) -> StoreError {
@@ -33,6 +35,14 @@ pub(crate) struct RunnerColumns<'a> {
     pub(crate) last_seen_at: Option<i64>,
     /// The jobs it holds, as counted by the query.
     pub(crate) running_jobs: i64,
+    pub(crate) enrollment: &'a str,
+    pub(crate) key_fingerprint: Option<String>,
+    pub(crate) public_key: Option<String>,
+    /// JSON capabilities, or `None` when its claims are trusted.
+    pub(crate) bound_capabilities: Option<&'a str>,
+    /// A JSON list, or `None` for any kind.
+    pub(crate) bound_kinds: Option<&'a str>,
+    pub(crate) token_expires_at: Option<i64>,
 }
 
 /// A runner read back. Its labels are the registered ones, with the ones it declared itself
@@ -47,6 +57,27 @@ pub(crate) fn runner_record(columns: RunnerColumns<'_>) -> Result<RunnerRecord, 
     for (key, value) in &offer.labels {
         labels.entry(key.clone()).or_insert_with(|| value.clone());
     }
+    let enrollment = Enrollment::parse(columns.enrollment).ok_or_else(|| {
+        StoreError::Internal(format!("stored enrollment '{}'", columns.enrollment))
+    })?;
+    let bound_capabilities = columns
+        .bound_capabilities
+        .map(|text| {
+            serde_json::from_str(text)
+                .map_err(|error| error.to_string())
+                .and_then(|value| capabilities_from_json(&value))
+                .map_err(|error| {
+                    StoreError::Internal(format!("stored bound capabilities: {error}"))
+                })
+        })
+        .transpose()?;
+    let bound_kinds = columns
+        .bound_kinds
+        .map(|text| {
+            serde_json::from_str::<Vec<String>>(text)
+                .map_err(|error| StoreError::Internal(format!("stored bound kinds: {error}")))
+        })
+        .transpose()?;
     Ok(RunnerRecord {
         id,
         name: columns.name,
@@ -61,6 +92,12 @@ pub(crate) fn runner_record(columns: RunnerColumns<'_>) -> Result<RunnerRecord, 
         last_seen_at: columns.last_seen_at.map(Timestamp),
         running_jobs: u32::try_from(columns.running_jobs).unwrap_or(u32::MAX),
         created_at: Timestamp(columns.created_at),
+        enrollment,
+        key_fingerprint: columns.key_fingerprint,
+        public_key: columns.public_key,
+        bound_capabilities,
+        bound_kinds,
+        token_expires_at: columns.token_expires_at.map(Timestamp),
     })
 }
 
@@ -181,21 +218,35 @@ pub(crate) fn jobs_to_stop(
         .collect()
 }
 
-/// Release `job` (stored at row `seq`) from `runner`, which was deleted: its attempt fails as a
-/// lost lease, or, when a cancel was waiting for the runner, the job ends cancelled. Answers
-/// whether it did; a job the runner does not hold is left as it is.
-pub(crate) fn release_from_deleted(
+/// Why a runner lets go of every job it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReleaseCause {
+    /// An operator deleted it.
+    Deleted,
+    /// Its identity was revoked: its key left the allowlist, or an operator rejected it.
+    Revoked,
+}
+
+/// Release `job` (stored at row `seq`) from `runner`, which was deleted or revoked: its attempt
+/// fails as a lost lease, or, when a cancel was waiting for the runner, the job ends cancelled.
+/// Answers whether it did; a job the runner does not hold is left as it is.
+pub(crate) fn release_from_runner(
     seq: i64,
     job: &mut JobRecord,
     runner: RunnerId,
+    cause: ReleaseCause,
     now: Timestamp,
 ) -> bool {
     if !job.state().is_leased() || job.lifecycle.runner_id != Some(runner) {
         return false;
     }
     let jitter = super::jobs::jitter_for(seq, job.lifecycle.attempt);
+    let what_happened = match cause {
+        ReleaseCause::Deleted => "was deleted",
+        ReleaseCause::Revoked => "lost its identity (its key was removed or it was rejected)",
+    };
     job.lifecycle.release(
-        format!("runner {runner} was deleted while it held the lease"),
+        format!("runner {runner} {what_happened} while it held the lease"),
         jitter,
         now,
     );
@@ -285,17 +336,19 @@ mod tests {
             .lifecycle
             .claim(runner(1), Timestamp(10))
             .expect("a claim");
-        assert!(!release_from_deleted(
+        assert!(!release_from_runner(
             1,
             &mut running,
             runner(2),
+            ReleaseCause::Deleted,
             Timestamp(20)
         ));
         assert_eq!(running.state(), JobState::Claimed, "not that runner's");
-        assert!(release_from_deleted(
+        assert!(release_from_runner(
             1,
             &mut running,
             runner(1),
+            ReleaseCause::Deleted,
             Timestamp(20)
         ));
         assert_eq!(running.state(), JobState::Pending, "attempts remain");
@@ -316,19 +369,21 @@ mod tests {
             .lifecycle
             .cancel(5_000, Timestamp(15))
             .expect("a cancel");
-        assert!(release_from_deleted(
+        assert!(release_from_runner(
             2,
             &mut cancelling,
             runner(1),
+            ReleaseCause::Revoked,
             Timestamp(20)
         ));
         assert_eq!(cancelling.state(), JobState::Cancelled);
 
         let mut pending = pending_job(3);
-        assert!(!release_from_deleted(
+        assert!(!release_from_runner(
             3,
             &mut pending,
             runner(1),
+            ReleaseCause::Revoked,
             Timestamp(20)
         ));
     }
@@ -348,6 +403,12 @@ mod tests {
             last_heartbeat_at: None,
             last_seen_at: Some(7),
             running_jobs: 3,
+            enrollment: "pending",
+            key_fingerprint: None,
+            public_key: None,
+            bound_capabilities: Some(r#"{"tags":["q8_0"]}"#),
+            bound_kinds: Some(r#"["a"]"#),
+            token_expires_at: Some(9),
         }
     }
 
@@ -361,10 +422,25 @@ mod tests {
         assert_eq!(record.kinds, vec!["a".to_string()]);
         assert_eq!(record.running_jobs, 3);
         assert_eq!(record.last_seen_at, Some(Timestamp(7)));
+        assert_eq!(record.enrollment, Enrollment::Pending);
+        assert_eq!(
+            record.bound_capabilities.map(|bound| bound.tags),
+            Some(vec!["q8_0".to_string()])
+        );
+        assert_eq!(record.bound_kinds, Some(vec!["a".to_string()]));
+        assert_eq!(record.token_expires_at, Some(Timestamp(9)));
         for corrupt in [
             columns_of(&[1, 2, 3]),
             RunnerColumns {
                 kinds: "[1]",
+                ..columns_of(id.as_bytes())
+            },
+            RunnerColumns {
+                enrollment: "maybe",
+                ..columns_of(id.as_bytes())
+            },
+            RunnerColumns {
+                bound_capabilities: Some("not json"),
                 ..columns_of(id.as_bytes())
             },
         ] {

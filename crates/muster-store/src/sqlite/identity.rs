@@ -10,7 +10,8 @@ use crate::columns::{self, AUDIT_COLUMNS, RUNNER_KEY_COLUMNS};
 use crate::rules::identity::{audit_detail_to_text, runner_key_not_found};
 use crate::rules::paging;
 use crate::{
-    AuditEntry, AuditFilter, NewAuditEntry, Page, PageRequest, RunnerKeyRecord, StoreError,
+    AuditEntry, AuditFilter, NewAuditEntry, Page, PageRequest, RemovedRunnerKey, RunnerKeyRecord,
+    StoreError,
 };
 
 fn runner_key_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RunnerKeyRecord)> {
@@ -112,7 +113,7 @@ pub(super) fn remove(
     context: &mut WriterContext,
     fingerprint: &str,
     audit: &NewAuditEntry,
-) -> Result<RunnerKeyRecord, StoreError> {
+) -> Result<RemovedRunnerKey, StoreError> {
     let conn = &context.conn;
     let sql =
         format!("DELETE FROM runner_keys WHERE fingerprint = ?1 RETURNING {RUNNER_KEY_COLUMNS}");
@@ -128,7 +129,13 @@ pub(super) fn remove(
         return Err(runner_key_not_found(fingerprint));
     };
     insert_audit(conn, audit)?;
-    Ok(removed)
+    let (revoked_runner, released) =
+        super::enrollment::revoke_key_runner(context, fingerprint, audit)?;
+    Ok(RemovedRunnerKey {
+        key: removed,
+        revoked_runner,
+        released,
+    })
 }
 
 pub(super) fn append_audit(

@@ -5,6 +5,7 @@
 //! database), which is what lets the writer thread be the only writer and keep small caches.
 
 mod artifacts;
+mod enrollment;
 mod identity;
 mod jobs;
 mod kinds;
@@ -33,6 +34,10 @@ use crate::{
     JobStore, KindSettingsRecord, KindSettingsStore, LeaseStore, LogPage, LogPosition, Maintenance,
     NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
     RecordedActivity, RunnerBeat, RunnerKeyRecord, RunnerStore, StoreError, Submitted,
+};
+use crate::{
+    EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, RegistrationOutcome,
+    RemovedRunnerKey, RunnerCredentials,
 };
 use writer::{Writer, WriterContext};
 
@@ -376,15 +381,18 @@ impl LeaseStore for SqliteStore {
             .await
     }
 
-    async fn complete_job(
+    async fn complete_job_signed(
         &self,
         call: JobCall,
         result: Value,
+        signature: Option<muster_core::identity::VerifiedResultSignature>,
         outputs: BTreeMap<String, ArtifactId>,
         now: Timestamp,
     ) -> Result<JobRecord, StoreError> {
         self.writer
-            .run(move |context| jobs::completions::complete(context, call, result, outputs, now))
+            .run(move |context| {
+                jobs::completions::complete(context, call, result, signature, outputs, now)
+            })
             .await
     }
 
@@ -443,9 +451,37 @@ impl RunnerStore for SqliteStore {
     async fn runner_by_token_hash(
         &self,
         token_hash: [u8; 32],
-    ) -> Result<Option<RunnerId>, StoreError> {
+    ) -> Result<Option<RunnerCredentials>, StoreError> {
         self.readers
-            .run(move |conn| runners::by_token_hash(conn, &token_hash))
+            .run(move |conn| enrollment::by_token_hash(conn, &token_hash))
+            .await
+    }
+
+    async fn runner_by_key(&self, fingerprint: &str) -> Result<Option<RunnerRecord>, StoreError> {
+        let fingerprint = fingerprint.to_string();
+        self.readers
+            .run(move |conn| runners::by_key(conn, &fingerprint))
+            .await
+    }
+
+    async fn register_runner_key(
+        &self,
+        registration: KeyRegistration,
+        audit: NewAuditEntry,
+    ) -> Result<RegistrationOutcome, StoreError> {
+        self.writer
+            .run(move |context| enrollment::register(context, &registration, &audit))
+            .await
+    }
+
+    async fn change_runner_enrollment(
+        &self,
+        change: EnrollmentChange,
+        audit: NewAuditEntry,
+        key_audit: NewAuditEntry,
+    ) -> Result<EnrollmentChangeOutcome, StoreError> {
+        self.writer
+            .run(move |context| enrollment::change_enrollment(context, &change, &audit, &key_audit))
             .await
     }
 
@@ -535,7 +571,7 @@ impl IdentityRecords for SqliteStore {
         &self,
         fingerprint: &str,
         audit: NewAuditEntry,
-    ) -> Result<RunnerKeyRecord, StoreError> {
+    ) -> Result<RemovedRunnerKey, StoreError> {
         let fingerprint = fingerprint.to_string();
         self.writer
             .run(move |context| identity::remove(context, &fingerprint, &audit))

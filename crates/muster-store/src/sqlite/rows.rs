@@ -1,6 +1,7 @@
 //! Reading SQLite rows through the shared job mapping ([`crate::columns`]), and writing a job's
 //! lifecycle back.
 
+use muster_core::identity::VerifiedResultSignature;
 use muster_core::{JobLifecycle, JobRecord, Timestamp};
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row, params};
@@ -8,6 +9,7 @@ use serde_json::Value;
 
 use crate::StoreError;
 use crate::columns::{self, StoredRow};
+use crate::encoding::result_signature_to_json;
 
 impl StoredRow for Row<'_> {
     type Error = rusqlite::Error;
@@ -71,16 +73,18 @@ pub(crate) fn write_lifecycle(
     seq: i64,
     lifecycle: &JobLifecycle,
 ) -> Result<(), StoreError> {
-    write_lifecycle_and_result(conn, seq, lifecycle, None)
+    write_lifecycle_and_result(conn, seq, lifecycle, None, None)
 }
 
-/// Write back the lifecycle and, when given, the result, in one row write (completions are the
-/// hot path; two updates would rewrite the row twice).
+/// Write back the lifecycle and, when given, the result with its signature (replacing the
+/// stored one, so an unsigned result never keeps an earlier result's signature), in one row
+/// write (completions are the hot path; two updates would rewrite the row twice).
 pub(crate) fn write_lifecycle_and_result(
     conn: &Connection,
     seq: i64,
     lifecycle: &JobLifecycle,
     result: Option<&Value>,
+    signature: Option<&VerifiedResultSignature>,
 ) -> Result<(), StoreError> {
     let millis = |at: Option<Timestamp>| at.map(Timestamp::as_millis);
     let mut statement = conn
@@ -88,7 +92,8 @@ pub(crate) fn write_lifecycle_and_result(
             "UPDATE jobs SET state = ?2, attempt = ?3, lease_epoch = ?4, runner_id = ?5, run_after = ?6, \
              lease_expires_at = ?7, attempt_deadline_at = ?8, cancel_deadline_at = ?9, reap_at = ?10, \
              claimed_at = ?11, started_at = ?12, finished_at = ?13, error_reason = ?14, error_message = ?15, \
-             result = coalesce(?16, result) WHERE seq = ?1",
+             result = coalesce(?16, result), \
+             result_signature = CASE WHEN ?16 IS NULL THEN result_signature ELSE ?17 END WHERE seq = ?1",
         )
         .map_err(super::map_sqlite_error)?;
     statement
@@ -109,6 +114,7 @@ pub(crate) fn write_lifecycle_and_result(
             lifecycle.error.as_ref().map(|error| error.reason.as_str()),
             lifecycle.error.as_ref().map(|error| error.message.as_str()),
             result.map(Value::to_string),
+            signature.map(result_signature_to_json),
         ])
         .map_err(super::map_sqlite_error)?;
     Ok(())

@@ -8,18 +8,21 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::map_sqlite_error;
 use super::rows::{job_from_row, write_lifecycle};
 use super::writer::WriterContext;
-use crate::columns::{self, JOB_COLUMNS};
-use crate::encoding::string_map_to_json;
+use crate::columns::{self, JOB_COLUMNS, runner_identity_columns};
+use crate::encoding::{capabilities_to_json, string_map_to_json};
 use crate::rules::paging;
 use crate::rules::runners::{
-    ClaimingRunner, Declaration, claiming_runner, jobs_to_stop, release_from_deleted,
+    ClaimingRunner, Declaration, ReleaseCause, claiming_runner, jobs_to_stop, release_from_runner,
     runner_not_found,
 };
 use crate::{ClaimRequest, NewRunner, Page, PageRequest, RunnerBeat, StoreError};
 
-const RUNNER_COLUMNS: &str = "seq, id, name, organization_id, labels, kinds, offer, hostname, version, draining, \
-    created_at, last_heartbeat_at, last_seen_at, \
-    (SELECT count(*) FROM jobs WHERE jobs.state IN (1, 2, 3) AND jobs.runner_id = runners.id)";
+const RUNNER_COLUMNS: &str = concat!(
+    "seq, id, name, organization_id, labels, kinds, offer, hostname, version, draining, \
+     created_at, last_heartbeat_at, last_seen_at, \
+     (SELECT count(*) FROM jobs WHERE jobs.state IN (1, 2, 3) AND jobs.runner_id = runners.id), ",
+    runner_identity_columns!()
+);
 
 fn runner_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Result<RunnerRecord, StoreError>)> {
     columns::runner_from_row(row)
@@ -27,7 +30,8 @@ fn runner_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Result<RunnerRecord,
 
 pub(super) fn create(conn: &Connection, runner: &NewRunner) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO runners (id, name, organization_id, labels, token_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO runners (id, name, organization_id, labels, token_hash, created_at, bound_capabilities) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .and_then(|mut statement| {
         statement.execute(params![
@@ -37,6 +41,10 @@ pub(super) fn create(conn: &Connection, runner: &NewRunner) -> Result<(), StoreE
             string_map_to_json(&runner.labels).to_string(),
             runner.token_hash.as_slice(),
             runner.created_at.as_millis(),
+            runner
+                .bound_capabilities
+                .as_ref()
+                .map(|bound| capabilities_to_json(bound).to_string()),
         ])
     })
     .map_err(map_sqlite_error)?;
@@ -79,23 +87,23 @@ pub(super) fn list(
     })
 }
 
-pub(super) fn by_token_hash(
+/// The live runner registered with the key of `fingerprint`.
+pub(super) fn by_key(
     conn: &Connection,
-    token_hash: &[u8; 32],
-) -> Result<Option<RunnerId>, StoreError> {
-    let bytes: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT id FROM runners WHERE token_hash = ?1 AND deleted_at IS NULL")
+    fingerprint: &str,
+) -> Result<Option<RunnerRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {RUNNER_COLUMNS} FROM runners WHERE key_fingerprint = ?1 AND deleted_at IS NULL"
+    );
+    let row = conn
+        .prepare_cached(&sql)
         .and_then(|mut statement| {
             statement
-                .query_row(params![token_hash.as_slice()], |row| row.get(0))
+                .query_row(params![fingerprint], runner_from_row)
                 .optional()
         })
         .map_err(map_sqlite_error)?;
-    bytes
-        .map(|bytes| {
-            RunnerId::from_slice(&bytes).ok_or_else(|| StoreError::Internal("bad runner id".into()))
-        })
-        .transpose()
+    row.map(|(_, record)| record).transpose()
 }
 
 pub(super) fn delete(
@@ -111,6 +119,19 @@ pub(super) fn delete(
     if changed == 0 {
         return Err(runner_not_found(id));
     }
+    let released = release_held_jobs(context, id, ReleaseCause::Deleted, now)?;
+    context.runner_touches.forget(id);
+    Ok(released)
+}
+
+/// Release every job `id` holds (it was deleted or revoked); answers those released.
+pub(super) fn release_held_jobs(
+    context: &mut WriterContext,
+    id: RunnerId,
+    cause: ReleaseCause,
+    now: Timestamp,
+) -> Result<Vec<JobId>, StoreError> {
+    let conn = &context.conn;
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state IN (1, 2, 3) AND runner_id = ?1");
     let held: Vec<_> = conn
         .prepare_cached(&sql)
@@ -122,7 +143,7 @@ pub(super) fn delete(
         .map_err(map_sqlite_error)?;
     let mut released = Vec::with_capacity(held.len());
     for (seq, mut job) in held {
-        if !release_from_deleted(seq, &mut job, id, now) {
+        if !release_from_runner(seq, &mut job, id, cause, now) {
             continue;
         }
         released.push(job.id);
@@ -131,7 +152,6 @@ pub(super) fn delete(
             context.pending_changed = true;
         }
     }
-    context.runner_touches.forget(id);
     Ok(released)
 }
 

@@ -174,6 +174,31 @@ CREATE TABLE kind_settings (
     updated_at INTEGER NOT NULL
 );
 "#,
+    // 7: runners that registered themselves with a key, and results signed by one. A runner's
+    // `enrollment` is `enrolled`, `pending` or `rejected` (rows from before are enrolled).
+    // `key_fingerprint` is unique among live runners: the same key registering again is the same
+    // runner. `bound_capabilities` (JSON capabilities) and `bound_kinds` (a JSON list) are what
+    // it may claim with, NULL when its claims are trusted. A renewed token's predecessor stays in
+    // `previous_token_hash` until `previous_token_expires_at`. `registered_at` is the signed
+    // timestamp of the last registration accepted, which the next must be later than, so a
+    // registration is accepted once by every coordinator sharing the database.
+    // `result_signature` on a job is the verified signature of its result, as JSON.
+    r#"
+ALTER TABLE runners ADD COLUMN enrollment TEXT NOT NULL DEFAULT 'enrolled';
+ALTER TABLE runners ADD COLUMN key_fingerprint TEXT;
+ALTER TABLE runners ADD COLUMN public_key TEXT;
+ALTER TABLE runners ADD COLUMN bound_capabilities TEXT;
+ALTER TABLE runners ADD COLUMN bound_kinds TEXT;
+ALTER TABLE runners ADD COLUMN token_expires_at INTEGER;
+ALTER TABLE runners ADD COLUMN previous_token_hash BLOB;
+ALTER TABLE runners ADD COLUMN previous_token_expires_at INTEGER;
+ALTER TABLE runners ADD COLUMN registered_at INTEGER;
+CREATE UNIQUE INDEX runners_key ON runners (key_fingerprint)
+    WHERE key_fingerprint IS NOT NULL AND deleted_at IS NULL;
+CREATE UNIQUE INDEX runners_previous_token ON runners (previous_token_hash)
+    WHERE previous_token_hash IS NOT NULL;
+ALTER TABLE jobs ADD COLUMN result_signature TEXT;
+"#,
 ];
 
 /// Bring the schema up to date inside one transaction.

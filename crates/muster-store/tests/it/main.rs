@@ -137,6 +137,26 @@ macro_rules! conformance_suite {
                 a_key_and_its_audit_entry_are_committed_together,
             );
         }
+        // Runners registering by key, in a module of its own so that `cargo test enrollment`
+        // runs just these.
+        mod enrollment {
+            use super::*;
+
+            conformance_suite!(@store_tests $open;
+                a_key_registration_is_an_upsert_that_rotates_the_token_with_an_overlap,
+                approving_enrolls_the_runner_and_allows_its_key_in_one_commit,
+                removing_a_key_revokes_its_runner_and_releases_its_leases_in_one_commit,
+            );
+        }
+        // Result signatures stored with results, in a module of its own so that
+        // `cargo test result_signature` runs just these.
+        mod result_signatures {
+            use super::*;
+
+            conformance_suite!(@store_tests $open;
+                a_result_signature_is_stored_with_its_result_and_an_unsigned_result_reads_back_null,
+            );
+        }
         // Job kinds' result rules, in a module of its own so that `cargo test kinds` runs just
         // these.
         mod kinds {

@@ -91,6 +91,16 @@ async fn leases_taken_under_the_first_schema_survive_the_move_to_lease_checks() 
              DROP TABLE runner_keys;
              DROP TABLE audit_log;
              DROP TABLE kind_settings;
+             ALTER TABLE runners DROP COLUMN enrollment;
+             ALTER TABLE runners DROP COLUMN key_fingerprint;
+             ALTER TABLE runners DROP COLUMN public_key;
+             ALTER TABLE runners DROP COLUMN bound_capabilities;
+             ALTER TABLE runners DROP COLUMN bound_kinds;
+             ALTER TABLE runners DROP COLUMN token_expires_at;
+             ALTER TABLE runners DROP COLUMN previous_token_hash;
+             ALTER TABLE runners DROP COLUMN previous_token_expires_at;
+             ALTER TABLE runners DROP COLUMN registered_at;
+             ALTER TABLE jobs DROP COLUMN result_signature;
              UPDATE muster_schema SET version = 1 WHERE component = 'store';
              COMMIT;",
         )
@@ -162,6 +172,16 @@ async fn failed_jobs_from_before_their_table_existed_are_listed_after_the_upgrad
              DROP TABLE runner_keys;
              DROP TABLE audit_log;
              DROP TABLE kind_settings;
+             ALTER TABLE runners DROP COLUMN enrollment;
+             ALTER TABLE runners DROP COLUMN key_fingerprint;
+             ALTER TABLE runners DROP COLUMN public_key;
+             ALTER TABLE runners DROP COLUMN bound_capabilities;
+             ALTER TABLE runners DROP COLUMN bound_kinds;
+             ALTER TABLE runners DROP COLUMN token_expires_at;
+             ALTER TABLE runners DROP COLUMN previous_token_hash;
+             ALTER TABLE runners DROP COLUMN previous_token_expires_at;
+             ALTER TABLE runners DROP COLUMN registered_at;
+             ALTER TABLE jobs DROP COLUMN result_signature;
              UPDATE muster_schema SET version = 2 WHERE component = 'store';
              COMMIT;",
         )

@@ -38,6 +38,18 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
              DROP TABLE runner_keys;
              DROP TABLE audit_log;
              DROP TABLE kind_settings;
+             DROP INDEX runners_key;
+             DROP INDEX runners_previous_token;
+             ALTER TABLE runners DROP COLUMN enrollment;
+             ALTER TABLE runners DROP COLUMN key_fingerprint;
+             ALTER TABLE runners DROP COLUMN public_key;
+             ALTER TABLE runners DROP COLUMN bound_capabilities;
+             ALTER TABLE runners DROP COLUMN bound_kinds;
+             ALTER TABLE runners DROP COLUMN token_expires_at;
+             ALTER TABLE runners DROP COLUMN previous_token_hash;
+             ALTER TABLE runners DROP COLUMN previous_token_expires_at;
+             ALTER TABLE runners DROP COLUMN registered_at;
+             ALTER TABLE jobs DROP COLUMN result_signature;
              PRAGMA user_version = 1;",
         )
         .context("downgrade the schema to version 1")?;
@@ -62,7 +74,7 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
     drop(store);
     let conn = rusqlite::Connection::open(&config.path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    ensure!(version == 6, "the schema is at version 6, got {version}");
+    ensure!(version == 7, "the schema is at version 7, got {version}");
     let identity_tables: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
          AND name IN ('runner_keys', 'audit_log')",

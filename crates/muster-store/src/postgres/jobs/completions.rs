@@ -5,14 +5,17 @@
 use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::Transaction;
+use muster_core::identity::VerifiedResultSignature;
 use muster_core::{
     ArtifactId, JobError, JobId, JobLifecycle, JobRecord, JobState, RunnerId, Timestamp,
 };
 use serde_json::Value;
 
+use super::super::SingleCompletionCall;
 use super::super::query;
 use super::super::rows::{
-    LifecycleWrite, QueuePlace, job_from_row, job_id_column, lifecycle_from_row, write_lifecycles,
+    LifecycleWrite, QueuePlace, WrittenResult, job_from_row, job_id_column, lifecycle_from_row,
+    write_lifecycles,
 };
 use super::activity::write_outputs;
 use super::{load_by_id, notify_pending, transition, write_one};
@@ -26,6 +29,7 @@ pub(in crate::postgres) async fn complete(
     transaction: &Transaction<'_>,
     call: JobCall,
     result: Value,
+    signature: Option<VerifiedResultSignature>,
     outputs: BTreeMap<String, ArtifactId>,
     now: Timestamp,
 ) -> Result<JobRecord, StoreError> {
@@ -35,12 +39,14 @@ pub(in crate::postgres) async fn complete(
     };
     let outputs = completions::outputs_after(&job, outputs)?;
     let before = std::mem::replace(&mut job.lifecycle, completed);
-    write_one(transaction, seq, &before, &job, Some(result.to_string())).await?;
+    let written = WrittenResult::of(&result, signature.as_ref());
+    write_one(transaction, seq, &before, &job, Some(written)).await?;
     if let Some(outputs) = outputs {
         write_outputs(transaction, seq, &outputs).await?;
         job.outputs = outputs;
     }
     job.result = Some(result);
+    job.result_signature = signature;
     Ok(job)
 }
 
@@ -63,12 +69,12 @@ async fn lock_jobs(
 /// given; a refused one changes nothing.
 pub(in crate::postgres) async fn complete_singles(
     transaction: &Transaction<'_>,
-    calls: &[(JobCall, Value, Timestamp)],
+    calls: &[SingleCompletionCall],
 ) -> Result<Vec<Result<JobRecord, StoreError>>, StoreError> {
     let rows = lock_jobs(
         transaction,
         JOB_COLUMNS,
-        calls.iter().map(|(call, _, _)| call.job).collect(),
+        calls.iter().map(|(call, ..)| call.job).collect(),
     )
     .await?;
     // Per job: its row's seq, its lifecycle as read, and the job as changed by the calls.
@@ -78,17 +84,18 @@ pub(in crate::postgres) async fn complete_singles(
         let (seq, job) = job_from_row(row)?;
         current.insert(job.id, (seq, job.lifecycle.clone(), job));
     }
-    let mut results: HashMap<i64, String> = HashMap::new();
+    let mut results: HashMap<i64, WrittenResult> = HashMap::new();
     let answers = calls
         .iter()
-        .map(|(call, result, now)| {
+        .map(|(call, result, signature, now)| {
             let Some((seq, _, job)) = current.get_mut(&call.job) else {
                 return Err(job_not_found(call.job));
             };
             if let Some(completed) = completions::complete(&job.lifecycle, *call, *now)? {
                 job.lifecycle = completed;
                 job.result = Some(result.clone());
-                results.insert(*seq, result.to_string());
+                job.result_signature = signature.clone();
+                results.insert(*seq, WrittenResult::of(result, signature.as_ref()));
             }
             Ok(job.clone())
         })
@@ -135,7 +142,7 @@ pub(in crate::postgres) async fn complete_batch(
         );
     }
     let mut answers = Vec::with_capacity(calls.len());
-    let mut results: HashMap<i64, String> = HashMap::new();
+    let mut results: HashMap<i64, WrittenResult> = HashMap::new();
     for (runner, items, now) in calls {
         let mut call_answers = Vec::with_capacity(items.len());
         for item in items {
@@ -148,7 +155,10 @@ pub(in crate::postgres) async fn complete_batch(
                 completions::complete(lifecycle, item_call(*runner, item), *now).map(|completed| {
                     if let Some(completed) = completed {
                         *lifecycle = completed;
-                        results.insert(*seq, item.result.to_string());
+                        results.insert(
+                            *seq,
+                            WrittenResult::of(&item.result, item.signature.as_ref()),
+                        );
                     }
                 }),
             );

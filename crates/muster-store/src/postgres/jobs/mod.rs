@@ -22,7 +22,8 @@ use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
 use super::rows::{
-    LifecycleWrite, QueuePlace, column, job_from_row, job_id_column, write_lifecycles,
+    LifecycleWrite, QueuePlace, WrittenResult, column, job_from_row, job_id_column,
+    write_lifecycles,
 };
 use super::{PENDING_CHANNEL, execute, query};
 use crate::columns::JOB_COLUMNS;
@@ -278,7 +279,7 @@ pub(super) async fn write_one(
     seq: i64,
     before: &JobLifecycle,
     job: &JobRecord,
-    result: Option<String>,
+    result: Option<WrittenResult>,
 ) -> Result<(), StoreError> {
     write_lifecycles(
         transaction,

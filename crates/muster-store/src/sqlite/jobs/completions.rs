@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use muster_core::identity::VerifiedResultSignature;
 use muster_core::{ArtifactId, JobError, JobRecord, JobState, RunnerId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -22,6 +23,7 @@ pub(in crate::sqlite) fn complete(
     context: &mut WriterContext,
     call: JobCall,
     result: Value,
+    signature: Option<VerifiedResultSignature>,
     outputs: BTreeMap<String, ArtifactId>,
     now: Timestamp,
 ) -> Result<JobRecord, StoreError> {
@@ -31,12 +33,19 @@ pub(in crate::sqlite) fn complete(
     };
     let outputs = completions::outputs_after(&job, outputs)?;
     job.lifecycle = completed;
-    write_lifecycle_and_result(&context.conn, seq, &job.lifecycle, Some(&result))?;
+    write_lifecycle_and_result(
+        &context.conn,
+        seq,
+        &job.lifecycle,
+        Some(&result),
+        signature.as_ref(),
+    )?;
     if let Some(outputs) = outputs {
         write_outputs(&context.conn, seq, &outputs)?;
         job.outputs = outputs;
     }
     job.result = Some(result);
+    job.result_signature = signature;
     Ok(job)
 }
 
@@ -71,7 +80,13 @@ fn complete_item(
         .map_err(map_sqlite_error)?
         .ok_or_else(|| job_not_found(item.job))?;
     match completions::complete(&lifecycle, item_call(runner, &item), now)? {
-        Some(completed) => write_lifecycle_and_result(conn, seq, &completed, Some(&item.result)),
+        Some(completed) => write_lifecycle_and_result(
+            conn,
+            seq,
+            &completed,
+            Some(&item.result),
+            item.signature.as_ref(),
+        ),
         None => Ok(()),
     }
 }

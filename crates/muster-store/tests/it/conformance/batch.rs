@@ -42,6 +42,7 @@ pub async fn complete_jobs_answers_each_item_in_order_and_commits_only_the_valid
         job,
         epoch,
         result: serde_json::json!({ "tag": tag }),
+        signature: None,
     };
     let items = vec![
         item(

@@ -51,6 +51,7 @@ pub async fn concurrent_claimers_claim_every_job_exactly_once(
                         job: job.job.id,
                         epoch: Some(job.lease.epoch),
                         result: serde_json::json!({"claimer": claimer}),
+                        signature: None,
                     });
                 }
                 // Completing while others still claim puts writes of both kinds in flight.
@@ -750,6 +751,7 @@ pub async fn claims_arriving_together_are_each_answered_as_their_own(
                 job: *job,
                 epoch: Some(*epoch),
                 result: serde_json::json!({ "by": index }),
+                signature: None,
             })
             .collect();
         if index == 0 {
@@ -757,6 +759,7 @@ pub async fn claims_arriving_together_are_each_answered_as_their_own(
                 job: foreign_job,
                 epoch: None,
                 result: serde_json::json!({ "by": "someone else" }),
+                signature: None,
             });
         }
         let store = Arc::clone(&store);

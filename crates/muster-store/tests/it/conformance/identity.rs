@@ -47,7 +47,7 @@ fn page(limit: u32, cursor: Option<String>) -> PageRequest {
 }
 
 /// The whole audit log (or one action's), newest first, one page of `page_size` at a time.
-async fn all_audit(
+pub async fn all_audit(
     store: &dyn Store,
     action: Option<&str>,
     page_size: u32,
@@ -235,7 +235,10 @@ pub async fn a_removed_runner_key_is_gone_and_audited_once(
         .remove_runner_key(&key.fingerprint, removal.clone())
         .await
         .context("remove the key")?;
-    ensure!(removed == key, "the answer is the removed key: {removed:?}");
+    ensure!(
+        removed.key == key && removed.revoked_runner.is_none(),
+        "the answer is the removed key: {removed:?}"
+    );
     ensure!(
         store.get_runner_key(&key.fingerprint).await?.is_none(),
         "the key is gone"

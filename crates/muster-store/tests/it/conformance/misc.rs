@@ -298,6 +298,7 @@ pub async fn complete_stores_the_result_once(store: Arc<dyn Store>) -> anyhow::R
                 job: job.id,
                 epoch: Some(claimed.lease.epoch),
                 result: serde_json::json!("batch again"),
+                signature: None,
             }],
             at(3_500),
         )

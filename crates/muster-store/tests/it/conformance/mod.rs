@@ -10,6 +10,7 @@ mod artifacts;
 mod batch;
 mod cancel;
 mod claims;
+mod enrollment;
 mod fencing;
 mod identity;
 mod kinds;
@@ -18,6 +19,7 @@ mod logs;
 mod misc;
 mod pruning;
 mod reaping;
+mod result_signatures;
 mod retries;
 mod runners;
 
@@ -26,6 +28,7 @@ pub use artifacts::*;
 pub use batch::*;
 pub use cancel::*;
 pub use claims::*;
+pub use enrollment::*;
 pub use fencing::*;
 pub use identity::*;
 pub use kinds::*;
@@ -34,6 +37,7 @@ pub use logs::*;
 pub use misc::*;
 pub use pruning::*;
 pub use reaping::*;
+pub use result_signatures::*;
 pub use retries::*;
 pub use runners::*;
 
@@ -194,6 +198,7 @@ pub async fn register_runner_with_labels(
             name: name.to_string(),
             labels,
             organization_id: None,
+            bound_capabilities: None,
             token_hash: unique_token_hash(),
             created_at,
         })
@@ -438,6 +443,7 @@ pub async fn expect_every_job_call_refused(
                 job: call.job,
                 epoch: call.epoch,
                 result: serde_json::json!({"by": "intruder batch"}),
+                signature: None,
             }],
             now,
         )

@@ -29,6 +29,10 @@ pub async fn runners_are_created_read_listed_and_deleted(
         name: "gpu-box-1".to_string(),
         labels: labels.clone(),
         organization_id: Some("org-7".to_string()),
+        bound_capabilities: Some(muster_core::Capabilities {
+            tags: vec!["q8_0".to_string()],
+            ..Default::default()
+        }),
         token_hash,
         created_at: at(5_000),
     };
@@ -38,6 +42,14 @@ pub async fn runners_are_created_read_listed_and_deleted(
     ensure!(created.labels == labels);
     ensure!(created.organization_id.as_deref() == Some("org-7"));
     ensure!(created.created_at == at(5_000));
+    ensure!(created.enrollment == muster_core::Enrollment::Enrolled);
+    ensure!(created.key_fingerprint.is_none() && created.public_key.is_none());
+    ensure!(
+        created.token_expires_at.is_none(),
+        "an operator's runner's token does not expire"
+    );
+    ensure!(created.bound_capabilities == new_runner.bound_capabilities);
+    ensure!(created.bound_kinds.is_none());
     ensure!(created.running_jobs == 0);
     ensure!(!created.draining);
     ensure!(created.last_heartbeat_at.is_none() && created.last_seen_at.is_none());
@@ -47,7 +59,13 @@ pub async fn runners_are_created_read_listed_and_deleted(
         "get answers what create did"
     );
 
-    ensure!(store.runner_by_token_hash(token_hash).await? == Some(created.id));
+    ensure!(
+        store
+            .runner_by_token_hash(token_hash)
+            .await?
+            .map(|credentials| credentials.runner)
+            == Some(created.id)
+    );
     ensure!(
         store
             .runner_by_token_hash(unique_token_hash())
