@@ -1,6 +1,7 @@
 //! `muster`: one binary for the coordinator and the tools around it.
 
 mod connect;
+mod enroll;
 mod identity;
 mod jobs;
 mod keys;

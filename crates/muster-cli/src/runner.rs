@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use muster_client::ClientTls;
+use muster_client::{ClientTls, Registrar, RunnerDescription};
+use muster_core::identity::RunnerSigningKey;
 use muster_runner::exec::{DEFAULT_KILL_GRACE, ExecRunner};
 use muster_runner::{DaemonConfig, HttpTransport, StopSignals};
 use muster_runner_sdk::Runner;
@@ -38,13 +39,23 @@ pub(crate) struct RunnerArgs {
     #[arg(long)]
     server: Option<String>,
     /// This runner's token, from `muster runners create` [env: MUSTER_RUNNER_TOKEN]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "key")]
     token: Option<String>,
+    /// Register with this Ed25519 key (PEM PKCS#8, from `muster runner keygen`) instead of a
+    /// token: the runner signs its registration, waits while an operator approves it (under
+    /// `--enrollment approval`), renews its short-lived token in the background, and signs
+    /// every result. The token is kept in memory only [env: MUSTER_RUNNER_KEY]
+    #[arg(long, value_name = "PATH")]
+    key: Option<PathBuf>,
+    /// The name this runner registers under with --key [env: MUSTER_RUNNER_NAME] [default: the
+    /// hostname]
+    #[arg(long)]
+    name: Option<String>,
     /// For an https:// server whose certificate comes from a private authority: trust that
     /// authority's certificate (PEM) instead of the system's [env: MUSTER_CA_CERT]
     #[arg(long = "ca-cert", value_name = "PATH")]
     ca_cert: Option<PathBuf>,
-    /// A TOML file with any of: server, token, ca_cert, exec, labels, tags, resources, concurrency,
+    /// A TOML file with any of: server, token, key, name, ca_cert, exec, labels, tags, resources, concurrency,
     /// drain_timeout_s, work_dir [env: MUSTER_RUNNER_CONFIG]
     #[arg(long)]
     config: Option<PathBuf>,
@@ -78,6 +89,8 @@ pub(crate) struct RunnerArgs {
 struct RunnerFile {
     server: Option<String>,
     token: Option<String>,
+    key: Option<PathBuf>,
+    name: Option<String>,
     ca_cert: Option<PathBuf>,
     exec: Option<bool>,
     #[serde(default)]
@@ -97,18 +110,35 @@ fn env(name: &str) -> Option<String> {
         .filter(|value| !value.trim().is_empty())
 }
 
+/// Who this runner is to the coordinator.
+pub(crate) enum Identity {
+    /// A long-lived token an operator created.
+    Token(String),
+    /// A key it registers with (and renews its token with).
+    Key {
+        key: Arc<RunnerSigningKey>,
+        name: String,
+    },
+}
+
 /// How to reach the coordinator.
 pub(crate) struct Connection {
     pub(crate) server: String,
-    pub(crate) token: String,
+    pub(crate) identity: Identity,
     pub(crate) tls: ClientTls,
 }
 
 impl Connection {
-    pub(crate) fn transport(&self) -> anyhow::Result<Arc<HttpTransport>> {
-        let transport = HttpTransport::new(&self.server, &self.token, &self.tls)
-            .context("set up the runner client")?;
-        Ok(Arc::new(transport))
+    /// The transport with a token; with a key, `None` (it must register first).
+    pub(crate) fn token_transport(&self) -> anyhow::Result<Option<Arc<HttpTransport>>> {
+        match &self.identity {
+            Identity::Token(token) => {
+                let transport = HttpTransport::new(&self.server, token, &self.tls)
+                    .context("set up the runner client")?;
+                Ok(Some(Arc::new(transport)))
+            }
+            Identity::Key { .. } => Ok(None),
+        }
     }
 }
 
@@ -139,14 +169,38 @@ fn resolve(args: RunnerArgs) -> anyhow::Result<Resolved> {
         .or_else(|| env("MUSTER_SERVER"))
         .or(file.server)
         .unwrap_or_else(|| crate::connect::DEFAULT_SERVER.to_string());
-    let Some(token) = args
+    let token = args
         .token
         .or_else(|| env("MUSTER_RUNNER_TOKEN"))
-        .or(file.token)
-    else {
-        bail!(
-            "no runner token: pass --token or set MUSTER_RUNNER_TOKEN (create one with `muster runners create NAME`)"
-        );
+        .or(file.token);
+    let key = args
+        .key
+        .or_else(|| env("MUSTER_RUNNER_KEY").map(PathBuf::from))
+        .or(file.key);
+    let identity = match (token, key) {
+        (Some(_), Some(_)) => bail!(
+            "both a token and a key were given: a runner joins either with a token (muster runners create) or with its key (muster runner keygen), not both"
+        ),
+        (Some(token), None) => Identity::Token(token),
+        (None, Some(path)) => {
+            let pem = std::fs::read_to_string(&path)
+                .with_context(|| format!("read the runner key {}", path.display()))?;
+            let key = RunnerSigningKey::from_pkcs8_pem(&pem)
+                .with_context(|| format!("read the runner key {}", path.display()))?;
+            let name = args
+                .name
+                .or_else(|| env("MUSTER_RUNNER_NAME"))
+                .or(file.name)
+                .or_else(hostname)
+                .unwrap_or_else(|| "runner".to_string());
+            Identity::Key {
+                key: Arc::new(key),
+                name,
+            }
+        }
+        (None, None) => bail!(
+            "no runner identity: pass --key PATH (a key from `muster runner keygen`) or --token (from `muster runners create NAME`), or set MUSTER_RUNNER_KEY or MUSTER_RUNNER_TOKEN"
+        ),
     };
     let tls = match args
         .ca_cert
@@ -196,9 +250,14 @@ fn resolve(args: RunnerArgs) -> anyhow::Result<Resolved> {
         hostname: hostname(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         work_dir,
+        approval_hint: None,
     };
     Ok(Resolved {
-        connection: Connection { server, token, tls },
+        connection: Connection {
+            server,
+            identity,
+            tls,
+        },
         config,
         exec: args.exec || file.exec.unwrap_or(false),
     })
@@ -234,10 +293,64 @@ pub(crate) fn run(args: RunnerArgs) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async move {
-        let transport = resolved.connection.transport()?;
         let stop = StopSignals::default();
         tokio::spawn(stop_on_signals(stop.clone()));
-        muster_runner::run(transport, resolved.config, runners, stop).await
+        let mut config = resolved.config;
+        if let Some(transport) = resolved.connection.token_transport()? {
+            return muster_runner::run(transport, config, runners, stop).await;
+        }
+        let Identity::Key { key, name } = &resolved.connection.identity else {
+            bail!("a runner without a token has a key");
+        };
+        let mut kinds: Vec<String> = runners
+            .iter()
+            .map(|runner| runner.capability().to_string())
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        let description = RunnerDescription {
+            name: name.clone(),
+            hostname: config.hostname.clone().unwrap_or_else(|| name.clone()),
+            kinds,
+            labels: config.labels.clone(),
+            tags: config.tags.clone(),
+            resources: config.resources.clone(),
+            organization_id: None,
+        };
+        let registrar = Registrar::new(&resolved.connection.server, &resolved.connection.tls)
+            .context("set up the registration client")?;
+        let Some(registered) =
+            crate::enroll::register_until_answered(&registrar, key, &description, &stop).await?
+        else {
+            return Ok(());
+        };
+        let fingerprint = key.public_key().fingerprint();
+        if registered.runner.enrollment == muster_client::api::RunnerEnrollment::Pending {
+            let hint = format!(
+                "waiting for approval of key {fingerprint}: an operator runs `muster runners approve {}`",
+                registered.runner.id
+            );
+            crate::output::note!("{hint}");
+            config.approval_hint = Some(hint);
+        }
+        let transport = HttpTransport::new(
+            &resolved.connection.server,
+            &registered.token,
+            &resolved.connection.tls,
+        )
+        .context("set up the runner client")?
+        .signing_results(Arc::clone(key), registered.runner.id.to_string());
+        let transport = Arc::new(transport);
+        let renewal = tokio::spawn(crate::enroll::renew_tokens(
+            registrar,
+            Arc::clone(key),
+            description,
+            Arc::clone(&transport),
+            registered.token_expires_at,
+        ));
+        let outcome = muster_runner::run(transport, config, runners, stop).await;
+        renewal.abort();
+        outcome
     })
 }
 

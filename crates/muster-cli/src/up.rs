@@ -119,11 +119,10 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
             args.concurrency
         );
         crate::output::note!("  try: muster job submit -- echo hello");
-        let connection = crate::runner::Connection {
-            server: url,
-            token,
-            tls: muster_client::ClientTls::system(),
-        };
+        let transport =
+            muster_runner::HttpTransport::new(&url, &token, &muster_client::ClientTls::system())
+                .context("set up the runner client")
+                .map(std::sync::Arc::new);
         let work_dir = data_dir.join("work");
         let daemon = DaemonConfig {
             labels: Default::default(),
@@ -134,11 +133,12 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
             hostname: crate::runner::hostname(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             work_dir: work_dir.clone(),
+            approval_hint: None,
         };
         let stop = StopSignals::default();
         tokio::spawn(crate::runner::stop_on_signals(stop.clone()));
         let runners = crate::runner::runners(true, &work_dir);
-        let ran = match connection.transport() {
+        let ran = match transport {
             Ok(transport) => muster_runner::run(transport, daemon, runners, stop).await,
             Err(error) => Err(error),
         };

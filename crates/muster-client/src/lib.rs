@@ -125,7 +125,8 @@ impl ClientError {
 struct Connection {
     http: reqwest::Client,
     base_url: String,
-    token: String,
+    /// Shared by every clone, so a runner that renews its token renews it for all its calls.
+    token: std::sync::Arc<std::sync::RwLock<String>>,
 }
 
 impl Connection {
@@ -153,14 +154,21 @@ impl Connection {
         Ok(Connection {
             http,
             base_url,
-            token: token.trim().to_string(),
+            token: std::sync::Arc::new(std::sync::RwLock::new(token.trim().to_string())),
         })
+    }
+
+    fn current_token(&self) -> String {
+        self.token
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{}", self.base_url, path))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.current_token())
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<Response, ClientError> {
@@ -687,6 +695,28 @@ impl RunnerClient {
         Ok(RunnerClient {
             connection: Connection::new(base_url, runner_token, tls)?,
         })
+    }
+
+    /// Use `token` from now on, for this client and every clone of it (a runner that renewed
+    /// its token by registering again).
+    pub fn replace_token(&self, token: &str) -> Result<(), ClientError> {
+        if !token.trim().starts_with(muster_api::RUNNER_TOKEN_PREFIX) {
+            return Err(ClientError::Config(format!(
+                "a runner token starts with '{}'",
+                muster_api::RUNNER_TOKEN_PREFIX
+            )));
+        }
+        *self
+            .connection
+            .token
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = token.trim().to_string();
+        Ok(())
+    }
+
+    /// The token this client sends now.
+    pub fn token(&self) -> String {
+        self.connection.current_token()
     }
 
     fn job_request(

@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
         hostname: None,
         version: env!("CARGO_PKG_VERSION").to_string(),
         work_dir: std::env::temp_dir().join("muster-hello"),
+        approval_hint: None,
     };
     let stop = StopSignals::default();
     let drain = stop.drain.clone();

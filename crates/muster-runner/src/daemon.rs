@@ -34,6 +34,9 @@ pub struct DaemonConfig {
     /// Where hosted runners' scratch files go (inputs fetched to temporary files, spooled
     /// uploads), one directory per job, removed when the job ends.
     pub work_dir: PathBuf,
+    /// What to tell the operator while the coordinator holds this runner for approval (which
+    /// key, and how to approve it).
+    pub approval_hint: Option<String>,
 }
 
 /// The stop requests a daemon obeys: `drain` (stop claiming, finish jobs) and `abort` (cancel
@@ -78,8 +81,11 @@ async fn backoff(attempt: u32, stop: &CancellationToken) {
     }
 }
 
+/// A claim that can never succeed as this runner is configured: its token refused, or it
+/// claims with capabilities it did not register.
 fn is_fatal(error: &TransportError) -> bool {
     error.is_refused_token()
+        || error.code() == Some(muster_core::ErrorCode::CapabilityNotRegistered)
 }
 
 type Running = Arc<Mutex<HashMap<Uuid, Arc<TaskState>>>>;
@@ -140,6 +146,7 @@ pub async fn run(
     let mut jobs = JoinSet::new();
     let slot_freed = Arc::new(tokio::sync::Notify::new());
     let mut failures = 0u32;
+    let mut waiting_for_approval = false;
     tracing::info!(kinds = ?kinds, concurrency = config.concurrency, server = %transport.describe(), "runner started");
     while !stop.drain.is_cancelled() {
         while jobs.try_join_next().is_some() {}
@@ -166,6 +173,10 @@ pub async fn run(
         match transport.claim(&claim).await {
             Ok(claimed) => {
                 failures = 0;
+                if waiting_for_approval {
+                    tracing::info!("approved: claiming jobs");
+                    waiting_for_approval = false;
+                }
                 for claimed in claimed {
                     let kind = &claimed.lease.task.capability;
                     let Some(runner) = by_kind.get(kind).cloned() else {
@@ -192,7 +203,28 @@ pub async fn run(
             }
             Err(error) if is_fatal(&error) => {
                 heartbeat_stop.cancel();
-                bail!("the coordinator refused this runner's token: {error}");
+                if error.is_refused_token() {
+                    bail!("the coordinator refused this runner's token: {error}");
+                }
+                bail!("the coordinator refused this runner's claims: {error}");
+            }
+            Err(error) if error.code() == Some(muster_core::ErrorCode::RunnerNotEnrolled) => {
+                // Registered under the approval gate: claims start once an operator approves
+                // this runner; until then it heartbeats and asks again now and then.
+                if !waiting_for_approval {
+                    tracing::warn!(
+                        "{}",
+                        config
+                            .approval_hint
+                            .as_deref()
+                            .unwrap_or("waiting for an operator to approve this runner")
+                    );
+                    waiting_for_approval = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.drain.cancelled() => {}
+                }
             }
             Err(error) => {
                 failures += 1;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use muster_client::api::{
     NewLogEntry as WireLogEntry, RunnerActivity, RunnerHeartbeat,
 };
 use muster_client::{ClientError, ClientTls, RunnerClient};
+use muster_core::identity::RunnerSigningKey;
 use muster_core::{FailureReason, LogLevel, NewLogEntry, Progress};
 use muster_runner_sdk::{LeaseEnvelope, TaskSpec};
 use serde_json::Value;
@@ -26,7 +28,9 @@ use crate::transport::{
 pub struct HttpTransport {
     client: RunnerClient,
     server: String,
-    token: String,
+    /// With a key, every completion is signed (the bakeoff envelope), naming the signer as
+    /// this runner's id.
+    signing: Option<(Arc<RunnerSigningKey>, String)>,
 }
 
 impl HttpTransport {
@@ -42,8 +46,20 @@ impl HttpTransport {
         Ok(HttpTransport {
             client,
             server: server.to_string(),
-            token: token.to_string(),
+            signing: None,
         })
+    }
+
+    /// Sign every result with `key`, as the runner `runner_id` (the coordinator verifies it
+    /// against the key the runner registered with).
+    pub fn signing_results(mut self, key: Arc<RunnerSigningKey>, runner_id: String) -> Self {
+        self.signing = Some((key, runner_id));
+        self
+    }
+
+    /// Use a renewed token from now on, for every call in flight or to come.
+    pub fn replace_token(&self, token: &str) -> Result<(), TransportError> {
+        self.client.replace_token(token).map_err(from_client)
     }
 }
 
@@ -149,9 +165,10 @@ impl Transport for HttpTransport {
             wait_ms: Some(u64::try_from(claim.wait.as_millis()).unwrap_or(u64::MAX)),
         };
         let claimed = self.client.claim_job(&wire).await.map_err(from_client)?;
+        let token = self.client.token();
         Ok(claimed
             .into_iter()
-            .map(|job| claimed_task(job, &self.token))
+            .map(|job| claimed_task(job, &token))
             .collect())
     }
 
@@ -217,11 +234,22 @@ impl Transport for HttpTransport {
     }
 
     async fn complete(&self, lease: HeldLease, result: &Value) -> Result<(), TransportError> {
-        self.client
-            .complete_job(lease.job, Some(lease.epoch), result.clone())
-            .await
-            .map(|_| ())
-            .map_err(from_client)
+        let completed = match &self.signing {
+            Some((key, runner_id)) => {
+                let signed_at =
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let envelope = key.sign_result(result, runner_id, &signed_at);
+                self.client
+                    .complete_job_signed(lease.job, Some(lease.epoch), &envelope)
+                    .await
+            }
+            None => {
+                self.client
+                    .complete_job(lease.job, Some(lease.epoch), result.clone())
+                    .await
+            }
+        };
+        completed.map(|_| ()).map_err(from_client)
     }
 
     async fn fail(&self, lease: HeldLease, failure: &Failure) -> Result<(), TransportError> {

@@ -9,6 +9,7 @@ mod fleet;
 mod hardening;
 mod https;
 mod job_cli;
+mod key_runner;
 mod keys;
 mod outage;
 mod postgres_fleet;

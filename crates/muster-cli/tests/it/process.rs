@@ -311,21 +311,38 @@ impl RunnerProcess {
         extra: &[&str],
         environment: &[(&str, &str)],
     ) -> RunnerProcess {
+        RunnerProcess::spawn(
+            base_url,
+            &["--token", token],
+            concurrency,
+            extra,
+            environment,
+        )
+    }
+
+    /// `muster runner --server URL --key KEY_PATH --exec ...`: a runner that registers itself
+    /// with its key.
+    pub(crate) fn start_with_key(base_url: &str, key_path: &Path, extra: &[&str]) -> RunnerProcess {
+        let key_path = key_path.to_string_lossy().into_owned();
+        RunnerProcess::spawn(base_url, &["--key", &key_path], 1, extra, &[])
+    }
+
+    fn spawn(
+        base_url: &str,
+        identity: &[&str],
+        concurrency: u32,
+        extra: &[&str],
+        environment: &[(&str, &str)],
+    ) -> RunnerProcess {
         let dir = tempfile::tempdir().expect("a directory for the runner");
         let output_path = dir.path().join("runner.log");
         let output = std::fs::File::create(&output_path).expect("create the runner's log file");
         let errors = output.try_clone().expect("share the log file");
         let mut command = muster();
         command
-            .args([
-                "runner",
-                "--server",
-                base_url,
-                "--token",
-                token,
-                "--exec",
-                "--concurrency",
-            ])
+            .args(["runner", "--server", base_url])
+            .args(identity)
+            .args(["--exec", "--concurrency"])
             .arg(concurrency.to_string())
             .arg("--work-dir")
             .arg(dir.path().join("work"))

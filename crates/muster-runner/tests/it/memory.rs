@@ -367,6 +367,7 @@ pub(crate) fn config(concurrency: u32, drain_timeout: Duration, work_dir: PathBu
         hostname: Some("test-host".to_string()),
         version: "test".to_string(),
         work_dir,
+        approval_hint: None,
     }
 }
 

@@ -35,6 +35,7 @@ async fn the_sdk_example_runner_runs_against_the_real_coordinator() -> anyhow::R
         hostname: Some("test".into()),
         version: "test".into(),
         work_dir: work_dir.path().to_path_buf(),
+        approval_hint: None,
     };
     let stop = StopSignals::default();
     let daemon = tokio::spawn(muster_runner::run(
