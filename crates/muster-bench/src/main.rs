@@ -18,6 +18,10 @@
 //! - `retention`: a burn-down of `--jobs` jobs, then the same burn-down again while retention
 //!   deletes the first one's jobs beside it (at retention's own pace): what deleting history
 //!   costs the jobs running now, and how fast it goes.
+//! - `signed`: `--registrations` runners register by key (registrations per second); then
+//!   `--jobs` jobs of a kind with unsigned results and `--jobs` of a kind requiring signed
+//!   results are burned down by `--runners` of them, side by side; and one signature
+//!   verification is timed on its own.
 //! - `metrics`: a burn-down of `--jobs` jobs, then `--jobs` more left pending, then `GET /metrics`
 //!   timed: what a Prometheus scrape costs once history and a queue have piled up.
 //!
@@ -27,6 +31,7 @@
 
 mod graphile;
 mod postgres;
+mod signed;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -82,6 +87,10 @@ struct Args {
     /// Seconds after which a scenario counts as failed and is stopped.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
+    /// Runners the signed scenario registers by key to time registrations (its burn-downs use
+    /// the first --runners of them).
+    #[arg(long, default_value_t = 200)]
+    registrations: usize,
     /// Samples in the latency scenario.
     #[arg(long, default_value_t = 2_000)]
     latency_samples: usize,
@@ -158,6 +167,7 @@ enum Scenario {
     Depth,
     Retention,
     Metrics,
+    Signed,
 }
 
 impl Args {
@@ -705,6 +715,61 @@ async fn run_scenarios(args: &Args, server: Option<&PgServer>) -> anyhow::Result
                 scrapes.iter().copied().fold(0.0, f64::max)
             ),
             String::new(),
+        ));
+        finish_database(server, &database).await?;
+    }
+    if args.wants(Scenario::Signed) {
+        let database = database_for(args, server, "muster_bench_signed").await?;
+        let coordinator = Coordinator::start(args, database_of(&database)).await?;
+        let run = tokio::time::timeout(
+            limit * 2,
+            signed::run(
+                &coordinator.base_url,
+                args.jobs,
+                args.runners,
+                args.registrations,
+                args.batch,
+            ),
+        )
+        .await
+        .context("the signed scenario ran past twice --timeout")??;
+        coordinator.stop().await?;
+        rows.push((
+            format!(
+                "registrations by key ({backend}), {} runners, 8 in flight",
+                run.registrations
+            ),
+            format!("{:.0} registrations/s", run.registrations_per_second),
+            String::new(),
+        ));
+        rows.push((
+            "verifying one result signature (canonical JSON, SHA-256, Ed25519)".into(),
+            format!("{:.1} µs", run.verify_micros),
+            String::new(),
+        ));
+        let label = |what: &str| {
+            format!(
+                "burn-down ({backend}), {} jobs {what}, {} key runners, batch {}",
+                args.jobs, args.runners, args.batch
+            )
+        };
+        rows.push((
+            label("with unsigned results"),
+            format!("{:.0} jobs/s", run.unsigned_jobs_per_second),
+            String::new(),
+        ));
+        rows.push((
+            label("of a kind requiring signed results"),
+            format!("{:.0} jobs/s", run.signed_jobs_per_second),
+            String::new(),
+        ));
+        rows.push((
+            "signed / unsigned burn-down".into(),
+            format!(
+                "{:.2}",
+                run.signed_jobs_per_second / run.unsigned_jobs_per_second
+            ),
+            "≥ 0.80".into(),
         ));
         finish_database(server, &database).await?;
     }
