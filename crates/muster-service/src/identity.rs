@@ -26,7 +26,7 @@ pub mod audit_actions {
     pub const RUNNER_APPROVED: &str = "runner.approved";
     pub const RUNNER_REJECTED: &str = "runner.rejected";
     /// Written by the store in the commit of the change that revoked the runner.
-    pub const RUNNER_REVOKED: &str = "runner.revoked";
+    pub const RUNNER_REVOKED: &str = muster_store::RUNNER_REVOKED_ACTION;
     pub const REGISTRATION_REFUSED: &str = "registration.refused";
     pub const SIGNATURE_REFUSED: &str = "signature.refused";
 }

@@ -40,3 +40,4 @@ pub use model::{
     QueueDepth, ReapReport, RecordedActivity, RecordedOutputs, RegistrationOutcome,
     RemovedRunnerKey, RunnerBeat, RunnerCredentials, RunnerKeyRecord, Submitted,
 };
+pub use rules::enrollment::RUNNER_REVOKED as RUNNER_REVOKED_ACTION;

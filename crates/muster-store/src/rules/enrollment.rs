@@ -81,8 +81,9 @@ pub(crate) fn previous_token_expiry(
     })
 }
 
-/// The audit action of a runner losing its tokens and leases because its key was removed.
-pub(crate) const RUNNER_REVOKED: &str = "runner.revoked";
+/// The audit action of a runner losing its tokens and leases because its key was removed
+/// (the store writes it, in the commit of the removal).
+pub const RUNNER_REVOKED: &str = "runner.revoked";
 
 /// The entry recording that `runner` was revoked by the removal recorded as `removal`.
 pub(crate) fn revocation_entry(removal: &NewAuditEntry, runner: RunnerId) -> NewAuditEntry {

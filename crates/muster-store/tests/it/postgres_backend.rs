@@ -16,6 +16,32 @@ use crate::conformance::{
     T0, at, claim, policy, register_runner, spec_with_policy, submit_many, submit_one,
 };
 
+/// The statements that take a store schema back from its latest version to version 2: both
+/// upgrade tests start from what an older coordinator left.
+macro_rules! undo_migrations_after_version_2 {
+    () => {
+        "DROP FUNCTION muster_track_unsuccessful() CASCADE;
+         DROP TABLE jobs_unsuccessful;
+         DROP FUNCTION muster_count_artifacts() CASCADE;
+         DROP TABLE artifacts;
+         DROP TABLE artifact_usage;
+         DROP TABLE runner_keys;
+         DROP TABLE audit_log;
+         DROP TABLE kind_settings;
+         ALTER TABLE runners DROP COLUMN enrollment;
+         ALTER TABLE runners DROP COLUMN key_fingerprint;
+         ALTER TABLE runners DROP COLUMN public_key;
+         ALTER TABLE runners DROP COLUMN bound_capabilities;
+         ALTER TABLE runners DROP COLUMN bound_kinds;
+         ALTER TABLE runners DROP COLUMN token_expires_at;
+         ALTER TABLE runners DROP COLUMN previous_token_hash;
+         ALTER TABLE runners DROP COLUMN previous_token_expires_at;
+         ALTER TABLE runners DROP COLUMN registered_at;
+         ALTER TABLE jobs DROP COLUMN result_signature;
+         "
+    };
+}
+
 async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     let store = PostgresStore::open(&PostgresConfig {
         url: url.to_string(),
@@ -77,33 +103,16 @@ async fn leases_taken_under_the_first_schema_survive_the_move_to_lease_checks() 
         .context("connect to rewrite the schema")?;
     let connection = tokio::spawn(connection);
     client
-        .batch_execute(
+        .batch_execute(concat!(
             "BEGIN;
              CREATE TABLE job_leases (seq BIGINT PRIMARY KEY, runner_id BYTEA NOT NULL, reap_at BIGINT NOT NULL);
              CREATE INDEX job_leases_reap ON job_leases (reap_at);
              INSERT INTO job_leases SELECT seq, runner_id, lease_expires_at FROM jobs WHERE state IN (1, 2, 3);
              DROP TABLE lease_checks;
-             DROP FUNCTION muster_track_unsuccessful() CASCADE;
-             DROP TABLE jobs_unsuccessful;
-             DROP FUNCTION muster_count_artifacts() CASCADE;
-             DROP TABLE artifacts;
-             DROP TABLE artifact_usage;
-             DROP TABLE runner_keys;
-             DROP TABLE audit_log;
-             DROP TABLE kind_settings;
-             ALTER TABLE runners DROP COLUMN enrollment;
-             ALTER TABLE runners DROP COLUMN key_fingerprint;
-             ALTER TABLE runners DROP COLUMN public_key;
-             ALTER TABLE runners DROP COLUMN bound_capabilities;
-             ALTER TABLE runners DROP COLUMN bound_kinds;
-             ALTER TABLE runners DROP COLUMN token_expires_at;
-             ALTER TABLE runners DROP COLUMN previous_token_hash;
-             ALTER TABLE runners DROP COLUMN previous_token_expires_at;
-             ALTER TABLE runners DROP COLUMN registered_at;
-             ALTER TABLE jobs DROP COLUMN result_signature;
+             ", undo_migrations_after_version_2!(), "
              UPDATE muster_schema SET version = 1 WHERE component = 'store';
-             COMMIT;",
-        )
+             COMMIT;"
+        ))
         .await
         .context("rewrite the schema as version 1")?;
     let moved: i64 = client
@@ -162,29 +171,14 @@ async fn failed_jobs_from_before_their_table_existed_are_listed_after_the_upgrad
         .context("connect to rewrite the schema")?;
     let connection = tokio::spawn(connection);
     client
-        .batch_execute(
+        .batch_execute(concat!(
             "BEGIN;
-             DROP FUNCTION muster_track_unsuccessful() CASCADE;
-             DROP TABLE jobs_unsuccessful;
-             DROP FUNCTION muster_count_artifacts() CASCADE;
-             DROP TABLE artifacts;
-             DROP TABLE artifact_usage;
-             DROP TABLE runner_keys;
-             DROP TABLE audit_log;
-             DROP TABLE kind_settings;
-             ALTER TABLE runners DROP COLUMN enrollment;
-             ALTER TABLE runners DROP COLUMN key_fingerprint;
-             ALTER TABLE runners DROP COLUMN public_key;
-             ALTER TABLE runners DROP COLUMN bound_capabilities;
-             ALTER TABLE runners DROP COLUMN bound_kinds;
-             ALTER TABLE runners DROP COLUMN token_expires_at;
-             ALTER TABLE runners DROP COLUMN previous_token_hash;
-             ALTER TABLE runners DROP COLUMN previous_token_expires_at;
-             ALTER TABLE runners DROP COLUMN registered_at;
-             ALTER TABLE jobs DROP COLUMN result_signature;
+             ",
+            undo_migrations_after_version_2!(),
+            "
              UPDATE muster_schema SET version = 2 WHERE component = 'store';
-             COMMIT;",
-        )
+             COMMIT;"
+        ))
         .await
         .context("rewrite the schema as version 2")?;
     drop(client);
