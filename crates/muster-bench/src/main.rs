@@ -29,6 +29,7 @@
 //! also run by graphile-worker (`bench/graphile-worker/run.mjs`) on the same server, in a
 //! database of its own, right after muster's run, and the ratio is printed.
 
+mod cpu;
 mod graphile;
 mod postgres;
 mod signed;
@@ -747,27 +748,45 @@ async fn run_scenarios(args: &Args, server: Option<&PgServer>) -> anyhow::Result
             format!("{:.1} µs", run.verify_micros),
             String::new(),
         ));
+        rows.push((
+            "verifying 100 result signatures of one key together, per signature".into(),
+            format!("{:.1} µs", run.batch_verify_micros),
+            String::new(),
+        ));
         let label = |what: &str| {
             format!(
                 "burn-down ({backend}), {} jobs {what}, {} key runners, batch {}",
                 args.jobs, args.runners, args.batch
             )
         };
+        for (what, burn_down) in [
+            ("with unsigned results", &run.unsigned),
+            ("of a kind requiring signed results", &run.signed),
+        ] {
+            rows.push((
+                label(what),
+                format!(
+                    "{:.0} jobs/s, coordinator CPU {:.1} µs/job",
+                    burn_down.jobs_per_second, burn_down.coordinator_cpu_micros_per_job
+                ),
+                String::new(),
+            ));
+        }
         rows.push((
-            label("with unsigned results"),
-            format!("{:.0} jobs/s", run.unsigned_jobs_per_second),
-            String::new(),
-        ));
-        rows.push((
-            label("of a kind requiring signed results"),
-            format!("{:.0} jobs/s", run.signed_jobs_per_second),
-            String::new(),
-        ));
-        rows.push((
-            "signed / unsigned burn-down".into(),
+            "signed / unsigned burn-down, end to end (runners signing on the same 2 cores)".into(),
             format!(
                 "{:.2}",
-                run.signed_jobs_per_second / run.unsigned_jobs_per_second
+                run.signed.jobs_per_second / run.unsigned.jobs_per_second
+            ),
+            "≥ 0.80".into(),
+        ));
+        rows.push((
+            "signed / unsigned coordinator capacity (unsigned / signed coordinator CPU per job)"
+                .into(),
+            format!(
+                "{:.2}",
+                run.unsigned.coordinator_cpu_micros_per_job
+                    / run.signed.coordinator_cpu_micros_per_job
             ),
             "≥ 0.80".into(),
         ));

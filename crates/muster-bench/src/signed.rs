@@ -20,9 +20,18 @@ use serde_json::{Value, json};
 pub(crate) struct SignedRun {
     pub(crate) registrations_per_second: f64,
     pub(crate) registrations: usize,
-    pub(crate) unsigned_jobs_per_second: f64,
-    pub(crate) signed_jobs_per_second: f64,
+    pub(crate) unsigned: BurnDown,
+    pub(crate) signed: BurnDown,
     pub(crate) verify_micros: f64,
+    /// Per signature, verifying batches of 100 together as a batch completion does.
+    pub(crate) batch_verify_micros: f64,
+}
+
+/// One kind's burn-down: end to end, and what it cost the coordinator's own threads.
+pub(crate) struct BurnDown {
+    pub(crate) jobs_per_second: f64,
+    /// Microseconds of the coordinator's CPU per job (its threads only, not the runners').
+    pub(crate) coordinator_cpu_micros_per_job: f64,
 }
 
 const UNSIGNED_KIND: &str = "bench-unsigned";
@@ -96,7 +105,8 @@ async fn register_key_runners(
 }
 
 /// Burn down `jobs` jobs of `kind` with `runners`, each claiming `batch` and completing them
-/// in one batch call, signing each result when `sign`; answers jobs per second.
+/// in one batch call, signing each result when `sign`; answers jobs per second and the
+/// coordinator's CPU per job.
 async fn burn_down_kind(
     admin: &MusterClient,
     runners: &[KeyRunner],
@@ -104,9 +114,10 @@ async fn burn_down_kind(
     jobs: usize,
     batch: u32,
     sign: bool,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<BurnDown> {
     crate::preload(admin, kind, jobs).await?;
     let completed = Arc::new(AtomicU64::new(0));
+    let cpu_before = crate::cpu::coordinator_cpu_seconds()?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for runner in runners {
@@ -177,12 +188,18 @@ async fn burn_down_kind(
         task.await??;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = crate::cpu::coordinator_cpu_seconds()? - cpu_before;
     let total = completed.load(Ordering::Relaxed);
     if total != jobs as u64 {
         bail!("completed {total} jobs of {kind}, expected {jobs}");
     }
-    eprintln!("  burned down {total} jobs of {kind} in {elapsed:.2} s");
-    Ok(total as f64 / elapsed)
+    eprintln!(
+        "  burned down {total} jobs of {kind} in {elapsed:.2} s, {cpu:.2} s of the coordinator's CPU"
+    );
+    Ok(BurnDown {
+        jobs_per_second: total as f64 / elapsed,
+        coordinator_cpu_micros_per_job: cpu * 1e6 / total as f64,
+    })
 }
 
 /// Microseconds one result signature takes to verify as the coordinator does it (canonical
@@ -210,6 +227,48 @@ fn verify_cost(rounds: usize) -> anyhow::Result<f64> {
             .context("verify a bench signature")?;
     }
     Ok(started.elapsed().as_secs_f64() * 1e6 / rounds as f64)
+}
+
+/// Microseconds per signature of verifying 100 result signatures of one key together, as the
+/// coordinator does for a batch completion, over `rounds` batches.
+fn batch_verify_cost(rounds: usize) -> anyhow::Result<f64> {
+    const BATCH: usize = 100;
+    let key = muster_test_support::TestServer::new_runner_key();
+    let public_key = key.public_key();
+    let signed: Vec<(Value, ResultSignature)> = (0..BATCH)
+        .map(|index| {
+            let result = result_of(index);
+            let envelope = key.sign_result(&result, "bench", "2026-12-02T00:00:00Z");
+            let sig = serde_json::from_value(envelope["sig"].clone())
+                .context("read a bench signature")?;
+            anyhow::Ok((result, sig))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let items = signed
+            .iter()
+            .map(|(result, sig)| {
+                (
+                    result,
+                    muster_core::identity::ResultSignature {
+                        sha256: sig.sha256.clone(),
+                        signature: sig.signature.clone(),
+                        runner_id: sig.runner_id.clone(),
+                        signed_at: sig.signed_at.clone(),
+                    },
+                )
+            })
+            .collect();
+        let outcomes = muster_core::identity::verified_result_signatures(
+            &public_key,
+            std::hint::black_box(items),
+        );
+        if outcomes.iter().any(Result::is_err) {
+            bail!("a bench signature did not verify in a batch");
+        }
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / (rounds * BATCH) as f64)
 }
 
 pub(crate) async fn run(
@@ -242,8 +301,9 @@ pub(crate) async fn run(
     Ok(SignedRun {
         registrations_per_second,
         registrations: registrations.max(runners),
-        unsigned_jobs_per_second: unsigned,
-        signed_jobs_per_second: signed,
+        unsigned,
+        signed,
         verify_micros: verify_cost(20_000)?,
+        batch_verify_micros: batch_verify_cost(200)?,
     })
 }

@@ -12,6 +12,7 @@ use muster_client::{ClientError, Registrar, RunnerDescription};
 use muster_core::identity::RunnerSigningKey;
 use muster_runner::{HttpTransport, StopSignals};
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 
 /// The share of a token's lifetime after which it is renewed.
 const RENEW_AT: f64 = 0.75;
@@ -91,15 +92,17 @@ fn renewal_delay(expires_at: OffsetDateTime, now: OffsetDateTime) -> Duration {
 }
 
 /// Renew the token of `transport` by registering again at 75 % of each token's life, for as
-/// long as the runner runs. A refused renewal is retried (the coordinator may be away); one the
-/// coordinator refuses for good (the key removed) is logged, and the runner's calls then fail
-/// with the coordinator's answer.
+/// long as the runner runs, and at once when `expired` is woken (the transport saw the token
+/// refused as expired: the coordinator was away for longer than the token lives). A refused
+/// renewal is retried (the coordinator may be away); one the coordinator refuses for good (the
+/// key removed) is logged, and the runner's calls then fail with the coordinator's answer.
 pub(crate) async fn renew_tokens(
     registrar: Registrar,
     key: Arc<RunnerSigningKey>,
     description: RunnerDescription,
     transport: Arc<HttpTransport>,
     mut expires_at: OffsetDateTime,
+    expired: Arc<Notify>,
 ) {
     let mut attempt = 0u32;
     loop {
@@ -108,7 +111,12 @@ pub(crate) async fn renew_tokens(
         } else {
             retry_delay(attempt)
         };
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = expired.notified() => {
+                tracing::info!("the runner token expired; registering again with the key");
+            }
+        }
         match registrar.register(&key, &description).await {
             Ok((registered, _)) => match transport.replace_token(&registered.token) {
                 Ok(()) => {

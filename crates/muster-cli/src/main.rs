@@ -236,7 +236,7 @@ pub(crate) struct ServerArgs {
     /// registration at all; runners are created with `muster runners create` only.
     #[arg(long, env = "MUSTER_ENROLLMENT", value_name = "GATE", value_parser = ["allowlist", "approval", "closed"])]
     pub(crate) enrollment: Option<String>,
-    /// How long a token of a runner that registered by its key works [default: 1h; 4m to
+    /// How long a token of a runner that registered by its key works [default: 1h; 30s to
     /// 24h]. The runner renews it by registering again at 75 % of its life; the token it
     /// replaces works 5 more minutes at most. Runners created by an operator keep tokens that
     /// do not expire.

@@ -340,13 +340,15 @@ pub(crate) fn run(args: RunnerArgs) -> anyhow::Result<()> {
         )
         .context("set up the runner client")?
         .signing_results(Arc::clone(key), registered.runner.id.to_string());
-        let transport = Arc::new(transport);
+        let expired = Arc::new(tokio::sync::Notify::new());
+        let transport = Arc::new(transport.renewed_by(Arc::clone(&expired)));
         let renewal = tokio::spawn(crate::enroll::renew_tokens(
             registrar,
             Arc::clone(key),
             description,
             Arc::clone(&transport),
             registered.token_expires_at,
+            expired,
         ));
         let outcome = muster_runner::run(transport, config, runners, stop).await;
         renewal.abort();

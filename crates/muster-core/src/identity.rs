@@ -383,6 +383,23 @@ pub fn verify_result_signature(
     result: &Value,
     sig: &ResultSignature,
 ) -> Result<(), IdentityError> {
+    let checked = check_digest(result, sig)?;
+    key.0
+        .verify_strict(&checked.digest, &checked.signature)
+        .map_err(|_| IdentityError::SignatureMismatch {
+            field: "sig.signature",
+        })
+}
+
+/// A result signature whose digest matched its result, waiting for the Ed25519 check.
+struct DigestChecked {
+    digest: [u8; 32],
+    signature: ed25519_dalek::Signature,
+}
+
+/// Everything but the Ed25519 check: the digest's form, the digest against the result, the
+/// signature's form.
+fn check_digest(result: &Value, sig: &ResultSignature) -> Result<DigestChecked, IdentityError> {
     let claimed = sig.sha256.as_str();
     if claimed.len() != 64
         || !claimed
@@ -401,7 +418,8 @@ pub fn verify_result_signature(
             actual,
         });
     }
-    key.verify("sig.signature", &digest, &sig.signature)
+    let signature = parse_signature("sig.signature", &sig.signature)?;
+    Ok(DigestChecked { digest, signature })
 }
 
 /// The longest `sig.runner_id` and `sig.signed_at` a job records, in characters: they are the
@@ -431,6 +449,63 @@ pub fn verified_result_signature(
     result: &Value,
     sig: ResultSignature,
 ) -> Result<VerifiedResultSignature, IdentityError> {
+    check_signer_text(&sig)?;
+    verify_result_signature(key, result, &sig)?;
+    Ok(recorded(key.fingerprint(), sig))
+}
+
+/// Verify many result signatures of one runner's `key` (a batch completion), answering each
+/// one's outcome in order, as [`verified_result_signature`] would. Those that pass the cheap
+/// checks are verified together by Ed25519 batch verification, which costs well under half as
+/// much per signature in batches of a hundred; when the batch does not verify, each is checked
+/// on its own, strictly, to tell which failed. The batch equation is RFC 8032's cofactored
+/// one: it also accepts a signature its key's holder crafted with a small-order component,
+/// which the strict single check refuses. Such a signature proves possession of the key all the
+/// same (nobody else can make one), so the difference decides nothing about who signed.
+pub fn verified_result_signatures(
+    key: &RunnerPublicKey,
+    items: Vec<(&Value, ResultSignature)>,
+) -> Vec<Result<VerifiedResultSignature, IdentityError>> {
+    let mut checked = Vec::with_capacity(items.len());
+    let mut outcomes = Vec::with_capacity(items.len());
+    for (result, sig) in items {
+        match check_signer_text(&sig).and_then(|()| check_digest(result, &sig)) {
+            Ok(digest_checked) => {
+                checked.push(digest_checked);
+                outcomes.push(Ok(sig));
+            }
+            Err(error) => outcomes.push(Err(error)),
+        }
+    }
+    let batch_verified = checked.len() > 1 && {
+        let messages: Vec<&[u8]> = checked.iter().map(|item| &item.digest[..]).collect();
+        let signatures: Vec<ed25519_dalek::Signature> =
+            checked.iter().map(|item| item.signature).collect();
+        let keys = vec![key.0; checked.len()];
+        ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+    };
+    let fingerprint = key.fingerprint();
+    let mut checked = checked.into_iter();
+    outcomes
+        .into_iter()
+        .map(|outcome| {
+            let sig = outcome?;
+            let item = checked.next().ok_or(IdentityError::SignatureMismatch {
+                field: "sig.signature",
+            })?;
+            if !batch_verified {
+                key.0
+                    .verify_strict(&item.digest, &item.signature)
+                    .map_err(|_| IdentityError::SignatureMismatch {
+                        field: "sig.signature",
+                    })?;
+            }
+            Ok(recorded(fingerprint.clone(), sig))
+        })
+        .collect()
+}
+
+fn check_signer_text(sig: &ResultSignature) -> Result<(), IdentityError> {
     for (field, text) in [
         ("sig.runner_id", &sig.runner_id),
         ("sig.signed_at", &sig.signed_at),
@@ -442,14 +517,17 @@ pub fn verified_result_signature(
             });
         }
     }
-    verify_result_signature(key, result, &sig)?;
-    Ok(VerifiedResultSignature {
-        key_fingerprint: key.fingerprint(),
+    Ok(())
+}
+
+fn recorded(key_fingerprint: String, sig: ResultSignature) -> VerifiedResultSignature {
+    VerifiedResultSignature {
+        key_fingerprint,
         sha256: sig.sha256,
         signature: sig.signature,
         signed_at: sig.signed_at,
         signer_runner_id: sig.runner_id,
-    })
+    }
 }
 
 /// Why a registration's time or signature was not accepted.
@@ -614,5 +692,42 @@ mod tests {
         let at_limit = "x".repeat(MAX_SIGNER_TEXT_LEN);
         let envelope = key.sign_result(&result, "r", &at_limit);
         assert!(verified_result_signature(&key.public_key(), &result, sig_of(&envelope)).is_ok());
+    }
+
+    #[test]
+    fn a_batch_answers_each_signature_as_verifying_it_alone_would() {
+        let key = signing_key(7);
+        let public_key = key.public_key();
+        let results: Vec<Value> = (0..7).map(|n| json!({"n": n})).collect();
+        let mut sigs: Vec<ResultSignature> = results
+            .iter()
+            .map(|result| sig_of(&key.sign_result(result, "r", "t")))
+            .collect();
+        sigs[2] = sig_of(&signing_key(8).sign_result(&results[2], "r", "t"));
+        sigs[3].sha256 = hex::encode(result_digest(&json!({"n": "other"})));
+        sigs[4] = sig_of(&key.sign_result(&results[4], &"x".repeat(MAX_SIGNER_TEXT_LEN + 1), "t"));
+        let mut tampered = STANDARD.decode(&sigs[5].signature).expect("base64");
+        tampered[3] ^= 1;
+        sigs[5].signature = STANDARD.encode(tampered);
+        let alone: Vec<_> = results
+            .iter()
+            .zip(&sigs)
+            .map(|(result, sig)| verified_result_signature(&public_key, result, sig.clone()))
+            .collect();
+        let together = verified_result_signatures(
+            &public_key,
+            results.iter().zip(sigs.iter().cloned()).collect(),
+        );
+        assert_eq!(together, alone);
+        let refused: Vec<usize> = (0..7).filter(|index| together[*index].is_err()).collect();
+        assert_eq!(refused, vec![2, 3, 4, 5], "{together:?}");
+
+        let good: Vec<(&Value, ResultSignature)> = results
+            .iter()
+            .map(|result| (result, sig_of(&key.sign_result(result, "r", "t"))))
+            .collect();
+        let verified = verified_result_signatures(&public_key, good);
+        assert!(verified.iter().all(Result::is_ok), "{verified:?}");
+        assert!(verified_result_signatures(&public_key, Vec::new()).is_empty());
     }
 }

@@ -208,6 +208,18 @@ pub async fn run(
                 }
                 bail!("the coordinator refused this runner's claims: {error}");
             }
+            Err(error)
+                if error.code() == Some(muster_core::ErrorCode::TokenExpired)
+                    && error.is_transient() =>
+            {
+                // The token ran out while the coordinator was away; the transport has woken
+                // whoever renews it, so ask again shortly rather than backing off.
+                tracing::warn!(%error, "the runner token expired; waiting for its renewal");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.drain.cancelled() => {}
+                }
+            }
             Err(error) if error.code() == Some(muster_core::ErrorCode::RunnerNotEnrolled) => {
                 // Registered under the approval gate: claims start once an operator approves
                 // this runner; until then it heartbeats and asks again now and then.

@@ -14,9 +14,10 @@ use muster_client::api::{
 };
 use muster_client::{ClientError, ClientTls, RunnerClient};
 use muster_core::identity::RunnerSigningKey;
-use muster_core::{FailureReason, LogLevel, NewLogEntry, Progress};
+use muster_core::{ErrorCode, FailureReason, LogLevel, NewLogEntry, Progress};
 use muster_runner_sdk::{LeaseEnvelope, TaskSpec};
 use serde_json::Value;
+use tokio::sync::Notify;
 
 use crate::transport::{
     ClaimRequest, ClaimedTask, Failure, HeldLease, JobAck, LeaseRenewal, RunnerBeat,
@@ -31,6 +32,9 @@ pub struct HttpTransport {
     /// With a key, every completion is signed (the bakeoff envelope), naming the signer as
     /// this runner's id.
     signing: Option<(Arc<RunnerSigningKey>, String)>,
+    /// Woken when the coordinator says the token expired, so whoever renews it (the key runner's
+    /// renewal task) registers again at once instead of at its next turn.
+    renewal: Option<Arc<Notify>>,
 }
 
 impl HttpTransport {
@@ -47,6 +51,7 @@ impl HttpTransport {
             client,
             server: server.to_string(),
             signing: None,
+            renewal: None,
         })
     }
 
@@ -55,6 +60,30 @@ impl HttpTransport {
     pub fn signing_results(mut self, key: Arc<RunnerSigningKey>, runner_id: String) -> Self {
         self.signing = Some((key, runner_id));
         self
+    }
+
+    /// Someone renews this transport's token (with [`HttpTransport::replace_token`]): an
+    /// expired token then wakes `renewal` and is a transient refusal, retried once the renewed
+    /// token is in, instead of the end of the runner.
+    pub fn renewed_by(mut self, renewal: Arc<Notify>) -> Self {
+        self.renewal = Some(renewal);
+        self
+    }
+
+    /// The contract's error for a refused call, an expired token made transient (and its
+    /// renewal woken) when the token is renewed.
+    fn refusal(&self, error: ClientError) -> TransportError {
+        if error.code() == Some(ErrorCode::TokenExpired)
+            && let Some(renewal) = &self.renewal
+        {
+            renewal.notify_one();
+            return TransportError::new(
+                Some(ErrorCode::TokenExpired),
+                true,
+                format!("{error}; registering again with the runner's key"),
+            );
+        }
+        from_client(error)
     }
 
     /// Use a renewed token from now on, for every call in flight or to come.
@@ -148,7 +177,11 @@ impl Transport for HttpTransport {
             hostname: beat.hostname.clone(),
             version: Some(beat.version.clone()),
         };
-        let answer = self.client.heartbeat(&wire).await.map_err(from_client)?;
+        let answer = self
+            .client
+            .heartbeat(&wire)
+            .await
+            .map_err(|error| self.refusal(error))?;
         Ok(RunnerBeatAnswer {
             interval: Duration::from_millis(answer.heartbeat_interval_ms),
             cancel: answer.cancel,
@@ -164,7 +197,11 @@ impl Transport for HttpTransport {
             max_jobs: Some(claim.max_jobs),
             wait_ms: Some(u64::try_from(claim.wait.as_millis()).unwrap_or(u64::MAX)),
         };
-        let claimed = self.client.claim_job(&wire).await.map_err(from_client)?;
+        let claimed = self
+            .client
+            .claim_job(&wire)
+            .await
+            .map_err(|error| self.refusal(error))?;
         let token = self.client.token();
         Ok(claimed
             .into_iter()
@@ -187,7 +224,7 @@ impl Transport for HttpTransport {
             .client
             .job_heartbeat(lease.job, Some(lease.epoch), &beat)
             .await
-            .map_err(from_client)?;
+            .map_err(|error| self.refusal(error))?;
         Ok(LeaseRenewal {
             ttl: ttl_of(&answer.lease),
             cancel: answer.cancel,
@@ -212,7 +249,7 @@ impl Transport for HttpTransport {
             .client
             .append_log(lease.job, Some(lease.epoch), wire)
             .await
-            .map_err(from_client)?;
+            .map_err(|error| self.refusal(error))?;
         Ok(JobAck {
             cancel: answer.cancel,
         })
@@ -227,7 +264,7 @@ impl Transport for HttpTransport {
             .client
             .record_outputs(lease.job, Some(lease.epoch), outputs.clone())
             .await
-            .map_err(from_client)?;
+            .map_err(|error| self.refusal(error))?;
         Ok(JobAck {
             cancel: answer.cancel,
         })
@@ -249,7 +286,7 @@ impl Transport for HttpTransport {
                     .await
             }
         };
-        completed.map(|_| ()).map_err(from_client)
+        completed.map(|_| ()).map_err(|error| self.refusal(error))
     }
 
     async fn fail(&self, lease: HeldLease, failure: &Failure) -> Result<(), TransportError> {
@@ -262,7 +299,7 @@ impl Transport for HttpTransport {
             .fail_job(lease.job, Some(lease.epoch), &wire)
             .await
             .map(|_| ())
-            .map_err(from_client)
+            .map_err(|error| self.refusal(error))
     }
 
     async fn upload_bytes(&self, bytes: Vec<u8>) -> Result<String, TransportError> {
@@ -270,7 +307,7 @@ impl Transport for HttpTransport {
             .client
             .upload_artifact_bytes(bytes)
             .await
-            .map_err(from_client)?;
+            .map_err(|error| self.refusal(error))?;
         Ok(artifact.id)
     }
 
@@ -279,7 +316,7 @@ impl Transport for HttpTransport {
             .client
             .upload_artifact_file(path)
             .await
-            .map_err(from_client)?;
+            .map_err(|error| self.refusal(error))?;
         Ok(artifact.id)
     }
 
@@ -288,7 +325,7 @@ impl Transport for HttpTransport {
             .client
             .download_artifact_bytes(id)
             .await
-            .map_err(from_client)?;
+            .map_err(|error| self.refusal(error))?;
         Ok(bytes.to_vec())
     }
 
@@ -297,6 +334,6 @@ impl Transport for HttpTransport {
             .download_artifact_to_file(id, path)
             .await
             .map(|_| ())
-            .map_err(from_client)
+            .map_err(|error| self.refusal(error))
     }
 }

@@ -395,13 +395,13 @@ impl ServerConfig {
                 )
             })?,
         };
-        // At least 4 minutes, so a runner renewing at 75 % of the lifetime has a minute of
-        // slack; at most a day, so a stolen token is not good for long.
+        // At least 30 seconds, so a runner renewing at 75 % of the lifetime has a few seconds
+        // of slack; at most a day, so a stolen token is not good for long.
         let runner_token_ttl = bounded_duration(
             "runner-token-ttl",
             raw.runner_token_ttl.as_deref(),
             "1h",
-            Duration::from_secs(240),
+            Duration::from_secs(30),
             Duration::from_secs(86_400),
         )?;
         Ok(ServerConfig {
@@ -787,6 +787,26 @@ mod tests {
         ServerConfig::from_raw(raw)
             .map(|config| config.service.artifact_quotas)
             .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn runner_tokens_live_an_hour_by_default_between_thirty_seconds_and_a_day() {
+        let ttl = |text: Option<&str>| {
+            let raw = RawServerConfig {
+                runner_token_ttl: text.map(str::to_string),
+                ..RawServerConfig::default()
+            };
+            ServerConfig::from_raw(raw)
+                .map(|config| config.service.runner_token_ttl)
+                .map_err(|error| error.to_string())
+        };
+        assert_eq!(ttl(None), Ok(Duration::from_secs(3600)));
+        assert_eq!(ttl(Some("30s")), Ok(Duration::from_secs(30)));
+        assert_eq!(ttl(Some("24h")), Ok(Duration::from_secs(86_400)));
+        for text in ["29s", "25h", "soon"] {
+            let error = ttl(Some(text)).expect_err(text);
+            assert!(error.contains("runner-token-ttl"), "{text}: {error}");
+        }
     }
 
     #[test]

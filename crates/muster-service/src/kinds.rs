@@ -250,9 +250,8 @@ impl Coordinator {
         Ok(rules)
     }
 
-    /// Check `result` against the rules of `job`'s kind, before the completion is stored. Reads
-    /// the job only when some kind has rules. A job this runner does not hold is left to the
-    /// store to refuse (`lease_lost`), so its rules are never shown to another runner.
+    /// Check `result` against the rules of `job`'s kind, before the completion is stored, as
+    /// [`Coordinator::check_results_rules`] does for one.
     pub(crate) async fn check_result_rules(
         &self,
         runner: RunnerId,
@@ -260,22 +259,41 @@ impl Coordinator {
         result: &Value,
         signed: bool,
     ) -> Result<(), ServiceError> {
+        let mut outcomes = self
+            .check_results_rules(runner, &[(job, result, signed)])
+            .await?;
+        outcomes.pop().unwrap_or(Ok(()))
+    }
+
+    /// Check each result (of a job, whether it came signed) against the rules of its job's
+    /// kind, before the completions are stored; answers each one's outcome in order. Reads the
+    /// jobs' kinds (in one read) only when some kind has rules. A job this runner does not hold
+    /// is left to the store to refuse (`lease_lost`), so its rules are never shown to another
+    /// runner.
+    pub(crate) async fn check_results_rules(
+        &self,
+        runner: RunnerId,
+        items: &[(JobId, &Value, bool)],
+    ) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
         let rules = self.kind_rules().await?;
-        if rules.is_empty() {
-            return Ok(());
+        if rules.is_empty() || items.is_empty() {
+            return Ok(items.iter().map(|_| Ok(())).collect());
         }
-        let record = match self.store.get_job(job).await {
-            Ok(record) => record,
-            // Unknown job: the store's completion answers it.
-            Err(muster_store::StoreError::NotFound(_)) => return Ok(()),
-            Err(error) => return Err(error.into()),
-        };
-        if record.runner_id() != Some(runner) || record.state().is_terminal() {
-            return Ok(());
-        }
-        match rules.get(&record.kind) {
-            Some(rule) => rule.check(&record.kind, result, signed),
-            None => Ok(()),
-        }
+        let kinds = self
+            .store
+            .kinds_of_held_jobs(runner, items.iter().map(|(job, _, _)| *job).collect())
+            .await?;
+        Ok(items
+            .iter()
+            .map(|(job, result, signed)| {
+                match kinds
+                    .get(job)
+                    .and_then(|kind| rules.get(kind).map(|rule| (kind, rule)))
+                {
+                    Some((kind, rule)) => rule.check(kind, result, *signed),
+                    None => Ok(()),
+                }
+            })
+            .collect())
     }
 }

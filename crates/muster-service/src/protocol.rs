@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use muster_core::ErrorCode;
-use muster_core::identity::{ResultSignature, RunnerPublicKey, VerifiedResultSignature};
+use muster_core::identity::{ResultSignature, VerifiedResultSignature};
 use muster_core::limits::{
     MAX_BATCH_COMPLETIONS, MAX_CLAIM_JOBS, MAX_CLAIM_KINDS, MAX_CLAIM_WAIT_MS,
     MAX_FAILURE_MESSAGE_LEN, MAX_HEARTBEAT_JOBS, MAX_LOG_ENTRIES, MAX_PROGRESS_MESSAGE_LEN,
@@ -58,14 +58,6 @@ pub struct Claim {
     pub max_jobs: Option<u32>,
     /// How long to wait when nothing is there yet (a long poll), in milliseconds; default 0.
     pub wait_ms: Option<u64>,
-}
-
-/// A runner's public key, read at most once per call (a batch's signed items share it).
-#[derive(Default)]
-enum RunnerKey {
-    #[default]
-    Unread,
-    Read(Option<RunnerPublicKey>),
 }
 
 /// A job-scoped call's target: the job, and the lease epoch the caller believes it holds (when
@@ -495,9 +487,8 @@ impl Coordinator {
         let call = job_call(principal, target)?;
         muster_core::validate_outputs(&outputs)
             .map_err(|error| ServiceError::invalid_input(error.to_string()))?;
-        let mut key = RunnerKey::default();
         let checked = self
-            .check_completion(call.runner, call.job, &result, sig, &mut key)
+            .check_completion(call.runner, call.job, &result, sig)
             .await;
         let signature = match checked {
             Ok(signature) => signature,
@@ -520,40 +511,22 @@ impl Coordinator {
     }
 
     /// Whether `result` (with `sig`, when sent) may complete `job`: the signature verified
-    /// against `runner`'s key (read into `key` once, and only when a signature is sent), then
-    /// the kind's rules. Answers what the job records of the signature.
+    /// against `runner`'s key, then the kind's rules. Answers what the job records of the
+    /// signature.
     async fn check_completion(
         &self,
         runner: RunnerId,
         job: JobId,
         result: &Value,
         sig: Option<ResultSignature>,
-        key: &mut RunnerKey,
     ) -> Result<Option<VerifiedResultSignature>, ServiceError> {
         let signature = match sig {
             Some(sig) => {
-                let public_key = match key {
-                    RunnerKey::Read(public_key) => *public_key,
-                    RunnerKey::Unread => {
-                        let public_key = self.runner_public_key(runner).await?;
-                        *key = RunnerKey::Read(public_key);
-                        public_key
-                    }
-                };
-                let public_key = public_key.ok_or_else(|| {
-                    ServiceError::new(
-                        ErrorCode::InvalidSignature,
-                        "sig: this runner has no registered key (an operator created it), so no signature of its can verify; send the result without sig, or register the runner with a key; the job is unchanged and still yours",
-                    )
-                })?;
+                let public_key = self.runner_public_key(runner).await?;
+                let public_key = public_key.ok_or_else(no_registered_key)?;
                 let verified =
                     muster_core::identity::verified_result_signature(&public_key, result, sig)
-                        .map_err(|error| {
-                            ServiceError::new(
-                                ErrorCode::InvalidSignature,
-                                format!("{error}; the job is unchanged and still yours"),
-                            )
-                        })?;
+                        .map_err(refused_signature)?;
                 Some(verified)
             }
             None => None,
@@ -561,6 +534,48 @@ impl Coordinator {
         self.check_result_rules(runner, job, result, signature.is_some())
             .await?;
         Ok(signature)
+    }
+
+    /// Verify the signatures sent with a batch of completions (`sigs`, one per completion) against
+    /// `runner`'s key, all together; answers, per completion, what its job records of its
+    /// signature (`None` when it came unsigned) or why it was refused.
+    async fn verify_batch_signatures(
+        &self,
+        runner: RunnerId,
+        completions: &[BatchCompletion],
+        sigs: Vec<Option<ResultSignature>>,
+    ) -> Result<Vec<Result<Option<VerifiedResultSignature>, ServiceError>>, ServiceError> {
+        if sigs.iter().all(Option::is_none) {
+            return Ok(sigs.into_iter().map(|_| Ok(None)).collect());
+        }
+        let Some(public_key) = self.runner_public_key(runner).await? else {
+            return Ok(sigs
+                .into_iter()
+                .map(|sig| match sig {
+                    Some(_) => Err(no_registered_key()),
+                    None => Ok(None),
+                })
+                .collect());
+        };
+        let signed: Vec<(&Value, ResultSignature)> = completions
+            .iter()
+            .zip(sigs.iter())
+            .filter_map(|(item, sig)| sig.clone().map(|sig| (&item.result, sig)))
+            .collect();
+        let mut verified =
+            muster_core::identity::verified_result_signatures(&public_key, signed).into_iter();
+        Ok(sigs
+            .into_iter()
+            .map(|sig| match sig {
+                None => Ok(None),
+                Some(_) => match verified.next() {
+                    Some(outcome) => outcome.map(Some).map_err(refused_signature),
+                    None => Err(ServiceError::internal(
+                        "fewer signature outcomes than signatures",
+                    )),
+                },
+            })
+            .collect())
     }
 
     /// Audit refused signatures, one entry each up to [`MAX_AUDITED_REFUSALS_PER_BATCH`]. The
@@ -647,17 +662,26 @@ impl Coordinator {
         }
         // Items whose signature does not verify or whose result breaks its kind's rules are
         // answered here and never reach the store; the others are committed together, each
-        // fenced on its own.
+        // fenced on its own. The signatures are verified together, then the rules read once.
+        let mut completions = completions;
+        let sigs: Vec<Option<ResultSignature>> =
+            completions.iter_mut().map(|item| item.sig.take()).collect();
+        let signatures = self
+            .verify_batch_signatures(runner, &completions, sigs)
+            .await?;
+        let rule_items: Vec<(JobId, &Value, bool)> = completions
+            .iter()
+            .zip(&signatures)
+            .map(|(item, signature)| (item.job, &item.result, matches!(signature, Ok(Some(_)))))
+            .collect();
+        let rule_outcomes = self.check_results_rules(runner, &rule_items).await?;
         let mut refused: Vec<Option<ServiceError>> = Vec::with_capacity(completions.len());
         let mut ids = Vec::with_capacity(completions.len());
         let mut items = Vec::with_capacity(completions.len());
         let mut signature_refusals = Vec::new();
-        let mut key = RunnerKey::default();
-        for item in completions {
-            match self
-                .check_completion(runner, item.job, &item.result, item.sig, &mut key)
-                .await
-            {
+        for ((item, signature), rules) in completions.into_iter().zip(signatures).zip(rule_outcomes)
+        {
+            match signature.and_then(|signature| rules.map(|()| signature)) {
                 Ok(signature) => {
                     refused.push(None);
                     ids.push(item.job);
@@ -752,4 +776,19 @@ impl Coordinator {
         let ack = self.store.sync_dag(call, value, self.clock.now()).await?;
         Ok(StopSignal { cancel: ack.cancel })
     }
+}
+
+/// A signature sent by a runner without a registered key, which nothing can verify.
+fn no_registered_key() -> ServiceError {
+    ServiceError::new(
+        ErrorCode::InvalidSignature,
+        "sig: this runner has no registered key (an operator created it), so no signature of its can verify; send the result without sig, or register the runner with a key; the job is unchanged and still yours",
+    )
+}
+
+fn refused_signature(error: muster_core::identity::IdentityError) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::InvalidSignature,
+        format!("{error}; the job is unchanged and still yours"),
+    )
 }

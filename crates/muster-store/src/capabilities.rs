@@ -7,7 +7,7 @@
 //! registry, say) is one more trait here, one more impl per backend, and one more bound on
 //! [`Store`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use muster_core::identity::VerifiedResultSignature;
@@ -65,6 +65,15 @@ pub trait JobStore: Send + Sync + 'static {
     async fn submit_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError>;
 
     async fn get_job(&self, id: JobId) -> Result<JobRecord, StoreError>;
+
+    /// The kinds of those of `jobs` that `runner` holds now (leased to it and not finished),
+    /// by job; the others are left out. One read for a batch of completions, so the rules of
+    /// their kinds are found without loading each job.
+    async fn kinds_of_held_jobs(
+        &self,
+        runner: RunnerId,
+        jobs: Vec<JobId>,
+    ) -> Result<HashMap<JobId, String>, StoreError>;
 
     /// Jobs newest first, filtered, one page at a time.
     async fn list_jobs(

@@ -210,3 +210,113 @@ async fn a_key_runner_waits_for_approval_runs_signed_jobs_and_loses_its_key_mid_
         );
     }
 }
+
+/// The shortest token lifetime the coordinator accepts, so the outage outlives the token.
+const SHORT_TOKEN_TTL: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_runner_keeps_its_identity_through_an_outage_longer_than_its_token_lives() {
+    let data_dir = tempfile::tempdir().expect("a data directory");
+    let ttl = format!("{}s", SHORT_TOKEN_TTL.as_secs());
+    let server_args = ["--runner-token-ttl", ttl.as_str()];
+    let mut server = ServerProcess::start_with_args(
+        data_dir.path(),
+        Some(ADMIN_TOKEN),
+        "127.0.0.1:0",
+        &server_args,
+    );
+    let url = server.base_url.clone();
+    let address = server.listen_address().to_string();
+    let client = server.client(ADMIN_TOKEN);
+    let keys = tempfile::tempdir().expect("a key directory");
+    let key = keys.path().join("steady.pem");
+    let public_key = keygen(&key);
+    ok(&url, &["runners", "keys", "add", &public_key]);
+    ok(&url, &["kinds", "set", "exec", "--require-signed-results"]);
+    let mut runner = RunnerProcess::start_with_key(&url, &key, &["--name", "steady"]);
+
+    let completed = |client: muster_client::MusterClient, id| async move {
+        let job = client.get_job(id).await.map_err(|e| e.to_string())?;
+        if job.state == JobState::Completed {
+            Ok(job)
+        } else {
+            Err(describe(&job))
+        }
+    };
+    let before = client
+        .submit_job(&exec_job(&["echo", "before"]))
+        .await
+        .expect("submit")
+        .0;
+    let before = wait_for("the first job to complete", Duration::from_secs(30), || {
+        completed(client.clone(), before.id)
+    })
+    .await;
+    let runner_id = before.runner_id.expect("a runner ran it");
+    let fingerprint = before
+        .result_signature
+        .as_ref()
+        .map(|signature| signature.key_fingerprint.clone())
+        .expect("the result is signed");
+
+    // Every token issued before the kill has expired by the time the coordinator is back
+    // (the previous token's overlap ends with its own expiry).
+    server.kill();
+    let killed_at = time::OffsetDateTime::now_utc();
+    let printed_before_the_outage = runner.output().len();
+    tokio::time::sleep(SHORT_TOKEN_TTL + Duration::from_secs(2)).await;
+    assert!(
+        runner.try_wait().is_none(),
+        "the runner waits out the outage:\n{}",
+        runner.output()
+    );
+    let server =
+        ServerProcess::start_with_args(data_dir.path(), Some(ADMIN_TOKEN), &address, &server_args);
+    let client = server.client(ADMIN_TOKEN);
+    let after = client
+        .submit_job(&exec_job(&["echo", "after"]))
+        .await
+        .expect("submit")
+        .0;
+    let after = wait_for(
+        "the job after the outage to complete",
+        Duration::from_secs(60),
+        || completed(client.clone(), after.id),
+    )
+    .await;
+    assert_eq!(
+        after.runner_id,
+        Some(runner_id),
+        "the same runner, not a new one: {}",
+        describe(&after)
+    );
+    assert_eq!(
+        after
+            .result_signature
+            .as_ref()
+            .map(|signature| signature.key_fingerprint.clone()),
+        Some(fingerprint),
+        "signed by the same key"
+    );
+    let runners = client.list_runners(None, None).await.expect("list runners");
+    assert_eq!(runners.items.len(), 1, "one identity: {runners:?}");
+    let renewed = runners.items[0]
+        .token_expires_at
+        .expect("a key runner's token expires");
+    assert!(
+        renewed > killed_at + SHORT_TOKEN_TTL,
+        "a token issued after the outage: {renewed} vs killed at {killed_at}"
+    );
+    let output = runner.output();
+    assert!(
+        output
+            .get(printed_before_the_outage..)
+            .is_some_and(|since| since.contains("renewed the runner token")),
+        "the runner registered again with its key after the outage:\n{output}"
+    );
+    assert!(
+        runner.try_wait().is_none(),
+        "the runner is still serving:\n{}",
+        runner.output()
+    );
+}

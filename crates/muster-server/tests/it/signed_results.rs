@@ -6,6 +6,7 @@
 
 use muster_client::RunnerClient;
 use muster_client::api::{CompleteJobs, CompletionItem, JobState, ResultSignature};
+use muster_core::identity::RunnerSigningKey;
 use muster_test_support::TestServer;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -52,6 +53,15 @@ async fn signature_refusals(server: &TestServer) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A runner of `bench` jobs registered with its own key, and its id as it signs with it.
+async fn signer(server: &TestServer) -> (RunnerClient, RunnerSigningKey, String) {
+    let (registered, runner, key) = server
+        .key_runner("signer", &["bench"])
+        .await
+        .expect("a runner with a key");
+    (runner, key, registered.runner.id.to_string())
+}
+
 /// The job is still claimed by its runner, with no result.
 async fn assert_still_leased(server: &TestServer, id: Uuid) {
     let job = server.client().get_job(id).await.expect("the job");
@@ -65,11 +75,7 @@ async fn assert_still_leased(server: &TestServer, id: Uuid) {
 async fn a_signed_result_is_recorded_with_the_keys_fingerprint_single_and_batch() {
     let server = start().await;
     let client = server.client();
-    let (registered, runner, key) = server
-        .key_runner("signer", &["bench"])
-        .await
-        .expect("a runner with a key");
-    let runner_name = registered.runner.id.to_string();
+    let (runner, key, runner_name) = signer(&server).await;
     let (job, claimed) = submit_and_claim(&client, &runner, "bench").await;
     let result = json!({"score": 0.5, "name": "caf\u{e9}", "list": [1, 2.5, null]});
     let envelope = key.sign_result(&result, &runner_name, SIGNED_AT);
@@ -136,11 +142,7 @@ async fn a_signed_result_is_recorded_with_the_keys_fingerprint_single_and_batch(
 async fn signatures_that_do_not_verify_are_refused_audited_and_leave_the_job_leased() {
     let server = start().await;
     let client = server.client();
-    let (registered, runner, key) = server
-        .key_runner("signer", &["bench"])
-        .await
-        .expect("a runner with a key");
-    let runner_name = registered.runner.id.to_string();
+    let (runner, key, runner_name) = signer(&server).await;
     let (job, claimed) = submit_and_claim(&client, &runner, "bench").await;
     let epoch = Some(claimed.lease.epoch);
     let result = json!({"score": 0.25});
@@ -190,6 +192,78 @@ async fn signatures_that_do_not_verify_are_refused_audited_and_leave_the_job_lea
         .expect("the genuine envelope");
     assert_eq!(completed.state, JobState::Completed);
     assert!(completed.result_signature.is_some());
+}
+
+#[tokio::test]
+async fn a_batch_with_signatures_that_do_not_verify_refuses_those_items_only() {
+    let server = start().await;
+    let client = server.client();
+    let (runner, key, runner_name) = signer(&server).await;
+    let another_key = TestServer::new_runner_key();
+    let mut items = Vec::new();
+    let mut jobs = Vec::new();
+    for index in 0..5 {
+        let (job, claimed) = submit_and_claim(&client, &runner, "bench").await;
+        let result = json!({"index": index});
+        let mut sig = sig_of(&key.sign_result(&result, &runner_name, SIGNED_AT));
+        match index {
+            // Signed by a key this runner did not register.
+            1 => sig = sig_of(&another_key.sign_result(&result, &runner_name, SIGNED_AT)),
+            // The signature of another result, under this result's digest.
+            3 => {
+                let other = key.sign_result(&json!({"index": 99}), &runner_name, SIGNED_AT);
+                sig.signature = sig_of(&other).signature;
+            }
+            _ => {}
+        }
+        jobs.push(job.id);
+        items.push(CompletionItem {
+            id: job.id,
+            epoch: Some(claimed.lease.epoch),
+            result: Some(result),
+            sig: Some(sig),
+        });
+    }
+    let outcomes = runner
+        .complete_jobs(&CompleteJobs { items })
+        .await
+        .expect("a batch");
+    let answered: Vec<(Uuid, Option<String>)> = outcomes
+        .items
+        .iter()
+        .map(|item| (item.id, item.error.as_ref().map(|error| error.code.clone())))
+        .collect();
+    let refused = Some("invalid_signature".to_string());
+    assert_eq!(
+        answered,
+        vec![
+            (jobs[0], None),
+            (jobs[1], refused.clone()),
+            (jobs[2], None),
+            (jobs[3], refused),
+            (jobs[4], None),
+        ],
+        "each item answered on its own, in order: {outcomes:?}"
+    );
+    for (index, id) in jobs.iter().enumerate() {
+        if index == 1 || index == 3 {
+            assert_still_leased(&server, *id).await;
+        } else {
+            let job = client.get_job(*id).await.expect("the job");
+            assert_eq!(job.state, JobState::Completed);
+            assert_eq!(
+                job.result_signature
+                    .map(|signature| signature.key_fingerprint),
+                Some(key.public_key().fingerprint())
+            );
+        }
+    }
+    let refusals = signature_refusals(&server).await;
+    let mut subjects: Vec<String> = refusals.into_iter().map(|(subject, _)| subject).collect();
+    subjects.sort();
+    let mut expected = vec![format!("job:{}", jobs[1]), format!("job:{}", jobs[3])];
+    expected.sort();
+    assert_eq!(subjects, expected, "one audit entry per refused item");
 }
 
 #[tokio::test]

@@ -35,7 +35,7 @@ mod tls;
 
 pub(crate) use schema::migrate_component;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -546,6 +546,15 @@ impl JobStore for PostgresStore {
         jobs::load_by_id(&client, id, false)
             .await
             .map(|(_, job)| job)
+    }
+
+    async fn kinds_of_held_jobs(
+        &self,
+        runner: RunnerId,
+        ids: Vec<JobId>,
+    ) -> Result<HashMap<JobId, String>, StoreError> {
+        let client = self.client().await?;
+        jobs::kinds_of_held(&client, runner, &ids).await
     }
 
     async fn list_jobs(

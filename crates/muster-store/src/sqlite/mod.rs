@@ -14,7 +14,7 @@ mod runners;
 mod schema;
 mod writer;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -302,6 +302,16 @@ impl JobStore for SqliteStore {
     async fn get_job(&self, id: JobId) -> Result<JobRecord, StoreError> {
         self.readers
             .run(move |conn| jobs::load_by_id(conn, id).map(|(_, job)| job))
+            .await
+    }
+
+    async fn kinds_of_held_jobs(
+        &self,
+        runner: RunnerId,
+        ids: Vec<JobId>,
+    ) -> Result<HashMap<JobId, String>, StoreError> {
+        self.readers
+            .run(move |conn| jobs::kinds_of_held(conn, runner, &ids))
             .await
     }
 

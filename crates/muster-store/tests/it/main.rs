@@ -155,6 +155,7 @@ macro_rules! conformance_suite {
 
             conformance_suite!(@store_tests $open;
                 a_result_signature_is_stored_with_its_result_and_an_unsigned_result_reads_back_null,
+                the_kinds_of_held_jobs_are_read_for_their_runner_only_while_it_holds_them,
             );
         }
         // Job kinds' result rules, in a module of its own so that `cargo test kinds` runs just

@@ -16,7 +16,8 @@ use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::{GenericClient, Transaction};
 use muster_core::{
-    ArtifactId, JobId, JobLifecycle, JobRecord, JobState, NewJob, Timestamp, TransitionError,
+    ArtifactId, JobId, JobLifecycle, JobRecord, JobState, NewJob, RunnerId, Timestamp,
+    TransitionError,
 };
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
@@ -29,6 +30,7 @@ use super::{PENDING_CHANNEL, execute, query};
 use crate::columns::JOB_COLUMNS;
 use crate::encoding::{inputs_to_json, requirements_to_json};
 use crate::rules::artifacts::parse_named_artifact;
+use crate::rules::jobs::TERMINAL_STATE_CODES;
 use crate::rules::jobs::{dag_from_text, job_not_found, queue_depth, submitted_job};
 use crate::rules::{jobs, paging};
 use crate::{JobFilter, Page, PageRequest, QueueDepth, StoreError, Submitted};
@@ -49,6 +51,26 @@ pub(super) async fn load_by_id(
         Some(row) => job_from_row(row),
         None => Err(job_not_found(id)),
     }
+}
+
+pub(super) async fn kinds_of_held(
+    client: &impl GenericClient,
+    runner: RunnerId,
+    ids: &[JobId],
+) -> Result<HashMap<JobId, String>, StoreError> {
+    let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
+    let sql = format!(
+        "SELECT id, kind FROM jobs WHERE id = ANY($1) AND runner_id = $2 AND state NOT IN ({TERMINAL_STATE_CODES})"
+    );
+    let rows = query(client, &sql, &[&keys, &runner.as_bytes().as_slice()]).await?;
+    let mut kinds = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id: &[u8] = column(row, 0)?;
+        if let Some(job) = ids.iter().find(|job| job.as_bytes().as_slice() == id) {
+            kinds.insert(*job, column::<String>(row, 1)?);
+        }
+    }
+    Ok(kinds)
 }
 
 async fn notify_pending(transaction: &Transaction<'_>) -> Result<(), StoreError> {

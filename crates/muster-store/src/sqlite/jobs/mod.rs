@@ -11,10 +11,11 @@ pub(super) mod logs;
 pub(super) mod prune;
 pub(super) mod reap;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use muster_core::{
-    ArtifactId, JobId, JobLifecycle, JobRecord, JobState, NewJob, Timestamp, TransitionError,
+    ArtifactId, JobId, JobLifecycle, JobRecord, JobState, NewJob, RunnerId, Timestamp,
+    TransitionError,
 };
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
@@ -25,6 +26,7 @@ use super::writer::WriterContext;
 use crate::columns::JOB_COLUMNS;
 use crate::encoding::{inputs_to_json, requirements_to_json};
 use crate::rules::artifacts::parse_named_artifact;
+use crate::rules::jobs::TERMINAL_STATE_CODES;
 use crate::rules::jobs::{dag_from_text, job_not_found, queue_depth, submitted_job};
 use crate::rules::{jobs, paging};
 use crate::{JobFilter, Page, PageRequest, QueueDepth, StoreError, Submitted};
@@ -37,6 +39,33 @@ pub(super) fn load_by_id(conn: &Connection, id: JobId) -> Result<(i64, JobRecord
         .optional()
         .map_err(map_sqlite_error)?
         .ok_or_else(|| job_not_found(id))
+}
+
+/// One primary-key lookup per job on one prepared statement: a batch is at most a few hundred
+/// jobs, and the statement reads no JSON column.
+pub(super) fn kinds_of_held(
+    conn: &Connection,
+    runner: RunnerId,
+    ids: &[JobId],
+) -> Result<HashMap<JobId, String>, StoreError> {
+    let sql = format!(
+        "SELECT kind FROM jobs WHERE id = ?1 AND runner_id = ?2 AND state NOT IN ({TERMINAL_STATE_CODES})"
+    );
+    let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    let mut kinds = HashMap::with_capacity(ids.len());
+    for id in ids {
+        let kind: Option<String> = statement
+            .query_row(
+                params![id.as_bytes().as_slice(), runner.as_bytes().as_slice()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(map_sqlite_error)?;
+        if let Some(kind) = kind {
+            kinds.insert(*id, kind);
+        }
+    }
+    Ok(kinds)
 }
 
 fn load_by_idempotency_key(conn: &Connection, key: &str) -> Result<Option<JobRecord>, StoreError> {

@@ -163,3 +163,55 @@ pub async fn a_result_signature_is_stored_with_its_result_and_an_unsigned_result
     );
     Ok(())
 }
+
+pub async fn the_kinds_of_held_jobs_are_read_for_their_runner_only_while_it_holds_them(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let alpha = submit_many(store, "alpha", 2, T0).await?;
+    let beta = submit_many(store, "beta", 1, T0).await?;
+    let pending = submit_many(store, "pending", 1, T0).await?;
+    let holder = register_runner(store, "holder").await?;
+    let other = register_runner(store, "other").await?;
+    let claimed = claim(store, holder, &["alpha", "beta"], 3, at(1_000)).await?;
+    ensure!(claimed.len() == 3, "claimed {} of 3", claimed.len());
+    let finished = claimed
+        .iter()
+        .find(|job| job.job.id == alpha[1].id)
+        .context("the second alpha job was claimed")?;
+    store
+        .complete_job(
+            call_for(finished, holder),
+            json!({}),
+            no_outputs(),
+            at(2_000),
+        )
+        .await?;
+    let unknown = JobId::new(T0, 0x0BAD);
+    let asked = vec![alpha[0].id, alpha[1].id, beta[0].id, pending[0].id, unknown];
+
+    let kinds = store.kinds_of_held_jobs(holder, asked.clone()).await?;
+    ensure!(
+        kinds
+            == [
+                (alpha[0].id, "alpha".to_string()),
+                (beta[0].id, "beta".to_string())
+            ]
+            .into_iter()
+            .collect(),
+        "only the jobs the runner holds, by job (not the finished, pending or unknown ones): {kinds:?}"
+    );
+    let of_other = store.kinds_of_held_jobs(other, asked).await?;
+    ensure!(
+        of_other.is_empty(),
+        "another runner holds none: {of_other:?}"
+    );
+    ensure!(
+        store
+            .kinds_of_held_jobs(holder, Vec::new())
+            .await?
+            .is_empty(),
+        "nothing asked, nothing answered"
+    );
+    Ok(())
+}
