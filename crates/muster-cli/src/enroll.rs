@@ -59,11 +59,11 @@ pub(crate) async fn register_until_answered(
         match registrar.register(key, description).await {
             Ok((registered, _)) => {
                 crate::output::note!(
-                    "registered as runner {} ({}) with key {}; its token expires at {}",
+                    "registered as runner {} ({}) with key {}; its token expires at {} UTC",
                     registered.runner.name,
                     registered.runner.id,
                     key.public_key().fingerprint(),
-                    registered.token_expires_at
+                    crate::output::short_time(Some(registered.token_expires_at))
                 );
                 return Ok(Some(registered));
             }

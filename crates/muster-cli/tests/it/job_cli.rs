@@ -2,40 +2,17 @@
 //! real processes against a `muster server` and a `muster runner --exec`, checking exit codes,
 //! what goes to stdout (machine-readable) and what to stderr.
 
-use std::process::Command;
-use std::time::Duration;
 
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::fleet::Coordinator;
-use crate::process::{ADMIN_TOKEN, CliOutput, RunnerProcess, muster, run_bounded};
-
-/// A CLI command may take this long; `muster job wait` gets its own `--timeout` below it.
-const COMMAND_BOUND: Duration = Duration::from_secs(60);
-
-/// `muster ARGS` pointed at `server` through the environment, as a script would set it up.
-fn cli(server: &str, args: &[&str]) -> Command {
-    let mut command = muster();
-    command
-        .args(args)
-        .env("MUSTER_SERVER", server)
-        .env("MUSTER_TOKEN", ADMIN_TOKEN);
-    command
-}
+use crate::process::{
+    ADMIN_TOKEN, COMMAND_BOUND, CliOutput, RunnerProcess, admin_cli, admin_ok, muster, run_bounded,
+};
 
 fn run(server: &str, args: &[&str]) -> CliOutput {
-    run_bounded(&mut cli(server, args), COMMAND_BOUND)
-}
-
-/// Run and insist on exit 0.
-fn ok(server: &str, args: &[&str]) -> CliOutput {
-    let output = run(server, args);
-    assert!(
-        output.status.success(),
-        "muster {args:?} failed: {output:?}"
-    );
-    output
+    run_bounded(&mut admin_cli(server, args), COMMAND_BOUND)
 }
 
 fn json(output: &CliOutput) -> Value {
@@ -63,7 +40,7 @@ async fn job_and_runner_commands_against_a_real_fleet() {
     tokio::task::block_in_place(|| {
         // Register the runner with the CLI and start it with the token the CLI printed: the
         // documented way to add a runner.
-        let created = ok(&url, &["runners", "create", "cli-runner", "--json"]);
+        let created = admin_ok(&url, &["runners", "create", "cli-runner", "--json"]);
         let created = json(&created);
         let token = created["token"].as_str().unwrap_or_default().to_string();
         assert!(token.starts_with("muster_runner_"), "{created}");
@@ -91,21 +68,21 @@ async fn job_and_runner_commands_against_a_real_fleet() {
         assert!(hello.status.success(), "{hello:?}");
         let hello = submitted_id(&hello).to_string();
 
-        let waited = ok(&url, &["job", "wait", &hello, "--timeout", "45"]);
+        let waited = admin_ok(&url, &["job", "wait", &hello, "--timeout", "45"]);
         assert!(
             waited.stdout.trim().is_empty(),
             "wait reports on stderr: {waited:?}"
         );
-        let logs = ok(&url, &["job", "logs", &hello]);
+        let logs = admin_ok(&url, &["job", "logs", &hello]);
         assert!(
             logs.stdout.contains("hello"),
             "the log shows the output: {logs:?}"
         );
         // A finished job's live log replays and then ends instead of hanging.
-        let followed = ok(&url, &["job", "logs", &hello, "-f"]);
+        let followed = admin_ok(&url, &["job", "logs", &hello, "-f"]);
         assert!(followed.stdout.contains("hello"), "{followed:?}");
 
-        let shown = json(&ok(&url, &["job", "show", &hello, "--json"]));
+        let shown = json(&admin_ok(&url, &["job", "show", &hello, "--json"]));
         assert_eq!(shown["id"], hello.as_str(), "{shown}");
         assert_eq!(shown["state"], "completed", "{shown}");
         assert_eq!(shown["result"]["exit_code"], 0, "{shown}");
@@ -115,11 +92,14 @@ async fn job_and_runner_commands_against_a_real_fleet() {
             serde_json::json!(["echo", "hello"]),
             "{shown}"
         );
-        let human = ok(&url, &["job", "show", &hello]);
+        let human = admin_ok(&url, &["job", "show", &hello]);
         assert!(human.stdout.contains("completed"), "{human:?}");
 
         // --json prints the whole job, an exec job with the command as its payload.
-        let hi = json(&ok(&url, &["job", "submit", "--json", "--", "echo", "hi"]));
+        let hi = json(&admin_ok(
+            &url,
+            &["job", "submit", "--json", "--", "echo", "hi"],
+        ));
         assert_eq!(hi["kind"], "exec", "{hi}");
         assert_eq!(
             hi["payload"]["command"],
@@ -130,7 +110,7 @@ async fn job_and_runner_commands_against_a_real_fleet() {
         Uuid::parse_str(&hi_id).expect("the id is a UUID");
 
         // `logs -f` on a job still running prints lines as they come and returns when it ends.
-        let live = submitted_id(&ok(
+        let live = submitted_id(&admin_ok(
             &url,
             &[
                 "job",
@@ -142,7 +122,7 @@ async fn job_and_runner_commands_against_a_real_fleet() {
             ],
         ))
         .to_string();
-        let followed = ok(&url, &["job", "logs", &live, "-f", "--json"]);
+        let followed = admin_ok(&url, &["job", "logs", &live, "-f", "--json"]);
         let entries: Vec<Value> = followed
             .stdout
             .lines()
@@ -169,14 +149,14 @@ async fn job_and_runner_commands_against_a_real_fleet() {
         let out_position = levels.iter().position(|(m, _)| *m == "to-out");
         let last_position = levels.iter().position(|(m, _)| *m == "last");
         assert!(out_position < last_position, "{levels:?}");
-        let live_job = json(&ok(&url, &["job", "show", &live, "--json"]));
+        let live_job = json(&admin_ok(&url, &["job", "show", &live, "--json"]));
         assert_eq!(
             live_job["state"], "completed",
             "-f returned only once the job ended: {live_job}"
         );
 
         // A failing command with one attempt: the job fails and `wait` says so by its exit code.
-        let failing = ok(
+        let failing = admin_ok(
             &url,
             &[
                 "job",
@@ -198,12 +178,12 @@ async fn job_and_runner_commands_against_a_real_fleet() {
         );
         assert!(waited.stderr.contains("failed"), "{waited:?}");
         assert!(waited.stderr.contains("code 3"), "says why: {waited:?}");
-        let failed = json(&ok(&url, &["job", "show", &failing, "--json"]));
+        let failed = json(&admin_ok(&url, &["job", "show", &failing, "--json"]));
         assert_eq!(failed["state"], "failed", "{failed}");
         assert_eq!(failed["attempt"], 1, "{failed}");
         assert_eq!(failed["error"]["reason"], "runner_error", "{failed}");
 
-        let listed = json(&ok(&url, &["job", "list", "--json"]));
+        let listed = json(&admin_ok(&url, &["job", "list", "--json"]));
         let items = listed["items"]
             .as_array()
             .unwrap_or_else(|| panic!("items: {listed}"));
@@ -213,7 +193,10 @@ async fn job_and_runner_commands_against_a_real_fleet() {
                 "job list has {id}: {listed}"
             );
         }
-        let completed = json(&ok(&url, &["job", "list", "--state", "failed", "--json"]));
+        let completed = json(&admin_ok(
+            &url,
+            &["job", "list", "--state", "failed", "--json"],
+        ));
         let failed_ids: Vec<&str> = completed["items"]
             .as_array()
             .expect("items")
@@ -226,7 +209,7 @@ async fn job_and_runner_commands_against_a_real_fleet() {
             "--state filters: {completed}"
         );
 
-        let runners = json(&ok(&url, &["runners", "list", "--json"]));
+        let runners = json(&admin_ok(&url, &["runners", "list", "--json"]));
         let mine = runners["items"]
             .as_array()
             .unwrap_or_else(|| panic!("items: {runners}"))
@@ -303,7 +286,7 @@ async fn an_artifact_written_by_a_job_downloads_with_the_same_bytes() {
     let fleet = Coordinator::start();
     let url = fleet.server.base_url.clone();
     tokio::task::block_in_place(|| {
-        let created = json(&ok(
+        let created = json(&admin_ok(
             &url,
             &["runners", "create", "artifact-runner", "--json"],
         ));
@@ -314,7 +297,7 @@ async fn an_artifact_written_by_a_job_downloads_with_the_same_bytes() {
         let bytes: Vec<u8> = (0..200_000u32).map(|index| (index % 251) as u8).collect();
         std::fs::write(&input, &bytes).expect("write the input");
         let input_arg = input.to_string_lossy().into_owned();
-        let submitted = ok(
+        let submitted = admin_ok(
             &url,
             &[
                 "job",
@@ -328,8 +311,8 @@ async fn an_artifact_written_by_a_job_downloads_with_the_same_bytes() {
             ],
         );
         let id = submitted_id(&submitted).to_string();
-        ok(&url, &["job", "wait", &id, "--timeout", "50"]);
-        let shown = json(&ok(&url, &["job", "show", &id, "--json"]));
+        admin_ok(&url, &["job", "wait", &id, "--timeout", "50"]);
+        let shown = json(&admin_ok(&url, &["job", "show", &id, "--json"]));
         assert!(
             shown["outputs"]["copy.bin"]
                 .as_str()
@@ -338,7 +321,7 @@ async fn an_artifact_written_by_a_job_downloads_with_the_same_bytes() {
         );
         let target = directory.path().join("downloaded.bin");
         let target_arg = target.to_string_lossy().into_owned();
-        ok(
+        admin_ok(
             &url,
             &["job", "download", &id, "copy.bin", "--output", &target_arg],
         );

@@ -4,34 +4,14 @@
 //! it runs a job, the job goes back to the queue, and another key's runner runs it again.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use muster_api::{JobState, RunnerEnrollment};
 
 use crate::fleet::{describe, exec_job, wait_for};
-use crate::process::{ADMIN_TOKEN, CliOutput, RunnerProcess, ServerProcess, muster, run_bounded};
-
-const COMMAND_BOUND: Duration = Duration::from_secs(60);
-
-fn cli(server: &str, args: &[&str]) -> Command {
-    let mut command = muster();
-    command
-        .args(args)
-        .env("MUSTER_SERVER", server)
-        .env("MUSTER_TOKEN", ADMIN_TOKEN);
-    command
-}
-
-/// Run `muster ARGS` against `server` and insist on exit 0.
-fn ok(server: &str, args: &[&str]) -> CliOutput {
-    let output = run_bounded(&mut cli(server, args), COMMAND_BOUND);
-    assert!(
-        output.status.success(),
-        "muster {args:?} failed: {output:?}"
-    );
-    output
-}
+use crate::process::{
+    ADMIN_TOKEN, COMMAND_BOUND, RunnerProcess, ServerProcess, admin_ok, muster, run_bounded,
+};
 
 /// `muster runner keygen PATH`; answers the public key it printed.
 fn keygen(path: &Path) -> String {
@@ -75,7 +55,7 @@ async fn a_key_runner_waits_for_approval_runs_signed_jobs_and_loses_its_key_mid_
     let keys = tempfile::tempdir().expect("a key directory");
     let first_key = keys.path().join("first.pem");
     keygen(&first_key);
-    ok(&url, &["kinds", "set", "exec", "--require-signed-results"]);
+    admin_ok(&url, &["kinds", "set", "exec", "--require-signed-results"]);
 
     let mut first = RunnerProcess::start_with_key(&url, &first_key, &["--name", "first"]);
     wait_for_output(&first, "waiting for approval of key sha256:").await;
@@ -90,7 +70,7 @@ async fn a_key_runner_waits_for_approval_runs_signed_jobs_and_loses_its_key_mid_
         "the wait names the key: {}",
         first.output()
     );
-    let listed = ok(&url, &["runners", "list"]);
+    let listed = admin_ok(&url, &["runners", "list"]);
     assert!(listed.stdout.contains("pending"), "{listed:?}");
 
     let hello = client
@@ -104,7 +84,7 @@ async fn a_key_runner_waits_for_approval_runs_signed_jobs_and_loses_its_key_mid_
         JobState::Pending,
         "a pending runner claims nothing"
     );
-    ok(&url, &["runners", "approve", &pending.id.to_string()]);
+    admin_ok(&url, &["runners", "approve", &pending.id.to_string()]);
     let done = wait_for(
         "the signed job to complete",
         Duration::from_secs(30),
@@ -124,7 +104,7 @@ async fn a_key_runner_waits_for_approval_runs_signed_jobs_and_loses_its_key_mid_
     let signature = done.result_signature.clone().expect("the result is signed");
     assert_eq!(signature.key_fingerprint, fingerprint);
     assert_eq!(signature.signer_runner_id, pending.id.to_string());
-    let verified = ok(
+    let verified = admin_ok(
         &url,
         &[
             "job",
@@ -157,7 +137,7 @@ async fn a_key_runner_waits_for_approval_runs_signed_jobs_and_loses_its_key_mid_
     })
     .await;
     assert_eq!(running.runner_id, Some(pending.id));
-    ok(&url, &["runners", "keys", "remove", &fingerprint]);
+    admin_ok(&url, &["runners", "keys", "remove", &fingerprint]);
     let released = client.get_job(long.id).await.expect("job");
     assert_eq!(released.state, JobState::Pending, "{}", describe(&released));
     assert!(
@@ -168,7 +148,7 @@ async fn a_key_runner_waits_for_approval_runs_signed_jobs_and_loses_its_key_mid_
 
     let second_key = keys.path().join("second.pem");
     let second_public = keygen(&second_key);
-    ok(
+    admin_ok(
         &url,
         &["runners", "keys", "add", &second_public, "--note", "second"],
     );
@@ -197,7 +177,7 @@ async fn a_key_runner_waits_for_approval_runs_signed_jobs_and_loses_its_key_mid_
         Some(fingerprint.clone()),
         "no result of the removed key counts"
     );
-    let audit = ok(&url, &["audit", "--json"]);
+    let audit = admin_ok(&url, &["audit", "--json"]);
     for action in [
         "runner.registered",
         "runner.approved",
@@ -231,8 +211,8 @@ async fn a_key_runner_keeps_its_identity_through_an_outage_longer_than_its_token
     let keys = tempfile::tempdir().expect("a key directory");
     let key = keys.path().join("steady.pem");
     let public_key = keygen(&key);
-    ok(&url, &["runners", "keys", "add", &public_key]);
-    ok(&url, &["kinds", "set", "exec", "--require-signed-results"]);
+    admin_ok(&url, &["runners", "keys", "add", &public_key]);
+    admin_ok(&url, &["kinds", "set", "exec", "--require-signed-results"]);
     let mut runner = RunnerProcess::start_with_key(&url, &key, &["--name", "steady"]);
 
     let completed = |client: muster_client::MusterClient, id| async move {

@@ -448,6 +448,30 @@ impl std::fmt::Debug for CliOutput {
     }
 }
 
+/// How long one CLI command of a test may take before the test fails.
+pub(crate) const COMMAND_BOUND: Duration = Duration::from_secs(60);
+
+/// `muster ARGS` against `server` with the admin token, both given through the environment as a
+/// script would set them up.
+pub(crate) fn admin_cli(server: &str, args: &[&str]) -> Command {
+    let mut command = muster();
+    command
+        .args(args)
+        .env("MUSTER_SERVER", server)
+        .env("MUSTER_TOKEN", ADMIN_TOKEN);
+    command
+}
+
+/// Run [`admin_cli`] (bounded by [`COMMAND_BOUND`]) and insist on exit 0.
+pub(crate) fn admin_ok(server: &str, args: &[&str]) -> CliOutput {
+    let output = run_bounded(&mut admin_cli(server, args), COMMAND_BOUND);
+    assert!(
+        output.status.success(),
+        "muster {args:?} failed: {output:?}"
+    );
+    output
+}
+
 /// Run `command` to its end, but for at most `within`: past it the process is killed and the
 /// test fails, so a command that hangs cannot hang the suite.
 pub(crate) fn run_bounded(command: &mut Command, within: Duration) -> CliOutput {
