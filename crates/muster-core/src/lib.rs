@@ -15,6 +15,7 @@ mod lifecycle;
 pub mod limits;
 mod logs;
 mod matching;
+pub mod organization;
 mod principal;
 mod retry;
 mod runner;

@@ -2,7 +2,6 @@
 //! real processes against a `muster server` and a `muster runner --exec`, checking exit codes,
 //! what goes to stdout (machine-readable) and what to stderr.
 
-
 use serde_json::Value;
 use uuid::Uuid;
 
