@@ -53,6 +53,12 @@ pub enum ErrorCode {
     InvalidSchema,
     /// Too many failed attempts from one address; wait `Retry-After` seconds.
     TooManyRequests,
+    /// Something of that name already exists (an organization's name, say).
+    Conflict,
+    /// The organization named does not exist (or the caller's token does not cover it).
+    OrganizationNotFound,
+    /// The organization still has unfinished jobs, runners or tokens, so it cannot be deleted.
+    OrganizationNotEmpty,
     /// The store cannot be reached, or the coordinator is stopping; worth a retry.
     Unavailable,
     /// A bug; the coordinator's log has the details.
@@ -85,6 +91,9 @@ impl ErrorCode {
         ErrorCode::SignatureRequired,
         ErrorCode::InvalidSchema,
         ErrorCode::TooManyRequests,
+        ErrorCode::Conflict,
+        ErrorCode::OrganizationNotFound,
+        ErrorCode::OrganizationNotEmpty,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -115,6 +124,9 @@ impl ErrorCode {
             ErrorCode::SignatureRequired => "signature_required",
             ErrorCode::InvalidSchema => "invalid_schema",
             ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::OrganizationNotFound => "organization_not_found",
+            ErrorCode::OrganizationNotEmpty => "organization_not_empty",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

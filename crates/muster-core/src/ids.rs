@@ -13,6 +13,10 @@ pub struct JobId(pub Uuid);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RunnerId(pub Uuid);
 
+/// A user token's id (not the token: it names the token in lists and revocations): a UUIDv7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UserTokenId(pub Uuid);
+
 macro_rules! uuid_id {
     ($name:ident) => {
         impl $name {
@@ -56,6 +60,7 @@ macro_rules! uuid_id {
 
 uuid_id!(JobId);
 uuid_id!(RunnerId);
+uuid_id!(UserTokenId);
 
 /// An artifact's id: the SHA-256 digest of its bytes, written `sha256:` and 64 lowercase hex
 /// digits. Ids name content, so equal bytes have one id and an id can be checked against the

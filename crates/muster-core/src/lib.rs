@@ -28,7 +28,7 @@ pub use enrollment::{
     enrollment_transition,
 };
 pub use error_code::ErrorCode;
-pub use ids::{ArtifactId, ArtifactIdError, JobId, RunnerId};
+pub use ids::{ArtifactId, ArtifactIdError, JobId, RunnerId, UserTokenId};
 pub use job::{
     DEFAULT_BACKOFF_BASE_S, DEFAULT_LEASE_TTL_S, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY,
     DEFAULT_TIMEOUT_S, FailureReason, JobError, JobPolicy, JobRecord, JobSpec, JobSpecError,

@@ -14,8 +14,11 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::InvalidInput => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        ErrorCode::NotFound => StatusCode::NOT_FOUND,
-        ErrorCode::LeaseLost | ErrorCode::InvalidState => StatusCode::CONFLICT,
+        ErrorCode::NotFound | ErrorCode::OrganizationNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::LeaseLost
+        | ErrorCode::InvalidState
+        | ErrorCode::Conflict
+        | ErrorCode::OrganizationNotEmpty => StatusCode::CONFLICT,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::UnknownArtifact => StatusCode::UNPROCESSABLE_ENTITY,

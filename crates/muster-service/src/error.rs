@@ -112,6 +112,8 @@ impl From<StoreError> for ServiceError {
                 return ServiceError::invalid_input(message.clone());
             }
             StoreError::Unavailable(_) => ErrorCode::Unavailable,
+            StoreError::Conflict(_) => ErrorCode::Conflict,
+            StoreError::OrganizationNotEmpty { .. } => ErrorCode::OrganizationNotEmpty,
             _ => ErrorCode::Internal,
         };
         ServiceError::new(code, error.to_string())

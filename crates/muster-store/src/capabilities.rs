@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use muster_core::identity::VerifiedResultSignature;
 use muster_core::{
     ArtifactId, JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId, RunnerRecord,
-    Timestamp,
+    Timestamp, UserTokenId,
 };
 use serde_json::Value;
 
@@ -25,8 +25,8 @@ use crate::{
     StoreError, Submitted,
 };
 use crate::{
-    EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, RegistrationOutcome,
-    RemovedRunnerKey, RunnerCredentials,
+    EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
+    RegistrationOutcome, RemovedRunnerKey, RunnerCredentials, UserTokenRecord,
 };
 
 /// The coordinator's durable state: every capability together. See the crate docs for the
@@ -38,6 +38,7 @@ pub trait Store:
     + ArtifactRecords
     + IdentityRecords
     + KindSettingsStore
+    + OrganizationStore
     + Maintenance
 {
 }
@@ -49,6 +50,7 @@ impl<
         + ArtifactRecords
         + IdentityRecords
         + KindSettingsStore
+        + OrganizationStore
         + Maintenance
         + ?Sized,
 > Store for T
@@ -441,6 +443,67 @@ pub trait KindSettingsStore: Send + Sync + 'static {
         kind: &str,
         audit: NewAuditEntry,
     ) -> Result<(), StoreError>;
+}
+
+/// Organizations and the user tokens that act in them. Every change and its audit entry are
+/// committed together. The `default` organization is there from the first migration on.
+#[async_trait]
+pub trait OrganizationStore: Send + Sync + 'static {
+    /// Store a new organization and record `audit`, in one commit; `Conflict` (nothing stored)
+    /// when its id or name is taken.
+    async fn create_organization(
+        &self,
+        organization: OrganizationRecord,
+        audit: NewAuditEntry,
+    ) -> Result<OrganizationRecord, StoreError>;
+
+    async fn get_organization(&self, id: &str) -> Result<Option<OrganizationRecord>, StoreError>;
+
+    /// Organizations oldest first (`default` first of all), one page at a time.
+    async fn list_organizations(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<OrganizationRecord>, StoreError>;
+
+    /// Delete the organization `id` and record `audit`, in one commit: `NotFound` when there is
+    /// none, `OrganizationNotEmpty` (nothing changed) while it has unfinished jobs, runners or
+    /// user tokens. Its finished jobs stay, for every-organization tokens to read.
+    async fn delete_organization(&self, id: &str, audit: NewAuditEntry) -> Result<(), StoreError>;
+
+    /// Store a new user token (its hash) and record `audit`, in one commit.
+    async fn create_user_token(
+        &self,
+        token: NewUserToken,
+        audit: NewAuditEntry,
+    ) -> Result<UserTokenRecord, StoreError>;
+
+    /// User tokens oldest first, one page at a time: every one, or (`Some`) only those scoped
+    /// to that organization.
+    async fn list_user_tokens(
+        &self,
+        organization: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<UserTokenRecord>, StoreError>;
+
+    async fn get_user_token(&self, id: UserTokenId) -> Result<Option<UserTokenRecord>, StoreError>;
+
+    /// The token whose SHA-256 is `token_hash`, if one is stored (expired ones too: the caller
+    /// decides what expiry means).
+    async fn user_token_by_hash(
+        &self,
+        token_hash: [u8; 32],
+    ) -> Result<Option<UserTokenRecord>, StoreError>;
+
+    /// Delete the token `id` (it stops working) and record `audit`, in one commit; answers what
+    /// was deleted, `NotFound` (nothing recorded) when there is none.
+    async fn revoke_user_token(
+        &self,
+        id: UserTokenId,
+        audit: NewAuditEntry,
+    ) -> Result<UserTokenRecord, StoreError>;
+
+    /// Record that the token `id` was used at `at` (never moving `last_used_at` back).
+    async fn touch_user_token(&self, id: UserTokenId, at: Timestamp) -> Result<(), StoreError>;
 }
 
 /// What the coordinator's background loops and health checks need: deadlines, retention, counts,

@@ -16,8 +16,11 @@ use crate::encoding::{
     capabilities_from_json, inputs_from_json, outputs_from_json, result_signature_from_json,
 };
 use crate::rules::identity::{AuditColumns, RunnerKeyColumns, audit_entry, runner_key_record};
+use crate::rules::organizations::{
+    OrganizationColumns, UserTokenColumns, organization_record, user_token_record,
+};
 use crate::rules::runners::{RunnerColumns, runner_record};
-use crate::{AuditEntry, KindSettingsRecord, RunnerKeyRecord};
+use crate::{AuditEntry, KindSettingsRecord, OrganizationRecord, RunnerKeyRecord, UserTokenRecord};
 
 macro_rules! lifecycle_columns {
     () => {
@@ -284,4 +287,48 @@ pub(crate) fn kind_settings_from_row<R: StoredRow>(
         require_signed_results: row.boolean(2)?,
         updated_at: Timestamp(row.integer(3)?),
     })
+}
+
+/// The columns of `organizations` that [`organization_from_row`] reads.
+pub(crate) const ORGANIZATION_COLUMNS: &str = "seq, id, name, allow_shared_runners, created_at";
+
+/// Read a row selected with [`ORGANIZATION_COLUMNS`]; answers the row's `seq` and the
+/// organization.
+pub(crate) fn organization_from_row<R: StoredRow>(
+    row: &R,
+) -> Result<(i64, OrganizationRecord), R::Error> {
+    let record = organization_record(OrganizationColumns {
+        id: text(row, 1)?,
+        name: text(row, 2)?,
+        allow_shared_runners: row.boolean(3)?,
+        created_at: row.integer(4)?,
+    });
+    Ok((row.integer(0)?, record))
+}
+
+/// The columns of `user_tokens` that [`user_token_from_row`] reads (never the hash).
+pub(crate) const USER_TOKEN_COLUMNS: &str =
+    "seq, id, name, role, organization_id, created_at, expires_at, last_used_at";
+
+/// Read a row selected with [`USER_TOKEN_COLUMNS`]; answers the row's `seq` and the token.
+pub(crate) fn user_token_from_row<R: StoredRow>(
+    row: &R,
+) -> Result<(i64, UserTokenRecord), R::Error> {
+    let id = row
+        .optional_bytes(1)?
+        .ok_or_else(|| R::corrupt(1, "NULL where a token id belongs".into()))?;
+    let role = row
+        .optional_text(3)?
+        .ok_or_else(|| R::corrupt(3, "NULL where a role belongs".into()))?;
+    let record = user_token_record(UserTokenColumns {
+        id,
+        name: text(row, 2)?,
+        role,
+        organization_id: owned_text(row, 4)?,
+        created_at: row.integer(5)?,
+        expires_at: row.optional_integer(6)?,
+        last_used_at: row.optional_integer(7)?,
+    })
+    .map_err(|problem| R::corrupt(1, problem))?;
+    Ok((row.integer(0)?, record))
 }

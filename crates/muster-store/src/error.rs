@@ -20,6 +20,21 @@ pub enum StoreError {
     /// The request is well-formed but breaks a store rule (names the rule).
     #[error("{0}")]
     Rejected(String),
+    /// Something of that name already exists (names what); nothing changed.
+    #[error("{0}")]
+    Conflict(String),
+    /// The organization still holds what [`crate::OrganizationContents`] counts; nothing
+    /// changed.
+    #[error(
+        "organization {organization} still has {} unfinished jobs, {} runners and {} user tokens: finish or cancel its jobs, delete its runners and revoke its tokens first",
+        contents.unfinished_jobs,
+        contents.runners,
+        contents.user_tokens
+    )]
+    OrganizationNotEmpty {
+        organization: String,
+        contents: crate::OrganizationContents,
+    },
     /// The store cannot be reached or cannot write (disk full, I/O error, connection lost).
     #[error("store unavailable: {0}")]
     Unavailable(String),

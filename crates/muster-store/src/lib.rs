@@ -2,7 +2,7 @@
 //!
 //! [`Store`] is the one interface the coordinator uses for state, made of one trait per
 //! capability ([`JobStore`], [`LeaseStore`], [`RunnerStore`], [`ArtifactRecords`],
-//! [`IdentityRecords`], [`KindSettingsStore`], [`Maintenance`]); every backend implements them with the same observable behaviour, which the
+//! [`IdentityRecords`], [`KindSettingsStore`], [`OrganizationStore`], [`Maintenance`]); every backend implements them with the same observable behaviour, which the
 //! conformance suite in this crate's tests checks.
 //! Each method is one atomic unit: it either commits entirely or changes nothing, and a method
 //! that answers `Ok` has made its change durable. State changes are decided by
@@ -29,15 +29,16 @@ pub mod sqlite;
 
 pub use capabilities::{
     ArtifactRecords, IdentityRecords, JobStore, KindSettingsStore, LeaseStore, Maintenance,
-    RunnerStore, Store,
+    OrganizationStore, RunnerStore, Store,
 };
 pub use error::StoreError;
 pub use model::{
     Activity, ArtifactRecord, ArtifactUploader, ArtifactUsage, ArtifactUsageReport, AuditEntry,
     AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, EnrollmentChange,
     EnrollmentChangeOutcome, JobAck, JobCall, JobFilter, KeyRegistration, KindSettingsRecord,
-    LogPage, LogPosition, NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport,
-    QueueDepth, ReapReport, RecordedActivity, RecordedOutputs, RegistrationOutcome,
-    RemovedRunnerKey, RunnerBeat, RunnerCredentials, RunnerKeyRecord, Submitted,
+    LogPage, LogPosition, NewAuditEntry, NewRunner, NewUserToken, OrganizationContents,
+    OrganizationRecord, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
+    RecordedActivity, RecordedOutputs, RegistrationOutcome, RemovedRunnerKey, RunnerBeat,
+    RunnerCredentials, RunnerKeyRecord, Submitted, UserTokenRecord,
 };
 pub use rules::enrollment::RUNNER_REVOKED as RUNNER_REVOKED_ACTION;

@@ -354,6 +354,54 @@ pub struct RemovedRunnerKey {
     pub released: Vec<JobId>,
 }
 
+/// An organization: a tenant whose jobs, runners and tokens nothing of another one sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrganizationRecord {
+    /// `default`, or the id the coordinator gave it.
+    pub id: String,
+    /// Unique among organizations, compared exactly.
+    pub name: String,
+    /// Whether cluster-scoped runners may take its jobs.
+    pub allow_shared_runners: bool,
+    pub created_at: Timestamp,
+}
+
+/// What keeps an organization from being deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrganizationContents {
+    /// Jobs not finished yet (pending, claimed or running).
+    pub unfinished_jobs: u64,
+    /// Runners not deleted.
+    pub runners: u64,
+    pub user_tokens: u64,
+}
+
+impl OrganizationContents {
+    pub fn is_empty(&self) -> bool {
+        *self == OrganizationContents::default()
+    }
+}
+
+/// A user token as the store keeps it, without the token (only its hash is stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserTokenRecord {
+    pub id: muster_core::UserTokenId,
+    pub name: String,
+    pub role: muster_core::organization::Role,
+    /// `None`: every organization.
+    pub organization_id: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// A user token to store: its record and the SHA-256 of the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewUserToken {
+    pub record: UserTokenRecord,
+    pub token_hash: [u8; 32],
+}
+
 /// A security event to record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewAuditEntry {

@@ -28,6 +28,7 @@ mod enrollment;
 mod identity;
 mod jobs;
 mod kinds;
+mod organizations;
 mod rows;
 mod runners;
 mod schema;
@@ -44,7 +45,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
 use muster_core::{
-    ArtifactId, JobError, JobId, JobRecord, NewJob, RunnerId, RunnerRecord, Timestamp,
+    ArtifactId, JobError, JobId, JobRecord, NewJob, RunnerId, RunnerRecord, Timestamp, UserTokenId,
 };
 use serde_json::Value;
 use tokio::sync::watch;
@@ -61,8 +62,8 @@ use crate::{
     RecordedActivity, RunnerBeat, RunnerKeyRecord, RunnerStore, StoreError, Submitted,
 };
 use crate::{
-    EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, RegistrationOutcome,
-    RemovedRunnerKey, RunnerCredentials,
+    EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
+    OrganizationStore, RegistrationOutcome, RemovedRunnerKey, RunnerCredentials, UserTokenRecord,
 };
 
 /// Settings of the PostgreSQL backend.
@@ -879,6 +880,84 @@ impl KindSettingsStore for PostgresStore {
     ) -> Result<(), StoreError> {
         in_transaction!(self, transaction => kinds::delete(&transaction, kind, &audit));
         Ok(())
+    }
+}
+
+#[async_trait]
+impl OrganizationStore for PostgresStore {
+    async fn create_organization(
+        &self,
+        organization: OrganizationRecord,
+        audit: NewAuditEntry,
+    ) -> Result<OrganizationRecord, StoreError> {
+        Ok(
+            in_transaction!(self, transaction => organizations::create(&transaction, &organization, &audit)),
+        )
+    }
+
+    async fn get_organization(&self, id: &str) -> Result<Option<OrganizationRecord>, StoreError> {
+        let client = self.client().await?;
+        organizations::get(&client, id).await
+    }
+
+    async fn list_organizations(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<OrganizationRecord>, StoreError> {
+        let client = self.client().await?;
+        organizations::list(&client, &page).await
+    }
+
+    async fn delete_organization(&self, id: &str, audit: NewAuditEntry) -> Result<(), StoreError> {
+        in_transaction!(self, transaction => organizations::delete(&transaction, id, &audit));
+        Ok(())
+    }
+
+    async fn create_user_token(
+        &self,
+        token: NewUserToken,
+        audit: NewAuditEntry,
+    ) -> Result<UserTokenRecord, StoreError> {
+        Ok(
+            in_transaction!(self, transaction => organizations::create_token(&transaction, &token, &audit)),
+        )
+    }
+
+    async fn list_user_tokens(
+        &self,
+        organization: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<UserTokenRecord>, StoreError> {
+        let client = self.client().await?;
+        organizations::list_tokens(&client, organization.as_deref(), &page).await
+    }
+
+    async fn get_user_token(&self, id: UserTokenId) -> Result<Option<UserTokenRecord>, StoreError> {
+        let client = self.client().await?;
+        organizations::get_token(&client, id).await
+    }
+
+    async fn user_token_by_hash(
+        &self,
+        token_hash: [u8; 32],
+    ) -> Result<Option<UserTokenRecord>, StoreError> {
+        let client = self.client().await?;
+        organizations::token_by_hash(&client, &token_hash).await
+    }
+
+    async fn revoke_user_token(
+        &self,
+        id: UserTokenId,
+        audit: NewAuditEntry,
+    ) -> Result<UserTokenRecord, StoreError> {
+        Ok(
+            in_transaction!(self, transaction => organizations::revoke_token(&transaction, id, &audit)),
+        )
+    }
+
+    async fn touch_user_token(&self, id: UserTokenId, at: Timestamp) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        organizations::touch_token(&client, id, at).await
     }
 }
 

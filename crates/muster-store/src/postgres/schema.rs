@@ -282,6 +282,38 @@ CREATE UNIQUE INDEX runners_previous_token ON runners (previous_token_hash)
     WHERE previous_token_hash IS NOT NULL;
 ALTER TABLE jobs ADD COLUMN result_signature TEXT;
 "#,
+    r#"
+-- Organizations and user tokens. 'default' always exists, and every job from before is in it;
+-- runners keep organization_id NULL (cluster-scoped), as the bootstrap admin that created them
+-- makes them. Organizations are listed oldest first by seq; names are unique, compared exactly
+-- (collated "C", as on SQLite). A user token's organization_id NULL means every organization;
+-- its role is 'viewer', 'submitter', 'operator' or 'admin'; a revoked token's row is deleted.
+-- audit_log.organization_id is the organization an event belongs to, NULL when it is
+-- cluster-wide.
+CREATE TABLE organizations (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id TEXT COLLATE "C" NOT NULL UNIQUE,
+    name TEXT COLLATE "C" NOT NULL UNIQUE,
+    allow_shared_runners BOOLEAN NOT NULL,
+    created_at BIGINT NOT NULL
+);
+INSERT INTO organizations (id, name, allow_shared_runners, created_at)
+    VALUES ('default', 'default', true, (extract(epoch FROM now()) * 1000)::BIGINT);
+CREATE TABLE user_tokens (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id BYTEA NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    organization_id TEXT,
+    token_hash BYTEA NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    last_used_at BIGINT
+);
+CREATE INDEX user_tokens_organization ON user_tokens (organization_id, seq);
+ALTER TABLE jobs ADD COLUMN organization_id TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE audit_log ADD COLUMN organization_id TEXT;
+"#,
 ];
 
 /// Bring `component`'s schema up to date: apply the migrations of `migrations` not yet applied,

@@ -16,6 +16,7 @@
 //! - [`prune`]: which finished jobs retention deletes.
 //! - [`artifacts`]: outputs, named artifacts, artifact records and usage totals.
 //! - [`identity`]: the runner key allowlist and the audit log.
+//! - [`organizations`]: organizations and user tokens, and what keeps an organization.
 
 pub(crate) mod activity;
 pub(crate) mod artifacts;
@@ -26,6 +27,7 @@ pub(crate) mod identity;
 pub(crate) mod jobs;
 pub(crate) mod kinds;
 pub(crate) mod logs;
+pub(crate) mod organizations;
 pub(crate) mod paging;
 pub(crate) mod prune;
 pub(crate) mod runners;

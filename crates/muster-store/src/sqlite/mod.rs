@@ -9,6 +9,7 @@ mod enrollment;
 mod identity;
 mod jobs;
 mod kinds;
+mod organizations;
 mod rows;
 mod runners;
 mod schema;
@@ -22,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use muster_core::{
-    ArtifactId, JobError, JobId, JobRecord, NewJob, RunnerId, RunnerRecord, Timestamp,
+    ArtifactId, JobError, JobId, JobRecord, NewJob, RunnerId, RunnerRecord, Timestamp, UserTokenId,
 };
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
@@ -36,8 +37,8 @@ use crate::{
     RecordedActivity, RunnerBeat, RunnerKeyRecord, RunnerStore, StoreError, Submitted,
 };
 use crate::{
-    EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, RegistrationOutcome,
-    RemovedRunnerKey, RunnerCredentials,
+    EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
+    OrganizationStore, RegistrationOutcome, RemovedRunnerKey, RunnerCredentials, UserTokenRecord,
 };
 use writer::{Writer, WriterContext};
 
@@ -640,6 +641,93 @@ impl KindSettingsStore for SqliteStore {
         let kind = kind.to_string();
         self.writer
             .run(move |context| kinds::delete(context, &kind, &audit))
+            .await
+    }
+}
+
+#[async_trait]
+impl OrganizationStore for SqliteStore {
+    async fn create_organization(
+        &self,
+        organization: OrganizationRecord,
+        audit: NewAuditEntry,
+    ) -> Result<OrganizationRecord, StoreError> {
+        self.writer
+            .run(move |context| organizations::create(context, &organization, &audit))
+            .await
+    }
+
+    async fn get_organization(&self, id: &str) -> Result<Option<OrganizationRecord>, StoreError> {
+        let id = id.to_string();
+        self.readers
+            .run(move |conn| organizations::get(conn, &id))
+            .await
+    }
+
+    async fn list_organizations(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<OrganizationRecord>, StoreError> {
+        self.readers
+            .run(move |conn| organizations::list(conn, &page))
+            .await
+    }
+
+    async fn delete_organization(&self, id: &str, audit: NewAuditEntry) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.writer
+            .run(move |context| organizations::delete(context, &id, &audit))
+            .await
+    }
+
+    async fn create_user_token(
+        &self,
+        token: NewUserToken,
+        audit: NewAuditEntry,
+    ) -> Result<UserTokenRecord, StoreError> {
+        self.writer
+            .run(move |context| organizations::create_token(context, &token, &audit))
+            .await
+    }
+
+    async fn list_user_tokens(
+        &self,
+        organization: Option<String>,
+        page: PageRequest,
+    ) -> Result<Page<UserTokenRecord>, StoreError> {
+        self.readers
+            .run(move |conn| organizations::list_tokens(conn, organization.as_deref(), &page))
+            .await
+    }
+
+    async fn get_user_token(&self, id: UserTokenId) -> Result<Option<UserTokenRecord>, StoreError> {
+        self.readers
+            .run(move |conn| organizations::get_token(conn, id))
+            .await
+    }
+
+    async fn user_token_by_hash(
+        &self,
+        token_hash: [u8; 32],
+    ) -> Result<Option<UserTokenRecord>, StoreError> {
+        self.readers
+            .run(move |conn| organizations::token_by_hash(conn, &token_hash))
+            .await
+    }
+
+    async fn revoke_user_token(
+        &self,
+        id: UserTokenId,
+        audit: NewAuditEntry,
+    ) -> Result<UserTokenRecord, StoreError> {
+        self.writer
+            .run(move |context| organizations::revoke_token(context, id, &audit))
+            .await
+    }
+
+    async fn touch_user_token(&self, id: UserTokenId, at: Timestamp) -> Result<(), StoreError> {
+        self.writer
+            .run(move |context| organizations::touch_token(context, id, at))
             .await
     }
 }

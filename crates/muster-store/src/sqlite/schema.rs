@@ -199,6 +199,38 @@ CREATE UNIQUE INDEX runners_previous_token ON runners (previous_token_hash)
     WHERE previous_token_hash IS NOT NULL;
 ALTER TABLE jobs ADD COLUMN result_signature TEXT;
 "#,
+    // 8: organizations and user tokens. `default` always exists, and every job from before is
+    // in it; runners keep `organization_id` NULL (cluster-scoped), as the bootstrap admin that
+    // created them makes them. Organizations are listed oldest first by `seq`; names are unique
+    // (compared exactly). A user token's `organization_id` NULL means every organization; its
+    // `role` is `viewer`, `submitter`, `operator` or `admin`; a revoked token's row is deleted.
+    // `audit_log.organization_id` is the organization an event belongs to, NULL when it is
+    // cluster-wide.
+    r#"
+CREATE TABLE organizations (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL UNIQUE,
+    allow_shared_runners INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+INSERT INTO organizations (id, name, allow_shared_runners, created_at)
+    VALUES ('default', 'default', 1, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+CREATE TABLE user_tokens (
+    seq INTEGER PRIMARY KEY,
+    id BLOB NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    organization_id TEXT,
+    token_hash BLOB NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    last_used_at INTEGER
+);
+CREATE INDEX user_tokens_organization ON user_tokens (organization_id, seq);
+ALTER TABLE jobs ADD COLUMN organization_id TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE audit_log ADD COLUMN organization_id TEXT;
+"#,
 ];
 
 /// Bring the schema up to date inside one transaction.

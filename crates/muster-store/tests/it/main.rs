@@ -158,6 +158,17 @@ macro_rules! conformance_suite {
                 the_kinds_of_held_jobs_are_read_for_their_runner_only_while_it_holds_them,
             );
         }
+        // Organizations and user tokens, in a module of their own so that `cargo test
+        // organizations` runs just these.
+        mod organizations {
+            use super::*;
+
+            conformance_suite!(@store_tests $open;
+                the_default_organization_is_there_and_organizations_list_oldest_first,
+                an_organization_is_deleted_only_when_nothing_is_left_in_it,
+                user_tokens_are_found_by_hash_listed_by_organization_touched_and_revoked,
+            );
+        }
         // Job kinds' result rules, in a module of its own so that `cargo test kinds` runs just
         // these.
         mod kinds {

@@ -16,11 +16,25 @@ use crate::conformance::{
     T0, at, claim, policy, register_runner, spec_with_policy, submit_many, submit_one,
 };
 
+/// The statements that take a store schema from version 8 back to version 7: no organizations,
+/// no user tokens, jobs and audit entries without an organization.
+macro_rules! undo_migration_8 {
+    () => {
+        "DROP TABLE organizations;
+         DROP TABLE user_tokens;
+         ALTER TABLE jobs DROP COLUMN organization_id;
+         ALTER TABLE audit_log DROP COLUMN organization_id;"
+    };
+}
+
 /// The statements that take a store schema back from its latest version to version 2: both
 /// upgrade tests start from what an older coordinator left.
 macro_rules! undo_migrations_after_version_2 {
     () => {
-        "DROP FUNCTION muster_track_unsuccessful() CASCADE;
+        concat!(
+            undo_migration_8!(),
+            "
+         DROP FUNCTION muster_track_unsuccessful() CASCADE;
          DROP TABLE jobs_unsuccessful;
          DROP FUNCTION muster_count_artifacts() CASCADE;
          DROP TABLE artifacts;
@@ -39,6 +53,7 @@ macro_rules! undo_migrations_after_version_2 {
          ALTER TABLE runners DROP COLUMN registered_at;
          ALTER TABLE jobs DROP COLUMN result_signature;
          "
+        )
     };
 }
 
@@ -422,5 +437,57 @@ async fn a_store_whose_database_goes_away_is_unavailable_and_recovers_by_itself(
         claimed.len() == 1 && claimed[0].job.id == acknowledged.id,
         "the job acknowledged before the outage is claimed after it"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn jobs_from_before_organizations_move_into_default() -> anyhow::Result<()> {
+    let url = muster_test_support::temp_postgres_database().await?;
+    let store = open_store(&url).await?;
+    submit_many(store.as_ref(), "old", 3, T0).await?;
+    drop(store);
+
+    // Back to version 7: no organizations, no user tokens, jobs without an organization.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .context("connect to rewrite the schema")?;
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute(concat!(
+            "BEGIN;",
+            undo_migration_8!(),
+            "UPDATE muster_schema SET version = 7 WHERE component = 'store';
+             COMMIT;"
+        ))
+        .await
+        .context("rewrite the schema as version 7")?;
+
+    let store = open_store(&url).await?;
+    let default = store
+        .get_organization("default")
+        .await?
+        .context("the upgrade creates the default organization")?;
+    ensure!(default.allow_shared_runners, "{default:?}");
+    let row = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE organization_id = 'default') FROM jobs",
+            &[],
+        )
+        .await?;
+    let (jobs, in_default): (i64, i64) = (row.get(0), row.get(1));
+    ensure!(
+        jobs == 3 && in_default == 3,
+        "every job from before is in default: {in_default} of {jobs}"
+    );
+    let version: i32 = client
+        .query_one(
+            "SELECT version FROM muster_schema WHERE component = 'store'",
+            &[],
+        )
+        .await?
+        .get(0);
+    ensure!(version == 8, "the schema is at version 8, got {version}");
+    drop(client);
+    connection.await.context("join the connection task")??;
     Ok(())
 }

@@ -5,6 +5,17 @@ use muster_core::{ArtifactId, JobSpec, Timestamp};
 use muster_store::JobStore;
 use muster_store::sqlite::{SqliteConfig, SqliteStore};
 
+/// The statements that take the schema from version 8 back to version 7: no organizations, no
+/// user tokens, jobs and audit entries without an organization.
+macro_rules! undo_migration_8 {
+    () => {
+        "DROP TABLE organizations;
+         DROP TABLE user_tokens;
+         ALTER TABLE jobs DROP COLUMN organization_id;
+         ALTER TABLE audit_log DROP COLUMN organization_id;"
+    };
+}
+
 #[tokio::test]
 async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow::Result<()> {
     let directory = tempfile::tempdir()?;
@@ -28,8 +39,10 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
     {
         let conn = rusqlite::Connection::open(&config.path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(
-            "ALTER TABLE jobs DROP COLUMN inputs;
+        conn.execute_batch(concat!(
+            undo_migration_8!(),
+            "
+             ALTER TABLE jobs DROP COLUMN inputs;
              ALTER TABLE jobs DROP COLUMN outputs;
              DROP INDEX jobs_failed;
              DROP INDEX jobs_cancelled;
@@ -50,8 +63,8 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
              ALTER TABLE runners DROP COLUMN previous_token_expires_at;
              ALTER TABLE runners DROP COLUMN registered_at;
              ALTER TABLE jobs DROP COLUMN result_signature;
-             PRAGMA user_version = 1;",
-        )
+             PRAGMA user_version = 1;"
+        ))
         .context("downgrade the schema to version 1")?;
     }
     let store = SqliteStore::open(&config).context("open a version 1 database")?;
@@ -74,7 +87,7 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
     drop(store);
     let conn = rusqlite::Connection::open(&config.path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    ensure!(version == 7, "the schema is at version 7, got {version}");
+    ensure!(version == 8, "the schema is at version 8, got {version}");
     let identity_tables: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
          AND name IN ('runner_keys', 'audit_log')",
@@ -112,5 +125,52 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
         |row| row.get(3),
     )?;
     ensure!(plan.contains("jobs_failed"), "query plan: {plan}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn jobs_and_runners_from_before_organizations_move_into_default() -> anyhow::Result<()> {
+    let directory = tempfile::tempdir()?;
+    let config = SqliteConfig {
+        path: directory.path().join("muster.db"),
+        log_cap_bytes: 1 << 20,
+    };
+    let now = Timestamp(1_800_000_000_000);
+    {
+        let store = SqliteStore::open(&config)?;
+        let jobs = (1..=3)
+            .map(|bits| muster_core::NewJob {
+                id: muster_core::JobId::new(now, bits),
+                created_at: now,
+                spec: JobSpec::with_defaults("old"),
+            })
+            .collect();
+        store.submit_jobs(jobs).await?;
+    }
+    // Back to version 7: no organizations, no user tokens, jobs without an organization.
+    {
+        let conn = rusqlite::Connection::open(&config.path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(concat!(undo_migration_8!(), "PRAGMA user_version = 7;"))
+            .context("downgrade the schema to version 7")?;
+    }
+    let store = SqliteStore::open(&config).context("open a version 7 database")?;
+    let default = muster_store::OrganizationStore::get_organization(&store, "default")
+        .await?
+        .context("the upgrade creates the default organization")?;
+    ensure!(default.allow_shared_runners, "{default:?}");
+    drop(store);
+    let conn = rusqlite::Connection::open(&config.path)?;
+    let (jobs, in_default): (i64, i64) = conn.query_row(
+        "SELECT count(*), count(*) FILTER (WHERE organization_id = 'default') FROM jobs",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    ensure!(
+        jobs == 3 && in_default == 3,
+        "every job from before is in default: {in_default} of {jobs}"
+    );
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    ensure!(version == 8, "the schema is at version 8, got {version}");
     Ok(())
 }

@@ -17,6 +17,7 @@ mod kinds;
 mod listing;
 mod logs;
 mod misc;
+mod organizations;
 mod pruning;
 mod reaping;
 mod result_signatures;
@@ -35,6 +36,7 @@ pub use kinds::*;
 pub use listing::*;
 pub use logs::*;
 pub use misc::*;
+pub use organizations::*;
 pub use pruning::*;
 pub use reaping::*;
 pub use result_signatures::*;
@@ -85,7 +87,7 @@ pub fn at(offset_ms: i64) -> Timestamp {
 /// the simplest way to guarantee it.
 static UNIQUE: AtomicU64 = AtomicU64::new(1);
 
-fn unique_bits() -> u128 {
+pub fn unique_bits() -> u128 {
     u128::from(UNIQUE.fetch_add(1, Ordering::Relaxed))
 }
 

@@ -1,0 +1,297 @@
+//! Organizations and user tokens: `default` is always there; organizations list oldest first a
+//! page at a time, a taken name is refused with nothing stored, and one is deleted only when
+//! nothing unfinished is in it; user tokens are found by their hash (never listed with it),
+//! listed all or by organization, touched without going back in time, and revoked at once; every
+//! change committed together with its audit entry.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail, ensure};
+use muster_core::organization::{DEFAULT_ORGANIZATION, Role};
+use muster_core::{RunnerId, Timestamp, UserTokenId};
+use muster_store::{
+    AuditFilter, NewAuditEntry, NewRunner, NewUserToken, OrganizationContents, OrganizationRecord,
+    PageRequest, Store, StoreError, UserTokenRecord,
+};
+use serde_json::json;
+
+use super::identity::audit;
+use super::{at, every_page, expect_not_found, unique_bits, unique_token_hash};
+
+const CREATED: &str = "test.organization_created";
+const DELETED: &str = "test.organization_deleted";
+const TOKEN_CREATED: &str = "test.user_token_created";
+const TOKEN_REVOKED: &str = "test.user_token_revoked";
+
+fn organization(id: &str, name: &str, shared: bool, when: Timestamp) -> OrganizationRecord {
+    OrganizationRecord {
+        id: id.to_string(),
+        name: name.to_string(),
+        allow_shared_runners: shared,
+        created_at: when,
+    }
+}
+
+fn created(organization: &OrganizationRecord) -> NewAuditEntry {
+    audit(
+        CREATED,
+        &organization.id,
+        organization.created_at,
+        json!({}),
+    )
+}
+
+async fn audited(store: &dyn Store, action: &str) -> anyhow::Result<Vec<String>> {
+    let page = store
+        .list_audit(
+            AuditFilter {
+                action: Some(action.to_string()),
+            },
+            PageRequest {
+                limit: 100,
+                cursor: None,
+            },
+        )
+        .await?;
+    Ok(page.items.into_iter().map(|entry| entry.subject).collect())
+}
+
+fn new_token(name: &str, role: Role, organization: Option<&str>, when: Timestamp) -> NewUserToken {
+    let bits = unique_bits();
+    NewUserToken {
+        record: UserTokenRecord {
+            id: UserTokenId::new(when, bits),
+            name: name.to_string(),
+            role,
+            organization_id: organization.map(str::to_string),
+            created_at: when,
+            expires_at: Some(when.plus_millis(3_600_000)),
+            last_used_at: None,
+        },
+        token_hash: unique_token_hash(),
+    }
+}
+
+async fn store_token(store: &dyn Store, token: &NewUserToken) -> anyhow::Result<UserTokenRecord> {
+    store
+        .create_user_token(
+            token.clone(),
+            audit(
+                TOKEN_CREATED,
+                &token.record.id.to_string(),
+                token.record.created_at,
+                json!({}),
+            ),
+        )
+        .await
+        .context("store a user token")
+}
+
+pub async fn the_default_organization_is_there_and_organizations_list_oldest_first(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let default = store
+        .get_organization(DEFAULT_ORGANIZATION)
+        .await?
+        .context("the default organization exists from the first migration on")?;
+    ensure!(default.name == DEFAULT_ORGANIZATION && default.allow_shared_runners);
+
+    let mut made = Vec::new();
+    for (index, name) in ["alpha", "Beta Team", "gamma"].into_iter().enumerate() {
+        let record = organization(
+            &format!("org-{index}"),
+            name,
+            index != 1,
+            at(1_000 + index as i64),
+        );
+        let stored = store
+            .create_organization(record.clone(), created(&record))
+            .await?;
+        ensure!(stored == record, "stored as given: {stored:?}");
+        made.push(record);
+    }
+    let listed = every_page("organizations", 2, |page| store.list_organizations(page)).await?;
+    let mut expected = vec![default.clone()];
+    expected.extend(made.iter().cloned());
+    ensure!(
+        listed == expected,
+        "default first, then oldest first: {listed:?}"
+    );
+    ensure!(
+        store.get_organization("org-1").await? == Some(made[1].clone()),
+        "read back by id"
+    );
+    ensure!(store.get_organization("org-9").await?.is_none());
+
+    // A taken name (or id) is refused, with nothing stored and nothing recorded.
+    for clash in [
+        organization("org-new", "alpha", true, at(2_000)),
+        organization("org-0", "another", true, at(2_000)),
+    ] {
+        match store
+            .create_organization(clash.clone(), created(&clash))
+            .await
+        {
+            Err(StoreError::Conflict(message)) => {
+                ensure!(message.contains(&clash.name), "names the clash: {message}")
+            }
+            other => bail!("a taken name or id must be refused, got {other:?}"),
+        }
+    }
+    let after = every_page("organizations", 10, |page| store.list_organizations(page)).await?;
+    ensure!(after == expected, "nothing stored by a refusal: {after:?}");
+    ensure!(
+        audited(store, CREATED).await?.len() == 3,
+        "one audit entry per organization created"
+    );
+    Ok(())
+}
+
+pub async fn an_organization_is_deleted_only_when_nothing_is_left_in_it(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let team = organization("team", "team", true, at(1_000));
+    store
+        .create_organization(team.clone(), created(&team))
+        .await?;
+    let runner_id = RunnerId::new(at(1_100), unique_bits());
+    store
+        .create_runner(NewRunner {
+            id: runner_id,
+            name: "team-runner".into(),
+            labels: Default::default(),
+            organization_id: Some("team".into()),
+            bound_capabilities: None,
+            token_hash: unique_token_hash(),
+            created_at: at(1_100),
+        })
+        .await?;
+    let token = store_token(
+        store,
+        &new_token("ci", Role::Viewer, Some("team"), at(1_200)),
+    )
+    .await?;
+
+    let deleting = || audit(DELETED, "team", at(2_000), json!({}));
+    match store.delete_organization("team", deleting()).await {
+        Err(StoreError::OrganizationNotEmpty {
+            organization,
+            contents,
+        }) => {
+            ensure!(organization == "team");
+            ensure!(
+                contents
+                    == OrganizationContents {
+                        unfinished_jobs: 0,
+                        runners: 1,
+                        user_tokens: 1
+                    },
+                "counts what keeps it: {contents:?}"
+            );
+        }
+        other => bail!("an organization with a runner and a token stays, got {other:?}"),
+    }
+    ensure!(
+        store.get_organization("team").await?.is_some(),
+        "still there"
+    );
+    ensure!(
+        audited(store, DELETED).await?.is_empty(),
+        "nothing recorded"
+    );
+
+    store.delete_runner(runner_id, at(2_100)).await?;
+    store
+        .revoke_user_token(token.id, audit(TOKEN_REVOKED, "ci", at(2_200), json!({})))
+        .await?;
+    store.delete_organization("team", deleting()).await?;
+    ensure!(store.get_organization("team").await?.is_none(), "deleted");
+    ensure!(audited(store, DELETED).await? == vec!["team".to_string()]);
+    expect_not_found(
+        store.delete_organization("team", deleting()).await,
+        "deleting it again",
+    )?;
+    ensure!(
+        audited(store, DELETED).await?.len() == 1,
+        "a refused deletion records nothing"
+    );
+    Ok(())
+}
+
+pub async fn user_tokens_are_found_by_hash_listed_by_organization_touched_and_revoked(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let every = new_token("root-ish", Role::Admin, None, at(1_000));
+    let team_viewer = new_token("viewer", Role::Viewer, Some("team"), at(1_001));
+    let team_operator = new_token("operator", Role::Operator, Some("team"), at(1_002));
+    let other = new_token("other", Role::Submitter, Some("other"), at(1_003));
+    let mut stored = Vec::new();
+    for token in [&every, &team_viewer, &team_operator, &other] {
+        let record = store_token(store, token).await?;
+        ensure!(record == token.record, "stored as given: {record:?}");
+        stored.push(record);
+    }
+
+    let all = every_page("tokens", 3, |page| store.list_user_tokens(None, page)).await?;
+    ensure!(all == stored, "every token, oldest first: {all:?}");
+    let team = every_page("team tokens", 1, |page| {
+        store.list_user_tokens(Some("team".into()), page)
+    })
+    .await?;
+    ensure!(
+        team == vec![team_viewer.record.clone(), team_operator.record.clone()],
+        "only the organization's own (not every-organization tokens): {team:?}"
+    );
+    ensure!(
+        store.user_token_by_hash(team_viewer.token_hash).await? == Some(team_viewer.record.clone())
+    );
+    ensure!(store.user_token_by_hash([0xAB; 32]).await?.is_none());
+    ensure!(store.get_user_token(other.record.id).await? == Some(other.record.clone()));
+
+    // Used: last_used_at moves forward, never back.
+    store
+        .touch_user_token(team_viewer.record.id, at(5_000))
+        .await?;
+    store
+        .touch_user_token(team_viewer.record.id, at(4_000))
+        .await?;
+    let touched = store
+        .get_user_token(team_viewer.record.id)
+        .await?
+        .context("still there")?;
+    ensure!(touched.last_used_at == Some(at(5_000)), "{touched:?}");
+
+    // Revoked: gone at once, found by neither id nor hash, and recorded.
+    let revoked = store
+        .revoke_user_token(
+            team_viewer.record.id,
+            audit(TOKEN_REVOKED, "viewer", at(6_000), json!({})),
+        )
+        .await?;
+    ensure!(revoked.id == team_viewer.record.id);
+    ensure!(
+        store
+            .user_token_by_hash(team_viewer.token_hash)
+            .await?
+            .is_none()
+    );
+    ensure!(store.get_user_token(team_viewer.record.id).await?.is_none());
+    expect_not_found(
+        store
+            .revoke_user_token(
+                team_viewer.record.id,
+                audit(TOKEN_REVOKED, "viewer", at(6_100), json!({})),
+            )
+            .await,
+        "revoking it again",
+    )?;
+    ensure!(audited(store, TOKEN_CREATED).await?.len() == 4);
+    ensure!(
+        audited(store, TOKEN_REVOKED).await?.len() == 1,
+        "a refused revocation records nothing"
+    );
+    Ok(())
+}
