@@ -133,10 +133,10 @@ mod tests {
                 | "registration_closed"
                 | "runner_not_enrolled"
                 | "capability_not_registered" => 403,
-                "not_found" => 404,
+                "not_found" | "organization_not_found" => 404,
                 "method_not_allowed" => 405,
                 "request_timeout" => 408,
-                "lease_lost" | "invalid_state" => 409,
+                "lease_lost" | "invalid_state" | "conflict" | "organization_not_empty" => 409,
                 "payload_too_large" => 413,
                 "unknown_artifact"
                 | "result_schema_mismatch"
