@@ -917,6 +917,37 @@ pub struct SetKindSettings {
     pub require_signed_results: bool,
 }
 
+/// `POST /api/v1/admin/organizations`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct CreateOrganization {
+    /// Shown in lists; unique. The organization's id is made from it (`Acme Corp` is
+    /// `acme-corp`).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
+    pub name: String,
+    /// Whether cluster-scoped runners may take its jobs. Default (absent or null) true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_shared_runners: Option<bool>,
+}
+
+/// An organization.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Organization {
+    /// `default`, or the id made from its name.
+    pub id: String,
+    pub name: String,
+    pub allow_shared_runners: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A page of organizations, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OrganizationList {
+    pub items: Vec<Organization>,
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub next_cursor: Option<String>,
+}
+
 /// A kind's result rules.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KindSettings {

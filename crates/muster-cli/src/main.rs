@@ -6,6 +6,7 @@ mod identity;
 mod jobs;
 mod keys;
 mod kinds;
+mod orgs;
 mod output;
 mod runner;
 mod runners;
@@ -77,6 +78,16 @@ enum Command {
         connect: connect::ConnectArgs,
         #[command(subcommand)]
         command: kinds::KindsCommand,
+    },
+    /// Organizations, the tenants of a coordinator (bootstrap admin token only).
+    #[command(
+        after_help = "Examples:\n  muster orgs create \"Acme Corp\"\n  muster orgs list\n  muster orgs show acme-corp --json\n  muster orgs delete acme-corp"
+    )]
+    Orgs {
+        #[command(flatten)]
+        connect: connect::ConnectArgs,
+        #[command(subcommand)]
+        command: orgs::OrgsCommand,
     },
     /// The log of security events: runner keys added and removed, and more.
     #[command(
@@ -258,6 +269,7 @@ fn main() -> ExitCode {
         Command::Job { connect, command } => run_async(jobs::run(command, &connect)),
         Command::Runners { connect, command } => run_async(runners::run(command, &connect)),
         Command::Kinds { connect, command } => run_async(kinds::run(command, &connect)),
+        Command::Orgs { connect, command } => run_async(orgs::run(command, &connect)),
         Command::Audit { connect, args } => run_async(identity::run_audit(args, &connect)),
     };
     let code = match outcome {

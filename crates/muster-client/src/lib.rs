@@ -215,6 +215,11 @@ fn path_segment(text: &str) -> percent_encoding::PercentEncode<'_> {
 }
 
 /// The route of one kind's settings.
+/// The path of organization `id`'s route, the id percent-encoded.
+fn organization_path(id: &str) -> String {
+    format!("/api/v1/admin/organizations/{}", path_segment(id))
+}
+
 fn kind_path(kind: &str) -> String {
     format!("/api/v1/kinds/{}", path_segment(kind))
 }
@@ -523,6 +528,53 @@ impl MusterClient {
     pub async fn delete_kind_settings(&self, kind: &str) -> Result<(), ClientError> {
         self.connection
             .send(self.connection.request(Method::DELETE, &kind_path(kind)))
+            .await?;
+        Ok(())
+    }
+
+    /// Create an organization (bootstrap admin token); its id is made from its name.
+    pub async fn create_organization(
+        &self,
+        organization: &api::CreateOrganization,
+    ) -> Result<api::Organization, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::POST, "/api/v1/admin/organizations")
+                    .json(organization),
+            )
+            .await
+    }
+
+    /// One organization (`organization_not_found` when there is none).
+    pub async fn get_organization(&self, id: &str) -> Result<api::Organization, ClientError> {
+        self.connection
+            .json(self.connection.request(Method::GET, &organization_path(id)))
+            .await
+    }
+
+    /// Organizations, oldest first.
+    pub async fn list_organizations(
+        &self,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<api::OrganizationList, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, "/api/v1/admin/organizations")
+                    .query(&page_query(limit, cursor)),
+            )
+            .await
+    }
+
+    /// Delete an organization nothing unfinished is left in.
+    pub async fn delete_organization(&self, id: &str) -> Result<(), ClientError> {
+        self.connection
+            .send(
+                self.connection
+                    .request(Method::DELETE, &organization_path(id)),
+            )
             .await?;
         Ok(())
     }

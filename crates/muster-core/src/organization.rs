@@ -141,29 +141,54 @@ impl OrganizationScope {
 #[error("not found")]
 pub struct NotInScope;
 
-/// The role `action` needs of a user token. Runner actions need a runner, not a role, and
-/// managing organizations needs the bootstrap admin token: both answer `None`.
-pub fn required_role(action: Action) -> Option<Role> {
+/// Who may take an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// A user token of this role or above (and the bootstrap admin token).
+    Role(Role),
+    /// The bootstrap admin token alone: no user token, whatever its role.
+    BootstrapAdmin,
+    /// A runner token.
+    Runner,
+}
+
+/// Who may take `action`.
+pub fn requirement(action: Action) -> Requirement {
     match action {
         Action::ReadJobs | Action::ReadRunners | Action::ReadArtifacts | Action::ReadKinds => {
-            Some(Role::Viewer)
+            Requirement::Role(Role::Viewer)
         }
-        Action::SubmitJobs | Action::SteerJobs | Action::UploadArtifacts => Some(Role::Submitter),
+        Action::SubmitJobs | Action::SteerJobs | Action::UploadArtifacts => {
+            Requirement::Role(Role::Submitter)
+        }
         Action::ManageRunners
         | Action::ReadRunnerKeys
         | Action::ManageRunnerKeys
-        | Action::ManageKinds => Some(Role::Operator),
-        Action::ReadAudit => Some(Role::Admin),
-        Action::RunnerProtocol | Action::RunnerHeartbeat => None,
+        | Action::ManageKinds => Requirement::Role(Role::Operator),
+        Action::ReadAudit => Requirement::Role(Role::Admin),
+        Action::ManageOrganizations => Requirement::BootstrapAdmin,
+        Action::RunnerProtocol | Action::RunnerHeartbeat => Requirement::Runner,
+    }
+}
+
+/// The role `action` needs of a user token; `None` when no role is enough.
+pub fn required_role(action: Action) -> Option<Role> {
+    match requirement(action) {
+        Requirement::Role(role) => Some(role),
+        Requirement::BootstrapAdmin | Requirement::Runner => None,
     }
 }
 
 /// Whether a user token of `role` may take `action` at all (its scope decides where).
 pub fn role_permits(role: Role, action: Action) -> Result<(), Denied> {
-    match required_role(action) {
-        Some(needed) if role >= needed => Ok(()),
-        Some(needed) => Err(role.short_of(needed)),
-        None => Err(Denied {
+    match requirement(action) {
+        Requirement::Role(needed) if role >= needed => Ok(()),
+        Requirement::Role(needed) => Err(role.short_of(needed)),
+        Requirement::BootstrapAdmin => Err(Denied {
+            code: ErrorCode::Forbidden,
+            message: "organizations are managed with the bootstrap admin token only (MUSTER_ADMIN_TOKEN or admin.token), not a user token",
+        }),
+        Requirement::Runner => Err(Denied {
             code: ErrorCode::Forbidden,
             message: "runner routes take a runner token, not a user token",
         }),
@@ -257,6 +282,7 @@ mod tests {
             (Action::ManageRunnerKeys, [false, false, true, true]),
             (Action::ManageKinds, [false, false, true, true]),
             (Action::ReadAudit, [false, false, false, true]),
+            (Action::ManageOrganizations, [false, false, false, false]),
             (Action::RunnerProtocol, [false, false, false, false]),
             (Action::RunnerHeartbeat, [false, false, false, false]),
         ];
@@ -278,13 +304,16 @@ mod tests {
                 );
                 if let Err(denied) = outcome {
                     assert_eq!(denied.code, ErrorCode::Forbidden);
-                    if let Some(needed) = required_role(*action) {
-                        assert!(
-                            denied.message.contains(needed.as_str()),
-                            "the refusal names the role needed: {}",
-                            denied.message
-                        );
-                    }
+                    let names = match requirement(*action) {
+                        Requirement::Role(needed) => needed.as_str(),
+                        Requirement::BootstrapAdmin => "bootstrap admin",
+                        Requirement::Runner => "runner token",
+                    };
+                    assert!(
+                        denied.message.contains(names),
+                        "the refusal says what is needed: {}",
+                        denied.message
+                    );
                 }
             }
         }

@@ -76,6 +76,8 @@ pub enum Action {
     ManageKinds,
     /// Read the audit log.
     ReadAudit,
+    /// Create, list, show and delete organizations: the bootstrap admin token only.
+    ManageOrganizations,
 }
 
 impl Action {
@@ -95,6 +97,7 @@ impl Action {
         Action::ReadKinds,
         Action::ManageKinds,
         Action::ReadAudit,
+        Action::ManageOrganizations,
     ];
 
     /// Whose action this is.

@@ -322,6 +322,17 @@ pub(crate) fn audit_entry_to_wire(entry: muster_service::identity::AuditEntry) -
     }
 }
 
+pub(crate) fn organization_to_wire(
+    organization: muster_service::organizations::Organization,
+) -> wire::Organization {
+    wire::Organization {
+        id: organization.id,
+        name: organization.name,
+        allow_shared_runners: organization.allow_shared_runners,
+        created_at: time_to_wire(organization.created_at),
+    }
+}
+
 pub(crate) fn kind_settings_to_wire(
     settings: muster_service::kinds::KindSettings,
 ) -> wire::KindSettings {

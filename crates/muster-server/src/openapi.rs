@@ -38,6 +38,7 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
         (name = "runner", description = "The runner protocol (runner token)"),
         (name = "identity", description = "Runner keys and the audit log (admin token)"),
         (name = "kinds", description = "Result rules per job kind (admin token)"),
+        (name = "organizations", description = "Tenants: organizations (bootstrap admin token)"),
         (name = "artifacts", description = "Content-addressed artifacts: upload and download bytes (admin or runner token)"),
         (name = "operations", description = "Health, readiness, metrics (no token)"),
     )
@@ -86,6 +87,10 @@ const ERROR_ANSWERS: &[(&str, &str)] = &[
         "Unavailable",
         "unavailable: the store cannot be reached, or the coordinator is shutting down; try again",
     ),
+    (
+        "OrganizationNotFound",
+        "organization_not_found: the organization_id names no organization; nothing changed",
+    ),
 ];
 
 /// Groups of shared error answers, named in a handler's `responses(...)` beside its own.
@@ -126,6 +131,8 @@ answer_groups! {
     ArtifactErrors => [(422, "UnknownArtifact")];
     /// Routes without a token that read the store.
     StoreErrors => [(503, "Unavailable")];
+    /// Bodies that name an organization.
+    OrganizationErrors => [(404, "OrganizationNotFound")];
 }
 
 struct SharedAnswers;
@@ -220,6 +227,13 @@ parameter_lists! {
     RunnerKeyPath => [(
         "fingerprint", Path, "the key's fingerprint: `sha256:` and 64 lowercase hex digits", text()
     )];
+    /// The id in the path of an organization's route.
+    OrganizationPath => [("id", Path, "the organization's id (`default`, or the id made from its name)", text())];
+    /// The paging of `GET /api/v1/admin/organizations` (`routes::identity::PageQuery`).
+    ListOrganizationsParameters => [
+        ("limit", Query, "organizations per page; default 50", schemas::page_limit()),
+        ("cursor", Query, "`next_cursor` of the previous page; empty or absent for the first", text()),
+    ];
     /// The paging of `GET /api/v1/admin/runner-keys` (`routes::identity::PageQuery`).
     ListRunnerKeysParameters => [
         ("limit", Query, "keys per page; default 50", schemas::page_limit()),

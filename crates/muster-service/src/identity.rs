@@ -96,6 +96,7 @@ impl Coordinator {
         }
         if let Some(organization_id) = &key.organization_id {
             muster_core::check_organization_id(organization_id).map_err(invalid)?;
+            self.existing_organization(organization_id).await?;
         }
         let now = self.clock.now();
         let fingerprint = public_key.fingerprint();

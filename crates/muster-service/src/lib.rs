@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod kinds;
 mod metrics;
 pub mod operations;
+pub mod organizations;
 pub mod protocol;
 mod quota;
 mod reaper;

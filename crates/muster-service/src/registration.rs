@@ -191,6 +191,11 @@ impl Coordinator {
                 return Err(ServiceError::new(refusal.code(), refusal.to_string()));
             }
         };
+        // Checked once the gate let the key through, so an unknown key learns nothing of which
+        // organizations exist.
+        if let Some(organization_id) = &registration.organization_id {
+            self.existing_organization(organization_id).await?;
+        }
         let now = self.clock.now();
         // Only a registration the gate lets through is remembered: one it refused may be sent
         // again unchanged once an operator trusts the key. The store's rule (each registration

@@ -71,6 +71,7 @@ impl Coordinator {
         capabilities.validate("").map_err(invalid)?;
         if let Some(organization_id) = &registration.organization_id {
             muster_core::check_organization_id(organization_id).map_err(invalid)?;
+            self.existing_organization(organization_id).await?;
         }
         let token = new_runner_token();
         let now = self.clock.now();

@@ -11,6 +11,7 @@ mod https;
 mod job_cli;
 mod key_runner;
 mod keys;
+mod orgs;
 mod outage;
 mod postgres_fleet;
 mod postgres_outage;

@@ -24,6 +24,7 @@ const USER_ACTIONS: &[Action] = &[
     Action::ReadKinds,
     Action::ManageKinds,
     Action::ReadAudit,
+    Action::ManageOrganizations,
 ];
 
 /// The expected answer: `true` allowed.
@@ -42,7 +43,8 @@ fn expected(principal: &Principal, action: Action) -> bool {
             | Action::ManageRunnerKeys
             | Action::ReadKinds
             | Action::ManageKinds
-            | Action::ReadAudit,
+            | Action::ReadAudit
+            | Action::ManageOrganizations,
         ) => true,
         (Principal::BootstrapAdmin, Action::RunnerProtocol | Action::RunnerHeartbeat) => false,
         (Principal::Runner(_), Action::RunnerProtocol | Action::RunnerHeartbeat) => true,

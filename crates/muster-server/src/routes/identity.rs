@@ -16,7 +16,7 @@ use crate::{ApiError, Json};
     responses(
         (status = 201, description = "added", body = wire::RunnerKey),
         (status = 200, description = "already on the allowlist: the entry as it was", body = wire::RunnerKey),
-        crate::openapi::AuthErrors, crate::openapi::BodyErrors,
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::OrganizationErrors,
     ),
     security(("admin_token" = [])))]
 pub(crate) async fn add_runner_key(

@@ -6,6 +6,7 @@ pub(crate) mod identity;
 pub(crate) mod jobs;
 pub(crate) mod kinds;
 pub(crate) mod ops;
+pub(crate) mod organizations;
 pub(crate) mod protocol;
 pub(crate) mod runners;
 
@@ -44,6 +45,14 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             kinds::put_kind_settings,
             kinds::get_kind_settings,
             kinds::delete_kind_settings
+        ))
+        .routes(routes!(
+            organizations::create_organization,
+            organizations::list_organizations
+        ))
+        .routes(routes!(
+            organizations::get_organization,
+            organizations::delete_organization
         ))
         .routes(routes!(protocol::runner_heartbeat))
         .routes(routes!(protocol::claim_jobs))

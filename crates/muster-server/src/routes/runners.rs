@@ -19,7 +19,7 @@ use crate::{ApiError, Json};
 #[utoipa::path(post, path = "/api/v1/runners", tag = "runners", request_body = wire::CreateRunner,
     responses(
         (status = 201, description = "registered; the token is shown this once", body = wire::CreatedRunner),
-        crate::openapi::AuthErrors, crate::openapi::BodyErrors,
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::OrganizationErrors,
     ),
     security(("admin_token" = [])))]
 pub(crate) async fn create_runner(
@@ -121,7 +121,7 @@ pub(crate) async fn delete_runner(
         (status = 403, description = "key_not_allowed, key_rejected or registration_closed: the enrollment gate refused the key", body = wire::ErrorBody),
         (status = 422, description = "invalid_signature: the signature does not verify against public_key", body = wire::ErrorBody),
         (status = 429, description = "too_many_requests: too many failed registrations or tokens from this address; see Retry-After", body = wire::ErrorBody),
-        crate::openapi::BodyErrors, crate::openapi::StoreErrors,
+        crate::openapi::BodyErrors, crate::openapi::StoreErrors, crate::openapi::OrganizationErrors,
     ))]
 pub(crate) async fn register_runner(
     State(state): State<AppState>,

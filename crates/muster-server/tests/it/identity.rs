@@ -6,7 +6,7 @@ use base64::Engine;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{admin, request, send, start};
+use crate::support::{admin, create_organization, request, send, start};
 
 fn base64_of(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -21,6 +21,7 @@ fn new_public_key(seed: u8) -> (String, String) {
 #[tokio::test]
 async fn a_key_is_added_once_listed_and_removed() {
     let server = start().await;
+    assert_eq!(create_organization(&server, "Acme").await, "acme");
     let (public_key, fingerprint) = new_public_key(1);
     let added = admin(
         &server,

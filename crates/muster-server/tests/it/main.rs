@@ -15,6 +15,7 @@ mod jobs;
 mod kinds;
 mod logs;
 mod ops;
+mod organizations;
 mod parity;
 mod postgres;
 mod protocol;

@@ -12,7 +12,8 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::support::{
-    admin, all_jobs, api_error, claim_of, claim_one, start, start_manual, submit_and_claim,
+    admin, all_jobs, api_error, claim_of, claim_one, create_organization, start, start_manual,
+    submit_and_claim,
 };
 
 /// The fields the contract lists for a runner.
@@ -35,6 +36,7 @@ const RUNNER_KEYS: [&str; 13] = [
 #[tokio::test]
 async fn create_answers_201_with_the_runner_and_a_token_shown_only_then() {
     let server = start().await;
+    assert_eq!(create_organization(&server, "Acme").await, "acme");
     let reply = admin(
         &server,
         Method::POST,

@@ -289,3 +289,23 @@ pub(crate) async fn metric(server: &TestServer, series: &str) -> Option<f64> {
         .expect("scrape /metrics");
     sample(&text, series)
 }
+
+/// Create the organization `name` with the admin token; answers its id.
+pub(crate) async fn create_organization(server: &TestServer, name: &str) -> String {
+    let created = admin(
+        server,
+        Method::POST,
+        "/api/v1/admin/organizations",
+        Some(serde_json::json!({"name": name})),
+    )
+    .await;
+    assert_eq!(
+        created.status, 201,
+        "create organization {name}: {}",
+        created.body
+    );
+    created.json()["id"]
+        .as_str()
+        .expect("an organization id")
+        .to_string()
+}

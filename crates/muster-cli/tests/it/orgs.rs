@@ -1,0 +1,56 @@
+//! `muster orgs ...` against a real coordinator: an organization is created (its id printed, made
+//! from its name), listed, shown as JSON and deleted; deleting `default` or an unknown one fails
+//! with the coordinator's reason and a non-zero exit.
+
+use serde_json::Value;
+
+use crate::fleet::Coordinator;
+use crate::process::{COMMAND_BOUND, admin_cli, admin_ok, run_bounded};
+
+#[test]
+fn organizations_are_created_listed_shown_and_deleted_from_the_cli() {
+    let fleet = Coordinator::start();
+    let url = fleet.server.base_url.clone();
+    let created = admin_ok(
+        &url,
+        &["orgs", "create", "Acme Corp", "--no-shared-runners"],
+    );
+    assert_eq!(
+        created.stdout.trim(),
+        "acme-corp",
+        "the id alone on stdout: {created:?}"
+    );
+    assert!(created.stderr.contains("Acme Corp"), "{created:?}");
+
+    let listed = admin_ok(&url, &["orgs", "list"]);
+    let lines: Vec<&str> = listed.stdout.lines().collect();
+    assert!(lines[0].starts_with("ID"), "a header: {listed:?}");
+    assert!(lines[1].starts_with("default"), "default first: {listed:?}");
+    assert!(
+        lines[2].starts_with("acme-corp")
+            && lines[2].contains("Acme Corp")
+            && lines[2].contains("refused"),
+        "{listed:?}"
+    );
+    let shown = admin_ok(&url, &["orgs", "show", "acme-corp", "--json"]);
+    let shown: Value = serde_json::from_str(&shown.stdout).expect("one JSON document");
+    assert_eq!(shown["name"], "Acme Corp");
+    assert_eq!(shown["allow_shared_runners"], false);
+
+    for (id, reason) in [
+        ("default", "default organization always exists"),
+        ("nope", "not found"),
+    ] {
+        let refused = run_bounded(&mut admin_cli(&url, &["orgs", "delete", id]), COMMAND_BOUND);
+        assert!(!refused.status.success(), "{refused:?}");
+        assert!(refused.stderr.contains(reason), "{refused:?}");
+    }
+    admin_ok(&url, &["orgs", "delete", "acme-corp"]);
+    let listed = admin_ok(&url, &["orgs", "list", "--json"]);
+    let listed: Value = serde_json::from_str(&listed.stdout).expect("one JSON document");
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+}
