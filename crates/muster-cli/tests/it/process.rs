@@ -56,6 +56,10 @@ fn scrub_environment(command: &mut Command) {
     // The default config file is looked for under XDG_CONFIG_HOME first: point it nowhere.
     command.env("XDG_CONFIG_HOME", "/nonexistent/muster-tests-config");
     command.env("MUSTER_LOG", "warn");
+    // The default reserve is a share of the host's file system, so whether an upload fits
+    // would depend on how full the test machine's disk is. Tests of the reserve pass
+    // `--disk-reserve`, which wins over this.
+    command.env("MUSTER_DISK_RESERVE", "0");
 }
 
 /// Read a child's stdout until it prints `listening on http://HOST:PORT` (bounded) and answer
