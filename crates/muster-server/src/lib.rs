@@ -6,6 +6,7 @@
 //! [`run`] serves until its shutdown token is cancelled; [`build`] makes the router and the
 //! coordinator without a socket, for embedding and tests.
 
+pub mod access;
 pub mod config;
 mod connections;
 mod convert;

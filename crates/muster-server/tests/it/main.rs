@@ -5,6 +5,7 @@
 
 mod artifacts;
 mod auth;
+mod authorization;
 mod bad_input;
 mod burn_down;
 mod connections;
