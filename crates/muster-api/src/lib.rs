@@ -339,7 +339,11 @@ pub struct Job {
     #[cfg_attr(feature = "openapi", schema(required))]
     #[serde(default)]
     pub result_signature: Option<JobResultSignature>,
+    /// The organization the job belongs to.
+    #[serde(default = "default_organization")]
+    pub organization_id: String,
 }
+
 
 /// The `sig` of a bakeoff result envelope.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -407,6 +411,10 @@ pub struct SubmitJob {
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_inputs))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<Vec<String>>,
+    /// The organization the job is for; `default` when not given. It must exist.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_organization_id))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
 }
 
 /// `POST /api/v1/jobs/batch`: up to 1000 jobs submitted in one commit.
@@ -966,4 +974,9 @@ pub struct KindSettingsList {
     #[cfg_attr(feature = "openapi", schema(required))]
     pub next_cursor: Option<String>,
 }
+}
+
+/// What a job from a coordinator older than organizations belongs to.
+fn default_organization() -> String {
+    "default".to_string()
 }

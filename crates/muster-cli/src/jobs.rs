@@ -130,6 +130,10 @@ pub(crate) struct SubmitArgs {
     /// Submitting again with the same key returns the first job instead of a new one.
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// The organization the job is for (its id, as `muster orgs list` shows it) [default:
+    /// default].
+    #[arg(long = "org", value_name = "ORGANIZATION")]
+    organization: Option<String>,
     /// Environment variable for an `exec` command, KEY=VALUE (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -165,6 +169,9 @@ pub(crate) struct ListArgs {
     /// Only jobs of this runner.
     #[arg(long)]
     runner: Option<Uuid>,
+    /// Only jobs of this organization (its id).
+    #[arg(long = "org", value_name = "ORGANIZATION")]
+    organization: Option<String>,
     /// At most this many jobs.
     #[arg(long, default_value_t = 50)]
     limit: u32,
@@ -336,6 +343,7 @@ async fn submit(client: &MusterClient, args: SubmitArgs) -> anyhow::Result<u8> {
         backoff_base_s: args.backoff_base_s,
         run_after,
         idempotency_key: args.idempotency_key,
+        organization_id: args.organization,
     };
     let (job, _) = client.submit_job(&request).await.context("submit job")?;
     if args.json {
@@ -431,6 +439,7 @@ async fn list(client: &MusterClient, args: ListArgs) -> anyhow::Result<u8> {
         state: args.state.as_deref().map(parse_state).transpose()?,
         kind: args.kind,
         runner_id: args.runner,
+        organization_id: args.organization,
         limit: Some(args.limit),
         cursor: None,
     };

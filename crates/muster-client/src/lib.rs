@@ -274,6 +274,8 @@ pub struct JobQuery {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runner_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,

@@ -309,6 +309,26 @@ pub struct NewJob {
     pub id: JobId,
     pub created_at: Timestamp,
     pub spec: JobSpec,
+    pub organization: JobOrganization,
+}
+
+/// The organization a job belongs to, as its claims need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOrganization {
+    pub id: String,
+    /// Whether its organization lets cluster-scoped runners take its jobs (as it was when the
+    /// job was submitted; organizations cannot change it).
+    pub shared_runners: bool,
+}
+
+impl Default for JobOrganization {
+    /// The `default` organization, which allows shared runners.
+    fn default() -> JobOrganization {
+        JobOrganization {
+            id: crate::organization::DEFAULT_ORGANIZATION.to_string(),
+            shared_runners: true,
+        }
+    }
 }
 
 impl NewJob {
@@ -339,6 +359,8 @@ pub struct JobRecord {
     pub outputs: BTreeMap<String, ArtifactId>,
     /// The result's signature, when the completion sent one and it verified.
     pub result_signature: Option<crate::identity::VerifiedResultSignature>,
+    /// The organization the job belongs to, and whether shared runners may take it.
+    pub organization: JobOrganization,
     pub lifecycle: JobLifecycle,
 }
 

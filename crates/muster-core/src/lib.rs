@@ -31,10 +31,10 @@ pub use error_code::ErrorCode;
 pub use ids::{ArtifactId, ArtifactIdError, JobId, RunnerId, UserTokenId};
 pub use job::{
     DEFAULT_BACKOFF_BASE_S, DEFAULT_LEASE_TTL_S, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY,
-    DEFAULT_TIMEOUT_S, FailureReason, JobError, JobPolicy, JobRecord, JobSpec, JobSpecError,
-    JobState, MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_BASE_S, MAX_IDEMPOTENCY_KEY_LEN, MAX_JOB_INPUTS,
-    MAX_JOB_OUTPUTS, MAX_LEASE_TTL_S, MAX_OUTPUT_NAME_LEN, MAX_TIMEOUT_S, NewJob, Progress,
-    validate_outputs,
+    DEFAULT_TIMEOUT_S, FailureReason, JobError, JobOrganization, JobPolicy, JobRecord, JobSpec,
+    JobSpecError, JobState, MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_BASE_S, MAX_IDEMPOTENCY_KEY_LEN,
+    MAX_JOB_INPUTS, MAX_JOB_OUTPUTS, MAX_LEASE_TTL_S, MAX_OUTPUT_NAME_LEN, MAX_TIMEOUT_S, NewJob,
+    Progress, validate_outputs,
 };
 pub use lifecycle::{
     Activity, CancelOutcome, Completion, JobLifecycle, Lease, LifecycleParts, ReapOutcome,

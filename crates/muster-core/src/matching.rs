@@ -162,6 +162,19 @@ pub struct RunnerSnapshot {
     pub status: RunnerStatus,
     pub kinds: Vec<String>,
     pub offer: Capabilities,
+    /// `None`: cluster-scoped.
+    pub organization_id: Option<String>,
+}
+
+impl RunnerSnapshot {
+    /// Whether this runner may take a job of `organization` at all, whatever its kind.
+    pub fn may_take_from(&self, organization: &crate::JobOrganization) -> bool {
+        crate::organization::runner_may_take(
+            self.organization_id.as_deref(),
+            &organization.id,
+            organization.shared_runners,
+        )
+    }
 }
 
 /// Why a pending job waits, or `None` when some online runner could take it and it is only
@@ -283,11 +296,13 @@ mod tests {
             status: RunnerStatus::Online,
             kinds: vec!["train".into()],
             offer: caps(&[("gpu", "a100")], &[], &[]),
+            organization_id: None,
         };
         let offline = RunnerSnapshot {
             status: RunnerStatus::Offline,
             kinds: vec!["exec".into()],
             offer: Capabilities::default(),
+            organization_id: None,
         };
         let none = Capabilities::default();
         let needs_h100 = caps(&[("gpu", "h100")], &[], &[]);

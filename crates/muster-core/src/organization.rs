@@ -247,8 +247,8 @@ pub fn may_grant(minter: &TokenGrant, grant: &TokenGrant) -> Result<(), GrantRef
 /// `job_organization`, whose organization allows shared runners or not. The store's claim
 /// queries state the same rule in SQL; this is the rule they are tested against.
 pub fn runner_may_take(
-    runner_organization: Option<&OrganizationId>,
-    job_organization: &OrganizationId,
+    runner_organization: Option<&str>,
+    job_organization: &str,
     job_organization_allows_shared_runners: bool,
 ) -> bool {
     match runner_organization {
@@ -434,17 +434,16 @@ mod tests {
 
     #[test]
     fn a_runner_takes_its_own_organizations_jobs_and_a_shared_one_those_that_allow_it() {
-        let a = org("team-a");
-        let b = org("team-b");
+        let (a, b) = ("team-a", "team-b");
         // (runner's organization, job's organization, the job's organization allows shared
         // runners, may take)
         let table = [
-            (Some(&a), &a, true, true),
-            (Some(&a), &a, false, true),
-            (Some(&a), &b, true, false),
-            (Some(&a), &b, false, false),
-            (None, &a, true, true),
-            (None, &a, false, false),
+            (Some(a), a, true, true),
+            (Some(a), a, false, true),
+            (Some(a), b, true, false),
+            (Some(a), b, false, false),
+            (None, a, true, true),
+            (None, a, false, false),
         ];
         for (runner, job, shared, expected) in table {
             assert_eq!(

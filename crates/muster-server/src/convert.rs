@@ -120,6 +120,7 @@ pub(crate) fn lease_to_wire(lease: Lease) -> wire::Lease {
 pub(crate) fn job_to_wire(job: JobRecord, pending_reason: Option<PendingReason>) -> wire::Job {
     let lifecycle = job.lifecycle.into_parts();
     wire::Job {
+        organization_id: job.organization.id,
         id: job.id.0,
         kind: job.kind,
         state: state_to_wire(lifecycle.state),
@@ -209,6 +210,7 @@ pub(crate) fn job_submission_from_wire(
         run_after: request.run_after.map(time_from_wire),
         idempotency_key: request.idempotency_key,
         inputs,
+        organization_id: request.organization_id,
     })
 }
 

@@ -255,6 +255,7 @@ parameter_lists! {
         ("state", Query, "only jobs in this state", Ref::from_schema_name(muster_api::JobState::name())),
         ("kind", Query, "only jobs of this kind", text()),
         ("runner_id", Query, "only jobs whose current or last lease is this runner's", uuid()),
+        ("organization_id", Query, "only jobs of this organization", text()),
         ("limit", Query, "jobs per page; default 50", schemas::page_limit()),
         ("cursor", Query, "`next_cursor` of the previous page; empty or absent for the first", text()),
     ];

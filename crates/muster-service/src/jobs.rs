@@ -2,10 +2,12 @@
 //! cancel, retry, read and follow the log, read the DAG.
 
 use futures::Stream;
+use muster_core::JobOrganization;
 use muster_core::limits::{
     DEFAULT_LOG_PAGE_LIMIT, DEFAULT_PAGE_LIMIT, MAX_BATCH_SUBMIT, MAX_LOG_PAGE_LIMIT,
     MAX_PAGE_LIMIT,
 };
+use muster_core::organization::DEFAULT_ORGANIZATION;
 use muster_core::{
     Action, ArtifactId, Capabilities, JobId, JobPolicy, JobRecord, JobSpec, JobState, LogEntry,
     NewJob, PendingReason, Principal, RunnerSnapshot, Timestamp, authorize, pending_reason,
@@ -15,6 +17,7 @@ use muster_store::PageRequest;
 pub use muster_store::{JobFilter, Page};
 use rand::Rng;
 use serde_json::Value;
+use std::collections::HashMap;
 
 use crate::{Coordinator, ServiceError};
 
@@ -33,6 +36,8 @@ pub struct JobSubmission {
     pub idempotency_key: Option<String>,
     /// Artifacts the job reads, in order; each must be stored.
     pub inputs: Vec<ArtifactId>,
+    /// The organization the job is for (`default` when not given); it must exist.
+    pub organization_id: Option<String>,
 }
 
 /// A job as users see it: its record and, while pending, why nothing takes it.
@@ -118,8 +123,43 @@ impl Coordinator {
         explain(job, runners.as_deref().map(Vec::as_slice), self.clock.now())
     }
 
-    /// Defaults applied, checked, and given an id: the job `submission` asks for.
-    fn new_job(&self, submission: JobSubmission) -> Result<NewJob, ServiceError> {
+    /// The organization a submission names (`default` when none), as its job records it; a
+    /// name that is no organization answers `organization_not_found`. `known` keeps those read
+    /// already, so a batch reads each organization once.
+    async fn job_organization(
+        &self,
+        asked: Option<&str>,
+        known: &mut HashMap<String, JobOrganization>,
+    ) -> Result<JobOrganization, ServiceError> {
+        let Some(id) = asked.filter(|id| *id != DEFAULT_ORGANIZATION) else {
+            // The default organization always exists and always lets shared runners in.
+            return Ok(JobOrganization::default());
+        };
+        if let Some(organization) = known.get(id) {
+            return Ok(organization.clone());
+        }
+        muster_core::check_organization_id(id)
+            .map_err(|error| ServiceError::invalid_input(error.to_string()))?;
+        let record = self
+            .store
+            .get_organization(id)
+            .await?
+            .ok_or_else(|| crate::organizations::organization_not_found(id))?;
+        let organization = JobOrganization {
+            id: record.id,
+            shared_runners: record.allow_shared_runners,
+        };
+        known.insert(id.to_string(), organization.clone());
+        Ok(organization)
+    }
+
+    /// Defaults applied, checked, and given an id: the job `submission` asks for, in
+    /// `organization`.
+    fn new_job(
+        &self,
+        submission: JobSubmission,
+        organization: JobOrganization,
+    ) -> Result<NewJob, ServiceError> {
         let defaults = JobSpec::with_defaults(submission.kind.clone());
         let spec = JobSpec {
             kind: submission.kind,
@@ -152,6 +192,7 @@ impl Coordinator {
             id: JobId::new(now, rand::rng().random()),
             created_at: now,
             spec,
+            organization,
         })
     }
 
@@ -162,7 +203,10 @@ impl Coordinator {
         submission: JobSubmission,
     ) -> Result<Submission, ServiceError> {
         authorize(principal, Action::SubmitJobs)?;
-        let new_job = self.new_job(submission)?;
+        let organization = self
+            .job_organization(submission.organization_id.as_deref(), &mut HashMap::new())
+            .await?;
+        let new_job = self.new_job(submission, organization)?;
         // Checked before anything is stored, so a job naming a missing artifact is never created.
         self.keep_artifacts(
             new_job
@@ -198,15 +242,18 @@ impl Coordinator {
                 "jobs: between 1 and {MAX_BATCH_SUBMIT} jobs per batch"
             )));
         }
-        let new_jobs = submissions
-            .into_iter()
-            .enumerate()
-            .map(|(index, submission)| {
-                self.new_job(submission).map_err(|error| {
-                    ServiceError::invalid_input(format!("jobs[{index}]: {}", error.message()))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut known = HashMap::new();
+        let mut new_jobs = Vec::with_capacity(submissions.len());
+        for (index, submission) in submissions.into_iter().enumerate() {
+            let in_batch = |error: ServiceError| {
+                ServiceError::new(error.code(), format!("jobs[{index}]: {}", error.message()))
+            };
+            let organization = self
+                .job_organization(submission.organization_id.as_deref(), &mut known)
+                .await
+                .map_err(in_batch)?;
+            new_jobs.push(self.new_job(submission, organization).map_err(in_batch)?);
+        }
         self.keep_artifacts(
             new_jobs
                 .iter()
@@ -382,13 +429,22 @@ impl Coordinator {
 /// `job` with why it waits, when it is pending and the runners are known.
 fn explain(job: JobRecord, runners: Option<&[RunnerSnapshot]>, now: Timestamp) -> JobView {
     let reason = match (runners, job.state()) {
-        (Some(runners), JobState::Pending) => pending_reason(
-            &job.kind,
-            &job.requirements,
-            job.lifecycle.run_after,
-            now,
-            runners,
-        ),
+        (Some(runners), JobState::Pending) => {
+            // Only the runners that may take the job's organization's jobs count: a job whose
+            // organization refuses shared runners and has none of its own has no runner.
+            let eligible: Vec<RunnerSnapshot> = runners
+                .iter()
+                .filter(|runner| runner.may_take_from(&job.organization))
+                .cloned()
+                .collect();
+            pending_reason(
+                &job.kind,
+                &job.requirements,
+                job.lifecycle.run_after,
+                now,
+                &eligible,
+            )
+        }
         _ => None,
     };
     JobView {

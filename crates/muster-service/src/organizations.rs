@@ -53,7 +53,7 @@ fn id_from_name(name: &str) -> Option<String> {
     (!id.is_empty()).then_some(id)
 }
 
-fn organization_not_found(id: &str) -> ServiceError {
+pub(crate) fn organization_not_found(id: &str) -> ServiceError {
     ServiceError::new(
         ErrorCode::OrganizationNotFound,
         format!("organization '{id}' not found (`muster orgs list` shows them)"),

@@ -103,6 +103,7 @@ impl RunnerView {
                     offer.labels = runner.labels;
                     offer
                 },
+                organization_id: runner.organization_id,
             }));
             match page.next_cursor {
                 Some(next) => cursor = Some(next),

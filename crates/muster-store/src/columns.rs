@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use muster_core::{
-    Capabilities, FailureReason, JobError, JobId, JobLifecycle, JobPolicy, JobRecord, JobState,
-    LifecycleParts, Progress, RunnerId, RunnerRecord, Timestamp,
+    Capabilities, FailureReason, JobError, JobId, JobLifecycle, JobOrganization, JobPolicy,
+    JobRecord, JobState, LifecycleParts, Progress, RunnerId, RunnerRecord, Timestamp,
 };
 use serde_json::Value;
 
@@ -40,7 +40,8 @@ pub(crate) const LIFECYCLE_AND_ID_COLUMNS: &str = concat!(lifecycle_columns!(), 
 pub(crate) const JOB_COLUMNS: &str = concat!(
     lifecycle_columns!(),
     ", id, kind, priority, payload, requirements, idempotency_key, created_at, \
-     progress_percent, progress_message, result, inputs, outputs, result_signature"
+     progress_percent, progress_message, result, inputs, outputs, result_signature, \
+     organization_id, shared_runners"
 );
 
 /// Where the job's id stands in [`JOB_COLUMNS`] and [`LIFECYCLE_AND_ID_COLUMNS`].
@@ -187,6 +188,10 @@ pub(crate) fn job_from_row<R: StoredRow>(row: &R) -> Result<(i64, JobRecord), R:
                 result_signature_from_json(&value).map_err(|problem| R::corrupt(30, problem))
             })
             .transpose()?,
+        organization: JobOrganization {
+            id: text(row, 31)?,
+            shared_runners: row.boolean(32)?,
+        },
         lifecycle,
     };
     Ok((seq, job))

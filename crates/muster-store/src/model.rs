@@ -20,6 +20,7 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     pub kind: Option<String>,
     pub runner_id: Option<RunnerId>,
+    pub organization_id: Option<String>,
 }
 
 /// One page of a list: at most `limit` items after `cursor`.

@@ -1,6 +1,7 @@
 //! `muster orgs ...` against a real coordinator: an organization is created (its id printed, made
-//! from its name), listed, shown as JSON and deleted; deleting `default` or an unknown one fails
-//! with the coordinator's reason and a non-zero exit.
+//! from its name), listed, shown as JSON, given a job (`muster job submit --org`, listed with
+//! `muster job list --org`) that keeps it from deletion until cancelled, and deleted; deleting
+//! `default` or an unknown one fails with the coordinator's reason and a non-zero exit.
 
 use serde_json::Value;
 
@@ -45,6 +46,23 @@ fn organizations_are_created_listed_shown_and_deleted_from_the_cli() {
         assert!(!refused.status.success(), "{refused:?}");
         assert!(refused.stderr.contains(reason), "{refused:?}");
     }
+    // A job submitted to it keeps it until the job is finished.
+    let submitted = admin_ok(&url, &["job", "submit", "--org", "acme-corp", "--", "true"]);
+    let job = submitted.stdout.trim().to_string();
+    let listed = admin_ok(&url, &["job", "list", "--org", "acme-corp", "--json"]);
+    let listed: Value = serde_json::from_str(&listed.stdout).expect("one JSON document");
+    assert_eq!(listed["items"][0]["id"], job.as_str(), "{listed}");
+    assert_eq!(listed["items"][0]["organization_id"], "acme-corp");
+    let elsewhere = admin_ok(&url, &["job", "list", "--org", "default", "--json"]);
+    let elsewhere: Value = serde_json::from_str(&elsewhere.stdout).expect("one JSON document");
+    assert_eq!(elsewhere["items"], serde_json::json!([]), "{elsewhere}");
+    let refused = run_bounded(
+        &mut admin_cli(&url, &["orgs", "delete", "acme-corp"]),
+        COMMAND_BOUND,
+    );
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(refused.stderr.contains("1 unfinished jobs"), "{refused:?}");
+    admin_ok(&url, &["job", "cancel", &job]);
     admin_ok(&url, &["orgs", "delete", "acme-corp"]);
     let listed = admin_ok(&url, &["orgs", "list", "--json"]);
     let listed: Value = serde_json::from_str(&listed.stdout).expect("one JSON document");

@@ -116,6 +116,7 @@ fn runner(status: RunnerStatus, kinds: &[&str], offer: Capabilities) -> RunnerSn
         status,
         kinds: kinds.iter().map(|kind| kind.to_string()).collect(),
         offer,
+        organization_id: None,
     }
 }
 

@@ -78,6 +78,7 @@ pub(crate) struct ListJobsQuery {
     state: Option<wire::JobState>,
     kind: Option<String>,
     runner_id: Option<uuid::Uuid>,
+    organization_id: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -99,6 +100,7 @@ pub(crate) async fn list_jobs(
             state: query.state.map(state_from_wire),
             kind: query.kind,
             runner_id: query.runner_id.map(muster_core::RunnerId),
+            organization_id: query.organization_id,
         },
         limit: query.limit,
         cursor: query.cursor,

@@ -123,6 +123,7 @@ async fn submit_keeps_every_field_it_was_given() {
         run_after: Some(run_after),
         idempotency_key: Some("scene-s1".into()),
         inputs: None,
+        organization_id: None,
     };
     let (job, created) = client.submit_job(&spec).await.expect("submit");
     assert!(created);

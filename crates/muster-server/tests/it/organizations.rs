@@ -326,3 +326,122 @@ async fn an_organization_with_a_runner_or_a_key_in_it_is_kept_and_unknown_ones_c
     .await;
     assert_eq!(deleted.status, 204, "{}", deleted.body);
 }
+
+/// The organizations of the jobs a claim of everything of kind `k` by `token` took, sorted.
+async fn claimed_organizations(
+    server: &muster_test_support::TestServer,
+    token: &str,
+) -> Vec<String> {
+    let reply = send(
+        request(server, Method::POST, "/api/v1/runner/claim", Some(token))
+            .json(&json!({"kinds": ["k"], "max_jobs": 10, "wait_ms": 0})),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let mut organizations = Vec::new();
+    for job in reply.json()["jobs"].as_array().expect("jobs") {
+        let id = job["id"].as_str().expect("a job id");
+        let shown = admin(server, Method::GET, &format!("/api/v1/jobs/{id}"), None).await;
+        organizations.push(
+            shown.json()["organization_id"]
+                .as_str()
+                .expect("an organization")
+                .to_string(),
+        );
+    }
+    organizations.sort();
+    organizations
+}
+
+#[tokio::test]
+async fn jobs_go_to_the_organization_named_and_its_runners_take_them() {
+    let server = start().await;
+    let team = create_organization(&server, "team").await;
+    let solo = admin(
+        &server,
+        Method::POST,
+        ORGANIZATIONS,
+        Some(json!({"name": "solo", "allow_shared_runners": false})),
+    )
+    .await
+    .json()["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let submit = |body: Value| admin(&server, Method::POST, "/api/v1/jobs", Some(body));
+    let plain = submit(json!({"kind": "k"})).await;
+    assert_eq!(plain.status, 201, "{}", plain.body);
+    assert_eq!(plain.json()["organization_id"], "default");
+    let mut solo_job = String::new();
+    for organization in [&team, &solo] {
+        let job = submit(json!({"kind": "k", "organization_id": organization})).await;
+        assert_eq!(job.status, 201, "{}", job.body);
+        assert_eq!(job.json()["organization_id"], organization.as_str());
+        solo_job = job.json()["id"].as_str().expect("an id").to_string();
+    }
+    submit(json!({"kind": "k", "organization_id": "nowhere"}))
+        .await
+        .assert_error(404, "organization_not_found", &["nowhere"]);
+    admin(
+        &server,
+        Method::POST,
+        "/api/v1/jobs/batch",
+        Some(json!({"jobs": [{"kind": "k"}, {"kind": "k", "organization_id": "nowhere"}]})),
+    )
+    .await
+    .assert_error(404, "organization_not_found", &["jobs[1]", "nowhere"]);
+    let listed = admin(&server, Method::GET, "/api/v1/jobs", None).await;
+    assert_eq!(
+        listed.json()["items"].as_array().map(Vec::len),
+        Some(3),
+        "no refused job stored"
+    );
+    let of_team = admin(
+        &server,
+        Method::GET,
+        &format!("/api/v1/jobs?organization_id={team}"),
+        None,
+    )
+    .await;
+    let items = of_team.json()["items"].clone();
+    assert_eq!(items.as_array().map(Vec::len), Some(1), "{items}");
+    assert_eq!(items[0]["organization_id"], team.as_str());
+
+    // A cluster-scoped runner takes default's and team's jobs, never solo's; solo's own runner
+    // takes solo's.
+    let (_, shared) = server.runner("shared").await.expect("a runner");
+    assert_eq!(
+        claimed_organizations(&server, &shared.token()).await,
+        ["default", team.as_str()]
+    );
+    // Only a shared runner is online, and solo refuses shared runners: nothing can take the job.
+    let waiting = admin(
+        &server,
+        Method::GET,
+        &format!("/api/v1/jobs/{solo_job}"),
+        None,
+    )
+    .await;
+    assert_eq!(waiting.json()["state"], "pending");
+    assert_eq!(
+        waiting.json()["pending_reason"],
+        "no_runner_for_kind",
+        "{}",
+        waiting.body
+    );
+    let solo_runner = admin(
+        &server,
+        Method::POST,
+        "/api/v1/runners",
+        Some(json!({"name": "solo-box", "organization_id": solo})),
+    )
+    .await
+    .json()["token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    assert_eq!(
+        claimed_organizations(&server, &solo_runner).await,
+        [solo.as_str()]
+    );
+}

@@ -370,8 +370,13 @@ impl QueueRows {
         }
         let statement = transaction
             .prepare_cached(
-                "INSERT INTO job_queue (seq, kind, priority, run_after, requirements) \
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::bigint[], $5::text[]) \
+                "INSERT INTO job_queue (seq, kind, priority, run_after, requirements, \
+                   organization_id, shared_runners) \
+                 SELECT q.seq, q.kind, q.priority, q.run_after, q.requirements, \
+                   jobs.organization_id, jobs.shared_runners \
+                 FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::bigint[], $5::text[]) \
+                   AS q(seq, kind, priority, run_after, requirements) \
+                 JOIN jobs ON jobs.seq = q.seq \
                  ON CONFLICT (seq) DO UPDATE SET run_after = excluded.run_after",
             )
             .await

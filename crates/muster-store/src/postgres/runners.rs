@@ -157,15 +157,16 @@ pub(super) async fn release_held_jobs(
     ))
 }
 
-/// Record that a runner is claiming and what it declared, and answer whether it may. Rewrites
-/// the runner row only when the declaration changed or a second passed since this coordinator
-/// last wrote it. An error here is the transaction's; an unknown runner is an answer.
+/// Record that a runner is claiming and what it declared, and answer whether it may, and its
+/// organization (`None`: cluster-scoped). Rewrites the runner row only when the declaration
+/// changed or a second passed since this coordinator last wrote it. An error here is the
+/// transaction's; an unknown runner is an answer.
 pub(super) async fn touch_runner(
     transaction: &Transaction<'_>,
     shared: &Shared,
     claim: &ClaimRequest,
     now: Timestamp,
-) -> Result<ClaimingRunner, StoreError> {
+) -> Result<(ClaimingRunner, Option<String>), StoreError> {
     let declaration = Declaration::of(claim);
     let needs_write = shared.runner_touches.lock().map_or(true, |touches| {
         touches.needs_write(claim.runner, &declaration, now)
@@ -175,7 +176,7 @@ pub(super) async fn touch_runner(
         query(
             transaction,
             "UPDATE runners SET last_seen_at = $2, offer = $3, kinds = $4 \
-             WHERE id = $1 AND deleted_at IS NULL RETURNING labels, draining",
+             WHERE id = $1 AND deleted_at IS NULL RETURNING labels, draining, organization_id",
             &[
                 &id,
                 &now.as_millis(),
@@ -187,14 +188,18 @@ pub(super) async fn touch_runner(
     } else {
         query(
             transaction,
-            "SELECT labels, draining FROM runners WHERE id = $1 AND deleted_at IS NULL",
+            "SELECT labels, draining, organization_id FROM runners \
+             WHERE id = $1 AND deleted_at IS NULL",
             &[&id],
         )
         .await?
     };
-    let row = match rows.first() {
-        Some(row) => Some((column(row, 0)?, column(row, 1)?)),
-        None => None,
+    let (row, organization) = match rows.first() {
+        Some(row) => (
+            Some((column(row, 0)?, column(row, 1)?)),
+            column::<Option<String>>(row, 2)?,
+        ),
+        None => (None, None),
     };
     let claiming = claiming_runner(claim.runner, row)?;
     if needs_write
@@ -203,7 +208,7 @@ pub(super) async fn touch_runner(
     {
         touches.written(claim.runner, &declaration, now);
     }
-    Ok(claiming)
+    Ok((claiming, organization))
 }
 
 pub(super) async fn heartbeat(

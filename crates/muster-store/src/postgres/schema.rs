@@ -314,6 +314,30 @@ CREATE INDEX user_tokens_organization ON user_tokens (organization_id, seq);
 ALTER TABLE jobs ADD COLUMN organization_id TEXT NOT NULL DEFAULT 'default';
 ALTER TABLE audit_log ADD COLUMN organization_id TEXT;
 "#,
+    r#"
+-- Claims by organization. A runner of an organization claims its organization's jobs through
+-- the _own indexes (organization first); a cluster-scoped runner claims through the others,
+-- which hold only jobs whose organization lets shared runners take them (shared_runners,
+-- copied from the organization at submission), so neither walks past jobs it may not take
+-- however many organizations there are. The queue rows carry both, as claims read only them.
+ALTER TABLE jobs ADD COLUMN shared_runners BOOLEAN NOT NULL DEFAULT true;
+ALTER TABLE job_queue ADD COLUMN organization_id TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE job_queue ADD COLUMN shared_runners BOOLEAN NOT NULL DEFAULT true;
+UPDATE job_queue SET organization_id = jobs.organization_id, shared_runners = jobs.shared_runners
+    FROM jobs WHERE jobs.seq = job_queue.seq
+    AND (jobs.organization_id, jobs.shared_runners)
+        IS DISTINCT FROM (job_queue.organization_id, job_queue.shared_runners);
+DROP INDEX job_queue_open;
+DROP INDEX job_queue_constrained;
+CREATE INDEX job_queue_open ON job_queue (kind, priority, seq, run_after)
+    WHERE requirements IS NULL AND shared_runners;
+CREATE INDEX job_queue_constrained ON job_queue (kind, priority, seq, run_after)
+    WHERE requirements IS NOT NULL AND shared_runners;
+CREATE INDEX job_queue_open_own ON job_queue (organization_id, kind, priority, seq, run_after)
+    WHERE requirements IS NULL;
+CREATE INDEX job_queue_constrained_own ON job_queue (organization_id, kind, priority, seq, run_after)
+    WHERE requirements IS NOT NULL;
+"#,
 ];
 
 /// Bring `component`'s schema up to date: apply the migrations of `migrations` not yet applied,

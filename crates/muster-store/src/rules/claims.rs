@@ -22,6 +22,52 @@ pub(crate) const MAX_CLAIM_SCAN_PER_KIND: usize = 2048;
 /// the oldest (row order).
 pub(crate) type ClaimOrder = (i32, i64);
 
+/// Which pending jobs a claiming runner may take: its own organization's, or, for a
+/// cluster-scoped runner, those whose organization lets shared runners take them
+/// (`muster_core::organization::runner_may_take`, stated here as the rows to read).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum ClaimScope {
+    Organization(String),
+    Shared,
+}
+
+impl ClaimScope {
+    /// The scope of a runner of `organization` (`None`: cluster-scoped).
+    pub(crate) fn of(organization: Option<String>) -> ClaimScope {
+        match organization {
+            Some(organization) => ClaimScope::Organization(organization),
+            None => ClaimScope::Shared,
+        }
+    }
+
+    /// The condition on job rows: `parameter` is the placeholder the organization binds to,
+    /// `shared` the backend's literal condition for shared runners (a literal, so the planner
+    /// sees that it is the shared indexes' own).
+    pub(crate) fn condition(&self, parameter: &str, shared: &str) -> String {
+        match self {
+            ClaimScope::Organization(_) => format!("organization_id = {parameter}"),
+            ClaimScope::Shared => shared.to_string(),
+        }
+    }
+
+    /// A name for the scope's queue of `kind`, unique among scopes and kinds (a kind cannot
+    /// hold a NUL).
+    pub(crate) fn queue_of(&self, kind: &str) -> String {
+        match self {
+            ClaimScope::Organization(organization) => format!("{organization}\u{0}{kind}"),
+            ClaimScope::Shared => kind.to_string(),
+        }
+    }
+
+    /// The organization to bind, for a runner of one.
+    pub(crate) fn organization(&self) -> Option<&str> {
+        match self {
+            ClaimScope::Organization(organization) => Some(organization),
+            ClaimScope::Shared => None,
+        }
+    }
+}
+
 /// What a claiming runner offers: what it declared, with the labels an operator gave it at
 /// registration, which win over what it declares itself.
 pub(crate) fn offer(

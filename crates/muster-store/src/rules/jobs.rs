@@ -40,6 +40,7 @@ pub(crate) fn submitted_job(new_job: &NewJob) -> JobRecord {
         inputs: spec.inputs.clone(),
         outputs: BTreeMap::new(),
         result_signature: None,
+        organization: new_job.organization.clone(),
         lifecycle: new_job.initial_lifecycle(),
     }
 }
@@ -102,6 +103,7 @@ mod tests {
             id: JobId::new(Timestamp(1_000), 7),
             created_at: Timestamp(1_000),
             spec: JobSpec::with_defaults("build"),
+            organization: Default::default(),
         })
     }
 

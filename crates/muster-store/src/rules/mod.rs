@@ -49,6 +49,7 @@ pub(crate) mod testing {
             id: JobId::new(Timestamp(0), bits),
             created_at: Timestamp(0),
             spec: JobSpec::with_defaults("a"),
+            organization: Default::default(),
         })
     }
 

@@ -155,28 +155,37 @@ pub(super) fn release_held_jobs(
     Ok(released)
 }
 
+/// A claiming runner as its row says: the labels an operator gave it and its organization.
+pub(super) type ClaimingRunnerRow = (BTreeMap<String, String>, Option<String>);
+
 /// Record that a runner is claiming and what it declared; answers the labels an operator gave it
-/// at registration, or `None` when the runner is draining (it claims nothing more). Rewrites the
-/// runner row only when the declaration changed or a second passed.
+/// at registration and its organization (`None`: cluster-scoped), or `None` when the runner is
+/// draining (it claims nothing more). Rewrites the runner row only when the declaration changed
+/// or a second passed.
 pub(super) fn touch_runner(
     context: &mut WriterContext,
     claim: &ClaimRequest,
     now: Timestamp,
-) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+) -> Result<Option<ClaimingRunnerRow>, StoreError> {
     let conn = &context.conn;
-    let row: Option<(String, bool)> = conn
-        .prepare_cached("SELECT labels, draining FROM runners WHERE id = ?1 AND deleted_at IS NULL")
+    let row: Option<(String, bool, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT labels, draining, organization_id FROM runners WHERE id = ?1 AND deleted_at IS NULL",
+        )
         .and_then(|mut statement| {
             statement
                 .query_row(params![claim.runner.as_bytes().as_slice()], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                 })
                 .optional()
         })
         .map_err(map_sqlite_error)?;
+    let organization = row
+        .as_ref()
+        .and_then(|(_, _, organization)| organization.clone());
     let row = row
         .as_ref()
-        .map(|(labels, draining)| (labels.as_str(), *draining));
+        .map(|(labels, draining, _)| (labels.as_str(), *draining));
     let registered_labels = match claiming_runner(claim.runner, row)? {
         ClaimingRunner::Ready(labels) => labels,
         ClaimingRunner::Draining => return Ok(None),
@@ -203,7 +212,7 @@ pub(super) fn touch_runner(
             .runner_touches
             .written(claim.runner, &declaration, now);
     }
-    Ok(Some(registered_labels))
+    Ok(Some((registered_labels, organization)))
 }
 
 pub(super) fn heartbeat(

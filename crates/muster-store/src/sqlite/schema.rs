@@ -231,6 +231,24 @@ CREATE INDEX user_tokens_organization ON user_tokens (organization_id, seq);
 ALTER TABLE jobs ADD COLUMN organization_id TEXT NOT NULL DEFAULT 'default';
 ALTER TABLE audit_log ADD COLUMN organization_id TEXT;
 "#,
+    // 9: claims by organization. A runner of an organization claims its organization's jobs
+    // through the `_own` indexes (organization first); a cluster-scoped runner claims through
+    // the others, which hold only jobs whose organization lets shared runners take them
+    // (`shared_runners`, copied from the organization at submission), so neither walks past
+    // jobs it may not take however many organizations there are.
+    r#"
+ALTER TABLE jobs ADD COLUMN shared_runners INTEGER NOT NULL DEFAULT 1;
+DROP INDEX jobs_pending_open;
+DROP INDEX jobs_pending_constrained;
+CREATE INDEX jobs_pending_open ON jobs (kind, priority, seq, run_after)
+    WHERE state = 0 AND requirements IS NULL AND shared_runners = 1;
+CREATE INDEX jobs_pending_constrained ON jobs (kind, priority, seq, run_after)
+    WHERE state = 0 AND requirements IS NOT NULL AND shared_runners = 1;
+CREATE INDEX jobs_pending_open_own ON jobs (organization_id, kind, priority, seq, run_after)
+    WHERE state = 0 AND requirements IS NULL;
+CREATE INDEX jobs_pending_constrained_own ON jobs (organization_id, kind, priority, seq, run_after)
+    WHERE state = 0 AND requirements IS NOT NULL;
+"#,
 ];
 
 /// Bring the schema up to date inside one transaction.

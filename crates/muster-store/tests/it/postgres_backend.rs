@@ -16,6 +16,22 @@ use crate::conformance::{
     T0, at, claim, policy, register_runner, spec_with_policy, submit_many, submit_one,
 };
 
+/// The statements that take a store schema from version 9 back to version 8: the claim indexes
+/// without organizations.
+macro_rules! undo_migration_9 {
+    () => {
+        "DROP INDEX job_queue_open_own;
+         DROP INDEX job_queue_constrained_own;
+         ALTER TABLE job_queue DROP COLUMN organization_id;
+         ALTER TABLE job_queue DROP COLUMN shared_runners;
+         ALTER TABLE jobs DROP COLUMN shared_runners;
+         CREATE INDEX job_queue_open ON job_queue (kind, priority, seq, run_after)
+             WHERE requirements IS NULL;
+         CREATE INDEX job_queue_constrained ON job_queue (kind, priority, seq, run_after)
+             WHERE requirements IS NOT NULL;"
+    };
+}
+
 /// The statements that take a store schema from version 8 back to version 7: no organizations,
 /// no user tokens, jobs and audit entries without an organization.
 macro_rules! undo_migration_8 {
@@ -32,6 +48,7 @@ macro_rules! undo_migration_8 {
 macro_rules! undo_migrations_after_version_2 {
     () => {
         concat!(
+            undo_migration_9!(),
             undo_migration_8!(),
             "
          DROP FUNCTION muster_track_unsuccessful() CASCADE;
@@ -455,6 +472,7 @@ async fn jobs_from_before_organizations_move_into_default() -> anyhow::Result<()
     client
         .batch_execute(concat!(
             "BEGIN;",
+            undo_migration_9!(),
             undo_migration_8!(),
             "UPDATE muster_schema SET version = 7 WHERE component = 'store';
              COMMIT;"
@@ -486,7 +504,7 @@ async fn jobs_from_before_organizations_move_into_default() -> anyhow::Result<()
         )
         .await?
         .get(0);
-    ensure!(version == 8, "the schema is at version 8, got {version}");
+    ensure!(version == 9, "the schema is at version 9, got {version}");
     drop(client);
     connection.await.context("join the connection task")??;
     Ok(())

@@ -5,6 +5,22 @@ use muster_core::{ArtifactId, JobSpec, Timestamp};
 use muster_store::JobStore;
 use muster_store::sqlite::{SqliteConfig, SqliteStore};
 
+/// The statements that take the schema from version 9 back to version 8: the claim indexes
+/// without organizations.
+macro_rules! undo_migration_9 {
+    () => {
+        "DROP INDEX jobs_pending_open_own;
+         DROP INDEX jobs_pending_constrained_own;
+         DROP INDEX jobs_pending_open;
+         DROP INDEX jobs_pending_constrained;
+         ALTER TABLE jobs DROP COLUMN shared_runners;
+         CREATE INDEX jobs_pending_open ON jobs (kind, priority, seq, run_after)
+             WHERE state = 0 AND requirements IS NULL;
+         CREATE INDEX jobs_pending_constrained ON jobs (kind, priority, seq, run_after)
+             WHERE state = 0 AND requirements IS NOT NULL;"
+    };
+}
+
 /// The statements that take the schema from version 8 back to version 7: no organizations, no
 /// user tokens, jobs and audit entries without an organization.
 macro_rules! undo_migration_8 {
@@ -31,6 +47,7 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
                 id: muster_core::JobId::new(now, 1),
                 created_at: now,
                 spec: JobSpec::with_defaults("old"),
+                organization: Default::default(),
             }])
             .await?;
         submitted[0].job.clone()
@@ -40,6 +57,7 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
         let conn = rusqlite::Connection::open(&config.path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(concat!(
+            undo_migration_9!(),
             undo_migration_8!(),
             "
              ALTER TABLE jobs DROP COLUMN inputs;
@@ -81,13 +99,14 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
                 inputs: vec![input],
                 ..JobSpec::with_defaults("new")
             },
+            organization: Default::default(),
         }])
         .await?;
     ensure!(store.get_job(submitted[0].job.id).await?.inputs == vec![input]);
     drop(store);
     let conn = rusqlite::Connection::open(&config.path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    ensure!(version == 8, "the schema is at version 8, got {version}");
+    ensure!(version == 9, "the schema is at version 9, got {version}");
     let identity_tables: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
          AND name IN ('runner_keys', 'audit_log')",
@@ -143,6 +162,7 @@ async fn jobs_and_runners_from_before_organizations_move_into_default() -> anyho
                 id: muster_core::JobId::new(now, bits),
                 created_at: now,
                 spec: JobSpec::with_defaults("old"),
+                organization: Default::default(),
             })
             .collect();
         store.submit_jobs(jobs).await?;
@@ -151,8 +171,12 @@ async fn jobs_and_runners_from_before_organizations_move_into_default() -> anyho
     {
         let conn = rusqlite::Connection::open(&config.path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(concat!(undo_migration_8!(), "PRAGMA user_version = 7;"))
-            .context("downgrade the schema to version 7")?;
+        conn.execute_batch(concat!(
+            undo_migration_9!(),
+            undo_migration_8!(),
+            "PRAGMA user_version = 7;"
+        ))
+        .context("downgrade the schema to version 7")?;
     }
     let store = SqliteStore::open(&config).context("open a version 7 database")?;
     let default = muster_store::OrganizationStore::get_organization(&store, "default")
@@ -171,6 +195,6 @@ async fn jobs_and_runners_from_before_organizations_move_into_default() -> anyho
         "every job from before is in default: {in_default} of {jobs}"
     );
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    ensure!(version == 8, "the schema is at version 8, got {version}");
+    ensure!(version == 9, "the schema is at version 9, got {version}");
     Ok(())
 }

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use deadpool_postgres::Transaction;
 use muster_core::{Capabilities, JobLifecycle, JobRecord, Timestamp};
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 
 use super::super::rows::{LifecycleWrite, column, job_from_row, write_lifecycles};
 use super::super::runners::touch_runner;
 use super::super::{Shared, execute, query};
 use crate::columns::JOB_COLUMNS;
 use crate::encoding::capabilities_from_json;
-use crate::rules::claims::{self, ClaimOrder, RequirementScan};
+use crate::rules::claims::{self, ClaimOrder, ClaimScope, RequirementScan};
 use crate::rules::runners::ClaimingRunner;
 use crate::{ClaimRequest, ClaimedJob, StoreError};
 
@@ -33,6 +34,8 @@ struct ReadyClaim<'a> {
     /// The runner's declared offer with the labels an operator gave it.
     offer: Capabilities,
     kinds: Vec<&'a str>,
+    /// Which jobs it may take (its runner's organization's, or shared ones).
+    scope: ClaimScope,
     now: Timestamp,
 }
 
@@ -114,7 +117,7 @@ pub(in crate::postgres) async fn claim_batch(
     .await?;
     let mut answers: Vec<Result<Vec<ClaimedJob>, StoreError>> = Vec::with_capacity(claims.len());
     let mut ready = Vec::new();
-    for (index, ((claim, now), runner)) in claims.iter().zip(runners).enumerate() {
+    for (index, ((claim, now), (runner, organization))) in claims.iter().zip(runners).enumerate() {
         match runner {
             ClaimingRunner::Unknown(error) => answers.push(Err(error)),
             ClaimingRunner::Draining => answers.push(Ok(Vec::new())),
@@ -128,6 +131,7 @@ pub(in crate::postgres) async fn claim_batch(
                     claim,
                     offer: claims::offer(&claim.offer, registered_labels),
                     kinds: claims::kinds(claim),
+                    scope: ClaimScope::of(organization),
                     now: *now,
                 });
             }
@@ -143,25 +147,32 @@ pub(in crate::postgres) async fn claim_batch(
         .min()
         .unwrap_or(Timestamp(0));
     // Jobs without requirements: one locked read per kind, enough for every claim naming it.
-    let mut open_wanted: BTreeMap<&str, usize> = BTreeMap::new();
+    // One read per scope and kind: the runners of one organization share theirs, shared
+    // runners theirs.
+    let mut open_wanted: BTreeMap<(ClaimScope, &str), usize> = BTreeMap::new();
     for claim in &ready {
         for kind in &claim.kinds {
-            *open_wanted.entry(kind).or_default() += claim.claim.max_jobs as usize;
+            *open_wanted.entry((claim.scope.clone(), kind)).or_default() +=
+                claim.claim.max_jobs as usize;
         }
     }
-    let open_reads = open_wanted.iter().map(|(kind, wanted)| async move {
-        let after = shared.claim_frontiers.ahead_of(batch, kind);
-        let mut found = open_candidates(transaction, kind, *wanted, due_at, after).await?;
-        if after.is_some() && found.len() < *wanted {
-            // Few jobs past the other batches: read from the head (this batch's own locked rows
-            // come back too, and are not skipped).
-            found = open_candidates(transaction, kind, *wanted, due_at, None).await?;
-        }
-        if let Some(last) = found.last() {
-            shared.claim_frontiers.record(batch, kind, last.place);
-        }
-        Ok::<_, StoreError>(found)
-    });
+    let open_reads = open_wanted
+        .iter()
+        .map(|((scope, kind), wanted)| async move {
+            let queue = scope.queue_of(kind);
+            let after = shared.claim_frontiers.ahead_of(batch, &queue);
+            let mut found =
+                open_candidates(transaction, scope, kind, *wanted, due_at, after).await?;
+            if after.is_some() && found.len() < *wanted {
+                // Few jobs past the other batches: read from the head (this batch's own locked rows
+                // come back too, and are not skipped).
+                found = open_candidates(transaction, scope, kind, *wanted, due_at, None).await?;
+            }
+            if let Some(last) = found.last() {
+                shared.claim_frontiers.record(batch, &queue, last.place);
+            }
+            Ok::<_, StoreError>(found)
+        });
     // Jobs with requirements: read per claim, as they depend on the runner's offer.
     let constrained_reads = ready.iter().map(|claim| async move {
         let mut found = Vec::new();
@@ -169,6 +180,7 @@ pub(in crate::postgres) async fn claim_batch(
             found.extend(
                 constrained_candidates(
                     transaction,
+                    &claim.scope,
                     kind,
                     &claim.offer,
                     claim.claim.max_jobs as usize,
@@ -183,8 +195,8 @@ pub(in crate::postgres) async fn claim_batch(
         futures::future::try_join_all(open_reads),
         futures::future::try_join_all(constrained_reads),
     )?;
-    let open_by_kind: HashMap<&str, Vec<Candidate>> =
-        open_wanted.keys().copied().zip(open).collect();
+    let open_by_kind: HashMap<(ClaimScope, &str), Vec<Candidate>> =
+        open_wanted.keys().cloned().zip(open).collect();
 
     // Hand out the locked rows in batch order. Rows locked and handed to nobody (a claim that
     // named two kinds took fewer of one than was read for it) are released at commit.
@@ -194,7 +206,7 @@ pub(in crate::postgres) async fn claim_batch(
         let candidates: Vec<Candidate> = claim
             .kinds
             .iter()
-            .filter_map(|kind| open_by_kind.get(kind))
+            .filter_map(|kind| open_by_kind.get(&(claim.scope.clone(), *kind)))
             .flatten()
             .copied()
             .chain(constrained)
@@ -274,6 +286,9 @@ pub(in crate::postgres) async fn claim_batch(
     Ok(answers)
 }
 
+/// The condition of the shared queue indexes (store migration 9), written as they write it.
+const SHARED: &str = "shared_runners";
+
 /// Rows selected as `seq, priority`.
 fn candidates_from_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<Candidate>, StoreError> {
     rows.iter()
@@ -289,34 +304,38 @@ fn candidates_from_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<Candidate>, 
 /// given), locked (skipping those other claims hold), in claim order.
 async fn open_candidates(
     transaction: &Transaction<'_>,
+    scope: &ClaimScope,
     kind: &str,
     wanted: usize,
     now: Timestamp,
     after: Option<ClaimOrder>,
 ) -> Result<Vec<Candidate>, StoreError> {
-    let rows = match after {
-        None => {
-            query(
-                transaction,
-                "SELECT seq, priority FROM job_queue \
-                 WHERE kind = $1 AND requirements IS NULL AND run_after <= $2 \
-                 ORDER BY priority, seq LIMIT $3 FOR UPDATE SKIP LOCKED",
-                &[&kind, &now.as_millis(), &(wanted as i64)],
-            )
-            .await?
-        }
+    let (now, limit) = (now.as_millis(), wanted as i64);
+    let organization = scope.organization();
+    let mut values: Vec<&(dyn ToSql + Sync)> = vec![&kind, &now, &limit];
+    let sql = match &after {
+        None => format!(
+            "SELECT seq, priority FROM job_queue \
+             WHERE kind = $1 AND requirements IS NULL AND {} AND run_after <= $2 \
+             ORDER BY priority, seq LIMIT $3 FOR UPDATE SKIP LOCKED",
+            scope.condition("$4", SHARED)
+        ),
         Some((priority, seq)) => {
-            query(
-                transaction,
+            values.push(priority);
+            values.push(seq);
+            format!(
                 "SELECT seq, priority FROM job_queue \
-                 WHERE kind = $1 AND requirements IS NULL AND run_after <= $2 \
+                 WHERE kind = $1 AND requirements IS NULL AND {} AND run_after <= $2 \
                    AND (priority, seq) > ($4, $5) \
                  ORDER BY priority, seq LIMIT $3 FOR UPDATE SKIP LOCKED",
-                &[&kind, &now.as_millis(), &(wanted as i64), &priority, &seq],
+                scope.condition("$6", SHARED)
             )
-            .await?
         }
     };
+    if let Some(organization) = &organization {
+        values.push(organization);
+    }
+    let rows = query(transaction, &sql, &values).await?;
     candidates_from_rows(&rows)
 }
 
@@ -325,24 +344,30 @@ async fn open_candidates(
 /// locked, so rows this runner cannot take are never held from a runner that can.
 async fn constrained_candidates(
     transaction: &Transaction<'_>,
+    scope: &ClaimScope,
     kind: &str,
     offer: &Capabilities,
     wanted: usize,
     now: Timestamp,
 ) -> Result<Vec<Candidate>, StoreError> {
+    let sql = format!(
+        "SELECT seq, priority, requirements FROM job_queue \
+         WHERE kind = $1 AND requirements IS NOT NULL AND {} AND run_after <= $2 \
+           AND (priority, seq) > ($4, $5) \
+         ORDER BY priority, seq LIMIT $3",
+        scope.condition("$6", SHARED)
+    );
+    let organization = scope.organization();
     let mut scan = RequirementScan::new(wanted);
     let mut matching: Vec<i64> = Vec::new();
     while let Some((size, after)) = scan.next_page() {
         let (priority, seq) = after.unwrap_or((i32::MIN, i64::MIN));
-        let rows = query(
-            transaction,
-            "SELECT seq, priority, requirements FROM job_queue \
-             WHERE kind = $1 AND requirements IS NOT NULL AND run_after <= $2 \
-               AND (priority, seq) > ($4, $5) \
-             ORDER BY priority, seq LIMIT $3",
-            &[&kind, &now.as_millis(), &(size as i64), &priority, &seq],
-        )
-        .await?;
+        let (at, limit) = (now.as_millis(), size as i64);
+        let mut values: Vec<&(dyn ToSql + Sync)> = vec![&kind, &at, &limit, &priority, &seq];
+        if let Some(organization) = &organization {
+            values.push(organization);
+        }
+        let rows = query(transaction, &sql, &values).await?;
         let mut page = Vec::with_capacity(rows.len());
         for row in &rows {
             let seq: i64 = column(row, 0)?;

@@ -85,19 +85,25 @@ macro_rules! submit_sql {
         concat!(
             "WITH stored AS ( \
                INSERT INTO jobs (id, kind, state, priority, payload, requirements, idempotency_key, \
-                 max_attempts, timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs) \
+                 max_attempts, timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs, \
+                 organization_id, shared_runners) \
                SELECT id, kind, 0, priority, payload, requirements, idempotency_key, max_attempts, \
-                 timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs \
+                 timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs, \
+                 organization_id, shared_runners \
                FROM unnest($1::bytea[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], \
                  $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], \
-                 $13::text[]) \
+                 $13::text[], $14::text[], $15::boolean[]) \
                  AS n(id, kind, priority, payload, requirements, idempotency_key, max_attempts, \
-                   timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs) ",
+                   timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs, \
+                   organization_id, shared_runners) ",
             $on_conflict,
-            " RETURNING seq, id, kind, priority, run_after, requirements), \
+            " RETURNING seq, id, kind, priority, run_after, requirements, organization_id, \
+               shared_runners), \
              queued AS ( \
-               INSERT INTO job_queue (seq, kind, priority, run_after, requirements) \
-               SELECT seq, kind, priority, run_after, requirements FROM stored) \
+               INSERT INTO job_queue (seq, kind, priority, run_after, requirements, \
+                 organization_id, shared_runners) \
+               SELECT seq, kind, priority, run_after, requirements, organization_id, shared_runners \
+               FROM stored) \
              SELECT id FROM stored"
         )
     };
@@ -139,6 +145,8 @@ pub(super) async fn submit(
     let mut run_afters = Vec::with_capacity(fresh.len());
     let mut created_ats = Vec::with_capacity(fresh.len());
     let mut inputs = Vec::with_capacity(fresh.len());
+    let mut organizations = Vec::with_capacity(fresh.len());
+    let mut shared_runners = Vec::with_capacity(fresh.len());
     for &index in &fresh {
         let new_job = &new_jobs[index];
         let spec = &new_job.spec;
@@ -155,6 +163,8 @@ pub(super) async fn submit(
         run_afters.push(new_job.initial_lifecycle().run_after.as_millis());
         created_ats.push(new_job.created_at.as_millis());
         inputs.push(inputs_to_json(&spec.inputs));
+        organizations.push(new_job.organization.id.as_str());
+        shared_runners.push(new_job.organization.shared_runners);
     }
     // Batches without keys (most) leave out ON CONFLICT: it makes every row a speculative
     // insertion, which costs about as much again as the insert.
@@ -181,6 +191,8 @@ pub(super) async fn submit(
             &run_afters,
             &created_ats,
             &inputs,
+            &organizations,
+            &shared_runners,
         ],
     )
     .await?;
@@ -265,6 +277,10 @@ pub(super) async fn list(
     if let Some(kind) = &filter.kind {
         params.push(kind);
         sql.push_str(&format!(" AND kind = ${}", params.len()));
+    }
+    if let Some(organization) = &filter.organization_id {
+        params.push(organization);
+        sql.push_str(&format!(" AND organization_id = ${}", params.len()));
     }
     if let Some(runner) = &runner {
         params.push(runner);

@@ -99,8 +99,9 @@ pub(in crate::sqlite) fn submit(
         let mut statement = conn
             .prepare_cached(
                 "INSERT INTO jobs (id, kind, state, priority, payload, requirements, idempotency_key, \
-                 max_attempts, timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 max_attempts, timeout_s, lease_ttl_s, backoff_base_s, run_after, created_at, inputs, \
+                 organization_id, shared_runners) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )
             .map_err(map_sqlite_error)?;
         statement
@@ -119,6 +120,8 @@ pub(in crate::sqlite) fn submit(
                 new_job.initial_lifecycle().run_after.as_millis(),
                 new_job.created_at.as_millis(),
                 inputs_to_json(&spec.inputs),
+                new_job.organization.id,
+                new_job.organization.shared_runners,
             ])
             .map_err(map_sqlite_error)?;
         answers.push(Submitted {
@@ -157,6 +160,10 @@ pub(in crate::sqlite) fn list(
     if let Some(kind) = &filter.kind {
         values.push(kind.clone().into());
         sql.push_str(&format!(" AND kind = ?{}", values.len()));
+    }
+    if let Some(organization) = &filter.organization_id {
+        values.push(organization.clone().into());
+        sql.push_str(&format!(" AND organization_id = ?{}", values.len()));
     }
     if let Some(runner) = filter.runner_id {
         values.push(runner.as_bytes().to_vec().into());

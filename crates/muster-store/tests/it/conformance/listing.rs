@@ -128,6 +128,7 @@ pub async fn list_jobs_filters_by_state_kind_and_runner(
             state,
             kind: kind.map(str::to_string),
             runner_id: runner,
+            organization_id: None,
         };
     let cases: Vec<(&str, JobFilter, usize)> = vec![
         ("everything", JobFilter::default(), 10),
@@ -250,6 +251,7 @@ pub async fn lists_of_failed_cancelled_and_leased_jobs_follow_every_change_of_st
             state: Some(state),
             kind: kind.map(str::to_string),
             runner_id: None,
+            organization_id: None,
         };
         // Pages of one, so every cursor is used.
         async move {

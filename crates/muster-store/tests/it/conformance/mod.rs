@@ -127,6 +127,7 @@ pub fn new_job(spec: JobSpec, created_at: Timestamp) -> NewJob {
         id: JobId::new(created_at, unique_bits()),
         created_at,
         spec,
+        organization: Default::default(),
     }
 }
 

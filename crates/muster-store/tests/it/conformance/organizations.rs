@@ -8,15 +8,17 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail, ensure};
 use muster_core::organization::{DEFAULT_ORGANIZATION, Role};
-use muster_core::{RunnerId, Timestamp, UserTokenId};
+use muster_core::{JobOrganization, JobSpec, NewJob, RunnerId, Timestamp, UserTokenId};
 use muster_store::{
-    AuditFilter, NewAuditEntry, NewRunner, NewUserToken, OrganizationContents, OrganizationRecord,
-    PageRequest, Store, StoreError, UserTokenRecord,
+    AuditFilter, ClaimRequest, JobFilter, NewAuditEntry, NewRunner, NewUserToken,
+    OrganizationContents, OrganizationRecord, PageRequest, Store, StoreError, UserTokenRecord,
 };
 use serde_json::json;
 
 use super::identity::audit;
-use super::{at, every_page, expect_not_found, unique_bits, unique_token_hash};
+use super::{
+    at, claim_request, every_page, expect_not_found, new_job, unique_bits, unique_token_hash,
+};
 
 const CREATED: &str = "test.organization_created";
 const DELETED: &str = "test.organization_deleted";
@@ -292,6 +294,149 @@ pub async fn user_tokens_are_found_by_hash_listed_by_organization_touched_and_re
     ensure!(
         audited(store, TOKEN_REVOKED).await?.len() == 1,
         "a refused revocation records nothing"
+    );
+    Ok(())
+}
+
+fn job_of(kind: &str, organization: &str, shared: bool, constrained: bool) -> NewJob {
+    let mut spec = JobSpec::with_defaults(kind);
+    if constrained {
+        spec.requirements.tags = vec!["gpu".into()];
+    }
+    NewJob {
+        organization: JobOrganization {
+            id: organization.to_string(),
+            shared_runners: shared,
+        },
+        ..new_job(spec, at(100))
+    }
+}
+
+async fn runner_of(
+    store: &dyn Store,
+    name: &str,
+    organization: Option<&str>,
+) -> anyhow::Result<RunnerId> {
+    let id = RunnerId::new(at(50), unique_bits());
+    store
+        .create_runner(NewRunner {
+            id,
+            name: name.into(),
+            labels: Default::default(),
+            organization_id: organization.map(str::to_string),
+            bound_capabilities: None,
+            token_hash: unique_token_hash(),
+            created_at: at(50),
+        })
+        .await?;
+    Ok(id)
+}
+
+pub async fn a_runner_claims_its_organizations_jobs_and_a_shared_one_only_those_that_allow_it(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    // Two jobs without requirements and one with, in each of three organizations: the
+    // default one, one that allows shared runners and one that refuses them.
+    let mut jobs = Vec::new();
+    for (organization, shared) in [("default", true), ("alpha", true), ("solo", false)] {
+        for constrained in [false, false, true] {
+            jobs.push(job_of("k", organization, shared, constrained));
+        }
+    }
+    let submitted = store.submit_jobs(jobs).await?;
+    let organization_of = |id: muster_core::JobId| {
+        submitted
+            .iter()
+            .find(|job| job.job.id == id)
+            .map(|job| job.job.organization.id.clone())
+            .unwrap_or_default()
+    };
+    for answer in &submitted {
+        let read = store.get_job(answer.job.id).await?;
+        ensure!(
+            read.organization == answer.job.organization,
+            "the organization reads back: {read:?}"
+        );
+    }
+    let solo_runner = runner_of(store, "solo-box", Some("solo")).await?;
+    let shared_runner = runner_of(store, "shared-box", None).await?;
+    let alpha_runner = runner_of(store, "alpha-box", Some("alpha")).await?;
+    let claim_all = |runner| ClaimRequest {
+        offer: muster_core::Capabilities {
+            tags: vec!["gpu".into()],
+            ..Default::default()
+        },
+        ..claim_request(runner, &["k"], 20)
+    };
+
+    // A cluster-scoped runner takes the jobs of every organization that allows shared runners,
+    // and none of one that refuses them.
+    let taken = store
+        .claim_jobs(claim_all(shared_runner), at(1_000))
+        .await?;
+    let mut organizations: Vec<String> = taken
+        .iter()
+        .map(|job| organization_of(job.job.id))
+        .collect();
+    organizations.sort();
+    ensure!(
+        organizations == ["alpha", "alpha", "alpha", "default", "default", "default"],
+        "a shared runner: {organizations:?}"
+    );
+    // A runner of an organization takes its own organization's jobs only, whatever is left of
+    // the others'.
+    let none_left = store.claim_jobs(claim_all(alpha_runner), at(1_100)).await?;
+    ensure!(
+        none_left.is_empty(),
+        "alpha's jobs are taken; solo's are not alpha's: {none_left:?}"
+    );
+    let solo = store.claim_jobs(claim_all(solo_runner), at(1_200)).await?;
+    ensure!(
+        solo.len() == 3 && solo.iter().all(|job| organization_of(job.job.id) == "solo"),
+        "the solo runner takes solo's three: {solo:?}"
+    );
+
+    // A solo job that failed and waits to run again is still solo's alone.
+    let failed = &solo[0];
+    store
+        .fail_job(
+            super::call_for(failed, solo_runner),
+            super::runner_error("try again"),
+            true,
+            at(1_300),
+        )
+        .await?;
+    let later = at(10_000_000);
+    ensure!(
+        store
+            .claim_jobs(claim_all(shared_runner), later)
+            .await?
+            .is_empty(),
+        "a retried job keeps its organization's refusal of shared runners"
+    );
+    let again = store.claim_jobs(claim_all(solo_runner), later).await?;
+    ensure!(
+        again.len() == 1 && again[0].job.id == failed.job.id,
+        "its own runner takes it again: {again:?}"
+    );
+
+    // Listing by organization.
+    let listed = store
+        .list_jobs(
+            JobFilter {
+                organization_id: Some("solo".into()),
+                ..Default::default()
+            },
+            PageRequest {
+                limit: 50,
+                cursor: None,
+            },
+        )
+        .await?;
+    ensure!(
+        listed.items.len() == 3 && listed.items.iter().all(|job| job.organization.id == "solo"),
+        "{listed:?}"
     );
     Ok(())
 }
