@@ -320,6 +320,9 @@ ALTER TABLE audit_log ADD COLUMN organization_id TEXT;
 -- which hold only jobs whose organization lets shared runners take them (shared_runners,
 -- copied from the organization at submission), so neither walks past jobs it may not take
 -- however many organizations there are. The queue rows carry both, as claims read only them.
+-- Jobs of 'default' (which always lets shared runners in) are left out of the _own indexes, so
+-- a single-team install maintains one claim index as before; runners of 'default' read the
+-- shared ones.
 ALTER TABLE jobs ADD COLUMN shared_runners BOOLEAN NOT NULL DEFAULT true;
 ALTER TABLE job_queue ADD COLUMN organization_id TEXT NOT NULL DEFAULT 'default';
 ALTER TABLE job_queue ADD COLUMN shared_runners BOOLEAN NOT NULL DEFAULT true;
@@ -334,9 +337,9 @@ CREATE INDEX job_queue_open ON job_queue (kind, priority, seq, run_after)
 CREATE INDEX job_queue_constrained ON job_queue (kind, priority, seq, run_after)
     WHERE requirements IS NOT NULL AND shared_runners;
 CREATE INDEX job_queue_open_own ON job_queue (organization_id, kind, priority, seq, run_after)
-    WHERE requirements IS NULL;
+    WHERE requirements IS NULL AND organization_id <> 'default';
 CREATE INDEX job_queue_constrained_own ON job_queue (organization_id, kind, priority, seq, run_after)
-    WHERE requirements IS NOT NULL;
+    WHERE requirements IS NOT NULL AND organization_id <> 'default';
 "#,
 ];
 

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use muster_core::organization::DEFAULT_ORGANIZATION;
 use muster_core::{Capabilities, JobRecord, Lease, RunnerId, Timestamp};
 
 use crate::{ClaimRequest, StoreError};
@@ -25,6 +26,11 @@ pub(crate) type ClaimOrder = (i32, i64);
 /// Which pending jobs a claiming runner may take: its own organization's, or, for a
 /// cluster-scoped runner, those whose organization lets shared runners take them
 /// (`muster_core::organization::runner_may_take`, stated here as the rows to read).
+///
+/// Jobs of the `default` organization (which always lets shared runners in) are only in the
+/// shared indexes, so a single-team install keeps one claim index per kind; a runner of
+/// `default` reads the shared indexes for its organization's jobs. Jobs of other organizations
+/// are in the indexes of their own (and in the shared ones too when their organization allows).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum ClaimScope {
     Organization(String),
@@ -40,13 +46,18 @@ impl ClaimScope {
         }
     }
 
-    /// The condition on job rows: `parameter` is the placeholder the organization binds to,
-    /// `shared` the backend's literal condition for shared runners (a literal, so the planner
-    /// sees that it is the shared indexes' own).
+    /// The condition on job rows: `parameter` is the placeholder the organization binds to
+    /// (when [`ClaimScope::organization`] has one), `shared` the backend's literal condition of
+    /// the shared indexes. Every part the planner must see to pick an index is a literal.
     pub(crate) fn condition(&self, parameter: &str, shared: &str) -> String {
         match self {
-            ClaimScope::Organization(_) => format!("organization_id = {parameter}"),
             ClaimScope::Shared => shared.to_string(),
+            ClaimScope::Organization(organization) if organization == DEFAULT_ORGANIZATION => {
+                format!("{shared} AND organization_id = '{DEFAULT_ORGANIZATION}'")
+            }
+            ClaimScope::Organization(_) => format!(
+                "organization_id <> '{DEFAULT_ORGANIZATION}' AND organization_id = {parameter}"
+            ),
         }
     }
 
@@ -59,11 +70,13 @@ impl ClaimScope {
         }
     }
 
-    /// The organization to bind, for a runner of one.
+    /// The organization to bind to the condition's parameter, when it has one.
     pub(crate) fn organization(&self) -> Option<&str> {
         match self {
-            ClaimScope::Organization(organization) => Some(organization),
-            ClaimScope::Shared => None,
+            ClaimScope::Organization(organization) if organization != DEFAULT_ORGANIZATION => {
+                Some(organization)
+            }
+            ClaimScope::Organization(_) | ClaimScope::Shared => None,
         }
     }
 }

@@ -235,7 +235,9 @@ ALTER TABLE audit_log ADD COLUMN organization_id TEXT;
     // through the `_own` indexes (organization first); a cluster-scoped runner claims through
     // the others, which hold only jobs whose organization lets shared runners take them
     // (`shared_runners`, copied from the organization at submission), so neither walks past
-    // jobs it may not take however many organizations there are.
+    // jobs it may not take however many organizations there are. Jobs of `default` (which
+    // always lets shared runners in) are left out of the `_own` indexes, so a single-team
+    // install maintains one claim index as before; runners of `default` read the shared ones.
     r#"
 ALTER TABLE jobs ADD COLUMN shared_runners INTEGER NOT NULL DEFAULT 1;
 DROP INDEX jobs_pending_open;
@@ -245,9 +247,9 @@ CREATE INDEX jobs_pending_open ON jobs (kind, priority, seq, run_after)
 CREATE INDEX jobs_pending_constrained ON jobs (kind, priority, seq, run_after)
     WHERE state = 0 AND requirements IS NOT NULL AND shared_runners = 1;
 CREATE INDEX jobs_pending_open_own ON jobs (organization_id, kind, priority, seq, run_after)
-    WHERE state = 0 AND requirements IS NULL;
+    WHERE state = 0 AND requirements IS NULL AND organization_id <> 'default';
 CREATE INDEX jobs_pending_constrained_own ON jobs (organization_id, kind, priority, seq, run_after)
-    WHERE state = 0 AND requirements IS NOT NULL;
+    WHERE state = 0 AND requirements IS NOT NULL AND organization_id <> 'default';
 "#,
 ];
 
