@@ -368,6 +368,7 @@ fn print_job(job: &Job, json: bool) -> anyhow::Result<()> {
     let field = |name: &str, value: String| out!("{name:<14}{value}");
     field("id", job.id.to_string());
     field("kind", job.kind.clone());
+    field("organization", job.organization_id.clone());
     field("state", state_name(job.state));
     if let Some(reason) = job.pending_reason {
         field(

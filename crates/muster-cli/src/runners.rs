@@ -67,8 +67,14 @@ pub(crate) struct CreateArgs {
     /// --tag does.
     #[arg(long = "resource", value_name = "NAME=NUMBER")]
     resources: Vec<String>,
-    /// The organization (tenant) the runner belongs to.
-    #[arg(long)]
+    /// The organization the runner belongs to (its id, as `muster orgs list` shows it): it
+    /// takes that organization's jobs only. Without it the runner is cluster-scoped: it takes
+    /// jobs of every organization that allows shared runners.
+    #[arg(
+        long = "org",
+        visible_alias = "organization",
+        value_name = "ORGANIZATION"
+    )]
     organization: Option<String>,
     /// Print `{"runner": {...}, "token": "..."}` as the API returns it.
     #[arg(long)]

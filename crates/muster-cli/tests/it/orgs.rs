@@ -53,6 +53,28 @@ fn organizations_are_created_listed_shown_and_deleted_from_the_cli() {
     let listed: Value = serde_json::from_str(&listed.stdout).expect("one JSON document");
     assert_eq!(listed["items"][0]["id"], job.as_str(), "{listed}");
     assert_eq!(listed["items"][0]["organization_id"], "acme-corp");
+    let shown = admin_ok(&url, &["job", "show", &job]);
+    assert!(
+        shown
+            .stdout
+            .lines()
+            .any(|line| line.starts_with("organization") && line.ends_with("acme-corp")),
+        "{shown:?}"
+    );
+    let runner = admin_ok(
+        &url,
+        &[
+            "runners",
+            "create",
+            "acme-box",
+            "--org",
+            "acme-corp",
+            "--json",
+        ],
+    );
+    let runner: Value = serde_json::from_str(&runner.stdout).expect("one JSON document");
+    assert_eq!(runner["runner"]["organization_id"], "acme-corp");
+    let runner_id = runner["runner"]["id"].as_str().expect("an id").to_string();
     let elsewhere = admin_ok(&url, &["job", "list", "--org", "default", "--json"]);
     let elsewhere: Value = serde_json::from_str(&elsewhere.stdout).expect("one JSON document");
     assert_eq!(elsewhere["items"], serde_json::json!([]), "{elsewhere}");
@@ -61,8 +83,12 @@ fn organizations_are_created_listed_shown_and_deleted_from_the_cli() {
         COMMAND_BOUND,
     );
     assert!(!refused.status.success(), "{refused:?}");
-    assert!(refused.stderr.contains("1 unfinished jobs"), "{refused:?}");
+    assert!(
+        refused.stderr.contains("1 unfinished jobs") && refused.stderr.contains("1 runners"),
+        "{refused:?}"
+    );
     admin_ok(&url, &["job", "cancel", &job]);
+    admin_ok(&url, &["runners", "delete", &runner_id]);
     admin_ok(&url, &["orgs", "delete", "acme-corp"]);
     let listed = admin_ok(&url, &["orgs", "list", "--json"]);
     let listed: Value = serde_json::from_str(&listed.stdout).expect("one JSON document");
