@@ -22,6 +22,10 @@
 //!   `--jobs` jobs of a kind with unsigned results and `--jobs` of a kind requiring signed
 //!   results are burned down by `--runners` of them, side by side; and one signature
 //!   verification is timed on its own.
+//! - `organizations`: burn-downs of `--jobs` jobs in one organization, over two with
+//!   cluster-scoped runners, and over two each burned down by its own runners, side by side; then
+//!   claim+complete at 1,000 pending against `--depth-large` spread over `--organizations`
+//!   organizations, for a runner of one organization and for a cluster-scoped runner.
 //! - `metrics`: a burn-down of `--jobs` jobs, then `--jobs` more left pending, then `GET /metrics`
 //!   timed: what a Prometheus scrape costs once history and a queue have piled up.
 //!
@@ -31,6 +35,7 @@
 
 mod cpu;
 mod graphile;
+mod organizations;
 mod postgres;
 mod signed;
 
@@ -104,6 +109,9 @@ struct Args {
     /// Claim+complete cycles measured at each depth.
     #[arg(long, default_value_t = 3_000)]
     depth_cycles: usize,
+    /// Organizations the organizations scenario spreads the deep queue over.
+    #[arg(long, default_value_t = 1_000)]
+    organizations: usize,
     /// Worker threads of the coordinator's runtime.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
@@ -169,6 +177,7 @@ enum Scenario {
     Retention,
     Metrics,
     Signed,
+    Organizations,
 }
 
 impl Args {
@@ -652,6 +661,59 @@ async fn run_scenarios(args: &Args, server: Option<&PgServer>) -> anyhow::Result
             "≤ 1.3".into(),
         ));
     }
+    if args.wants(Scenario::Organizations) {
+        let database = database_for(args, server, "muster_bench_organizations").await?;
+        let coordinator = Coordinator::start(args, database_of(&database)).await?;
+        let run = tokio::time::timeout(limit * 2, organizations::run(&coordinator.base_url, args))
+            .await
+            .context("the organizations scenario ran past twice --timeout")??;
+        coordinator.stop().await?;
+        let label = |what: &str| {
+            format!(
+                "burn-down ({backend}), {} jobs {what}, {} runners, batch {}",
+                args.jobs, args.runners, args.batch
+            )
+        };
+        for (what, rate) in [
+            (
+                "in one organization, cluster-scoped runners",
+                run.one_organization,
+            ),
+            (
+                "over two organizations, cluster-scoped runners",
+                run.two_organizations_shared,
+            ),
+            (
+                "over two organizations, each one's own runners",
+                run.two_organizations_own,
+            ),
+        ] {
+            rows.push((label(what), format!("{rate:.0} jobs/s"), String::new()));
+        }
+        rows.push((
+            "two organizations / one, shared runners; own runners".into(),
+            format!(
+                "{:.2}; {:.2}",
+                run.two_organizations_shared / run.one_organization,
+                run.two_organizations_own / run.one_organization
+            ),
+            "≈ 1".into(),
+        ));
+        for (who, (small, large)) in [
+            ("a runner of one organization", run.own_depth),
+            ("a cluster-scoped runner", run.shared_depth),
+        ] {
+            rows.push((
+                format!(
+                    "claim+complete by {who}, 1,000 / {} pending over {} organizations ({backend})",
+                    args.depth_large, args.organizations
+                ),
+                format!("{small:.1} / {large:.1} µs, ratio {:.2}", large / small),
+                "≤ 1.3".into(),
+            ));
+        }
+        finish_database(server, &database).await?;
+    }
     if args.wants(Scenario::Retention) {
         let database = database_for(args, server, "muster_bench_retention").await?;
         let coordinator = Coordinator::start(args, database_of(&database)).await?;
@@ -939,9 +1001,20 @@ async fn register(
     base_url: &str,
     name: String,
 ) -> anyhow::Result<RunnerClient> {
+    register_in(admin, base_url, name, None).await
+}
+
+/// Register a runner of `organization` (`None`: cluster-scoped).
+async fn register_in(
+    admin: &MusterClient,
+    base_url: &str,
+    name: String,
+    organization: Option<&str>,
+) -> anyhow::Result<RunnerClient> {
     let created = admin
         .create_runner(&CreateRunner {
             name,
+            organization_id: organization.map(str::to_string),
             ..Default::default()
         })
         .await?;
@@ -950,24 +1023,38 @@ async fn register(
 
 /// Submit `count` no-op jobs of `kind` in batches of 1000, several batches in flight.
 async fn preload(admin: &MusterClient, kind: &str, count: usize) -> anyhow::Result<()> {
+    preload_in(admin, kind, count, &[]).await
+}
+
+/// Like [`preload`], each batch of 1000 for the next of `organizations` in turn (`default` when
+/// none are given).
+async fn preload_in(
+    admin: &MusterClient,
+    kind: &str,
+    count: usize,
+    organizations: &[String],
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let batches: Vec<usize> = (0..count)
         .step_by(1000)
         .map(|start| (count - start).min(1000))
         .collect();
-    let job = SubmitJob {
-        kind: kind.to_string(),
-        ..Default::default()
-    };
     let mut done = 0usize;
     let mut in_flight = futures::stream::FuturesUnordered::new();
-    let mut pending_batches = batches.into_iter();
+    let mut pending_batches = batches.into_iter().enumerate();
     loop {
         while in_flight.len() < 4 {
-            let Some(size) = pending_batches.next() else {
+            let Some((index, size)) = pending_batches.next() else {
                 break;
             };
-            let jobs = vec![job.clone(); size];
+            let job = SubmitJob {
+                kind: kind.to_string(),
+                organization_id: organizations
+                    .get(index % organizations.len().max(1))
+                    .cloned(),
+                ..Default::default()
+            };
+            let jobs = vec![job; size];
             let admin = admin.clone();
             in_flight.push(async move { admin.submit_jobs(&jobs).await.map(|jobs| jobs.len()) });
         }
