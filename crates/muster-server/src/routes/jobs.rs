@@ -27,6 +27,7 @@ use crate::{ApiError, Json};
         (status = 201, description = "created", body = wire::Job),
         (status = 200, description = "a job with this idempotency_key exists; it is returned", body = wire::Job),
         crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::ArtifactErrors,
+        crate::openapi::OrganizationErrors,
     ),
     security(("admin_token" = [])))]
 pub(crate) async fn submit_job(
@@ -49,6 +50,7 @@ pub(crate) async fn submit_job(
     responses(
         (status = 201, description = "all created, in one commit", body = wire::JobList),
         crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::ArtifactErrors,
+        crate::openapi::OrganizationErrors,
     ),
     security(("admin_token" = [])))]
 pub(crate) async fn submit_jobs(
