@@ -974,6 +974,79 @@ pub struct KindSettingsList {
     #[cfg_attr(feature = "openapi", schema(required))]
     pub next_cursor: Option<String>,
 }
+
+/// `POST /api/v1/admin/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct CreateUserToken {
+    /// What the token is for ("ci", "alice's laptop"): shown in lists, never secret.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
+    pub name: String,
+    /// `viewer`, `submitter`, `operator` or `admin`; each includes the ones before it.
+    pub role: String,
+    /// The organization it acts in. A scoped admin: its own, or omitted (then its own). An admin
+    /// of every organization: omitted (or null) mints a token of every organization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+    /// When it stops working (RFC 3339, in the future); never when omitted or null.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A user token as lists show it: never the token itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UserTokenInfo {
+    pub id: Uuid,
+    pub name: String,
+    /// `viewer`, `submitter`, `operator` or `admin`.
+    pub role: String,
+    /// Its organization; null for a token of every organization.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub organization_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[cfg_attr(feature = "openapi", schema(required))]
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was last used, to the minute; null when never.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+/// The answer to `POST /api/v1/admin/tokens`: the token is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreatedUserToken {
+    pub token_info: UserTokenInfo,
+    /// `muster_user_` and 43 URL-safe characters. Only its hash is kept.
+    pub token: String,
+}
+
+/// A page of user tokens, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UserTokenList {
+    pub items: Vec<UserTokenInfo>,
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/whoami`: who the token in the request is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WhoAmI {
+    /// `bootstrap-admin` or `user`.
+    pub kind: String,
+    /// The role it acts with.
+    pub role: String,
+    /// Its organization; null for every organization.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub organization_id: Option<String>,
+    /// The user token's record; null for the bootstrap admin token.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub token_info: Option<UserTokenInfo>,
+}
 }
 
 /// What a job from a coordinator older than organizations belongs to.

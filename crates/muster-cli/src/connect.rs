@@ -17,8 +17,8 @@ pub(crate) struct ConnectArgs {
     /// Coordinator URL [env: MUSTER_SERVER] [default: http://127.0.0.1:7070]
     #[arg(long, global = true)]
     server: Option<String>,
-    /// Admin token [env: MUSTER_TOKEN]; otherwise the config file's, or the local coordinator's
-    /// admin.token file
+    /// Admin or user token (muster_user_...) [env: MUSTER_TOKEN]; otherwise the config file's,
+    /// or the local coordinator's admin.token file
     #[arg(long, global = true)]
     token: Option<String>,
     /// For an https:// server whose certificate comes from a private authority: trust that

@@ -10,6 +10,7 @@ mod orgs;
 mod output;
 mod runner;
 mod runners;
+mod tokens;
 mod up;
 
 use std::path::PathBuf;
@@ -88,6 +89,27 @@ enum Command {
         connect: connect::ConnectArgs,
         #[command(subcommand)]
         command: orgs::OrgsCommand,
+    },
+    /// User tokens with roles (viewer, submitter, operator, admin), of one organization or all.
+    #[command(
+        after_help = "Examples:\n  muster tokens create alice --role viewer --org acme-corp\n  muster tokens create ci --role submitter --org acme-corp --expires-in 90d\n  muster tokens list --org acme-corp\n  muster tokens revoke 0193...-...\n\nUse a token with --token or MUSTER_TOKEN; `muster whoami` says what it may do."
+    )]
+    Tokens {
+        #[command(flatten)]
+        connect: connect::ConnectArgs,
+        #[command(subcommand)]
+        command: tokens::TokensCommand,
+    },
+    /// Who the token in use is: bootstrap admin or user token, its role and organization.
+    #[command(
+        after_help = "Examples:\n  muster whoami\n  MUSTER_TOKEN=muster_user_... muster whoami --json"
+    )]
+    Whoami {
+        #[command(flatten)]
+        connect: connect::ConnectArgs,
+        /// Print the answer as the API returns it.
+        #[arg(long)]
+        json: bool,
     },
     /// The log of security events: runner keys added and removed, and more.
     #[command(
@@ -270,6 +292,8 @@ fn main() -> ExitCode {
         Command::Runners { connect, command } => run_async(runners::run(command, &connect)),
         Command::Kinds { connect, command } => run_async(kinds::run(command, &connect)),
         Command::Orgs { connect, command } => run_async(orgs::run(command, &connect)),
+        Command::Tokens { connect, command } => run_async(tokens::run(command, &connect)),
+        Command::Whoami { connect, json } => run_async(tokens::whoami(&connect, json)),
         Command::Audit { connect, args } => run_async(identity::run_audit(args, &connect)),
     };
     let code = match outcome {

@@ -14,6 +14,9 @@ pub(crate) enum RunnersCommand {
     ///
     ///   muster runners list --json
     List {
+        /// Only this organization's runners (cluster-scoped runners belong to none).
+        #[arg(long = "org", visible_alias = "organization")]
+        organization: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -147,12 +150,12 @@ fn print_runner(runner: &Runner) {
 pub(crate) async fn run(command: RunnersCommand, connect: &ConnectArgs) -> anyhow::Result<u8> {
     let client = connect.client()?;
     match command {
-        RunnersCommand::List { json } => {
+        RunnersCommand::List { organization, json } => {
             let mut runners = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
                 let page = client
-                    .list_runners(Some(1000), cursor.as_deref())
+                    .list_runners_of(organization.as_deref(), Some(1000), cursor.as_deref())
                     .await
                     .context("list runners")?;
                 runners.extend(page.items);

@@ -441,13 +441,24 @@ impl MusterClient {
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<RunnerList, ClientError> {
-        self.connection
-            .json(
-                self.connection
-                    .request(Method::GET, "/api/v1/runners")
-                    .query(&page_query(limit, cursor)),
-            )
-            .await
+        self.list_runners_of(None, limit, cursor).await
+    }
+
+    /// Runners of one organization (`None`: every runner the token sees), newest first.
+    pub async fn list_runners_of(
+        &self,
+        organization: Option<&str>,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<RunnerList, ClientError> {
+        let mut request = self
+            .connection
+            .request(Method::GET, "/api/v1/runners")
+            .query(&page_query(limit, cursor));
+        if let Some(organization) = organization {
+            request = request.query(&[("organization_id", organization)]);
+        }
+        self.connection.json(request).await
     }
 
     pub async fn get_runner(&self, id: Uuid) -> Result<Runner, ClientError> {
@@ -579,6 +590,55 @@ impl MusterClient {
             )
             .await?;
         Ok(())
+    }
+
+    /// Mint a user token (admin role); the answer holds the token, shown this once.
+    pub async fn create_user_token(
+        &self,
+        token: &api::CreateUserToken,
+    ) -> Result<api::CreatedUserToken, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::POST, "/api/v1/admin/tokens")
+                    .json(token),
+            )
+            .await
+    }
+
+    /// User tokens, oldest first: of one organization, or all the token sees.
+    pub async fn list_user_tokens(
+        &self,
+        organization: Option<&str>,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<api::UserTokenList, ClientError> {
+        let mut request = self
+            .connection
+            .request(Method::GET, "/api/v1/admin/tokens")
+            .query(&page_query(limit, cursor));
+        if let Some(organization) = organization {
+            request = request.query(&[("organization_id", organization)]);
+        }
+        self.connection.json(request).await
+    }
+
+    /// Revoke a user token by its id: it fails from the next request on.
+    pub async fn revoke_user_token(&self, id: Uuid) -> Result<(), ClientError> {
+        self.connection
+            .send(
+                self.connection
+                    .request(Method::DELETE, &format!("/api/v1/admin/tokens/{id}")),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Who this client's token is: its kind, role and organization.
+    pub async fn whoami(&self) -> Result<api::WhoAmI, ClientError> {
+        self.connection
+            .json(self.connection.request(Method::GET, "/api/v1/whoami"))
+            .await
     }
 
     /// Put a runner key on the allowlist; `true` when it was not there before.

@@ -45,7 +45,10 @@ pub use matching::{
     Capabilities, MAX_CAPABILITY_ENTRIES, MAX_CAPABILITY_NAME_LEN, PendingReason, RunnerSnapshot,
     pending_reason,
 };
-pub use principal::{Action, Audience, Denied, Principal, RUNNER_TOKEN_PREFIX, admit, authorize};
+pub use principal::{
+    Action, Audience, Denied, Principal, RUNNER_TOKEN_PREFIX, USER_TOKEN_PREFIX, UserPrincipal,
+    admit, authorize,
+};
 pub use retry::{MAX_BACKOFF_MS, backoff_delay_ms, jitter_unit_from_seed};
 pub use runner::{RunnerRecord, RunnerStatus, runner_status};
 pub use text::{

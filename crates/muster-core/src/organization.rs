@@ -165,7 +165,7 @@ pub fn requirement(action: Action) -> Requirement {
         | Action::ReadRunnerKeys
         | Action::ManageRunnerKeys
         | Action::ManageKinds => Requirement::Role(Role::Operator),
-        Action::ReadAudit => Requirement::Role(Role::Admin),
+        Action::ReadAudit | Action::ManageUserTokens => Requirement::Role(Role::Admin),
         Action::ManageOrganizations => Requirement::BootstrapAdmin,
         Action::RunnerProtocol | Action::RunnerHeartbeat => Requirement::Runner,
     }
@@ -282,6 +282,7 @@ mod tests {
             (Action::ManageRunnerKeys, [false, false, true, true]),
             (Action::ManageKinds, [false, false, true, true]),
             (Action::ReadAudit, [false, false, false, true]),
+            (Action::ManageUserTokens, [false, false, false, true]),
             (Action::ManageOrganizations, [false, false, false, false]),
             (Action::RunnerProtocol, [false, false, false, false]),
             (Action::RunnerHeartbeat, [false, false, false, false]),

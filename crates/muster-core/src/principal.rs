@@ -1,21 +1,27 @@
 //! Who is calling, and what they may do: every decision about what a call may do is made from
 //! its [`Principal`] here, by [`authorize`], whatever the front end (HTTP, gRPC, dashboard).
 //!
-//! Today there are two principals: the bootstrap admin (the one admin token) and a runner.
-//! Organizations, user tokens with roles and enrollment add principals and rules here; the
-//! front ends, which only name the [`Audience`] of a route and the [`Action`] a call takes, do
-//! not change.
+//! The principals: the bootstrap admin (the one admin token, admin of every organization and
+//! alone able to manage organizations), a user token (a role, in one organization or in all)
+//! and a runner (enrolled, or waiting for approval). The front ends only name the [`Audience`]
+//! of a route and the [`Action`] a call takes.
 
-use crate::{ErrorCode, RunnerId};
+use crate::organization::{OrganizationId, OrganizationScope, Role, role_permits};
+use crate::{ErrorCode, RunnerId, UserTokenId};
 
 /// The prefix of every runner token (the contract's `muster_runner_...`).
 pub const RUNNER_TOKEN_PREFIX: &str = "muster_runner_";
 
+/// The prefix of every user token (the contract's `muster_user_...`).
+pub const USER_TOKEN_PREFIX: &str = "muster_user_";
+
 /// The caller of one request, resolved from its token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// The bootstrap admin token: every user and operator action.
+    /// The bootstrap admin token: every user and operator action, in every organization.
     BootstrapAdmin,
+    /// A user token: what its role allows, in its organization (or in every one).
+    User(UserPrincipal),
     /// A registered runner: the runner protocol, for its own jobs.
     Runner(RunnerId),
     /// A runner that registered itself with a key an operator has not approved yet: it may say
@@ -28,9 +34,46 @@ impl Principal {
     pub fn runner_id(&self) -> Option<RunnerId> {
         match self {
             Principal::Runner(runner) | Principal::PendingRunner(runner) => Some(*runner),
-            Principal::BootstrapAdmin => None,
+            Principal::BootstrapAdmin | Principal::User(_) => None,
         }
     }
+
+    /// The organizations a user principal acts in; `None` for a runner, whose reach is its
+    /// leases, not a scope.
+    pub fn user_scope(&self) -> Option<&OrganizationScope> {
+        const EVERY: &OrganizationScope = &OrganizationScope::Every;
+        match self {
+            Principal::BootstrapAdmin => Some(EVERY),
+            Principal::User(user) => Some(&user.scope),
+            Principal::Runner(_) | Principal::PendingRunner(_) => None,
+        }
+    }
+
+    /// Whether this principal may see (and act on) objects of `organization`: a user principal
+    /// whose scope covers it. Objects of other organizations answer 404, as if not there.
+    pub fn sees_organization(&self, organization: &str) -> bool {
+        match self.user_scope() {
+            Some(OrganizationScope::Every) => true,
+            Some(OrganizationScope::One(own)) => own.as_str() == organization,
+            None => false,
+        }
+    }
+
+    /// The one organization a scoped user principal is limited to, if it is.
+    pub fn scoped_organization(&self) -> Option<&OrganizationId> {
+        match self.user_scope() {
+            Some(OrganizationScope::One(own)) => Some(own),
+            _ => None,
+        }
+    }
+}
+
+/// A user token's holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPrincipal {
+    pub token: UserTokenId,
+    pub role: Role,
+    pub scope: OrganizationScope,
 }
 
 /// Who a route (or a gRPC service) is for. A token of the other audience is refused, as the
@@ -78,6 +121,8 @@ pub enum Action {
     ReadAudit,
     /// Create, list, show and delete organizations: the bootstrap admin token only.
     ManageOrganizations,
+    /// Mint, list and revoke user tokens (of the caller's organization, or of any).
+    ManageUserTokens,
 }
 
 impl Action {
@@ -98,6 +143,7 @@ impl Action {
         Action::ManageKinds,
         Action::ReadAudit,
         Action::ManageOrganizations,
+        Action::ManageUserTokens,
     ];
 
     /// Whose action this is.
@@ -129,14 +175,20 @@ impl Denied {
 
 const RUNNER_ON_USER_ROUTE: &str = "a runner token cannot be used on user or admin routes";
 const USER_ON_RUNNER_ROUTE: &str = "runner routes take a runner token, not the admin token";
+const USER_TOKEN_ON_RUNNER_ROUTE: &str = "runner routes take a runner token, not a user token";
+const SCOPED_KIND_RULES: &str = "kind rules are cluster-wide, so they are changed with a token of every organization (the bootstrap admin token, or an operator or admin token minted without organization_id)";
+const CLUSTER_WIDE_RECORDS: &str = "the audit log, the runner-key allowlist (with approvals) and artifact downloads are kept for the whole cluster, not per organization, so they take a token of every organization (the bootstrap admin token, or a user token minted without organization_id)";
 const PENDING_RUNNER: &str =
     "this runner's key waits for an operator's approval: it may send heartbeats, not claim or work";
 
 /// Whether `principal` may call a route of `audience` at all.
 pub fn admit(principal: &Principal, audience: Audience) -> Result<(), Denied> {
     match (principal, audience) {
-        (Principal::BootstrapAdmin, Audience::Users)
+        (Principal::BootstrapAdmin | Principal::User(_), Audience::Users)
         | (Principal::Runner(_) | Principal::PendingRunner(_), Audience::Runners) => Ok(()),
+        (Principal::User(_), Audience::Runners) => {
+            Err(Denied::forbidden(USER_TOKEN_ON_RUNNER_ROUTE))
+        }
         (Principal::Runner(_) | Principal::PendingRunner(_), Audience::Users) => {
             Err(Denied::forbidden(RUNNER_ON_USER_ROUTE))
         }
@@ -148,11 +200,27 @@ pub fn admit(principal: &Principal, audience: Audience) -> Result<(), Denied> {
 
 /// Whether `principal` may take `action`.
 pub fn authorize(principal: &Principal, action: Action) -> Result<(), Denied> {
-    // Each principal today may take every action of its own audience and none of the other's,
-    // except that a runner waiting for approval may only say it is alive; roles will make the
-    // user side finer.
+    // The bootstrap admin and an enrolled runner may take every action of their audience; a
+    // runner waiting for approval may only say it is alive; a user token what its role allows.
     admit(principal, action.audience())?;
     match (principal, action) {
+        (Principal::User(user), action) => {
+            role_permits(user.role, action)?;
+            if user.scope == OrganizationScope::Every {
+                return Ok(());
+            }
+            match action {
+                // A rule that binds every organization's jobs is not one organization's to change.
+                Action::ManageKinds => Err(Denied::forbidden(SCOPED_KIND_RULES)),
+                // These are kept for the whole cluster, not per organization, so a token of
+                // one organization would see (or change) the others' through them.
+                Action::ReadAudit
+                | Action::ReadRunnerKeys
+                | Action::ManageRunnerKeys
+                | Action::ReadArtifacts => Err(Denied::forbidden(CLUSTER_WIDE_RECORDS)),
+                _ => Ok(()),
+            }
+        }
         (Principal::PendingRunner(_), Action::RunnerHeartbeat) => Ok(()),
         (Principal::PendingRunner(_), _) => Err(Denied {
             code: ErrorCode::RunnerNotEnrolled,

@@ -5,7 +5,8 @@
 //! and every cell is called against a real coordinator) and `docs/authorization.md` is made
 //! from it. A new route without a row here fails those tests.
 
-use muster_core::Action;
+use muster_core::organization::{OrganizationId, OrganizationScope, Role};
+use muster_core::{Action, Principal, UserPrincipal, UserTokenId};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,8 +15,11 @@ pub enum RouteAccess {
     Open,
     /// No token: the body proves who calls (runner self-registration, signed by its key).
     SignedRegistration,
-    /// A user-side token allowed to take the action (today the bootstrap admin token).
+    /// A user-side token (the bootstrap admin token, or a user token) allowed to take the
+    /// action.
     User(Action),
+    /// Any user-side token, whatever its role.
+    AnyUser,
     /// A runner token allowed to take the action.
     Runner(Action),
     /// A runner token of the runner holding the job's current lease (the job in the path).
@@ -31,6 +35,7 @@ impl RouteAccess {
                 "anyone whose body is signed by the key it registers (no token)".into()
             }
             RouteAccess::User(action) => format!("user token: {}", action_name(action)),
+            RouteAccess::AnyUser => "any user token (the bootstrap admin's too)".into(),
             RouteAccess::Runner(Action::RunnerHeartbeat) => {
                 "runner token, a runner pending approval too".into()
             }
@@ -60,6 +65,7 @@ pub fn action_name(action: Action) -> &'static str {
         Action::ManageKinds => "manage kind rules",
         Action::ReadAudit => "read the audit log",
         Action::ManageOrganizations => "manage organizations (bootstrap admin only)",
+        Action::ManageUserTokens => "manage user tokens",
     }
 }
 
@@ -110,6 +116,22 @@ pub const ROUTE_ACCESS: &[(&str, &str, RouteAccess)] = &[
         "/api/v1/runners",
         RouteAccess::User(Action::ReadRunners),
     ),
+    (
+        "POST",
+        "/api/v1/admin/tokens",
+        RouteAccess::User(Action::ManageUserTokens),
+    ),
+    (
+        "GET",
+        "/api/v1/admin/tokens",
+        RouteAccess::User(Action::ManageUserTokens),
+    ),
+    (
+        "DELETE",
+        "/api/v1/admin/tokens/{id}",
+        RouteAccess::User(Action::ManageUserTokens),
+    ),
+    ("GET", "/api/v1/whoami", RouteAccess::AnyUser),
     (
         "POST",
         "/api/v1/runners",
@@ -268,17 +290,44 @@ pub const ROUTE_ACCESS: &[(&str, &str, RouteAccess)] = &[
     ),
 ];
 
-/// The kinds of caller the matrix holds every route to, with what each is.
+/// The kinds of caller the matrix holds every route to, with what each is. The user tokens are
+/// of two organizations, `team-a` and `team-b`; the objects in the paths are `team-a`'s.
 pub const CALLERS: &[(&str, &str)] = &[
     ("none", "no Authorization header"),
     ("malformed", "a bearer token of neither token's form"),
     ("unknown", "a runner token the coordinator never issued"),
     ("revoked", "the token of a runner an operator deleted"),
+    ("user-unknown", "a user token the coordinator never issued"),
+    ("user-expired", "a user token past its expires_at"),
+    ("user-revoked", "a user token an admin revoked"),
     ("admin", "the bootstrap admin token"),
+    ("viewer-all", "a viewer token of every organization"),
+    ("viewer-a", "a viewer token of team-a"),
+    ("submitter-a", "a submitter token of team-a"),
+    ("operator-a", "an operator token of team-a"),
+    ("admin-a", "an admin token of team-a"),
+    (
+        "viewer-b",
+        "a viewer token of team-b, acting on team-a's objects",
+    ),
+    (
+        "submitter-b",
+        "a submitter token of team-b, acting on team-a's objects",
+    ),
+    (
+        "operator-b",
+        "an operator token of team-b, acting on team-a's objects",
+    ),
+    (
+        "admin-b",
+        "an admin token of team-b, acting on team-a's objects",
+    ),
     (
         "runner",
-        "an enrolled runner that holds no lease on the job in the path",
+        "an enrolled cluster-scoped runner that holds no lease on the job in the path",
     ),
+    ("runner-a", "an enrolled runner of team-a, holding no lease"),
+    ("runner-b", "an enrolled runner of team-b, holding no lease"),
     ("holder", "the runner holding the job's current lease"),
     (
         "pending",
@@ -286,33 +335,111 @@ pub const CALLERS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The status every caller gets on a route of `access`: `Some(status)` when the call is
-/// refused before anything is read, `None` when the caller gets past authorization (the answer
-/// then depends on the body and the objects named: 200, 400, 404, ...).
-pub fn refusal(access: RouteAccess, caller: &str) -> Option<u16> {
-    let without_identity = matches!(caller, "none" | "malformed" | "unknown" | "revoked");
+/// The organization the matrix's scoped user tokens and path objects are of.
+pub const ORGANIZATION_A: &str = "team-a";
+/// The other organization, whose tokens must find nothing of [`ORGANIZATION_A`]'s.
+pub const ORGANIZATION_B: &str = "team-b";
+
+/// The principal a user-token caller of [`CALLERS`] is, by its name (`viewer-a`, `admin-all`).
+pub fn user_caller(caller: &str) -> Option<Principal> {
+    if caller == "admin" {
+        return Some(Principal::BootstrapAdmin);
+    }
+    let (role, organization) = caller.split_once('-')?;
+    let role = Role::parse(role).ok()?;
+    let scope = match organization {
+        "all" => OrganizationScope::Every,
+        "a" => OrganizationScope::One(OrganizationId::parse(ORGANIZATION_A).ok()?),
+        "b" => OrganizationScope::One(OrganizationId::parse(ORGANIZATION_B).ok()?),
+        _ => return None,
+    };
+    Some(Principal::User(UserPrincipal {
+        token: UserTokenId::new(muster_core::Timestamp(0), 0),
+        role,
+        scope,
+    }))
+}
+
+/// Whether the route's path names an object of one organization (`team-a`'s in the matrix):
+/// a job, a runner or a user token.
+pub fn names_organization_object(path: &str) -> bool {
+    [
+        "/api/v1/jobs/{id}",
+        "/api/v1/runners/{id}",
+        "/api/v1/admin/tokens/{id}",
+    ]
+    .iter()
+    .any(|prefix| path.starts_with(prefix))
+}
+
+/// What a caller gets on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// Refused with this status before anything is read or changed.
+    Refused(u16),
+    /// Answered 404, as if the object in the path did not exist: it is another organization's.
+    Hidden,
+    /// Past authorization: the answer depends on the body and the objects named.
+    Allowed,
+}
+
+/// What `caller` gets on the route `path` of `access`.
+pub fn expected(access: RouteAccess, path: &str, caller: &str) -> Expected {
+    let without_identity = matches!(
+        caller,
+        "none"
+            | "malformed"
+            | "unknown"
+            | "revoked"
+            | "user-unknown"
+            | "user-expired"
+            | "user-revoked"
+    );
+    let user = user_caller(caller);
+    let refused = |status| Expected::Refused(status);
     match access {
-        RouteAccess::Open | RouteAccess::SignedRegistration => None,
-        _ if without_identity => Some(401),
-        RouteAccess::User(_) => (caller != "admin").then_some(403),
-        RouteAccess::Runner(Action::RunnerHeartbeat) => (caller == "admin").then_some(403),
-        RouteAccess::Runner(_) => matches!(caller, "admin" | "pending").then_some(403),
+        RouteAccess::Open | RouteAccess::SignedRegistration => Expected::Allowed,
+        _ if without_identity => refused(401),
+        RouteAccess::AnyUser => match user {
+            Some(_) => Expected::Allowed,
+            None => refused(403),
+        },
+        RouteAccess::User(action) => match user {
+            None => refused(403),
+            Some(principal) => match muster_core::authorize(&principal, action) {
+                Err(_) => refused(403),
+                Ok(())
+                    if names_organization_object(path)
+                        && !principal.sees_organization(ORGANIZATION_A) =>
+                {
+                    Expected::Hidden
+                }
+                Ok(()) => Expected::Allowed,
+            },
+        },
+        _ if user.is_some() => refused(403),
+        RouteAccess::Runner(Action::RunnerHeartbeat) => Expected::Allowed,
+        RouteAccess::Runner(_) => match caller {
+            "pending" => refused(403),
+            _ => Expected::Allowed,
+        },
         RouteAccess::LeaseHolder => match caller {
-            "admin" | "pending" => Some(403),
-            "runner" => Some(409),
-            _ => None,
+            "pending" => refused(403),
+            "holder" => Expected::Allowed,
+            _ => refused(409),
         },
     }
 }
 
-/// What a refusal's status means, for the docs.
-fn refusal_text(status: Option<u16>) -> &'static str {
-    match status {
-        None => "allowed",
-        Some(401) => "401",
-        Some(403) => "403",
-        Some(409) => "409 lease_lost",
-        Some(_) => "refused",
+/// What an expectation means, for the docs.
+fn expected_text(expected: Expected) -> &'static str {
+    match expected {
+        Expected::Allowed => "allowed",
+        Expected::Hidden => "404",
+        Expected::Refused(401) => "401",
+        Expected::Refused(403) => "403",
+        Expected::Refused(409) => "409 lease_lost",
+        Expected::Refused(_) => "refused",
     }
 }
 
@@ -327,7 +454,9 @@ pub fn render_markdown() -> String {
          `MUSTER_WRITE_AUTHORIZATION_DOC=1 cargo test -p muster-server --test it authorization` \
          writes it again.\n\n\
          \"allowed\" means the call gets past authorization: what it answers then depends on its \
-         body and the objects it names.\n\nCallers:\n\n",
+         body and the objects it names. \"404\" means the object in the path is another \
+         organization's, so it answers exactly as one that does not exist. Every answer a \
+         caller of team-b gets is checked to hold nothing of team-a's.\n\nCallers:\n\n",
     );
     for (caller, what) in CALLERS {
         doc.push_str(&format!("- `{caller}`: {what}\n"));
@@ -344,7 +473,10 @@ pub fn render_markdown() -> String {
     for (method, path, access) in ROUTE_ACCESS {
         doc.push_str(&format!("| `{method} {path}` | {} |", access.describe()));
         for (caller, _) in CALLERS {
-            doc.push_str(&format!(" {} |", refusal_text(refusal(*access, caller))));
+            doc.push_str(&format!(
+                " {} |",
+                expected_text(expected(*access, path, caller))
+            ));
         }
         doc.push('\n');
     }

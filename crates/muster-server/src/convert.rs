@@ -345,3 +345,29 @@ pub(crate) fn kind_settings_to_wire(
         updated_at: time_to_wire(settings.updated_at),
     }
 }
+
+pub(crate) fn user_token_to_wire(
+    token: muster_service::tokens::UserTokenInfo,
+) -> wire::UserTokenInfo {
+    wire::UserTokenInfo {
+        id: token.id.0,
+        name: token.name,
+        role: token.role.as_str().to_string(),
+        organization_id: token.organization_id,
+        created_at: time_to_wire(token.created_at),
+        expires_at: token.expires_at.map(time_to_wire),
+        last_used_at: token.last_used_at.map(time_to_wire),
+    }
+}
+
+pub(crate) fn identity_to_wire(identity: muster_service::tokens::Identity) -> wire::WhoAmI {
+    wire::WhoAmI {
+        kind: identity.kind.to_string(),
+        role: identity
+            .role
+            .map(|role| role.as_str().to_string())
+            .unwrap_or_default(),
+        organization_id: identity.organization_id,
+        token_info: identity.token.map(user_token_to_wire),
+    }
+}

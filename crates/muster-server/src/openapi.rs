@@ -39,6 +39,7 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
         (name = "identity", description = "Runner keys and the audit log (admin token)"),
         (name = "kinds", description = "Result rules per job kind (admin token)"),
         (name = "organizations", description = "Tenants: organizations (bootstrap admin token)"),
+        (name = "tokens", description = "User tokens with roles (admin role), and whoami (any user token)"),
         (name = "artifacts", description = "Content-addressed artifacts: upload and download bytes (admin or runner token)"),
         (name = "operations", description = "Health, readiness, metrics (no token)"),
     )
@@ -234,6 +235,14 @@ parameter_lists! {
         ("limit", Query, "organizations per page; default 50", schemas::page_limit()),
         ("cursor", Query, "`next_cursor` of the previous page; empty or absent for the first", text()),
     ];
+    /// The id in the path of a user token's route.
+    UserTokenIdPath => [("id", Path, "the user token's id (not the token)", uuid())];
+    /// The filter and paging of `GET /api/v1/admin/tokens` (`routes::tokens::ListTokensQuery`).
+    ListTokensParameters => [
+        ("organization_id", Query, "only tokens of this organization; a scoped admin lists its own whatever this says, and another organization answers `organization_not_found`", text()),
+        ("limit", Query, "tokens per page; default 50", schemas::page_limit()),
+        ("cursor", Query, "`next_cursor` of the previous page; empty or absent for the first", text()),
+    ];
     /// The paging of `GET /api/v1/admin/runner-keys` (`routes::identity::PageQuery`).
     ListRunnerKeysParameters => [
         ("limit", Query, "keys per page; default 50", schemas::page_limit()),
@@ -261,6 +270,7 @@ parameter_lists! {
     ];
     /// The paging of `GET /api/v1/runners` (`routes::runners::ListRunnersQuery`).
     ListRunnersParameters => [
+        ("organization_id", Query, "only runners of this organization (cluster-scoped runners belong to none); a token scoped to one organization lists its own whatever this says, and another organization answers `organization_not_found`", text()),
         ("limit", Query, "runners per page; default 50", schemas::page_limit()),
         ("cursor", Query, "`next_cursor` of the previous page; empty or absent for the first", text()),
     ];

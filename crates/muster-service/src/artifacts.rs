@@ -78,10 +78,10 @@ impl Coordinator {
                 authorize(principal, Action::RunnerProtocol)?;
                 ArtifactUploader::Runner(*runner)
             }
-            Principal::BootstrapAdmin => {
+            Principal::BootstrapAdmin | Principal::User(_) => {
                 authorize(principal, Action::UploadArtifacts)?;
-                // Charged to the totals only, until user tokens (and their organizations)
-                // arrive to be charged.
+                // Charged to the totals only: quotas are per runner, a person's uploads are
+                // bounded by the totals and the disk reserve.
                 ArtifactUploader::User
             }
         };
@@ -192,7 +192,9 @@ impl Coordinator {
             Principal::Runner(_) | Principal::PendingRunner(_) => {
                 authorize(principal, Action::RunnerProtocol)?
             }
-            Principal::BootstrapAdmin => authorize(principal, Action::ReadArtifacts)?,
+            Principal::BootstrapAdmin | Principal::User(_) => {
+                authorize(principal, Action::ReadArtifacts)?
+            }
         }
         let id: ArtifactId = id.parse().map_err(|_| {
             let shown: String = id.chars().take(100).collect();

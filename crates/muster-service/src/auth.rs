@@ -1,5 +1,6 @@
-//! Who is calling: the bootstrap admin (one token, from the environment or the data directory)
-//! or a runner (a token whose SHA-256 the store keeps). Plaintext tokens are never stored.
+//! Who is calling: the bootstrap admin (one token, from the environment or the data directory),
+//! a user token (`muster_user_...`, a role in one organization or in all) or a runner (a token
+//! whose SHA-256 the store keeps). Plaintext tokens are never stored.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,9 +9,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use muster_core::identity::RunnerPublicKey;
-use muster_core::{Enrollment, ErrorCode, Principal, RUNNER_TOKEN_PREFIX, RunnerId, Timestamp};
-use muster_store::RunnerCredentials;
+use muster_core::organization::{OrganizationId, OrganizationScope};
+use muster_core::{
+    Enrollment, ErrorCode, Principal, RUNNER_TOKEN_PREFIX, RunnerId, Timestamp, USER_TOKEN_PREFIX,
+    UserPrincipal, UserTokenId,
+};
 use muster_store::Store;
+use muster_store::{RunnerCredentials, UserTokenRecord};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -35,8 +40,14 @@ pub(crate) struct RunnerBinding {
     pub(crate) public_key: Option<RunnerPublicKey>,
 }
 
+/// How often a user token's `last_used_at` is written, at most, per token and coordinator:
+/// often enough to tell an unused token from a used one, seldom enough that reading costs no
+/// write per request.
+const USER_TOKEN_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+
 pub(crate) struct Auth {
     admin_token_hash: [u8; 32],
+    user_token_touches: RwLock<HashMap<UserTokenId, Instant>>,
     runner_tokens: RwLock<HashMap<[u8; 32], (RunnerCredentials, Instant)>>,
     bindings: RwLock<HashMap<RunnerId, (Arc<RunnerBinding>, Instant)>>,
 }
@@ -47,7 +58,7 @@ pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn random_token_text() -> String {
+pub(crate) fn random_token_text() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -105,6 +116,7 @@ impl Auth {
     pub(crate) fn new(admin_token: &str) -> Auth {
         Auth {
             admin_token_hash: hash_token(admin_token),
+            user_token_touches: RwLock::new(HashMap::new()),
             runner_tokens: RwLock::new(HashMap::new()),
             bindings: RwLock::new(HashMap::new()),
         }
@@ -126,6 +138,9 @@ impl Auth {
         let hash = hash_token(token);
         if hash == self.admin_token_hash {
             return Ok(Principal::BootstrapAdmin);
+        }
+        if token.starts_with(USER_TOKEN_PREFIX) {
+            return self.identify_user(hash, store, now).await;
         }
         if !token.starts_with(RUNNER_TOKEN_PREFIX) {
             return Err(unknown());
@@ -154,6 +169,45 @@ impl Auth {
             }
         };
         principal_of(&credentials, now)
+    }
+
+    /// A user token is read from the store at every request (no cache), so a revocation on any
+    /// coordinator sharing the store holds from the next request on.
+    async fn identify_user(
+        &self,
+        hash: [u8; 32],
+        store: &dyn Store,
+        now: Timestamp,
+    ) -> Result<Principal, ServiceError> {
+        let record = store
+            .user_token_by_hash(hash)
+            .await?
+            .ok_or_else(|| ServiceError::unauthorized("unknown or revoked token"))?;
+        let principal = user_principal_of(&record, now)?;
+        if self.touch_due(record.id) {
+            // Losing a touch only makes `last_used_at` older; the request goes on.
+            if let Err(error) = store.touch_user_token(record.id, now).await {
+                tracing::warn!(%error, token = %record.id, "failed to record a user token's use");
+            }
+        }
+        Ok(principal)
+    }
+
+    /// Whether `token`'s use is to be written now (and, if so, remember that it was).
+    fn touch_due(&self, token: UserTokenId) -> bool {
+        let Ok(mut touches) = self.user_token_touches.write() else {
+            return false;
+        };
+        let due = touches
+            .get(&token)
+            .is_none_or(|since| since.elapsed() >= USER_TOKEN_TOUCH_INTERVAL);
+        if due {
+            if touches.len() >= RUNNER_CACHE_CAPACITY {
+                touches.clear();
+            }
+            touches.insert(token, Instant::now());
+        }
+        due
     }
 
     /// Stop trusting any cached token or binding of `runner`.
@@ -203,6 +257,35 @@ impl Auth {
         }
         Ok(binding)
     }
+}
+
+/// The principal a stored user token makes at `now`: `token_expired` past its expiry.
+fn user_principal_of(record: &UserTokenRecord, now: Timestamp) -> Result<Principal, ServiceError> {
+    if let Some(expires_at) = record.expires_at
+        && now >= expires_at
+    {
+        return Err(ServiceError::new(
+            ErrorCode::TokenExpired,
+            format!(
+                "this user token expired at {}; an admin mints a new one (muster tokens create)",
+                crate::rfc3339(expires_at)
+            ),
+        ));
+    }
+    let scope = match &record.organization_id {
+        None => OrganizationScope::Every,
+        Some(id) => OrganizationScope::One(OrganizationId::parse(id).map_err(|error| {
+            ServiceError::internal(format!(
+                "stored organization of user token {}: {error}",
+                record.id
+            ))
+        })?),
+    };
+    Ok(Principal::User(UserPrincipal {
+        token: record.id,
+        role: record.role,
+        scope,
+    }))
 }
 
 /// The principal a runner token's credentials make at `now`.

@@ -52,6 +52,7 @@ pub struct AddedRunnerKey {
 pub(crate) fn actor_of(principal: &Principal) -> String {
     match principal {
         Principal::BootstrapAdmin => "admin".to_string(),
+        Principal::User(user) => format!("user:{}", user.token),
         Principal::Runner(runner) | Principal::PendingRunner(runner) => format!("runner:{runner}"),
     }
 }

@@ -203,8 +203,9 @@ impl Coordinator {
         submission: JobSubmission,
     ) -> Result<Submission, ServiceError> {
         authorize(principal, Action::SubmitJobs)?;
+        let asked = crate::scope::list_filter(principal, submission.organization_id.clone())?;
         let organization = self
-            .job_organization(submission.organization_id.as_deref(), &mut HashMap::new())
+            .job_organization(asked.as_deref(), &mut HashMap::new())
             .await?;
         let new_job = self.new_job(submission, organization)?;
         // Checked before anything is stored, so a job naming a missing artifact is never created.
@@ -248,8 +249,10 @@ impl Coordinator {
             let in_batch = |error: ServiceError| {
                 ServiceError::new(error.code(), format!("jobs[{index}]: {}", error.message()))
             };
+            let asked = crate::scope::list_filter(principal, submission.organization_id.clone())
+                .map_err(in_batch)?;
             let organization = self
-                .job_organization(submission.organization_id.as_deref(), &mut known)
+                .job_organization(asked.as_deref(), &mut known)
                 .await
                 .map_err(in_batch)?;
             new_jobs.push(self.new_job(submission, organization).map_err(in_batch)?);
@@ -287,9 +290,11 @@ impl Coordinator {
         query: JobQuery,
     ) -> Result<Page<JobView>, ServiceError> {
         authorize(principal, Action::ReadJobs)?;
+        let mut filter = query.filter;
+        filter.organization_id = crate::scope::list_filter(principal, filter.organization_id)?;
         let page = self
             .store
-            .list_jobs(query.filter, page_request(query.limit, query.cursor)?)
+            .list_jobs(filter, page_request(query.limit, query.cursor)?)
             .await?;
         Ok(Page {
             items: self.views(page.items).await,
@@ -300,6 +305,9 @@ impl Coordinator {
     pub async fn get_job(&self, principal: &Principal, id: JobId) -> Result<JobView, ServiceError> {
         authorize(principal, Action::ReadJobs)?;
         let job = self.store.get_job(id).await?;
+        if !crate::scope::sees(principal, Some(&job.organization.id)) {
+            return Err(crate::scope::job_not_found(id));
+        }
         Ok(self.view(job).await)
     }
 
@@ -311,6 +319,7 @@ impl Coordinator {
         id: JobId,
     ) -> Result<JobView, ServiceError> {
         authorize(principal, Action::SteerJobs)?;
+        self.check_job_in_scope(principal, id).await?;
         let grace_ms = self.config.cancel_grace.as_millis() as i64;
         let job = self
             .store
@@ -327,6 +336,7 @@ impl Coordinator {
         id: JobId,
     ) -> Result<JobView, ServiceError> {
         authorize(principal, Action::SteerJobs)?;
+        self.check_job_in_scope(principal, id).await?;
         let job = self.store.retry_job(id, self.clock.now()).await?;
         Ok(self.view(job).await)
     }
@@ -342,6 +352,7 @@ impl Coordinator {
     ) -> Result<LogPage, ServiceError> {
         authorize(principal, Action::ReadJobs)?;
         let limit = log_page_limit(limit)?;
+        self.check_job_in_scope(principal, id).await?;
         let page = self.store.read_logs(id, after_seq, limit).await?;
         Ok(LogPage {
             items: page.items,
@@ -363,6 +374,7 @@ impl Coordinator {
     ) -> Result<impl Stream<Item = LogStreamEvent> + Send + 'static, ServiceError> {
         authorize(principal, Action::ReadJobs)?;
         let limit = log_page_limit(limit)?;
+        self.check_job_in_scope(principal, id).await?;
         // Watching starts before the first read, so nothing written in between is missed.
         let mut watch = self.job_changes.watch(id);
         watch.mark_seen();
@@ -421,6 +433,7 @@ impl Coordinator {
     /// The step DAG its runner last synced (empty when none was).
     pub async fn read_dag(&self, principal: &Principal, id: JobId) -> Result<Value, ServiceError> {
         authorize(principal, Action::ReadJobs)?;
+        self.check_job_in_scope(principal, id).await?;
         let dag = self.store.read_dag(id).await?;
         Ok(dag.unwrap_or_else(|| serde_json::json!({"nodes": [], "edges": []})))
     }

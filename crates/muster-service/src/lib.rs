@@ -30,7 +30,9 @@ mod reaper;
 pub mod registration;
 mod retention;
 pub mod runners;
+mod scope;
 mod throttle;
+pub mod tokens;
 mod views;
 
 use std::sync::Arc;

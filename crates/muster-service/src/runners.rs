@@ -7,6 +7,8 @@ use muster_core::{
     Action, Principal, RunnerId, RunnerRecord, RunnerStatus, authorize, runner_status,
 };
 use muster_store::{NewRunner, Page};
+
+pub use muster_store::RunnerFilter;
 use rand::Rng;
 
 use crate::auth::{hash_token, new_runner_token};
@@ -69,7 +71,9 @@ impl Coordinator {
             resources: registration.resources.unwrap_or_default(),
         };
         capabilities.validate("").map_err(invalid)?;
-        if let Some(organization_id) = &registration.organization_id {
+        let organization_id =
+            crate::scope::runner_organization(principal, registration.organization_id)?;
+        if let Some(organization_id) = &organization_id {
             muster_core::check_organization_id(organization_id).map_err(invalid)?;
             self.existing_organization(organization_id).await?;
         }
@@ -79,7 +83,7 @@ impl Coordinator {
             id: RunnerId::new(now, rand::rng().random()),
             name,
             labels: capabilities.labels.clone(),
-            organization_id: registration.organization_id,
+            organization_id,
             bound_capabilities: binds.then_some(capabilities),
             token_hash: hash_token(&token),
             created_at: now,
@@ -96,13 +100,17 @@ impl Coordinator {
     pub async fn list_runners(
         &self,
         principal: &Principal,
+        filter: RunnerFilter,
         limit: Option<u32>,
         cursor: Option<String>,
     ) -> Result<Page<RunnerView>, ServiceError> {
         authorize(principal, Action::ReadRunners)?;
+        let filter = RunnerFilter {
+            organization_id: crate::scope::list_filter(principal, filter.organization_id)?,
+        };
         let page = self
             .store
-            .list_runners(page_request(limit, cursor)?)
+            .list_runners(filter, page_request(limit, cursor)?)
             .await?;
         Ok(Page {
             items: page
@@ -121,6 +129,9 @@ impl Coordinator {
     ) -> Result<RunnerView, ServiceError> {
         authorize(principal, Action::ReadRunners)?;
         let runner = self.store.get_runner(id).await?;
+        if !crate::scope::sees(principal, runner.organization_id.as_deref()) {
+            return Err(crate::scope::runner_not_found(id));
+        }
         Ok(self.runner_view(runner))
     }
 
@@ -132,6 +143,7 @@ impl Coordinator {
         id: RunnerId,
     ) -> Result<(), ServiceError> {
         authorize(principal, Action::ManageRunners)?;
+        self.check_runner_in_scope(principal, id).await?;
         let released = self.store.delete_runner(id, self.clock.now()).await?;
         self.auth.forget_runner(id);
         for job in released {

@@ -21,8 +21,8 @@ use crate::{
     Activity, ArtifactRecord, ArtifactUsage, ArtifactUsageReport, AuditEntry, AuditFilter,
     ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, KindSettingsRecord,
     LogPage, LogPosition, NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport,
-    QueueDepth, ReapReport, RecordedActivity, RecordedOutputs, RunnerBeat, RunnerKeyRecord,
-    StoreError, Submitted,
+    QueueDepth, ReapReport, RecordedActivity, RecordedOutputs, RunnerBeat, RunnerFilter,
+    RunnerKeyRecord, StoreError, Submitted,
 };
 use crate::{
     EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
@@ -273,7 +273,11 @@ pub trait RunnerStore: Send + Sync + 'static {
 
     async fn get_runner(&self, id: RunnerId) -> Result<RunnerRecord, StoreError>;
 
-    async fn list_runners(&self, page: PageRequest) -> Result<Page<RunnerRecord>, StoreError>;
+    async fn list_runners(
+        &self,
+        filter: RunnerFilter,
+        page: PageRequest,
+    ) -> Result<Page<RunnerRecord>, StoreError>;
 
     /// Like [`RunnerStore::list_runners`] for callers that only match runners against jobs: a
     /// backend where counting the jobs each runner holds costs a read per job may leave
@@ -282,7 +286,7 @@ pub trait RunnerStore: Send + Sync + 'static {
         &self,
         page: PageRequest,
     ) -> Result<Page<RunnerRecord>, StoreError> {
-        self.list_runners(page).await
+        self.list_runners(RunnerFilter::default(), page).await
     }
 
     /// Delete a runner: its token stops working and the attempts it holds fail as lost leases.

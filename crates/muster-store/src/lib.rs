@@ -39,6 +39,6 @@ pub use model::{
     LogPage, LogPosition, NewAuditEntry, NewRunner, NewUserToken, OrganizationContents,
     OrganizationRecord, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
     RecordedActivity, RecordedOutputs, RegistrationOutcome, RemovedRunnerKey, RunnerBeat,
-    RunnerCredentials, RunnerKeyRecord, Submitted, UserTokenRecord,
+    RunnerCredentials, RunnerFilter, RunnerKeyRecord, Submitted, UserTokenRecord,
 };
 pub use rules::enrollment::RUNNER_REVOKED as RUNNER_REVOKED_ACTION;

@@ -23,6 +23,13 @@ pub struct JobFilter {
     pub organization_id: Option<String>,
 }
 
+/// Filters for listing runners; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunnerFilter {
+    /// Runners of this organization only (cluster-scoped runners belong to none).
+    pub organization_id: Option<String>,
+}
+
 /// One page of a list: at most `limit` items after `cursor`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PageRequest {

@@ -17,5 +17,6 @@ mod postgres_fleet;
 mod postgres_outage;
 mod process;
 mod shutdown;
+mod tokens;
 mod up;
 mod verify;

@@ -458,11 +458,16 @@ pub(crate) const COMMAND_BOUND: Duration = Duration::from_secs(60);
 /// `muster ARGS` against `server` with the admin token, both given through the environment as a
 /// script would set them up.
 pub(crate) fn admin_cli(server: &str, args: &[&str]) -> Command {
+    cli_with_token(server, ADMIN_TOKEN, args)
+}
+
+/// `muster ARGS` against `server` as the holder of `token`, given through the environment.
+pub(crate) fn cli_with_token(server: &str, token: &str, args: &[&str]) -> Command {
     let mut command = muster();
     command
         .args(args)
         .env("MUSTER_SERVER", server)
-        .env("MUSTER_TOKEN", ADMIN_TOKEN);
+        .env("MUSTER_TOKEN", token);
     command
 }
 

@@ -9,6 +9,7 @@ pub(crate) mod ops;
 pub(crate) mod organizations;
 pub(crate) mod protocol;
 pub(crate) mod runners;
+pub(crate) mod tokens;
 
 use axum::Router;
 use utoipa::OpenApi;
@@ -54,6 +55,9 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             organizations::get_organization,
             organizations::delete_organization
         ))
+        .routes(routes!(tokens::create_user_token, tokens::list_user_tokens))
+        .routes(routes!(tokens::revoke_user_token))
+        .routes(routes!(tokens::whoami))
         .routes(routes!(protocol::runner_heartbeat))
         .routes(routes!(protocol::claim_jobs))
         .routes(routes!(protocol::job_heartbeat))

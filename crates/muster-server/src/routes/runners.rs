@@ -50,6 +50,7 @@ pub(crate) async fn create_runner(
 /// The paging of a runner list, as `crate::openapi::ListRunnersParameters` describes it.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListRunnersQuery {
+    organization_id: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -68,7 +69,14 @@ pub(crate) async fn list_runners(
 ) -> Result<Json<wire::RunnerList>, ApiError> {
     let page = state
         .coordinator
-        .list_runners(&caller, query.limit, query.cursor)
+        .list_runners(
+            &caller,
+            muster_service::runners::RunnerFilter {
+                organization_id: query.organization_id,
+            },
+            query.limit,
+            query.cursor,
+        )
         .await?;
     Ok(Json(wire::RunnerList {
         items: page.items.into_iter().map(runner_to_wire).collect(),

@@ -10,7 +10,10 @@ use muster_client::RunnerDescription;
 use muster_client::api::{ClaimJobs, CreateRunner, SubmitJob};
 use muster_core::SystemClock;
 use muster_server::RawServerConfig;
-use muster_server::access::{CALLERS, ROUTE_ACCESS, RouteAccess, refusal, render_markdown};
+use muster_server::access::{
+    CALLERS, Expected, ORGANIZATION_A, ORGANIZATION_B, ROUTE_ACCESS, RouteAccess, expected,
+    render_markdown,
+};
 use muster_test_support::TestServer;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -65,24 +68,72 @@ struct Fixture {
     tokens: Vec<(&'static str, Option<String>)>,
     holder: muster_client::RunnerClient,
     artifact: String,
+    spare_key: String,
+    /// Objects of team-a, named in the paths of the routes that name one.
+    job_of_a: String,
+    runner_of_a: String,
+    token_of_a: String,
+    /// What team-b's callers must never see in an answer.
+    secrets_of_a: Vec<String>,
+}
+
+async fn mint(
+    server: &TestServer,
+    name: &str,
+    role: &str,
+    organization: Option<&str>,
+    expires_at: Option<time::OffsetDateTime>,
+) -> muster_client::api::CreatedUserToken {
+    server
+        .client()
+        .create_user_token(&muster_client::api::CreateUserToken {
+            name: name.into(),
+            role: role.into(),
+            organization_id: organization.map(str::to_string),
+            expires_at,
+        })
+        .await
+        .expect("mint a user token")
 }
 
 async fn fixture(server: &TestServer) -> Fixture {
     let client = server.client();
-    let create = |name: &str| CreateRunner {
+    for organization in [ORGANIZATION_A, ORGANIZATION_B] {
+        client
+            .create_organization(&muster_client::api::CreateOrganization {
+                name: organization.into(),
+                allow_shared_runners: None,
+            })
+            .await
+            .expect("create an organization");
+    }
+    let create = |name: &str, organization: Option<&str>| CreateRunner {
         name: name.into(),
+        organization_id: organization.map(str::to_string),
         ..Default::default()
     };
     let runner = client
-        .create_runner(&create("bystander"))
+        .create_runner(&create("bystander", None))
         .await
         .expect("a runner");
+    let runner_a = client
+        .create_runner(&create("runner-a", Some(ORGANIZATION_A)))
+        .await
+        .expect("a runner of team-a");
+    let runner_b = client
+        .create_runner(&create("runner-b", Some(ORGANIZATION_B)))
+        .await
+        .expect("a runner of team-b");
+    let spare_runner_a = client
+        .create_runner(&create("spare-a", Some(ORGANIZATION_A)))
+        .await
+        .expect("a runner of team-a");
     let holder = client
-        .create_runner(&create("holder"))
+        .create_runner(&create("holder", None))
         .await
         .expect("a runner");
     let revoked = client
-        .create_runner(&create("revoked"))
+        .create_runner(&create("revoked", None))
         .await
         .expect("a runner");
     client
@@ -110,21 +161,83 @@ async fn fixture(server: &TestServer) -> Fixture {
         .await
         .expect("upload an artifact")
         .id;
+    let job_of_a = client
+        .submit_job(&SubmitJob {
+            kind: "auth-of-a".into(),
+            organization_id: Some(ORGANIZATION_A.into()),
+            ..Default::default()
+        })
+        .await
+        .expect("submit a job of team-a")
+        .0
+        .id
+        .to_string();
+    let mut tokens: Vec<(&'static str, Option<String>)> = vec![
+        ("none", None),
+        ("malformed", Some("not a token".into())),
+        ("unknown", Some(unknown)),
+        ("revoked", Some(revoked.token)),
+        (
+            "user-unknown",
+            Some(format!("muster_user_{}", "u".repeat(43))),
+        ),
+    ];
+    let expiring = mint(
+        server,
+        "expiring",
+        "admin",
+        None,
+        Some(time::OffsetDateTime::now_utc() + time::Duration::milliseconds(1_200)),
+    )
+    .await;
+    let revoked_user = mint(server, "revoked", "admin", None, None).await;
+    client
+        .revoke_user_token(revoked_user.token_info.id)
+        .await
+        .expect("revoke a user token");
+    tokens.push(("user-expired", Some(expiring.token)));
+    tokens.push(("user-revoked", Some(revoked_user.token)));
+    tokens.push(("admin", Some(server.admin_token.clone())));
+    for (caller, _) in CALLERS {
+        if let Some((role, organization)) = caller.split_once('-')
+            && muster_core::organization::Role::parse(role).is_ok()
+        {
+            let organization = match organization {
+                "a" => Some(ORGANIZATION_A),
+                "b" => Some(ORGANIZATION_B),
+                _ => None,
+            };
+            let minted = mint(server, caller, role, organization, None).await;
+            tokens.push((caller, Some(minted.token)));
+        }
+    }
+    let spare_token_a = mint(server, "spare-a", "viewer", Some(ORGANIZATION_A), None).await;
+    tokens.push(("runner", Some(runner.token)));
+    tokens.push(("runner-a", Some(runner_a.token)));
+    tokens.push(("runner-b", Some(runner_b.token)));
+    tokens.push(("holder", Some(holder.token.clone())));
+    tokens.push(("pending", Some(pending.token)));
     let holder_client =
         muster_client::RunnerClient::new(&server.base_url, &holder.token).expect("a runner client");
+    // The expiring token has had its time by the time the cells are called.
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+    let runner_of_a = spare_runner_a.runner.id.to_string();
+    let token_of_a = spare_token_a.token_info.id.to_string();
     Fixture {
-        tokens: vec![
-            ("none", None),
-            ("malformed", Some("not a token".into())),
-            ("unknown", Some(unknown)),
-            ("revoked", Some(revoked.token)),
-            ("admin", Some(server.admin_token.clone())),
-            ("runner", Some(runner.token)),
-            ("holder", Some(holder.token)),
-            ("pending", Some(pending.token)),
-        ],
+        tokens,
         holder: holder_client,
         artifact,
+        spare_key: TestServer::new_runner_key().public_key().to_base64(),
+        secrets_of_a: vec![
+            job_of_a.clone(),
+            runner_of_a.clone(),
+            token_of_a.clone(),
+            runner_a.runner.id.to_string(),
+            ORGANIZATION_A.to_string(),
+        ],
+        job_of_a,
+        runner_of_a,
+        token_of_a,
     }
 }
 
@@ -155,10 +268,16 @@ async fn leased_job(server: &TestServer, fixture: &Fixture, index: usize) -> Str
 }
 
 /// A body each route takes, so that a refusal is about who calls and not about what was sent
-/// (`artifact` is a stored artifact's id).
-fn body_of(template: &str, artifact: &str) -> Value {
+/// (`artifact` is a stored artifact's id, `key` a runner key no one registered).
+fn body_of(template: &str, artifact: &str, key: &str) -> Value {
     let unknown_job = "01900000-0000-7000-8000-000000000000";
     match template {
+        "/api/v1/jobs" => json!({"kind": "auth-submitted"}),
+        "/api/v1/jobs/batch" => json!({"jobs": [{"kind": "auth-submitted"}]}),
+        "/api/v1/runners" => json!({"name": "made-by-the-matrix"}),
+        "/api/v1/admin/tokens" => json!({"name": "made-by-the-matrix", "role": "viewer"}),
+        "/api/v1/admin/runner-keys" => json!({"public_key": key}),
+        "/api/v1/admin/organizations" => json!({"name": "made-by-the-matrix"}),
         "/api/v1/runner/claim" => json!({"kinds": ["auth-none"], "wait_ms": 0}),
         "/api/v1/runner/complete" => json!({"items": [{"id": unknown_job, "result": {}}]}),
         "/api/v1/runner/jobs/{id}/progress" => {
@@ -171,7 +290,8 @@ fn body_of(template: &str, artifact: &str) -> Value {
     }
 }
 
-/// Everything the lists show, to tell that a refused call changed nothing.
+/// Everything the lists show, to tell that a refused call changed nothing. A user token's
+/// `last_used_at` is left out: being refused is a use of the token.
 async fn snapshot(server: &TestServer) -> Vec<Value> {
     let mut seen = Vec::new();
     for path in [
@@ -181,49 +301,79 @@ async fn snapshot(server: &TestServer) -> Vec<Value> {
         "/api/v1/admin/audit?limit=500",
         "/api/v1/kinds",
         "/api/v1/admin/organizations",
+        "/api/v1/admin/tokens?limit=500",
     ] {
         let reply = admin(server, Method::GET, path, None).await;
         assert_eq!(reply.status, 200, "{path}: {}", reply.body);
-        seen.push(reply.json());
+        let mut listed = reply.json();
+        if let Some(items) = listed["items"].as_array_mut() {
+            for item in items {
+                if let Some(item) = item.as_object_mut() {
+                    item.remove("last_used_at");
+                }
+            }
+        }
+        seen.push(listed);
     }
     seen
 }
 
-/// The path of `template` with its parameters filled: `job` for a lease route's job, ids that
-/// name nothing elsewhere (a caller past authorization then gets 404, which is enough).
-fn fill(template: &str, job: Option<&str>) -> String {
+/// The path of `template` with its parameters filled: the lease route's job, team-a's job,
+/// runner or token, and ids that name nothing elsewhere (a caller past authorization then gets
+/// 404, which is enough).
+fn fill(template: &str, fixture: &Fixture, leased: Option<&str>) -> String {
     let unknown_uuid = "01900000-0000-7000-8000-000000000000";
+    let id = if let Some(job) = leased {
+        job
+    } else if template.starts_with("/api/v1/jobs/") {
+        &fixture.job_of_a
+    } else if template.starts_with("/api/v1/runners/") {
+        &fixture.runner_of_a
+    } else if template.starts_with("/api/v1/admin/tokens/") {
+        &fixture.token_of_a
+    } else {
+        unknown_uuid
+    };
     template
-        .replace("{id}", job.unwrap_or(unknown_uuid))
+        .replace("{id}", id)
         .replace("{kind}", "auth-kind")
         .replace("{fingerprint}", &format!("sha256:{}", "0".repeat(64)))
 }
 
-async fn walk_the_matrix(server: &TestServer) -> (usize, usize) {
+/// The order the callers call each route in: those that may only be refused or find nothing
+/// first, so that what the others change (a job cancelled, a runner deleted) cannot pass for
+/// a refusal; the holder last, since its allowed call may finish the job in the path.
+fn calling_order(fixture: &Fixture) -> Vec<&(&'static str, Option<String>)> {
+    let rank = |caller: &str| match caller {
+        "holder" => 3,
+        "admin" => 2,
+        _ if caller.ends_with("-a") || caller.ends_with("-all") => 1,
+        _ => 0,
+    };
+    let mut order: Vec<_> = fixture.tokens.iter().collect();
+    order.sort_by_key(|(caller, _)| rank(caller));
+    order
+}
+
+async fn walk_the_matrix(server: &TestServer) -> (usize, usize, usize) {
     let fixture = fixture(server).await;
+    assert_eq!(
+        fixture.tokens.len(),
+        CALLERS.len(),
+        "a token for every caller"
+    );
     let mut cells = 0;
     let mut refused_checked = 0;
+    let mut leak_checked = 0;
     let mut failures = Vec::new();
     for (index, (method, template, access)) in ROUTE_ACCESS.iter().enumerate() {
-        let job = match access {
+        let leased = match access {
             RouteAccess::LeaseHolder => Some(leased_job(server, &fixture, index).await),
             _ => None,
         };
-        // The holder goes last: its allowed call may finish the job the others were refused on.
-        let mut order: Vec<&(&str, Option<String>)> = fixture
-            .tokens
-            .iter()
-            .filter(|(caller, _)| *caller != "holder")
-            .collect();
-        order.extend(
-            fixture
-                .tokens
-                .iter()
-                .filter(|(caller, _)| *caller == "holder"),
-        );
-        for (caller, token) in order {
+        for (caller, token) in calling_order(&fixture) {
             cells += 1;
-            let path = fill(template, job.as_deref());
+            let path = fill(template, &fixture, leased.as_deref());
             let method: Method = method.parse().expect("a method");
             let request = crate::support::request(server, method.clone(), &path, token.as_deref());
             let request = if template.ends_with("/artifacts") && method == Method::POST {
@@ -231,17 +381,33 @@ async fn walk_the_matrix(server: &TestServer) -> (usize, usize) {
                     .header("content-type", "application/octet-stream")
                     .body("x")
             } else if method == Method::POST || method == Method::PUT {
-                request.json(&body_of(template, &fixture.artifact))
+                request.json(&body_of(template, &fixture.artifact, &fixture.spare_key))
             } else {
                 request
             };
-            let expected = refusal(*access, caller);
-            let before = match expected {
+            let expected = expected(*access, template, caller);
+            let refused_status = match expected {
+                Expected::Refused(status) => Some(status),
+                Expected::Hidden => Some(404),
+                Expected::Allowed => None,
+            };
+            let before = match refused_status {
                 Some(_) => Some(snapshot(server).await),
                 None => None,
             };
             let reply = send(request).await;
-            match expected {
+            if caller.ends_with("-b") && (200..300).contains(&reply.status) {
+                leak_checked += 1;
+                for secret in &fixture.secrets_of_a {
+                    if reply.body.contains(secret.as_str()) {
+                        failures.push(format!(
+                            "{method} {template} as {caller} answered something of team-a ({secret}): {}",
+                            reply.body
+                        ));
+                    }
+                }
+            }
+            match refused_status {
                 Some(status) => {
                     refused_checked += 1;
                     if reply.status != status {
@@ -276,7 +442,7 @@ async fn walk_the_matrix(server: &TestServer) -> (usize, usize) {
         failures.join("\n")
     );
     assert_eq!(cells, ROUTE_ACCESS.len() * CALLERS.len());
-    (cells, refused_checked)
+    (cells, refused_checked, leak_checked)
 }
 
 fn approval(raw: &mut RawServerConfig) {
@@ -288,9 +454,9 @@ async fn every_route_answers_every_caller_as_the_matrix_says_on_sqlite() {
     let server = TestServer::start_with(Arc::new(SystemClock), approval)
         .await
         .expect("start a coordinator");
-    let (cells, refused) = walk_the_matrix(&server).await;
+    let (cells, refused, leaks) = walk_the_matrix(&server).await;
     eprintln!(
-        "authorization matrix on SQLite: {cells} cells, {refused} refusals checked unchanged"
+        "authorization matrix on SQLite: {cells} cells, {refused} refusals checked unchanged, {leaks} answers to team-b checked for team-a's ids: 0 leaks"
     );
 }
 
@@ -305,8 +471,8 @@ async fn every_route_answers_every_caller_as_the_matrix_says_on_postgres() {
     })
     .await
     .expect("start a coordinator on PostgreSQL");
-    let (cells, refused) = walk_the_matrix(&server).await;
+    let (cells, refused, leaks) = walk_the_matrix(&server).await;
     eprintln!(
-        "authorization matrix on PostgreSQL: {cells} cells, {refused} refusals checked unchanged"
+        "authorization matrix on PostgreSQL: {cells} cells, {refused} refusals checked unchanged, {leaks} answers to team-b checked for team-a's ids: 0 leaks"
     );
 }

@@ -28,3 +28,4 @@ mod schemathesis;
 mod signed_results;
 mod support;
 mod throttle;
+mod user_tokens;

@@ -305,7 +305,11 @@ async fn the_openapi_document_declares_every_answer_and_where_each_parameter_goe
     );
     assert_eq!(
         where_they_go("/api/v1/runners"),
-        query(&["limit", "cursor"])
+        query(&["organization_id", "limit", "cursor"])
+    );
+    assert_eq!(
+        where_they_go("/api/v1/admin/tokens"),
+        query(&["organization_id", "limit", "cursor"])
     );
     let logs = where_they_go("/api/v1/jobs/{id}/logs");
     assert_eq!(logs[1..], query(&["after_seq", "limit"])[..]);

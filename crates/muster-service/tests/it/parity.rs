@@ -362,6 +362,9 @@ async fn a_principal_of_the_other_audience_is_refused_by_every_method_not_only_a
         .claim(&Principal::BootstrapAdmin, claim("direct", 1, 0))
         .await;
     assert_eq!(claimed.map(|_| ()).map_err(code), Err(ErrorCode::Forbidden));
-    let listed = front.coordinator.list_runners(&as_runner, None, None).await;
+    let listed = front
+        .coordinator
+        .list_runners(&as_runner, Default::default(), None, None)
+        .await;
     assert_eq!(listed.map(|_| ()).map_err(code), Err(ErrorCode::Forbidden));
 }

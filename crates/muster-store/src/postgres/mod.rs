@@ -59,7 +59,8 @@ use crate::{
     AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, IdentityRecords, JobCall, JobFilter,
     JobStore, KindSettingsRecord, KindSettingsStore, LeaseStore, LogPage, LogPosition, Maintenance,
     NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
-    RecordedActivity, RunnerBeat, RunnerKeyRecord, RunnerStore, StoreError, Submitted,
+    RecordedActivity, RunnerBeat, RunnerFilter, RunnerKeyRecord, RunnerStore, StoreError,
+    Submitted,
 };
 use crate::{
     EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
@@ -686,9 +687,13 @@ impl RunnerStore for PostgresStore {
         runners::get(&client, id).await
     }
 
-    async fn list_runners(&self, page: PageRequest) -> Result<Page<RunnerRecord>, StoreError> {
+    async fn list_runners(
+        &self,
+        filter: RunnerFilter,
+        page: PageRequest,
+    ) -> Result<Page<RunnerRecord>, StoreError> {
         let client = self.client().await?;
-        runners::list(&client, &page, true).await
+        runners::list(&client, &filter, &page, true).await
     }
 
     async fn list_runners_for_matching(
@@ -696,7 +701,7 @@ impl RunnerStore for PostgresStore {
         page: PageRequest,
     ) -> Result<Page<RunnerRecord>, StoreError> {
         let client = self.client().await?;
-        runners::list(&client, &page, false).await
+        runners::list(&client, &RunnerFilter::default(), &page, false).await
     }
 
     async fn delete_runner(&self, id: RunnerId, now: Timestamp) -> Result<Vec<JobId>, StoreError> {

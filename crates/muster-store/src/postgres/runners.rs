@@ -13,7 +13,7 @@ use crate::rules::runners::{
     ClaimingRunner, Declaration, ReleaseCause, claiming_runner, jobs_to_stop, release_from_runner,
     runner_not_found,
 };
-use crate::{ClaimRequest, NewRunner, Page, PageRequest, RunnerBeat, StoreError};
+use crate::{ClaimRequest, NewRunner, Page, PageRequest, RunnerBeat, RunnerFilter, StoreError};
 
 /// The columns `runner_from_row` reads, from `runners` joined with `held` (leases per runner).
 const RUNNER_COLUMNS: &str = concat!(
@@ -78,6 +78,7 @@ pub(super) async fn get(
 
 pub(super) async fn list(
     client: &impl GenericClient,
+    filter: &RunnerFilter,
     page: &PageRequest,
     count_held_jobs: bool,
 ) -> Result<Page<RunnerRecord>, StoreError> {
@@ -88,10 +89,15 @@ pub(super) async fn list(
     };
     let sql = format!(
         "SELECT {RUNNER_COLUMNS} FROM runners {held} WHERE deleted_at IS NULL AND seq < $1 \
-         ORDER BY seq DESC LIMIT $2"
+         AND ($3::text IS NULL OR organization_id = $3) ORDER BY seq DESC LIMIT $2"
     );
     let params = [paging::page_start_bound(page)?, paging::rows_to_read(page)];
-    let rows = query(client, &sql, &[&params[0], &params[1]]).await?;
+    let rows = query(
+        client,
+        &sql,
+        &[&params[0], &params[1], &filter.organization_id],
+    )
+    .await?;
     paging::page_from_rows(&rows, page, runner_from_row)
 }
 

@@ -341,6 +341,13 @@ CREATE INDEX job_queue_open_own ON job_queue (organization_id, kind, priority, s
 CREATE INDEX job_queue_constrained_own ON job_queue (organization_id, kind, priority, seq, run_after)
     WHERE requirements IS NOT NULL AND organization_id <> 'default';
 "#,
+    r#"
+-- Idempotency keys are unique within an organization, not across them: the same key in two
+-- organizations names two jobs, so a submission never answers another organization's.
+DROP INDEX jobs_idempotency;
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (organization_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+"#,
 ];
 
 /// Bring `component`'s schema up to date: apply the migrations of `migrations` not yet applied,

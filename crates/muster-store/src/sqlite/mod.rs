@@ -34,7 +34,8 @@ use crate::{
     AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, IdentityRecords, JobCall, JobFilter,
     JobStore, KindSettingsRecord, KindSettingsStore, LeaseStore, LogPage, LogPosition, Maintenance,
     NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
-    RecordedActivity, RunnerBeat, RunnerKeyRecord, RunnerStore, StoreError, Submitted,
+    RecordedActivity, RunnerBeat, RunnerFilter, RunnerKeyRecord, RunnerStore, StoreError,
+    Submitted,
 };
 use crate::{
     EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
@@ -447,9 +448,13 @@ impl RunnerStore for SqliteStore {
         self.readers.run(move |conn| runners::get(conn, id)).await
     }
 
-    async fn list_runners(&self, page: PageRequest) -> Result<Page<RunnerRecord>, StoreError> {
+    async fn list_runners(
+        &self,
+        filter: RunnerFilter,
+        page: PageRequest,
+    ) -> Result<Page<RunnerRecord>, StoreError> {
         self.readers
-            .run(move |conn| runners::list(conn, &page))
+            .run(move |conn| runners::list(conn, &filter, &page))
             .await
     }
 

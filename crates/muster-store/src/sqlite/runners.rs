@@ -15,7 +15,7 @@ use crate::rules::runners::{
     ClaimingRunner, Declaration, ReleaseCause, claiming_runner, jobs_to_stop, release_from_runner,
     runner_not_found,
 };
-use crate::{ClaimRequest, NewRunner, Page, PageRequest, RunnerBeat, StoreError};
+use crate::{ClaimRequest, NewRunner, Page, PageRequest, RunnerBeat, RunnerFilter, StoreError};
 
 const RUNNER_COLUMNS: &str = concat!(
     "seq, id, name, organization_id, labels, kinds, offer, hostname, version, draining, \
@@ -69,15 +69,21 @@ pub(super) fn get(conn: &Connection, id: RunnerId) -> Result<RunnerRecord, Store
 
 pub(super) fn list(
     conn: &Connection,
+    filter: &RunnerFilter,
     page: &PageRequest,
 ) -> Result<Page<RunnerRecord>, StoreError> {
     let sql = format!(
-        "SELECT {RUNNER_COLUMNS} FROM runners WHERE deleted_at IS NULL AND seq < ?1 ORDER BY seq DESC LIMIT ?2"
+        "SELECT {RUNNER_COLUMNS} FROM runners WHERE deleted_at IS NULL AND seq < ?1 \
+         AND (?3 IS NULL OR organization_id = ?3) ORDER BY seq DESC LIMIT ?2"
     );
     let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
     let rows = statement
         .query_map(
-            params![paging::page_start_bound(page)?, paging::rows_to_read(page)],
+            params![
+                paging::page_start_bound(page)?,
+                paging::rows_to_read(page),
+                filter.organization_id
+            ],
             runner_from_row,
         )
         .map_err(map_sqlite_error)?;

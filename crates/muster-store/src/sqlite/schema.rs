@@ -251,6 +251,13 @@ CREATE INDEX jobs_pending_open_own ON jobs (organization_id, kind, priority, seq
 CREATE INDEX jobs_pending_constrained_own ON jobs (organization_id, kind, priority, seq, run_after)
     WHERE state = 0 AND requirements IS NOT NULL AND organization_id <> 'default';
 "#,
+    // 10: idempotency keys are unique within an organization, not across them: the same key in
+    // two organizations names two jobs, so a submission never answers another organization's.
+    r#"
+DROP INDEX jobs_idempotency;
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (organization_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+"#,
 ];
 
 /// Bring the schema up to date inside one transaction.

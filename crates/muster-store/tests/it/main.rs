@@ -168,6 +168,7 @@ macro_rules! conformance_suite {
                 an_organization_is_deleted_only_when_nothing_is_left_in_it,
                 user_tokens_are_found_by_hash_listed_by_organization_touched_and_revoked,
                 a_runner_claims_its_organizations_jobs_and_a_shared_one_only_those_that_allow_it,
+                an_idempotency_key_names_one_job_per_organization,
             );
         }
         // Job kinds' result rules, in a module of its own so that `cargo test kinds` runs just

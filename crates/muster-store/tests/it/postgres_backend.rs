@@ -16,6 +16,16 @@ use crate::conformance::{
     T0, at, claim, policy, register_runner, spec_with_policy, submit_many, submit_one,
 };
 
+/// The statements that take a store schema from version 10 back to version 9: idempotency keys
+/// unique across organizations.
+macro_rules! undo_migration_10 {
+    () => {
+        "DROP INDEX jobs_idempotency;
+         CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key)
+             WHERE idempotency_key IS NOT NULL;"
+    };
+}
+
 /// The statements that take a store schema from version 9 back to version 8: the claim indexes
 /// without organizations.
 macro_rules! undo_migration_9 {
@@ -48,6 +58,7 @@ macro_rules! undo_migration_8 {
 macro_rules! undo_migrations_after_version_2 {
     () => {
         concat!(
+            undo_migration_10!(),
             undo_migration_9!(),
             undo_migration_8!(),
             "
@@ -472,6 +483,7 @@ async fn jobs_from_before_organizations_move_into_default() -> anyhow::Result<()
     client
         .batch_execute(concat!(
             "BEGIN;",
+            undo_migration_10!(),
             undo_migration_9!(),
             undo_migration_8!(),
             "UPDATE muster_schema SET version = 7 WHERE component = 'store';
@@ -504,7 +516,7 @@ async fn jobs_from_before_organizations_move_into_default() -> anyhow::Result<()
         )
         .await?
         .get(0);
-    ensure!(version == 9, "the schema is at version 9, got {version}");
+    ensure!(version == 10, "the schema is at version 10, got {version}");
     drop(client);
     connection.await.context("join the connection task")??;
     Ok(())

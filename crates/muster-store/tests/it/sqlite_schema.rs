@@ -5,6 +5,16 @@ use muster_core::{ArtifactId, JobSpec, Timestamp};
 use muster_store::JobStore;
 use muster_store::sqlite::{SqliteConfig, SqliteStore};
 
+/// The statements that take the schema from version 10 back to version 9: idempotency keys
+/// unique across organizations.
+macro_rules! undo_migration_10 {
+    () => {
+        "DROP INDEX jobs_idempotency;
+         CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key)
+             WHERE idempotency_key IS NOT NULL;"
+    };
+}
+
 /// The statements that take the schema from version 9 back to version 8: the claim indexes
 /// without organizations.
 macro_rules! undo_migration_9 {
@@ -57,6 +67,7 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
         let conn = rusqlite::Connection::open(&config.path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(concat!(
+            undo_migration_10!(),
             undo_migration_9!(),
             undo_migration_8!(),
             "
@@ -106,7 +117,7 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
     drop(store);
     let conn = rusqlite::Connection::open(&config.path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    ensure!(version == 9, "the schema is at version 9, got {version}");
+    ensure!(version == 10, "the schema is at version 10, got {version}");
     let identity_tables: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
          AND name IN ('runner_keys', 'audit_log')",
@@ -172,6 +183,7 @@ async fn jobs_and_runners_from_before_organizations_move_into_default() -> anyho
         let conn = rusqlite::Connection::open(&config.path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(concat!(
+            undo_migration_10!(),
             undo_migration_9!(),
             undo_migration_8!(),
             "PRAGMA user_version = 7;"
@@ -195,6 +207,6 @@ async fn jobs_and_runners_from_before_organizations_move_into_default() -> anyho
         "every job from before is in default: {in_default} of {jobs}"
     );
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    ensure!(version == 9, "the schema is at version 9, got {version}");
+    ensure!(version == 10, "the schema is at version 10, got {version}");
     Ok(())
 }

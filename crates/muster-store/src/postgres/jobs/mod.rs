@@ -110,8 +110,9 @@ macro_rules! submit_sql {
 }
 
 const SUBMIT_SQL: &str = submit_sql!("");
-const SUBMIT_SQL_WITH_KEYS: &str =
-    submit_sql!("ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING");
+const SUBMIT_SQL_WITH_KEYS: &str = submit_sql!(
+    "ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+);
 
 /// One statement stores the jobs and their queue rows. A key used twice in one batch: the first
 /// job is stored, the later ones answer with it; a key another transaction stored first makes
@@ -120,13 +121,15 @@ pub(super) async fn submit(
     transaction: &Transaction<'_>,
     new_jobs: Vec<NewJob>,
 ) -> Result<Vec<Submitted>, StoreError> {
-    let mut first_with_key: HashMap<&str, usize> = HashMap::new();
+    // Keys are unique within an organization: the same key in two organizations is two jobs.
+    let mut first_with_key: HashMap<(&str, &str), usize> = HashMap::new();
     let mut fresh: Vec<usize> = Vec::new();
     for (index, new_job) in new_jobs.iter().enumerate() {
+        let organization = new_job.organization.id.as_str();
         match &new_job.spec.idempotency_key {
-            Some(key) if first_with_key.contains_key(key.as_str()) => {}
+            Some(key) if first_with_key.contains_key(&(organization, key.as_str())) => {}
             Some(key) => {
-                first_with_key.insert(key.as_str(), index);
+                first_with_key.insert((organization, key.as_str()), index);
                 fresh.push(index);
             }
             None => fresh.push(index),
@@ -204,12 +207,14 @@ pub(super) async fn submit(
         notify_pending(transaction).await?;
     }
     let mut answers: Vec<Option<Submitted>> = Vec::with_capacity(new_jobs.len());
-    let mut by_key: HashMap<String, JobRecord> = HashMap::new();
+    let mut by_key: HashMap<(String, String), JobRecord> = HashMap::new();
     for new_job in &new_jobs {
         if created_ids.contains(&new_job.id) {
             let job = submitted_job(new_job);
             if let Some(key) = &new_job.spec.idempotency_key {
-                by_key.entry(key.clone()).or_insert_with(|| job.clone());
+                by_key
+                    .entry((new_job.organization.id.clone(), key.clone()))
+                    .or_insert_with(|| job.clone());
             }
             answers.push(Some(Submitted { job, created: true }));
         } else {
@@ -223,16 +228,20 @@ pub(super) async fn submit(
         let key = new_job.spec.idempotency_key.as_deref().ok_or_else(|| {
             StoreError::Internal(format!("job {} without a key was not stored", new_job.id))
         })?;
-        let existing = match by_key.get(key) {
+        let organization = new_job.organization.id.as_str();
+        let by = (organization.to_string(), key.to_string());
+        let existing = match by_key.get(&by) {
             Some(job) => job.clone(),
             None => {
-                let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1");
-                let rows = query(transaction, &sql, &[&key]).await?;
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE organization_id = $1 AND idempotency_key = $2"
+                );
+                let rows = query(transaction, &sql, &[&organization, &key]).await?;
                 let row = rows.first().ok_or_else(|| {
                     StoreError::Internal(format!("idempotency key {key} is taken by no job"))
                 })?;
                 let (_, job) = job_from_row(row)?;
-                by_key.insert(key.to_string(), job.clone());
+                by_key.insert(by, job.clone());
                 job
             }
         };

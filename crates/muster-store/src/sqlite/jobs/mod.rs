@@ -68,11 +68,17 @@ pub(super) fn kinds_of_held(
     Ok(kinds)
 }
 
-fn load_by_idempotency_key(conn: &Connection, key: &str) -> Result<Option<JobRecord>, StoreError> {
-    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?1");
+fn load_by_idempotency_key(
+    conn: &Connection,
+    organization: &str,
+    key: &str,
+) -> Result<Option<JobRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE organization_id = ?1 AND idempotency_key = ?2"
+    );
     let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
     let row = statement
-        .query_row(params![key], job_from_row)
+        .query_row(params![organization, key], job_from_row)
         .optional()
         .map_err(map_sqlite_error)?;
     Ok(row.map(|(_, job)| job))
@@ -87,7 +93,7 @@ pub(in crate::sqlite) fn submit(
     let mut answers = Vec::with_capacity(new_jobs.len());
     for new_job in new_jobs {
         if let Some(key) = &new_job.spec.idempotency_key
-            && let Some(existing) = load_by_idempotency_key(conn, key)?
+            && let Some(existing) = load_by_idempotency_key(conn, &new_job.organization.id, key)?
         {
             answers.push(Submitted {
                 job: existing,

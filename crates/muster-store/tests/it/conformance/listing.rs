@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::ensure;
 use muster_core::{JobId, JobState, RunnerId};
-use muster_store::{JobFilter, PageRequest, Store};
+use muster_store::{JobFilter, PageRequest, RunnerFilter, Store};
 
 use super::{
     T0, at, call_for, claim, expect_rejected, list_all_jobs, no_outputs, register_runner,
@@ -348,10 +348,13 @@ pub async fn cursors_the_store_never_gave_out_are_rejected(
         )?;
         expect_rejected(
             store
-                .list_runners(PageRequest {
-                    limit: 10,
-                    cursor: Some(bad.to_string()),
-                })
+                .list_runners(
+                    RunnerFilter::default(),
+                    PageRequest {
+                        limit: 10,
+                        cursor: Some(bad.to_string()),
+                    },
+                )
                 .await,
             &format!("list_runners with cursor {bad:?}"),
         )?;
@@ -386,7 +389,7 @@ pub async fn list_runners_is_newest_first_and_cursors_visit_every_runner_once(
             let page = if for_matching {
                 store.list_runners_for_matching(request).await?
             } else {
-                store.list_runners(request).await?
+                store.list_runners(RunnerFilter::default(), request).await?
             };
             ensure!(page.items.len() <= page_size as usize);
             ensure!(

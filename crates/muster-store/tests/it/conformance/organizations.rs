@@ -11,7 +11,8 @@ use muster_core::organization::{DEFAULT_ORGANIZATION, Role};
 use muster_core::{JobOrganization, JobSpec, NewJob, RunnerId, Timestamp, UserTokenId};
 use muster_store::{
     AuditFilter, ClaimRequest, JobFilter, NewAuditEntry, NewRunner, NewUserToken,
-    OrganizationContents, OrganizationRecord, PageRequest, Store, StoreError, UserTokenRecord,
+    OrganizationContents, OrganizationRecord, PageRequest, RunnerFilter, Store, StoreError,
+    UserTokenRecord,
 };
 use serde_json::json;
 
@@ -372,6 +373,31 @@ pub async fn a_runner_claims_its_organizations_jobs_and_a_shared_one_only_those_
 
     // A runner of the default organization takes default's jobs only.
     let default_runner = runner_of(store, "default-box", Some("default")).await?;
+    // Listing by organization reads one organization's runners only, cluster-scoped ones in
+    // none of them.
+    let page = || PageRequest {
+        limit: 100,
+        cursor: None,
+    };
+    let listed_of = |organization: Option<&str>| RunnerFilter {
+        organization_id: organization.map(str::to_string),
+    };
+    let alpha_listed = store.list_runners(listed_of(Some("alpha")), page()).await?;
+    ensure!(
+        alpha_listed
+            .items
+            .iter()
+            .map(|runner| runner.id)
+            .collect::<Vec<_>>()
+            == [alpha_runner],
+        "alpha's runners: {alpha_listed:?}"
+    );
+    let nowhere = store
+        .list_runners(listed_of(Some("nowhere")), page())
+        .await?;
+    ensure!(nowhere.items.is_empty() && nowhere.next_cursor.is_none());
+    let every = store.list_runners(listed_of(None), page()).await?;
+    ensure!(every.items.len() == 4, "all four runners: {every:?}");
     let taken = store.claim_jobs(claim_all(default_runner), at(900)).await?;
     let organizations: Vec<String> = taken
         .iter()
@@ -457,6 +483,47 @@ pub async fn a_runner_claims_its_organizations_jobs_and_a_shared_one_only_those_
     ensure!(
         listed.items.len() == 3 && listed.items.iter().all(|job| job.organization.id == "solo"),
         "{listed:?}"
+    );
+    Ok(())
+}
+
+pub async fn an_idempotency_key_names_one_job_per_organization(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let keyed = |organization: &str| {
+        let mut job = job_of("keyed", organization, true, false);
+        job.spec.idempotency_key = Some("nightly-2026-12-03".into());
+        job
+    };
+    // The same key in one batch and across batches: one job per organization, each answered
+    // with its own organization's job, never another's.
+    let first = store
+        .submit_jobs(vec![keyed("alpha"), keyed("default"), keyed("alpha")])
+        .await?;
+    ensure!(first.len() == 3, "{first:?}");
+    ensure!(
+        first[0].created && first[1].created && !first[2].created,
+        "{first:?}"
+    );
+    ensure!(
+        first[0].job.id != first[1].job.id,
+        "two organizations, two jobs"
+    );
+    ensure!(
+        first[2].job.id == first[0].job.id,
+        "alpha's second is alpha's first"
+    );
+    ensure!(first[1].job.organization.id == "default");
+    let again = store.submit_jobs(vec![keyed("default")]).await?;
+    ensure!(
+        !again[0].created && again[0].job.id == first[1].job.id,
+        "default's key answers default's job: {again:?}"
+    );
+    let third = store.submit_jobs(vec![keyed("solo")]).await?;
+    ensure!(
+        third[0].created && third[0].job.organization.id == "solo",
+        "a third organization gets its own: {third:?}"
     );
     Ok(())
 }

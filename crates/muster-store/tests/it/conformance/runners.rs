@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::ensure;
 use muster_core::{FailureReason, JobId, JobState, RunnerId};
-use muster_store::{NewRunner, PageRequest, RunnerBeat, Store};
+use muster_store::{NewRunner, PageRequest, RunnerBeat, RunnerFilter, Store};
 
 use super::{
     T0, at, call_for, claim, claim_one, error_reason, expect_every_job_call_refused,
@@ -74,10 +74,13 @@ pub async fn runners_are_created_read_listed_and_deleted(
         "an unknown token finds nobody"
     );
     let listed = store
-        .list_runners(PageRequest {
-            limit: 100,
-            cursor: None,
-        })
+        .list_runners(
+            RunnerFilter::default(),
+            PageRequest {
+                limit: 100,
+                cursor: None,
+            },
+        )
         .await?;
     ensure!(listed.items == vec![created.clone()]);
 
@@ -91,10 +94,13 @@ pub async fn runners_are_created_read_listed_and_deleted(
         "a deleted runner's token stops working"
     );
     let listed = store
-        .list_runners(PageRequest {
-            limit: 100,
-            cursor: None,
-        })
+        .list_runners(
+            RunnerFilter::default(),
+            PageRequest {
+                limit: 100,
+                cursor: None,
+            },
+        )
         .await?;
     ensure!(listed.items.is_empty(), "deleted runners are not listed");
     expect_not_found(

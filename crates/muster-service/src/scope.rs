@@ -1,0 +1,98 @@
+//! What a caller's organization scope lets it see. A token scoped to one organization finds
+//! nothing of another: a list is filtered by the store query itself (so counts and cursors
+//! never carry another organization's rows), and an object of another organization answers
+//! exactly as an id that does not exist.
+
+use muster_core::organization::OrganizationScope;
+use muster_core::{JobId, Principal, RunnerId};
+use muster_store::StoreError;
+
+use crate::organizations::organization_not_found;
+use crate::{Coordinator, ServiceError};
+
+/// The organization filter of a list `principal` asks for with `asked`: a scoped token's own
+/// organization whatever it asks (another one answers `organization_not_found`, as one that
+/// does not exist); what it asks for with a token of every organization.
+pub(crate) fn list_filter(
+    principal: &Principal,
+    asked: Option<String>,
+) -> Result<Option<String>, ServiceError> {
+    match principal.scoped_organization() {
+        None => Ok(asked),
+        Some(own) => match asked {
+            Some(asked) if asked != own.as_str() => Err(organization_not_found(&asked)),
+            _ => Ok(Some(own.as_str().to_string())),
+        },
+    }
+}
+
+/// The organization a runner created by `principal` belongs to, when it asks for `asked`: a
+/// scoped token's own (another one: `organization_not_found`); with a token of every
+/// organization what it asks for, and none (cluster-scoped) when it asks for none.
+pub(crate) fn runner_organization(
+    principal: &Principal,
+    asked: Option<String>,
+) -> Result<Option<String>, ServiceError> {
+    match principal.user_scope() {
+        Some(OrganizationScope::One(own)) => match asked {
+            Some(asked) if asked != own.as_str() => Err(organization_not_found(&asked)),
+            _ => Ok(Some(own.as_str().to_string())),
+        },
+        _ => Ok(asked),
+    }
+}
+
+/// Whether `principal` may see an object of `organization` (`None`: cluster-scoped, which only
+/// a token of every organization sees).
+pub(crate) fn sees(principal: &Principal, organization: Option<&str>) -> bool {
+    match principal.user_scope() {
+        Some(OrganizationScope::Every) => true,
+        Some(OrganizationScope::One(own)) => organization == Some(own.as_str()),
+        None => false,
+    }
+}
+
+pub(crate) fn job_not_found(id: JobId) -> ServiceError {
+    ServiceError::from(StoreError::NotFound(format!("job {id}")))
+}
+
+pub(crate) fn runner_not_found(id: RunnerId) -> ServiceError {
+    ServiceError::from(StoreError::NotFound(format!("runner {id}")))
+}
+
+impl Coordinator {
+    /// `Ok` when `principal` may see job `id`; the job's absence otherwise. A token of every
+    /// organization costs no read.
+    pub(crate) async fn check_job_in_scope(
+        &self,
+        principal: &Principal,
+        id: JobId,
+    ) -> Result<(), ServiceError> {
+        if principal.scoped_organization().is_none() {
+            return Ok(());
+        }
+        let job = self.store.get_job(id).await?;
+        if sees(principal, Some(&job.organization.id)) {
+            Ok(())
+        } else {
+            Err(job_not_found(id))
+        }
+    }
+
+    /// `Ok` when `principal` may see runner `id`; the runner's absence otherwise.
+    pub(crate) async fn check_runner_in_scope(
+        &self,
+        principal: &Principal,
+        id: RunnerId,
+    ) -> Result<(), ServiceError> {
+        if principal.scoped_organization().is_none() {
+            return Ok(());
+        }
+        let runner = self.store.get_runner(id).await?;
+        if sees(principal, runner.organization_id.as_deref()) {
+            Ok(())
+        } else {
+            Err(runner_not_found(id))
+        }
+    }
+}
