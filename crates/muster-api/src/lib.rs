@@ -901,6 +901,10 @@ pub struct AuditEntry {
     pub subject: String,
     /// More about it (an object).
     pub detail: Value,
+    /// The organization it concerns, whose admins may read it; null for the whole cluster.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    #[serde(default)]
+    pub organization_id: Option<String>,
 }
 
 /// A page of the audit log, newest first.

@@ -48,6 +48,9 @@ pub(crate) struct AuditArgs {
     /// Only entries of this action, e.g. runner_key.added.
     #[arg(long)]
     action: Option<String>,
+    /// Only this organization's entries (an admin of one organization reads its own only).
+    #[arg(long = "org", visible_alias = "organization")]
+    organization: Option<String>,
     /// At most this many entries [default: 50].
     #[arg(long, default_value_t = 50)]
     limit: u32,
@@ -128,7 +131,12 @@ pub(crate) async fn run_keys(command: KeysCommand, connect: &ConnectArgs) -> any
 pub(crate) async fn run_audit(args: AuditArgs, connect: &ConnectArgs) -> anyhow::Result<u8> {
     let client = connect.client()?;
     let page = client
-        .list_audit(args.action.as_deref(), Some(args.limit), None)
+        .list_audit_of(
+            args.organization.as_deref(),
+            args.action.as_deref(),
+            Some(args.limit),
+            None,
+        )
         .await
         .context("read the audit log")?;
     if args.json {

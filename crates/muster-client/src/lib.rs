@@ -689,9 +689,24 @@ impl MusterClient {
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<api::AuditList, ClientError> {
+        self.list_audit_of(None, action, limit, cursor).await
+    }
+
+    /// The audit log of one organization (`None`: every entry the token may read), newest
+    /// first, optionally one action only.
+    pub async fn list_audit_of(
+        &self,
+        organization: Option<&str>,
+        action: Option<&str>,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<api::AuditList, ClientError> {
         let mut query = page_query(limit, cursor);
         if let Some(action) = action {
             query.push(("action", action.to_string()));
+        }
+        if let Some(organization) = organization {
+            query.push(("organization_id", organization.to_string()));
         }
         self.connection
             .json(

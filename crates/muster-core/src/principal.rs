@@ -177,7 +177,7 @@ const RUNNER_ON_USER_ROUTE: &str = "a runner token cannot be used on user or adm
 const USER_ON_RUNNER_ROUTE: &str = "runner routes take a runner token, not the admin token";
 const USER_TOKEN_ON_RUNNER_ROUTE: &str = "runner routes take a runner token, not a user token";
 const SCOPED_KIND_RULES: &str = "kind rules are cluster-wide, so they are changed with a token of every organization (the bootstrap admin token, or an operator or admin token minted without organization_id)";
-const CLUSTER_WIDE_RECORDS: &str = "the audit log, the runner-key allowlist (with approvals) and artifact downloads are kept for the whole cluster, not per organization, so they take a token of every organization (the bootstrap admin token, or a user token minted without organization_id)";
+const CLUSTER_WIDE_RECORDS: &str = "artifact downloads are kept for the whole cluster, not per organization, so they take a token of every organization (the bootstrap admin token, or a user token minted without organization_id)";
 const PENDING_RUNNER: &str =
     "this runner's key waits for an operator's approval: it may send heartbeats, not claim or work";
 
@@ -212,12 +212,9 @@ pub fn authorize(principal: &Principal, action: Action) -> Result<(), Denied> {
             match action {
                 // A rule that binds every organization's jobs is not one organization's to change.
                 Action::ManageKinds => Err(Denied::forbidden(SCOPED_KIND_RULES)),
-                // These are kept for the whole cluster, not per organization, so a token of
-                // one organization would see (or change) the others' through them.
-                Action::ReadAudit
-                | Action::ReadRunnerKeys
-                | Action::ManageRunnerKeys
-                | Action::ReadArtifacts => Err(Denied::forbidden(CLUSTER_WIDE_RECORDS)),
+                // Artifacts are kept for the whole cluster, not per organization, so a token of
+                // one organization would read the others' through them.
+                Action::ReadArtifacts => Err(Denied::forbidden(CLUSTER_WIDE_RECORDS)),
                 _ => Ok(()),
             }
         }

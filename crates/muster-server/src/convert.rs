@@ -321,6 +321,7 @@ pub(crate) fn audit_entry_to_wire(entry: muster_service::identity::AuditEntry) -
         action: entry.action,
         subject: entry.subject,
         detail: entry.detail,
+        organization_id: entry.organization_id,
     }
 }
 

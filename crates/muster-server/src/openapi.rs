@@ -251,6 +251,7 @@ parameter_lists! {
     /// The filter and paging of `GET /api/v1/admin/audit` (`routes::identity::AuditQuery`).
     ListAuditParameters => [
         ("action", Query, "only entries of this action, e.g. `runner_key.added`", text()),
+        ("organization_id", Query, "only entries of this organization (not the whole cluster's); a scoped admin reads its own whatever this says, and another organization answers `organization_not_found`", text()),
         ("limit", Query, "entries per page; default 50", schemas::page_limit()),
         ("cursor", Query, "`next_cursor` of the previous page; empty or absent for the first", text()),
     ];

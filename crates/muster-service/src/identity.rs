@@ -2,7 +2,7 @@
 //! events. Every change is authorized here and recorded with its audit entry in the same commit.
 
 use muster_core::identity::RunnerPublicKey;
-use muster_core::{Action, Principal, TextRule, authorize};
+use muster_core::{Action, ErrorCode, Principal, TextRule, authorize};
 
 pub use muster_store::{AuditEntry, RunnerKeyRecord};
 use muster_store::{AuditFilter, NewAuditEntry, Page};
@@ -95,17 +95,31 @@ impl Coordinator {
             muster_core::check_field("note", note, TextRule::optional(MAX_RUNNER_KEY_NOTE_LEN))
                 .map_err(invalid)?;
         }
-        if let Some(organization_id) = &key.organization_id {
+        let organization_id = crate::scope::runner_organization(principal, key.organization_id)?;
+        if let Some(organization_id) = &organization_id {
             muster_core::check_organization_id(organization_id).map_err(invalid)?;
             self.existing_organization(organization_id).await?;
         }
         let now = self.clock.now();
         let fingerprint = public_key.fingerprint();
+        // A key another organization (or the whole cluster) trusts is not a scoped operator's
+        // to see: it is told the key is taken, never whose it is.
+        if principal.scoped_organization().is_some()
+            && let Some(existing) = self.store.get_runner_key(&fingerprint).await?
+            && !crate::scope::sees(principal, existing.organization_id.as_deref())
+        {
+            return Err(ServiceError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "public_key: the key {fingerprint} is already on the allowlist, outside this organization"
+                ),
+            ));
+        }
         let record = RunnerKeyRecord {
             fingerprint: fingerprint.clone(),
             public_key: public_key.to_base64(),
             note: note.clone(),
-            organization_id: key.organization_id.clone(),
+            organization_id: organization_id.clone(),
             created_at: now,
         };
         let audit = NewAuditEntry {
@@ -113,7 +127,8 @@ impl Coordinator {
             actor: actor_of(principal),
             action: audit_actions::RUNNER_KEY_ADDED.to_string(),
             subject: fingerprint,
-            detail: json!({"note": note, "organization_id": key.organization_id}),
+            detail: json!({"note": note, "organization_id": organization_id}),
+            organization_id: organization_id.clone(),
         };
         let (key, created) = self.store.add_runner_key(record, audit).await?;
         Ok(AddedRunnerKey { key, created })
@@ -127,9 +142,10 @@ impl Coordinator {
         cursor: Option<String>,
     ) -> Result<Page<RunnerKeyRecord>, ServiceError> {
         authorize(principal, Action::ReadRunnerKeys)?;
+        let organization = crate::scope::list_filter(principal, None)?;
         Ok(self
             .store
-            .list_runner_keys(page_request(limit, cursor)?)
+            .list_runner_keys(organization, page_request(limit, cursor)?)
             .await?)
     }
 
@@ -141,12 +157,26 @@ impl Coordinator {
     ) -> Result<(), ServiceError> {
         authorize(principal, Action::ManageRunnerKeys)?;
         check_fingerprint(fingerprint)?;
+        let not_found = || {
+            ServiceError::from(muster_store::StoreError::NotFound(format!(
+                "runner key {fingerprint}"
+            )))
+        };
+        let key = self
+            .store
+            .get_runner_key(fingerprint)
+            .await?
+            .ok_or_else(not_found)?;
+        if !crate::scope::sees(principal, key.organization_id.as_deref()) {
+            return Err(not_found());
+        }
         let audit = NewAuditEntry {
             at: self.clock.now(),
             actor: actor_of(principal),
             action: audit_actions::RUNNER_KEY_REMOVED.to_string(),
             subject: fingerprint.to_string(),
             detail: json!({}),
+            organization_id: key.organization_id,
         };
         let removed = self.store.remove_runner_key(fingerprint, audit).await?;
         self.after_revocation(removed.revoked_runner, removed.released);
@@ -170,11 +200,15 @@ impl Coordinator {
         self.runner_view.invalidate();
     }
 
-    /// The audit log newest first, optionally one action only.
+    /// The audit log newest first, optionally one action only, or one organization's only. A
+    /// token scoped to one organization reads that organization's entries alone (asking for
+    /// another answers `organization_not_found`); the entries of the whole cluster (runner keys,
+    /// kinds, throttling) are read with a token of every organization.
     pub async fn list_audit(
         &self,
         principal: &Principal,
         action: Option<String>,
+        organization_id: Option<String>,
         limit: Option<u32>,
         cursor: Option<String>,
     ) -> Result<Page<AuditEntry>, ServiceError> {
@@ -186,7 +220,13 @@ impl Coordinator {
         }
         Ok(self
             .store
-            .list_audit(AuditFilter { action }, page_request(limit, cursor)?)
+            .list_audit(
+                AuditFilter {
+                    action,
+                    organization_id: crate::scope::list_filter(principal, organization_id)?,
+                },
+                page_request(limit, cursor)?,
+            )
             .await?)
     }
 }

@@ -152,6 +152,7 @@ impl Coordinator {
                 "has_result_schema": result_schema.is_some(),
                 "require_signed_results": update.require_signed_results,
             }),
+            organization_id: None,
         };
         let record = KindSettingsRecord {
             kind: kind.to_string(),
@@ -207,6 +208,7 @@ impl Coordinator {
             action: audit_actions::KIND_SETTINGS_DELETED.to_string(),
             subject: kind.to_string(),
             detail: json!({}),
+            organization_id: None,
         };
         self.store.delete_kind_settings(kind, audit).await?;
         self.kind_rules.invalidate();

@@ -46,6 +46,7 @@ pub use auth::{hash_token, load_or_create_admin_token};
 pub use changes::JobWatch;
 pub use config::{ArtifactQuotas, DiskReserve, ServiceConfig};
 pub use error::ServiceError;
+pub use metrics::{MAX_ORGANIZATION_SERIES, OTHER_ORGANIZATIONS};
 pub use retention::{
     CollectionError, CollectionReport, PAUSE_BETWEEN_CALLS as RETENTION_PAUSE,
     delete_finished_before,

@@ -1,6 +1,7 @@
 //! Prometheus metrics. Counters are kept in this process; queue depth and runner counts are read
 //! from the store at scrape time so they are right with many coordinators too.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use muster_core::{FailureReason, RunnerId, RunnerStatus};
@@ -13,6 +14,15 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
+
+/// The most organizations `muster_jobs_by_organization` names, those with the most jobs; the
+/// others are summed under [`OTHER_ORGANIZATIONS`], so a coordinator with thousands of tenants
+/// keeps a bounded number of series.
+pub const MAX_ORGANIZATION_SERIES: usize = 50;
+
+/// The `organization` label of the jobs of every organization past [`MAX_ORGANIZATION_SERIES`]
+/// (not an organization id: ids have no parentheses).
+pub const OTHER_ORGANIZATIONS: &str = "(others)";
 
 pub(crate) struct Metrics {
     registry: Mutex<Registry>,
@@ -30,6 +40,7 @@ pub(crate) struct Metrics {
     runner_artifacts: Family<Labels, Gauge>,
     claim_wait_seconds: Histogram,
     jobs: Family<Labels, Gauge>,
+    jobs_by_organization: Family<Labels, Gauge>,
     runners: Family<Labels, Gauge>,
     log_lines_lost: Counter,
     connections_open: Gauge,
@@ -144,6 +155,12 @@ impl Metrics {
             claim_wait_seconds.clone(),
         );
         registry.register("jobs", "Jobs in the store by kind and state", jobs.clone());
+        let jobs_by_organization = Family::<Labels, Gauge>::default();
+        registry.register(
+            "jobs_by_organization",
+            "Jobs in the store by organization and state, for the 50 organizations with the most jobs; the rest under organization=\"(others)\"",
+            jobs_by_organization.clone(),
+        );
         registry.register("runners", "Registered runners by status", runners.clone());
         Metrics {
             registry: Mutex::new(registry),
@@ -161,6 +178,7 @@ impl Metrics {
             runner_artifacts,
             claim_wait_seconds,
             jobs,
+            jobs_by_organization,
             runners,
             log_lines_lost,
             connections_open,
@@ -251,12 +269,28 @@ impl Metrics {
         log_lines_lost: u64,
     ) -> String {
         self.jobs.clear();
+        let mut by_kind: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
         for depth in depths {
+            *by_kind
+                .entry((depth.kind.as_str(), depth.state.as_str()))
+                .or_default() += depth.count;
+        }
+        for ((kind, state), count) in by_kind {
             let labels = vec![
-                ("kind".to_string(), depth.kind.clone()),
-                ("state".to_string(), depth.state.as_str().to_string()),
+                ("kind".to_string(), kind.to_string()),
+                ("state".to_string(), state.to_string()),
             ];
-            self.jobs.get_or_create(&labels).set(depth.count as i64);
+            self.jobs.get_or_create(&labels).set(count as i64);
+        }
+        self.jobs_by_organization.clear();
+        for ((organization, state), count) in organization_series(depths) {
+            let labels = vec![
+                ("organization".to_string(), organization),
+                ("state".to_string(), state.to_string()),
+            ];
+            self.jobs_by_organization
+                .get_or_create(&labels)
+                .set(count as i64);
         }
         self.runners.clear();
         for status in [
@@ -283,5 +317,96 @@ impl Metrics {
             tracing::error!(%error, "failed to encode metrics");
         }
         text
+    }
+}
+
+/// Job counts by organization and state for at most [`MAX_ORGANIZATION_SERIES`] organizations
+/// (those with the most jobs, ties by id), the rest summed under [`OTHER_ORGANIZATIONS`].
+fn organization_series(depths: &[QueueDepth]) -> BTreeMap<(String, &'static str), u64> {
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for depth in depths {
+        *totals.entry(depth.organization.as_str()).or_default() += depth.count;
+    }
+    let mut ranked: Vec<(&str, u64)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let named: std::collections::HashSet<&str> = ranked
+        .iter()
+        .take(MAX_ORGANIZATION_SERIES)
+        .map(|(organization, _)| *organization)
+        .collect();
+    let mut series = BTreeMap::new();
+    for depth in depths {
+        let organization = if named.contains(depth.organization.as_str()) {
+            depth.organization.clone()
+        } else {
+            OTHER_ORGANIZATIONS.to_string()
+        };
+        *series
+            .entry((organization, depth.state.as_str()))
+            .or_default() += depth.count;
+    }
+    series
+}
+
+#[cfg(test)]
+mod tests {
+    use muster_core::JobState;
+
+    use super::*;
+
+    fn depth(organization: &str, kind: &str, state: JobState, count: u64) -> QueueDepth {
+        QueueDepth {
+            organization: organization.into(),
+            kind: kind.into(),
+            state,
+            count,
+        }
+    }
+
+    #[test]
+    fn organizations_past_the_limit_are_summed_under_others_and_kinds_are_summed() {
+        let mut depths = vec![
+            depth("default", "a", JobState::Pending, 3),
+            depth("default", "b", JobState::Pending, 4),
+            depth("default", "a", JobState::Running, 1),
+        ];
+        // More organizations than the limit, each with fewer jobs than default: the smallest
+        // ones (ties broken by id) go under "(others)".
+        for index in 0..MAX_ORGANIZATION_SERIES + 5 {
+            depths.push(depth(
+                &format!("org-{index:03}"),
+                "a",
+                JobState::Pending,
+                (1000 - index) as u64,
+            ));
+        }
+        let series = organization_series(&depths);
+        let organizations: std::collections::BTreeSet<&str> = series
+            .keys()
+            .map(|(organization, _)| organization.as_str())
+            .collect();
+        assert_eq!(organizations.len(), MAX_ORGANIZATION_SERIES + 1);
+        assert!(organizations.contains("org-000"));
+        assert!(organizations.contains(format!("org-{:03}", MAX_ORGANIZATION_SERIES - 1).as_str()));
+        assert!(
+            !organizations.contains("default"),
+            "default has the fewest jobs here"
+        );
+        let others_pending: u64 = (MAX_ORGANIZATION_SERIES..MAX_ORGANIZATION_SERIES + 5)
+            .map(|index| (1000 - index) as u64)
+            .sum::<u64>()
+            + 7;
+        assert_eq!(
+            series[&(OTHER_ORGANIZATIONS.to_string(), "pending")],
+            others_pending
+        );
+        assert_eq!(series[&(OTHER_ORGANIZATIONS.to_string(), "running")], 1);
+        // Below the limit every organization is named, kinds summed.
+        let few = organization_series(&depths[..4]);
+        assert_eq!(few[&("default".to_string(), "pending")], 7);
+        assert_eq!(few[&("default".to_string(), "running")], 1);
+        assert_eq!(few[&("org-000".to_string(), "pending")], 1000);
+        let total: u64 = series.values().sum();
+        assert_eq!(total, depths.iter().map(|depth| depth.count).sum::<u64>());
     }
 }

@@ -95,6 +95,7 @@ impl Coordinator {
                 "name": record.name,
                 "allow_shared_runners": record.allow_shared_runners,
             }),
+            organization_id: Some(id.clone()),
         };
         match self.store.create_organization(record, audit).await {
             Err(muster_store::StoreError::Conflict(_)) => Err(ServiceError::new(
@@ -159,6 +160,7 @@ impl Coordinator {
             action: audit_actions::ORGANIZATION_DELETED.to_string(),
             subject: format!("organization:{id}"),
             detail: json!({}),
+            organization_id: Some(id.to_string()),
         };
         match self.store.delete_organization(id, audit).await {
             Err(muster_store::StoreError::NotFound(_)) => Err(organization_not_found(id)),

@@ -601,6 +601,7 @@ impl Coordinator {
                 action: audit_actions::SIGNATURE_REFUSED.to_string(),
                 subject: format!("job:{}", refusal.job),
                 detail,
+                organization_id: None,
             };
             if let Err(error) = self.store.append_audit(entry).await {
                 tracing::warn!(%runner, job = %refusal.job, %error, "could not audit a refused result signature");

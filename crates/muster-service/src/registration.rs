@@ -250,6 +250,7 @@ impl Coordinator {
                 "renewal": existing.is_some(),
                 "token_expires_at": crate::rfc3339(token_expires_at),
             }),
+            organization_id: key_registration.organization_id.clone(),
         };
         match self
             .store
@@ -293,6 +294,7 @@ impl Coordinator {
             action: audit_actions::REGISTRATION_REFUSED.to_string(),
             subject: format!("key:{fingerprint}"),
             detail: json!({"code": code.as_str(), "name": name, "hostname": hostname}),
+            organization_id: None,
         };
         if let Err(error) = self.store.append_audit(entry).await {
             tracing::warn!(%error, key = %fingerprint, "record a refused registration");
@@ -328,6 +330,7 @@ impl Coordinator {
         operation: EnrollmentOperation,
     ) -> Result<RunnerView, ServiceError> {
         authorize(principal, Action::ManageRunnerKeys)?;
+        self.check_runner_in_scope(principal, id).await?;
         for _ in 0..REGISTRATION_ATTEMPTS {
             let runner = self.store.get_runner(id).await?;
             let (Some(fingerprint), Some(public_key)) =
@@ -349,6 +352,7 @@ impl Coordinator {
                     action: audit_actions::RUNNER_KEY_REMOVED.to_string(),
                     subject: fingerprint.clone(),
                     detail: json!({"cause": "runner.rejected", "runner_id": id.to_string()}),
+                    organization_id: runner.organization_id.clone(),
                 };
                 match self.store.remove_runner_key(&fingerprint, removal).await {
                     Ok(removed) => self.after_revocation(removed.revoked_runner, removed.released),
@@ -375,6 +379,7 @@ impl Coordinator {
                     "from": runner.enrollment.as_str(),
                     "to": outcome.enrollment.as_str(),
                 }),
+                organization_id: runner.organization_id.clone(),
             };
             let key_audit = NewAuditEntry {
                 at: now,
@@ -382,6 +387,7 @@ impl Coordinator {
                 action: audit_actions::RUNNER_KEY_ADDED.to_string(),
                 subject: fingerprint.clone(),
                 detail: json!({"cause": "runner.approved", "runner_id": id.to_string()}),
+                organization_id: runner.organization_id.clone(),
             };
             let change = EnrollmentChange {
                 runner: id,

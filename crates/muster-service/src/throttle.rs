@@ -243,6 +243,7 @@ impl Coordinator {
             action: audit_actions::AUTH_THROTTLED.to_string(),
             subject: address,
             detail: json!({"failures": blocked.failures, "window_s": WINDOW_SECONDS}),
+            organization_id: None,
         };
         // The refusal works without its audit entry; a store that cannot take one now must
         // not turn a 401 into a 500.

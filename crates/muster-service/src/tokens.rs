@@ -153,6 +153,7 @@ impl Coordinator {
                 "organization_id": organization_id,
                 "expires_at": request.expires_at.map(crate::rfc3339),
             }),
+            organization_id: organization_id.clone(),
         };
         let new_token = NewUserToken {
             record,
@@ -218,6 +219,7 @@ impl Coordinator {
                 "role": record.role.as_str(),
                 "organization_id": record.organization_id,
             }),
+            organization_id: record.organization_id.clone(),
         };
         match self.store.revoke_user_token(id, audit).await {
             Err(StoreError::NotFound(_)) => Err(token_not_found(id)),

@@ -385,8 +385,10 @@ pub trait IdentityRecords: Send + Sync + 'static {
     ) -> Result<(RunnerKeyRecord, bool), StoreError>;
 
     /// The allowlist, oldest first (the order keys were added), one page at a time.
+    /// The allowlist oldest first: every key, or only those of `organization`.
     async fn list_runner_keys(
         &self,
+        organization: Option<String>,
         page: PageRequest,
     ) -> Result<Page<RunnerKeyRecord>, StoreError>;
 

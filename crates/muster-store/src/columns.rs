@@ -256,7 +256,7 @@ pub(crate) fn runner_key_from_row<R: StoredRow>(
 }
 
 /// The columns of `audit_log` that [`audit_entry_from_row`] reads.
-pub(crate) const AUDIT_COLUMNS: &str = "seq, at, actor, action, subject, detail";
+pub(crate) const AUDIT_COLUMNS: &str = "seq, at, actor, action, subject, detail, organization_id";
 
 /// Read a row selected with [`AUDIT_COLUMNS`]; answers the row's `seq` and the entry, which is
 /// an error of its own when its detail does not decode (so a page fails only for an entry it
@@ -274,6 +274,7 @@ pub(crate) fn audit_entry_from_row<R: StoredRow>(
         detail: row
             .optional_text(5)?
             .ok_or_else(|| R::corrupt(5, "NULL where text belongs".into()))?,
+        organization_id: row.optional_text(6)?.map(str::to_string),
     });
     Ok((seq, entry))
 }

@@ -204,9 +204,10 @@ pub struct RunnerBeat {
     pub version: Option<String>,
 }
 
-/// How many jobs of one kind are in one state.
+/// How many jobs of one kind and one organization are in one state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueDepth {
+    pub organization: String,
     pub kind: String,
     pub state: JobState,
     pub count: u64,
@@ -422,6 +423,10 @@ pub struct NewAuditEntry {
     pub subject: String,
     /// Anything else worth keeping (an object; never a secret).
     pub detail: Value,
+    /// The organization it concerns, whose admins may read it; `None` for the whole cluster
+    /// (runner keys, kinds, throttling, refused registrations), read with a token of every
+    /// organization only.
+    pub organization_id: Option<String>,
 }
 
 /// A recorded security event.
@@ -434,12 +439,15 @@ pub struct AuditEntry {
     pub action: String,
     pub subject: String,
     pub detail: Value,
+    pub organization_id: Option<String>,
 }
 
 /// Which audit entries to list; `None` matches every one.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuditFilter {
     pub action: Option<String>,
+    /// Only the entries of this organization (not those of the whole cluster).
+    pub organization_id: Option<String>,
 }
 
 /// The result rules of one job kind.

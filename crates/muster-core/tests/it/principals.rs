@@ -74,20 +74,20 @@ fn expected(principal: &Principal, action: Action) -> bool {
         ) => true,
         // The roles, each including the ones before it; organizations are the bootstrap
         // admin's alone, and kind rules (cluster-wide) need a token of every organization.
-        // Records kept for the whole cluster (the audit log, the key allowlist, artifact
-        // downloads) need a token of every organization too.
+        // Artifact downloads (kept for the whole cluster) need a token of every organization too.
         (Principal::User(user), action) => match action {
             Action::ReadJobs | Action::ReadRunners | Action::ReadKinds => true,
             Action::ReadArtifacts => user.scope == OrganizationScope::Every,
             Action::SubmitJobs | Action::SteerJobs | Action::UploadArtifacts => {
                 user.role >= Role::Submitter
             }
-            Action::ManageRunners => user.role >= Role::Operator,
-            Action::ReadRunnerKeys | Action::ManageRunnerKeys | Action::ManageKinds => {
+            Action::ManageRunners | Action::ReadRunnerKeys | Action::ManageRunnerKeys => {
+                user.role >= Role::Operator
+            }
+            Action::ManageKinds => {
                 user.role >= Role::Operator && user.scope == OrganizationScope::Every
             }
-            Action::ReadAudit => user.role == Role::Admin && user.scope == OrganizationScope::Every,
-            Action::ManageUserTokens => user.role == Role::Admin,
+            Action::ReadAudit | Action::ManageUserTokens => user.role == Role::Admin,
             Action::ManageOrganizations | Action::RunnerProtocol | Action::RunnerHeartbeat => false,
         },
         (Principal::BootstrapAdmin, Action::RunnerProtocol | Action::RunnerHeartbeat) => false,

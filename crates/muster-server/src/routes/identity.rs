@@ -90,6 +90,7 @@ pub(crate) async fn remove_runner_key(
 #[derive(Debug, Deserialize)]
 pub(crate) struct AuditQuery {
     action: Option<String>,
+    organization_id: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -108,7 +109,13 @@ pub(crate) async fn list_audit(
 ) -> Result<Json<wire::AuditList>, ApiError> {
     let page = state
         .coordinator
-        .list_audit(&caller, query.action, query.limit, query.cursor)
+        .list_audit(
+            &caller,
+            query.action,
+            query.organization_id,
+            query.limit,
+            query.cursor,
+        )
         .await?;
     Ok(Json(wire::AuditList {
         items: page.items.into_iter().map(audit_entry_to_wire).collect(),

@@ -304,7 +304,18 @@ async fn every_key_change_is_in_the_audit_log_newest_first_and_filterable() {
             .map(String::as_str)
             .collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["action", "actor", "at", "detail", "id", "subject"]);
+        assert_eq!(
+            keys,
+            [
+                "action",
+                "actor",
+                "at",
+                "detail",
+                "id",
+                "organization_id",
+                "subject"
+            ]
+        );
     }
     assert_eq!(entries[1]["detail"]["note"], "box");
     assert!(audit["next_cursor"].is_null());

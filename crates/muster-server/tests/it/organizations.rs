@@ -445,3 +445,35 @@ async fn jobs_go_to_the_organization_named_and_its_runners_take_them() {
         [solo.as_str()]
     );
 }
+
+#[tokio::test]
+async fn metrics_count_jobs_by_organization_and_keep_the_totals() {
+    let server = start().await;
+    let acme = create_organization(&server, "acme").await;
+    for (organization, count) in [(Some(acme.as_str()), 3), (None, 2)] {
+        for _ in 0..count {
+            let mut body = json!({"kind": "metered"});
+            if let Some(organization) = organization {
+                body["organization_id"] = json!(organization);
+            }
+            let submitted = admin(&server, Method::POST, "/api/v1/jobs", Some(body)).await;
+            assert_eq!(submitted.status, 201, "{}", submitted.body);
+        }
+    }
+    let by_organization = |organization: &str| {
+        format!("muster_jobs_by_organization{{organization=\"{organization}\",state=\"pending\"}}")
+    };
+    assert_eq!(
+        crate::support::metric(&server, &by_organization(&acme)).await,
+        Some(3.0)
+    );
+    assert_eq!(
+        crate::support::metric(&server, &by_organization("default")).await,
+        Some(2.0)
+    );
+    assert_eq!(
+        crate::support::metric(&server, "muster_jobs{kind=\"metered\",state=\"pending\"}").await,
+        Some(5.0),
+        "the totals sum every organization"
+    );
+}

@@ -484,3 +484,210 @@ async fn bad_token_requests_are_refused_naming_the_cause_with_nothing_stored() {
     );
     assert!(!own_list.body.contains(&other_token_id));
 }
+
+#[tokio::test]
+async fn an_admin_of_one_organization_reads_its_audit_entries_and_no_others() {
+    let server = start().await;
+    let acme = create_organization(&server, "acme").await;
+    let other = create_organization(&server, "other").await;
+    let acme_admin = mint(
+        &server,
+        json!({"name": "acme-admin", "role": "admin", "organization_id": acme}),
+    )
+    .await;
+    let acme_admin_token = token_of(&acme_admin);
+    let other_viewer = mint(
+        &server,
+        json!({"name": "other-viewer", "role": "viewer", "organization_id": other}),
+    )
+    .await;
+    let other_id = other_viewer["token_info"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // A cluster-wide entry: a kind rule changed with the admin token.
+    let kind = admin(
+        &server,
+        Method::PUT,
+        "/api/v1/kinds/audited",
+        Some(json!({"require_signed_results": false})),
+    )
+    .await;
+    assert_eq!(kind.status, 200, "{}", kind.body);
+    let minted = as_token(
+        &server,
+        &acme_admin_token,
+        Method::POST,
+        TOKENS,
+        Some(json!({"name": "acme-ci", "role": "submitter"})),
+    )
+    .await;
+    assert_eq!(minted.status, 201, "{}", minted.body);
+    let minted_id = minted.json()["token_info"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    let audit = as_token(
+        &server,
+        &acme_admin_token,
+        Method::GET,
+        "/api/v1/admin/audit?limit=500",
+        None,
+    )
+    .await;
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    let entries = audit.json()["items"].as_array().expect("items").clone();
+    assert!(
+        entries
+            .iter()
+            .all(|entry| entry["organization_id"] == acme.as_str()),
+        "acme's entries only: {entries:?}"
+    );
+    let subjects: Vec<&str> = entries
+        .iter()
+        .filter_map(|entry| entry["subject"].as_str())
+        .collect();
+    assert!(
+        subjects.contains(&format!("user_token:{minted_id}").as_str()),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.contains(&format!("organization:{acme}").as_str()),
+        "{subjects:?}"
+    );
+    assert!(!audit.body.contains(&other_id), "{}", audit.body);
+    assert!(
+        !audit.body.contains("kind.settings_set"),
+        "no cluster entries: {}",
+        audit.body
+    );
+    as_token(
+        &server,
+        &acme_admin_token,
+        Method::GET,
+        &format!("/api/v1/admin/audit?organization_id={other}"),
+        None,
+    )
+    .await
+    .assert_error(404, "organization_not_found", &[&other]);
+    // The bootstrap admin reads every entry, cluster-wide ones too, or one organization's.
+    let everything = admin(&server, Method::GET, "/api/v1/admin/audit?limit=500", None).await;
+    assert!(everything.body.contains(&other_id), "{}", everything.body);
+    let others = admin(
+        &server,
+        Method::GET,
+        &format!("/api/v1/admin/audit?organization_id={other}"),
+        None,
+    )
+    .await;
+    assert_eq!(others.status, 200, "{}", others.body);
+    assert!(others.body.contains(&other_id) && !others.body.contains(&minted_id));
+}
+
+#[tokio::test]
+async fn an_operator_of_one_organization_manages_its_runner_keys_and_no_others() {
+    let server = start().await;
+    let acme = create_organization(&server, "acme").await;
+    let operator = token_of(
+        &mint(
+            &server,
+            json!({"name": "acme-ops", "role": "operator", "organization_id": acme}),
+        )
+        .await,
+    );
+    let own_key = TestServer::new_runner_key().public_key().to_base64();
+    let cluster_key = TestServer::new_runner_key().public_key();
+    let added = as_token(
+        &server,
+        &operator,
+        Method::POST,
+        "/api/v1/admin/runner-keys",
+        Some(json!({"public_key": own_key})),
+    )
+    .await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    assert_eq!(
+        added.json()["organization_id"],
+        acme.as_str(),
+        "its organization's key"
+    );
+    let cluster = admin(
+        &server,
+        Method::POST,
+        "/api/v1/admin/runner-keys",
+        Some(json!({"public_key": cluster_key.to_base64()})),
+    )
+    .await;
+    assert_eq!(cluster.status, 201, "{}", cluster.body);
+    let cluster_fingerprint = cluster_key.fingerprint();
+
+    let listed = as_token(
+        &server,
+        &operator,
+        Method::GET,
+        "/api/v1/admin/runner-keys",
+        None,
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.json()["items"].as_array().expect("items").len(), 1);
+    assert!(
+        !listed.body.contains(&cluster_fingerprint),
+        "{}",
+        listed.body
+    );
+    as_token(
+        &server,
+        &operator,
+        Method::DELETE,
+        &format!("/api/v1/admin/runner-keys/{cluster_fingerprint}"),
+        None,
+    )
+    .await
+    .assert_error(404, "not_found", &[&cluster_fingerprint]);
+    let taken = as_token(
+        &server,
+        &operator,
+        Method::POST,
+        "/api/v1/admin/runner-keys",
+        Some(json!({"public_key": cluster_key.to_base64()})),
+    )
+    .await;
+    taken.assert_error(409, "conflict", &["already on the allowlist"]);
+    let everything = admin(&server, Method::GET, "/api/v1/admin/runner-keys", None).await;
+    let cluster_entry = everything.json()["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|key| key["fingerprint"] == cluster_fingerprint.as_str())
+        .cloned()
+        .expect("the cluster key stays");
+    assert_eq!(
+        cluster_entry["organization_id"],
+        Value::Null,
+        "unchanged: {cluster_entry}"
+    );
+
+    // Approving a runner of another organization: as if it did not exist.
+    let elsewhere = admin(
+        &server,
+        Method::POST,
+        "/api/v1/runners",
+        Some(json!({"name": "default-box"})),
+    )
+    .await;
+    let elsewhere_id = elsewhere.json()["runner"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    as_token(
+        &server,
+        &operator,
+        Method::POST,
+        &format!("/api/v1/runners/{elsewhere_id}/approve"),
+        None,
+    )
+    .await
+    .assert_error(404, "not_found", &[&elsewhere_id]);
+}

@@ -29,13 +29,15 @@ pub(super) async fn insert_audit(
 ) -> Result<(), StoreError> {
     execute(
         client,
-        "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO audit_log (at, actor, action, subject, detail, organization_id) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
         &[
             &entry.at.as_millis(),
             &entry.actor,
             &entry.action,
             &entry.subject,
             &audit_detail_to_text(&entry.detail),
+            &entry.organization_id,
         ],
     )
     .await?;
@@ -95,13 +97,15 @@ pub(super) async fn add(
 
 pub(super) async fn list(
     client: &impl GenericClient,
+    organization: Option<&str>,
     page: &PageRequest,
 ) -> Result<Page<RunnerKeyRecord>, StoreError> {
     let sql = format!(
-        "SELECT {RUNNER_KEY_COLUMNS} FROM runner_keys WHERE seq > $1 ORDER BY seq LIMIT $2"
+        "SELECT {RUNNER_KEY_COLUMNS} FROM runner_keys WHERE seq > $1 \
+         AND ($3::text IS NULL OR organization_id = $3) ORDER BY seq LIMIT $2"
     );
     let params = [paging::page_after_bound(page)?, paging::rows_to_read(page)];
-    let rows = query(client, &sql, &[&params[0], &params[1]]).await?;
+    let rows = query(client, &sql, &[&params[0], &params[1], &organization]).await?;
     paging::page_from_rows(&rows, page, runner_key_from_row)
 }
 
@@ -146,21 +150,24 @@ pub(super) async fn list_audit(
 ) -> Result<Page<AuditEntry>, StoreError> {
     let below = paging::page_start_bound(page)?;
     let limit = paging::rows_to_read(page);
-    // One statement per filter, so a list of one action reads the (action, seq) index.
-    let rows = match &filter.action {
-        Some(action) => {
-            let sql = format!(
-                "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE action = $1 AND seq < $2 \
-                 ORDER BY seq DESC LIMIT $3"
-            );
-            query(client, &sql, &[action, &below, &limit]).await?
-        }
-        None => {
-            let sql = format!(
-                "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT $2"
-            );
-            query(client, &sql, &[&below, &limit]).await?
-        }
-    };
+    // One statement per filter, so a list of one action reads the (action, seq) index and one
+    // of an organization the (organization_id, seq) one.
+    let (condition, values): (&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) =
+        match (&filter.action, &filter.organization_id) {
+            (Some(action), Some(organization)) => (
+                "action = $3 AND organization_id = $4 AND",
+                vec![action, organization],
+            ),
+            (Some(action), None) => ("action = $3 AND", vec![action]),
+            (None, Some(organization)) => ("organization_id = $3 AND", vec![organization]),
+            (None, None) => ("", Vec::new()),
+        };
+    let sql = format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {condition} seq < $1 \
+         ORDER BY seq DESC LIMIT $2"
+    );
+    let mut parameters: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&below, &limit];
+    parameters.extend(values);
+    let rows = query(client, &sql, &parameters).await?;
     paging::page_from_rows(&rows, page, audit_entry_from_row)
 }

@@ -811,10 +811,11 @@ impl IdentityRecords for PostgresStore {
 
     async fn list_runner_keys(
         &self,
+        organization: Option<String>,
         page: PageRequest,
     ) -> Result<Page<RunnerKeyRecord>, StoreError> {
         let client = self.client().await?;
-        identity::list(&client, &page).await
+        identity::list(&client, organization.as_deref(), &page).await
     }
 
     async fn get_runner_key(

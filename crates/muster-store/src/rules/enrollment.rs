@@ -96,6 +96,7 @@ pub(crate) fn revocation_entry(removal: &NewAuditEntry, runner: RunnerId) -> New
             "cause": "runner_key.removed",
             "key_fingerprint": removal.subject,
         }),
+        organization_id: removal.organization_id.clone(),
     }
 }
 
@@ -215,6 +216,7 @@ mod tests {
             action: "runner_key.removed".into(),
             subject: "sha256:ab".into(),
             detail: serde_json::json!({}),
+            organization_id: None,
         };
         let entry = revocation_entry(&removal, runner(3));
         assert_eq!(entry.action, RUNNER_REVOKED);

@@ -42,6 +42,7 @@ pub(crate) struct AuditColumns<'a> {
     pub(crate) subject: String,
     /// JSON text.
     pub(crate) detail: &'a str,
+    pub(crate) organization_id: Option<String>,
 }
 
 /// An audit entry read back; its id is its row's sequence number. Detail that is not JSON is
@@ -60,6 +61,7 @@ pub(crate) fn audit_entry(columns: AuditColumns<'_>) -> Result<AuditEntry, Store
         action: columns.action,
         subject: columns.subject,
         detail,
+        organization_id: columns.organization_id,
     })
 }
 
@@ -75,6 +77,7 @@ mod tests {
             action: "runner_key.added".into(),
             subject: "sha256:00".into(),
             detail,
+            organization_id: None,
         }
     }
 

@@ -78,12 +78,62 @@ pub(crate) fn reap(seq: i64, lifecycle: &mut JobLifecycle, now: Timestamp) -> Op
 
 /// A count read back as `(kind, state code, count)`; `None` for a state this version does not
 /// know (a newer coordinator's).
-pub(crate) fn queue_depth(kind: String, state_code: i64, count: i64) -> Option<QueueDepth> {
+pub(crate) fn queue_depth(
+    organization: String,
+    kind: String,
+    state_code: i64,
+    count: i64,
+) -> Option<QueueDepth> {
     JobState::from_code(state_code).map(|state| QueueDepth {
+        organization,
         kind,
         state,
         count: u64::try_from(count).unwrap_or(0),
     })
+}
+
+/// Pending counts by organization and kind, put together from what the claim indexes hold so
+/// that counting reads no job row: `shared` counts by kind the pending jobs cluster-scoped
+/// runners may take (those of `default` and of every organization that lets shared runners
+/// in), `own` by organization and kind those of every organization but `default`, and
+/// `sharing` names the organizations (other than `default`) that let shared runners in, whose
+/// jobs are in both. `default`'s are what the shared count holds beyond theirs. A job's
+/// `shared_runners` is its organization's setting, which never changes while it has jobs.
+pub(crate) fn pending_depths(
+    shared: &BTreeMap<String, u64>,
+    own: &BTreeMap<(String, String), u64>,
+    sharing: &std::collections::HashSet<String>,
+) -> Vec<QueueDepth> {
+    let mut default_by_kind = shared.clone();
+    for ((organization, kind), count) in own {
+        if sharing.contains(organization)
+            && let Some(shared_count) = default_by_kind.get_mut(kind)
+        {
+            *shared_count = shared_count.saturating_sub(*count);
+        }
+    }
+    let pending = |organization: &str, kind: &str, count: u64| QueueDepth {
+        organization: organization.to_string(),
+        kind: kind.to_string(),
+        state: JobState::Pending,
+        count,
+    };
+    let mut depths: Vec<QueueDepth> = default_by_kind
+        .iter()
+        .filter(|(_, count)| **count > 0)
+        .map(|(kind, count)| {
+            pending(
+                muster_core::organization::DEFAULT_ORGANIZATION,
+                kind,
+                *count,
+            )
+        })
+        .collect();
+    depths.extend(
+        own.iter()
+            .map(|((organization, kind), count)| pending(organization, kind, *count)),
+    );
+    depths
 }
 
 /// A job's DAG as stored.
@@ -162,14 +212,42 @@ mod tests {
     #[test]
     fn counts_of_unknown_states_are_left_out() {
         assert_eq!(
-            queue_depth("a".into(), 0, 3),
+            queue_depth("default".into(), "a".into(), 0, 3),
             Some(QueueDepth {
+                organization: "default".into(),
                 kind: "a".into(),
                 state: JobState::Pending,
                 count: 3
             })
         );
-        assert_eq!(queue_depth("a".into(), 99, 3), None);
+        assert_eq!(queue_depth("default".into(), "a".into(), 99, 3), None);
+    }
+
+    #[test]
+    fn pending_counts_of_default_are_the_shared_ones_beyond_the_sharing_organizations() {
+        // Shared indexes: default's 5 "a" and alpha's 2 (alpha lets shared runners in); own
+        // indexes: alpha's 2 "a" and solo's 4 "a" (solo does not).
+        let shared = BTreeMap::from([("a".to_string(), 7), ("b".to_string(), 1)]);
+        let own = BTreeMap::from([
+            (("alpha".to_string(), "a".to_string()), 2),
+            (("solo".to_string(), "a".to_string()), 4),
+        ]);
+        let sharing = std::collections::HashSet::from(["alpha".to_string()]);
+        let mut counted: Vec<(String, String, u64)> = pending_depths(&shared, &own, &sharing)
+            .into_iter()
+            .map(|depth| (depth.organization, depth.kind, depth.count))
+            .collect();
+        counted.sort();
+        let expected: Vec<(String, String, u64)> = [
+            ("alpha", "a", 2),
+            ("default", "a", 5),
+            ("default", "b", 1),
+            ("solo", "a", 4),
+        ]
+        .into_iter()
+        .map(|(organization, kind, count)| (organization.into(), kind.into(), count))
+        .collect();
+        assert_eq!(counted, expected);
     }
 
     #[test]

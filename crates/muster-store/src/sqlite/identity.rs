@@ -24,7 +24,8 @@ fn audit_entry_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Result<AuditEnt
 
 pub(super) fn insert_audit(conn: &Connection, entry: &NewAuditEntry) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO audit_log (at, actor, action, subject, detail, organization_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
     .and_then(|mut statement| {
         statement.execute(params![
@@ -33,6 +34,7 @@ pub(super) fn insert_audit(conn: &Connection, entry: &NewAuditEntry) -> Result<(
             entry.action,
             entry.subject,
             audit_detail_to_text(&entry.detail),
+            entry.organization_id,
         ])
     })
     .map_err(map_sqlite_error)?;
@@ -92,15 +94,21 @@ pub(super) fn add(
 
 pub(super) fn list(
     conn: &Connection,
+    organization: Option<&str>,
     page: &PageRequest,
 ) -> Result<Page<RunnerKeyRecord>, StoreError> {
     let sql = format!(
-        "SELECT {RUNNER_KEY_COLUMNS} FROM runner_keys WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        "SELECT {RUNNER_KEY_COLUMNS} FROM runner_keys WHERE seq > ?1 \
+         AND (?3 IS NULL OR organization_id = ?3) ORDER BY seq LIMIT ?2"
     );
     let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
     let rows = statement
         .query_map(
-            params![paging::page_after_bound(page)?, paging::rows_to_read(page)],
+            params![
+                paging::page_after_bound(page)?,
+                paging::rows_to_read(page),
+                organization
+            ],
             runner_key_from_row,
         )
         .map_err(map_sqlite_error)?;
@@ -156,28 +164,27 @@ pub(super) fn list_audit(
         let (seq, entry) = row.map_err(map_sqlite_error)?;
         Ok((seq, entry?))
     };
-    // One statement per filter, so a list of one action reads the (action, seq) index.
-    match &filter.action {
-        Some(action) => {
-            let sql = format!(
-                "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE action = ?1 AND seq < ?2 \
-                 ORDER BY seq DESC LIMIT ?3"
-            );
-            let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
-            let rows = statement
-                .query_map(params![action, below, limit], audit_entry_from_row)
-                .map_err(map_sqlite_error)?;
-            paging::page_from_rows(rows, page, decode)
-        }
-        None => {
-            let sql = format!(
-                "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
-            );
-            let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
-            let rows = statement
-                .query_map(params![below, limit], audit_entry_from_row)
-                .map_err(map_sqlite_error)?;
-            paging::page_from_rows(rows, page, decode)
-        }
-    }
+    // One statement per filter, so a list of one action reads the (action, seq) index and one
+    // of an organization the (organization_id, seq) one.
+    let (condition, values): (&str, Vec<&dyn rusqlite::ToSql>) =
+        match (&filter.action, &filter.organization_id) {
+            (Some(action), Some(organization)) => (
+                "action = ?3 AND organization_id = ?4 AND",
+                vec![action, organization],
+            ),
+            (Some(action), None) => ("action = ?3 AND", vec![action]),
+            (None, Some(organization)) => ("organization_id = ?3 AND", vec![organization]),
+            (None, None) => ("", Vec::new()),
+        };
+    let sql = format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {condition} seq < ?1 \
+         ORDER BY seq DESC LIMIT ?2"
+    );
+    let mut parameters: Vec<&dyn rusqlite::ToSql> = vec![&below, &limit];
+    parameters.extend(values);
+    let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    let rows = statement
+        .query_map(parameters.as_slice(), audit_entry_from_row)
+        .map_err(map_sqlite_error)?;
+    paging::page_from_rows(rows, page, decode)
 }

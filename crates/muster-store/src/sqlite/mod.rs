@@ -566,10 +566,11 @@ impl IdentityRecords for SqliteStore {
 
     async fn list_runner_keys(
         &self,
+        organization: Option<String>,
         page: PageRequest,
     ) -> Result<Page<RunnerKeyRecord>, StoreError> {
         self.readers
-            .run(move |conn| identity::list(conn, &page))
+            .run(move |conn| identity::list(conn, organization.as_deref(), &page))
             .await
     }
 

@@ -17,10 +17,11 @@ use crate::conformance::{
 };
 
 /// The statements that take a store schema from version 10 back to version 9: idempotency keys
-/// unique across organizations.
+/// unique across organizations, no index of audit entries by organization.
 macro_rules! undo_migration_10 {
     () => {
         "DROP INDEX jobs_idempotency;
+         DROP INDEX audit_log_organization;
          CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key)
              WHERE idempotency_key IS NOT NULL;"
     };

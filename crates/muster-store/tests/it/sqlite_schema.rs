@@ -6,10 +6,11 @@ use muster_store::JobStore;
 use muster_store::sqlite::{SqliteConfig, SqliteStore};
 
 /// The statements that take the schema from version 10 back to version 9: idempotency keys
-/// unique across organizations.
+/// unique across organizations, no index of audit entries by organization.
 macro_rules! undo_migration_10 {
     () => {
         "DROP INDEX jobs_idempotency;
+         DROP INDEX audit_log_organization;
          CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key)
              WHERE idempotency_key IS NOT NULL;"
     };

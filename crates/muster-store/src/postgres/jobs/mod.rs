@@ -441,11 +441,12 @@ pub(super) async fn active_job_counts(
 ) -> Result<Vec<QueueDepth>, StoreError> {
     counts_by_kind_and_state(
         client,
-        "SELECT kind, 0::smallint, count(*) FROM job_queue GROUP BY kind \
+        "SELECT organization_id, kind, 0::smallint, count(*) FROM job_queue \
+         GROUP BY organization_id, kind \
          UNION ALL \
-         SELECT kind, state, count(*) FROM jobs \
+         SELECT organization_id, kind, state, count(*) FROM jobs \
          WHERE seq IN (SELECT unnest(seqs) FROM lease_checks) AND state IN (1, 2, 3) \
-         GROUP BY kind, state",
+         GROUP BY organization_id, kind, state",
     )
     .await
 }
@@ -455,12 +456,13 @@ pub(super) async fn finished_job_counts(
 ) -> Result<Vec<QueueDepth>, StoreError> {
     counts_by_kind_and_state(
         client,
-        "SELECT kind, state, count(*) FROM jobs WHERE state >= 4 GROUP BY kind, state",
+        "SELECT organization_id, kind, state, count(*) FROM jobs WHERE state >= 4 \
+         GROUP BY organization_id, kind, state",
     )
     .await
 }
 
-/// Counts selected as `kind, state, count`.
+/// Counts selected as `organization_id, kind, state, count`.
 async fn counts_by_kind_and_state(
     client: &impl GenericClient,
     sql: &str,
@@ -468,11 +470,12 @@ async fn counts_by_kind_and_state(
     let rows = query(client, sql, &[]).await?;
     let mut depths = Vec::with_capacity(rows.len());
     for row in &rows {
-        let state: i16 = column(row, 1)?;
+        let state: i16 = column(row, 2)?;
         depths.extend(queue_depth(
             column(row, 0)?,
+            column(row, 1)?,
             i64::from(state),
-            column(row, 2)?,
+            column(row, 3)?,
         ));
     }
     Ok(depths)

@@ -263,15 +263,19 @@ pub(in crate::sqlite) fn named_artifacts(
     Ok(named)
 }
 
-/// Pending jobs are counted in the two pending indexes (whose conditions these statements
-/// repeat, so SQLite reads only them) and leased ones through the reaper's index.
+/// Pending jobs are counted in the claim indexes (whose conditions these statements repeat, so
+/// SQLite reads only them: the shared ones by kind, each organization's own by organization and
+/// kind, put together by `rules::jobs::pending_depths`) and leased ones through the reaper's
+/// index.
 pub(in crate::sqlite) fn active_job_counts(
     conn: &Connection,
 ) -> Result<Vec<QueueDepth>, StoreError> {
-    let mut pending: BTreeMap<String, u64> = BTreeMap::new();
+    let mut shared: BTreeMap<String, u64> = BTreeMap::new();
     for sql in [
-        "SELECT kind, count(*) FROM jobs WHERE state = 0 AND requirements IS NULL GROUP BY kind",
-        "SELECT kind, count(*) FROM jobs WHERE state = 0 AND requirements IS NOT NULL GROUP BY kind",
+        "SELECT kind, count(*) FROM jobs \
+         WHERE state = 0 AND requirements IS NULL AND shared_runners = 1 GROUP BY kind",
+        "SELECT kind, count(*) FROM jobs \
+         WHERE state = 0 AND requirements IS NOT NULL AND shared_runners = 1 GROUP BY kind",
     ] {
         let mut statement = conn.prepare_cached(sql).map_err(map_sqlite_error)?;
         let rows = statement
@@ -281,20 +285,52 @@ pub(in crate::sqlite) fn active_job_counts(
             .map_err(map_sqlite_error)?;
         for row in rows {
             let (kind, count) = row.map_err(map_sqlite_error)?;
-            *pending.entry(kind).or_default() += count as u64;
+            *shared.entry(kind).or_default() += count as u64;
         }
     }
-    let mut depths: Vec<QueueDepth> = pending
-        .into_iter()
-        .map(|(kind, count)| QueueDepth {
-            kind,
-            state: JobState::Pending,
-            count,
-        })
-        .collect();
+    let mut own: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for sql in [
+        "SELECT organization_id, kind, count(*) FROM jobs \
+         WHERE state = 0 AND requirements IS NULL AND organization_id <> 'default' \
+         GROUP BY organization_id, kind",
+        "SELECT organization_id, kind, count(*) FROM jobs \
+         WHERE state = 0 AND requirements IS NOT NULL AND organization_id <> 'default' \
+         GROUP BY organization_id, kind",
+    ] {
+        let mut statement = conn.prepare_cached(sql).map_err(map_sqlite_error)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(map_sqlite_error)?;
+        for row in rows {
+            let (organization, kind, count) = row.map_err(map_sqlite_error)?;
+            *own.entry((organization, kind)).or_default() += count as u64;
+        }
+    }
+    let mut sharing = HashSet::new();
+    if !own.is_empty() {
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT id FROM organizations WHERE allow_shared_runners = 1 AND id <> 'default'",
+            )
+            .map_err(map_sqlite_error)?;
+        let rows = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(map_sqlite_error)?;
+        for row in rows {
+            sharing.insert(row.map_err(map_sqlite_error)?);
+        }
+    }
+    let mut depths = crate::rules::jobs::pending_depths(&shared, &own, &sharing);
     depths.extend(counts_by_kind_and_state(
         conn,
-        "SELECT kind, state, count(*) FROM jobs WHERE state IN (1, 2, 3) GROUP BY kind, state",
+        "SELECT organization_id, kind, state, count(*) FROM jobs WHERE state IN (1, 2, 3) \
+         GROUP BY organization_id, kind, state",
     )?);
     Ok(depths)
 }
@@ -304,20 +340,23 @@ pub(in crate::sqlite) fn finished_job_counts(
 ) -> Result<Vec<QueueDepth>, StoreError> {
     counts_by_kind_and_state(
         conn,
-        "SELECT kind, state, count(*) FROM jobs WHERE state >= 4 GROUP BY kind, state",
+        "SELECT organization_id, kind, state, count(*) FROM jobs WHERE state >= 4 \
+         GROUP BY organization_id, kind, state",
     )
 }
 
-/// Counts selected as `kind, state, count`.
+/// Counts selected as `organization_id, kind, state, count`.
 fn counts_by_kind_and_state(conn: &Connection, sql: &str) -> Result<Vec<QueueDepth>, StoreError> {
     let mut statement = conn.prepare_cached(sql).map_err(map_sqlite_error)?;
     let rows = statement
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
         .map_err(map_sqlite_error)?;
     let mut depths = Vec::new();
     for row in rows {
-        let (kind, state, count) = row.map_err(map_sqlite_error)?;
-        depths.extend(queue_depth(kind, state, count));
+        let (organization, kind, state, count) = row.map_err(map_sqlite_error)?;
+        depths.extend(queue_depth(organization, kind, state, count));
     }
     Ok(depths)
 }

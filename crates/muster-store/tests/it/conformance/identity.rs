@@ -30,6 +30,7 @@ pub fn audit(action: &str, subject: &str, at: Timestamp, detail: Value) -> NewAu
         action: action.to_string(),
         subject: subject.to_string(),
         detail,
+        organization_id: None,
     }
 }
 
@@ -54,6 +55,7 @@ pub async fn all_audit(
 ) -> anyhow::Result<Vec<AuditEntry>> {
     let filter = AuditFilter {
         action: action.map(str::to_string),
+        organization_id: None,
     };
     every_page("the audit log", page_size, |page| {
         store.list_audit(filter.clone(), page)
@@ -63,7 +65,7 @@ pub async fn all_audit(
 
 async fn all_keys(store: &dyn Store, page_size: u32) -> anyhow::Result<Vec<RunnerKeyRecord>> {
     every_page("runner keys", page_size, |page| {
-        store.list_runner_keys(page)
+        store.list_runner_keys(None, page)
     })
     .await
 }
@@ -115,11 +117,22 @@ pub async fn an_added_runner_key_reads_back_and_is_audited(
         store.get_runner_key(&keyless.fingerprint).await? == Some(keyless.clone()),
         "a key without note or organization reads back"
     );
-    let listed = store.list_runner_keys(page(10, None)).await?;
+    let listed = store.list_runner_keys(None, page(10, None)).await?;
     ensure!(
         listed.items == vec![key.clone(), keyless.clone()] && listed.next_cursor.is_none(),
         "the list holds both keys, oldest first: {listed:?}"
     );
+    let of_org = store
+        .list_runner_keys(Some("org-2".into()), page(10, None))
+        .await?;
+    ensure!(
+        of_org.items == vec![key.clone()],
+        "one organization's keys only: {of_org:?}"
+    );
+    let of_none = store
+        .list_runner_keys(Some("org-3".into()), page(10, None))
+        .await?;
+    ensure!(of_none.items.is_empty(), "{of_none:?}");
     let log = all_audit(store, None, 10).await?;
     ensure!(log.len() == 2, "one audit entry per key added: {log:?}");
     let first = &log[1];
@@ -157,7 +170,7 @@ pub async fn adding_a_fingerprint_again_changes_nothing_and_records_nothing(
         store.get_runner_key(&key.fingerprint).await? == Some(key.clone()),
         "the stored key is unchanged"
     );
-    ensure!(store.list_runner_keys(page(10, None)).await?.items == vec![key]);
+    ensure!(store.list_runner_keys(None, page(10, None)).await?.items == vec![key]);
     let log = all_audit(store, None, 10).await?;
     ensure!(log.len() == 1, "the second add recorded nothing: {log:?}");
     Ok(())
@@ -175,7 +188,7 @@ pub async fn runner_keys_list_oldest_first_across_pages(
     for key in &keys {
         store.add_runner_key(key.clone(), added(key)).await?;
     }
-    let first = store.list_runner_keys(page(3, None)).await?;
+    let first = store.list_runner_keys(None, page(3, None)).await?;
     ensure!(
         first.items == keys[..3],
         "the first page: {:?}",
@@ -184,7 +197,7 @@ pub async fn runner_keys_list_oldest_first_across_pages(
     let cursor = first
         .next_cursor
         .context("a full page points at the next")?;
-    let second = store.list_runner_keys(page(3, Some(cursor))).await?;
+    let second = store.list_runner_keys(None, page(3, Some(cursor))).await?;
     ensure!(
         second.items == keys[3..6],
         "the second page: {:?}",
@@ -193,7 +206,7 @@ pub async fn runner_keys_list_oldest_first_across_pages(
     let cursor = second
         .next_cursor
         .context("a full page points at the next")?;
-    let third = store.list_runner_keys(page(3, Some(cursor))).await?;
+    let third = store.list_runner_keys(None, page(3, Some(cursor))).await?;
     ensure!(third.items == keys[6..], "the last page: {:?}", third.items);
     ensure!(third.next_cursor.is_none(), "nothing follows the last page");
     for size in [1, 2, 7, 50] {
@@ -204,7 +217,9 @@ pub async fn runner_keys_list_oldest_first_across_pages(
     }
     for bad in ["not a cursor!", "%%%", "-1"] {
         expect_rejected(
-            store.list_runner_keys(page(3, Some(bad.to_string()))).await,
+            store
+                .list_runner_keys(None, page(3, Some(bad.to_string())))
+                .await,
             &format!("list_runner_keys with cursor {bad:?}"),
         )?;
         expect_rejected(
@@ -244,7 +259,7 @@ pub async fn a_removed_runner_key_is_gone_and_audited_once(
         "the key is gone"
     );
     ensure!(
-        store.list_runner_keys(page(10, None)).await?.items == vec![kept.clone()],
+        store.list_runner_keys(None, page(10, None)).await?.items == vec![kept.clone()],
         "only the other key is listed"
     );
     let removals = all_audit(store, Some("runner_key.removed"), 10).await?;
@@ -289,12 +304,16 @@ pub async fn the_audit_log_lists_newest_first_by_action_a_page_at_a_time(
         } else {
             "runner.registered"
         };
-        let entry = audit(
+        let mut entry = audit(
             action,
             &format!("subject-{index}"),
             T0.plus_millis(index),
             json!({"index": index}),
         );
+        // Entries 1, 3, 5 and 7 are team-a's; the others the whole cluster's.
+        if index % 2 == 1 {
+            entry.organization_id = Some("team-a".into());
+        }
         store.append_audit(entry.clone()).await.context("append")?;
         recorded.push(entry);
     }
@@ -312,7 +331,8 @@ pub async fn the_audit_log_lists_newest_first_by_action_a_page_at_a_time(
                     && entry.subject == expected.subject
                     && entry.at == expected.at
                     && entry.actor == expected.actor
-                    && entry.detail == expected.detail,
+                    && entry.detail == expected.detail
+                    && entry.organization_id == expected.organization_id,
                 "newest first: {entry:?} where {expected:?} belongs"
             );
         }
@@ -321,6 +341,7 @@ pub async fn the_audit_log_lists_newest_first_by_action_a_page_at_a_time(
         .list_audit(
             AuditFilter {
                 action: Some("registration.refused".into()),
+                organization_id: None,
             },
             page(2, None),
         )
@@ -342,6 +363,7 @@ pub async fn the_audit_log_lists_newest_first_by_action_a_page_at_a_time(
         .list_audit(
             AuditFilter {
                 action: Some("registration.refused".into()),
+                organization_id: None,
             },
             page(2, Some(cursor)),
         )
@@ -372,6 +394,38 @@ pub async fn the_audit_log_lists_newest_first_by_action_a_page_at_a_time(
             .is_empty(),
         "an action never recorded lists nothing"
     );
+    // One organization's entries, a page at a time, alone and with an action.
+    for (action, expected) in [
+        (
+            None,
+            vec!["subject-7", "subject-5", "subject-3", "subject-1"],
+        ),
+        (Some("registration.refused"), vec!["subject-3"]),
+    ] {
+        let filter = AuditFilter {
+            action: action.map(str::to_string),
+            organization_id: Some("team-a".into()),
+        };
+        let listed = every_page("team-a's audit", 3, |page| {
+            store.list_audit(filter.clone(), page)
+        })
+        .await?;
+        let subjects: Vec<&str> = listed.iter().map(|entry| entry.subject.as_str()).collect();
+        ensure!(
+            subjects == expected,
+            "team-a's entries ({action:?}): {subjects:?}"
+        );
+    }
+    let elsewhere = store
+        .list_audit(
+            AuditFilter {
+                action: None,
+                organization_id: Some("team-b".into()),
+            },
+            page(10, None),
+        )
+        .await?;
+    ensure!(elsewhere.items.is_empty() && elsewhere.next_cursor.is_none());
     Ok(())
 }
 

@@ -60,6 +60,7 @@ fn nested_schema() -> Value {
 /// Every audit entry of `action`, newest first.
 async fn audit_of(store: &dyn Store, action: &str) -> anyhow::Result<Vec<AuditEntry>> {
     let filter = AuditFilter {
+        organization_id: None,
         action: Some(action.to_string()),
     };
     every_page("the audit log", 50, |page| {

@@ -499,8 +499,9 @@ pub async fn queue_depths_count_jobs_by_kind_and_state(
         let mut depths = HashMap::new();
         for depth in listed {
             if depth.count > 0 {
+                ensure!(depth.organization == "default", "every job is default's: {depth:?}");
                 let previous = depths.insert((depth.kind.clone(), depth.state), depth.count);
-                ensure!(previous.is_none(), "one row per kind and state: {depth:?}");
+                ensure!(previous.is_none(), "one row per organization, kind and state: {depth:?}");
             }
         }
         Ok(depths)

@@ -4,11 +4,12 @@
 //! listed all or by organization, touched without going back in time, and revoked at once; every
 //! change committed together with its audit entry.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, bail, ensure};
 use muster_core::organization::{DEFAULT_ORGANIZATION, Role};
-use muster_core::{JobOrganization, JobSpec, NewJob, RunnerId, Timestamp, UserTokenId};
+use muster_core::{JobOrganization, JobSpec, JobState, NewJob, RunnerId, Timestamp, UserTokenId};
 use muster_store::{
     AuditFilter, ClaimRequest, JobFilter, NewAuditEntry, NewRunner, NewUserToken,
     OrganizationContents, OrganizationRecord, PageRequest, RunnerFilter, Store, StoreError,
@@ -49,6 +50,7 @@ async fn audited(store: &dyn Store, action: &str) -> anyhow::Result<Vec<String>>
         .list_audit(
             AuditFilter {
                 action: Some(action.to_string()),
+                organization_id: None,
             },
             PageRequest {
                 limit: 100,
@@ -525,5 +527,63 @@ pub async fn an_idempotency_key_names_one_job_per_organization(
         third[0].created && third[0].job.organization.id == "solo",
         "a third organization gets its own: {third:?}"
     );
+    Ok(())
+}
+
+pub async fn job_counts_are_told_by_organization_whether_or_not_it_shares_runners(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    for (id, shared) in [("alpha", true), ("solo", false)] {
+        let record = organization(id, id, shared, at(10));
+        store
+            .create_organization(record.clone(), created(&record))
+            .await?;
+    }
+    // default: 3 open + 1 constrained; alpha (shares): 2 open + 2 constrained; solo (does not
+    // share): 1 open + 3 constrained, of which the open one is then claimed.
+    let mut jobs = Vec::new();
+    for (organization, shared, open, constrained) in [
+        ("default", true, 3, 1),
+        ("alpha", true, 2, 2),
+        ("solo", false, 1, 3),
+    ] {
+        for _ in 0..open {
+            jobs.push(job_of("counted", organization, shared, false));
+        }
+        for _ in 0..constrained {
+            jobs.push(job_of("counted", organization, shared, true));
+        }
+    }
+    store.submit_jobs(jobs).await?;
+    let solo_runner = runner_of(store, "solo-counter", Some("solo")).await?;
+    let taken = store
+        .claim_jobs(claim_request(solo_runner, &["counted"], 1), at(900))
+        .await?;
+    ensure!(taken.len() == 1, "{taken:?}");
+    let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+    for depth in store.active_job_counts().await? {
+        ensure!(depth.kind == "counted", "{depth:?}");
+        if depth.count > 0 {
+            let previous = counts.insert(
+                (depth.organization.clone(), depth.state.as_str()),
+                depth.count,
+            );
+            ensure!(
+                previous.is_none(),
+                "one row per organization and state: {depth:?}"
+            );
+        }
+    }
+    let expected: BTreeMap<(String, &'static str), u64> = [
+        ("default", JobState::Pending, 4),
+        ("alpha", JobState::Pending, 4),
+        ("solo", JobState::Pending, 3),
+        ("solo", JobState::Claimed, 1),
+    ]
+    .into_iter()
+    .map(|(organization, state, count)| ((organization.to_string(), state.as_str()), count))
+    .collect();
+    ensure!(counts == expected, "counts by organization: {counts:?}");
     Ok(())
 }
