@@ -27,6 +27,8 @@ pub struct StoredArtifact {
 /// byte was read, and its reservation lasts until it is stored or dropped.
 pub struct UploadPermit {
     uploader: ArtifactUploader,
+    /// The organization of a scoped user token: what it uploads, it may read back.
+    granted_to: Option<String>,
     admission: Arc<Mutex<Admission>>,
 }
 
@@ -92,6 +94,9 @@ impl Coordinator {
         let admission = quota::admit(self, uploader, declared).await?;
         Ok(UploadPermit {
             uploader,
+            granted_to: principal
+                .scoped_organization()
+                .map(|organization| organization.as_str().to_string()),
             admission: Arc::new(Mutex::new(admission)),
         })
     }
@@ -142,6 +147,18 @@ impl Coordinator {
                     lock(&permit.admission).finish(Some(stored.size));
                 } else {
                     lock(&permit.admission).finish(None);
+                }
+                // Bytes stored before are granted too: the uploader holds them.
+                if let Some(organization) = permit.granted_to
+                    && let Err(error) = self
+                        .store
+                        .grant_artifacts(organization, vec![stored.id])
+                        .await
+                {
+                    return Err(UploadRefused {
+                        error: error.into(),
+                        rest: stream,
+                    });
                 }
                 Ok(StoredArtifact {
                     id: stored.id,
@@ -202,6 +219,23 @@ impl Coordinator {
                 "artifact '{shown}' not found (ids are sha256: followed by 64 lowercase hex digits)"
             ))
         })?;
+        // What a caller may not read answers exactly as what is not stored.
+        let readable = match principal {
+            Principal::Runner(runner) | Principal::PendingRunner(runner) => {
+                self.store.runner_may_read_artifact(*runner, id).await?
+            }
+            _ => match principal.scoped_organization() {
+                Some(organization) => {
+                    self.store
+                        .artifact_granted(organization.as_str().to_string(), id)
+                        .await?
+                }
+                None => true,
+            },
+        };
+        if !readable {
+            return Err(ServiceError::from(BlobError::NotFound(id)));
+        }
         let reader = self.blobs.open(&id).await?;
         Ok((id, reader))
     }

@@ -225,6 +225,7 @@ impl Coordinator {
             .await?
             .pop()
             .ok_or_else(|| ServiceError::internal("store answered no job for one submitted"))?;
+        self.grant_inputs([&submitted.job]).await;
         Ok(Submission {
             view: self.view(submitted.job).await,
             created: submitted.created,
@@ -273,6 +274,8 @@ impl Coordinator {
         )
         .await?;
         let submitted = self.store.submit_jobs(new_jobs).await?;
+        self.grant_inputs(submitted.iter().map(|answer| &answer.job))
+            .await;
         Ok(self
             .views(
                 submitted
@@ -281,6 +284,22 @@ impl Coordinator {
                     .collect(),
             )
             .await)
+    }
+
+    /// Let each job's organization read the inputs it names.
+    async fn grant_inputs<'a>(&self, jobs: impl IntoIterator<Item = &'a JobRecord>) {
+        let mut by_organization: HashMap<&str, Vec<muster_core::ArtifactId>> = HashMap::new();
+        for job in jobs {
+            if !job.inputs.is_empty() {
+                by_organization
+                    .entry(job.organization.id.as_str())
+                    .or_default()
+                    .extend(job.inputs.iter().copied());
+            }
+        }
+        for (organization, inputs) in by_organization {
+            self.grant_to_job_organization(organization, inputs).await;
+        }
     }
 
     /// Jobs, newest first.

@@ -501,10 +501,13 @@ impl Coordinator {
             }
         };
         self.keep_outputs(&outputs).await?;
+        let produced: Vec<ArtifactId> = outputs.values().copied().collect();
         let job = self
             .store
             .complete_job_signed(call, result, signature, outputs, self.clock.now())
             .await?;
+        self.grant_to_job_organization(&job.organization.id, produced)
+            .await;
         self.metrics.record_completions(1);
         self.job_changes.changed(call.job);
         Ok(self.view(job).await)
@@ -638,14 +641,44 @@ impl Coordinator {
         muster_core::validate_outputs(&outputs)
             .map_err(|error| ServiceError::invalid_input(error.to_string()))?;
         self.keep_outputs(&outputs).await?;
+        let produced: Vec<ArtifactId> = outputs.values().copied().collect();
         let recorded = self
             .store
             .record_outputs(call, outputs, self.clock.now())
             .await?;
+        match self.store.get_job(call.job).await {
+            Ok(job) => {
+                self.grant_to_job_organization(&job.organization.id, produced)
+                    .await
+            }
+            Err(error) => {
+                tracing::warn!(%error, job = %call.job, "read the organization of a job whose outputs were recorded; its outputs stay unreadable to its organization's scoped tokens");
+            }
+        }
         Ok(OutputsRecorded {
             outputs: recorded.outputs,
             cancel: recorded.ack.cancel,
         })
+    }
+
+    /// Let the job's organization read the artifacts its job names. The job is stored already,
+    /// so a failure here is logged, not answered: tokens of every organization still read
+    /// them, the organization's own tokens do not (the failure closes access, never opens it).
+    pub(crate) async fn grant_to_job_organization(
+        &self,
+        organization: &str,
+        produced: Vec<ArtifactId>,
+    ) {
+        if produced.is_empty() {
+            return;
+        }
+        if let Err(error) = self
+            .store
+            .grant_artifacts(organization.to_string(), produced)
+            .await
+        {
+            tracing::warn!(%error, organization, "grant a job's outputs to its organization");
+        }
     }
 
     /// Complete many jobs in one commit, each fenced on its own; answers each one's outcome

@@ -368,6 +368,31 @@ pub trait ArtifactRecords: Send + Sync + 'static {
         &self,
         limit: u32,
     ) -> Result<Vec<(RunnerId, ArtifactUsage)>, StoreError>;
+
+    /// Let `organization` read the artifacts `ids`: one of its tokens uploaded them, or one of
+    /// its jobs names them. Granting twice changes nothing; ids with no stored record are left
+    /// out. A grant outlives the bytes' collection: whoever could read bytes once learns
+    /// nothing new when the same bytes are stored again.
+    async fn grant_artifacts(
+        &self,
+        organization: String,
+        ids: Vec<ArtifactId>,
+    ) -> Result<(), StoreError>;
+
+    /// Whether `organization` may read `id` (it was granted to it).
+    async fn artifact_granted(
+        &self,
+        organization: String,
+        id: ArtifactId,
+    ) -> Result<bool, StoreError>;
+
+    /// Whether `runner` may read `id`: it uploaded the stored bytes, or a job it holds the
+    /// lease on names them as an input or an output.
+    async fn runner_may_read_artifact(
+        &self,
+        runner: RunnerId,
+        id: ArtifactId,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Runner identity: the allowlist of runner keys and the audit log of security events. A change

@@ -74,10 +74,10 @@ fn expected(principal: &Principal, action: Action) -> bool {
         ) => true,
         // The roles, each including the ones before it; organizations are the bootstrap
         // admin's alone, and kind rules (cluster-wide) need a token of every organization.
-        // Artifact downloads (kept for the whole cluster) need a token of every organization too.
         (Principal::User(user), action) => match action {
-            Action::ReadJobs | Action::ReadRunners | Action::ReadKinds => true,
-            Action::ReadArtifacts => user.scope == OrganizationScope::Every,
+            Action::ReadJobs | Action::ReadRunners | Action::ReadArtifacts | Action::ReadKinds => {
+                true
+            }
             Action::SubmitJobs | Action::SteerJobs | Action::UploadArtifacts => {
                 user.role >= Role::Submitter
             }

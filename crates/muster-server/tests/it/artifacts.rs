@@ -120,7 +120,8 @@ async fn an_upload_answers_the_sha256_of_its_bytes_and_a_download_returns_them()
         "the bytes come back unchanged"
     );
 
-    // The clients, both audiences, checked against the id as they read.
+    // The clients, both audiences, checked against the id as they read. A runner reads only
+    // what a job it holds names: not before it holds one.
     assert_eq!(
         client
             .download_artifact_bytes(&expected)
@@ -128,6 +129,21 @@ async fn an_upload_answers_the_sha256_of_its_bytes_and_a_download_returns_them()
             .expect("user download"),
         bytes
     );
+    let before = runner
+        .download_artifact_bytes(&expected)
+        .await
+        .expect_err("no job names it yet");
+    assert_eq!(
+        before.code(),
+        Some(muster_core::ErrorCode::NotFound),
+        "{before:?}"
+    );
+    submit(
+        &client,
+        job_with_inputs("reads-upload", &[expected.as_str()]),
+    )
+    .await;
+    claim_one(&runner, "reads-upload").await;
     assert_eq!(
         runner
             .download_artifact_bytes(&expected)

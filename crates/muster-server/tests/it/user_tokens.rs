@@ -691,3 +691,112 @@ async fn an_operator_of_one_organization_manages_its_runner_keys_and_no_others()
     .await
     .assert_error(404, "not_found", &[&elsewhere_id]);
 }
+
+#[tokio::test]
+async fn an_organization_reads_the_artifacts_its_tokens_uploaded_or_its_jobs_name_and_no_others() {
+    let server = start().await;
+    let acme = create_organization(&server, "acme").await;
+    let other = create_organization(&server, "other").await;
+    let submitter = token_of(
+        &mint(
+            &server,
+            json!({"name": "acme-ci", "role": "submitter", "organization_id": acme}),
+        )
+        .await,
+    );
+    let acme_viewer = token_of(
+        &mint(
+            &server,
+            json!({"name": "acme-eyes", "role": "viewer", "organization_id": acme}),
+        )
+        .await,
+    );
+    let other_viewer = token_of(
+        &mint(
+            &server,
+            json!({"name": "other-eyes", "role": "viewer", "organization_id": other}),
+        )
+        .await,
+    );
+    let upload = |token: String, bytes: &'static [u8]| {
+        let server = &server;
+        async move {
+            let reply = send(
+                request(server, Method::POST, "/api/v1/artifacts", Some(&token))
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(bytes),
+            )
+            .await;
+            assert!(matches!(reply.status, 200 | 201), "{}", reply.body);
+            reply.json()["id"].as_str().expect("id").to_string()
+        }
+    };
+    let download = |token: String, id: String| {
+        let server = &server;
+        async move {
+            as_token(
+                server,
+                &token,
+                Method::GET,
+                &format!("/api/v1/artifacts/{id}"),
+                None,
+            )
+            .await
+        }
+    };
+    // Uploaded by acme's submitter: acme reads it, other finds nothing there.
+    let own = upload(submitter.clone(), b"acme's model").await;
+    assert_eq!(
+        download(acme_viewer.clone(), own.clone()).await.body,
+        "acme's model"
+    );
+    download(other_viewer.clone(), own.clone())
+        .await
+        .assert_error(404, "not_found", &[&own]);
+    // Uploaded with the admin token and named by an acme job: acme reads it from then on.
+    let shared = upload(server.admin_token.clone(), b"a dataset").await;
+    download(acme_viewer.clone(), shared.clone())
+        .await
+        .assert_error(404, "not_found", &[&shared]);
+    let submitted = as_token(
+        &server,
+        &submitter,
+        Method::POST,
+        "/api/v1/jobs",
+        Some(json!({"kind": "train", "inputs": [shared]})),
+    )
+    .await;
+    assert_eq!(submitted.status, 201, "{}", submitted.body);
+    assert_eq!(
+        download(acme_viewer.clone(), shared.clone()).await.status,
+        200
+    );
+    download(other_viewer.clone(), shared.clone())
+        .await
+        .assert_error(404, "not_found", &[&shared]);
+    // What the job produced: its runner reads it while it holds the job, and acme reads it.
+    let (_, runner) = server.runner("trainer").await.expect("a runner");
+    let claimed = crate::support::claim_one(&runner, "train").await;
+    let output = runner
+        .upload_artifact_bytes(bytes::Bytes::from_static(b"trained weights"))
+        .await
+        .expect("upload an output")
+        .id;
+    runner
+        .record_outputs(
+            claimed.id,
+            Some(claimed.lease.epoch),
+            std::collections::BTreeMap::from([("weights".to_string(), output.clone())]),
+        )
+        .await
+        .expect("record the output");
+    assert_eq!(
+        download(acme_viewer.clone(), output.clone()).await.body,
+        "trained weights"
+    );
+    download(other_viewer.clone(), output.clone())
+        .await
+        .assert_error(404, "not_found", &[&output]);
+    // The bootstrap admin reads everything.
+    assert_eq!(download(server.admin_token.clone(), own).await.status, 200);
+}

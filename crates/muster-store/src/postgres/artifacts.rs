@@ -93,3 +93,59 @@ pub(super) async fn largest_uploaders(
     let rows = rows.iter().map(usage_row).collect::<Result<Vec<_>, _>>()?;
     artifact_uploaders_from_rows(rows)
 }
+
+pub(super) async fn grant(
+    client: &impl GenericClient,
+    organization: &str,
+    ids: &[ArtifactId],
+) -> Result<(), StoreError> {
+    let digests: Vec<Vec<u8>> = ids.iter().map(|id| id.digest().to_vec()).collect();
+    execute(
+        client,
+        "INSERT INTO artifact_organizations (artifact_id, organization_id) \
+         SELECT id, $2 FROM artifacts WHERE id = ANY($1) ON CONFLICT DO NOTHING",
+        &[&digests, &organization],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn granted(
+    client: &impl GenericClient,
+    organization: &str,
+    id: ArtifactId,
+) -> Result<bool, StoreError> {
+    let rows = query(
+        client,
+        "SELECT 1 FROM artifact_organizations WHERE artifact_id = $1 AND organization_id = $2",
+        &[&id.digest().as_slice(), &organization],
+    )
+    .await?;
+    Ok(!rows.is_empty())
+}
+
+/// A runner's leased jobs are those its lease checks list (a few seconds of claims), and their
+/// inputs and outputs hold artifact ids as text.
+pub(super) async fn runner_may_read(
+    client: &impl GenericClient,
+    runner: RunnerId,
+    id: ArtifactId,
+) -> Result<bool, StoreError> {
+    let pattern = crate::rules::artifacts::named_in_json_pattern(id);
+    let rows = query(
+        client,
+        "SELECT 1 FROM artifacts WHERE id = $1 AND runner_id = $2 \
+         UNION ALL \
+         (SELECT 1 FROM jobs \
+          WHERE seq IN (SELECT unnest(seqs) FROM lease_checks WHERE runner_id = $2) \
+          AND runner_id = $2 AND state IN (1, 2, 3) AND (inputs LIKE $3 OR outputs LIKE $3)) \
+         LIMIT 1",
+        &[
+            &id.digest().as_slice(),
+            &runner.as_bytes().as_slice(),
+            &pattern,
+        ],
+    )
+    .await?;
+    Ok(!rows.is_empty())
+}

@@ -150,24 +150,18 @@ pub(super) async fn list_audit(
 ) -> Result<Page<AuditEntry>, StoreError> {
     let below = paging::page_start_bound(page)?;
     let limit = paging::rows_to_read(page);
-    // One statement per filter, so a list of one action reads the (action, seq) index and one
-    // of an organization the (organization_id, seq) one.
-    let (condition, values): (&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) =
-        match (&filter.action, &filter.organization_id) {
-            (Some(action), Some(organization)) => (
-                "action = $3 AND organization_id = $4 AND",
-                vec![action, organization],
-            ),
-            (Some(action), None) => ("action = $3 AND", vec![action]),
-            (None, Some(organization)) => ("organization_id = $3 AND", vec![organization]),
-            (None, None) => ("", Vec::new()),
-        };
+    let (condition, values) =
+        crate::rules::identity::audit_filter_condition(filter, |index| format!("${index}"));
     let sql = format!(
         "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {condition} seq < $1 \
          ORDER BY seq DESC LIMIT $2"
     );
     let mut parameters: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&below, &limit];
-    parameters.extend(values);
+    parameters.extend(
+        values
+            .into_iter()
+            .map(|value| value as &(dyn tokio_postgres::types::ToSql + Sync)),
+    );
     let rows = query(client, &sql, &parameters).await?;
     paging::page_from_rows(&rows, page, audit_entry_from_row)
 }

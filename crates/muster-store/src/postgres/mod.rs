@@ -797,6 +797,33 @@ impl ArtifactRecords for PostgresStore {
         let client = self.client().await?;
         artifacts::largest_uploaders(&client, limit).await
     }
+
+    async fn grant_artifacts(
+        &self,
+        organization: String,
+        ids: Vec<ArtifactId>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        artifacts::grant(&client, &organization, &ids).await
+    }
+
+    async fn artifact_granted(
+        &self,
+        organization: String,
+        id: ArtifactId,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        artifacts::granted(&client, &organization, id).await
+    }
+
+    async fn runner_may_read_artifact(
+        &self,
+        runner: RunnerId,
+        id: ArtifactId,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        artifacts::runner_may_read(&client, runner, id).await
+    }
 }
 
 #[async_trait]

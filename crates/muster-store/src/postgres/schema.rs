@@ -350,6 +350,13 @@ CREATE UNIQUE INDEX jobs_idempotency ON jobs (organization_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX audit_log_organization ON audit_log (organization_id, seq)
     WHERE organization_id IS NOT NULL;
+-- Which organizations may read an artifact: one of its tokens uploaded it, or one of its jobs
+-- names it.
+CREATE TABLE artifact_organizations (
+    artifact_id BYTEA NOT NULL,
+    organization_id TEXT NOT NULL,
+    PRIMARY KEY (artifact_id, organization_id)
+);
 "#,
 ];
 

@@ -111,6 +111,12 @@ pub(crate) fn artifact_uploaders_from_rows(
         .collect()
 }
 
+/// The `LIKE` pattern that finds `id` in a job's `inputs` or `outputs` (JSON text holding ids
+/// as `sha256:` and 64 hex digits, which hold no `%` or `_`).
+pub(crate) fn named_in_json_pattern(id: muster_core::ArtifactId) -> String {
+    format!("%\"{id}\"%")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::{AuditEntry, RunnerKeyRecord, StoreError};
+use crate::{AuditEntry, AuditFilter, RunnerKeyRecord, StoreError};
 
 pub(crate) fn runner_key_not_found(fingerprint: &str) -> StoreError {
     StoreError::NotFound(format!("runner key {fingerprint}"))
@@ -30,6 +30,32 @@ pub(crate) fn runner_key_record(columns: RunnerKeyColumns) -> RunnerKeyRecord {
         note: columns.note,
         organization_id: columns.organization_id,
         created_at: muster_core::Timestamp(columns.created_at),
+    }
+}
+
+/// The condition an audit list adds for `filter`, ahead of `seq < <1st> ORDER BY seq DESC LIMIT
+/// <2nd>`: its values are the 3rd and 4th parameters, written by `placeholder` (`?3` or `$3`).
+/// One statement per filter, so a list of one action reads the (action, seq) index and one of an
+/// organization the (organization_id, seq) one.
+pub(crate) fn audit_filter_condition(
+    filter: &AuditFilter,
+    placeholder: fn(usize) -> String,
+) -> (String, Vec<&String>) {
+    match (&filter.action, &filter.organization_id) {
+        (Some(action), Some(organization)) => (
+            format!(
+                "action = {} AND organization_id = {} AND",
+                placeholder(3),
+                placeholder(4)
+            ),
+            vec![action, organization],
+        ),
+        (Some(action), None) => (format!("action = {} AND", placeholder(3)), vec![action]),
+        (None, Some(organization)) => (
+            format!("organization_id = {} AND", placeholder(3)),
+            vec![organization],
+        ),
+        (None, None) => (String::new(), Vec::new()),
     }
 }
 

@@ -104,3 +104,71 @@ pub(super) fn largest_uploaders(
         .map_err(map_sqlite_error)?;
     artifact_uploaders_from_rows(rows)
 }
+
+pub(super) fn grant(
+    context: &mut WriterContext,
+    organization: &str,
+    ids: &[ArtifactId],
+) -> Result<(), StoreError> {
+    let mut statement = context
+        .conn
+        .prepare_cached(
+            "INSERT INTO artifact_organizations (artifact_id, organization_id) \
+             SELECT id, ?2 FROM artifacts WHERE id = ?1 ON CONFLICT DO NOTHING",
+        )
+        .map_err(map_sqlite_error)?;
+    for id in ids {
+        statement
+            .execute(params![id.digest().as_slice(), organization])
+            .map_err(map_sqlite_error)?;
+    }
+    Ok(())
+}
+
+pub(super) fn granted(
+    conn: &Connection,
+    organization: &str,
+    id: ArtifactId,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "SELECT 1 FROM artifact_organizations WHERE artifact_id = ?1 AND organization_id = ?2",
+    )
+    .and_then(|mut statement| {
+        statement
+            .query_row(params![id.digest().as_slice(), organization], |_| Ok(()))
+            .optional()
+    })
+    .map(|found| found.is_some())
+    .map_err(map_sqlite_error)
+}
+
+/// A runner's leased jobs are found through the reaper's index of leased jobs (in flight, so
+/// few), and their inputs and outputs hold artifact ids as text.
+pub(super) fn runner_may_read(
+    conn: &Connection,
+    runner: RunnerId,
+    id: ArtifactId,
+) -> Result<bool, StoreError> {
+    let pattern = crate::rules::artifacts::named_in_json_pattern(id);
+    conn.prepare_cached(
+        "SELECT 1 FROM artifacts WHERE id = ?1 AND runner_id = ?2 \
+         UNION ALL \
+         SELECT 1 FROM jobs INDEXED BY jobs_leased WHERE state IN (1, 2, 3) AND runner_id = ?2 \
+         AND (inputs LIKE ?3 OR outputs LIKE ?3) \
+         LIMIT 1",
+    )
+    .and_then(|mut statement| {
+        statement
+            .query_row(
+                params![
+                    id.digest().as_slice(),
+                    runner.as_bytes().as_slice(),
+                    pattern
+                ],
+                |_| Ok(()),
+            )
+            .optional()
+    })
+    .map(|found| found.is_some())
+    .map_err(map_sqlite_error)
+}

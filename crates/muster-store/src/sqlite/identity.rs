@@ -164,24 +164,18 @@ pub(super) fn list_audit(
         let (seq, entry) = row.map_err(map_sqlite_error)?;
         Ok((seq, entry?))
     };
-    // One statement per filter, so a list of one action reads the (action, seq) index and one
-    // of an organization the (organization_id, seq) one.
-    let (condition, values): (&str, Vec<&dyn rusqlite::ToSql>) =
-        match (&filter.action, &filter.organization_id) {
-            (Some(action), Some(organization)) => (
-                "action = ?3 AND organization_id = ?4 AND",
-                vec![action, organization],
-            ),
-            (Some(action), None) => ("action = ?3 AND", vec![action]),
-            (None, Some(organization)) => ("organization_id = ?3 AND", vec![organization]),
-            (None, None) => ("", Vec::new()),
-        };
+    let (condition, values) =
+        crate::rules::identity::audit_filter_condition(filter, |index| format!("?{index}"));
     let sql = format!(
         "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {condition} seq < ?1 \
          ORDER BY seq DESC LIMIT ?2"
     );
     let mut parameters: Vec<&dyn rusqlite::ToSql> = vec![&below, &limit];
-    parameters.extend(values);
+    parameters.extend(
+        values
+            .into_iter()
+            .map(|value| value as &dyn rusqlite::ToSql),
+    );
     let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
     let rows = statement
         .query_map(parameters.as_slice(), audit_entry_from_row)

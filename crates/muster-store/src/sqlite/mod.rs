@@ -550,6 +550,36 @@ impl ArtifactRecords for SqliteStore {
             .run(move |conn| artifacts::largest_uploaders(conn, limit))
             .await
     }
+
+    async fn grant_artifacts(
+        &self,
+        organization: String,
+        ids: Vec<ArtifactId>,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .run(move |context| artifacts::grant(context, &organization, &ids))
+            .await
+    }
+
+    async fn artifact_granted(
+        &self,
+        organization: String,
+        id: ArtifactId,
+    ) -> Result<bool, StoreError> {
+        self.readers
+            .run(move |conn| artifacts::granted(conn, &organization, id))
+            .await
+    }
+
+    async fn runner_may_read_artifact(
+        &self,
+        runner: RunnerId,
+        id: ArtifactId,
+    ) -> Result<bool, StoreError> {
+        self.readers
+            .run(move |conn| artifacts::runner_may_read(conn, runner, id))
+            .await
+    }
 }
 
 #[async_trait]

@@ -254,12 +254,19 @@ CREATE INDEX jobs_pending_constrained_own ON jobs (organization_id, kind, priori
     // 10: idempotency keys are unique within an organization, not across them: the same key in
     // two organizations names two jobs, so a submission never answers another organization's.
     // An organization's admins read its audit entries through their own index.
+    // `artifact_organizations` says which organizations may read an artifact (one of its tokens
+    // uploaded it, or one of its jobs names it).
     r#"
 DROP INDEX jobs_idempotency;
 CREATE UNIQUE INDEX jobs_idempotency ON jobs (organization_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX audit_log_organization ON audit_log (organization_id, seq)
     WHERE organization_id IS NOT NULL;
+CREATE TABLE artifact_organizations (
+    artifact_id BLOB NOT NULL,
+    organization_id TEXT NOT NULL,
+    PRIMARY KEY (artifact_id, organization_id)
+) WITHOUT ROWID;
 "#,
 ];
 

@@ -106,6 +106,7 @@ macro_rules! conformance_suite {
             named_artifacts_are_every_jobs_inputs_and_outputs_until_the_job_is_deleted,
             // artifact records (upload quotas)
             artifact_usage_counts_records_by_runner_and_in_total,
+            artifacts_are_granted_to_organizations_and_readable_by_the_runners_that_need_them,
             a_taken_artifact_record_is_no_longer_counted_and_can_be_put_back,
             recording_an_artifact_again_charges_only_the_new_record,
             artifact_records_written_at_once_are_each_counted_once,

@@ -22,6 +22,7 @@ macro_rules! undo_migration_10 {
     () => {
         "DROP INDEX jobs_idempotency;
          DROP INDEX audit_log_organization;
+         DROP TABLE artifact_organizations;
          CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key)
              WHERE idempotency_key IS NOT NULL;"
     };

@@ -223,3 +223,91 @@ pub async fn a_deleted_runners_artifacts_stay_counted_until_collected(
     );
     Ok(())
 }
+
+pub async fn artifacts_are_granted_to_organizations_and_readable_by_the_runners_that_need_them(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    use muster_core::JobSpec;
+    let store = store.as_ref();
+    let uploader = register_runner(store, "uploader").await?;
+    let holder = register_runner(store, "holder").await?;
+    let bystander = register_runner(store, "bystander").await?;
+    for record in [
+        record(11, 10, ArtifactUploader::Runner(uploader), T0),
+        record(12, 10, ArtifactUploader::User, T0),
+        record(13, 10, ArtifactUploader::User, T0),
+    ] {
+        store.record_artifact(record).await?;
+    }
+    // Grants: twice is once; an id with no stored record is left out.
+    store
+        .grant_artifacts(
+            "alpha".into(),
+            vec![artifact(12), artifact(12), artifact(99)],
+        )
+        .await?;
+    store
+        .grant_artifacts("alpha".into(), vec![artifact(12)])
+        .await?;
+    ensure!(store.artifact_granted("alpha".into(), artifact(12)).await?);
+    ensure!(!store.artifact_granted("beta".into(), artifact(12)).await?);
+    ensure!(!store.artifact_granted("alpha".into(), artifact(13)).await?);
+    ensure!(
+        !store.artifact_granted("alpha".into(), artifact(99)).await?,
+        "nothing is granted of bytes not stored"
+    );
+
+    // A runner reads what it uploaded, and what the job it holds names; nothing else.
+    ensure!(
+        store
+            .runner_may_read_artifact(uploader, artifact(11))
+            .await?
+    );
+    ensure!(
+        !store
+            .runner_may_read_artifact(bystander, artifact(11))
+            .await?
+    );
+    let job = super::submit_one(
+        store,
+        JobSpec {
+            inputs: vec![artifact(12)],
+            ..super::spec("reads-artifacts")
+        },
+        T0,
+    )
+    .await?;
+    ensure!(
+        !store.runner_may_read_artifact(holder, artifact(12)).await?,
+        "not before it holds the job"
+    );
+    let claimed = super::claim_one(store, holder, "reads-artifacts", at(1_000)).await?;
+    ensure!(claimed.job.id == job.id);
+    ensure!(store.runner_may_read_artifact(holder, artifact(12)).await?);
+    ensure!(
+        !store
+            .runner_may_read_artifact(bystander, artifact(12))
+            .await?
+    );
+    ensure!(
+        !store.runner_may_read_artifact(holder, artifact(13)).await?,
+        "an artifact the job does not name"
+    );
+    let call = super::call_for(&claimed, holder);
+    store
+        .record_outputs(call, super::outputs(&[("result", 13)]), at(2_000))
+        .await?;
+    ensure!(
+        store.runner_may_read_artifact(holder, artifact(13)).await?,
+        "an output of the job it holds"
+    );
+    store
+        .complete_job(call, serde_json::json!({}), Default::default(), at(3_000))
+        .await
+        .context("complete")?;
+    ensure!(
+        !store.runner_may_read_artifact(holder, artifact(12)).await?,
+        "no longer once the lease is gone"
+    );
+    Ok(())
+}
