@@ -136,6 +136,43 @@ async fn a_token_acts_with_its_role_in_its_organization_and_sees_nothing_of_anot
             .await
             .assert_error(404, "not_found", &[&other_id]);
     }
+    // The live log stream of another organization's job does not open either.
+    let stream = send(
+        request(
+            &server,
+            Method::GET,
+            &format!("/api/v1/jobs/{other_id}/logs"),
+            Some(&viewer_token),
+        )
+        .header(reqwest::header::ACCEPT, "text/event-stream"),
+    )
+    .await;
+    stream.assert_error(404, "not_found", &[&other_id]);
+    // A cursor does not lead out of the organization: every page, followed to its end, holds
+    // the token's organization's jobs alone.
+    let mut cursor: Option<String> = None;
+    let mut paged = Vec::new();
+    for _ in 0..10 {
+        let path = match &cursor {
+            Some(cursor) => format!("/api/v1/jobs?limit=1&cursor={cursor}"),
+            None => "/api/v1/jobs?limit=1".to_string(),
+        };
+        let page = as_token(&server, &viewer_token, Method::GET, &path, None).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let page = page.json();
+        for job in page["items"].as_array().expect("items") {
+            paged.push(job["id"].as_str().expect("id").to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        paged,
+        std::slice::from_ref(&own_id),
+        "paging shows acme's job alone"
+    );
     as_token(
         &server,
         &viewer_token,
