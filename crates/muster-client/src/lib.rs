@@ -225,6 +225,19 @@ fn kind_path(kind: &str) -> String {
 }
 
 /// The `limit` and `cursor` query parameters of a list.
+/// [`page_query`] with an `organization_id` filter when one is given.
+fn organization_page_query(
+    organization: Option<&str>,
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut query = page_query(limit, cursor);
+    if let Some(organization) = organization {
+        query.push(("organization_id", organization.to_string()));
+    }
+    query
+}
+
 fn page_query(limit: Option<u32>, cursor: Option<&str>) -> Vec<(&'static str, String)> {
     let mut query = Vec::new();
     if let Some(limit) = limit {
@@ -451,14 +464,13 @@ impl MusterClient {
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<RunnerList, ClientError> {
-        let mut request = self
-            .connection
-            .request(Method::GET, "/api/v1/runners")
-            .query(&page_query(limit, cursor));
-        if let Some(organization) = organization {
-            request = request.query(&[("organization_id", organization)]);
-        }
-        self.connection.json(request).await
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, "/api/v1/runners")
+                    .query(&organization_page_query(organization, limit, cursor)),
+            )
+            .await
     }
 
     pub async fn get_runner(&self, id: Uuid) -> Result<Runner, ClientError> {
@@ -613,14 +625,13 @@ impl MusterClient {
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<api::UserTokenList, ClientError> {
-        let mut request = self
-            .connection
-            .request(Method::GET, "/api/v1/admin/tokens")
-            .query(&page_query(limit, cursor));
-        if let Some(organization) = organization {
-            request = request.query(&[("organization_id", organization)]);
-        }
-        self.connection.json(request).await
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, "/api/v1/admin/tokens")
+                    .query(&organization_page_query(organization, limit, cursor)),
+            )
+            .await
     }
 
     /// Revoke a user token by its id: it fails from the next request on.
@@ -701,12 +712,9 @@ impl MusterClient {
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<api::AuditList, ClientError> {
-        let mut query = page_query(limit, cursor);
+        let mut query = organization_page_query(organization, limit, cursor);
         if let Some(action) = action {
             query.push(("action", action.to_string()));
-        }
-        if let Some(organization) = organization {
-            query.push(("organization_id", organization.to_string()));
         }
         self.connection
             .json(

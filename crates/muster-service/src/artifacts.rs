@@ -188,6 +188,26 @@ impl Coordinator {
         }
     }
 
+    /// Let the job's organization read the artifacts its job names. The job is stored already,
+    /// so a failure here is logged, not answered: tokens of every organization still read
+    /// them, the organization's own tokens do not (the failure closes access, never opens it).
+    pub(crate) async fn grant_to_job_organization(
+        &self,
+        organization: &str,
+        named: Vec<ArtifactId>,
+    ) {
+        if named.is_empty() {
+            return;
+        }
+        if let Err(error) = self
+            .store
+            .grant_artifacts(organization.to_string(), named)
+            .await
+        {
+            tracing::warn!(%error, organization, "grant the artifacts a job names to its organization");
+        }
+    }
+
     /// What artifacts are stored and charged: in all, and to `runner` when one is named (what
     /// the quotas count).
     pub async fn artifact_usage(

@@ -95,7 +95,7 @@ impl Coordinator {
             muster_core::check_field("note", note, TextRule::optional(MAX_RUNNER_KEY_NOTE_LEN))
                 .map_err(invalid)?;
         }
-        let organization_id = crate::scope::runner_organization(principal, key.organization_id)?;
+        let organization_id = crate::scope::organization_for(principal, key.organization_id)?;
         if let Some(organization_id) = &organization_id {
             muster_core::check_organization_id(organization_id).map_err(invalid)?;
             self.existing_organization(organization_id).await?;
@@ -142,7 +142,7 @@ impl Coordinator {
         cursor: Option<String>,
     ) -> Result<Page<RunnerKeyRecord>, ServiceError> {
         authorize(principal, Action::ReadRunnerKeys)?;
-        let organization = crate::scope::list_filter(principal, None)?;
+        let organization = crate::scope::organization_for(principal, None)?;
         Ok(self
             .store
             .list_runner_keys(organization, page_request(limit, cursor)?)
@@ -223,7 +223,7 @@ impl Coordinator {
             .list_audit(
                 AuditFilter {
                     action,
-                    organization_id: crate::scope::list_filter(principal, organization_id)?,
+                    organization_id: crate::scope::organization_for(principal, organization_id)?,
                 },
                 page_request(limit, cursor)?,
             )

@@ -203,7 +203,7 @@ impl Coordinator {
         submission: JobSubmission,
     ) -> Result<Submission, ServiceError> {
         authorize(principal, Action::SubmitJobs)?;
-        let asked = crate::scope::list_filter(principal, submission.organization_id.clone())?;
+        let asked = crate::scope::organization_for(principal, submission.organization_id.clone())?;
         let organization = self
             .job_organization(asked.as_deref(), &mut HashMap::new())
             .await?;
@@ -250,8 +250,9 @@ impl Coordinator {
             let in_batch = |error: ServiceError| {
                 ServiceError::new(error.code(), format!("jobs[{index}]: {}", error.message()))
             };
-            let asked = crate::scope::list_filter(principal, submission.organization_id.clone())
-                .map_err(in_batch)?;
+            let asked =
+                crate::scope::organization_for(principal, submission.organization_id.clone())
+                    .map_err(in_batch)?;
             let organization = self
                 .job_organization(asked.as_deref(), &mut known)
                 .await
@@ -310,7 +311,7 @@ impl Coordinator {
     ) -> Result<Page<JobView>, ServiceError> {
         authorize(principal, Action::ReadJobs)?;
         let mut filter = query.filter;
-        filter.organization_id = crate::scope::list_filter(principal, filter.organization_id)?;
+        filter.organization_id = crate::scope::organization_for(principal, filter.organization_id)?;
         let page = self
             .store
             .list_jobs(filter, page_request(query.limit, query.cursor)?)

@@ -661,26 +661,6 @@ impl Coordinator {
         })
     }
 
-    /// Let the job's organization read the artifacts its job names. The job is stored already,
-    /// so a failure here is logged, not answered: tokens of every organization still read
-    /// them, the organization's own tokens do not (the failure closes access, never opens it).
-    pub(crate) async fn grant_to_job_organization(
-        &self,
-        organization: &str,
-        produced: Vec<ArtifactId>,
-    ) {
-        if produced.is_empty() {
-            return;
-        }
-        if let Err(error) = self
-            .store
-            .grant_artifacts(organization.to_string(), produced)
-            .await
-        {
-            tracing::warn!(%error, organization, "grant a job's outputs to its organization");
-        }
-    }
-
     /// Complete many jobs in one commit, each fenced on its own; answers each one's outcome
     /// in the order given.
     pub async fn complete_many(

@@ -72,7 +72,7 @@ impl Coordinator {
         };
         capabilities.validate("").map_err(invalid)?;
         let organization_id =
-            crate::scope::runner_organization(principal, registration.organization_id)?;
+            crate::scope::organization_for(principal, registration.organization_id)?;
         if let Some(organization_id) = &organization_id {
             muster_core::check_organization_id(organization_id).map_err(invalid)?;
             self.existing_organization(organization_id).await?;
@@ -106,7 +106,7 @@ impl Coordinator {
     ) -> Result<Page<RunnerView>, ServiceError> {
         authorize(principal, Action::ReadRunners)?;
         let filter = RunnerFilter {
-            organization_id: crate::scope::list_filter(principal, filter.organization_id)?,
+            organization_id: crate::scope::organization_for(principal, filter.organization_id)?,
         };
         let page = self
             .store

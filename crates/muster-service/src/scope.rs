@@ -10,10 +10,12 @@ use muster_store::StoreError;
 use crate::organizations::organization_not_found;
 use crate::{Coordinator, ServiceError};
 
-/// The organization filter of a list `principal` asks for with `asked`: a scoped token's own
-/// organization whatever it asks (another one answers `organization_not_found`, as one that
-/// does not exist); what it asks for with a token of every organization.
-pub(crate) fn list_filter(
+/// The organization `principal` acts in when it names `asked` (or none), for a list filter or
+/// a new object: a scoped token's own whatever it asks (another one answers
+/// `organization_not_found`, as one that does not exist); with a token of every organization,
+/// what it asks for (none: every organization for a list, cluster-scoped for a runner or key,
+/// `default` for a job).
+pub(crate) fn organization_for(
     principal: &Principal,
     asked: Option<String>,
 ) -> Result<Option<String>, ServiceError> {
@@ -26,29 +28,12 @@ pub(crate) fn list_filter(
     }
 }
 
-/// The organization a runner created by `principal` belongs to, when it asks for `asked`: a
-/// scoped token's own (another one: `organization_not_found`); with a token of every
-/// organization what it asks for, and none (cluster-scoped) when it asks for none.
-pub(crate) fn runner_organization(
-    principal: &Principal,
-    asked: Option<String>,
-) -> Result<Option<String>, ServiceError> {
-    match principal.user_scope() {
-        Some(OrganizationScope::One(own)) => match asked {
-            Some(asked) if asked != own.as_str() => Err(organization_not_found(&asked)),
-            _ => Ok(Some(own.as_str().to_string())),
-        },
-        _ => Ok(asked),
-    }
-}
-
 /// Whether `principal` may see an object of `organization` (`None`: cluster-scoped, which only
 /// a token of every organization sees).
 pub(crate) fn sees(principal: &Principal, organization: Option<&str>) -> bool {
-    match principal.user_scope() {
-        Some(OrganizationScope::Every) => true,
-        Some(OrganizationScope::One(own)) => organization == Some(own.as_str()),
-        None => false,
+    match organization {
+        Some(organization) => principal.sees_organization(organization),
+        None => principal.user_scope() == Some(&OrganizationScope::Every),
     }
 }
 

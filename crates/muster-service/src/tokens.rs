@@ -182,7 +182,7 @@ impl Coordinator {
         cursor: Option<String>,
     ) -> Result<Page<UserTokenInfo>, ServiceError> {
         authorize(principal, Action::ManageUserTokens)?;
-        let organization = crate::scope::list_filter(principal, organization_id)?;
+        let organization = crate::scope::organization_for(principal, organization_id)?;
         Ok(self
             .store
             .list_user_tokens(organization, page_request(limit, cursor)?)
@@ -202,11 +202,7 @@ impl Coordinator {
             .get_user_token(id)
             .await?
             .ok_or_else(|| token_not_found(id))?;
-        let visible = match principal.scoped_organization() {
-            None => true,
-            Some(own) => record.organization_id.as_deref() == Some(own.as_str()),
-        };
-        if !visible {
+        if !crate::scope::sees(principal, record.organization_id.as_deref()) {
             return Err(token_not_found(id));
         }
         let audit = NewAuditEntry {
