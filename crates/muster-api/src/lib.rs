@@ -160,6 +160,16 @@ mod schedule_time {
 /// The header a runner sends its lease epoch in.
 pub const LEASE_EPOCH_HEADER: &str = "Muster-Lease-Epoch";
 
+/// The cookie holding a dashboard session's secret (HttpOnly: the page cannot read it).
+pub const SESSION_COOKIE: &str = "muster_session";
+
+/// The cookie holding a dashboard session's CSRF token, which the page reads and sends back.
+pub const CSRF_COOKIE: &str = "muster_csrf";
+
+/// The header a request authenticated by a session cookie must carry, when it changes
+/// anything, with the value of [`CSRF_COOKIE`].
+pub const CSRF_HEADER: &str = "X-CSRF-Token";
+
 pub use muster_core::RUNNER_TOKEN_PREFIX;
 
 schema! {
@@ -1050,6 +1060,23 @@ pub struct WhoAmI {
     /// The user token's record; null for the bootstrap admin token.
     #[cfg_attr(feature = "openapi", schema(required))]
     pub token_info: Option<UserTokenInfo>,
+}
+
+/// `POST /api/v1/session`: sign in to the dashboard with a user token or the bootstrap admin
+/// token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OpenSession {
+    pub token: String,
+}
+
+/// A dashboard session just opened. The session itself is in the `muster_session` cookie
+/// (HttpOnly) and never in a body; `muster_csrf` (readable by the page) holds the token that
+/// state-changing requests send back as `X-CSRF-Token`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionOpened {
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    pub whoami: WhoAmI,
 }
 }
 

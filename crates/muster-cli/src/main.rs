@@ -275,6 +275,10 @@ pub(crate) struct ServerArgs {
     /// do not expire.
     #[arg(long, env = "MUSTER_RUNNER_TOKEN_TTL", value_name = "DURATION")]
     pub(crate) runner_token_ttl: Option<String>,
+    /// How long a dashboard sign-in lasts [default: 12h; 1m to 30d]. A session never outlives
+    /// the user token it was opened with, and revoking that token ends it at once.
+    #[arg(long, env = "MUSTER_SESSION_TTL", value_name = "DURATION")]
+    pub(crate) session_ttl: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -350,6 +354,7 @@ pub(crate) fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         auth_failure_limit: args.auth_failure_limit,
         enrollment: args.enrollment,
         runner_token_ttl: args.runner_token_ttl,
+        session_ttl: args.session_ttl,
     };
     ServerConfig::from_raw(raw).context("check the configuration")
 }

@@ -113,7 +113,14 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
         };
         let token = local_runner_token(&url, &admin_token, &data_dir).await?;
         crate::output::note!("muster is up at {url}");
-        crate::output::note!("  admin token: {token_hint}");
+        crate::output::note!("  dashboard: {url}/ (sign in with the admin token)");
+        // The token itself only for a person at a terminal: standard error sent to a file or a
+        // log collector gets where it is instead.
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            crate::output::note!("  admin token: {admin_token} (kept {token_hint})");
+        } else {
+            crate::output::note!("  admin token: {token_hint}");
+        }
         crate::output::note!(
             "  a local runner runs `exec` jobs ({} at a time)",
             args.concurrency

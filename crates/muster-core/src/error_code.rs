@@ -43,6 +43,9 @@ pub enum ErrorCode {
     TokenExpired,
     /// A claim declares a capability the runner's registration did not give it.
     CapabilityNotRegistered,
+    /// A state-changing request authenticated by a session cookie came without the session's
+    /// CSRF token, or from another site (403).
+    CsrfCheckFailed,
     /// A result does not validate against its kind's `result_schema`.
     ResultSchemaMismatch,
     /// A result's signature does not verify against the runner's key.
@@ -86,6 +89,7 @@ impl ErrorCode {
         ErrorCode::RunnerNotEnrolled,
         ErrorCode::TokenExpired,
         ErrorCode::CapabilityNotRegistered,
+        ErrorCode::CsrfCheckFailed,
         ErrorCode::ResultSchemaMismatch,
         ErrorCode::InvalidSignature,
         ErrorCode::SignatureRequired,
@@ -119,6 +123,7 @@ impl ErrorCode {
             ErrorCode::RunnerNotEnrolled => "runner_not_enrolled",
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::CapabilityNotRegistered => "capability_not_registered",
+            ErrorCode::CsrfCheckFailed => "csrf_check_failed",
             ErrorCode::ResultSchemaMismatch => "result_schema_mismatch",
             ErrorCode::InvalidSignature => "invalid_signature",
             ErrorCode::SignatureRequired => "signature_required",

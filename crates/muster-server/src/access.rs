@@ -15,6 +15,8 @@ pub enum RouteAccess {
     Open,
     /// No token: the body proves who calls (runner self-registration, signed by its key).
     SignedRegistration,
+    /// No token: the body carries the user token to sign in to the dashboard with.
+    SignIn,
     /// A user-side token (the bootstrap admin token, or a user token) allowed to take the
     /// action.
     User(Action),
@@ -33,6 +35,9 @@ impl RouteAccess {
             RouteAccess::Open => "anyone (no token)".into(),
             RouteAccess::SignedRegistration => {
                 "anyone whose body is signed by the key it registers (no token)".into()
+            }
+            RouteAccess::SignIn => {
+                "anyone; the body carries the user token to sign in with (no token)".into()
             }
             RouteAccess::User(action) => format!("user token: {}", action_name(action)),
             RouteAccess::AnyUser => "any user token (the bootstrap admin's too)".into(),
@@ -132,6 +137,13 @@ pub const ROUTE_ACCESS: &[(&str, &str, RouteAccess)] = &[
         RouteAccess::User(Action::ManageUserTokens),
     ),
     ("GET", "/api/v1/whoami", RouteAccess::AnyUser),
+    ("POST", "/api/v1/session", RouteAccess::SignIn),
+    ("DELETE", "/api/v1/session", RouteAccess::AnyUser),
+    (
+        "GET",
+        "/api/v1/jobs/{id}/events",
+        RouteAccess::User(Action::ReadJobs),
+    ),
     (
         "POST",
         "/api/v1/runners",
@@ -398,7 +410,9 @@ pub fn expected(access: RouteAccess, path: &str, caller: &str) -> Expected {
     let user = user_caller(caller);
     let refused = |status| Expected::Refused(status);
     match access {
-        RouteAccess::Open | RouteAccess::SignedRegistration => Expected::Allowed,
+        RouteAccess::Open | RouteAccess::SignedRegistration | RouteAccess::SignIn => {
+            Expected::Allowed
+        }
         _ if without_identity => refused(401),
         RouteAccess::AnyUser => match user {
             Some(_) => Expected::Allowed,

@@ -67,6 +67,8 @@ pub struct RawServerConfig {
     /// `--runner-token-ttl` / `MUSTER_RUNNER_TOKEN_TTL`: how long a token of a runner that
     /// registered itself with its key works (a duration).
     pub runner_token_ttl: Option<String>,
+    /// `--session-ttl` / `MUSTER_SESSION_TTL`: how long a dashboard sign-in lasts (a duration).
+    pub session_ttl: Option<String>,
 }
 
 /// Where jobs are stored.
@@ -404,6 +406,14 @@ impl ServerConfig {
             Duration::from_secs(30),
             Duration::from_secs(86_400),
         )?;
+        // Long enough for a working day, short enough that a forgotten browser signs itself out.
+        let session_ttl = bounded_duration(
+            "session-ttl",
+            raw.session_ttl.as_deref(),
+            "12h",
+            Duration::from_secs(60),
+            Duration::from_secs(30 * 86_400),
+        )?;
         Ok(ServerConfig {
             listen,
             data_dir,
@@ -427,6 +437,7 @@ impl ServerConfig {
                 .filter(|limit| *limit > 0),
                 enrollment_gate,
                 runner_token_ttl,
+                session_ttl,
             },
             tls,
             connections,

@@ -30,7 +30,8 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         | ErrorCode::KeyRejected
         | ErrorCode::RegistrationClosed
         | ErrorCode::RunnerNotEnrolled
-        | ErrorCode::CapabilityNotRegistered => StatusCode::FORBIDDEN,
+        | ErrorCode::CapabilityNotRegistered
+        | ErrorCode::CsrfCheckFailed => StatusCode::FORBIDDEN,
         ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
         ErrorCode::ResultSchemaMismatch
         | ErrorCode::InvalidSignature
@@ -132,7 +133,8 @@ mod tests {
                 | "key_rejected"
                 | "registration_closed"
                 | "runner_not_enrolled"
-                | "capability_not_registered" => 403,
+                | "capability_not_registered"
+                | "csrf_check_failed" => 403,
                 "not_found" | "organization_not_found" => 404,
                 "method_not_allowed" => 405,
                 "request_timeout" => 408,

@@ -178,15 +178,92 @@ pub(crate) fn peer_address(parts: &Parts) -> Option<IpAddr> {
         .map(|ConnectInfo(address)| address.ip())
 }
 
-/// The caller holding the request's bearer token. A missing or malformed `Authorization`
-/// header goes through the coordinator's throttle like an unknown token: both are failed
-/// authentications of the peer's address.
+/// The value of the cookie `name` in the request, if it has one.
+pub(crate) fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
+/// Whether the browser says the request came from another site. `Sec-Fetch-Site` is sent by
+/// every current browser and cannot be set by a page; a client that is no browser sends none.
+pub(crate) fn from_another_site(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get("sec-fetch-site")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|site| !matches!(site, "same-origin" | "none"))
+}
+
+/// A request authenticated by a session cookie that changes anything must show it comes from
+/// the dashboard itself: the session's CSRF token in [`muster_api::CSRF_HEADER`] (another site
+/// can send the cookie along, but cannot know the token), and no `Sec-Fetch-Site` naming
+/// another site.
+fn check_csrf(parts: &Parts, session_secret: &str) -> Result<(), ApiError> {
+    let safe = matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if safe {
+        return Ok(());
+    }
+    let refused = |message: &str| {
+        Err(ApiError::new(
+            muster_core::ErrorCode::CsrfCheckFailed,
+            message.to_string(),
+        ))
+    };
+    if from_another_site(parts) {
+        return refused("a request from another site may not use the dashboard's session");
+    }
+    let sent = parts
+        .headers
+        .get(muster_api::CSRF_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let expected = muster_service::sessions::csrf_token_for(session_secret);
+    if sent.is_empty() {
+        return refused(&format!(
+            "a request signed in by a session cookie that changes anything must send the {} header (the {} cookie's value)",
+            muster_api::CSRF_HEADER,
+            muster_api::CSRF_COOKIE
+        ));
+    }
+    if !muster_service::sessions::constant_time_equal(sent, &expected) {
+        return refused(&format!(
+            "the {} header is not this session's CSRF token",
+            muster_api::CSRF_HEADER
+        ));
+    }
+    Ok(())
+}
+
+/// The caller holding the request's bearer token (or, on user routes without one, the
+/// dashboard session of its cookie). A missing or malformed `Authorization` header goes
+/// through the coordinator's throttle like an unknown token: both are failed authentications
+/// of the peer's address.
 async fn authenticate(
     parts: &Parts,
     state: &AppState,
     audience: Audience,
 ) -> Result<Principal, ApiError> {
     let peer = peer_address(parts);
+    // A bearer token is never sent by a browser on its own, so it needs no CSRF check; a
+    // session cookie is, so it does.
+    if audience == Audience::Users
+        && !parts.headers.contains_key(AUTHORIZATION)
+        && let Some(secret) = cookie(parts, muster_api::SESSION_COOKIE)
+    {
+        check_csrf(parts, secret)?;
+        return Ok(state.coordinator.authenticate_session(secret, peer).await?);
+    }
     match bearer_token(parts) {
         Ok(token) => Ok(state
             .coordinator

@@ -10,6 +10,7 @@ pub mod access;
 pub mod config;
 mod connections;
 mod convert;
+mod dashboard;
 mod error;
 mod extract;
 pub mod logging;
@@ -186,8 +187,10 @@ pub fn build_with_blobs(
         coordinator: coordinator.clone(),
         max_body_bytes: config.max_body_bytes,
         openapi_json: Arc::new(openapi::render(&openapi)),
+        secure_cookies: config.tls.is_some(),
     };
     let router = routes
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

@@ -40,6 +40,7 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
         (name = "kinds", description = "Result rules per job kind (admin token)"),
         (name = "organizations", description = "Tenants: organizations (bootstrap admin token)"),
         (name = "tokens", description = "User tokens with roles (admin role), and whoami (any user token)"),
+        (name = "sessions", description = "Dashboard sign-in and sign-out: a user token traded for a session cookie"),
         (name = "artifacts", description = "Content-addressed artifacts: upload and download bytes (admin or runner token)"),
         (name = "operations", description = "Health, readiness, metrics (no token)"),
     )
@@ -300,27 +301,30 @@ impl ToSchema for LogBody {}
 /// failed (the stream ends after `end` or `error`).
 pub(crate) struct LogStreamEvent;
 
+/// An event stream's event named `name` whose `data` is JSON of the schema `data`.
+fn stream_event(name: &str, data: RefOr<Schema>) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "event",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([name])),
+        )
+        .property(
+            "data",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .content_media_type("application/json")
+                .content_schema(Some(data)),
+        )
+        .required("event")
+        .required("data")
+}
+
 impl PartialSchema for LogStreamEvent {
     fn schema() -> RefOr<Schema> {
-        let event = |name: &str, data: RefOr<Schema>| {
-            ObjectBuilder::new()
-                .schema_type(Type::Object)
-                .property(
-                    "event",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .enum_values(Some([name])),
-                )
-                .property(
-                    "data",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .content_media_type("application/json")
-                        .content_schema(Some(data)),
-                )
-                .required("event")
-                .required("data")
-        };
+        let event = stream_event;
         let log = event(
             "log",
             Ref::from_schema_name(muster_api::LogEntry::name()).into(),
@@ -353,6 +357,27 @@ impl PartialSchema for LogStreamEvent {
 }
 
 impl ToSchema for LogStreamEvent {}
+
+/// One event of a live job stream (`GET /api/v1/jobs/{id}/events` with `Accept:
+/// text/event-stream`): `job` carries the job as `GET /api/v1/jobs/{id}` answers it, `end` an
+/// empty object once it is finished, `error` the error body of a read that failed (the stream
+/// ends after `end` or `error`).
+pub(crate) struct JobStreamEvent;
+
+impl PartialSchema for JobStreamEvent {
+    fn schema() -> RefOr<Schema> {
+        let job = Ref::from_schema_name(muster_api::Job::name()).into();
+        let empty = ObjectBuilder::new().schema_type(Type::Object).into();
+        let failed = Ref::from_schema_name(muster_api::ErrorBody::name()).into();
+        OneOfBuilder::new()
+            .item(stream_event("job", job))
+            .item(stream_event("end", empty))
+            .item(stream_event("error", failed))
+            .into()
+    }
+}
+
+impl ToSchema for JobStreamEvent {}
 
 /// Artifact bytes, as an upload's body or a download's answer.
 pub(crate) struct ArtifactBytes;

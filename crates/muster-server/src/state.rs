@@ -12,4 +12,6 @@ pub struct AppState {
     pub(crate) max_body_bytes: usize,
     /// The served OpenAPI document, rendered once.
     pub(crate) openapi_json: Arc<String>,
+    /// Whether cookies are marked `Secure` (served over HTTPS).
+    pub(crate) secure_cookies: bool,
 }

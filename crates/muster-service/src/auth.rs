@@ -15,7 +15,7 @@ use muster_core::{
     UserPrincipal, UserTokenId,
 };
 use muster_store::Store;
-use muster_store::{RunnerCredentials, UserTokenRecord};
+use muster_store::{RunnerCredentials, SessionHolder, SessionRecord, UserTokenRecord};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -191,6 +191,53 @@ impl Auth {
             }
         }
         Ok(principal)
+    }
+
+    /// The principal a dashboard session acts as at `now`: the user token it was opened with,
+    /// read again from the store (so a revoked or expired token ends the session), or the
+    /// bootstrap admin while the admin token is still the one the session was opened with.
+    pub(crate) async fn identify_session(
+        &self,
+        session: &SessionRecord,
+        store: &dyn Store,
+        now: Timestamp,
+    ) -> Result<Principal, ServiceError> {
+        if now >= session.expires_at {
+            return Err(ServiceError::new(
+                ErrorCode::TokenExpired,
+                "this session expired; sign in again",
+            ));
+        }
+        match &session.opened_with {
+            SessionHolder::BootstrapAdmin { admin_token_hash } => {
+                if *admin_token_hash == self.admin_token_hash {
+                    Ok(Principal::BootstrapAdmin)
+                } else {
+                    Err(ServiceError::unauthorized(
+                        "the admin token this session was opened with changed; sign in again",
+                    ))
+                }
+            }
+            SessionHolder::UserToken(id) => {
+                let record = store.get_user_token(*id).await?.ok_or_else(|| {
+                    ServiceError::unauthorized(
+                        "the token this session was opened with was revoked; sign in again",
+                    )
+                })?;
+                let principal = user_principal_of(&record, now)?;
+                if self.touch_due(record.id)
+                    && let Err(error) = store.touch_user_token(record.id, now).await
+                {
+                    tracing::warn!(%error, token = %record.id, "failed to record a user token's use");
+                }
+                Ok(principal)
+            }
+        }
+    }
+
+    /// The SHA-256 of the bootstrap admin token.
+    pub(crate) fn admin_token_hash(&self) -> [u8; 32] {
+        self.admin_token_hash
     }
 
     /// Whether `token`'s use is to be written now (and, if so, remember that it was).

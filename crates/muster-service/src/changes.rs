@@ -3,6 +3,7 @@
 //! coordinator heard are draining.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ use crate::Coordinator;
 #[derive(Default)]
 pub(crate) struct JobChanges {
     watched: Mutex<HashMap<JobId, watch::Sender<u64>>>,
+    /// How many jobs are watched, readable without the lock: a change when nobody watches
+    /// anything (the common case on the hot path) costs one atomic load.
+    watched_count: AtomicUsize,
 }
 
 /// One watcher of one job; stops watching when dropped.
@@ -30,12 +34,14 @@ impl JobChanges {
     /// Watch `job` from now on.
     pub(crate) fn watch(self: &Arc<Self>, job: JobId) -> JobWatch {
         let receiver = match self.watched.lock() {
-            Ok(mut watched) => Some(
-                watched
+            Ok(mut watched) => Some({
+                let receiver = watched
                     .entry(job)
                     .or_insert_with(|| watch::channel(0).0)
-                    .subscribe(),
-            ),
+                    .subscribe();
+                self.watched_count.store(watched.len(), Ordering::Release);
+                receiver
+            }),
             Err(_) => None,
         };
         JobWatch {
@@ -47,10 +53,20 @@ impl JobChanges {
 
     /// `job`'s log or state changed: wake whoever watches it.
     pub(crate) fn changed(&self, job: JobId) {
-        if let Ok(watched) = self.watched.lock()
-            && let Some(sender) = watched.get(&job)
-        {
-            sender.send_modify(|version| *version = version.wrapping_add(1));
+        self.changed_many(std::iter::once(job));
+    }
+
+    /// These jobs' logs or states changed: wake whoever watches them, taking the lock once.
+    pub(crate) fn changed_many(&self, jobs: impl IntoIterator<Item = JobId>) {
+        if self.watched_count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        if let Ok(watched) = self.watched.lock() {
+            for job in jobs {
+                if let Some(sender) = watched.get(&job) {
+                    sender.send_modify(|version| *version = version.wrapping_add(1));
+                }
+            }
         }
     }
 
@@ -94,6 +110,9 @@ impl Drop for JobWatch {
                 .is_some_and(|sender| sender.receiver_count() == 0)
         {
             watched.remove(&self.job);
+            self.changes
+                .watched_count
+                .store(watched.len(), Ordering::Release);
         }
     }
 }

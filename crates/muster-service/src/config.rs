@@ -32,6 +32,8 @@ pub struct ServiceConfig {
     pub enrollment_gate: muster_core::EnrollmentGate,
     /// How long a token of a runner that registered by its key works.
     pub runner_token_ttl: Duration,
+    /// How long a dashboard session lasts after sign-in (never past its user token's expiry).
+    pub session_ttl: Duration,
 }
 
 impl ServiceConfig {

@@ -18,6 +18,7 @@ pub use muster_store::{JobFilter, Page};
 use rand::Rng;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::time::Duration;
 
 use crate::{Coordinator, ServiceError};
 
@@ -80,6 +81,21 @@ pub enum LogStreamEvent {
     /// The log could not be read; the stream ends after this.
     Failed(ServiceError),
 }
+
+/// What a live stream of one job yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobStreamEvent {
+    /// The job as it is now: first at once, then after each change.
+    Job(Box<JobView>),
+    /// The job is finished (or was deleted): the stream ends after this.
+    End,
+    /// The job could not be read; the stream ends after this.
+    Failed(ServiceError),
+}
+
+/// How long a job stream waits after a change before reading the job, so that a burst of
+/// changes (a runner shipping log lines) costs one read, not one per change.
+const JOB_STREAM_COALESCE: Duration = Duration::from_millis(25);
 
 /// A list page request: `limit` within its bounds (the default when `None`), an empty cursor
 /// as none.
@@ -358,6 +374,7 @@ impl Coordinator {
         authorize(principal, Action::SteerJobs)?;
         self.check_job_in_scope(principal, id).await?;
         let job = self.store.retry_job(id, self.clock.now()).await?;
+        self.job_changes.changed(id);
         Ok(self.view(job).await)
     }
 
@@ -445,6 +462,68 @@ impl Coordinator {
                         return;
                     }
                 };
+            }
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(receiver))
+    }
+
+    /// The job now, then again after each change (claimed, running, progress, DAG synced,
+    /// cancelled, finished), until it is finished. Between changes the stream reads nothing:
+    /// it waits for the job's change signal, as a live log stream does.
+    pub async fn follow_job(
+        &self,
+        principal: &Principal,
+        id: JobId,
+    ) -> Result<impl Stream<Item = JobStreamEvent> + Send + 'static, ServiceError> {
+        // Watching starts before the first read, so nothing changed in between is missed.
+        let mut watch = self.job_changes.watch(id);
+        watch.mark_seen();
+        let first = self.get_job(principal, id).await?;
+        let coordinator = self.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut current = first;
+            loop {
+                let finished = current.job.state().is_terminal();
+                if sender
+                    .send(JobStreamEvent::Job(Box::new(current.clone())))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if finished {
+                    let _ = sender.send(JobStreamEvent::End).await;
+                    return;
+                }
+                loop {
+                    tokio::select! {
+                        _ = watch.changed() => {}
+                        _ = sender.closed() => return,
+                        _ = coordinator.shutdown.cancelled() => return,
+                    }
+                    tokio::time::sleep(JOB_STREAM_COALESCE).await;
+                    watch.mark_seen();
+                    let next = match coordinator.store.get_job(id).await {
+                        Ok(job) => coordinator.view(job).await,
+                        Err(muster_store::StoreError::NotFound(_)) => {
+                            let _ = sender.send(JobStreamEvent::End).await;
+                            return;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, job = %id, "failed to read a job for a live stream; closing it");
+                            let _ = sender
+                                .send(JobStreamEvent::Failed(ServiceError::from(error)))
+                                .await;
+                            return;
+                        }
+                    };
+                    // A log line changes nothing a job stream shows; only send what moved.
+                    if next != current {
+                        current = next;
+                        break;
+                    }
+                }
             }
         });
         Ok(tokio_stream::wrappers::ReceiverStream::new(receiver))

@@ -31,6 +31,7 @@ pub mod registration;
 mod retention;
 pub mod runners;
 mod scope;
+pub mod sessions;
 mod throttle;
 pub mod tokens;
 mod views;

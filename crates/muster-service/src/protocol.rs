@@ -366,6 +366,8 @@ impl Coordinator {
             let now = self.clock.now();
             let claimed = self.store.claim_jobs(request.clone(), now).await?;
             if !claimed.is_empty() {
+                self.job_changes
+                    .changed_many(claimed.iter().map(|claimed| claimed.job.id));
                 self.metrics.record_claim(claimed.iter().map(|claimed| {
                     let ready = claimed.job.created_at.max(claimed.job.lifecycle.run_after);
                     now.millis_since(ready) as f64 / 1000.0
@@ -404,14 +406,13 @@ impl Coordinator {
             )));
         }
         let events: Vec<NewLogEntry> = events.into_iter().map(event_entry).collect();
-        let had_events = !events.is_empty();
         let ack = self
             .store
             .job_heartbeat(call, progress, events, self.clock.now())
             .await?;
-        if had_events {
-            self.job_changes.changed(call.job);
-        }
+        // Even without events: the first heartbeat moves a claimed job to running, and the
+        // lease's expiry moves, which a live view of the job shows.
+        self.job_changes.changed(call.job);
         let lease = ack
             .lease
             .ok_or_else(|| ServiceError::internal("heartbeat answered without a lease"))?;
@@ -433,6 +434,7 @@ impl Coordinator {
             .store
             .report_progress(call, progress, self.clock.now())
             .await?;
+        self.job_changes.changed(call.job);
         Ok(StopSignal { cancel: ack.cancel })
     }
 

@@ -26,7 +26,7 @@ use crate::{
 };
 use crate::{
     EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
-    RegistrationOutcome, RemovedRunnerKey, RunnerCredentials, UserTokenRecord,
+    RegistrationOutcome, RemovedRunnerKey, RunnerCredentials, SessionRecord, UserTokenRecord,
 };
 
 /// The coordinator's durable state: every capability together. See the crate docs for the
@@ -535,6 +535,30 @@ pub trait OrganizationStore: Send + Sync + 'static {
 
     /// Record that the token `id` was used at `at` (never moving `last_used_at` back).
     async fn touch_user_token(&self, id: UserTokenId, at: Timestamp) -> Result<(), StoreError>;
+
+    /// Store a new session and record `audit`, in one commit. Sessions that expired before
+    /// `session.created_at` are deleted in the same commit (a bounded number), so the table
+    /// holds about as many rows as there are live sessions.
+    async fn create_session(
+        &self,
+        session: SessionRecord,
+        audit: NewAuditEntry,
+    ) -> Result<(), StoreError>;
+
+    /// The session whose secret's SHA-256 is `secret_hash` (expired ones too: the caller
+    /// decides what expiry means).
+    async fn session_by_hash(
+        &self,
+        secret_hash: [u8; 32],
+    ) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Delete the session and record `audit`, in one commit; `NotFound` (nothing recorded)
+    /// when there is none. Revoking a user token deletes its sessions with it.
+    async fn delete_session(
+        &self,
+        secret_hash: [u8; 32],
+        audit: NewAuditEntry,
+    ) -> Result<(), StoreError>;
 }
 
 /// What the coordinator's background loops and health checks need: deadlines, retention, counts,

@@ -17,10 +17,14 @@ use crate::encoding::{
 };
 use crate::rules::identity::{AuditColumns, RunnerKeyColumns, audit_entry, runner_key_record};
 use crate::rules::organizations::{
-    OrganizationColumns, UserTokenColumns, organization_record, user_token_record,
+    OrganizationColumns, SessionColumns, UserTokenColumns, organization_record, session_record,
+    user_token_record,
 };
 use crate::rules::runners::{RunnerColumns, runner_record};
-use crate::{AuditEntry, KindSettingsRecord, OrganizationRecord, RunnerKeyRecord, UserTokenRecord};
+use crate::{
+    AuditEntry, KindSettingsRecord, OrganizationRecord, RunnerKeyRecord, SessionRecord,
+    UserTokenRecord,
+};
 
 macro_rules! lifecycle_columns {
     () => {
@@ -317,6 +321,24 @@ pub(crate) const USER_TOKEN_COLUMNS: &str =
     "seq, id, name, role, organization_id, created_at, expires_at, last_used_at";
 
 /// Read a row selected with [`USER_TOKEN_COLUMNS`]; answers the row's `seq` and the token.
+/// The columns of a `sessions` row, as [`session_from_row`] reads them.
+pub(crate) const SESSION_COLUMNS: &str =
+    "secret_hash, user_token_id, admin_token_hash, created_at, expires_at";
+
+pub(crate) fn session_from_row<R: StoredRow>(row: &R) -> Result<SessionRecord, R::Error> {
+    let secret_hash = row
+        .optional_bytes(0)?
+        .ok_or_else(|| R::corrupt(0, "NULL where a session hash belongs".into()))?;
+    session_record(SessionColumns {
+        secret_hash,
+        user_token_id: row.optional_bytes(1)?,
+        admin_token_hash: row.optional_bytes(2)?,
+        created_at: row.integer(3)?,
+        expires_at: row.integer(4)?,
+    })
+    .map_err(|problem| R::corrupt(0, problem))
+}
+
 pub(crate) fn user_token_from_row<R: StoredRow>(
     row: &R,
 ) -> Result<(i64, UserTokenRecord), R::Error> {

@@ -39,6 +39,7 @@ pub use model::{
     LogPage, LogPosition, NewAuditEntry, NewRunner, NewUserToken, OrganizationContents,
     OrganizationRecord, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
     RecordedActivity, RecordedOutputs, RegistrationOutcome, RemovedRunnerKey, RunnerBeat,
-    RunnerCredentials, RunnerFilter, RunnerKeyRecord, Submitted, UserTokenRecord,
+    RunnerCredentials, RunnerFilter, RunnerKeyRecord, SessionHolder, SessionRecord, Submitted,
+    UserTokenRecord,
 };
 pub use rules::enrollment::RUNNER_REVOKED as RUNNER_REVOKED_ACTION;

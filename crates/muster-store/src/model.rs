@@ -411,6 +411,28 @@ pub struct NewUserToken {
     pub token_hash: [u8; 32],
 }
 
+/// A signed-in dashboard session. Only the SHA-256 of its secret (the cookie's value) is
+/// stored. It acts as the user token it was opened with, read again at every request, so
+/// revoking the token ends the session; a session of the bootstrap admin keeps the hash of the
+/// admin token it was opened with, so changing that token ends it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub secret_hash: [u8; 32],
+    pub opened_with: SessionHolder,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// Whose session it is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionHolder {
+    UserToken(muster_core::UserTokenId),
+    /// The bootstrap admin, holding the admin token of this SHA-256.
+    BootstrapAdmin {
+        admin_token_hash: [u8; 32],
+    },
+}
+
 /// A security event to record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewAuditEntry {

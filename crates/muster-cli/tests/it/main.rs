@@ -5,6 +5,7 @@
 
 mod cli;
 mod crash;
+mod dashboard;
 mod fleet;
 mod hardening;
 mod https;

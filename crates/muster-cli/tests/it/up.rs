@@ -151,6 +151,36 @@ fn up_works_with_its_generated_token_and_restarts_without_piling_up_runners() {
     let data_dir = workspace.path().join(".muster");
     let mut up = UpProcess::start(&data_dir, None);
     hello_round_trip(&up.url, None, Some(workspace.path()));
+    // It says where the dashboard is; the token itself is printed only to a terminal, and this
+    // standard error is a file.
+    let dashboard_line = format!("dashboard: {}/", up.url);
+    let generated = std::fs::read_to_string(data_dir.join("admin.token")).expect("admin.token");
+    let printed = up.stderr();
+    assert!(printed.contains(&dashboard_line), "{printed}");
+    assert!(
+        printed.contains("admin.token"),
+        "where the token is: {printed}"
+    );
+    assert!(
+        !printed.contains(generated.trim()),
+        "the token is not written to a file: {printed}"
+    );
+    let page = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(async {
+            let page =
+                muster_client::http_client_builder(&up.url, &muster_client::ClientTls::system())
+                    .expect("an HTTP client")
+                    .build()
+                    .expect("an HTTP client")
+                    .get(format!("{}/", up.url))
+                    .send()
+                    .await
+                    .expect("the dashboard answers");
+            assert_eq!(page.status(), 200);
+            page.text().await.expect("the page")
+        });
+    assert!(page.contains("/assets/app.js"), "{page}");
     let status = up.terminate(Duration::from_secs(15)).unwrap_or_else(|| {
         panic!(
             "muster up did not exit within 15 s of SIGTERM:\n{}",

@@ -1,4 +1,5 @@
-//! User routes for jobs: submit, list, show, cancel, retry, logs (paged or live), DAG. Each
+//! User routes for jobs: submit, list, show (or follow live), cancel, retry, logs (paged or
+//! live), DAG. Each
 //! parses, calls the coordinator, and converts.
 
 use std::convert::Infallible;
@@ -10,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use muster_api as wire;
 use muster_core::JobId;
-use muster_service::jobs::{JobFilter, JobQuery, LogStreamEvent};
+use muster_service::jobs::{JobFilter, JobQuery, JobStreamEvent, LogStreamEvent};
 use serde::Deserialize;
 
 use crate::convert::{
@@ -193,10 +194,7 @@ pub(crate) async fn job_logs(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = JobId(parse_id(&id, "job")?);
-    let wants_stream = headers
-        .get(header::ACCEPT)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/event-stream"));
+    let wants_stream = wants_event_stream(&headers);
     // Resuming streams send the last id they saw.
     let resume_after = headers
         .get("last-event-id")
@@ -242,6 +240,57 @@ fn sse_event(event: LogStreamEvent) -> Result<Event, Infallible> {
             Event::default().event("end").data(data.to_string())
         }
         LogStreamEvent::Failed(error) => Event::default()
+            .event("error")
+            .data(serde_json::to_string(&error_body(&error)).unwrap_or_default()),
+    })
+}
+
+/// A job, live: with `Accept: text/event-stream`, events `job` (the job as `GET
+/// /api/v1/jobs/{id}` answers it) at once and after each change, then `end` once it is
+/// finished; without, the job now as JSON.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", params(crate::openapi::JobIdPath),
+    responses(
+        (status = 200, description = "the job as JSON; with `Accept: text/event-stream`, a live stream (events `job`, then `end`)",
+            content(
+                (wire::Job = "application/json"),
+                (inline(crate::openapi::JobStreamEvent) = "text/event-stream"),
+            )),
+        crate::openapi::AuthErrors, crate::openapi::IdErrors,
+    ),
+    security(("admin_token" = [])))]
+pub(crate) async fn job_events(
+    State(state): State<AppState>,
+    UserCaller(caller): UserCaller,
+    PathId(id): PathId,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = JobId(parse_id(&id, "job")?);
+    if !wants_event_stream(&headers) {
+        let view = state.coordinator.get_job(&caller, id).await?;
+        return Ok(Json(view_to_wire(view)).into_response());
+    }
+    let events = state.coordinator.follow_job(&caller, id).await?;
+    Ok(Sse::new(events.map(job_sse_event))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"))
+}
+
+/// A job stream's event as server-sent events carry it.
+fn job_sse_event(event: JobStreamEvent) -> Result<Event, Infallible> {
+    Ok(match event {
+        JobStreamEvent::Job(view) => {
+            let data = serde_json::to_string(&view_to_wire(*view)).unwrap_or_default();
+            Event::default().event("job").data(data)
+        }
+        JobStreamEvent::End => Event::default().event("end").data("{}"),
+        JobStreamEvent::Failed(error) => Event::default()
             .event("error")
             .data(serde_json::to_string(&error_body(&error)).unwrap_or_default()),
     })

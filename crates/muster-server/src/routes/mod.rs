@@ -9,6 +9,7 @@ pub(crate) mod ops;
 pub(crate) mod organizations;
 pub(crate) mod protocol;
 pub(crate) mod runners;
+pub(crate) mod sessions;
 pub(crate) mod tokens;
 
 use axum::Router;
@@ -58,6 +59,8 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::create_user_token, tokens::list_user_tokens))
         .routes(routes!(tokens::revoke_user_token))
         .routes(routes!(tokens::whoami))
+        .routes(routes!(sessions::open_session, sessions::close_session))
+        .routes(routes!(jobs::job_events))
         .routes(routes!(protocol::runner_heartbeat))
         .routes(routes!(protocol::claim_jobs))
         .routes(routes!(protocol::job_heartbeat))

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use muster_client::api::{JobHeartbeat, LogLevel, NewLogEntry};
 use muster_core::SystemClock;
 use muster_store::Store;
@@ -13,7 +12,7 @@ use muster_test_support::TestServer;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{admin, start, submit_and_claim};
+use crate::support::{SseReader, admin, start, submit_and_claim};
 
 fn entry(level: LogLevel, message: &str) -> NewLogEntry {
     NewLogEntry {
@@ -157,15 +156,6 @@ async fn logs_are_read_in_pages_that_continue_after_next_seq() {
     assert_eq!(events.next_seq, 7);
 }
 
-/// One server-sent event.
-#[derive(Debug)]
-struct SseEvent {
-    event: String,
-    id: Option<String>,
-    data: String,
-}
-
-/// Reads server-sent events off a response body, skipping keep-alive comments.
 /// `GET /api/v1/jobs/{id}/logs` with `Accept: text/event-stream`, as the admin.
 async fn open_live_log(server: &TestServer, job: uuid::Uuid) -> reqwest::Response {
     crate::support::request(
@@ -178,72 +168,6 @@ async fn open_live_log(server: &TestServer, job: uuid::Uuid) -> reqwest::Respons
     .send()
     .await
     .expect("open a live log stream")
-}
-
-struct SseReader {
-    stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buffer: String,
-}
-
-impl SseReader {
-    fn new(response: reqwest::Response) -> SseReader {
-        SseReader {
-            stream: response.bytes_stream().boxed(),
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event, or `None` when the stream ended. Bounded so a missing event fails the
-    /// test instead of hanging it.
-    async fn next(&mut self) -> Option<SseEvent> {
-        tokio::time::timeout(Duration::from_secs(10), self.next_unbounded())
-            .await
-            .expect("an SSE event (or the end of the stream) within 10 s")
-    }
-
-    async fn next_unbounded(&mut self) -> Option<SseEvent> {
-        loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut event = SseEvent {
-                    event: "message".into(),
-                    id: None,
-                    data: String::new(),
-                };
-                let mut has_field = false;
-                for line in block.lines() {
-                    if line.starts_with(':') || line.is_empty() {
-                        continue;
-                    }
-                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                    let value = value.strip_prefix(' ').unwrap_or(value);
-                    has_field = true;
-                    match field {
-                        "event" => event.event = value.to_string(),
-                        "id" => event.id = Some(value.to_string()),
-                        "data" => {
-                            if !event.data.is_empty() {
-                                event.data.push('\n');
-                            }
-                            event.data.push_str(value);
-                        }
-                        _ => {}
-                    }
-                }
-                if has_field {
-                    return Some(event);
-                }
-            }
-            match self.stream.next().await {
-                Some(chunk) => {
-                    let chunk = chunk.expect("read the event stream");
-                    self.buffer
-                        .push_str(std::str::from_utf8(&chunk).expect("SSE is UTF-8"));
-                }
-                None => return None,
-            }
-        }
-    }
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ mod registration;
 mod retention;
 mod runners;
 mod schemathesis;
+mod sessions;
 mod signed_results;
 mod support;
 mod throttle;

@@ -2,6 +2,9 @@
 //! shape of an answer matters, and the assertions every error answer must pass.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
 
 use muster_client::api::{ClaimJobs, ClaimedJob, Job, JobState, SubmitJob};
 use muster_client::{ClientError, JobQuery, MusterClient, RunnerClient};
@@ -308,4 +311,79 @@ pub(crate) async fn create_organization(server: &TestServer, name: &str) -> Stri
         .as_str()
         .expect("an organization id")
         .to_string()
+}
+
+/// One server-sent event.
+#[derive(Debug)]
+pub(crate) struct SseEvent {
+    pub(crate) event: String,
+    pub(crate) id: Option<String>,
+    pub(crate) data: String,
+}
+
+/// Reads server-sent events off a response body, skipping keep-alive comments.
+pub(crate) struct SseReader {
+    stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+}
+
+impl SseReader {
+    pub(crate) fn new(response: reqwest::Response) -> SseReader {
+        SseReader {
+            stream: response.bytes_stream().boxed(),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event, or `None` when the stream ended. Bounded so a missing event fails the
+    /// test instead of hanging it.
+    pub(crate) async fn next(&mut self) -> Option<SseEvent> {
+        tokio::time::timeout(Duration::from_secs(10), self.next_unbounded())
+            .await
+            .expect("an SSE event (or the end of the stream) within 10 s")
+    }
+
+    async fn next_unbounded(&mut self) -> Option<SseEvent> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    event: "message".into(),
+                    id: None,
+                    data: String::new(),
+                };
+                let mut has_field = false;
+                for line in block.lines() {
+                    if line.starts_with(':') || line.is_empty() {
+                        continue;
+                    }
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    has_field = true;
+                    match field {
+                        "event" => event.event = value.to_string(),
+                        "id" => event.id = Some(value.to_string()),
+                        "data" => {
+                            if !event.data.is_empty() {
+                                event.data.push('\n');
+                            }
+                            event.data.push_str(value);
+                        }
+                        _ => {}
+                    }
+                }
+                if has_field {
+                    return Some(event);
+                }
+            }
+            match self.stream.next().await {
+                Some(chunk) => {
+                    let chunk = chunk.expect("read the event stream");
+                    self.buffer
+                        .push_str(std::str::from_utf8(&chunk).expect("SSE is UTF-8"));
+                }
+                None => return None,
+            }
+        }
+    }
 }

@@ -58,6 +58,7 @@ impl DirectCalls {
             auth_failure_limit: None,
             enrollment_gate: muster_core::EnrollmentGate::default(),
             runner_token_ttl: Duration::from_secs(3600),
+            session_ttl: Duration::from_secs(3600),
         };
         let coordinator = Coordinator::new(CoordinatorParts {
             store,

@@ -64,7 +64,8 @@ use crate::{
 };
 use crate::{
     EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
-    OrganizationStore, RegistrationOutcome, RemovedRunnerKey, RunnerCredentials, UserTokenRecord,
+    OrganizationStore, RegistrationOutcome, RemovedRunnerKey, RunnerCredentials, SessionRecord,
+    UserTokenRecord,
 };
 
 /// Settings of the PostgreSQL backend.
@@ -991,6 +992,32 @@ impl OrganizationStore for PostgresStore {
     async fn touch_user_token(&self, id: UserTokenId, at: Timestamp) -> Result<(), StoreError> {
         let client = self.client().await?;
         organizations::touch_token(&client, id, at).await
+    }
+
+    async fn create_session(
+        &self,
+        session: SessionRecord,
+        audit: NewAuditEntry,
+    ) -> Result<(), StoreError> {
+        in_transaction!(self, transaction => organizations::create_session(&transaction, &session, &audit));
+        Ok(())
+    }
+
+    async fn session_by_hash(
+        &self,
+        secret_hash: [u8; 32],
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let client = self.client().await?;
+        organizations::session_by_hash(&client, &secret_hash).await
+    }
+
+    async fn delete_session(
+        &self,
+        secret_hash: [u8; 32],
+        audit: NewAuditEntry,
+    ) -> Result<(), StoreError> {
+        in_transaction!(self, transaction => organizations::delete_session(&transaction, &secret_hash, &audit));
+        Ok(())
     }
 }
 

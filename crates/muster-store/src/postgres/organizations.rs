@@ -9,15 +9,16 @@ use tokio_postgres::Row;
 
 use super::identity::insert_audit;
 use super::{execute, query};
-use crate::columns::{self, ORGANIZATION_COLUMNS, USER_TOKEN_COLUMNS};
+use crate::columns::{self, ORGANIZATION_COLUMNS, SESSION_COLUMNS, USER_TOKEN_COLUMNS};
 use crate::rules::jobs::TERMINAL_STATE_CODES;
 use crate::rules::organizations::{
-    check_deletable, count, organization_not_found, organization_taken, user_token_not_found,
+    EXPIRED_SESSIONS_DELETED_PER_SIGN_IN, check_deletable, count, organization_not_found,
+    organization_taken, session_not_found, user_token_not_found,
 };
 use crate::rules::paging;
 use crate::{
     NewAuditEntry, NewUserToken, OrganizationContents, OrganizationRecord, Page, PageRequest,
-    StoreError, UserTokenRecord,
+    SessionRecord, StoreError, UserTokenRecord,
 };
 
 fn organization_from_row(row: &Row) -> Result<(i64, OrganizationRecord), StoreError> {
@@ -229,6 +230,12 @@ pub(super) async fn revoke_token(
     let Some((_, removed)) = rows.first().map(user_token_from_row).transpose()? else {
         return Err(user_token_not_found(id));
     };
+    execute(
+        transaction,
+        "DELETE FROM sessions WHERE user_token_id = $1",
+        &[&id.as_bytes().as_slice()],
+    )
+    .await?;
     insert_audit(transaction, audit).await?;
     Ok(removed)
 }
@@ -246,4 +253,61 @@ pub(super) async fn touch_token(
     )
     .await?;
     Ok(())
+}
+
+pub(super) async fn create_session(
+    transaction: &Transaction<'_>,
+    session: &SessionRecord,
+    audit: &NewAuditEntry,
+) -> Result<(), StoreError> {
+    execute(
+        transaction,
+        "DELETE FROM sessions WHERE secret_hash IN \
+         (SELECT secret_hash FROM sessions WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
+        &[
+            &session.created_at.as_millis(),
+            &EXPIRED_SESSIONS_DELETED_PER_SIGN_IN,
+        ],
+    )
+    .await?;
+    let (user_token_id, admin_token_hash) = session.holder_columns();
+    execute(
+        transaction,
+        &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
+        &[
+            &session.secret_hash.as_slice(),
+            &user_token_id,
+            &admin_token_hash,
+            &session.created_at.as_millis(),
+            &session.expires_at.as_millis(),
+        ],
+    )
+    .await?;
+    insert_audit(transaction, audit).await
+}
+
+pub(super) async fn session_by_hash(
+    client: &impl GenericClient,
+    secret_hash: &[u8; 32],
+) -> Result<Option<SessionRecord>, StoreError> {
+    let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE secret_hash = $1");
+    let rows = query(client, &sql, &[&secret_hash.as_slice()]).await?;
+    rows.first().map(columns::session_from_row).transpose()
+}
+
+pub(super) async fn delete_session(
+    transaction: &Transaction<'_>,
+    secret_hash: &[u8; 32],
+    audit: &NewAuditEntry,
+) -> Result<(), StoreError> {
+    let deleted = execute(
+        transaction,
+        "DELETE FROM sessions WHERE secret_hash = $1",
+        &[&secret_hash.as_slice()],
+    )
+    .await?;
+    if deleted == 0 {
+        return Err(session_not_found());
+    }
+    insert_audit(transaction, audit).await
 }

@@ -358,6 +358,20 @@ CREATE TABLE artifact_organizations (
     PRIMARY KEY (artifact_id, organization_id)
 );
 "#,
+    r#"
+-- Dashboard sessions. Only the SHA-256 of a session's secret is kept; a session acts as the
+-- user token it was opened with (deleted with it) or as the bootstrap admin holding the admin
+-- token of admin_token_hash.
+CREATE TABLE sessions (
+    secret_hash BYTEA PRIMARY KEY,
+    user_token_id BYTEA,
+    admin_token_hash BYTEA,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX sessions_user_token ON sessions (user_token_id) WHERE user_token_id IS NOT NULL;
+CREATE INDEX sessions_expiry ON sessions (expires_at);
+"#,
 ];
 
 /// Bring `component`'s schema up to date: apply the migrations of `migrations` not yet applied,

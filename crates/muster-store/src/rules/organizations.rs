@@ -1,11 +1,14 @@
 //! Organizations and user tokens as the store keeps them: rows read back into records (a role
 //! that is none of the four is corrupt data, not a viewer), the refusals by name, and what
-//! keeps an organization from being deleted.
+//! keeps an organization from being deleted; dashboard sessions read back.
 
 use muster_core::organization::Role;
 use muster_core::{Timestamp, UserTokenId};
 
-use crate::{OrganizationContents, OrganizationRecord, StoreError, UserTokenRecord};
+use crate::{
+    OrganizationContents, OrganizationRecord, SessionHolder, SessionRecord, StoreError,
+    UserTokenRecord,
+};
 
 /// An `organizations` row read back, in its stored form.
 pub(crate) struct OrganizationColumns {
@@ -82,6 +85,62 @@ pub(crate) fn check_deletable(id: &str, contents: OrganizationContents) -> Resul
 /// A count as the database answers it (never negative).
 pub(crate) fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
+}
+
+/// How many expired sessions a new session's commit deletes at most: a sign-in then costs a
+/// bounded amount of work, and the table stays near the number of live sessions as long as
+/// people sign in more often than sessions pile up unused.
+pub(crate) const EXPIRED_SESSIONS_DELETED_PER_SIGN_IN: i64 = 100;
+
+/// A session row's columns, as both backends store them: `user_token_id` for a user token's
+/// session, `admin_token_hash` for the bootstrap admin's.
+pub(crate) struct SessionColumns<'a> {
+    pub(crate) secret_hash: &'a [u8],
+    pub(crate) user_token_id: Option<&'a [u8]>,
+    pub(crate) admin_token_hash: Option<&'a [u8]>,
+    pub(crate) created_at: i64,
+    pub(crate) expires_at: i64,
+}
+
+impl SessionRecord {
+    /// The `user_token_id` and `admin_token_hash` columns of this session.
+    pub(crate) fn holder_columns(&self) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        match &self.opened_with {
+            SessionHolder::UserToken(id) => (Some(id.as_bytes().to_vec()), None),
+            SessionHolder::BootstrapAdmin { admin_token_hash } => {
+                (None, Some(admin_token_hash.to_vec()))
+            }
+        }
+    }
+}
+
+pub(crate) fn session_record(columns: SessionColumns<'_>) -> Result<SessionRecord, String> {
+    let secret_hash: [u8; 32] = columns
+        .secret_hash
+        .try_into()
+        .map_err(|_| format!("a session hash of {} bytes", columns.secret_hash.len()))?;
+    let opened_with = match (columns.user_token_id, columns.admin_token_hash) {
+        (Some(id), None) => SessionHolder::UserToken(
+            UserTokenId::from_slice(id)
+                .ok_or_else(|| format!("a user token id of {} bytes", id.len()))?,
+        ),
+        (None, Some(hash)) => SessionHolder::BootstrapAdmin {
+            admin_token_hash: hash
+                .try_into()
+                .map_err(|_| format!("an admin token hash of {} bytes", hash.len()))?,
+        },
+        _ => return Err("a session of neither a user token nor the bootstrap admin".into()),
+    };
+    Ok(SessionRecord {
+        secret_hash,
+        opened_with,
+        created_at: Timestamp(columns.created_at),
+        expires_at: Timestamp(columns.expires_at),
+    })
+}
+
+pub(crate) fn session_not_found() -> StoreError {
+    StoreError::NotFound("session".into())
 }
 
 #[cfg(test)]

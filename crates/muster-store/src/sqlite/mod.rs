@@ -39,7 +39,8 @@ use crate::{
 };
 use crate::{
     EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
-    OrganizationStore, RegistrationOutcome, RemovedRunnerKey, RunnerCredentials, UserTokenRecord,
+    OrganizationStore, RegistrationOutcome, RemovedRunnerKey, RunnerCredentials, SessionRecord,
+    UserTokenRecord,
 };
 use writer::{Writer, WriterContext};
 
@@ -764,6 +765,35 @@ impl OrganizationStore for SqliteStore {
     async fn touch_user_token(&self, id: UserTokenId, at: Timestamp) -> Result<(), StoreError> {
         self.writer
             .run(move |context| organizations::touch_token(context, id, at))
+            .await
+    }
+
+    async fn create_session(
+        &self,
+        session: SessionRecord,
+        audit: NewAuditEntry,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .run(move |context| organizations::create_session(context, &session, &audit))
+            .await
+    }
+
+    async fn session_by_hash(
+        &self,
+        secret_hash: [u8; 32],
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.readers
+            .run(move |conn| organizations::session_by_hash(conn, &secret_hash))
+            .await
+    }
+
+    async fn delete_session(
+        &self,
+        secret_hash: [u8; 32],
+        audit: NewAuditEntry,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .run(move |context| organizations::delete_session(context, &secret_hash, &audit))
             .await
     }
 }

@@ -9,15 +9,16 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::identity::insert_audit;
 use super::map_sqlite_error;
 use super::writer::WriterContext;
-use crate::columns::{self, ORGANIZATION_COLUMNS, USER_TOKEN_COLUMNS};
+use crate::columns::{self, ORGANIZATION_COLUMNS, SESSION_COLUMNS, USER_TOKEN_COLUMNS};
 use crate::rules::jobs::TERMINAL_STATE_CODES;
 use crate::rules::organizations::{
-    check_deletable, count, organization_not_found, organization_taken, user_token_not_found,
+    EXPIRED_SESSIONS_DELETED_PER_SIGN_IN, check_deletable, count, organization_not_found,
+    organization_taken, session_not_found, user_token_not_found,
 };
 use crate::rules::paging;
 use crate::{
     NewAuditEntry, NewUserToken, OrganizationContents, OrganizationRecord, Page, PageRequest,
-    StoreError, UserTokenRecord,
+    SessionRecord, StoreError, UserTokenRecord,
 };
 
 fn organization_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, OrganizationRecord)> {
@@ -245,6 +246,9 @@ pub(super) fn revoke_token(
     let Some((_, removed)) = removed else {
         return Err(user_token_not_found(id));
     };
+    conn.prepare_cached("DELETE FROM sessions WHERE user_token_id = ?1")
+        .and_then(|mut statement| statement.execute(params![id.as_bytes().as_slice()]))
+        .map_err(map_sqlite_error)?;
     insert_audit(conn, audit)?;
     Ok(removed)
 }
@@ -265,4 +269,70 @@ pub(super) fn touch_token(
         })
         .map_err(map_sqlite_error)?;
     Ok(())
+}
+
+pub(super) fn create_session(
+    context: &mut WriterContext,
+    session: &SessionRecord,
+    audit: &NewAuditEntry,
+) -> Result<(), StoreError> {
+    let conn = &context.conn;
+    conn.prepare_cached(
+        "DELETE FROM sessions WHERE secret_hash IN \
+         (SELECT secret_hash FROM sessions WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+    )
+    .and_then(|mut statement| {
+        statement.execute(params![
+            session.created_at.as_millis(),
+            EXPIRED_SESSIONS_DELETED_PER_SIGN_IN
+        ])
+    })
+    .map_err(map_sqlite_error)?;
+    let (user_token_id, admin_token_hash) = session.holder_columns();
+    conn.prepare_cached(&format!(
+        "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
+    ))
+    .and_then(|mut statement| {
+        statement.execute(params![
+            session.secret_hash.as_slice(),
+            user_token_id,
+            admin_token_hash,
+            session.created_at.as_millis(),
+            session.expires_at.as_millis(),
+        ])
+    })
+    .map_err(map_sqlite_error)?;
+    insert_audit(conn, audit)
+}
+
+pub(super) fn session_by_hash(
+    conn: &Connection,
+    secret_hash: &[u8; 32],
+) -> Result<Option<SessionRecord>, StoreError> {
+    let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE secret_hash = ?1");
+    conn.prepare_cached(&sql)
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![secret_hash.as_slice()], |row| {
+                    columns::session_from_row(row)
+                })
+                .optional()
+        })
+        .map_err(map_sqlite_error)
+}
+
+pub(super) fn delete_session(
+    context: &mut WriterContext,
+    secret_hash: &[u8; 32],
+    audit: &NewAuditEntry,
+) -> Result<(), StoreError> {
+    let conn = &context.conn;
+    let deleted = conn
+        .prepare_cached("DELETE FROM sessions WHERE secret_hash = ?1")
+        .and_then(|mut statement| statement.execute(params![secret_hash.as_slice()]))
+        .map_err(map_sqlite_error)?;
+    if deleted == 0 {
+        return Err(session_not_found());
+    }
+    insert_audit(conn, audit)
 }

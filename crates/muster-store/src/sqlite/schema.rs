@@ -268,6 +268,20 @@ CREATE TABLE artifact_organizations (
     PRIMARY KEY (artifact_id, organization_id)
 ) WITHOUT ROWID;
 "#,
+    // 11: dashboard sessions. Only the SHA-256 of a session's secret is kept; a session acts as
+    // the user token it was opened with (deleted with it) or as the bootstrap admin holding the
+    // admin token of `admin_token_hash`.
+    r#"
+CREATE TABLE sessions (
+    secret_hash BLOB PRIMARY KEY,
+    user_token_id BLOB,
+    admin_token_hash BLOB,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sessions_user_token ON sessions (user_token_id) WHERE user_token_id IS NOT NULL;
+CREATE INDEX sessions_expiry ON sessions (expires_at);
+"#,
 ];
 
 /// Bring the schema up to date inside one transaction.

@@ -171,6 +171,7 @@ macro_rules! conformance_suite {
                 a_runner_claims_its_organizations_jobs_and_a_shared_one_only_those_that_allow_it,
                 an_idempotency_key_names_one_job_per_organization,
                 job_counts_are_told_by_organization_whether_or_not_it_shares_runners,
+                sessions_are_found_by_hash_ended_once_and_gone_with_their_token,
             );
         }
         // Job kinds' result rules, in a module of its own so that `cargo test kinds` runs just

@@ -16,6 +16,13 @@ use crate::conformance::{
     T0, at, claim, policy, register_runner, spec_with_policy, submit_many, submit_one,
 };
 
+/// The statements that take a store schema from version 11 back to version 10: no sessions.
+macro_rules! undo_migration_11 {
+    () => {
+        "DROP TABLE sessions;"
+    };
+}
+
 /// The statements that take a store schema from version 10 back to version 9: idempotency keys
 /// unique across organizations, no index of audit entries by organization.
 macro_rules! undo_migration_10 {
@@ -60,6 +67,7 @@ macro_rules! undo_migration_8 {
 macro_rules! undo_migrations_after_version_2 {
     () => {
         concat!(
+            undo_migration_11!(),
             undo_migration_10!(),
             undo_migration_9!(),
             undo_migration_8!(),
@@ -485,6 +493,7 @@ async fn jobs_from_before_organizations_move_into_default() -> anyhow::Result<()
     client
         .batch_execute(concat!(
             "BEGIN;",
+            undo_migration_11!(),
             undo_migration_10!(),
             undo_migration_9!(),
             undo_migration_8!(),
@@ -518,7 +527,7 @@ async fn jobs_from_before_organizations_move_into_default() -> anyhow::Result<()
         )
         .await?
         .get(0);
-    ensure!(version == 10, "the schema is at version 10, got {version}");
+    ensure!(version == 11, "the schema is at version 11, got {version}");
     drop(client);
     connection.await.context("join the connection task")??;
     Ok(())

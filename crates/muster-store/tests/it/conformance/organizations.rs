@@ -2,7 +2,8 @@
 //! page at a time, a taken name is refused with nothing stored, and one is deleted only when
 //! nothing unfinished is in it; user tokens are found by their hash (never listed with it),
 //! listed all or by organization, touched without going back in time, and revoked at once; every
-//! change committed together with its audit entry.
+//! change committed together with its audit entry. Dashboard sessions are found by their hash,
+//! ended once, swept when expired, and gone with the user token they were opened with.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,8 +13,8 @@ use muster_core::organization::{DEFAULT_ORGANIZATION, Role};
 use muster_core::{JobOrganization, JobSpec, JobState, NewJob, RunnerId, Timestamp, UserTokenId};
 use muster_store::{
     AuditFilter, ClaimRequest, JobFilter, NewAuditEntry, NewRunner, NewUserToken,
-    OrganizationContents, OrganizationRecord, PageRequest, RunnerFilter, Store, StoreError,
-    UserTokenRecord,
+    OrganizationContents, OrganizationRecord, PageRequest, RunnerFilter, SessionHolder,
+    SessionRecord, Store, StoreError, UserTokenRecord,
 };
 use serde_json::json;
 
@@ -585,5 +586,122 @@ pub async fn job_counts_are_told_by_organization_whether_or_not_it_shares_runner
     .map(|(organization, state, count)| ((organization.to_string(), state.as_str()), count))
     .collect();
     ensure!(counts == expected, "counts by organization: {counts:?}");
+    Ok(())
+}
+
+const SESSION_OPENED: &str = "test.session_opened";
+const SESSION_ENDED: &str = "test.session_ended";
+
+fn session(holder: SessionHolder, created: Timestamp, lifetime_ms: i64) -> SessionRecord {
+    SessionRecord {
+        secret_hash: unique_token_hash(),
+        opened_with: holder,
+        created_at: created,
+        expires_at: created.plus_millis(lifetime_ms),
+    }
+}
+
+async fn open_session(store: &dyn Store, session: &SessionRecord) -> anyhow::Result<()> {
+    store
+        .create_session(
+            session.clone(),
+            audit(SESSION_OPENED, "session", session.created_at, json!({})),
+        )
+        .await
+        .context("store a session")
+}
+
+pub async fn sessions_are_found_by_hash_ended_once_and_gone_with_their_token(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let token = new_token("dashboard", Role::Operator, Some("team"), at(1_000));
+    store_token(store, &token).await?;
+    let of_token = session(SessionHolder::UserToken(token.record.id), at(2_000), 60_000);
+    let of_admin = session(
+        SessionHolder::BootstrapAdmin {
+            admin_token_hash: [7; 32],
+        },
+        at(2_001),
+        60_000,
+    );
+    for session in [&of_token, &of_admin] {
+        open_session(store, session).await?;
+        ensure!(
+            store.session_by_hash(session.secret_hash).await? == Some(session.clone()),
+            "reads back as stored: {session:?}"
+        );
+    }
+    ensure!(store.session_by_hash([0xCD; 32]).await?.is_none());
+
+    // Ended: gone, recorded once; ending it again is refused and records nothing.
+    store
+        .delete_session(
+            of_admin.secret_hash,
+            audit(SESSION_ENDED, "session", at(3_000), json!({})),
+        )
+        .await?;
+    ensure!(store.session_by_hash(of_admin.secret_hash).await?.is_none());
+    expect_not_found(
+        store
+            .delete_session(
+                of_admin.secret_hash,
+                audit(SESSION_ENDED, "session", at(3_001), json!({})),
+            )
+            .await,
+        "ending it again",
+    )?;
+    ensure!(audited(store, SESSION_ENDED).await?.len() == 1);
+
+    // The token revoked: its sessions go with it, in the same commit.
+    let second = session(SessionHolder::UserToken(token.record.id), at(2_500), 60_000);
+    open_session(store, &second).await?;
+    store
+        .revoke_user_token(
+            token.record.id,
+            audit(TOKEN_REVOKED, "dashboard", at(4_000), json!({})),
+        )
+        .await?;
+    for gone in [&of_token, &second] {
+        ensure!(
+            store.session_by_hash(gone.secret_hash).await?.is_none(),
+            "a revoked token's session is gone: {gone:?}"
+        );
+    }
+
+    // A new session sweeps away sessions that expired before it was opened, not live ones.
+    let expired = session(
+        SessionHolder::BootstrapAdmin {
+            admin_token_hash: [8; 32],
+        },
+        at(5_000),
+        1_000,
+    );
+    let live = session(
+        SessionHolder::BootstrapAdmin {
+            admin_token_hash: [8; 32],
+        },
+        at(5_000),
+        3_600_000,
+    );
+    open_session(store, &expired).await?;
+    open_session(store, &live).await?;
+    open_session(
+        store,
+        &session(
+            SessionHolder::BootstrapAdmin {
+                admin_token_hash: [8; 32],
+            },
+            at(10_000),
+            60_000,
+        ),
+    )
+    .await?;
+    ensure!(
+        store.session_by_hash(expired.secret_hash).await?.is_none(),
+        "an expired session is swept at the next sign-in"
+    );
+    ensure!(store.session_by_hash(live.secret_hash).await? == Some(live.clone()));
+    ensure!(audited(store, SESSION_OPENED).await?.len() == 6);
     Ok(())
 }

@@ -1,0 +1,506 @@
+"""Browser test of the muster dashboard (Playwright, sync API).
+
+Run by the Rust test harness as `python dashboard.py` against a running coordinator with an
+`exec` runner (concurrency 2) attached. It reads:
+
+  MUSTER_URL               the coordinator, e.g. http://127.0.0.1:PORT
+  MUSTER_ADMIN_TOKEN       the bootstrap admin token
+  MUSTER_VIEWER_TOKEN      a viewer user token (every organization)
+  MUSTER_OPERATOR_TOKEN    an operator user token (every organization)
+  MUSTER_DAG_RUNNER_TOKEN  a runner token; this script plays that runner for kind `graph`
+  MUSTER_CHROMIUM          the chromium binary
+  MUSTER_AXE_JS            axe-core's axe.min.js
+  MUSTER_SCREENSHOT_DIR    where the PNGs go
+
+It prints "ok: ..." per step; at the first failure it prints "FAIL: ..." with what was
+expected and what was seen, and exits 1 (the exception propagates).
+"""
+
+import json
+import os
+import re
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from playwright.sync_api import expect, sync_playwright
+
+BASE = os.environ["MUSTER_URL"].rstrip("/")
+ADMIN = os.environ["MUSTER_ADMIN_TOKEN"]
+VIEWER = os.environ["MUSTER_VIEWER_TOKEN"]
+OPERATOR = os.environ["MUSTER_OPERATOR_TOKEN"]
+DAG_RUNNER = os.environ["MUSTER_DAG_RUNNER_TOKEN"]
+CHROMIUM = os.environ["MUSTER_CHROMIUM"]
+AXE_JS = os.environ["MUSTER_AXE_JS"]
+SHOTS = os.environ["MUSTER_SCREENSHOT_DIR"]
+
+TIMEOUT_MS = 20_000  # the longest any single expectation waits
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+# Short leases make the exec runner heartbeat often, so a cancel reaches it quickly.
+SHORT_LEASE_S = 6
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+class Failure(AssertionError):
+    pass
+
+
+def check(condition, expected, seen):
+    if not condition:
+        raise Failure(f"expected {expected}; saw {seen}")
+
+
+# ---------- the API, with the stdlib ----------
+
+def api(method, path, body=None, token=ADMIN, headers=None):
+    """Call the API; answer (status, parsed JSON or None). Never raises on an HTTP status."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(BASE + "/api/v1" + path, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    return status, (json.loads(raw) if raw else None)
+
+
+def api_ok(method, path, body=None, token=ADMIN, headers=None, want=(200, 201, 204)):
+    status, answer = api(method, path, body, token, headers)
+    check(status in want, f"{method} {path} to answer {want}", f"{status} {answer}")
+    return answer
+
+
+def submit_exec(script, **extra):
+    body = {"kind": "exec", "payload": {"command": ["sh", "-c", script]}}
+    body.update(extra)
+    return api_ok("POST", "/jobs", body)["id"]
+
+
+def job_state(job_id):
+    return api_ok("GET", f"/jobs/{job_id}")["state"]
+
+
+def cancel_quietly(job_id):
+    # Frees the exec runner; a job already finished answers 409, which is fine here.
+    api("POST", f"/jobs/{job_id}/cancel")
+
+
+# ---------- a TCP proxy whose connections can be cut ----------
+
+class CuttingProxy:
+    """Forwards 127.0.0.1:<port> to the coordinator; cut() closes every open connection."""
+
+    def __init__(self, target_host, target_port):
+        self.target = (target_host, target_port)
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.pairs = []
+        self.lock = threading.Lock()
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.pairs.append((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink):
+        try:
+            while True:
+                chunk = source.recv(65536)
+                if not chunk:
+                    break
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for pair in pairs:
+            for sock in pair:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the pump blocked in recv
+                except OSError:
+                    pass
+                sock.close()
+        self.cuts += len(pairs)
+        return len(pairs)
+
+    def close(self):
+        self.listener.close()
+        self.cut()
+
+
+# ---------- browser helpers ----------
+
+def shot(page, name, full_page=True):
+    page.screenshot(path=os.path.join(SHOTS, name), full_page=full_page)
+
+
+def new_context(browser, base_url=BASE, **options):
+    options.setdefault("viewport", DESKTOP)
+    return browser.new_context(base_url=base_url, **options)
+
+
+def sign_in(context, token):
+    page = context.new_page()
+    page.goto("/sign-in")
+    page.get_by_label("Token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_test_id("whoami")).to_be_visible()
+    return page
+
+
+def open_page(page, path):
+    """Go to a dashboard page and wait until its data is drawn (main[data-ready])."""
+    page.goto(path)
+    page.wait_for_selector("main[data-ready]", timeout=TIMEOUT_MS)
+
+
+def log_line(page, message):
+    return page.locator('[data-testid="log-line"] .log-msg').get_by_text(message, exact=True)
+
+
+def log_messages(page):
+    return page.locator('[data-testid="log-line"] .log-msg').all_text_contents()
+
+
+def log_seqs(page):
+    return [int(s) for s in page.locator('[data-testid="log-line"]').evaluate_all(
+        "lines => lines.map(l => l.dataset.seq)")]
+
+
+def wait_log_end(page):
+    expect(page.get_by_test_id("log-status")).to_have_text(re.compile(r"^End of log"))
+
+
+def expect_exact_lines(page, prefix, count):
+    """The log shows `prefix 1` .. `prefix count` in order, each once, and nothing is doubled."""
+    wanted = [f"{prefix} {i}" for i in range(1, count + 1)]
+    # The runner may add lines of its own; only the command's output is compared.
+    seen = [m for m in log_messages(page) if re.fullmatch(rf"{re.escape(prefix)} \d+", m)]
+    check(seen == wanted, f"log lines {wanted[0]}..{wanted[-1]} in order, once each", seen)
+    seqs = log_seqs(page)
+    check(seqs == sorted(set(seqs)), "strictly increasing data-seq", seqs)
+
+
+def state_el(page):
+    return page.get_by_test_id("job-state")
+
+
+# ---------- steps ----------
+
+def step_sign_in(browser):
+    context = new_context(browser)
+    page = context.new_page()
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/sign-in"))
+    expect(page).to_have_title(re.compile("Sign in"))
+    page.get_by_label("Token").fill("muster_user_not_a_real_token_000000000000000")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    expect(page.get_by_role("alert")).not_to_have_text("")
+    shot(page, "sign-in.png")
+    page.get_by_label("Token").fill(ADMIN)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_test_id("whoami")).to_contain_text("admin")
+    expect(page.get_by_test_id("whoami")).to_contain_text("all organizations")
+    expect(page).to_have_url(BASE + "/")
+    page.wait_for_selector("main[data-ready]")
+    expect(page.locator('nav a[aria-current="page"]')).to_have_text("Overview")
+    shot(page, "overview.png")
+    open_page(page, "/jobs")
+    shot(page, "jobs.png")
+    print("ok: sign-in (wrong token refused, admin signed in, role shown)")
+    return context, page
+
+
+def step_live_job(page):
+    # 0.3 s between lines leaves time to see line 5 while the job still runs.
+    job_id = submit_exec('for i in $(seq 1 30); do echo "line $i"; sleep 0.3; done')
+    open_page(page, f"/jobs/{job_id}")
+    page.evaluate("window.__noReload = 1")
+    expect(state_el(page)).to_have_text("running")
+    expect(log_line(page, "line 5")).to_be_visible()
+    check(state_el(page).text_content() == "running", "state still running when line 5 shows",
+          state_el(page).text_content())
+    shot(page, "job-running.png")
+    expect(state_el(page)).to_have_text("completed")
+    wait_log_end(page)
+    check(page.evaluate("window.__noReload") == 1, "no page reload (window.__noReload still 1)",
+          page.evaluate("window.__noReload"))
+    expect_exact_lines(page, "line", 30)
+    shot(page, "job-completed.png")
+    print(f"ok: live job {job_id}: running -> completed without reload, 30 log lines live")
+    return job_id
+
+
+def step_connection_kill(browser):
+    target = urllib.parse.urlsplit(BASE)
+    proxy = CuttingProxy(target.hostname, target.port)
+    context = new_context(browser, base_url=f"http://127.0.0.1:{proxy.port}")
+    try:
+        page = sign_in(context, ADMIN)
+        job_id = submit_exec('for i in $(seq 1 40); do echo "tick $i"; sleep 0.15; done')
+        open_page(page, f"/jobs/{job_id}")
+        expect(log_line(page, "tick 5")).to_be_visible()
+        cut = proxy.cut()
+        time.sleep(1)
+        cut += proxy.cut()
+        check(cut > 0, "open proxied connections to cut", cut)
+        expect(state_el(page)).to_have_text("completed")
+        wait_log_end(page)
+        expect_exact_lines(page, "tick", 40)
+        print(f"ok: connection kill: {cut} connections cut, log tick 1..40 with no gap or double")
+    finally:
+        context.close()
+        proxy.close()
+
+
+def step_cancel(operator_page):
+    job_id = submit_exec("sleep 60", lease_ttl_s=SHORT_LEASE_S)
+    try:
+        open_page(operator_page, f"/jobs/{job_id}")
+        expect(state_el(operator_page)).to_have_text("running")
+        operator_page.get_by_test_id("cancel").click()
+        expect(state_el(operator_page)).to_have_text("cancelled")
+        state = job_state(job_id)
+        check(state == "cancelled", "the API to say cancelled", state)
+        deadline = time.monotonic() + 10
+        while True:
+            runners = api_ok("GET", "/runners?limit=1000")["items"]
+            busy = {r["name"]: r["running_jobs"] for r in runners if r["running_jobs"]}
+            if not busy:
+                break
+            check(time.monotonic() < deadline, "no runner with running jobs within 10 s", busy)
+            time.sleep(0.5)
+        print(f"ok: cancel {job_id} from the page; the runner let it go")
+    finally:
+        cancel_quietly(job_id)
+
+
+def step_roles(viewer_page, operator_page):
+    job_id = submit_exec("sleep 30", lease_ttl_s=SHORT_LEASE_S)
+    try:
+        open_page(viewer_page, f"/jobs/{job_id}")
+        expect(state_el(viewer_page)).to_have_text("running")
+        expect(viewer_page.get_by_test_id("cancel")).to_have_count(0)
+        expect(viewer_page.get_by_test_id("retry")).to_have_count(0)
+        open_page(operator_page, f"/jobs/{job_id}")
+        expect(operator_page.get_by_test_id("cancel")).to_be_visible()
+
+        call = """async ([id, withCsrf]) => {
+            const headers = {};
+            if (withCsrf) {
+                const c = document.cookie.split(';').map(s => s.trim())
+                    .find(s => s.startsWith('muster_csrf='));
+                headers['X-CSRF-Token'] = c ? decodeURIComponent(c.slice('muster_csrf='.length)) : '';
+            }
+            const r = await fetch(`/api/v1/jobs/${id}/cancel`,
+                {method: 'POST', headers, credentials: 'same-origin'});
+            let code = null;
+            try { code = (await r.json()).error.code; } catch (e) {}
+            return {status: r.status, code};
+        }"""
+        bare = viewer_page.evaluate(call, [job_id, False])
+        check(bare == {"status": 403, "code": "csrf_check_failed"},
+              "403 csrf_check_failed without the CSRF header", bare)
+        with_csrf = viewer_page.evaluate(call, [job_id, True])
+        check(with_csrf == {"status": 403, "code": "forbidden"},
+              "403 forbidden for a viewer with the CSRF header", with_csrf)
+        state = job_state(job_id)
+        check(state == "running", "the job still running after the viewer's attempts", state)
+        print("ok: roles: viewer has no Cancel and is refused (csrf, forbidden); operator has Cancel")
+    finally:
+        cancel_quietly(job_id)
+
+
+def dag_body(statuses):
+    labels = {"a": "fetch", "b": "build", "c": "lint", "d": "publish"}
+    return {
+        "nodes": [{"id": k, "label": labels[k], "status": s} for k, s in statuses.items()],
+        "edges": [{"from": "a", "to": "b"}, {"from": "a", "to": "c"},
+                  {"from": "b", "to": "d"}, {"from": "c", "to": "d"}],
+    }
+
+
+def step_dag(page):
+    job_id = api_ok("POST", "/jobs", {"kind": "graph", "payload": {}})["id"]
+    # Play the graph runner: long-poll claims until this job is handed out.
+    deadline = time.monotonic() + 30
+    claimed = None
+    while claimed is None:
+        check(time.monotonic() < deadline, f"to claim graph job {job_id} within 30 s", "no claim")
+        status, answer = api("POST", "/runner/claim",
+                             {"kinds": ["graph"], "max_jobs": 1, "wait_ms": 5000}, token=DAG_RUNNER)
+        check(status in (200, 204), "claim to answer 200 or 204", f"{status} {answer}")
+        for job in (answer or {}).get("jobs", []):
+            if job["id"] == job_id:
+                claimed = job
+    lease = {"Muster-Lease-Epoch": str(claimed["lease"]["epoch"])}
+
+    def sync(statuses):
+        api_ok("PUT", f"/runner/jobs/{job_id}/dag", dag_body(statuses), token=DAG_RUNNER, headers=lease)
+
+    sync({"a": "completed", "b": "running", "c": "pending", "d": "pending"})
+    open_page(page, f"/jobs/{job_id}")
+    page.evaluate("window.__noReload = 1")
+    nodes = page.get_by_test_id("dag-node")
+    expect(nodes).to_have_count(4)
+    expect(page.locator('[data-testid="dag-node"][data-id="b"]')).to_have_attribute("data-status", "running")
+    expect(page.get_by_test_id("dag").get_by_role("listitem").first).to_have_text("fetch: completed")
+
+    sync({"a": "completed", "b": "completed", "c": "pending", "d": "running"})
+    expect(page.locator('[data-testid="dag-node"][data-id="b"]')).to_have_attribute("data-status", "completed")
+    expect(page.locator('[data-testid="dag-node"][data-id="d"]')).to_have_attribute("data-status", "running")
+    check(page.evaluate("window.__noReload") == 1, "the DAG to update without reload",
+          page.evaluate("window.__noReload"))
+    shot(page, "job-dag.png")
+
+    api_ok("POST", f"/runner/jobs/{job_id}/complete", {"result": {"steps": 4}},
+           token=DAG_RUNNER, headers=lease)
+    expect(state_el(page)).to_have_text("completed")
+    print(f"ok: DAG of job {job_id}: 4 nodes drawn, updated live")
+    return job_id
+
+
+def step_runners(page):
+    runners = api_ok("GET", "/runners?limit=1000")["items"]
+    check(len(runners) >= 2, "at least the exec runner and the graph runner", [r["name"] for r in runners])
+    open_page(page, "/runners")
+    rows = page.locator("main tbody tr")
+    expect(rows).to_have_count(len(runners))
+    for runner in runners:
+        expect(page.locator("main tbody").get_by_text(runner["name"], exact=True)).to_be_visible()
+    shot(page, "runners.png")
+    print(f"ok: runners page lists {len(runners)} runners")
+
+
+def step_axe(browser, job_ids):
+    # axe is injected as a script, which the dashboard's CSP would refuse: bypass it here only.
+    context = new_context(browser, bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto("/sign-in")
+        page.wait_for_selector("main[data-ready]")
+        audit(page, "/sign-in")
+        page.get_by_label("Token").fill(ADMIN)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_test_id("whoami")).to_be_visible()
+        paths = ["/", "/jobs", "/runners"] + [f"/jobs/{j}" for j in job_ids]
+        for path in paths:
+            open_page(page, path)
+            if path.startswith("/jobs/"):
+                wait_log_end(page)
+            audit(page, path)
+        print(f"ok: axe-core: no serious or critical violation on {len(paths) + 1} pages")
+    finally:
+        context.close()
+
+
+def audit(page, path):
+    page.add_script_tag(path=AXE_JS)
+    result = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
+    bad = [v for v in result["violations"] if v.get("impact") in ("serious", "critical")]
+    details = [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:5]}"
+        for v in bad
+    ]
+    check(not bad, f"no serious or critical axe violation on {path}", "; ".join(details))
+
+
+def step_phone_and_dark(browser, job_id):
+    phone = new_context(browser, viewport=PHONE, is_mobile=True, has_touch=True)
+    try:
+        page = sign_in(phone, ADMIN)
+        open_page(page, "/jobs")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        check(width <= PHONE["width"] + 1, "no horizontal page scroll on a phone (tables scroll inside)", width)
+        shot(page, "jobs-phone.png")
+    finally:
+        phone.close()
+    dark = new_context(browser, color_scheme="dark")
+    try:
+        page = sign_in(dark, ADMIN)
+        open_page(page, f"/jobs/{job_id}")
+        wait_log_end(page)
+        shot(page, "job-dark.png")
+    finally:
+        dark.close()
+    print("ok: phone-sized jobs page and dark theme screenshots")
+
+
+def main():
+    os.makedirs(SHOTS, exist_ok=True)
+    step = "start"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            step = "sign-in"
+            admin, admin_page = step_sign_in(browser)
+            step = "live job"
+            exec_job = step_live_job(admin_page)
+            step = "connection kill"
+            step_connection_kill(browser)
+            operator = new_context(browser)
+            operator_page = sign_in(operator, OPERATOR)
+            step = "cancel"
+            step_cancel(operator_page)
+            viewer = new_context(browser)
+            viewer_page = sign_in(viewer, VIEWER)
+            step = "roles"
+            step_roles(viewer_page, operator_page)
+            viewer.close()
+            operator.close()
+            step = "dag"
+            dag_job = step_dag(admin_page)
+            step = "runners"
+            step_runners(admin_page)
+            admin.close()
+            step = "axe"
+            step_axe(browser, [exec_job, dag_job])
+            step = "phone and dark"
+            step_phone_and_dark(browser, exec_job)
+        except BaseException as error:
+            print(f"FAIL: {step}: {error}", flush=True)
+            raise
+        finally:
+            browser.close()
+    print("ok: all dashboard steps passed")
+
+
+if __name__ == "__main__":
+    main()
