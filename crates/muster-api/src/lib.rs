@@ -1062,6 +1062,46 @@ pub struct WhoAmI {
     pub token_info: Option<UserTokenInfo>,
 }
 
+/// One try of a job by one runner (`GET /api/v1/jobs/{id}/attempts`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attempt {
+    /// Counts from 1 within one run of the job (a user's retry starts it again).
+    pub attempt: u32,
+    /// The epoch of the attempt's lease: unique within the job, growing.
+    pub lease_epoch: u64,
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub runner_id: Option<Uuid>,
+    #[cfg_attr(feature = "openapi", schema(required))]
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub claimed_at: Option<OffsetDateTime>,
+    #[cfg_attr(feature = "openapi", schema(required))]
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[cfg_attr(feature = "openapi", schema(required))]
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ended_at: Option<OffsetDateTime>,
+    pub outcome: AttemptOutcome,
+    /// Why it ended, when it failed or was cancelled.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub error: Option<JobError>,
+}
+
+/// How an attempt ended, or that it goes on.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    InProgress,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// A job's attempts, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttemptList {
+    pub items: Vec<Attempt>,
+}
+
 /// `POST /api/v1/session`: sign in to the dashboard with a user token or the bootstrap admin
 /// token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -231,6 +231,13 @@ pub(crate) async fn run(command: JobCommand, connect: &ConnectArgs) -> anyhow::R
         JobCommand::Show(args) => {
             let job = client.get_job(args.id).await.context("show job")?;
             print_job(&job, args.json)?;
+            if !args.json {
+                let attempts = client
+                    .job_attempts(args.id)
+                    .await
+                    .context("read the job's attempts")?;
+                print_attempts(&attempts.items);
+            }
             Ok(0)
         }
         JobCommand::Logs(args) => logs(&client, args).await,
@@ -430,6 +437,40 @@ fn print_job(job: &Job, json: bool) -> anyhow::Result<()> {
     }
     field("payload", job.payload.to_string());
     Ok(())
+}
+
+/// A job's attempts, one line each: number, runner, lease epoch, claim and end, how it ended.
+fn print_attempts(attempts: &[muster_client::api::Attempt]) {
+    use muster_client::api::AttemptOutcome;
+    for (index, attempt) in attempts.iter().enumerate() {
+        let outcome = match (attempt.outcome, &attempt.error) {
+            (AttemptOutcome::InProgress, _) => "in progress".to_string(),
+            (AttemptOutcome::Completed, _) => "completed".to_string(),
+            (outcome, Some(error)) => {
+                let reason = serde_json::to_value(error.reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let outcome = if outcome == AttemptOutcome::Cancelled {
+                    "cancelled"
+                } else {
+                    "failed"
+                };
+                format!("{outcome} ({reason}: {})", error.message)
+            }
+            (AttemptOutcome::Cancelled, None) => "cancelled".to_string(),
+            (AttemptOutcome::Failed, None) => "failed".to_string(),
+        };
+        out!(
+            "{:<14}{}  runner {}  epoch {}  claimed {}  ended {}  {outcome}",
+            if index == 0 { "attempts" } else { "" },
+            attempt.attempt,
+            or_dash(attempt.runner_id.map(|id| id.to_string()).as_deref()),
+            attempt.lease_epoch,
+            short_time(attempt.claimed_at),
+            short_time(attempt.ended_at),
+        );
+    }
 }
 
 async fn list(client: &MusterClient, args: ListArgs) -> anyhow::Result<u8> {

@@ -31,11 +31,11 @@ pub use artifacts::{ArtifactDownload, ArtifactStream, UploadError};
 use bytes::Bytes;
 pub use muster_api as api;
 use muster_api::{
-    Artifact, CancelFlag, ClaimJobs, ClaimedJob, ClaimedJobs, CompleteJob, CompleteJobs,
-    CompletionOutcomes, CreateRunner, CreatedRunner, Dag, ErrorBody, FailJob, Job, JobHeartbeat,
-    JobHeartbeatResponse, JobList, JobState, LEASE_EPOCH_HEADER, LogAppended, LogBatch, LogPage,
-    NewLogEntry, OutputsRecorded, ProgressReport, RecordOutputs, Runner, RunnerHeartbeat,
-    RunnerHeartbeatResponse, RunnerList, SubmitJob, SubmitJobs,
+    Artifact, AttemptList, CancelFlag, ClaimJobs, ClaimedJob, ClaimedJobs, CompleteJob,
+    CompleteJobs, CompletionOutcomes, CreateRunner, CreatedRunner, Dag, ErrorBody, FailJob, Job,
+    JobHeartbeat, JobHeartbeatResponse, JobList, JobState, LEASE_EPOCH_HEADER, LogAppended,
+    LogBatch, LogPage, NewLogEntry, OutputsRecorded, ProgressReport, RecordOutputs, Runner,
+    RunnerHeartbeat, RunnerHeartbeatResponse, RunnerList, SubmitJob, SubmitJobs,
 };
 pub use muster_core::ErrorCode;
 pub use registration::{Registrar, RunnerDescription, signed_registration};
@@ -427,6 +427,16 @@ impl MusterClient {
             request = request.query(&[("after_seq", after.to_string())]);
         }
         self.connection.send(request).await
+    }
+
+    /// Every attempt of the job, oldest first.
+    pub async fn job_attempts(&self, id: Uuid) -> Result<AttemptList, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, &format!("/api/v1/jobs/{id}/attempts")),
+            )
+            .await
     }
 
     pub async fn job_dag(&self, id: Uuid) -> Result<Dag, ClientError> {

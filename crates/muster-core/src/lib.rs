@@ -5,6 +5,7 @@
 //! clock, a runtime, a database or a network. Stores load a job's [`JobLifecycle`], ask it for a
 //! transition, and write back what it says; they never decide a state change themselves.
 
+mod attempts;
 mod dag;
 mod enrollment;
 mod error_code;
@@ -22,6 +23,7 @@ mod runner;
 mod text;
 mod time;
 
+pub use attempts::{AttemptOutcome, AttemptRecord, attempt_history, attempt_in_job, ended_attempt};
 pub use dag::{DagError, validate_dag};
 pub use enrollment::{
     Enrollment, EnrollmentGate, EnrollmentOperation, EnrollmentOutcome, EnrollmentRefusal,

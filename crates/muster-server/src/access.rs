@@ -145,6 +145,11 @@ pub const ROUTE_ACCESS: &[(&str, &str, RouteAccess)] = &[
         RouteAccess::User(Action::ReadJobs),
     ),
     (
+        "GET",
+        "/api/v1/jobs/{id}/attempts",
+        RouteAccess::User(Action::ReadJobs),
+    ),
+    (
         "POST",
         "/api/v1/runners",
         RouteAccess::User(Action::ManageRunners),

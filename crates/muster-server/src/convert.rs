@@ -141,10 +141,7 @@ pub(crate) fn job_to_wire(job: JobRecord, pending_reason: Option<PendingReason>)
         },
         result: job.result,
         outputs: outputs_to_wire(job.outputs),
-        error: lifecycle.error.map(|error| wire::JobError {
-            reason: reason_to_wire(error.reason),
-            message: error.message,
-        }),
+        error: lifecycle.error.map(job_error_to_wire),
         runner_id: lifecycle.runner_id.map(|id| id.0),
         created_at: time_to_wire(job.created_at),
         claimed_at: lifecycle.claimed_at.map(time_to_wire),
@@ -166,6 +163,32 @@ pub(crate) fn job_to_wire(job: JobRecord, pending_reason: Option<PendingReason>)
                 signed_at: signature.signed_at,
                 signer_runner_id: signature.signer_runner_id,
             }),
+    }
+}
+
+fn job_error_to_wire(error: muster_core::JobError) -> wire::JobError {
+    wire::JobError {
+        reason: reason_to_wire(error.reason),
+        message: error.message,
+    }
+}
+
+pub(crate) fn attempt_to_wire(record: muster_core::AttemptRecord) -> wire::Attempt {
+    use muster_core::AttemptOutcome;
+    wire::Attempt {
+        attempt: record.attempt,
+        lease_epoch: record.lease_epoch,
+        runner_id: record.runner_id.map(|id| id.0),
+        claimed_at: record.claimed_at.map(time_to_wire),
+        started_at: record.started_at.map(time_to_wire),
+        ended_at: record.ended_at.map(time_to_wire),
+        outcome: match record.outcome {
+            AttemptOutcome::InProgress => wire::AttemptOutcome::InProgress,
+            AttemptOutcome::Completed => wire::AttemptOutcome::Completed,
+            AttemptOutcome::Failed => wire::AttemptOutcome::Failed,
+            AttemptOutcome::Cancelled => wire::AttemptOutcome::Cancelled,
+        },
+        error: record.error.map(job_error_to_wire),
     }
 }
 

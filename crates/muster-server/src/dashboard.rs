@@ -27,7 +27,18 @@ pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src
      form-action 'self'; frame-ancestors 'none'";
 
 /// The paths that answer the dashboard's page.
-pub(crate) const PAGE_PATHS: &[&str] = &["/", "/sign-in", "/jobs", "/jobs/{id}", "/runners"];
+pub(crate) const PAGE_PATHS: &[&str] = &[
+    "/",
+    "/sign-in",
+    "/jobs",
+    "/jobs/{id}",
+    "/runners",
+    "/keys",
+    "/kinds",
+    "/tokens",
+    "/organizations",
+    "/audit",
+];
 
 /// The dashboard's routes, to merge beside the API's.
 pub(crate) fn routes() -> Router<AppState> {

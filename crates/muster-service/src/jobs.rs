@@ -529,6 +529,18 @@ impl Coordinator {
         Ok(tokio_stream::wrappers::ReceiverStream::new(receiver))
     }
 
+    /// Every attempt of the job, oldest first: those that ended without completing it, then the
+    /// one in progress or the one that completed it.
+    pub async fn job_attempts(
+        &self,
+        principal: &Principal,
+        id: JobId,
+    ) -> Result<Vec<muster_core::AttemptRecord>, ServiceError> {
+        let view = self.get_job(principal, id).await?;
+        let kept = self.store.kept_attempts(id).await?;
+        Ok(muster_core::attempt_history(kept, &view.job.lifecycle))
+    }
+
     /// The step DAG its runner last synced (empty when none was).
     pub async fn read_dag(&self, principal: &Principal, id: JobId) -> Result<Value, ServiceError> {
         authorize(principal, Action::ReadJobs)?;

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use async_trait::async_trait;
 use muster_core::identity::VerifiedResultSignature;
 use muster_core::{
-    ArtifactId, JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId, RunnerRecord,
-    Timestamp, UserTokenId,
+    ArtifactId, AttemptRecord, JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId,
+    RunnerRecord, Timestamp, UserTokenId,
 };
 use serde_json::Value;
 
@@ -109,6 +109,12 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// The DAG as last synced, `None` when the runner never sent one.
     async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError>;
+
+    /// The attempts of the job `id` that ended without completing it (failed, lost, timed out,
+    /// cancelled), kept when each ended, oldest first; the newest 1,000 when there are more.
+    /// The job's current or completing attempt is in its own row
+    /// ([`muster_core::attempt_history`] puts the two together). Empty for an unknown job.
+    async fn kept_attempts(&self, id: JobId) -> Result<Vec<AttemptRecord>, StoreError>;
 }
 
 /// The runner protocol: claims that grant leases, and every call a lease holder makes. Each

@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 
 use muster_core::{
-    Capabilities, FailureReason, JobError, JobId, JobLifecycle, JobOrganization, JobPolicy,
-    JobRecord, JobState, LifecycleParts, Progress, RunnerId, RunnerRecord, Timestamp,
+    AttemptOutcome, AttemptRecord, Capabilities, FailureReason, JobError, JobId, JobLifecycle,
+    JobOrganization, JobPolicy, JobRecord, JobState, LifecycleParts, Progress, RunnerId,
+    RunnerRecord, Timestamp,
 };
 use serde_json::Value;
 
@@ -321,6 +322,40 @@ pub(crate) const USER_TOKEN_COLUMNS: &str =
     "seq, id, name, role, organization_id, created_at, expires_at, last_used_at";
 
 /// Read a row selected with [`USER_TOKEN_COLUMNS`]; answers the row's `seq` and the token.
+/// The columns of a `job_attempts` row, as [`attempt_from_row`] reads them.
+pub(crate) const ATTEMPT_COLUMNS: &str = "attempt, lease_epoch, runner_id, claimed_at, started_at, \
+     ended_at, outcome, error_reason, error_message";
+
+/// A kept attempt of a job (`job_attempts`), read back.
+pub(crate) fn attempt_from_row<R: StoredRow>(row: &R) -> Result<AttemptRecord, R::Error> {
+    let outcome = row
+        .optional_text(6)?
+        .and_then(AttemptOutcome::parse)
+        .ok_or_else(|| R::corrupt(6, "not an attempt outcome".into()))?;
+    let error = match row.optional_text(7)? {
+        Some(reason) => Some(JobError {
+            reason: reason
+                .parse::<FailureReason>()
+                .map_err(|()| R::corrupt(7, format!("unknown reason {reason}")))?,
+            message: owned_text(row, 8)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    let attempt = u32_column(row, 0)?;
+    let lease_epoch = row.integer(1)?;
+    Ok(AttemptRecord {
+        attempt,
+        lease_epoch: u64::try_from(lease_epoch)
+            .map_err(|_| R::corrupt(1, format!("epoch {lease_epoch}")))?,
+        runner_id: runner_id(row, 2)?,
+        claimed_at: timestamp(row, 3)?,
+        started_at: timestamp(row, 4)?,
+        ended_at: timestamp(row, 5)?,
+        outcome,
+        error,
+    })
+}
+
 /// The columns of a `sessions` row, as [`session_from_row`] reads them.
 pub(crate) const SESSION_COLUMNS: &str =
     "secret_hash, user_token_id, admin_token_hash, created_at, expires_at";

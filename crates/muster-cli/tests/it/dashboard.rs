@@ -148,6 +148,12 @@ async fn the_dashboard_signs_in_shows_jobs_live_and_holds_each_role_to_its_butto
         "runners.png",
         "jobs-phone.png",
         "job-dark.png",
+        "keys.png",
+        "kinds.png",
+        "tokens.png",
+        "organizations.png",
+        "audit.png",
+        "job-attempts.png",
     ] {
         let path = screenshots.join(shot);
         let size = std::fs::metadata(&path).map(|meta| meta.len()).unwrap_or(0);

@@ -181,6 +181,18 @@ async fn job_and_runner_commands_against_a_real_fleet() {
         assert_eq!(failed["state"], "failed", "{failed}");
         assert_eq!(failed["attempt"], 1, "{failed}");
         assert_eq!(failed["error"]["reason"], "runner_error", "{failed}");
+        // `job show` lists the attempt: its runner, and why it failed.
+        let shown = admin_ok(&url, &["job", "show", &failing]);
+        let attempts_line = shown
+            .stdout
+            .lines()
+            .find(|line| line.starts_with("attempts"))
+            .unwrap_or_else(|| panic!("no attempts in job show: {shown:?}"));
+        assert!(
+            attempts_line.contains("failed (runner_error:")
+                && attempts_line.contains(failed["runner_id"].as_str().unwrap_or("-")),
+            "{attempts_line}"
+        );
 
         let listed = json(&admin_ok(&url, &["job", "list", "--json"]));
         let items = listed["items"]

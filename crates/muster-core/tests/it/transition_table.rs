@@ -6,7 +6,10 @@ use muster_core::JobState::{
     self, Cancelled, Cancelling, Claimed, Completed, Failed, Pending, Running,
 };
 use muster_core::TransitionError::{self, InvalidState, LeaseLost};
-use muster_core::{Activity, CancelOutcome, Completion, FailureReason, JobLifecycle, ReapOutcome};
+use muster_core::{
+    Activity, AttemptOutcome, CancelOutcome, Completion, FailureReason, JobLifecycle, ReapOutcome,
+    attempt_history, ended_attempt,
+};
 
 use crate::support::{
     CANCEL_GRACE_MS, LEASE_TTL_S, NO_JITTER, at, cancelled_error, in_state, runner_a, runner_b,
@@ -452,4 +455,168 @@ fn a_completion_or_a_cancel_says_whether_it_changed_anything() {
         in_state(Cancelling).cancel(CANCEL_GRACE_MS, now),
         Ok(CancelOutcome::AlreadyCancelling)
     );
+}
+
+/// What each allowed operation leaves in the attempt history: the attempt it ended without
+/// completing it (`Some`), or nothing (`None`: no attempt was running, the same one goes on, or
+/// it completed and the job row keeps it). Refused operations are `None` too. Rows and columns
+/// as in [`matrix`].
+fn attempt_matrix() -> Vec<(JobState, [Option<AttemptOutcome>; 9])> {
+    use AttemptOutcome::{Cancelled as Stopped, Failed as Broke};
+    let leased = [
+        None,
+        None,
+        None,
+        None,
+        Some(Broke),
+        Some(Broke),
+        Some(Stopped),
+        None,
+        None,
+    ];
+    vec![
+        (Pending, [None; 9]),
+        (Claimed, leased),
+        (Running, leased),
+        (
+            Cancelling,
+            [
+                None,
+                None,
+                None,
+                None,
+                Some(Stopped),
+                Some(Stopped),
+                Some(Stopped),
+                None,
+                None,
+            ],
+        ),
+        (Completed, [None; 9]),
+        (Failed, [None; 9]),
+        (Cancelled, [None; 9]),
+    ]
+}
+
+#[test]
+fn every_operation_from_every_state_keeps_the_attempt_it_ended_and_only_that() {
+    let rows = attempt_matrix();
+    assert_eq!(
+        rows.iter().map(|(state, _)| *state).collect::<Vec<_>>(),
+        JobState::ALL.to_vec()
+    );
+    let now = at(10_000);
+    let mut failures = Vec::new();
+    for (state, expectations) in rows {
+        for (operation, expected) in OPERATIONS.into_iter().zip(expectations) {
+            let before = in_state(state);
+            let mut after = before.clone();
+            let kept = match apply(&mut after, operation) {
+                Ok(()) => ended_attempt(&before, &after, now),
+                Err(_) => None,
+            };
+            if kept.as_ref().map(|record| record.outcome) != expected {
+                failures.push(format!(
+                    "{state} + {operation:?}: expected {expected:?}, got {kept:?}"
+                ));
+            }
+            if let Some(record) = kept {
+                // The record is the attempt that was running, with the error that ended it.
+                let wrong = record.attempt != before.attempt
+                    || record.lease_epoch != before.lease_epoch
+                    || record.runner_id != before.runner_id
+                    || record.claimed_at != before.claimed_at
+                    || record.started_at != before.started_at
+                    || record.ended_at != Some(after.finished_at.unwrap_or(now))
+                    || record.error != after.error
+                    || record.error.is_none();
+                if wrong {
+                    failures.push(format!("{state} + {operation:?}: kept {record:?}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn deadlines_and_a_released_lease_keep_the_attempt_they_ended() {
+    let running = in_state(Running);
+    let mut timed_out = running.clone();
+    let late = at(10_000_000);
+    assert!(timed_out.reap(NO_JITTER, late).is_some());
+    let kept = ended_attempt(&running, &timed_out, late).expect("a timed-out attempt is kept");
+    assert_eq!(kept.outcome, AttemptOutcome::Failed);
+    assert_eq!(
+        kept.error.map(|error| error.reason),
+        Some(FailureReason::TimedOut)
+    );
+    assert_eq!(kept.ended_at, Some(late), "pending again: it ended now");
+
+    let mut released = running.clone();
+    released.release("runner deleted".into(), NO_JITTER, at(20_000));
+    let kept = ended_attempt(&running, &released, at(20_000)).expect("a released attempt");
+    assert_eq!(
+        kept.error.map(|error| error.reason),
+        Some(FailureReason::LeaseExpired)
+    );
+    let mut not_due = running.clone();
+    assert!(not_due.reap(NO_JITTER, at(10_000)).is_none());
+    assert_eq!(ended_attempt(&running, &not_due, at(10_000)), None);
+}
+
+#[test]
+fn the_history_is_the_kept_attempts_then_the_one_in_the_job() {
+    // Attempt 1 failed and was kept; attempt 2 runs: both show, oldest first.
+    let running = in_state(Running);
+    let mut first = running.clone();
+    first
+        .fail(
+            runner_a(),
+            Some(running.lease_epoch),
+            runner_error("boom"),
+            true,
+            NO_JITTER,
+            at(10_000),
+        )
+        .expect("fail");
+    let kept = ended_attempt(&running, &first, at(10_000)).expect("kept");
+    let mut second = first.clone();
+    second.claim(runner_b(), at(50_000)).expect("claim again");
+    let history = attempt_history(vec![kept.clone()], &second);
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert_eq!(history[0], kept);
+    assert_eq!(history[1].outcome, AttemptOutcome::InProgress);
+    assert_eq!(history[1].runner_id, Some(runner_b()));
+    assert!(history[1].lease_epoch > history[0].lease_epoch);
+
+    // It completes: the job row's attempt is the completed one.
+    let mut done = second.clone();
+    done.complete(runner_b(), Some(second.lease_epoch), at(60_000))
+        .expect("complete");
+    let history = attempt_history(vec![kept.clone()], &done);
+    assert_eq!(history[1].outcome, AttemptOutcome::Completed);
+    assert_eq!(history[1].ended_at, Some(at(60_000)));
+
+    // It fails for good instead: that attempt was kept when it ended, and shows once.
+    let mut broke = second.clone();
+    broke
+        .fail(
+            runner_b(),
+            Some(second.lease_epoch),
+            runner_error("again"),
+            false,
+            NO_JITTER,
+            at(70_000),
+        )
+        .expect("fail");
+    let last = ended_attempt(&second, &broke, at(70_000)).expect("kept");
+    let history = attempt_history(vec![last.clone(), kept.clone()], &broke);
+    assert_eq!(history, vec![kept, last], "oldest first, each once");
+
+    // A pending job that never ran has no history.
+    assert_eq!(attempt_history(Vec::new(), &in_state(Pending)), Vec::new());
+    for outcome in AttemptOutcome::ALL {
+        assert_eq!(AttemptOutcome::parse(outcome.as_str()), Some(outcome));
+    }
 }

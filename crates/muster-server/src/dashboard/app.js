@@ -9,11 +9,14 @@ const ROLES = ["viewer", "submitter", "operator", "admin"];
 const STATES = ["pending", "claimed", "running", "cancelling", "completed", "failed", "cancelled"];
 const FINISHED = new Set(["completed", "failed", "cancelled"]);
 const DAG_STATUSES = new Set(["completed", "running", "failed", "pending", "skipped", "cancelled"]);
-const PENDING_REASONS = {
-  no_runner_for_kind: "no runner takes this kind of job",
-  requirements_unmet: "no runner meets the job's requirements",
-  scheduled: "scheduled for later (run_after or retry backoff)",
+const ATTEMPT_OUTCOMES = { in_progress: "running", completed: "completed", failed: "failed", cancelled: "cancelled" };
+const FAILURE_REASONS = {
+  runner_error: "the runner reported an error",
+  lease_expired: "lease lost (no heartbeat in time)",
+  timed_out: "ran past its timeout",
+  cancelled: "cancelled",
 };
+const PAGE_LIMIT = 50;
 const MAX_LOG_LINES = 5000;
 const MAX_DAG_DRAWN = 200;
 const OVERVIEW_REFRESH_MS = 5000;
@@ -129,6 +132,163 @@ function roleAtLeast(role) {
   return !!me && ROLES.indexOf(me.role) >= ROLES.indexOf(role);
 }
 
+function isBootstrapAdmin() {
+  return !!me && me.kind === "bootstrap-admin";
+}
+
+// HH:MM:SS in local time, with the exact instant as a tooltip.
+function hms(iso) {
+  const d = new Date(iso);
+  if (!iso || isNaN(d)) return el("span", {}, String(iso));
+  return el("time", { datetime: iso, title: iso }, `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`);
+}
+
+// "850 ms", "42 s", "3 min 4 s", "2 h 5 min".
+function durationText(ms) {
+  if (!isFinite(ms) || ms < 0) return "?";
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+function requirementsText(req) {
+  const parts = [];
+  for (const [k, v] of Object.entries((req && req.labels) || {})) parts.push(`${k}=${v}`);
+  for (const t of (req && req.tags) || []) parts.push(`tag ${t}`);
+  for (const [k, v] of Object.entries((req && req.resources) || {})) parts.push(`${k} ≥ ${v}`);
+  return parts.join(", ");
+}
+
+// Why a pending job waits, as a sentence (text and nodes, for append()).
+function pendingSentence(job) {
+  switch (job.pending_reason) {
+    case "no_runner_for_kind":
+      return ["no runner hosts kind ", el("code", {}, job.kind)];
+    case "requirements_unmet": {
+      const needs = requirementsText(job.requirements);
+      return ["runners host kind ", el("code", {}, job.kind), ", but none meets its requirements",
+        needs ? ` (${needs})` : ""];
+    }
+    case "scheduled": {
+      const at = new Date(job.run_after);
+      if (isNaN(at)) return job.attempt > 0 ? `scheduled: retry ${job.attempt}` : "scheduled for later";
+      const left = at - Date.now();
+      const when = left > 0 ? `in ${durationText(Math.max(1000, Math.ceil(left / 1000) * 1000))}` : "now";
+      const what = job.attempt > 0 ? `retry ${job.attempt} (attempt ${job.attempt + 1} of ${job.max_attempts})` : "starts";
+      return [`scheduled: ${what} ${when}, at `, hms(job.run_after)];
+    }
+    default:
+      return job.pending_reason ? String(job.pending_reason) : "waiting for a runner to claim it";
+  }
+}
+
+// A page the caller's role may not open: say so instead of calling the API.
+function refused(root, what) {
+  root.append(el("p", { class: "alert", role: "alert" }, `Your role (${me ? me.role : "none"}) cannot ${what}.`));
+}
+
+function formError(container, message) {
+  clear(container);
+  container.append(alertBox(message));
+}
+
+// Keyset pagination: the cursor goes into the URL so Back returns to the previous page.
+function pagerEl(path, query, nextCursor) {
+  const pager = el("div", { class: "pager" });
+  if (query.get("cursor")) {
+    const first = new URLSearchParams(query);
+    first.delete("cursor");
+    pager.append(el("a", { href: path + (first.toString() ? "?" + first : "") }, "First page"));
+  }
+  if (nextCursor) {
+    const next = new URLSearchParams(query);
+    next.set("cursor", nextCursor);
+    pager.append(el("button", {
+      type: "button", class: "secondary", dataset: { testid: "next-page" },
+      on: { click: () => navigate(path + "?" + next) },
+    }, "Next page"));
+  }
+  return pager;
+}
+
+// A table of one API page (`{items, next_cursor}`) that can reload itself after a change.
+// opts: {path, api, params (extra query), label, columns, row(item, reload), empty}
+function pagedTable(ctx, opts) {
+  const holder = el("div", {});
+  const query = new URLSearchParams(location.search);
+  const load = async () => {
+    const q = new URLSearchParams(opts.params || {});
+    q.set("limit", String(PAGE_LIMIT));
+    if (query.get("cursor")) q.set("cursor", query.get("cursor"));
+    const list = await api("GET", `${opts.api}?${q}`);
+    if (!ctx.alive) return;
+    const rows = (list.items || []).map((item) => opts.row(item, load));
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: String(opts.columns.length), class: "muted" }, opts.empty)));
+    clear(holder);
+    holder.append(tableWrap(opts.label, table(opts.columns, rows, opts.label)), pagerEl(opts.path, query, list.next_cursor));
+  };
+  return { holder, load };
+}
+
+// A small row button that calls the API (after confirm() when confirmText is given), then
+// reloads the table; an API error goes into `message`.
+function rowAction(o) {
+  const button = el("button", { type: "button", class: `small ${o.cls || ""}`.trim(), "aria-label": o.aria, dataset: { testid: o.testid } }, o.label);
+  button.addEventListener("click", async () => {
+    if (o.confirmText && !confirm(o.confirmText)) return;
+    clear(o.message);
+    button.disabled = true;
+    try {
+      await api(o.method, o.path);
+      await o.reload();
+    } catch (error) {
+      button.disabled = false;
+      if (!error.handled) o.message.append(alertBox(o.describe ? o.describe(error) : error.message));
+    }
+  });
+  return button;
+}
+
+// Runs `action` on submit with the button disabled; an API error goes into `message`.
+function onSubmit(form, message, action) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clear(message);
+    const button = form.querySelector('button[type="submit"]');
+    if (button) button.disabled = true;
+    try {
+      await action();
+    } catch (error) {
+      if (!error.handled) message.append(alertBox(error.message));
+    } finally {
+      if (button) button.disabled = false;
+    }
+  });
+}
+
+function field(id, label, control, hint) {
+  return el("div", { class: "field" }, el("label", { for: id }, label), control,
+    hint ? el("span", { class: "muted small-text", id: `${id}-hint` }, hint) : null);
+}
+
+// A throttle: run `fn` now, and at most once a second however often this is called.
+function throttled(ctx, fn) {
+  let timer = null;
+  let again = false;
+  const soon = () => {
+    if (timer) { again = true; return; }
+    fn();
+    timer = setTimeout(() => {
+      timer = null;
+      if (again && ctx.alive) { again = false; soon(); }
+    }, 1000);
+  };
+  ctx.cleanups.push(() => clearTimeout(timer));
+  return soon;
+}
+
 // ---------- API ----------
 
 class ApiError extends Error {
@@ -203,6 +363,11 @@ function routeOf(pathname) {
   const job = pathname.match(/^\/jobs\/([^/]+)$/);
   if (job) return { name: "jobs", render: (ctx, root) => jobPage(ctx, root, decodeURIComponent(job[1])) };
   if (pathname === "/runners") return { name: "runners", render: runnersPage };
+  if (pathname === "/keys") return { name: "keys", render: keysPage };
+  if (pathname === "/kinds") return { name: "kinds", render: kindsPage };
+  if (pathname === "/tokens") return { name: "tokens", render: tokensPage };
+  if (pathname === "/organizations") return { name: "organizations", render: organizationsPage };
+  if (pathname === "/audit") return { name: "audit", render: auditPage };
   if (pathname === "/sign-in") return { name: "sign-in", render: signInPage };
   return { name: "", render: notFoundPage };
 }
@@ -271,6 +436,11 @@ function renderHeader(current) {
   for (const link of document.querySelectorAll("#nav a")) {
     if (link.dataset.nav === current) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
+    // Links to pages the role cannot use are not shown (the API refuses them anyway).
+    let shown = !!me;
+    if (link.dataset.role) shown = shown && roleAtLeast(link.dataset.role);
+    if (link.dataset.who) shown = shown && me.kind === link.dataset.who;
+    link.parentElement.hidden = !shown;
   }
   if (signedIn) {
     const org = me.organization_id ? `organization ${me.organization_id}` : "all organizations";
@@ -419,10 +589,9 @@ function runnerSummary(list) {
 function oldestPending(list) {
   const job = list.items[list.items.length - 1];
   if (!job) return el("p", { class: "muted" }, "No job is waiting.");
-  const reason = job.pending_reason ? PENDING_REASONS[job.pending_reason] || job.pending_reason : "waiting for a runner to claim it";
   return el("div", {},
     el("p", {}, jobLink(job.id), ` (${job.kind}), created `, timeEl(job.created_at)),
-    el("p", {}, "Why: ", reason),
+    el("p", { dataset: { testid: "pending-reason" } }, "Why: ", pendingSentence(job)),
     list.next_cursor ? el("p", { class: "muted" }, "More than 200 jobs are pending; this is the oldest of the newest 200.") : null);
 }
 
@@ -517,11 +686,79 @@ async function jobPage(ctx, root, id) {
   });
   ctx.cleanups.push(() => events.close());
 
+  const attempts = attemptsPanel(ctx, id);
   const log = logPanel(ctx, id);
   const dag = dagPanel(ctx, id);
-  view.node.append(dag.node, log.node);
-  view.onChange = () => dag.refreshSoon();
+  view.node.append(attempts.node, dag.node, log.node);
+  let seen = { attempt: job.attempt, state: job.state };
+  view.onChange = (next) => {
+    dag.refreshSoon();
+    if (next.attempt !== seen.attempt || next.state !== seen.state) {
+      seen = { attempt: next.attempt, state: next.state };
+      attempts.refreshSoon();
+    }
+  };
   dag.refreshSoon();
+  attempts.refreshSoon();
+  // A scheduled job's "in 42 s" counts down.
+  const ticker = setInterval(() => view.tick(), 1000);
+  ctx.cleanups.push(() => clearInterval(ticker));
+}
+
+// ---------- attempt timeline ----------
+
+function attemptsPanel(ctx, id) {
+  const list = el("ol", { class: "attempts", dataset: { testid: "attempts" } });
+  const node = el("section", { class: "panel", "aria-labelledby": "h-attempts", hidden: true },
+    el("h2", { id: "h-attempts" }, "Attempts"), list);
+  let lastJson = null;
+  let gone = false; // an older coordinator without the route: the section stays hidden
+  const fetchAttempts = async () => {
+    if (gone) return;
+    try {
+      const answer = await api("GET", `/jobs/${encodeURIComponent(id)}/attempts`);
+      if (!ctx.alive) return;
+      const json = JSON.stringify(answer);
+      node.hidden = false;
+      if (json === lastJson) return;
+      lastJson = json;
+      clear(list);
+      const items = (answer && answer.items) || [];
+      if (!items.length) list.append(el("li", { class: "muted attempt-none" }, "not claimed yet"));
+      for (const a of items) list.append(attemptItem(a));
+    } catch (error) {
+      if (error.status === 404) { gone = true; node.hidden = true; return; }
+      if (!error.handled && ctx.alive) { node.hidden = false; showTransient(node, "Attempts could not be loaded: " + error.message); }
+    }
+  };
+  return { node, refreshSoon: throttled(ctx, fetchAttempts) };
+}
+
+function attemptItem(a) {
+  const outcome = ATTEMPT_OUTCOMES[a.outcome] ? a.outcome : "other";
+  const badgeClass = { in_progress: "running", completed: "completed", failed: "failed", cancelled: "cancelled" }[outcome] || "other";
+  const parts = [el("strong", {}, `Attempt ${a.attempt}`)];
+  parts.push(["runner ", a.runner_id ? runnerLink(a.runner_id) : el("span", { class: "muted" }, "none")]);
+  if (a.claimed_at) parts.push(["claimed ", hms(a.claimed_at)]);
+  if (a.started_at) parts.push(["started ", hms(a.started_at)]);
+  if (a.ended_at) {
+    const from = new Date(a.started_at || a.claimed_at);
+    const took = isNaN(from) ? "" : ` (${durationText(new Date(a.ended_at) - from)})`;
+    parts.push(["ended ", hms(a.ended_at), took]);
+  } else if (a.outcome === "in_progress") {
+    parts.push(el("span", { class: "muted" }, "not ended yet"));
+  }
+  parts.push(el("span", { class: `badge state-${badgeClass}` }, ATTEMPT_OUTCOMES[a.outcome] || String(a.outcome)));
+  if (a.error) {
+    parts.push(el("span", { dataset: { testid: "attempt-reason" } }, FAILURE_REASONS[a.error.reason] || String(a.error.reason)));
+    if (a.error.message) parts.push(el("span", { class: "attempt-message" }, a.error.message));
+  }
+  const line = [];
+  parts.forEach((part, i) => { if (i) line.push(el("span", { class: "sep" }, " · ")); line.push(part); });
+  return el("li", {
+    class: "attempt", title: `lease epoch ${a.lease_epoch}`,
+    dataset: { testid: "attempt", outcome: String(a.outcome), epoch: String(a.lease_epoch) },
+  }, line);
 }
 
 // An EventSource that closes on `end` and, when the browser gives up on it (it does on an HTTP
@@ -643,6 +880,13 @@ function jobView(ctx, id) {
     return button;
   };
 
+  view.tick = () => {
+    const note = extra.querySelector('[data-testid="pending-reason"]');
+    if (!note || !current || current.pending_reason !== "scheduled") return;
+    clear(note);
+    append(note, ["Pending: ", pendingSentence(current)]);
+  };
+
   view.update = (job) => {
     if (!ctx.alive) return;
     current = job;
@@ -675,12 +919,12 @@ function renderExtra(container, job) {
   const open = new Set([...container.querySelectorAll("details[open]")].map((d) => d.dataset.key));
   clear(container);
   if (job.pending_reason) {
-    container.append(el("p", { class: "note" }, "Pending: ", PENDING_REASONS[job.pending_reason] || job.pending_reason));
+    container.append(el("p", { class: "note", dataset: { testid: "pending-reason" } }, "Pending: ", pendingSentence(job)));
   }
   if (job.error) {
     container.append(el("div", { class: "job-error" },
       el("h2", {}, "Error"),
-      el("p", {}, el("strong", {}, job.error.reason), ": ", job.error.message)));
+      el("p", {}, el("strong", {}, FAILURE_REASONS[job.error.reason] || job.error.reason), ": ", job.error.message)));
   }
   const json = (title, key, value) => el("details", { dataset: { key }, open: open.has(key) },
     el("summary", {}, title),
@@ -741,7 +985,8 @@ function logPanel(ctx, id) {
   const status = el("span", { class: "muted", "aria-live": "polite", dataset: { testid: "log-status" } }, "Connecting…");
   const follow = el("input", { type: "checkbox", id: "log-follow", checked: true });
   const note = el("p", { class: "note", hidden: true }, "older lines hidden");
-  const lines = el("div", { class: "log", role: "region", "aria-label": "Log", tabindex: "0", dataset: { testid: "log" } });
+  const empty = el("p", { class: "log-empty muted", dataset: { testid: "log-empty" } }, "no log lines yet");
+  const lines = el("div", { class: "log", role: "region", "aria-label": "Log", tabindex: "0", dataset: { testid: "log" } }, empty);
   const node = el("section", { class: "panel", "aria-labelledby": "h-log" },
     el("div", { class: "panel-head" },
       el("h2", { id: "h-log" }, "Log"),
@@ -772,6 +1017,7 @@ function logPanel(ctx, id) {
     // Never show an entry twice: a resumed stream may repeat the last one.
     if (typeof entry.seq !== "number" || entry.seq <= lastSeq) return;
     lastSeq = entry.seq;
+    if (empty.isConnected) empty.remove();
     const level = ["trace", "debug", "info", "warn", "error"].includes(entry.level) ? entry.level : "info";
     lines.append(el("div", { class: `log-line level-${level}`, dataset: { testid: "log-line", seq: String(entry.seq) } },
       el("span", { class: "log-ts", title: entry.ts }, clockTime(entry.ts)),
@@ -811,8 +1057,6 @@ function dagPanel(ctx, id) {
   const body = el("div", { class: "dag-body" });
   const node = el("section", { class: "panel", "aria-labelledby": "h-dag", dataset: { testid: "dag" } },
     el("h2", { id: "h-dag" }, "Steps"), body);
-  let timer = null;
-  let again = false;
   let lastJson = null;
   const fetchDag = async () => {
     try {
@@ -828,16 +1072,7 @@ function dagPanel(ctx, id) {
     }
   };
   // At most one fetch a second however fast job events come.
-  const refreshSoon = () => {
-    if (timer) { again = true; return; }
-    fetchDag();
-    timer = setTimeout(function done() {
-      timer = null;
-      if (again && ctx.alive) { again = false; refreshSoon(); }
-    }, 1000);
-  };
-  ctx.cleanups.push(() => clearTimeout(timer));
-  return { node, refreshSoon };
+  return { node, refreshSoon: throttled(ctx, fetchDag) };
 }
 
 function nodeStatus(n) {
@@ -977,6 +1212,288 @@ function runnersTable(runners, reload, message) {
   if (operator) columns.push("Actions");
   if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: String(columns.length), class: "muted" }, "No runners.")));
   return tableWrap("Runners", table(columns, rows, "Runners"));
+}
+
+// ---------- runner keys ----------
+
+async function keysPage(ctx, root) {
+  setTitle("Runner keys");
+  root.append(el("h1", {}, "Runner keys"),
+    el("p", { class: "muted" }, "Runners whose Ed25519 key is on this allowlist may register by themselves."));
+  const operator = roleAtLeast("operator");
+  const message = el("div", {});
+  const list = pagedTable(ctx, {
+    path: "/keys", api: "/admin/runner-keys", label: "Runner keys", empty: "No runner keys.",
+    columns: ["Fingerprint", "Public key", "Note", "Organization", "Added"].concat(operator ? ["Actions"] : []),
+    row: (k, reload) => el("tr", { dataset: { testid: "key-row", fingerprint: k.fingerprint } },
+      el("td", { class: "mono", title: k.fingerprint }, shortId(k.fingerprint)),
+      el("td", { class: "mono" }, k.public_key),
+      el("td", { class: "wrap" }, k.note || el("span", { class: "muted" }, "—")),
+      el("td", {}, k.organization_id || "all organizations"),
+      el("td", {}, timeEl(k.created_at || k.added_at)),
+      operator ? el("td", { class: "actions" }, rowAction({
+        label: "Remove", testid: "key-remove", cls: "danger", aria: `Remove key ${k.fingerprint}`,
+        confirmText: `Remove key ${k.fingerprint}${k.note ? ` (${k.note})` : ""}? The runner registered with it loses its token at once.`,
+        method: "DELETE", path: `/admin/runner-keys/${encodeURIComponent(k.fingerprint)}`, message, reload,
+      })) : null),
+  });
+  if (operator) {
+    const key = el("input", { id: "k-key", name: "public_key", type: "text", class: "mono wide-input", required: true, autocomplete: "off", spellcheck: "false", "aria-describedby": "k-key-hint" });
+    const note = el("input", { id: "k-note", name: "note", type: "text", autocomplete: "off" });
+    const formMessage = el("div", {});
+    const form = el("form", { class: "fields-form", "aria-labelledby": "h-add-key", novalidate: true, dataset: { testid: "key-form" } },
+      field("k-key", "Public key", key, "standard base64 of the 32 raw Ed25519 bytes"),
+      field("k-note", "Note", note),
+      el("button", { type: "submit" }, "Add key"));
+    onSubmit(form, formMessage, async () => {
+      const publicKey = key.value.trim();
+      if (!publicKey) { formError(formMessage, "Enter the runner's public key."); key.focus(); return; }
+      const body = { public_key: publicKey };
+      if (note.value.trim()) body.note = note.value.trim();
+      await api("POST", "/admin/runner-keys", body);
+      key.value = "";
+      note.value = "";
+      await list.load();
+    });
+    root.append(el("section", { class: "card form-card", "aria-labelledby": "h-add-key" },
+      el("h2", { id: "h-add-key" }, "Add key"), form, formMessage));
+  }
+  root.append(message, list.holder);
+  try {
+    await list.load();
+  } catch (error) {
+    if (error.status !== 403) throw error;
+    list.holder.append(alertBox(`Your role (${me.role}) cannot read runner keys: ${error.message}`));
+  }
+}
+
+// ---------- kinds ----------
+
+async function kindsPage(ctx, root) {
+  setTitle("Kinds");
+  root.append(el("h1", {}, "Kinds"),
+    el("p", { class: "muted" }, "Result rules per job kind: a JSON Schema every result must meet, and whether results must be signed."));
+  const operator = roleAtLeast("operator");
+  const message = el("div", {});
+  let edit = null; // fills the form from a row, when there is one
+  const list = pagedTable(ctx, {
+    path: "/kinds", api: "/kinds", label: "Kinds", empty: "No kind has rules.",
+    columns: ["Kind", "Result schema", "Signed results", "Updated"].concat(operator ? ["Actions"] : []),
+    row: (k, reload) => el("tr", { dataset: { testid: "kind-row", kind: k.kind } },
+      el("td", {}, el("code", {}, k.kind)),
+      el("td", {}, k.result_schema === null || k.result_schema === undefined
+        ? el("span", { class: "muted" }, "none")
+        : el("details", {}, el("summary", {}, "schema"),
+          el("pre", { class: "json", tabindex: "0" }, JSON.stringify(k.result_schema, null, 2)))),
+      el("td", {}, k.require_signed_results ? "required" : "not required"),
+      el("td", {}, timeEl(k.updated_at)),
+      operator ? el("td", { class: "actions" },
+        el("button", { type: "button", class: "small secondary", "aria-label": `Edit ${k.kind}`, on: { click: () => edit(k) } }, "Edit"),
+        rowAction({
+          label: "Delete", testid: "kind-delete", cls: "danger", aria: `Delete rules of ${k.kind}`,
+          confirmText: `Delete the result rules of kind ${k.kind}? Its results are then accepted unchecked and unsigned.`,
+          method: "DELETE", path: `/kinds/${encodeURIComponent(k.kind)}`, message, reload,
+        })) : null),
+  });
+  if (operator) {
+    const kind = el("input", { id: "kd-kind", name: "kind", type: "text", required: true, autocomplete: "off", spellcheck: "false" });
+    const schema = el("textarea", { id: "kd-schema", name: "result_schema", rows: "6", class: "mono", spellcheck: "false", "aria-describedby": "kd-schema-hint" });
+    const signed = el("input", { id: "kd-signed", name: "require_signed_results", type: "checkbox" });
+    const formMessage = el("div", {});
+    const form = el("form", { class: "stack-form", "aria-labelledby": "h-set-kind", novalidate: true, dataset: { testid: "kind-form" } },
+      field("kd-kind", "Kind", kind),
+      field("kd-schema", "Result schema (JSON)", schema, "a JSON Schema (draft 2020-12); empty for none"),
+      el("div", {}, el("label", { class: "check", for: "kd-signed" }, signed, " Require signed results")),
+      el("div", {}, el("button", { type: "submit" }, "Save rules")));
+    edit = (k) => {
+      kind.value = k.kind;
+      schema.value = k.result_schema === null || k.result_schema === undefined ? "" : JSON.stringify(k.result_schema, null, 2);
+      signed.checked = !!k.require_signed_results;
+      kind.focus();
+    };
+    onSubmit(form, formMessage, async () => {
+      const name = kind.value.trim();
+      if (!name) { formError(formMessage, "Enter a kind."); kind.focus(); return; }
+      let resultSchema = null;
+      if (schema.value.trim()) {
+        try {
+          resultSchema = JSON.parse(schema.value);
+        } catch (error) {
+          formError(formMessage, `The result schema is not valid JSON: ${error.message}`);
+          schema.focus();
+          return;
+        }
+      }
+      await api("PUT", `/kinds/${encodeURIComponent(name)}`, { result_schema: resultSchema, require_signed_results: signed.checked });
+      kind.value = "";
+      schema.value = "";
+      signed.checked = false;
+      await list.load();
+    });
+    root.append(el("section", { class: "card form-card", "aria-labelledby": "h-set-kind" },
+      el("h2", { id: "h-set-kind" }, "Set a kind's rules"), form, formMessage));
+  }
+  root.append(message, list.holder);
+  await list.load();
+}
+
+// ---------- user tokens ----------
+
+async function tokensPage(ctx, root) {
+  setTitle("Tokens");
+  root.append(el("h1", {}, "User tokens"));
+  if (!roleAtLeast("admin")) { refused(root, "manage user tokens"); return; }
+  const message = el("div", {});
+  const list = pagedTable(ctx, {
+    path: "/tokens", api: "/admin/tokens", label: "User tokens", empty: "No user tokens.",
+    columns: ["Name", "Role", "Organization", "Created", "Expires", "Last used", "Actions"],
+    row: (t, reload) => el("tr", { dataset: { testid: "token-row", id: t.id, name: t.name } },
+      el("td", { title: t.id }, t.name),
+      el("td", {}, t.role),
+      el("td", {}, t.organization_id || "all organizations"),
+      el("td", {}, timeEl(t.created_at)),
+      el("td", {}, t.expires_at ? timeEl(t.expires_at) : el("span", { class: "muted" }, "never")),
+      el("td", {}, t.last_used_at ? timeEl(t.last_used_at) : el("span", { class: "muted" }, "never")),
+      el("td", { class: "actions" }, rowAction({
+        label: "Revoke", testid: "token-revoke", cls: "danger", aria: `Revoke token ${t.name}`,
+        confirmText: `Revoke token ${t.name} (${t.role})? It stops working at once, and dashboard sessions opened with it end.`,
+        method: "DELETE", path: `/admin/tokens/${encodeURIComponent(t.id)}`, message, reload,
+      }))),
+  });
+
+  const name = el("input", { id: "t-name", name: "name", type: "text", required: true, autocomplete: "off" });
+  const role = el("select", { id: "t-role", name: "role" }, ROLES.map((r) => el("option", { value: r }, r)));
+  const org = el("input", { id: "t-org", name: "organization_id", type: "text", autocomplete: "off", spellcheck: "false", "aria-describedby": "t-org-hint" });
+  const days = el("input", { id: "t-days", name: "expires_in_days", type: "number", min: "1", step: "1", inputmode: "numeric", class: "narrow-input", "aria-describedby": "t-days-hint" });
+  const formMessage = el("div", {});
+  const minted = el("div", { "aria-live": "polite" });
+  const form = el("form", { class: "fields-form", "aria-labelledby": "h-mint", novalidate: true, dataset: { testid: "token-form" } },
+    field("t-name", "Name", name),
+    field("t-role", "Role", role),
+    field("t-org", "Organization id", org, me.organization_id ? `empty: ${me.organization_id}` : "empty: all organizations"),
+    field("t-days", "Expires in days", days, "empty: never"),
+    el("button", { type: "submit" }, "Mint token"));
+  onSubmit(form, formMessage, async () => {
+    clear(minted);
+    const body = { name: name.value.trim(), role: role.value };
+    if (!body.name) { formError(formMessage, "Enter a name for the token."); name.focus(); return; }
+    if (org.value.trim()) body.organization_id = org.value.trim();
+    if (days.value.trim()) {
+      const n = Number(days.value);
+      if (!Number.isFinite(n) || n <= 0) { formError(formMessage, "Expires in days must be a positive number."); days.focus(); return; }
+      body.expires_at = new Date(Date.now() + n * 86400000).toISOString();
+    }
+    const answer = await api("POST", "/admin/tokens", body);
+    if (!ctx.alive) return;
+    name.value = "";
+    org.value = "";
+    days.value = "";
+    minted.append(tokenBox(answer));
+    await list.load();
+  });
+  root.append(el("section", { class: "card form-card", "aria-labelledby": "h-mint" },
+    el("h2", { id: "h-mint" }, "Mint a token"), form, formMessage, minted));
+  root.append(message, list.holder);
+  await list.load();
+}
+
+// The new token, shown this once: it is only in this box (never stored by the page), and the
+// box goes with the page.
+function tokenBox(answer) {
+  const info = answer.token_info || {};
+  const value = el("code", { class: "token-value", dataset: { testid: "new-token-value" } }, answer.token);
+  const copied = el("span", { class: "small-text", "aria-live": "polite" });
+  const copy = el("button", { type: "button", class: "small secondary", dataset: { testid: "copy-token" } }, "Copy");
+  copy.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(answer.token);
+      copied.textContent = "copied";
+    } catch (_) {
+      copied.textContent = "copy it by hand";
+    }
+  });
+  return el("div", { class: "token-box", role: "status", dataset: { testid: "new-token" } },
+    el("p", {}, el("strong", {}, `Token ${info.name || ""} (${info.role || ""})`), ": shown this once. Copy it now; only its hash is kept."),
+    el("div", { class: "token-line" }, value, copy, copied));
+}
+
+// ---------- organizations ----------
+
+async function organizationsPage(ctx, root) {
+  setTitle("Organizations");
+  root.append(el("h1", {}, "Organizations"));
+  if (!isBootstrapAdmin()) { refused(root, "manage organizations: only the bootstrap admin token can"); return; }
+  const message = el("div", {});
+  const list = pagedTable(ctx, {
+    path: "/organizations", api: "/admin/organizations", label: "Organizations", empty: "No organizations.",
+    columns: ["Id", "Name", "Shared runners", "Created", "Actions"],
+    row: (o, reload) => el("tr", { dataset: { testid: "org-row", id: o.id } },
+      el("td", {}, el("code", {}, o.id)),
+      el("td", {}, o.name),
+      el("td", {}, o.allow_shared_runners ? "allowed" : "not allowed"),
+      el("td", {}, timeEl(o.created_at)),
+      el("td", { class: "actions" }, o.id === "default" ? el("span", { class: "muted" }, "—") : rowAction({
+        label: "Delete", testid: "org-delete", cls: "danger", aria: `Delete organization ${o.name}`,
+        confirmText: `Delete organization ${o.name} (${o.id})?`,
+        method: "DELETE", path: `/admin/organizations/${encodeURIComponent(o.id)}`, message, reload,
+        describe: (error) => error.code === "organization_not_empty"
+          ? `Organization ${o.name} is not empty, so it was not deleted: ${error.message}`
+          : error.message,
+      }))),
+  });
+  const name = el("input", { id: "o-name", name: "name", type: "text", required: true, autocomplete: "off", "aria-describedby": "o-name-hint" });
+  const shared = el("input", { id: "o-shared", name: "allow_shared_runners", type: "checkbox", checked: true });
+  const formMessage = el("div", {});
+  const form = el("form", { class: "fields-form", "aria-labelledby": "h-new-org", novalidate: true, dataset: { testid: "org-form" } },
+    field("o-name", "Name", name, "its id is made from it: Acme Corp is acme-corp"),
+    el("div", { class: "check-field" }, el("label", { class: "check", for: "o-shared" }, shared, " Allow shared runners")),
+    el("button", { type: "submit" }, "Create"));
+  onSubmit(form, formMessage, async () => {
+    const body = { name: name.value.trim(), allow_shared_runners: shared.checked };
+    if (!body.name) { formError(formMessage, "Enter a name."); name.focus(); return; }
+    await api("POST", "/admin/organizations", body);
+    name.value = "";
+    shared.checked = true;
+    await list.load();
+  });
+  root.append(el("section", { class: "card form-card", "aria-labelledby": "h-new-org" },
+    el("h2", { id: "h-new-org" }, "New organization"), form, formMessage));
+  root.append(message, list.holder);
+  await list.load();
+}
+
+// ---------- audit log ----------
+
+async function auditPage(ctx, root) {
+  setTitle("Audit");
+  root.append(el("h1", {}, "Audit log"));
+  if (!roleAtLeast("admin")) { refused(root, "read the audit log"); return; }
+  const query = new URLSearchParams(location.search);
+  const action = query.get("action") || "";
+  const input = el("input", { id: "a-action", name: "action", type: "text", value: action, autocomplete: "off", spellcheck: "false", placeholder: "any action" });
+  const filter = el("form", { class: "inline-form", "aria-label": "Filter the audit log", dataset: { testid: "audit-filter" } },
+    field("a-action", "Action", input),
+    el("button", { type: "submit" }, "Filter"));
+  filter.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = input.value.trim();
+    navigate("/audit" + (value ? "?" + new URLSearchParams({ action: value }) : ""));
+  });
+  root.append(el("div", { class: "toolbar" }, filter));
+  const list = pagedTable(ctx, {
+    path: "/audit", api: "/admin/audit", params: action ? { action } : {}, label: "Audit log",
+    empty: action ? `No ${action} entries.` : "No entries.",
+    columns: ["At", "Actor", "Action", "Subject", "Organization", "Detail"],
+    row: (a) => el("tr", { dataset: { testid: "audit-row", action: a.action } },
+      el("td", {}, timeEl(a.at)),
+      el("td", { class: "mono" }, a.actor),
+      el("td", {}, el("code", {}, a.action)),
+      el("td", { class: "mono wrap" }, a.subject),
+      el("td", {}, a.organization_id || el("span", { class: "muted" }, "cluster")),
+      el("td", { class: "wrap" }, el("code", { class: "detail" }, JSON.stringify(a.detail)))),
+  });
+  root.append(list.holder);
+  await list.load();
 }
 
 // ---------- not found ----------

@@ -15,7 +15,8 @@ use muster_service::jobs::{JobFilter, JobQuery, JobStreamEvent, LogStreamEvent};
 use serde::Deserialize;
 
 use crate::convert::{
-    job_submission_from_wire, log_entry_to_wire, state_from_wire, state_to_wire, view_to_wire,
+    attempt_to_wire, job_submission_from_wire, log_entry_to_wire, state_from_wire, state_to_wire,
+    view_to_wire,
 };
 use crate::error::error_body;
 use crate::extract::{JsonBody, PathId, QueryParams, UserCaller, parse_id};
@@ -294,6 +295,26 @@ fn job_sse_event(event: JobStreamEvent) -> Result<Event, Infallible> {
             .event("error")
             .data(serde_json::to_string(&error_body(&error)).unwrap_or_default()),
     })
+}
+
+/// Every attempt of a job, oldest first: each one's runner, lease epoch, claim, start and end
+/// times, and how it ended.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/attempts", tag = "jobs", params(crate::openapi::JobIdPath),
+    responses(
+        (status = 200, description = "the job's attempts, oldest first", body = wire::AttemptList),
+        crate::openapi::AuthErrors, crate::openapi::IdErrors,
+    ),
+    security(("admin_token" = [])))]
+pub(crate) async fn job_attempts(
+    State(state): State<AppState>,
+    UserCaller(caller): UserCaller,
+    PathId(id): PathId,
+) -> Result<Json<wire::AttemptList>, ApiError> {
+    let id = JobId(parse_id(&id, "job")?);
+    let attempts = state.coordinator.job_attempts(&caller, id).await?;
+    Ok(Json(wire::AttemptList {
+        items: attempts.into_iter().map(attempt_to_wire).collect(),
+    }))
 }
 
 /// The step DAG its runner last synced (empty when none was).

@@ -61,6 +61,7 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::whoami))
         .routes(routes!(sessions::open_session, sessions::close_session))
         .routes(routes!(jobs::job_events))
+        .routes(routes!(jobs::job_attempts))
         .routes(routes!(protocol::runner_heartbeat))
         .routes(routes!(protocol::claim_jobs))
         .routes(routes!(protocol::job_heartbeat))

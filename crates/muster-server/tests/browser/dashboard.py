@@ -463,6 +463,156 @@ def step_phone_and_dark(browser, job_id):
     print("ok: phone-sized jobs page and dark theme screenshots")
 
 
+# ---------- the admin pages and the attempt timeline ----------
+
+NEW_PAGES = ["keys", "kinds", "tokens", "organizations", "audit"]
+
+
+def watch_csp(page):
+    """Collects the console's CSP refusals (an inline style or script the page tried)."""
+    refusals = []
+    page.on("console", lambda m: refusals.append(m.text) if "Content Security Policy" in m.text else None)
+    return refusals
+
+
+def step_admin_pages(page):
+    for name in NEW_PAGES:
+        open_page(page, f"/{name}")
+        expect(page.locator(f'nav a[data-nav="{name}"]')).to_have_attribute("aria-current", "page")
+        expect(page.locator("main h1")).to_be_visible()
+        expect(page.locator("main [role=alert]")).to_have_count(0)
+        shot(page, f"{name}.png")
+    print(f"ok: admin pages {', '.join(NEW_PAGES)} drawn without error")
+
+
+def step_kinds(page):
+    open_page(page, "/kinds")
+    form = page.get_by_test_id("kind-form")
+    form.get_by_label("Kind", exact=True).fill("dash-kind")
+    form.get_by_label("Result schema (JSON)").fill("{not json")
+    form.get_by_role("button", name="Save rules").click()
+    expect(page.get_by_role("alert")).to_contain_text("not valid JSON")
+    form.get_by_label("Result schema (JSON)").fill('{"type":"object"}')
+    form.get_by_role("button", name="Save rules").click()
+    row = page.locator('[data-testid="kind-row"][data-kind="dash-kind"]')
+    expect(row).to_be_visible()
+    settings = api_ok("GET", "/kinds/dash-kind")
+    check(settings["result_schema"] == {"type": "object"}, "the schema saved as sent", settings)
+    row.get_by_test_id("kind-delete").click()  # the confirm() is accepted by the page's dialog handler
+    expect(row).to_have_count(0)
+    print("ok: kinds: rules for dash-kind set through the form (bad JSON refused in the page), then deleted")
+
+
+def step_tokens(browser, page):
+    open_page(page, "/tokens")
+    form = page.get_by_test_id("token-form")
+    form.get_by_label("Name", exact=True).fill("dash viewer")
+    form.get_by_label("Role", exact=True).select_option("viewer")
+    form.get_by_role("button", name="Mint token").click()
+    value = page.get_by_test_id("new-token-value")
+    expect(value).to_have_text(re.compile(r"^muster_user_\S+$"))
+    expect(page.get_by_test_id("new-token")).to_contain_text("shown this once")
+    token = value.text_content()
+    row = page.locator('[data-testid="token-row"][data-name="dash viewer"]')
+    expect(row).to_have_count(1)
+    other = new_context(browser)
+    try:
+        other_page = sign_in(other, token)
+        expect(other_page.get_by_test_id("whoami")).to_contain_text("· viewer ·")
+        row.get_by_test_id("token-revoke").click()
+        expect(row).to_have_count(0)
+        other_page.reload()
+        expect(other_page).to_have_url(re.compile(r"/sign-in"))
+        expect(other_page.get_by_label("Token")).to_be_visible()
+    finally:
+        other.close()
+    print("ok: tokens: a viewer token minted in the page, shown once, signed in with, revoked; its session ended")
+
+
+def step_audit(page):
+    open_page(page, "/audit")
+    expect(page.locator('[data-testid="audit-row"][data-action="session.opened"]').first).to_be_visible()
+    page.get_by_test_id("audit-filter").get_by_label("Action").fill("user_token.created")
+    page.get_by_test_id("audit-filter").get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"/audit\?action=user_token\.created$"))
+    page.wait_for_selector("main[data-ready]")
+    rows = page.get_by_test_id("audit-row")
+    expect(rows.first).to_be_visible()
+    actions = rows.evaluate_all("rows => rows.map(r => r.dataset.action)")
+    check(actions and all(a == "user_token.created" for a in actions),
+          "only user_token.created entries after the filter", actions)
+    print(f"ok: audit: session.opened listed; the filter leaves {len(actions)} user_token.created entries only")
+
+
+def step_viewer_pages(browser):
+    viewer = new_context(browser)
+    try:
+        page = sign_in(viewer, VIEWER)
+        open_page(page, "/keys")
+        expect(page.get_by_test_id("key-form")).to_have_count(0)
+        expect(page.get_by_test_id("key-remove")).to_have_count(0)
+        expect(page.locator('nav a[data-nav="keys"]')).to_be_visible()
+        expect(page.locator('nav a[data-nav="kinds"]')).to_be_visible()
+        for hidden in ("tokens", "audit", "organizations"):
+            expect(page.locator(f'nav a[data-nav="{hidden}"]')).to_be_hidden()
+        open_page(page, "/kinds")
+        expect(page.get_by_test_id("kind-form")).to_have_count(0)
+        expect(page.get_by_test_id("kind-delete")).to_have_count(0)
+    finally:
+        viewer.close()
+    print("ok: viewer: no key or kind forms or buttons; Tokens, Audit, Organizations not in its nav")
+
+
+def step_attempts(page, completed_job):
+    job_id = submit_exec("exit 3", max_attempts=2, backoff_base_s=1)
+    open_page(page, f"/jobs/{job_id}")
+    expect(state_el(page)).to_have_text("failed")
+    attempts = page.get_by_test_id("attempts").get_by_test_id("attempt")
+    expect(attempts).to_have_count(2)
+    for i in range(2):
+        expect(attempts.nth(i)).to_have_attribute("data-outcome", "failed")
+        expect(attempts.nth(i)).to_contain_text("the runner reported an error")
+    expect(attempts.first).to_contain_text("Attempt 1")
+    expect(attempts.nth(1)).to_contain_text("Attempt 2")
+    shot(page, "job-attempts.png")
+    open_page(page, f"/jobs/{completed_job}")
+    wait_log_end(page)
+    done = page.get_by_test_id("attempts").get_by_test_id("attempt")
+    expect(done).to_have_count(1)
+    expect(done.first).to_have_attribute("data-outcome", "completed")
+    print(f"ok: attempts: failed job {job_id} shows 2 failed attempts (runner error); completed job shows 1")
+    return job_id
+
+
+def step_new_pages(browser, completed_job):
+    context = new_context(browser)
+    try:
+        page = sign_in(context, ADMIN)
+        refusals = watch_csp(page)
+        page.on("dialog", lambda dialog: dialog.accept())
+        step_admin_pages(page)
+        step_kinds(page)
+        step_tokens(browser, page)
+        step_audit(page)
+        step_viewer_pages(browser)
+        failed_job = step_attempts(page, completed_job)
+        check(not refusals, "no Content-Security-Policy refusal in the console", refusals)
+    finally:
+        context.close()
+    axe_context = new_context(browser, bypass_csp=True)
+    try:
+        page = sign_in(axe_context, ADMIN)
+        paths = [f"/{name}" for name in NEW_PAGES] + [f"/jobs/{failed_job}"]
+        for path in paths:
+            open_page(page, path)
+            if path.startswith("/jobs/"):
+                wait_log_end(page)
+            audit(page, path)
+    finally:
+        axe_context.close()
+    print(f"ok: axe-core: no serious or critical violation on {len(paths)} more pages")
+
+
 def main():
     os.makedirs(SHOTS, exist_ok=True)
     step = "start"
@@ -494,6 +644,8 @@ def main():
             step_axe(browser, [exec_job, dag_job])
             step = "phone and dark"
             step_phone_and_dark(browser, exec_job)
+            step = "admin pages and attempts"
+            step_new_pages(browser, exec_job)
         except BaseException as error:
             print(f"FAIL: {step}: {error}", flush=True)
             raise

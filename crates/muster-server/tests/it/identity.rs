@@ -6,7 +6,7 @@ use base64::Engine;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{admin, create_organization, request, send, start};
+use crate::support::{admin, create_organization, field_names, request, send, start};
 
 fn base64_of(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -42,13 +42,7 @@ async fn a_key_is_added_once_listed_and_removed() {
             .is_some_and(|at| at.ends_with('Z')),
         "{entry}"
     );
-    let mut keys: Vec<&str> = entry
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
+    let keys = field_names(&entry);
     assert_eq!(
         keys,
         [
@@ -297,13 +291,7 @@ async fn every_key_change_is_in_the_audit_log_newest_first_and_filterable() {
         ]
     );
     for entry in entries {
-        let mut keys: Vec<&str> = entry
-            .as_object()
-            .expect("object")
-            .keys()
-            .map(String::as_str)
-            .collect();
-        keys.sort_unstable();
+        let keys = field_names(&entry);
         assert_eq!(
             keys,
             [

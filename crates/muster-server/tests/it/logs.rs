@@ -12,7 +12,7 @@ use muster_test_support::TestServer;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{SseReader, admin, start, submit_and_claim};
+use crate::support::{SseReader, admin, field_names, start, submit_and_claim};
 
 fn entry(level: LogLevel, message: &str) -> NewLogEntry {
     NewLogEntry {
@@ -61,13 +61,7 @@ async fn logs_are_read_in_pages_that_continue_after_next_seq() {
         ])
         .enumerate()
     {
-        let mut keys: Vec<_> = item
-            .as_object()
-            .expect("an entry")
-            .keys()
-            .cloned()
-            .collect();
-        keys.sort();
+        let keys = field_names(&item);
         assert_eq!(
             keys,
             ["level", "message", "metadata", "seq", "ts"],

@@ -4,6 +4,7 @@
 //! applies deadlines with `server.reap()` instead of sleeping.
 
 mod artifacts;
+mod attempts;
 mod auth;
 mod authorization;
 mod bad_input;

@@ -8,7 +8,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{admin, create_organization, request, send, start};
+use crate::support::{admin, create_organization, field_names, request, send, start};
 
 const ORGANIZATIONS: &str = "/api/v1/admin/organizations";
 
@@ -53,13 +53,7 @@ async fn organizations_are_created_listed_shown_and_deleted_with_the_admin_token
         "the name without the spaces around it"
     );
     assert_eq!(acme["allow_shared_runners"], false);
-    let mut fields: Vec<&str> = acme
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort_unstable();
+    let fields = field_names(&acme);
     assert_eq!(fields, ["allow_shared_runners", "created_at", "id", "name"]);
     let beta = create_organization(&server, "beta").await;
 

@@ -101,6 +101,19 @@ impl Reply {
     }
 }
 
+/// The names of a JSON object's fields, sorted: to hold an answer to exactly the contract's
+/// fields.
+pub(crate) fn field_names(value: &Value) -> Vec<String> {
+    let mut names: Vec<String> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("an object: {value}"))
+        .keys()
+        .cloned()
+        .collect();
+    names.sort_unstable();
+    names
+}
+
 /// A plain HTTP client; a fresh one per call keeps tests independent of pooled connections.
 pub(crate) fn http() -> reqwest::Client {
     muster_client::http_client_builder("http://127.0.0.1", &muster_client::ClientTls::system())

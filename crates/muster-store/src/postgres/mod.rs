@@ -45,7 +45,8 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
 use muster_core::{
-    ArtifactId, JobError, JobId, JobRecord, NewJob, RunnerId, RunnerRecord, Timestamp, UserTokenId,
+    ArtifactId, AttemptRecord, JobError, JobId, JobRecord, NewJob, RunnerId, RunnerRecord,
+    Timestamp, UserTokenId,
 };
 use serde_json::Value;
 use tokio::sync::watch;
@@ -602,6 +603,11 @@ impl JobStore for PostgresStore {
     async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError> {
         let client = self.client().await?;
         jobs::read_dag(&client, id).await
+    }
+
+    async fn kept_attempts(&self, id: JobId) -> Result<Vec<AttemptRecord>, StoreError> {
+        let client = self.client().await?;
+        rows::kept_attempts(&client, id).await
     }
 }
 

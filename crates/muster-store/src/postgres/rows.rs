@@ -2,13 +2,14 @@
 //! statement that writes a job's lifecycle back together with the queue rows and lease checks
 //! that go with it.
 
-use muster_core::{JobId, JobLifecycle, JobRecord, JobState, RunnerId, Timestamp};
+use muster_core::{AttemptRecord, JobId, JobLifecycle, JobRecord, JobState, RunnerId, Timestamp};
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql};
 
 use super::map_postgres_error;
 use crate::StoreError;
-use crate::columns::{self, StoredRow};
+use crate::columns::{self, ATTEMPT_COLUMNS, StoredRow};
+use crate::rules::jobs::KEPT_ATTEMPTS_READ;
 
 fn corrupt(column: usize, problem: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(format!("stored job, column {column}: {problem}"))
@@ -105,6 +106,8 @@ pub(crate) struct LifecycleWrite<'a> {
     pub(crate) seq: i64,
     pub(crate) before: &'a JobLifecycle,
     pub(crate) after: &'a JobLifecycle,
+    /// When the change was made: an attempt it ended without completing the job ended then.
+    pub(crate) now: Timestamp,
     pub(crate) result: Option<WrittenResult>,
     pub(crate) place: Option<QueuePlace>,
 }
@@ -160,8 +163,12 @@ pub(crate) async fn write_lifecycles(
     let mut unqueued = Vec::new();
     let mut queued = QueueRows::default();
     let mut checks = LeaseChecks::default();
+    let mut ended_attempts = Vec::new();
     for write in writes {
         let after = write.after;
+        if let Some(ended) = muster_core::ended_attempt(write.before, after, write.now) {
+            ended_attempts.push((write.seq, ended));
+        }
         seqs.push(write.seq);
         states.push(after.state.code() as i16);
         attempts.push(i64::from(after.attempt));
@@ -310,11 +317,12 @@ pub(crate) async fn write_lifecycles(
     };
     // The statements go out together on the one connection (the driver pipelines them), so the
     // bookkeeping rows cost no extra round trips.
-    let (updated, (), (), ()) = futures::try_join!(
+    let (updated, (), (), (), ()) = futures::try_join!(
         update_jobs,
         delete_queue_rows(transaction, &unqueued),
         queued.insert(transaction),
         checks.insert(transaction),
+        insert_attempts(transaction, &ended_attempts),
     )?;
     if updated != seqs.len() as u64 {
         return Err(StoreError::Internal(format!(
@@ -323,6 +331,61 @@ pub(crate) async fn write_lifecycles(
         )));
     }
     Ok(())
+}
+
+/// Keep the attempts that ended without completing their jobs (the attempt history); the same
+/// epoch again changes nothing. Rare next to the writes around it: one statement each.
+async fn insert_attempts(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    ended: &[(i64, AttemptRecord)],
+) -> Result<(), StoreError> {
+    let millis = |at: Option<Timestamp>| at.map(Timestamp::as_millis);
+    for (seq, record) in ended {
+        super::execute(
+            transaction,
+            &format!(
+                "INSERT INTO job_attempts (job_seq, {ATTEMPT_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING"
+            ),
+            &[
+                seq,
+                &i64::from(record.attempt),
+                &(record.lease_epoch as i64),
+                &record.runner_id.map(|id| id.as_bytes().to_vec()),
+                &millis(record.claimed_at),
+                &millis(record.started_at),
+                &millis(record.ended_at),
+                &record.outcome.as_str(),
+                &record.error.as_ref().map(|error| error.reason.as_str()),
+                &record.error.as_ref().map(|error| error.message.as_str()),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The kept attempts of the job `id`, oldest first (the newest [`KEPT_ATTEMPTS_READ`] of them).
+pub(crate) async fn kept_attempts(
+    client: &impl deadpool_postgres::GenericClient,
+    id: JobId,
+) -> Result<Vec<AttemptRecord>, StoreError> {
+    let rows = super::query(
+        client,
+        &format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM job_attempts \
+             WHERE job_seq = (SELECT seq FROM jobs WHERE id = $1) \
+             ORDER BY lease_epoch DESC LIMIT $2"
+        ),
+        &[&id.as_bytes().as_slice(), &KEPT_ATTEMPTS_READ],
+    )
+    .await?;
+    let mut records = rows
+        .iter()
+        .map(columns::attempt_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    records.reverse();
+    Ok(records)
 }
 
 /// Remove the queue rows of `seqs`.

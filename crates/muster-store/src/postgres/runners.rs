@@ -156,7 +156,7 @@ pub(super) async fn release_held_jobs(
             released.push((seq, before, job));
         }
     }
-    let requeued = super::jobs::write_back_and_wake(transaction, &released).await?;
+    let requeued = super::jobs::write_back_and_wake(transaction, &released, now).await?;
     Ok((
         released.iter().map(|(_, _, job)| job.id).collect(),
         requeued,

@@ -372,6 +372,24 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_user_token ON sessions (user_token_id) WHERE user_token_id IS NOT NULL;
 CREATE INDEX sessions_expiry ON sessions (expires_at);
 "#,
+    r#"
+-- The attempt history. The job row holds only its current attempt; an attempt that ends without
+-- completing the job (failed, lost, timed out, cancelled) is kept here when it ends, named by its
+-- lease epoch (epochs only grow, a user's retry included). Deleted with its job.
+CREATE TABLE job_attempts (
+    job_seq BIGINT NOT NULL,
+    lease_epoch BIGINT NOT NULL,
+    attempt BIGINT NOT NULL,
+    runner_id BYTEA,
+    claimed_at BIGINT,
+    started_at BIGINT,
+    ended_at BIGINT,
+    outcome TEXT NOT NULL,
+    error_reason TEXT,
+    error_message TEXT,
+    PRIMARY KEY (job_seq, lease_epoch)
+);
+"#,
 ];
 
 /// Bring `component`'s schema up to date: apply the migrations of `migrations` not yet applied,

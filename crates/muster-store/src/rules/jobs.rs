@@ -142,6 +142,11 @@ pub(crate) fn dag_from_text(job: JobId, text: &str) -> Result<Value, StoreError>
         .map_err(|error| StoreError::Internal(format!("stored DAG of job {job}: {error}")))
 }
 
+/// The most kept attempts one read of a job's history answers: the newest ones. Attempts are
+/// bounded by `max_attempts` per run of the job, but a job retried by hand again and again has
+/// no bound of its own.
+pub(crate) const KEPT_ATTEMPTS_READ: i64 = 1_000;
+
 #[cfg(test)]
 mod tests {
     use muster_core::{JobSpec, RunnerId};

@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use muster_core::{
-    ArtifactId, JobError, JobId, JobRecord, NewJob, RunnerId, RunnerRecord, Timestamp, UserTokenId,
+    ArtifactId, AttemptRecord, JobError, JobId, JobRecord, NewJob, RunnerId, RunnerRecord,
+    Timestamp, UserTokenId,
 };
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
@@ -364,6 +365,12 @@ impl JobStore for SqliteStore {
 
     async fn read_dag(&self, id: JobId) -> Result<Option<Value>, StoreError> {
         self.readers.run(move |conn| jobs::read_dag(conn, id)).await
+    }
+
+    async fn kept_attempts(&self, id: JobId) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.readers
+            .run(move |conn| rows::kept_attempts(conn, id))
+            .await
     }
 }
 

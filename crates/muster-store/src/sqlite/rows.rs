@@ -2,14 +2,15 @@
 //! lifecycle back.
 
 use muster_core::identity::VerifiedResultSignature;
-use muster_core::{JobLifecycle, JobRecord, Timestamp};
+use muster_core::{AttemptRecord, JobId, JobLifecycle, JobRecord, Timestamp};
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row, params};
 use serde_json::Value;
 
 use crate::StoreError;
-use crate::columns::{self, StoredRow};
+use crate::columns::{self, ATTEMPT_COLUMNS, StoredRow};
 use crate::encoding::result_signature_to_json;
+use crate::rules::jobs::KEPT_ATTEMPTS_READ;
 
 impl StoredRow for Row<'_> {
     type Error = rusqlite::Error;
@@ -65,6 +66,73 @@ pub(crate) fn lifecycle_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, JobLif
 /// Read a row selected with [`columns::JOB_COLUMNS`] (as `query_map` wants it).
 pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, JobRecord)> {
     columns::job_from_row(row)
+}
+
+/// Write back the lifecycle `after` of the job at `seq`, which was `before` until `now`, and
+/// keep the attempt the change ended without completing the job, if it did (the attempt
+/// history), in the same transaction.
+pub(crate) fn write_transition(
+    conn: &Connection,
+    seq: i64,
+    before: &JobLifecycle,
+    after: &JobLifecycle,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    write_lifecycle(conn, seq, after)?;
+    match muster_core::ended_attempt(before, after, now) {
+        Some(ended) => insert_attempt(conn, seq, &ended),
+        None => Ok(()),
+    }
+}
+
+/// Keep one ended attempt of the job at `seq` (once: the same epoch again changes nothing).
+fn insert_attempt(conn: &Connection, seq: i64, record: &AttemptRecord) -> Result<(), StoreError> {
+    let millis = |at: Option<Timestamp>| at.map(Timestamp::as_millis);
+    conn.prepare_cached(&format!(
+        "INSERT INTO job_attempts (job_seq, {ATTEMPT_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING"
+    ))
+    .and_then(|mut statement| {
+        statement.execute(params![
+            seq,
+            i64::from(record.attempt),
+            record.lease_epoch as i64,
+            record.runner_id.map(|id| id.as_bytes().to_vec()),
+            millis(record.claimed_at),
+            millis(record.started_at),
+            millis(record.ended_at),
+            record.outcome.as_str(),
+            record.error.as_ref().map(|error| error.reason.as_str()),
+            record.error.as_ref().map(|error| error.message.as_str()),
+        ])
+    })
+    .map_err(super::map_sqlite_error)?;
+    Ok(())
+}
+
+/// The kept attempts of the job `id`, oldest first (the newest [`KEPT_ATTEMPTS_READ`] of them).
+pub(crate) fn kept_attempts(
+    conn: &Connection,
+    id: JobId,
+) -> Result<Vec<AttemptRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM job_attempts \
+         WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) \
+         ORDER BY lease_epoch DESC LIMIT ?2"
+    );
+    let mut records: Vec<AttemptRecord> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut statement| {
+            statement
+                .query_map(
+                    params![id.as_bytes().as_slice(), KEPT_ATTEMPTS_READ],
+                    |row| columns::attempt_from_row(row),
+                )?
+                .collect()
+        })
+        .map_err(super::map_sqlite_error)?;
+    records.reverse();
+    Ok(records)
 }
 
 /// Write back every lifecycle column of the job at `seq`.

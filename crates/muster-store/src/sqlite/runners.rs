@@ -6,7 +6,7 @@ use muster_core::{JobId, JobState, RunnerId, RunnerRecord, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::map_sqlite_error;
-use super::rows::{job_from_row, write_lifecycle};
+use super::rows::{job_from_row, write_transition};
 use super::writer::WriterContext;
 use crate::columns::{self, JOB_COLUMNS, runner_identity_columns};
 use crate::encoding::{capabilities_to_json, string_map_to_json};
@@ -149,11 +149,12 @@ pub(super) fn release_held_jobs(
         .map_err(map_sqlite_error)?;
     let mut released = Vec::with_capacity(held.len());
     for (seq, mut job) in held {
+        let before = job.lifecycle.clone();
         if !release_from_runner(seq, &mut job, id, cause, now) {
             continue;
         }
         released.push(job.id);
-        write_lifecycle(conn, seq, &job.lifecycle)?;
+        write_transition(conn, seq, &before, &job.lifecycle, now)?;
         if job.state() == JobState::Pending {
             context.pending_changed = true;
         }

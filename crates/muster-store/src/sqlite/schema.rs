@@ -282,6 +282,24 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_user_token ON sessions (user_token_id) WHERE user_token_id IS NOT NULL;
 CREATE INDEX sessions_expiry ON sessions (expires_at);
 "#,
+    // 12: the attempt history. The job row holds only its current attempt; an attempt that ends
+    // without completing the job (failed, lost, timed out, cancelled) is kept here when it ends,
+    // named by its lease epoch (epochs only grow, a user's retry included). Deleted with its job.
+    r#"
+CREATE TABLE job_attempts (
+    job_seq INTEGER NOT NULL,
+    lease_epoch INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    runner_id BLOB,
+    claimed_at INTEGER,
+    started_at INTEGER,
+    ended_at INTEGER,
+    outcome TEXT NOT NULL,
+    error_reason TEXT,
+    error_message TEXT,
+    PRIMARY KEY (job_seq, lease_epoch)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Bring the schema up to date inside one transaction.

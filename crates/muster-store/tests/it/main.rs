@@ -174,6 +174,16 @@ macro_rules! conformance_suite {
                 sessions_are_found_by_hash_ended_once_and_gone_with_their_token,
             );
         }
+        // The attempt history, in a module of its own so that `cargo test attempts` runs just
+        // these.
+        mod attempts {
+            use super::*;
+
+            conformance_suite!(@store_tests $open;
+                attempts_that_end_without_completing_are_kept_and_a_completed_one_stays_in_the_job,
+                a_cancelled_attempt_a_released_one_and_a_retried_job_keep_their_attempts,
+            );
+        }
         // Job kinds' result rules, in a module of its own so that `cargo test kinds` runs just
         // these.
         mod kinds {

@@ -16,6 +16,13 @@ use crate::conformance::{
     T0, at, claim, policy, register_runner, spec_with_policy, submit_many, submit_one,
 };
 
+/// The statements that take a store schema from version 12 back to version 11: no attempt history.
+macro_rules! undo_migration_12 {
+    () => {
+        "DROP TABLE job_attempts;"
+    };
+}
+
 /// The statements that take a store schema from version 11 back to version 10: no sessions.
 macro_rules! undo_migration_11 {
     () => {
@@ -67,6 +74,7 @@ macro_rules! undo_migration_8 {
 macro_rules! undo_migrations_after_version_2 {
     () => {
         concat!(
+            undo_migration_12!(),
             undo_migration_11!(),
             undo_migration_10!(),
             undo_migration_9!(),
@@ -493,6 +501,7 @@ async fn jobs_from_before_organizations_move_into_default() -> anyhow::Result<()
     client
         .batch_execute(concat!(
             "BEGIN;",
+            undo_migration_12!(),
             undo_migration_11!(),
             undo_migration_10!(),
             undo_migration_9!(),
@@ -527,7 +536,7 @@ async fn jobs_from_before_organizations_move_into_default() -> anyhow::Result<()
         )
         .await?
         .get(0);
-    ensure!(version == 11, "the schema is at version 11, got {version}");
+    ensure!(version == 12, "the schema is at version 12, got {version}");
     drop(client);
     connection.await.context("join the connection task")??;
     Ok(())

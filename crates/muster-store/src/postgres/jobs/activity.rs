@@ -27,7 +27,7 @@ pub(in crate::postgres) async fn record(
     };
     let applied = activity::apply(&mut job.lifecycle, call, activity.extend_lease, now)?;
     if let Some(before) = &applied.changed_from {
-        write_one(transaction, seq, before, &job, None).await?;
+        write_one(transaction, seq, before, &job, None, now).await?;
     }
     if let Some(progress) = activity.progress {
         execute(

@@ -264,6 +264,8 @@ pub(in crate::postgres) async fn claim_batch(
             seq: *seq,
             before,
             after: &claimed.job.lifecycle,
+            // A claim ends no attempt; its own time stands for it.
+            now: claimed.job.lifecycle.claimed_at.unwrap_or(before.run_after),
             result: None,
             place: None,
         })

@@ -40,7 +40,7 @@ pub(in crate::postgres) async fn complete(
     let outputs = completions::outputs_after(&job, outputs)?;
     let before = std::mem::replace(&mut job.lifecycle, completed);
     let written = WrittenResult::of(&result, signature.as_ref());
-    write_one(transaction, seq, &before, &job, Some(written)).await?;
+    write_one(transaction, seq, &before, &job, Some(written), now).await?;
     if let Some(outputs) = outputs {
         write_outputs(transaction, seq, &outputs).await?;
         job.outputs = outputs;
@@ -100,6 +100,12 @@ pub(in crate::postgres) async fn complete_singles(
             Ok(job.clone())
         })
         .collect();
+    // Completions end no attempt the history keeps; the latest call's time stands for them all.
+    let latest = calls
+        .iter()
+        .map(|(.., now)| *now)
+        .max()
+        .unwrap_or(Timestamp(0));
     let writes: Vec<LifecycleWrite<'_>> = current
         .values()
         .filter(|(_, before, job)| *before != job.lifecycle)
@@ -107,6 +113,7 @@ pub(in crate::postgres) async fn complete_singles(
             seq: *seq,
             before,
             after: &job.lifecycle,
+            now: latest,
             result: results.remove(seq),
             place: Some(QueuePlace::of(job)),
         })
@@ -165,6 +172,11 @@ pub(in crate::postgres) async fn complete_batch(
         }
         answers.push(Ok(call_answers));
     }
+    let latest = calls
+        .iter()
+        .map(|(.., now)| *now)
+        .max()
+        .unwrap_or(Timestamp(0));
     let writes: Vec<LifecycleWrite<'_>> = current
         .values()
         .filter(|(_, before, after)| before != after)
@@ -172,6 +184,7 @@ pub(in crate::postgres) async fn complete_batch(
             seq: *seq,
             before,
             after,
+            now: latest,
             result: results.remove(seq),
             place: None,
         })
@@ -187,7 +200,7 @@ pub(in crate::postgres) async fn fail(
     retryable: bool,
     now: Timestamp,
 ) -> Result<JobRecord, StoreError> {
-    let (_, job, ()) = transition(transaction, call.job, "fail", |lifecycle, seq| {
+    let (_, job, ()) = transition(transaction, call.job, "fail", now, |lifecycle, seq| {
         jobs::fail(lifecycle, seq, call, error, retryable, now)
     })
     .await?;

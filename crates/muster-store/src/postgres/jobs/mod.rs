@@ -311,12 +311,13 @@ pub(super) async fn transition<T>(
     transaction: &Transaction<'_>,
     id: JobId,
     operation: &'static str,
+    now: Timestamp,
     change: impl FnOnce(&mut JobLifecycle, i64) -> Result<T, TransitionError>,
 ) -> Result<(i64, JobRecord, T), StoreError> {
     let (seq, mut job) = load_by_id(transaction, id, true).await?;
     let before = job.lifecycle.clone();
     let outcome = jobs::transition(&mut job, seq, operation, change)?;
-    write_one(transaction, seq, &before, &job, None).await?;
+    write_one(transaction, seq, &before, &job, None, now).await?;
     Ok((seq, job, outcome))
 }
 
@@ -327,6 +328,7 @@ pub(super) async fn write_one(
     before: &JobLifecycle,
     job: &JobRecord,
     result: Option<WrittenResult>,
+    now: Timestamp,
 ) -> Result<(), StoreError> {
     write_lifecycles(
         transaction,
@@ -334,6 +336,7 @@ pub(super) async fn write_one(
             seq,
             before,
             after: &job.lifecycle,
+            now,
             result,
             place: Some(QueuePlace::of(job)),
         }],
@@ -346,6 +349,7 @@ pub(super) async fn write_one(
 pub(super) async fn write_back_and_wake(
     transaction: &Transaction<'_>,
     changed: &[(i64, JobLifecycle, JobRecord)],
+    now: Timestamp,
 ) -> Result<bool, StoreError> {
     let writes: Vec<LifecycleWrite<'_>> = changed
         .iter()
@@ -353,6 +357,7 @@ pub(super) async fn write_back_and_wake(
             seq: *seq,
             before,
             after: &job.lifecycle,
+            now,
             result: None,
             place: Some(QueuePlace::of(job)),
         })
@@ -381,7 +386,7 @@ pub(super) async fn cancel(
     if job.state() == JobState::Pending {
         execute(transaction, "DELETE FROM job_queue WHERE seq = $1", &[&seq]).await?;
     }
-    let (_, job, _) = transition(transaction, id, "cancel", |lifecycle, _| {
+    let (_, job, _) = transition(transaction, id, "cancel", now, |lifecycle, _| {
         lifecycle.cancel(grace_ms, now)
     })
     .await?;
@@ -393,7 +398,7 @@ pub(super) async fn retry(
     id: JobId,
     now: Timestamp,
 ) -> Result<JobRecord, StoreError> {
-    let (_, job, ()) = transition(transaction, id, "retry", |lifecycle, _| {
+    let (_, job, ()) = transition(transaction, id, "retry", now, |lifecycle, _| {
         lifecycle.retry(now)
     })
     .await?;

@@ -82,6 +82,11 @@ pub(in crate::postgres) async fn delete_finished(
             "DELETE FROM job_dags WHERE job_seq = ANY($1)",
             &params
         ),
+        execute(
+            transaction,
+            "DELETE FROM job_attempts WHERE job_seq = ANY($1)",
+            &params
+        ),
     )?;
     Ok(PruneReport {
         deleted: deleted.len() as u64,

@@ -124,7 +124,7 @@ pub(in crate::postgres) async fn reap(
             }
         }
     }
-    let requeued = write_back_and_wake(transaction, &changed).await?;
+    let requeued = write_back_and_wake(transaction, &changed, now).await?;
     let delete_params: [&(dyn ToSql + Sync); 1] = [&check_ids];
     let (_, ()) = futures::try_join!(
         execute(

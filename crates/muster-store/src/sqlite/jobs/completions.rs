@@ -98,7 +98,7 @@ pub(in crate::sqlite) fn fail(
     retryable: bool,
     now: Timestamp,
 ) -> Result<JobRecord, StoreError> {
-    let (_, job, ()) = transition(&context.conn, call.job, "fail", |lifecycle, seq| {
+    let (_, job, ()) = transition(&context.conn, call.job, "fail", now, |lifecycle, seq| {
         jobs::fail(lifecycle, seq, call, error, retryable, now)
     })?;
     if job.state() == JobState::Pending {

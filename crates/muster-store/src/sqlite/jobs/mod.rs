@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
 
 use super::map_sqlite_error;
-use super::rows::{job_from_row, write_lifecycle};
+use super::rows::{job_from_row, write_transition};
 use super::writer::WriterContext;
 use crate::columns::JOB_COLUMNS;
 use crate::encoding::{inputs_to_json, requirements_to_json};
@@ -196,11 +196,13 @@ pub(super) fn transition<T>(
     conn: &Connection,
     id: JobId,
     operation: &'static str,
+    now: Timestamp,
     change: impl FnOnce(&mut JobLifecycle, i64) -> Result<T, TransitionError>,
 ) -> Result<(i64, JobRecord, T), StoreError> {
     let (seq, mut job) = load_by_id(conn, id)?;
+    let before = job.lifecycle.clone();
     let outcome = jobs::transition(&mut job, seq, operation, change)?;
-    write_lifecycle(conn, seq, &job.lifecycle)?;
+    write_transition(conn, seq, &before, &job.lifecycle, now)?;
     Ok((seq, job, outcome))
 }
 
@@ -210,7 +212,7 @@ pub(in crate::sqlite) fn cancel(
     grace_ms: i64,
     now: Timestamp,
 ) -> Result<JobRecord, StoreError> {
-    let (_, job, _) = transition(&context.conn, id, "cancel", |lifecycle, _| {
+    let (_, job, _) = transition(&context.conn, id, "cancel", now, |lifecycle, _| {
         lifecycle.cancel(grace_ms, now)
     })?;
     Ok(job)
@@ -221,7 +223,7 @@ pub(in crate::sqlite) fn retry(
     id: JobId,
     now: Timestamp,
 ) -> Result<JobRecord, StoreError> {
-    let (_, job, ()) = transition(&context.conn, id, "retry", |lifecycle, _| {
+    let (_, job, ()) = transition(&context.conn, id, "retry", now, |lifecycle, _| {
         lifecycle.retry(now)
     })?;
     context.pending_changed = true;

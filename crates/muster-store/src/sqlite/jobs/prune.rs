@@ -54,6 +54,7 @@ pub(in crate::sqlite) fn delete_finished(
         for sql in [
             "DELETE FROM job_logs WHERE job_seq = ?1",
             "DELETE FROM job_dags WHERE job_seq = ?1",
+            "DELETE FROM job_attempts WHERE job_seq = ?1",
         ] {
             conn.prepare_cached(sql)
                 .and_then(|mut statement| statement.execute(params![seq]))

@@ -5,7 +5,7 @@ use muster_core::{JobRecord, JobState, Timestamp};
 use rusqlite::params;
 
 use super::super::map_sqlite_error;
-use super::super::rows::{job_from_row, write_lifecycle};
+use super::super::rows::{job_from_row, write_transition};
 use super::super::writer::WriterContext;
 use crate::columns::JOB_COLUMNS;
 use crate::rules::jobs;
@@ -31,10 +31,11 @@ pub(in crate::sqlite) fn reap(
         .map_err(map_sqlite_error)?;
     let mut report = ReapReport::default();
     for (seq, mut job) in due {
+        let before = job.lifecycle.clone();
         let Some(outcome) = jobs::reap(seq, &mut job.lifecycle, now) else {
             continue;
         };
-        write_lifecycle(&context.conn, seq, &job.lifecycle)?;
+        write_transition(&context.conn, seq, &before, &job.lifecycle, now)?;
         report.record(job.id, outcome);
         if job.state() == JobState::Pending {
             context.pending_changed = true;

@@ -7,6 +7,7 @@
 
 mod artifact_records;
 mod artifacts;
+mod attempts;
 mod batch;
 mod cancel;
 mod claims;
@@ -26,6 +27,7 @@ mod runners;
 
 pub use artifact_records::*;
 pub use artifacts::*;
+pub use attempts::*;
 pub use batch::*;
 pub use cancel::*;
 pub use claims::*;
