@@ -29,11 +29,16 @@
 //! - `metrics`: a burn-down of `--jobs` jobs, then `--jobs` more left pending, then `GET /metrics`
 //!   timed: what a Prometheus scrape costs once history and a queue have piled up.
 //!
+//! The dashboard scenario (`--scenario dashboard`) times a log line from the runner's
+//! acknowledged call to 1 and to 100 open live streams of the job, then, with `--jobs` jobs
+//! stored, every list page of the jobs page and the job page's calls (see `dashboard.rs`).
+//!
 //! With `--compare-graphile-worker` (PostgreSQL only), the burn-down and sustained scenarios are
 //! also run by graphile-worker (`bench/graphile-worker/run.mjs`) on the same server, in a
 //! database of its own, right after muster's run, and the ratio is printed.
 
 mod cpu;
+mod dashboard;
 mod graphile;
 mod organizations;
 mod postgres;
@@ -178,6 +183,7 @@ enum Scenario {
     Metrics,
     Signed,
     Organizations,
+    Dashboard,
 }
 
 impl Args {
@@ -779,6 +785,36 @@ async fn run_scenarios(args: &Args, server: Option<&PgServer>) -> anyhow::Result
             ),
             String::new(),
         ));
+        finish_database(server, &database).await?;
+    }
+    if args.wants(Scenario::Dashboard) {
+        let database = database_for(args, server, "muster_bench_dashboard").await?;
+        let coordinator = Coordinator::start(args, database_of(&database)).await?;
+        let run = tokio::time::timeout(limit * 2, dashboard::run(&coordinator.base_url, args.jobs))
+            .await
+            .context("the dashboard scenario ran past twice --timeout")??;
+        coordinator.stop().await?;
+        for (followers, p50, p95) in &run.log_latency {
+            rows.push((
+                format!(
+                    "log line, runner's acknowledgement to {followers} open stream(s) ({backend}; p50, p95)"
+                ),
+                format!("{p50:.2} ms, {p95:.2} ms"),
+                "p95 ≤ 100 ms".into(),
+            ));
+        }
+        for (page, p50, p95) in &run.pages {
+            let target = if page.starts_with("the job page") {
+                "p95 ≤ 100 ms"
+            } else {
+                "p95 ≤ 300 ms"
+            };
+            rows.push((
+                format!("{page}, {} jobs stored ({backend}; p50, p95)", run.jobs),
+                format!("{p50:.1} ms, {p95:.1} ms"),
+                target.into(),
+            ));
+        }
         finish_database(server, &database).await?;
     }
     if args.wants(Scenario::Signed) {

@@ -18,7 +18,7 @@ pub use muster_store::{JobFilter, Page};
 use rand::Rng;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
 
 use crate::{Coordinator, ServiceError};
 
@@ -93,9 +93,14 @@ pub enum JobStreamEvent {
     Failed(ServiceError),
 }
 
-/// How long a job stream waits after a change before reading the job, so that a burst of
-/// changes (a runner shipping log lines) costs one read, not one per change.
-const JOB_STREAM_COALESCE: Duration = Duration::from_millis(25);
+/// How a live log stream ended.
+enum StreamEnd {
+    /// Its caller went away.
+    Gone,
+    /// The job is finished and its log was sent to the end.
+    Finished,
+    Failed(ServiceError),
+}
 
 /// A list page request: `limit` within its bounds (the default when `None`), an empty cursor
 /// as none.
@@ -412,59 +417,113 @@ impl Coordinator {
         authorize(principal, Action::ReadJobs)?;
         let limit = log_page_limit(limit)?;
         self.check_job_in_scope(principal, id).await?;
-        // Watching starts before the first read, so nothing written in between is missed.
-        let mut watch = self.job_changes.watch(id);
-        watch.mark_seen();
-        let first = self.store.read_logs(id, after_seq, limit).await?;
+        // Joined before the first read, so nothing written in between is missed.
+        let joined = self.log_feeds.follow(self, id).await;
         let coordinator = self.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            let mut page = first;
-            loop {
-                let drained = page.items.is_empty();
-                for entry in page.items.drain(..) {
-                    if sender.send(LogStreamEvent::Entry(entry)).await.is_err() {
-                        return;
-                    }
-                }
-                if drained && page.job_finished {
+            let outcome = coordinator
+                .stream_log(id, after_seq, limit, joined, &sender)
+                .await;
+            let last = match outcome {
+                StreamEnd::Gone => return,
+                StreamEnd::Finished => {
                     let state = coordinator
                         .store
                         .get_job(id)
                         .await
                         .ok()
                         .map(|job| job.state());
-                    let _ = sender.send(LogStreamEvent::End { job: id, state }).await;
-                    return;
+                    LogStreamEvent::End { job: id, state }
                 }
-                if drained {
-                    // Stop when the caller went away or the coordinator stops: an open stream
-                    // must neither wait forever for nobody nor hold up a graceful shutdown.
-                    tokio::select! {
-                        _ = watch.changed() => {}
-                        _ = sender.closed() => return,
-                        _ = coordinator.shutdown.cancelled() => return,
-                    }
-                }
-                watch.mark_seen();
-                let after = page.next_seq.checked_sub(1);
-                page = match coordinator
-                    .store
-                    .read_logs(id, after, DEFAULT_LOG_PAGE_LIMIT)
-                    .await
-                {
-                    Ok(next) => next,
-                    Err(error) => {
-                        tracing::warn!(%error, job = %id, "failed to read logs for a live stream; closing it");
-                        let _ = sender
-                            .send(LogStreamEvent::Failed(ServiceError::from(error)))
-                            .await;
-                        return;
-                    }
-                };
-            }
+                StreamEnd::Failed(error) => LogStreamEvent::Failed(error),
+            };
+            let _ = sender.send(last).await;
         });
         Ok(tokio_stream::wrappers::ReceiverStream::new(receiver))
+    }
+
+    /// Send `id`'s log after `after_seq` to `sender`: the backlog read from the store up to
+    /// where the shared feed joined stands, then what the feed hands out, joining again when
+    /// this stream fell behind it.
+    async fn stream_log(
+        &self,
+        id: JobId,
+        after_seq: Option<u64>,
+        page_limit: u32,
+        mut joined: Option<crate::feeds::Joined>,
+        sender: &tokio::sync::mpsc::Sender<LogStreamEvent>,
+    ) -> StreamEnd {
+        use crate::feeds::FeedEvent;
+        use tokio::sync::broadcast::error::RecvError;
+        let mut last = after_seq;
+        loop {
+            let Some(mut current) = joined.take() else {
+                return StreamEnd::Failed(ServiceError::unavailable(
+                    "the live log could not be followed (the coordinator is stopping)",
+                ));
+            };
+            // The backlog: what is before the feed's position, read by this stream alone.
+            loop {
+                if last.map_or(0, |seq| seq + 1) >= current.position {
+                    break;
+                }
+                let page = match self.store.read_logs(id, last, page_limit).await {
+                    Ok(page) => page,
+                    Err(error) => {
+                        tracing::warn!(%error, job = %id, "failed to read logs for a live stream; closing it");
+                        return StreamEnd::Failed(ServiceError::from(error));
+                    }
+                };
+                let full = page.items.len() >= page_limit as usize;
+                let mut reached = false;
+                for entry in page.items {
+                    if entry.seq >= current.position {
+                        reached = true;
+                        break;
+                    }
+                    last = Some(entry.seq);
+                    if sender.send(LogStreamEvent::Entry(entry)).await.is_err() {
+                        return StreamEnd::Gone;
+                    }
+                }
+                if reached || !full {
+                    break;
+                }
+            }
+            if current.finished {
+                return StreamEnd::Finished;
+            }
+            // Live: what the feed hands out. Between changes nothing is read.
+            loop {
+                let event = tokio::select! {
+                    event = current.receiver.recv() => event,
+                    _ = sender.closed() => return StreamEnd::Gone,
+                };
+                match event {
+                    Ok(FeedEvent::Entry(entry)) => {
+                        if last.is_some_and(|seq| entry.seq <= seq) {
+                            continue;
+                        }
+                        last = Some(entry.seq);
+                        let entry = Arc::unwrap_or_clone(entry);
+                        if sender.send(LogStreamEvent::Entry(entry)).await.is_err() {
+                            return StreamEnd::Gone;
+                        }
+                    }
+                    // Everything the feed handed out came before its end, and this stream
+                    // received all of it (it did not fall behind): the log is sent.
+                    Ok(FeedEvent::Finished) => return StreamEnd::Finished,
+                    Ok(FeedEvent::Failed(message)) => {
+                        return StreamEnd::Failed(ServiceError::unavailable(message));
+                    }
+                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => {
+                        joined = self.log_feeds.follow(self, id).await;
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// The job now, then again after each change (claimed, running, progress, DAG synced,
@@ -475,53 +534,61 @@ impl Coordinator {
         principal: &Principal,
         id: JobId,
     ) -> Result<impl Stream<Item = JobStreamEvent> + Send + 'static, ServiceError> {
-        // Watching starts before the first read, so nothing changed in between is missed.
-        let mut watch = self.job_changes.watch(id);
-        watch.mark_seen();
+        // Authorized and scoped by this read; what follows comes from the job's shared feed.
         let first = self.get_job(principal, id).await?;
-        let coordinator = self.clone();
+        let followed = self.job_feeds.follow(self, id);
         let (sender, receiver) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
+            let send = |event| sender.send(event);
             let mut current = first;
+            if send(JobStreamEvent::Job(Box::new(current.clone())))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let Some((mut snapshots, _feed)) = followed else {
+                let _ = send(JobStreamEvent::Failed(ServiceError::unavailable(
+                    "the job could not be followed",
+                )))
+                .await;
+                return;
+            };
             loop {
-                let finished = current.job.state().is_terminal();
-                if sender
-                    .send(JobStreamEvent::Job(Box::new(current.clone())))
-                    .await
-                    .is_err()
-                {
+                if current.job.state().is_terminal() {
+                    let _ = send(JobStreamEvent::End).await;
                     return;
                 }
-                if finished {
-                    let _ = sender.send(JobStreamEvent::End).await;
-                    return;
+                tokio::select! {
+                    changed = snapshots.changed() => if changed.is_err() {
+                        let _ = send(JobStreamEvent::End).await;
+                        return;
+                    },
+                    _ = sender.closed() => return,
                 }
-                loop {
-                    tokio::select! {
-                        _ = watch.changed() => {}
-                        _ = sender.closed() => return,
-                        _ = coordinator.shutdown.cancelled() => return,
+                let snapshot = snapshots.borrow_and_update().clone();
+                match snapshot {
+                    None => continue,
+                    Some(crate::feeds::JobSnapshot::Job(view)) => {
+                        if *view == current {
+                            continue;
+                        }
+                        current = *view;
+                        if send(JobStreamEvent::Job(Box::new(current.clone())))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
                     }
-                    tokio::time::sleep(JOB_STREAM_COALESCE).await;
-                    watch.mark_seen();
-                    let next = match coordinator.store.get_job(id).await {
-                        Ok(job) => coordinator.view(job).await,
-                        Err(muster_store::StoreError::NotFound(_)) => {
-                            let _ = sender.send(JobStreamEvent::End).await;
-                            return;
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, job = %id, "failed to read a job for a live stream; closing it");
-                            let _ = sender
-                                .send(JobStreamEvent::Failed(ServiceError::from(error)))
-                                .await;
-                            return;
-                        }
-                    };
-                    // A log line changes nothing a job stream shows; only send what moved.
-                    if next != current {
-                        current = next;
-                        break;
+                    Some(crate::feeds::JobSnapshot::Gone) => {
+                        let _ = send(JobStreamEvent::End).await;
+                        return;
+                    }
+                    Some(crate::feeds::JobSnapshot::Failed(message)) => {
+                        let _ =
+                            send(JobStreamEvent::Failed(ServiceError::unavailable(message))).await;
+                        return;
                     }
                 }
             }

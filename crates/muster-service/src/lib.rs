@@ -18,6 +18,7 @@ mod auth;
 mod changes;
 mod config;
 mod error;
+mod feeds;
 pub mod identity;
 pub mod jobs;
 pub mod kinds;
@@ -73,6 +74,8 @@ pub struct Coordinator {
     pub(crate) runner_view: Arc<views::RunnerView>,
     pub(crate) finished_counts: Arc<views::FinishedCounts>,
     pub(crate) job_changes: Arc<changes::JobChanges>,
+    pub(crate) log_feeds: Arc<feeds::LogFeeds>,
+    pub(crate) job_feeds: Arc<feeds::JobFeeds>,
     pub(crate) draining_runners: Arc<changes::DrainingRunners>,
     pub(crate) uploads_in_flight: Arc<quota::UploadsInFlight>,
     pub(crate) kind_rules: Arc<kinds::KindRules>,
@@ -107,6 +110,8 @@ impl Coordinator {
             runner_view: Arc::default(),
             finished_counts: Arc::default(),
             job_changes: Arc::default(),
+            log_feeds: Arc::default(),
+            job_feeds: Arc::default(),
             draining_runners: Arc::default(),
             uploads_in_flight: Arc::default(),
             kind_rules: Arc::default(),

@@ -30,6 +30,7 @@ pub(crate) struct Metrics {
     jobs_claimed: Counter,
     jobs_completed: Counter,
     jobs_pruned: Counter,
+    log_feed_reads: Counter,
     artifacts_collected: Counter,
     artifact_bytes_collected: Counter,
     attempts_failed: Family<Labels, Counter>,
@@ -60,6 +61,7 @@ impl Metrics {
         let jobs_claimed = Counter::default();
         let jobs_completed = Counter::default();
         let jobs_pruned = Counter::default();
+        let log_feed_reads = Counter::default();
         let artifacts_collected = Counter::default();
         let artifact_bytes_collected = Counter::default();
         let attempts_failed = Family::<Labels, Counter>::default();
@@ -108,6 +110,11 @@ impl Metrics {
             "jobs_pruned",
             "Finished jobs deleted past their retention, by this coordinator",
             jobs_pruned.clone(),
+        );
+        registry.register(
+            "log_feed_reads",
+            "Reads of the store by the shared live log feeds (one per change of a followed job, however many streams follow it)",
+            log_feed_reads.clone(),
         );
         registry.register(
             "artifacts_collected",
@@ -168,6 +175,7 @@ impl Metrics {
             jobs_claimed,
             jobs_completed,
             jobs_pruned,
+            log_feed_reads,
             artifacts_collected,
             artifact_bytes_collected,
             attempts_failed,
@@ -211,6 +219,10 @@ impl Metrics {
 
     pub(crate) fn record_completions(&self, count: u64) {
         self.jobs_completed.inc_by(count);
+    }
+
+    pub(crate) fn record_feed_read(&self) {
+        self.log_feed_reads.inc();
     }
 
     pub(crate) fn record_jobs_pruned(&self, count: u64) {

@@ -82,7 +82,7 @@ async fn a_jobs_attempts_show_each_try_with_its_runner_and_how_it_ended() {
     .await;
     assert_eq!(raw.status, 200);
     let first_item = &raw.json()["items"][0];
-    let keys = field_names(&first_item);
+    let keys = field_names(first_item);
     assert_eq!(
         keys,
         vec![

@@ -291,7 +291,7 @@ async fn every_key_change_is_in_the_audit_log_newest_first_and_filterable() {
         ]
     );
     for entry in entries {
-        let keys = field_names(&entry);
+        let keys = field_names(entry);
         assert_eq!(
             keys,
             [

@@ -61,7 +61,7 @@ async fn logs_are_read_in_pages_that_continue_after_next_seq() {
         ])
         .enumerate()
     {
-        let keys = field_names(&item);
+        let keys = field_names(item);
         assert_eq!(
             keys,
             ["level", "message", "metadata", "seq", "ts"],
@@ -378,4 +378,65 @@ async fn a_follower_sees_the_end_when_the_reaper_fails_the_job() {
     let end = events.next().await.expect("the end event");
     assert_eq!(end.event, "end");
     assert!(end.data.contains("failed"), "{}", end.data);
+}
+
+/// A hundred open streams on one busy job (a hundred dashboard tabs): each gets every entry
+/// once and in order, and the store is read once per change for all of them (the shared feed),
+/// not once per stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_streams_on_one_job_share_one_read_per_change() {
+    const STREAMS: usize = 100;
+    const BATCHES: u64 = 20;
+    let server = start().await;
+    let client = server.client();
+    let (_, runner) = server.runner("busy").await.expect("runner");
+    let (_, claimed) = submit_and_claim(&client, &runner, "busy").await;
+    let epoch = Some(claimed.lease.epoch);
+    runner
+        .append_log(claimed.id, epoch, vec![entry(LogLevel::Info, "line 0")])
+        .await
+        .expect("append");
+    let mut streams = Vec::with_capacity(STREAMS);
+    for _ in 0..STREAMS {
+        let mut events = SseReader::new(open_live_log(&server, claimed.id).await);
+        let first = events.next().await.expect("the backlog");
+        assert_eq!(first.id.as_deref(), Some("0"));
+        streams.push(events);
+    }
+    let before = crate::support::metric(&server, "muster_log_feed_reads_total")
+        .await
+        .unwrap_or(0.0);
+    for line in 1..=BATCHES {
+        runner
+            .append_log(
+                claimed.id,
+                epoch,
+                vec![entry(LogLevel::Info, &format!("line {line}"))],
+            )
+            .await
+            .expect("append live");
+        // Each batch a change of its own: the streams have taken it before the next comes.
+        for events in &mut streams {
+            let next = events.next().await.expect("the live entry");
+            assert_eq!(next.id, Some(line.to_string()), "{next:?}");
+        }
+    }
+    let reads = crate::support::metric(&server, "muster_log_feed_reads_total")
+        .await
+        .unwrap_or(0.0)
+        - before;
+    assert!(
+        reads <= (BATCHES * 2) as f64,
+        "{reads} store reads for {BATCHES} changes followed by {STREAMS} streams"
+    );
+    assert!(reads >= 1.0, "the feed read the store: {reads}");
+
+    runner
+        .complete_job(claimed.id, epoch, json!({}))
+        .await
+        .expect("complete");
+    for events in &mut streams {
+        let end = events.next().await.expect("the end");
+        assert_eq!(end.event, "end", "{end:?}");
+    }
 }
