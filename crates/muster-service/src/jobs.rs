@@ -416,7 +416,7 @@ impl Coordinator {
     ) -> Result<impl Stream<Item = LogStreamEvent> + Send + 'static, ServiceError> {
         authorize(principal, Action::ReadJobs)?;
         let limit = log_page_limit(limit)?;
-        self.check_job_in_scope(principal, id).await?;
+        self.check_job_exists_in_scope(principal, id).await?;
         // Joined before the first read, so nothing written in between is missed.
         let joined = self.log_feeds.follow(self, id).await;
         let coordinator = self.clone();

@@ -64,6 +64,22 @@ impl Coordinator {
         }
     }
 
+    /// `Ok` when job `id` exists and `principal` may see it, at the cost of one read even for
+    /// a token of every organization: for a stream, which must answer an unknown job with its
+    /// absence before it opens rather than end at once as if the job were finished.
+    pub(crate) async fn check_job_exists_in_scope(
+        &self,
+        principal: &Principal,
+        id: JobId,
+    ) -> Result<(), ServiceError> {
+        let job = self.store.get_job(id).await?;
+        if sees(principal, Some(&job.organization.id)) {
+            Ok(())
+        } else {
+            Err(job_not_found(id))
+        }
+    }
+
     /// `Ok` when `principal` may see runner `id`; the runner's absence otherwise.
     pub(crate) async fn check_runner_in_scope(
         &self,

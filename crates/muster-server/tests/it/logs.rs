@@ -440,3 +440,23 @@ async fn a_hundred_streams_on_one_job_share_one_read_per_change() {
         assert_eq!(end.event, "end", "{end:?}");
     }
 }
+
+#[tokio::test]
+async fn following_the_log_or_the_state_of_an_unknown_job_answers_404_before_any_stream() {
+    let server = start().await;
+    let unknown = uuid::Uuid::now_v7();
+    for path in [
+        format!("/api/v1/jobs/{unknown}/logs"),
+        format!("/api/v1/jobs/{unknown}/events"),
+    ] {
+        let response =
+            crate::support::request(&server, Method::GET, &path, Some(&server.admin_token))
+                .header(reqwest::header::ACCEPT, "text/event-stream")
+                .send()
+                .await
+                .expect("open a live stream");
+        assert_eq!(response.status(), 404, "{path}");
+        let body: Value = response.json().await.expect("a JSON error body");
+        assert_eq!(body["error"]["code"], "not_found", "{path}: {body}");
+    }
+}
