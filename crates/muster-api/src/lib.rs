@@ -1118,6 +1118,93 @@ pub struct SessionOpened {
     pub expires_at: OffsetDateTime,
     pub whoami: WhoAmI,
 }
+
+/// `GET /api/v1/jobs/count`: how many jobs match a filter, counted no further than 10,000.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobCount {
+    pub count: u64,
+    /// Whether more than `count` match (the count stopped at its cap: show "10,000+").
+    pub capped: bool,
+}
+
+/// What a bulk change does to each job it selects.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkAction {
+    /// Pending jobs end `cancelled`; claimed and running ones go to `cancelling`.
+    Cancel,
+    /// Failed and cancelled jobs are pending again with a fresh allowance of attempts.
+    Retry,
+}
+
+/// The filter of a bulk change: the filters of `GET /api/v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct JobSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<JobState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+}
+
+/// `POST /api/v1/jobs/bulk`: cancel or retry the jobs named in `ids`, or every job matching
+/// `filter` (one page per call: pass `next_cursor` back until it is null). Exactly one of `ids`
+/// and `filter`. With `dry_run`, nothing changes and `would_change` counts the jobs the
+/// action would change now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BulkJobs {
+    pub action: BulkAction,
+    /// At most 1,000 job ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<Uuid>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "objects_only::optional")]
+    pub filter: Option<JobSelector>,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// With `filter`: the `next_cursor` of the previous call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// With `filter`: how many matching jobs this call examines (1 to 1000; default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// A job a bulk change changed, in its new state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BulkChangedJob {
+    pub id: Uuid,
+    pub state: JobState,
+}
+
+/// A job a bulk change left alone: not found, in a state the action does not change, or
+/// changed by someone else since it was read (its state then says how).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BulkSkippedJob {
+    pub id: Uuid,
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub state: Option<JobState>,
+    pub error: ErrorDetail,
+}
+
+/// What one `POST /api/v1/jobs/bulk` call did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BulkJobsOutcome {
+    pub action: BulkAction,
+    pub dry_run: bool,
+    /// With `dry_run`: how many jobs the action would change now.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub would_change: Option<JobCount>,
+    /// How many jobs this call looked at.
+    pub examined: u64,
+    pub changed: Vec<BulkChangedJob>,
+    pub skipped: Vec<BulkSkippedJob>,
+    /// With `filter`, while jobs are left: pass it back as `cursor`.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub next_cursor: Option<String>,
+}
 }
 
 /// What a job from a coordinator older than organizations belongs to.

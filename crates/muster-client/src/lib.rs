@@ -31,11 +31,12 @@ pub use artifacts::{ArtifactDownload, ArtifactStream, UploadError};
 use bytes::Bytes;
 pub use muster_api as api;
 use muster_api::{
-    Artifact, AttemptList, CancelFlag, ClaimJobs, ClaimedJob, ClaimedJobs, CompleteJob,
-    CompleteJobs, CompletionOutcomes, CreateRunner, CreatedRunner, Dag, ErrorBody, FailJob, Job,
-    JobHeartbeat, JobHeartbeatResponse, JobList, JobState, LEASE_EPOCH_HEADER, LogAppended,
-    LogBatch, LogPage, NewLogEntry, OutputsRecorded, ProgressReport, RecordOutputs, Runner,
-    RunnerHeartbeat, RunnerHeartbeatResponse, RunnerList, SubmitJob, SubmitJobs,
+    Artifact, AttemptList, BulkJobs, BulkJobsOutcome, CancelFlag, ClaimJobs, ClaimedJob,
+    ClaimedJobs, CompleteJob, CompleteJobs, CompletionOutcomes, CreateRunner, CreatedRunner, Dag,
+    ErrorBody, FailJob, Job, JobCount, JobHeartbeat, JobHeartbeatResponse, JobList, JobState,
+    LEASE_EPOCH_HEADER, LogAppended, LogBatch, LogPage, NewLogEntry, OutputsRecorded,
+    ProgressReport, RecordOutputs, Runner, RunnerHeartbeat, RunnerHeartbeatResponse, RunnerList,
+    SubmitJob, SubmitJobs,
 };
 pub use muster_core::ErrorCode;
 pub use registration::{Registrar, RunnerDescription, signed_registration};
@@ -358,6 +359,34 @@ impl MusterClient {
                 self.connection
                     .request(Method::GET, "/api/v1/jobs")
                     .query(query),
+            )
+            .await
+    }
+
+    /// How many jobs match the filters of `query` (its paging is ignored), up to 10,000.
+    pub async fn count_jobs(&self, query: &JobQuery) -> Result<JobCount, ClientError> {
+        let filter = JobQuery {
+            limit: None,
+            cursor: None,
+            ..query.clone()
+        };
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, "/api/v1/jobs/count")
+                    .query(&filter),
+            )
+            .await
+    }
+
+    /// One call of a bulk cancel or retry (for a filter, one page: call again with its
+    /// `next_cursor` until it is `None`).
+    pub async fn bulk_jobs(&self, request: &BulkJobs) -> Result<BulkJobsOutcome, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::POST, "/api/v1/jobs/bulk")
+                    .json(request),
             )
             .await
     }

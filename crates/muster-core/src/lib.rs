@@ -6,6 +6,7 @@
 //! transition, and write back what it says; they never decide a state change themselves.
 
 mod attempts;
+mod bulk;
 mod dag;
 mod enrollment;
 mod error_code;
@@ -24,6 +25,7 @@ mod text;
 mod time;
 
 pub use attempts::{AttemptOutcome, AttemptRecord, attempt_history, attempt_in_job, ended_attempt};
+pub use bulk::BulkJobAction;
 pub use dag::{DagError, validate_dag};
 pub use enrollment::{
     Enrollment, EnrollmentGate, EnrollmentOperation, EnrollmentOutcome, EnrollmentRefusal,

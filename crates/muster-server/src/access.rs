@@ -93,6 +93,16 @@ pub const ROUTE_ACCESS: &[(&str, &str, RouteAccess)] = &[
     ),
     (
         "GET",
+        "/api/v1/jobs/count",
+        RouteAccess::User(Action::ReadJobs),
+    ),
+    (
+        "POST",
+        "/api/v1/jobs/bulk",
+        RouteAccess::User(Action::SteerJobs),
+    ),
+    (
+        "GET",
         "/api/v1/jobs/{id}",
         RouteAccess::User(Action::ReadJobs),
     ),

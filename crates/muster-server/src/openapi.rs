@@ -270,6 +270,13 @@ parameter_lists! {
         ("limit", Query, "jobs per page; default 50", schemas::page_limit()),
         ("cursor", Query, "`next_cursor` of the previous page; empty or absent for the first", text()),
     ];
+    /// The filters of `GET /api/v1/jobs/count` (`routes::bulk::CountJobsQuery`).
+    CountJobsParameters => [
+        ("state", Query, "only jobs in this state", Ref::from_schema_name(muster_api::JobState::name())),
+        ("kind", Query, "only jobs of this kind", text()),
+        ("runner_id", Query, "only jobs whose current or last lease is this runner's", uuid()),
+        ("organization_id", Query, "only jobs of this organization", text()),
+    ];
     /// The paging of `GET /api/v1/runners` (`routes::runners::ListRunnersQuery`).
     ListRunnersParameters => [
         ("organization_id", Query, "only runners of this organization (cluster-scoped runners belong to none); a token scoped to one organization lists its own whatever this says, and another organization answers `organization_not_found`", text()),

@@ -15,6 +15,7 @@
 
 pub mod artifacts;
 mod auth;
+pub mod bulk;
 mod changes;
 mod config;
 mod error;

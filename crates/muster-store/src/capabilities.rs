@@ -84,6 +84,10 @@ pub trait JobStore: Send + Sync + 'static {
         page: PageRequest,
     ) -> Result<Page<JobRecord>, StoreError>;
 
+    /// How many jobs match `filter`, counted no further than `cap` (so a count is as cheap as
+    /// reading `cap` rows, whatever the number of jobs stored).
+    async fn count_jobs(&self, filter: JobFilter, cap: u64) -> Result<u64, StoreError>;
+
     /// Cancel a job: pending ends at once, leased waits `grace_ms` for its runner.
     async fn cancel_job(
         &self,

@@ -7,8 +7,8 @@ use muster_core::JobState::{
 };
 use muster_core::TransitionError::{self, InvalidState, LeaseLost};
 use muster_core::{
-    Activity, AttemptOutcome, CancelOutcome, Completion, FailureReason, JobLifecycle, ReapOutcome,
-    attempt_history, ended_attempt,
+    Activity, AttemptOutcome, BulkJobAction, CancelOutcome, Completion, FailureReason,
+    JobLifecycle, ReapOutcome, attempt_history, ended_attempt,
 };
 
 use crate::support::{
@@ -204,6 +204,32 @@ fn every_operation_from_every_state_gives_the_expected_state_or_refusal() {
             }
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_bulk_action_changes_exactly_the_jobs_whose_state_its_transition_changes() {
+    // A dry run counts the jobs in `changes_jobs_in`: that must be exactly the states from
+    // which the action's own transition succeeds and leaves the job in another state.
+    let mut failures = Vec::new();
+    for action in BulkJobAction::ALL {
+        assert_eq!(BulkJobAction::parse(action.as_str()), Some(action));
+        let operation = match action {
+            BulkJobAction::Cancel => Operation::Cancel,
+            BulkJobAction::Retry => Operation::Retry,
+        };
+        for state in JobState::ALL {
+            let mut lifecycle = in_state(state);
+            let changed = apply(&mut lifecycle, operation).is_ok() && lifecycle.state != state;
+            if changed != action.changes(state) {
+                failures.push(format!(
+                    "{action:?} from {state}: the transition changes it: {changed}, the bulk rule says {}",
+                    action.changes(state)
+                ));
+            }
+        }
+    }
+    assert_eq!(BulkJobAction::parse("delete"), None);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

@@ -513,8 +513,24 @@ async function signOut() {
 
 // ---------- jobs table (overview and jobs page) ----------
 
-function jobsTable(jobs, label) {
-  const rows = jobs.map((job) => el("tr", {},
+// `selection` (optional): {selected: Set of ids, onSelect()} adds a checkbox per row and one
+// for the whole page.
+function jobsTable(jobs, label, selection) {
+  const boxes = [];
+  const box = (job) => {
+    const input = el("input", { type: "checkbox", "aria-label": `Select job ${job.id}`, dataset: { testid: "select-job", id: job.id } });
+    input.checked = selection.selected.has(job.id);
+    input.addEventListener("change", () => {
+      if (input.checked) selection.selected.add(job.id);
+      else selection.selected.delete(job.id);
+      if (all) all.checked = boxes.every((b) => b.checked);
+      selection.onSelect();
+    });
+    boxes.push(input);
+    return el("td", {}, input);
+  };
+  const rows = jobs.map((job) => el("tr", { dataset: { job: job.id } },
+    selection ? box(job) : null,
     el("td", {}, jobLink(job.id)),
     el("td", {}, job.kind),
     el("td", {}, badge(job.state)),
@@ -522,8 +538,23 @@ function jobsTable(jobs, label) {
     el("td", {}, runnerLink(job.runner_id)),
     el("td", {}, timeEl(job.created_at)),
     el("td", {}, timeEl(job.finished_at))));
-  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "7", class: "muted" }, "No jobs.")));
-  return tableWrap(label, table(["Job", "Kind", "State", "Attempt", "Runner", "Created", "Finished"], rows, label));
+  const columns = ["Job", "Kind", "State", "Attempt", "Runner", "Created", "Finished"];
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: String(columns.length + (selection ? 1 : 0)), class: "muted" }, "No jobs.")));
+  let all = null;
+  const built = table(columns, rows, label);
+  if (selection) {
+    all = el("input", { type: "checkbox", "aria-label": "Select every job on this page", dataset: { testid: "select-page" } });
+    all.addEventListener("change", () => {
+      for (const b of boxes) {
+        b.checked = all.checked;
+        if (all.checked) selection.selected.add(b.dataset.id);
+        else selection.selected.delete(b.dataset.id);
+      }
+      selection.onSelect();
+    });
+    built.querySelector("thead tr").prepend(el("th", { scope: "col" }, all));
+  }
+  return tableWrap(label, built);
 }
 
 // ---------- overview ----------
@@ -597,27 +628,50 @@ function oldestPending(list) {
 
 // ---------- jobs list ----------
 
+const JOB_FILTERS = ["state", "kind", "runner_id", "organization_id"];
+const BULK_PAGE = 200;
+const COUNT_CAP_TEXT = "10,000+";
+
+function countText(counted) {
+  return counted.capped ? COUNT_CAP_TEXT : counted.count.toLocaleString("en-US");
+}
+
 async function jobsPage(ctx, root) {
   setTitle("Jobs");
   const query = new URLSearchParams(location.search);
-  const state = query.get("state") || "";
-  const kind = query.get("kind") || "";
-  const cursor = query.get("cursor") || "";
+  const chosen = {};
+  for (const name of JOB_FILTERS) if (query.get(name)) chosen[name] = query.get(name);
   root.append(el("h1", {}, "Jobs"));
 
   const stateSelect = el("select", { id: "f-state", name: "state" },
     el("option", { value: "" }, "any"),
-    STATES.map((s) => el("option", { value: s, selected: s === state }, s)));
-  const kindInput = el("input", { id: "f-kind", name: "kind", type: "text", value: kind, autocomplete: "off" });
+    STATES.map((s) => el("option", { value: s, selected: s === chosen.state }, s)));
+  const textFilter = (id, name, extra) => el("input", Object.assign({ id, name, type: "text", value: chosen[name] || "", autocomplete: "off" }, extra || {}));
+  const kindInput = textFilter("f-kind", "kind");
+  const runnerInput = textFilter("f-runner", "runner_id", { class: "mono", placeholder: "runner id" });
+  const orgInput = textFilter("f-org", "organization_id", { placeholder: "default" });
+  const filterError = el("div", {});
+  const scoped = !!(me && me.organization_id);
   const filter = el("form", { class: "inline-form", "aria-label": "Filter jobs" },
     el("div", {}, el("label", { for: "f-state" }, "State"), stateSelect),
     el("div", {}, el("label", { for: "f-kind" }, "Kind"), kindInput),
-    el("button", { type: "submit" }, "Filter"));
+    el("div", {}, el("label", { for: "f-runner" }, "Runner"), runnerInput),
+    scoped ? null : el("div", {}, el("label", { for: "f-org" }, "Organization"), orgInput),
+    el("button", { type: "submit" }, "Filter"),
+    filterError);
   filter.addEventListener("submit", (event) => {
     event.preventDefault();
+    clear(filterError);
+    const runner = runnerInput.value.trim();
+    if (runner && !UUID_RE.test(runner)) {
+      filterError.append(alertBox("Runner: enter a full runner id (a UUID)."));
+      return;
+    }
     const q = new URLSearchParams();
     if (stateSelect.value) q.set("state", stateSelect.value);
     if (kindInput.value.trim()) q.set("kind", kindInput.value.trim());
+    if (runner) q.set("runner_id", runner.toLowerCase());
+    if (!scoped && orgInput.value.trim()) q.set("organization_id", orgInput.value.trim());
     navigate("/jobs" + (q.toString() ? "?" + q : ""));
   });
 
@@ -636,27 +690,153 @@ async function jobsPage(ctx, root) {
   });
   root.append(el("div", { class: "toolbar" }, filter, search));
 
-  const q = new URLSearchParams({ limit: "50" });
-  if (state) q.set("state", state);
-  if (kind) q.set("kind", kind);
-  if (cursor) q.set("cursor", cursor);
-  const list = await api("GET", "/jobs?" + q);
+  const filterQuery = new URLSearchParams(chosen);
+  const listQuery = new URLSearchParams(chosen);
+  listQuery.set("limit", String(PAGE_LIMIT));
+  if (query.get("cursor")) listQuery.set("cursor", query.get("cursor"));
+  const [list, counted] = await Promise.all([
+    api("GET", "/jobs?" + listQuery),
+    api("GET", "/jobs/count?" + filterQuery),
+  ]);
   if (!ctx.alive) return;
-  root.append(jobsTable(list.items, "Jobs"));
+  root.append(el("p", { dataset: { testid: "job-count" }, "aria-live": "polite" },
+    `${countText(counted)} ${counted.count === 1 && !counted.capped ? "job matches" : "jobs match"}`,
+    Object.keys(chosen).length ? " the filter." : "."));
 
-  // Keyset pagination: the cursor goes into the URL so Back returns to the previous page.
-  const pager = el("div", { class: "pager" });
-  if (cursor) {
-    const first = new URLSearchParams(query);
-    first.delete("cursor");
-    pager.append(el("a", { href: "/jobs" + (first.toString() ? "?" + first : "") }, "First page"));
-  }
-  if (list.next_cursor) {
-    const next = new URLSearchParams(query);
-    next.set("cursor", list.next_cursor);
-    pager.append(el("button", { type: "button", class: "secondary", on: { click: () => navigate("/jobs?" + next) } }, "Next page"));
-  }
-  root.append(pager);
+  const steer = roleAtLeast("submitter");
+  const selected = new Set();
+  const bulk = steer ? bulkPanel(ctx, chosen, selected, counted) : null;
+  if (bulk) root.append(bulk.panel);
+  root.append(jobsTable(list.items, "Jobs", steer ? { selected, onSelect: () => bulk.selectionChanged() } : null));
+  root.append(pagerEl("/jobs", query, list.next_cursor));
+}
+
+// Cancel or retry the selected jobs, or every job matching the filter: a dry run counts what
+// would change first, then the change runs a page at a time with its progress shown, and can
+// be stopped between pages. The server changes each job through its own fenced transition.
+function dryRunText(action, scope, would, selectedCount) {
+  const count = would.capped ? COUNT_CAP_TEXT : would.count.toLocaleString("en-US");
+  const done = action === "cancel" ? "cancelled" : "retried";
+  const which = scope === "selected"
+    ? `${count} of the ${selectedCount} selected ${selectedCount === 1 ? "job" : "jobs"}`
+    : `${count} ${would.count === 1 && !would.capped ? "job" : "jobs"} matching the filter`;
+  return `Dry run: ${which} can be ${done} now. A job that changes state meanwhile is left alone.`;
+}
+
+function bulkPanel(ctx, filter, selected, counted) {
+  const panel = el("section", { class: "bulk", "aria-labelledby": "h-bulk" }, el("h2", { id: "h-bulk", class: "visually-hidden" }, "Change many jobs"));
+  const status = el("div", { class: "bulk-status", "aria-live": "polite", dataset: { testid: "bulk-status" } });
+  const buttons = el("div", { class: "bulk-buttons" });
+  panel.append(buttons, status);
+  let running = false;
+  const selectionLabel = el("span", { class: "muted", dataset: { testid: "selected-count" } });
+
+  const describe = (action, n, capped) => {
+    const count = capped ? COUNT_CAP_TEXT : n.toLocaleString("en-US");
+    return `${action === "cancel" ? "Cancel" : "Retry"} ${count} ${n === 1 && !capped ? "job" : "jobs"}`;
+  };
+
+  const start = async (action, scope) => {
+    if (running) return;
+    clear(status);
+    const body = scope === "selected"
+      ? { action, ids: Array.from(selected) }
+      : { action, filter };
+    let dry;
+    try {
+      dry = await api("POST", "/jobs/bulk", Object.assign({ dry_run: true }, body));
+    } catch (error) {
+      if (!error.handled) status.append(alertBox(error.message));
+      return;
+    }
+    if (!ctx.alive) return;
+    const would = dry.would_change;
+    if (!would.count) {
+      status.append(el("p", { dataset: { testid: "bulk-nothing" } },
+        action === "cancel" ? "None of these jobs can be cancelled (finished or already cancelling)." : "None of these jobs can be retried (only failed and cancelled jobs can)."));
+      return;
+    }
+    const confirmButton = el("button", { type: "button", class: action === "cancel" ? "danger" : "", dataset: { testid: "bulk-confirm" } }, describe(action, would.count, would.capped));
+    const back = el("button", { type: "button", class: "secondary" }, "Back");
+    status.append(el("div", { class: "bulk-confirm", role: "group", "aria-label": "Confirm" },
+      el("p", { dataset: { testid: "bulk-dry-run" } }, dryRunText(action, scope, would, selected.size)),
+      confirmButton, back));
+    back.addEventListener("click", () => clear(status));
+    confirmButton.addEventListener("click", () => run(action, body, would));
+    confirmButton.focus();
+  };
+
+  const run = async (action, body, would) => {
+    running = true;
+    clear(status);
+    const bar = el("progress", { max: String(Math.max(would.count, 1)), value: "0", "aria-label": "Progress" });
+    const line = el("p", { dataset: { testid: "bulk-progress" } });
+    const stop = el("button", { type: "button", class: "secondary", dataset: { testid: "bulk-stop" } }, "Stop");
+    let stopped = false;
+    stop.addEventListener("click", () => { stopped = true; stop.disabled = true; });
+    status.append(bar, line, stop);
+    let changed = 0;
+    let skipped = 0;
+    let cursor = null;
+    const verb = action === "cancel" ? "Cancelled" : "Retried";
+    const total = would.capped ? `${COUNT_CAP_TEXT}` : would.count.toLocaleString("en-US");
+    try {
+      for (;;) {
+        const request = Object.assign({}, body);
+        if (body.filter) {
+          request.limit = BULK_PAGE;
+          if (cursor) request.cursor = cursor;
+        }
+        const outcome = await api("POST", "/jobs/bulk", request);
+        changed += outcome.changed.length;
+        // The rows on screen take their new state at once.
+        for (const job of outcome.changed) {
+          const shown = document.querySelector(`tr[data-job="${CSS.escape(job.id)}"] .badge`);
+          if (shown) shown.replaceWith(badge(job.state));
+        }
+        skipped += outcome.skipped.length;
+        bar.max = String(Math.max(Number(bar.max), changed));
+        bar.value = String(changed);
+        line.textContent = `${verb} ${changed.toLocaleString("en-US")} of ${total}…`;
+        cursor = outcome.next_cursor;
+        if (!cursor || stopped || !ctx.alive) break;
+      }
+    } catch (error) {
+      running = false;
+      if (!error.handled && ctx.alive) status.append(alertBox(`${error.message} (${verb.toLowerCase()} ${changed} before it).`));
+      return;
+    }
+    running = false;
+    if (!ctx.alive) return;
+    stop.remove();
+    line.textContent = `${verb} ${changed.toLocaleString("en-US")} ${changed === 1 ? "job" : "jobs"}` +
+      (skipped ? `; ${skipped} left alone (changed meanwhile or not found)` : "") +
+      (stopped && cursor ? "; stopped before the end." : ".");
+    const reload = el("button", { type: "button", class: "secondary", dataset: { testid: "bulk-reload" } }, "Show the jobs now");
+    reload.addEventListener("click", () => navigate(location.pathname + location.search, true));
+    status.append(reload);
+  };
+
+  const button = (label, testid, cls, onClick) => {
+    const b = el("button", { type: "button", class: `small ${cls}`.trim(), dataset: { testid } }, label);
+    b.addEventListener("click", onClick);
+    return b;
+  };
+  const cancelSelected = button("Cancel selected", "cancel-selected", "danger", () => start("cancel", "selected"));
+  const retrySelected = button("Retry selected", "retry-selected", "", () => start("retry", "selected"));
+  const matching = counted.capped ? COUNT_CAP_TEXT : counted.count.toLocaleString("en-US");
+  buttons.append(
+    selectionLabel, cancelSelected, retrySelected,
+    button(`Cancel all ${matching} matching`, "cancel-matching", "danger", () => start("cancel", "matching")),
+    button(`Retry all ${matching} matching`, "retry-matching", "", () => start("retry", "matching")));
+
+  const selectionChanged = () => {
+    selectionLabel.textContent = selected.size ? `${selected.size} selected` : "None selected";
+    cancelSelected.disabled = !selected.size;
+    retrySelected.disabled = !selected.size;
+  };
+  selectionChanged();
+  return { panel, selectionChanged };
 }
 
 // ---------- one job ----------

@@ -2,6 +2,7 @@
 //! (`/api/v1/runner/*`) and operators (`/healthz`, `/readyz`, `/metrics`).
 
 pub(crate) mod artifacts;
+pub(crate) mod bulk;
 pub(crate) mod identity;
 pub(crate) mod jobs;
 pub(crate) mod kinds;
@@ -26,6 +27,8 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(jobs::submit_job, jobs::list_jobs))
         .routes(routes!(jobs::submit_jobs))
+        .routes(routes!(bulk::count_jobs))
+        .routes(routes!(bulk::bulk_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(jobs::retry_job))

@@ -613,6 +613,70 @@ def step_new_pages(browser, completed_job):
     print(f"ok: axe-core: no serious or critical violation on {len(paths)} more pages")
 
 
+def count_state(kind, state):
+    return api_ok("GET", f"/jobs/count?kind={kind}&state={state}")["count"]
+
+
+def step_bulk(browser):
+    # No runner hosts this kind: its jobs stay pending until the page cancels them.
+    kind = "bulk-ui"
+    ids = [api_ok("POST", "/jobs", {"kind": kind})["id"] for _ in range(7)]
+    context = new_context(browser, bypass_csp=True)
+    try:
+        page = sign_in(context, OPERATOR)
+        open_page(page, f"/jobs?kind={kind}")
+        expect(page.get_by_test_id("job-count")).to_have_text("7 jobs match the filter.")
+        # Two picked by hand: the dry run counts them, then they are cancelled.
+        page.locator(f'[data-testid="select-job"][data-id="{ids[0]}"]').check()
+        page.locator(f'[data-testid="select-job"][data-id="{ids[1]}"]').check()
+        expect(page.get_by_test_id("selected-count")).to_have_text("2 selected")
+        page.get_by_test_id("cancel-selected").click()
+        expect(page.get_by_test_id("bulk-dry-run")).to_contain_text("2 of the 2 selected jobs can be cancelled now")
+        audit(page, "/jobs with a bulk dry run open")
+        shot(page, "jobs-bulk-dry-run.png")
+        page.get_by_test_id("bulk-confirm").click()
+        expect(page.get_by_test_id("bulk-progress")).to_have_text("Cancelled 2 jobs.")
+        for job_id in ids[:2]:
+            check(job_state(job_id) == "cancelled", f"{job_id} cancelled", job_state(job_id))
+            expect(page.locator(f'tr[data-job="{job_id}"] .badge')).to_have_text("cancelled")
+        check(count_state(kind, "pending") == 5, "5 still pending", count_state(kind, "pending"))
+        # Every job matching the filter: the dry run counts the 5 still pending.
+        page.get_by_test_id("cancel-matching").click()
+        expect(page.get_by_test_id("bulk-dry-run")).to_contain_text("5 jobs matching the filter can be cancelled now")
+        page.get_by_test_id("bulk-confirm").click()
+        expect(page.get_by_test_id("bulk-progress")).to_have_text("Cancelled 5 jobs.")
+        shot(page, "jobs-bulk-done.png")
+        check(count_state(kind, "pending") == 0, "none pending", count_state(kind, "pending"))
+        check(count_state(kind, "cancelled") == 7, "7 cancelled", count_state(kind, "cancelled"))
+        # Nothing left to cancel: said so, nothing sent.
+        page.get_by_test_id("cancel-matching").click()
+        expect(page.get_by_test_id("bulk-nothing")).to_be_visible()
+        # Retry them all, then the audit log names the operator's token for both.
+        page.get_by_test_id("retry-matching").click()
+        expect(page.get_by_test_id("bulk-dry-run")).to_contain_text("7 jobs matching the filter can be retried now")
+        page.get_by_test_id("bulk-confirm").click()
+        expect(page.get_by_test_id("bulk-progress")).to_have_text("Retried 7 jobs.")
+        check(count_state(kind, "pending") == 7, "7 pending again", count_state(kind, "pending"))
+        for action in ("jobs.bulk_cancelled", "jobs.bulk_retried"):
+            entries = api_ok("GET", f"/admin/audit?action={action}")["items"]
+            check(entries and all(e["actor"].startswith("user:") for e in entries),
+                  f"{action} entries by the operator's token", entries)
+    finally:
+        context.close()
+    viewer = new_context(browser)
+    try:
+        page = sign_in(viewer, VIEWER)
+        open_page(page, f"/jobs?kind={kind}")
+        expect(page.get_by_test_id("job-count")).to_have_text("7 jobs match the filter.")
+        expect(page.get_by_test_id("select-job")).to_have_count(0)
+        expect(page.get_by_test_id("cancel-matching")).to_have_count(0)
+    finally:
+        viewer.close()
+    for job_id in ids:
+        cancel_quietly(job_id)
+    print("ok: bulk: 2 selected then 5 matching cancelled after dry runs, 7 retried, audited; a viewer has no bulk controls")
+
+
 def main():
     os.makedirs(SHOTS, exist_ok=True)
     step = "start"
@@ -646,6 +710,8 @@ def main():
             step_phone_and_dark(browser, exec_job)
             step = "admin pages and attempts"
             step_new_pages(browser, exec_job)
+            step = "bulk"
+            step_bulk(browser)
         except BaseException as error:
             print(f"FAIL: {step}: {error}", flush=True)
             raise

@@ -274,6 +274,7 @@ fn body_of(template: &str, artifact: &str, key: &str) -> Value {
     match template {
         "/api/v1/jobs" => json!({"kind": "auth-submitted"}),
         "/api/v1/jobs/batch" => json!({"jobs": [{"kind": "auth-submitted"}]}),
+        "/api/v1/jobs/bulk" => json!({"action": "cancel", "ids": [unknown_job]}),
         "/api/v1/runners" => json!({"name": "made-by-the-matrix"}),
         "/api/v1/admin/tokens" => json!({"name": "made-by-the-matrix", "role": "viewer"}),
         "/api/v1/admin/runner-keys" => json!({"public_key": key}),

@@ -8,6 +8,7 @@ mod attempts;
 mod auth;
 mod authorization;
 mod bad_input;
+mod bulk;
 mod burn_down;
 mod connections;
 mod fencing;

@@ -8,7 +8,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{admin, create_organization, field_names, request, send, start};
+use crate::support::{admin, audited, create_organization, field_names, request, send, start};
 
 const ORGANIZATIONS: &str = "/api/v1/admin/organizations";
 
@@ -17,19 +17,6 @@ async fn list(server: &muster_test_support::TestServer) -> Vec<Value> {
     assert_eq!(listed.status, 200, "{}", listed.body);
     listed.json()["items"].as_array().expect("items").clone()
 }
-
-async fn audited(server: &muster_test_support::TestServer, action: &str) -> Vec<Value> {
-    let audit = admin(
-        server,
-        Method::GET,
-        &format!("/api/v1/admin/audit?action={action}"),
-        None,
-    )
-    .await;
-    assert_eq!(audit.status, 200, "{}", audit.body);
-    audit.json()["items"].as_array().expect("items").clone()
-}
-
 #[tokio::test]
 async fn organizations_are_created_listed_shown_and_deleted_with_the_admin_token() {
     let server = start().await;

@@ -13,7 +13,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::{
-    admin, api_error, claim_of, job, request, send, start, start_manual, start_manual_with, submit,
+    admin, api_error, audited, claim_of, job, request, send, start, start_manual,
+    start_manual_with, submit,
 };
 
 fn description(name: &str) -> RunnerDescription {
@@ -42,29 +43,13 @@ async fn post_registration(server: &TestServer, body: &Value) -> crate::support:
     send(request(server, Method::POST, "/api/v1/runners/register", None).json(body)).await
 }
 
-/// The audit entries of `action`, newest first.
-async fn audit_of(server: &TestServer, action: &str) -> Vec<Value> {
-    let reply = admin(
-        server,
-        Method::GET,
-        &format!("/api/v1/admin/audit?action={action}"),
-        None,
-    )
-    .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn an_allowed_key_registers_and_the_same_key_again_is_the_same_runner() {
     let (server, clock) = start_manual().await;
     let key = TestServer::new_runner_key();
     let refused = server.register_key(&key, &description("gpu-1")).await;
     api_error(refused, 403, "key_not_allowed");
-    let refusals = audit_of(&server, "registration.refused").await;
+    let refusals = audited(&server, "registration.refused").await;
     assert_eq!(refusals.len(), 1, "{refusals:?}");
     assert_eq!(
         refusals[0]["subject"],
@@ -120,7 +105,7 @@ async fn an_allowed_key_registers_and_the_same_key_again_is_the_same_runner() {
         .expect("list runners");
     assert_eq!(listed.items.len(), 1, "no second runner: {listed:?}");
 
-    let registered = audit_of(&server, "runner.registered").await;
+    let registered = audited(&server, "runner.registered").await;
     assert_eq!(registered.len(), 2);
     assert_eq!(registered[0]["detail"]["renewal"], true);
     assert_eq!(registered[1]["detail"]["renewal"], false);
@@ -266,8 +251,8 @@ async fn under_the_approval_gate_an_unknown_key_waits_until_an_operator_approves
         key.public_key().fingerprint(),
         "approval put the key on the allowlist"
     );
-    assert_eq!(audit_of(&server, "runner.approved").await.len(), 1);
-    assert_eq!(audit_of(&server, "runner_key.added").await.len(), 1);
+    assert_eq!(audited(&server, "runner.approved").await.len(), 1);
+    assert_eq!(audited(&server, "runner_key.added").await.len(), 1);
 
     // Approving an operator's runner (which has no key) is refused.
     let (created, _) = server.runner("operators").await.expect("create");
@@ -328,8 +313,8 @@ async fn a_rejected_runner_loses_its_token_and_its_key_and_cannot_register_again
         403,
         "key_rejected",
     );
-    assert_eq!(audit_of(&server, "runner.rejected").await.len(), 1);
-    assert_eq!(audit_of(&server, "runner.revoked").await.len(), 1);
+    assert_eq!(audited(&server, "runner.rejected").await.len(), 1);
+    assert_eq!(audited(&server, "runner.revoked").await.len(), 1);
 }
 
 #[tokio::test]
@@ -433,7 +418,7 @@ async fn removing_a_key_revokes_its_runner_at_once_and_releases_its_leases() {
     );
     let message = job.error.map(|error| error.message).unwrap_or_default();
     assert!(message.contains("lost its identity"), "{message}");
-    let revoked = audit_of(&server, "runner.revoked").await;
+    let revoked = audited(&server, "runner.revoked").await;
     assert_eq!(revoked.len(), 1);
     assert_eq!(
         revoked[0]["subject"],

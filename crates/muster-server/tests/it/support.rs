@@ -306,6 +306,22 @@ pub(crate) async fn metric(server: &TestServer, series: &str) -> Option<f64> {
     sample(&text, series)
 }
 
+/// The audit entries of `action`, newest first (up to 500), read with the admin token.
+pub(crate) async fn audited(server: &TestServer, action: &str) -> Vec<Value> {
+    let reply = admin(
+        server,
+        Method::GET,
+        &format!("/api/v1/admin/audit?action={action}&limit=500"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Create the organization `name` with the admin token; answers its id.
 pub(crate) async fn create_organization(server: &TestServer, name: &str) -> String {
     let created = admin(

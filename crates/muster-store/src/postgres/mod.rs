@@ -570,6 +570,11 @@ impl JobStore for PostgresStore {
         jobs::list(&client, &filter, &page).await
     }
 
+    async fn count_jobs(&self, filter: JobFilter, cap: u64) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        jobs::count(&client, &filter, cap).await
+    }
+
     async fn cancel_job(
         &self,
         id: JobId,

@@ -329,6 +329,12 @@ impl JobStore for SqliteStore {
             .await
     }
 
+    async fn count_jobs(&self, filter: JobFilter, cap: u64) -> Result<u64, StoreError> {
+        self.readers
+            .run(move |conn| jobs::count(conn, &filter, cap))
+            .await
+    }
+
     async fn cancel_job(
         &self,
         id: JobId,

@@ -259,50 +259,119 @@ pub(super) async fn list(
     page: &PageRequest,
 ) -> Result<Page<JobRecord>, StoreError> {
     let before = paging::page_start(page)?;
-    let state = filter.state.map(|state| state.code() as i16);
-    let runner = filter.runner_id.map(|id| id.as_bytes().to_vec());
     let limit = paging::rows_to_read(page);
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-    if let Some(code) = &state {
-        params.push(code);
-    }
-    let mut sql = match filter.state {
-        // Failed and cancelled jobs are listed through their own small table, newest first,
-        // instead of walking every job for them.
-        Some(JobState::Failed | JobState::Cancelled) => format!(
-            "SELECT {JOB_COLUMNS} FROM jobs \
-             JOIN (SELECT seq AS unsuccessful_seq FROM jobs_unsuccessful WHERE state = $1) u \
-               ON jobs.seq = u.unsuccessful_seq WHERE true"
-        ),
-        // Leased jobs are among those the lease checks list (every leased job is in one).
-        Some(leased) if leased.is_leased() => format!(
-            "SELECT {JOB_COLUMNS} FROM jobs \
-             JOIN (SELECT DISTINCT unnest(seqs) AS leased_seq FROM lease_checks) l \
-               ON jobs.seq = l.leased_seq WHERE state = $1"
-        ),
-        Some(_) => format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1"),
-        None => format!("SELECT {JOB_COLUMNS} FROM jobs WHERE true"),
-    };
-    if let Some(kind) = &filter.kind {
-        params.push(kind);
-        sql.push_str(&format!(" AND kind = ${}", params.len()));
-    }
-    if let Some(organization) = &filter.organization_id {
-        params.push(organization);
-        sql.push_str(&format!(" AND organization_id = ${}", params.len()));
-    }
-    if let Some(runner) = &runner {
-        params.push(runner);
-        sql.push_str(&format!(" AND runner_id = ${}", params.len()));
-    }
-    if let Some(before) = &before {
-        params.push(before);
-        sql.push_str(&format!(" AND seq < ${}", params.len()));
-    }
+    let selection = Selection::of(filter, before);
+    let mut params = selection.params();
     params.push(&limit);
-    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", params.len()));
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM {} ORDER BY seq DESC LIMIT ${}",
+        selection.sql,
+        params.len()
+    );
     let rows = query(client, &sql, &params).await?;
     paging::page_from_rows(&rows, page, job_from_row)
+}
+
+/// How many jobs match `filter`, counting no further than `cap`: the count reads at most `cap`
+/// matching rows through the same tables and indexes as the list.
+pub(super) async fn count(
+    client: &impl GenericClient,
+    filter: &JobFilter,
+    cap: u64,
+) -> Result<u64, StoreError> {
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    let selection = Selection::of(filter, None);
+    let mut params = selection.params();
+    params.push(&cap);
+    let sql = format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM {} ORDER BY seq DESC LIMIT ${}) matching",
+        selection.sql,
+        params.len()
+    );
+    let rows = query(client, &sql, &params).await?;
+    let counted: i64 = rows.first().map(|row| row.get(0)).unwrap_or(0);
+    Ok(u64::try_from(counted).unwrap_or(0))
+}
+
+/// The tables and condition of the jobs a filter matches, with the values of their
+/// placeholders (numbered from 1, in the order of `params`).
+struct Selection {
+    sql: String,
+    state: Option<i16>,
+    kind: Option<String>,
+    organization: Option<String>,
+    runner: Option<Vec<u8>>,
+    before: Option<i64>,
+}
+
+impl Selection {
+    fn of(filter: &JobFilter, before: Option<i64>) -> Selection {
+        let mut selection = Selection {
+            sql: String::new(),
+            state: filter.state.map(|state| state.code() as i16),
+            kind: filter.kind.clone(),
+            organization: filter.organization_id.clone(),
+            runner: filter.runner_id.map(|id| id.as_bytes().to_vec()),
+            before,
+        };
+        let mut placeholders = 0;
+        let mut next = || {
+            placeholders += 1;
+            placeholders
+        };
+        let mut sql = match filter.state {
+            // Failed and cancelled jobs are listed through their own small table, newest first,
+            // instead of walking every job for them.
+            Some(JobState::Failed | JobState::Cancelled) => format!(
+                "jobs JOIN (SELECT seq AS unsuccessful_seq FROM jobs_unsuccessful WHERE state = ${}) u \
+                   ON jobs.seq = u.unsuccessful_seq WHERE true",
+                next()
+            ),
+            // Leased jobs are among those the lease checks list (every leased job is in one).
+            Some(leased) if leased.is_leased() => format!(
+                "jobs JOIN (SELECT DISTINCT unnest(seqs) AS leased_seq FROM lease_checks) l \
+                   ON jobs.seq = l.leased_seq WHERE state = ${}",
+                next()
+            ),
+            Some(_) => format!("jobs WHERE state = ${}", next()),
+            None => "jobs WHERE true".to_string(),
+        };
+        if selection.kind.is_some() {
+            sql.push_str(&format!(" AND kind = ${}", next()));
+        }
+        if selection.organization.is_some() {
+            sql.push_str(&format!(" AND organization_id = ${}", next()));
+        }
+        if selection.runner.is_some() {
+            sql.push_str(&format!(" AND runner_id = ${}", next()));
+        }
+        if selection.before.is_some() {
+            sql.push_str(&format!(" AND seq < ${}", next()));
+        }
+        selection.sql = sql;
+        selection
+    }
+
+    /// The values of the placeholders, in their order.
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        if let Some(state) = &self.state {
+            params.push(state);
+        }
+        if let Some(kind) = &self.kind {
+            params.push(kind);
+        }
+        if let Some(organization) = &self.organization {
+            params.push(organization);
+        }
+        if let Some(runner) = &self.runner {
+            params.push(runner);
+        }
+        if let Some(before) = &self.before {
+            params.push(before);
+        }
+        params
+    }
 }
 
 /// Lock and load a job, let `change` transition its lifecycle, write it back. Nothing is written

@@ -145,6 +145,44 @@ pub(in crate::sqlite) fn list(
     page: &PageRequest,
 ) -> Result<Page<JobRecord>, StoreError> {
     let before = paging::page_start(page)?;
+    let (selection, mut values) = selection(filter, before);
+    values.push(paging::rows_to_read(page).into());
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM {selection} ORDER BY seq DESC LIMIT ?{}",
+        values.len()
+    );
+    let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    let rows: Vec<(i64, JobRecord)> = statement
+        .query_map(params_from_iter(values), job_from_row)
+        .map_err(map_sqlite_error)?
+        .collect::<Result<_, _>>()
+        .map_err(map_sqlite_error)?;
+    paging::page_from_rows(rows, page, Ok)
+}
+
+/// How many jobs match `filter`, counting no further than `cap`: the count reads at most `cap`
+/// matching rows through the same indexes as the list.
+pub(in crate::sqlite) fn count(
+    conn: &Connection,
+    filter: &JobFilter,
+    cap: u64,
+) -> Result<u64, StoreError> {
+    let (selection, mut values) = selection(filter, None);
+    values.push(i64::try_from(cap).unwrap_or(i64::MAX).into());
+    let sql = format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM {selection} ORDER BY seq DESC LIMIT ?{})",
+        values.len()
+    );
+    let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    let counted: i64 = statement
+        .query_row(params_from_iter(values), |row| row.get(0))
+        .map_err(map_sqlite_error)?;
+    Ok(u64::try_from(counted).unwrap_or(0))
+}
+
+/// The table and condition of the jobs `filter` matches (before `before`, when given), with
+/// the values of their placeholders, numbered from 1.
+fn selection(filter: &JobFilter, before: Option<i64>) -> (String, Vec<rusqlite::types::Value>) {
     // Leased jobs are read through the reaper's index of them: few rows, whereas SQLite would
     // otherwise walk the whole table newest first to avoid sorting them.
     let source = if filter.state.is_some_and(JobState::is_leased) {
@@ -152,7 +190,7 @@ pub(in crate::sqlite) fn list(
     } else {
         "jobs"
     };
-    let mut sql = format!("SELECT {JOB_COLUMNS} FROM {source} WHERE 1 = 1");
+    let mut sql = format!("{source} WHERE 1 = 1");
     let mut values: Vec<rusqlite::types::Value> = Vec::new();
     if let Some(state) = filter.state {
         // A literal (from the enum, never from the caller's text): SQLite picks the partial
@@ -179,15 +217,7 @@ pub(in crate::sqlite) fn list(
         values.push(before.into());
         sql.push_str(&format!(" AND seq < ?{}", values.len()));
     }
-    values.push(paging::rows_to_read(page).into());
-    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", values.len()));
-    let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
-    let rows: Vec<(i64, JobRecord)> = statement
-        .query_map(params_from_iter(values), job_from_row)
-        .map_err(map_sqlite_error)?
-        .collect::<Result<_, _>>()
-        .map_err(map_sqlite_error)?;
-    paging::page_from_rows(rows, page, Ok)
+    (sql, values)
 }
 
 /// Load a job, let `change` transition its lifecycle, write it back. Nothing is written when

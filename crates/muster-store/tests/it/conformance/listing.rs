@@ -171,6 +171,21 @@ pub async fn list_jobs_filters_by_state_kind_and_runner(
         );
         let distinct: HashSet<JobId> = jobs.iter().map(|job| job.id).collect();
         ensure!(distinct.len() == jobs.len(), "{name}: no job listed twice");
+        // The count agrees with the list, and stops at its cap.
+        for cap in [1_000, expected as u64, 1, 0] {
+            let counted = store.count_jobs(job_filter.clone(), cap).await?;
+            let wanted = (expected as u64).min(cap);
+            ensure!(
+                counted == wanted,
+                "{name}: count capped at {cap}: expected {wanted}, got {counted}"
+            );
+        }
+        if expected > 1 {
+            let counted = store
+                .count_jobs(job_filter.clone(), expected as u64 - 1)
+                .await?;
+            ensure!(counted == expected as u64 - 1, "{name}: capped below");
+        }
         for job in &jobs {
             ensure!(
                 job_filter.state.is_none_or(|state| job.state() == state),
@@ -253,15 +268,20 @@ pub async fn lists_of_failed_cancelled_and_leased_jobs_follow_every_change_of_st
             runner_id: None,
             organization_id: None,
         };
-        // Pages of one, so every cursor is used.
+        // Pages of one, so every cursor is used; the count reads the same tables.
         async move {
-            anyhow::Ok(
-                list_all_jobs(store, filter, 1)
-                    .await?
-                    .iter()
-                    .map(|job| job.id)
-                    .collect::<Vec<JobId>>(),
-            )
+            let ids = list_all_jobs(store, filter.clone(), 1)
+                .await?
+                .iter()
+                .map(|job| job.id)
+                .collect::<Vec<JobId>>();
+            let counted = store.count_jobs(filter.clone(), 1_000).await?;
+            ensure!(
+                counted == ids.len() as u64,
+                "{filter:?}: counted {counted}, listed {}",
+                ids.len()
+            );
+            anyhow::Ok(ids)
         }
     };
     // Newest first: b's jobs were submitted after a's.

@@ -1,0 +1,144 @@
+//! Counting jobs and changing many at once: `GET /api/v1/jobs/count` (capped) and
+//! `POST /api/v1/jobs/bulk` (cancel or retry by ids or by filter, with a dry run). Each parses,
+//! calls the coordinator, and converts.
+
+use axum::extract::State;
+use muster_api as wire;
+use muster_core::{BulkJobAction, JobId, RunnerId};
+use muster_service::bulk::{BulkOutcome, BulkRequest, BulkSelection, CappedCount};
+use muster_service::jobs::JobFilter;
+use serde::Deserialize;
+
+use crate::convert::{state_from_wire, state_to_wire};
+use crate::error::error_detail;
+use crate::extract::{JsonBody, QueryParams, UserCaller};
+use crate::state::AppState;
+use crate::{ApiError, Json};
+
+/// The filters of a count, as `crate::openapi::CountJobsParameters` describes them.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CountJobsQuery {
+    state: Option<wire::JobState>,
+    kind: Option<String>,
+    runner_id: Option<uuid::Uuid>,
+    organization_id: Option<String>,
+}
+
+/// How many jobs match a filter, counted no further than 10,000 (`capped` says there are
+/// more), so a count costs the same with a million jobs as with ten thousand.
+#[utoipa::path(get, path = "/api/v1/jobs/count", tag = "jobs", params(crate::openapi::CountJobsParameters),
+    responses(
+        (status = 200, description = "how many jobs match, up to 10,000", body = wire::JobCount),
+        crate::openapi::AuthErrors, crate::openapi::QueryErrors,
+    ),
+    security(("admin_token" = [])))]
+pub(crate) async fn count_jobs(
+    State(state): State<AppState>,
+    UserCaller(caller): UserCaller,
+    QueryParams(query): QueryParams<CountJobsQuery>,
+) -> Result<Json<wire::JobCount>, ApiError> {
+    let filter = JobFilter {
+        state: query.state.map(state_from_wire),
+        kind: query.kind,
+        runner_id: query.runner_id.map(RunnerId),
+        organization_id: query.organization_id,
+    };
+    let counted = state.coordinator.count_jobs(&caller, filter).await?;
+    Ok(Json(count_to_wire(counted)))
+}
+
+/// Cancel or retry the jobs named by id, or every job matching a filter one page per call,
+/// each through its own fenced transition: a job that changed state meanwhile is left alone
+/// and listed in `skipped`. `dry_run` changes nothing and counts what would change.
+#[utoipa::path(post, path = "/api/v1/jobs/bulk", tag = "jobs", request_body = wire::BulkJobs,
+    responses(
+        (status = 200, description = "what this call changed and left alone, and where the next goes on", body = wire::BulkJobsOutcome),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors,
+    ),
+    security(("admin_token" = [])))]
+pub(crate) async fn bulk_jobs(
+    State(state): State<AppState>,
+    UserCaller(caller): UserCaller,
+    JsonBody(request): JsonBody<wire::BulkJobs>,
+) -> Result<Json<wire::BulkJobsOutcome>, ApiError> {
+    let action = match request.action {
+        wire::BulkAction::Cancel => BulkJobAction::Cancel,
+        wire::BulkAction::Retry => BulkJobAction::Retry,
+    };
+    let selection = match (request.ids, request.filter) {
+        (Some(ids), None) => BulkSelection::Ids(ids.into_iter().map(JobId).collect()),
+        (None, Some(filter)) => BulkSelection::Matching(JobFilter {
+            state: filter.state.map(state_from_wire),
+            kind: filter.kind,
+            runner_id: filter.runner_id.map(RunnerId),
+            organization_id: filter.organization_id,
+        }),
+        _ => {
+            return Err(ApiError(muster_service::ServiceError::invalid_input(
+                "give exactly one of 'ids' (the jobs to change) and 'filter' (every job matching it)",
+            )));
+        }
+    };
+    if request.dry_run {
+        let would_change = state
+            .coordinator
+            .count_bulk(&caller, action, selection)
+            .await?;
+        return Ok(Json(wire::BulkJobsOutcome {
+            action: request.action,
+            dry_run: true,
+            would_change: Some(count_to_wire(would_change)),
+            examined: 0,
+            changed: Vec::new(),
+            skipped: Vec::new(),
+            next_cursor: None,
+        }));
+    }
+    let outcome = state
+        .coordinator
+        .bulk_jobs(
+            &caller,
+            BulkRequest {
+                action,
+                selection,
+                cursor: request.cursor,
+                limit: request.limit,
+            },
+        )
+        .await?;
+    Ok(Json(outcome_to_wire(request.action, outcome)))
+}
+
+fn count_to_wire(counted: CappedCount) -> wire::JobCount {
+    wire::JobCount {
+        count: counted.count,
+        capped: counted.capped,
+    }
+}
+
+fn outcome_to_wire(action: wire::BulkAction, outcome: BulkOutcome) -> wire::BulkJobsOutcome {
+    wire::BulkJobsOutcome {
+        action,
+        dry_run: false,
+        would_change: None,
+        examined: outcome.examined,
+        changed: outcome
+            .changed
+            .into_iter()
+            .map(|changed| wire::BulkChangedJob {
+                id: changed.id.0,
+                state: state_to_wire(changed.state),
+            })
+            .collect(),
+        skipped: outcome
+            .skipped
+            .into_iter()
+            .map(|skipped| wire::BulkSkippedJob {
+                id: skipped.id.0,
+                state: skipped.state.map(state_to_wire),
+                error: error_detail(&skipped.error),
+            })
+            .collect(),
+        next_cursor: outcome.next_cursor,
+    }
+}
