@@ -462,6 +462,16 @@ pub struct LogPage {
     pub next_seq: u64,
 }
 
+/// `GET /api/v1/jobs/{id}/logs/search`: the matches among the entries one call looked at.
+/// Continue with `after_seq = next_seq - 1` while `next_seq` is below `log_next_seq`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogSearchPage {
+    pub items: Vec<LogEntry>,
+    pub next_seq: u64,
+    /// The log's next unwritten `seq` when it was read.
+    pub log_next_seq: u64,
+}
+
 /// A step DAG as a runner reports it: nodes with at least an `id`, edges with `from` and `to`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Dag {

@@ -123,6 +123,16 @@ pub const ROUTE_ACCESS: &[(&str, &str, RouteAccess)] = &[
     ),
     (
         "GET",
+        "/api/v1/jobs/{id}/logs/search",
+        RouteAccess::User(Action::ReadJobs),
+    ),
+    (
+        "GET",
+        "/api/v1/jobs/{id}/logs/raw",
+        RouteAccess::User(Action::ReadJobs),
+    ),
+    (
+        "GET",
         "/api/v1/jobs/{id}/dag",
         RouteAccess::User(Action::ReadJobs),
     ),

@@ -283,6 +283,13 @@ parameter_lists! {
         ("limit", Query, "runners per page; default 50", schemas::page_limit()),
         ("cursor", Query, "`next_cursor` of the previous page; empty or absent for the first", text()),
     ];
+    /// A search of `GET /api/v1/jobs/{id}/logs/search` (`routes::logs::LogSearchQuery`).
+    LogSearchParameters => [
+        ("q", Query, "entries whose message contains this text (ASCII letters compared without case; `%` and `_` are literal); at most 200 characters", text()),
+        ("level", Query, "entries of at least this level", Ref::from_schema_name(muster_api::LogLevel::name())),
+        ("after_seq", Query, "look after this seq; omit to start at the beginning", schemas::after_seq()),
+        ("limit", Query, "matches per call; default 100, at most 1000", schemas::page_limit()),
+    ];
     /// The paging of `GET /api/v1/jobs/{id}/logs` (`routes::jobs::LogsQuery`).
     LogsParameters => [
         ("after_seq", Query, "entries with a larger seq than this; omit to start at the beginning (a `Last-Event-ID` header takes its place)", schemas::after_seq()),
@@ -396,6 +403,19 @@ impl PartialSchema for ArtifactBytes {
 }
 
 impl ToSchema for ArtifactBytes {}
+
+/// A raw log: one line per entry, `<RFC 3339 time> <LEVEL> <message>`.
+pub(crate) struct RawLogText;
+
+impl PartialSchema for RawLogText {
+    fn schema() -> RefOr<Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .into()
+    }
+}
+
+impl ToSchema for RawLogText {}
 
 /// The document as served: [`ApiDoc`] with the routes' operations, as JSON, with the schemas
 /// that only answers use closed (`additionalProperties: false`), so a field the server sends

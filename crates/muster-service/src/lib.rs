@@ -23,6 +23,7 @@ mod feeds;
 pub mod identity;
 pub mod jobs;
 pub mod kinds;
+pub mod log_search;
 mod metrics;
 pub mod operations;
 pub mod organizations;

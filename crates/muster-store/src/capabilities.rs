@@ -20,9 +20,9 @@ use serde_json::Value;
 use crate::{
     Activity, ArtifactRecord, ArtifactUsage, ArtifactUsageReport, AuditEntry, AuditFilter,
     ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, KindSettingsRecord,
-    LogPage, LogPosition, NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport,
-    QueueDepth, ReapReport, RecordedActivity, RecordedOutputs, RunnerBeat, RunnerFilter,
-    RunnerKeyRecord, StoreError, Submitted,
+    LogPage, LogPosition, LogSearch, LogSearchPage, NewAuditEntry, NewRunner, Page, PageRequest,
+    PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity, RecordedOutputs,
+    RunnerBeat, RunnerFilter, RunnerKeyRecord, StoreError, Submitted,
 };
 use crate::{
     EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
@@ -105,6 +105,9 @@ pub trait JobStore: Send + Sync + 'static {
         after_seq: Option<u64>,
         limit: u32,
     ) -> Result<LogPage, StoreError>;
+
+    /// Search one job's log ([`LogSearch`]): matches in `seq` order within the search's window.
+    async fn search_logs(&self, id: JobId, search: LogSearch) -> Result<LogSearchPage, StoreError>;
 
     /// Where the logs of `jobs` stand: the next `seq` each will write and whether the job is
     /// finished. Jobs that do not exist are left out. One call for many jobs, so a coordinator

@@ -36,10 +36,10 @@ pub use model::{
     Activity, ArtifactRecord, ArtifactUploader, ArtifactUsage, ArtifactUsageReport, AuditEntry,
     AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, EnrollmentChange,
     EnrollmentChangeOutcome, JobAck, JobCall, JobFilter, KeyRegistration, KindSettingsRecord,
-    LogPage, LogPosition, NewAuditEntry, NewRunner, NewUserToken, OrganizationContents,
-    OrganizationRecord, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
-    RecordedActivity, RecordedOutputs, RegistrationOutcome, RemovedRunnerKey, RunnerBeat,
-    RunnerCredentials, RunnerFilter, RunnerKeyRecord, SessionHolder, SessionRecord, Submitted,
-    UserTokenRecord,
+    LogPage, LogPosition, LogSearch, LogSearchPage, NewAuditEntry, NewRunner, NewUserToken,
+    OrganizationContents, OrganizationRecord, Page, PageRequest, PruneCursor, PruneReport,
+    QueueDepth, ReapReport, RecordedActivity, RecordedOutputs, RegistrationOutcome,
+    RemovedRunnerKey, RunnerBeat, RunnerCredentials, RunnerFilter, RunnerKeyRecord, SessionHolder,
+    SessionRecord, Submitted, UserTokenRecord,
 };
 pub use rules::enrollment::RUNNER_REVOKED as RUNNER_REVOKED_ACTION;

@@ -1,8 +1,8 @@
 use std::collections::BTreeMap;
 
 use muster_core::{
-    ArtifactId, Capabilities, JobId, JobRecord, JobState, Lease, LogEntry, NewLogEntry, Progress,
-    RunnerId, Timestamp,
+    ArtifactId, Capabilities, JobId, JobRecord, JobState, Lease, LogEntry, LogLevel, NewLogEntry,
+    Progress, RunnerId, Timestamp,
 };
 use serde_json::Value;
 
@@ -126,6 +126,34 @@ pub struct LogPage {
     pub next_seq: u64,
     /// Whether the job has reached a terminal state (the log will not grow).
     pub job_finished: bool,
+}
+
+/// A search through one job's log: entries after `after_seq` whose level is at least
+/// `min_level` and whose message contains `text` (ASCII letters compared without case), looking
+/// at no more than `window` entries, so that one call's cost is bounded whatever the log's
+/// length; the caller continues from the answer's `next_seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSearch {
+    pub after_seq: Option<u64>,
+    pub text: Option<String>,
+    pub min_level: Option<LogLevel>,
+    /// How many entries (by `seq`) one call looks at, at most.
+    pub window: u64,
+    /// How many matches one call answers, at most.
+    pub limit: u32,
+}
+
+/// What one [`LogSearch`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSearchPage {
+    /// The matches, in `seq` order.
+    pub items: Vec<LogEntry>,
+    /// Where the next call continues (`after_seq` = `next_seq - 1`): past the last match when
+    /// the page is full, else past the window, never past what is stored.
+    pub next_seq: u64,
+    /// The log's next unwritten `seq` when it was read: the search has seen the whole log when
+    /// `next_seq` reaches it.
+    pub log_next_seq: u64,
 }
 
 /// Where one job's log stands (see [`crate::JobStore::log_positions`]).

@@ -17,7 +17,13 @@ const FAILURE_REASONS = {
   cancelled: "cancelled",
 };
 const PAGE_LIMIT = 50;
-const MAX_LOG_LINES = 5000;
+const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"];
+const LOG_ROW_PX = 20; // every log row's height (.log-line in app.css)
+const LOG_VIEW_MAX_PX = 448; // the log view's height at most (.log in app.css: 28rem)
+const LOG_PAGE = 1000; // entries per read
+const LOG_PAGES_KEPT = 40; // pages of entries kept in memory at most
+const LOG_OVERSCAN = 60; // rows drawn above and below the view
+const LOG_MAX_SCROLL_PX = 30000000; // under Chromium's tallest element; longer logs scroll scaled
 const MAX_DAG_DRAWN = 200;
 const OVERVIEW_REFRESH_MS = 5000;
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -1130,19 +1136,34 @@ function renderExtra(container, job) {
 const ESCAPE_RE = /\x1b(?:\[([0-?]*)([ -/]*)([@-~])|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])?/g;
 const CONTROL_RE = /[\x00-\x08\x0b-\x1f\x7f]/g;
 
-function ansiSpans(text) {
+// `text` with ANSI colours as spans; occurrences of `needle` (ASCII letters without case, as
+// the server's search compares) are wrapped in <mark>.
+function ansiSpans(text, needle) {
   const out = [];
   let fg = null;
   let bold = false;
   let last = 0;
+  const marked = (chunk) => {
+    if (!needle) return [chunk];
+    const parts = [];
+    const hay = asciiLower(chunk);
+    let from = 0;
+    for (let at = hay.indexOf(needle); at >= 0; at = hay.indexOf(needle, at + needle.length)) {
+      if (at > from) parts.push(chunk.slice(from, at));
+      parts.push(el("mark", {}, chunk.slice(at, at + needle.length)));
+      from = at + needle.length;
+    }
+    if (from < chunk.length) parts.push(chunk.slice(from));
+    return parts;
+  };
   const push = (chunk) => {
     chunk = chunk.replace(CONTROL_RE, "");
     if (!chunk) return;
-    if (!fg && !bold) { out.push(chunk); return; }
+    if (!fg && !bold) { out.push(...marked(chunk)); return; }
     const classes = [];
     if (fg) classes.push(`ansi-${fg}`);
     if (bold) classes.push("ansi-bold");
-    out.push(el("span", { class: classes.join(" ") }, chunk));
+    out.push(el("span", { class: classes.join(" ") }, marked(chunk)));
   };
   for (const match of text.matchAll(ESCAPE_RE)) {
     push(text.slice(last, match.index));
@@ -1161,73 +1182,291 @@ function ansiSpans(text) {
   return out;
 }
 
+function asciiLower(text) {
+  return text.replace(/[A-Z]+/g, (letters) => letters.toLowerCase());
+}
+
+// The log viewer, virtualized: rows are log entries by `seq`, of one fixed height; only the
+// rows in view (and a margin) are in the DOM, and only the pages of entries near them are in
+// memory (LOG_PAGES_KEPT pages of LOG_PAGE entries), fetched as the view reaches them. So a
+// million-line log opens as fast as a short one and scrolls without holding it. New entries
+// arrive over SSE (resuming after the last one seen); search runs on the server.
 function logPanel(ctx, id) {
+  const base = `${API}/jobs/${encodeURIComponent(id)}/logs`;
   const status = el("span", { class: "muted", "aria-live": "polite", dataset: { testid: "log-status" } }, "Connecting…");
+  const size = el("span", { class: "muted", dataset: { testid: "log-size" } });
   const follow = el("input", { type: "checkbox", id: "log-follow", checked: true });
-  const note = el("p", { class: "note", hidden: true }, "older lines hidden");
+  const searchInput = el("input", { id: "log-q", type: "search", autocomplete: "off", placeholder: "text" });
+  const searchNote = el("span", { class: "muted", "aria-live": "polite", dataset: { testid: "log-search-status" } });
+  const nextButton = el("button", { type: "button", class: "small secondary", dataset: { testid: "log-next" }, disabled: true }, "Next");
+  const errorButton = el("button", { type: "button", class: "small secondary", dataset: { testid: "log-first-error" } }, "First error");
+  const searchForm = el("form", { class: "log-search", role: "search", "aria-label": "Log search" },
+    el("label", { for: "log-q", class: "visually-hidden" }, "Search the log"), searchInput,
+    el("button", { type: "submit", class: "small" }, "Find"), nextButton, errorButton, searchNote);
   const empty = el("p", { class: "log-empty muted", dataset: { testid: "log-empty" } }, "no log lines yet");
-  const lines = el("div", { class: "log", role: "region", "aria-label": "Log", tabindex: "0", dataset: { testid: "log" } }, empty);
+  const spacer = el("div", { class: "log-spacer" });
+  const layer = el("div", { class: "log-rows" });
+  const view = el("div", { class: "log", role: "region", "aria-label": "Log", tabindex: "0", dataset: { testid: "log" } }, empty, spacer, layer);
   const node = el("section", { class: "panel", "aria-labelledby": "h-log" },
     el("div", { class: "panel-head" },
       el("h2", { id: "h-log" }, "Log"),
       el("label", { class: "check" }, follow, " Follow"),
-      el("a", { href: `${API}/jobs/${encodeURIComponent(id)}/logs?limit=1000` }, "Raw"),
-      status),
-    note,
-    lines);
-  let lastSeq = -1; // entries are numbered from 0
-  let count = 0;
-  let scrollQueued = false;
+      el("a", { href: `${base}/raw`, download: `job-${id}.log`, dataset: { testid: "log-download" } }, "Download"),
+      size, status),
+    searchForm,
+    view);
+
+  let total = 0; // rows: the log's next seq
+  let lastSeen = -1; // the last seq the live stream delivered
+  let liveFrom = Infinity; // the first seq the live stream delivers (the log's end when opened)
+  let target = null; // the seq a search or a line link points at
+  let needle = "";
+  let searchFrom = -1; // the seq after which "Next" searches
+  let searchMode = null; // {q} or {level} of the last search
+  let revealLinked = false; // a line link: bring the log into the page's view once its line is drawn
+  const pages = new Map(); // page index -> Map(seq -> entry), in least-recently-used order
+  const loading = new Set();
+  let renderQueued = false;
   let programmatic = false;
 
-  lines.addEventListener("scroll", () => {
-    if (programmatic) { programmatic = false; return; }
-    const atBottom = lines.scrollTop + lines.clientHeight >= lines.scrollHeight - 4;
-    if (!atBottom) follow.checked = false;
-  });
-  follow.addEventListener("change", () => { if (follow.checked) scrollToEnd(); });
-  function scrollToEnd() {
-    if (lines.scrollTop + lines.clientHeight < lines.scrollHeight) {
-      programmatic = true;
-      lines.scrollTop = lines.scrollHeight;
+  const scaled = () => total * LOG_ROW_PX > LOG_MAX_SCROLL_PX;
+  const rowsInView = () => Math.max(1, Math.ceil(view.clientHeight / LOG_ROW_PX));
+  const firstInView = () => {
+    const top = view.scrollTop;
+    if (!scaled()) return Math.floor(top / LOG_ROW_PX);
+    const room = Math.max(1, spacer.offsetHeight - view.clientHeight);
+    return Math.round((top / room) * Math.max(0, total - rowsInView()));
+  };
+  // A scroll the viewer makes itself is told apart from the user's, which ends follow mode.
+  const scrollTo = (top) => {
+    const wanted = Math.max(0, Math.min(Math.round(top), view.scrollHeight - view.clientHeight));
+    if (Math.abs(view.scrollTop - wanted) < 1) return;
+    programmatic = true;
+    view.scrollTop = wanted;
+  };
+  const scrollToRow = (seq, where) => {
+    const offset = where === "center" ? Math.floor(rowsInView() / 2) : 0;
+    const row = Math.max(0, seq - offset);
+    if (!scaled()) scrollTo(row * LOG_ROW_PX);
+    else {
+      const room = Math.max(1, spacer.offsetHeight - view.clientHeight);
+      scrollTo((row / Math.max(1, total - rowsInView())) * room);
     }
-  }
+  };
+  const scrollToEnd = () => scrollTo(view.scrollHeight);
 
-  const add = (entry) => {
-    // Never show an entry twice: a resumed stream may repeat the last one.
-    if (typeof entry.seq !== "number" || entry.seq <= lastSeq) return;
-    lastSeq = entry.seq;
-    if (empty.isConnected) empty.remove();
-    const level = ["trace", "debug", "info", "warn", "error"].includes(entry.level) ? entry.level : "info";
-    lines.append(el("div", { class: `log-line level-${level}`, dataset: { testid: "log-line", seq: String(entry.seq) } },
-      el("span", { class: "log-ts", title: entry.ts }, clockTime(entry.ts)),
-      el("span", { class: "log-level" }, level),
-      el("span", { class: "log-msg" }, ansiSpans(String(entry.message)))));
-    count += 1;
-    // A bounded DOM for now; a virtualized viewer that can page back through the whole log
-    // comes later.
-    if (count > MAX_LOG_LINES) {
-      lines.firstElementChild.remove();
-      count -= 1;
-      note.hidden = false;
+  const entryAt = (seq) => {
+    const page = pages.get(Math.floor(seq / LOG_PAGE));
+    return page ? page.get(seq) : undefined;
+  };
+  const touch = (index) => {
+    const page = pages.get(index);
+    if (page) { pages.delete(index); pages.set(index, page); }
+    return page;
+  };
+  // A page knows the rows from its start up to `readTo` (read from the server: present or a
+  // gap); rows from `liveFrom` on come over the live stream.
+  const keep = (index, entries) => {
+    let page = pages.get(index);
+    if (!page) { page = new Map(); page.readTo = index * LOG_PAGE; pages.set(index, page); }
+    for (const entry of entries) page.set(entry.seq, entry);
+    return page;
+  };
+  const needsRead = (index) => {
+    const page = pages.get(index);
+    if (!page) return true;
+    const known = Math.min((index + 1) * LOG_PAGE, liveFrom, total);
+    return page.readTo < known;
+  };
+  const evict = (needed) => {
+    for (const index of pages.keys()) {
+      if (pages.size <= LOG_PAGES_KEPT) break;
+      if (!needed.has(index)) pages.delete(index);
     }
-    if (follow.checked && !scrollQueued) {
-      scrollQueued = true;
-      requestAnimationFrame(() => { scrollQueued = false; if (follow.checked) scrollToEnd(); });
+  };
+  const load = async (index) => {
+    if (loading.has(index)) return;
+    loading.add(index);
+    try {
+      const first = index * LOG_PAGE;
+      const q = new URLSearchParams({ limit: String(LOG_PAGE) });
+      if (first > 0) q.set("after_seq", String(first - 1));
+      const answer = await api("GET", `/jobs/${encodeURIComponent(id)}/logs?${q}`);
+      if (!ctx.alive) return;
+      const page = keep(index, (answer.items || []).filter((e) => e.seq >= first && e.seq < first + LOG_PAGE));
+      const readTo = Math.min(first + LOG_PAGE, Number(answer.next_seq) || first);
+      page.readTo = Math.max(page.readTo, (answer.items || []).length >= LOG_PAGE ? first + LOG_PAGE : readTo);
+      total = Math.max(total, Number(answer.next_seq) || 0);
+    } catch (error) {
+      if (!error.handled && ctx.alive) status.textContent = "Could not read the log: " + error.message;
+    } finally {
+      loading.delete(index);
+      queueRender();
     }
   };
 
-  const base = `${API}/jobs/${encodeURIComponent(id)}/logs`;
-  const stream = openStream(ctx, base, { log: add }, {
-    reopenUrl: () => (lastSeq >= 0 ? `${base}?after_seq=${lastSeq}` : base),
-    onStatus: (what, message) => {
-      status.textContent = what === "open" ? "Live" : what === "failed" ? "Log stream failed: " + message : "Reconnecting…";
-    },
-    onEnd: () => {
-      status.textContent = count ? "End of log" : "End of log (empty)";
-    },
+  const row = (seq) => {
+    const entry = entryAt(seq);
+    const number = el("a", { class: "log-no", href: `#L${seq + 1}`, "aria-label": `Line ${seq + 1}` }, String(seq + 1));
+    number.addEventListener("click", (event) => {
+      event.preventDefault();
+      history.replaceState(history.state, "", `${location.pathname}${location.search}#L${seq + 1}`);
+      target = seq;
+      follow.checked = false;
+      queueRender();
+    });
+    if (!entry) {
+      return el("div", { class: "log-line log-loading" + (seq === target ? " log-target" : ""), dataset: { seq: String(seq) } }, number, el("span", { class: "log-msg muted" }, "…"));
+    }
+    const level = LOG_LEVELS.includes(entry.level) ? entry.level : "info";
+    return el("div", { class: `log-line level-${level}` + (seq === target ? " log-target" : ""), id: `L${seq + 1}`, dataset: { testid: "log-line", seq: String(seq) } },
+      number,
+      el("span", { class: "log-ts", title: entry.ts }, clockTime(entry.ts)),
+      el("span", { class: "log-level" }, level),
+      el("span", { class: "log-msg" }, ansiSpans(String(entry.message), needle)));
+  };
+
+  const render = () => {
+    renderQueued = false;
+    if (!ctx.alive) return;
+    if (total > 0 && empty.isConnected) empty.remove();
+    const height = Math.min(total * LOG_ROW_PX, LOG_MAX_SCROLL_PX);
+    spacer.style.height = `${height}px`;
+    view.classList.toggle("log-short", total * LOG_ROW_PX < LOG_VIEW_MAX_PX);
+    if (follow.checked && total > 0) scrollToEnd();
+    const first = Math.max(0, firstInView() - LOG_OVERSCAN);
+    const last = Math.min(total, firstInView() + rowsInView() + LOG_OVERSCAN);
+    const needed = new Set();
+    for (let seq = first; seq < last; seq += 1) needed.add(Math.floor(seq / LOG_PAGE));
+    for (const index of needed) {
+      touch(index);
+      if (needsRead(index)) load(index);
+    }
+    evict(needed);
+    const rows = [];
+    for (let seq = first; seq < last; seq += 1) rows.push(row(seq));
+    layer.replaceChildren(...rows);
+    if (revealLinked && target !== null && entryAt(target)) {
+      revealLinked = false;
+      view.scrollIntoView({ block: "center" });
+    }
+    // Scaled (a log too long for one element's height), the rows are placed where the view is.
+    const top = scaled() ? view.scrollTop - (firstInView() - first) * LOG_ROW_PX : first * LOG_ROW_PX;
+    layer.style.top = `${Math.max(0, top)}px`;
+    size.textContent = `${total.toLocaleString("en-US")} ${total === 1 ? "line" : "lines"}`;
+  };
+  function queueRender() {
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(render);
+  }
+
+  view.addEventListener("scroll", () => {
+    if (programmatic) { programmatic = false; queueRender(); return; }
+    const atBottom = view.scrollTop + view.clientHeight >= view.scrollHeight - 4;
+    if (!atBottom) follow.checked = false;
+    queueRender();
   });
-  ctx.cleanups.push(() => stream.close());
+  follow.addEventListener("change", () => { if (follow.checked) { target = null; queueRender(); } });
+
+  // Search on the server, a window at a time, until a match or the end of the log.
+  const find = async (after, mode) => {
+    searchMode = mode;
+    needle = mode.q ? asciiLower(mode.q) : "";
+    nextButton.disabled = true;
+    let cursor = after;
+    for (;;) {
+      const q = new URLSearchParams({ limit: "1" });
+      if (mode.q) q.set("q", mode.q);
+      if (mode.level) q.set("level", mode.level);
+      if (cursor >= 0) q.set("after_seq", String(cursor));
+      let answer;
+      try {
+        answer = await api("GET", `/jobs/${encodeURIComponent(id)}/logs/search?${q}`);
+      } catch (error) {
+        if (!error.handled && ctx.alive) searchNote.textContent = error.message;
+        return;
+      }
+      if (!ctx.alive || searchMode !== mode) return;
+      const hit = (answer.items || [])[0];
+      if (hit) {
+        keep(Math.floor(hit.seq / LOG_PAGE), [hit]);
+        searchFrom = hit.seq;
+        target = hit.seq;
+        follow.checked = false;
+        total = Math.max(total, hit.seq + 1);
+        searchNote.textContent = `Line ${(hit.seq + 1).toLocaleString("en-US")}`;
+        nextButton.disabled = false;
+        scrollToRow(hit.seq, "center");
+        queueRender();
+        return;
+      }
+      const next = Number(answer.next_seq) || 0;
+      const end = Number(answer.log_next_seq) || 0;
+      if (next >= end) {
+        searchNote.textContent = after >= 0 ? "No more matches." : "No match.";
+        if (after >= 0) nextButton.disabled = false;
+        queueRender();
+        return;
+      }
+      searchNote.textContent = `Searching… ${next.toLocaleString("en-US")} of ${end.toLocaleString("en-US")} lines`;
+      cursor = next - 1;
+    }
+  };
+  searchForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const q = searchInput.value;
+    if (!q.trim()) { needle = ""; searchNote.textContent = ""; nextButton.disabled = true; queueRender(); return; }
+    find(-1, { q });
+  });
+  nextButton.addEventListener("click", () => { if (searchMode) find(searchFrom, searchMode); });
+  errorButton.addEventListener("click", () => find(-1, { level: "error" }));
+
+  const add = (entry) => {
+    // Never show an entry twice: a resumed stream may repeat the last one.
+    if (typeof entry.seq !== "number" || entry.seq <= lastSeen) return;
+    lastSeen = entry.seq;
+    keep(Math.floor(entry.seq / LOG_PAGE), [entry]);
+    total = Math.max(total, entry.seq + 1);
+    queueRender();
+  };
+
+  let stream = null;
+  const start = async () => {
+    // Where the log ends now (a cursor far past the end answers it), then follow from there;
+    // a line link (#L123) opens at that line instead of the end.
+    let end = 0;
+    try {
+      end = Number((await api("GET", `/jobs/${encodeURIComponent(id)}/logs?after_seq=9007199254740991&limit=1`)).next_seq) || 0;
+    } catch (error) {
+      if (!error.handled && ctx.alive) status.textContent = "Could not read the log: " + error.message;
+    }
+    if (!ctx.alive) return;
+    total = end;
+    lastSeen = end - 1;
+    liveFrom = end;
+    const linked = /^#L(\d+)$/.exec(location.hash);
+    if (linked && Number(linked[1]) >= 1) {
+      target = Number(linked[1]) - 1;
+      follow.checked = false;
+      revealLinked = true;
+      render();
+      scrollToRow(target, "center");
+    }
+    queueRender();
+    stream = openStream(ctx, lastSeen >= 0 ? `${base}?after_seq=${lastSeen}` : base, { log: add }, {
+      reopenUrl: () => (lastSeen >= 0 ? `${base}?after_seq=${lastSeen}` : base),
+      onStatus: (what, message) => {
+        status.textContent = what === "open" ? "Live" : what === "failed" ? "Log stream failed: " + message : "Reconnecting…";
+      },
+      onEnd: () => {
+        status.textContent = total ? "End of log" : "End of log (empty)";
+        queueRender();
+      },
+    });
+  };
+  start();
+  ctx.cleanups.push(() => { if (stream) stream.close(); });
   return { node };
 }
 

@@ -6,6 +6,7 @@ pub(crate) mod bulk;
 pub(crate) mod identity;
 pub(crate) mod jobs;
 pub(crate) mod kinds;
+pub(crate) mod logs;
 pub(crate) mod ops;
 pub(crate) mod organizations;
 pub(crate) mod protocol;
@@ -33,6 +34,8 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(jobs::retry_job))
         .routes(routes!(jobs::job_logs))
+        .routes(routes!(logs::search_logs))
+        .routes(routes!(logs::raw_log))
         .routes(routes!(jobs::job_dag))
         .routes(routes!(runners::create_runner, runners::list_runners))
         .routes(routes!(runners::get_runner, runners::delete_runner))

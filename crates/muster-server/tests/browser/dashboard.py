@@ -613,6 +613,93 @@ def step_new_pages(browser, completed_job):
     print(f"ok: axe-core: no serious or critical violation on {len(paths)} more pages")
 
 
+BIG_LOG_LINES = 20_000
+
+
+def claim_as_graph_runner(job_id):
+    """Long-poll claims with the graph runner's token until `job_id` is handed out."""
+    deadline = time.monotonic() + 30
+    while True:
+        check(time.monotonic() < deadline, f"to claim job {job_id} within 30 s", "no claim")
+        status, answer = api("POST", "/runner/claim",
+                             {"kinds": ["graph"], "max_jobs": 1, "wait_ms": 5000}, token=DAG_RUNNER)
+        check(status in (200, 204), "claim to answer 200 or 204", f"{status} {answer}")
+        for job in (answer or {}).get("jobs", []):
+            if job["id"] == job_id:
+                return {"Muster-Lease-Epoch": str(job["lease"]["epoch"])}
+
+
+def big_log_line(n):
+    if n == 7_777:
+        return {"level": "error", "message": f"row {n} \u001b[31mboom\u001b[0m"}
+    if n == 15_000:
+        return {"level": "info", "message": f"row {n} holds the needle-XYZ"}
+    return {"level": "info", "message": f"row {n}"}
+
+
+def step_big_log(browser):
+    job_id = api_ok("POST", "/jobs", {"kind": "graph", "payload": {}})["id"]
+    lease = claim_as_graph_runner(job_id)
+    for start in range(0, BIG_LOG_LINES, 5_000):
+        batch = [big_log_line(n) for n in range(start, start + 5_000)]
+        api_ok("POST", f"/runner/jobs/{job_id}/log", {"entries": batch}, token=DAG_RUNNER, headers=lease)
+    api_ok("POST", f"/runner/jobs/{job_id}/complete", {"result": {}}, token=DAG_RUNNER, headers=lease)
+    context = new_context(browser, accept_downloads=True)
+    try:
+        page = sign_in(context, ADMIN)
+        refusals = watch_csp(page)
+        open_page(page, f"/jobs/{job_id}")
+        expect(page.get_by_test_id("log-size")).to_have_text("20,000 lines")
+        wait_log_end(page)
+        # Following: the end is in view, and only a window of rows is in the DOM.
+        expect(page.locator('[data-testid="log-line"][data-seq="19999"] .log-msg')).to_have_text("row 19999")
+        rows = page.get_by_test_id("log-line").count()
+        check(0 < rows <= 200, "at most 200 rows drawn of 20,000", rows)
+        shot(page, "job-log-big.png")
+
+        page.get_by_test_id("log-first-error").click()
+        expect(page.get_by_test_id("log-search-status")).to_have_text("Line 7,778")
+        target = page.locator('.log-line.log-target')
+        expect(target).to_have_attribute("data-seq", "7777")
+        expect(target.locator(".log-msg")).to_have_text("row 7777 boom")
+        expect(target.locator(".log-msg .ansi-31")).to_have_text("boom")
+        expect(page.locator("#log-follow")).not_to_be_checked()
+
+        page.get_by_label("Search the log").fill("needle-xyz")
+        page.get_by_role("button", name="Find").click()
+        expect(page.get_by_test_id("log-search-status")).to_have_text("Line 15,001")
+        expect(page.locator('.log-line.log-target')).to_have_attribute("data-seq", "15000")
+        expect(page.locator('.log-line.log-target mark')).to_have_text("needle-XYZ")
+        page.get_by_test_id("log-next").click()
+        expect(page.get_by_test_id("log-search-status")).to_have_text("No more matches.")
+        shot(page, "job-log-search.png")
+
+        # Scrolled to the top, the first rows are read and drawn.
+        page.get_by_test_id("log").evaluate("view => { view.scrollTop = 0; }")
+        expect(page.locator('[data-testid="log-line"][data-seq="0"] .log-msg')).to_have_text("row 0")
+        check(page.get_by_test_id("log-line").count() <= 200, "still a window of rows",
+              page.get_by_test_id("log-line").count())
+
+        # A line link opens the page at that line.
+        open_page(page, f"/jobs/{job_id}#L12345")
+        linked = page.locator('.log-line.log-target')
+        expect(linked).to_have_attribute("data-seq", "12344")
+        expect(linked.locator(".log-msg")).to_have_text("row 12344")
+        expect(linked).to_be_in_viewport()
+
+        with page.expect_download() as download_info:
+            page.get_by_test_id("log-download").click()
+        path = download_info.value.path()
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+        check(len(lines) == BIG_LOG_LINES, f"{BIG_LOG_LINES} lines downloaded", len(lines))
+        check(lines[7_777].endswith("ERROR row 7777 \x1b[31mboom\x1b[0m"), "the raw error line", lines[7_777])
+        check(not refusals, "no Content-Security-Policy refusal in the console", refusals)
+    finally:
+        context.close()
+    print(f"ok: big log of {BIG_LOG_LINES} lines: tail shown with at most 200 rows drawn, first error, search, line link, download")
+
+
 def count_state(kind, state):
     return api_ok("GET", f"/jobs/count?kind={kind}&state={state}")["count"]
 
@@ -712,6 +799,8 @@ def main():
             step_new_pages(browser, exec_job)
             step = "bulk"
             step_bulk(browser)
+            step = "big log"
+            step_big_log(browser)
         except BaseException as error:
             print(f"FAIL: {step}: {error}", flush=True)
             raise

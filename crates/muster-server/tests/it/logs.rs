@@ -460,3 +460,130 @@ async fn following_the_log_or_the_state_of_an_unknown_job_answers_404_before_any
         assert_eq!(body["error"]["code"], "not_found", "{path}: {body}");
     }
 }
+
+#[tokio::test]
+async fn a_log_is_searched_on_the_server_and_downloaded_raw() {
+    let server = start().await;
+    let client = server.client();
+    let (_, runner) = server.runner("searched").await.expect("runner");
+    let (_, claimed) = submit_and_claim(&client, &runner, "exec").await;
+    let epoch = Some(claimed.lease.epoch);
+    let mut entries: Vec<NewLogEntry> = (0..30)
+        .map(|n| entry(LogLevel::Info, &format!("step {n} fine")))
+        .collect();
+    entries[12] = entry(
+        LogLevel::Error,
+        "Step 12 FAILED: \u{1b}[31mdisk full\u{1b}[0m",
+    );
+    entries[20] = entry(LogLevel::Warn, "step 20 slow");
+    runner
+        .append_log(claimed.id, epoch, entries)
+        .await
+        .expect("append");
+
+    let search = |query: &str| {
+        let path = format!("/api/v1/jobs/{}/logs/search?{query}", claimed.id);
+        let server = &server;
+        async move { admin(server, Method::GET, &path, None).await }
+    };
+    let found = search("q=failed").await;
+    assert_eq!(found.status, 200, "{}", found.body);
+    let found = found.json();
+    assert_eq!(field_names(&found), ["items", "log_next_seq", "next_seq"]);
+    let seqs = |page: &Value| -> Vec<u64> {
+        page["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|item| item["seq"].as_u64())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(seqs(&found), [12], "{found}");
+    assert_eq!(
+        (found["next_seq"].as_u64(), found["log_next_seq"].as_u64()),
+        (Some(30), Some(30))
+    );
+    // The first error: level at least error, one match.
+    let first_error = search("level=error&limit=1").await.json();
+    assert_eq!(seqs(&first_error), [12]);
+    let loud = search("level=warn").await.json();
+    assert_eq!(seqs(&loud), [12, 20]);
+    let after = search("q=step&after_seq=25").await.json();
+    assert_eq!(seqs(&after), [26, 27, 28, 29]);
+    let nothing = search("q=no%20such%20text").await.json();
+    assert!(seqs(&nothing).is_empty());
+    assert_eq!(nothing["next_seq"], 30);
+    for (query, mentions) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("level=loud", "level"),
+        ("after_seq=-1", "after_seq"),
+    ] {
+        search(query)
+            .await
+            .assert_error(400, "invalid_input", &[mentions]);
+    }
+    let long = "x".repeat(201);
+    search(&format!("q={long}"))
+        .await
+        .assert_error(400, "invalid_input", &["q", "200"]);
+    let unknown = uuid::Uuid::now_v7();
+    admin(
+        &server,
+        Method::GET,
+        &format!("/api/v1/jobs/{unknown}/logs/search?q=x"),
+        None,
+    )
+    .await
+    .assert_error(404, "not_found", &[]);
+
+    // The raw log: every entry, one line each, as a download.
+    let raw = admin(
+        &server,
+        Method::GET,
+        &format!("/api/v1/jobs/{}/logs/raw", claimed.id),
+        None,
+    )
+    .await;
+    assert_eq!(raw.status, 200, "{}", raw.body);
+    let header = |name: &str| {
+        raw.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        header("content-type").starts_with("text/plain"),
+        "{}",
+        header("content-type")
+    );
+    assert_eq!(
+        header("content-disposition"),
+        format!("attachment; filename=\"job-{}.log\"", claimed.id)
+    );
+    let lines: Vec<&str> = raw.body.lines().collect();
+    assert_eq!(lines.len(), 30, "{}", raw.body);
+    assert!(lines[0].ends_with(" INFO step 0 fine"), "{}", lines[0]);
+    assert!(
+        lines[12].ends_with(" ERROR Step 12 FAILED: \u{1b}[31mdisk full\u{1b}[0m"),
+        "{}",
+        lines[12]
+    );
+    let stamp = lines[0].split(' ').next().unwrap_or("");
+    assert!(
+        time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).is_ok(),
+        "an RFC 3339 time first: {stamp}"
+    );
+    admin(
+        &server,
+        Method::GET,
+        &format!("/api/v1/jobs/{unknown}/logs/raw"),
+        None,
+    )
+    .await
+    .assert_error(404, "not_found", &[]);
+}

@@ -58,10 +58,10 @@ use crate::rules::runners::RunnerTouches;
 use crate::{
     Activity, ArtifactRecord, ArtifactRecords, ArtifactUsage, ArtifactUsageReport, AuditEntry,
     AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, IdentityRecords, JobCall, JobFilter,
-    JobStore, KindSettingsRecord, KindSettingsStore, LeaseStore, LogPage, LogPosition, Maintenance,
-    NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
-    RecordedActivity, RunnerBeat, RunnerFilter, RunnerKeyRecord, RunnerStore, StoreError,
-    Submitted,
+    JobStore, KindSettingsRecord, KindSettingsStore, LeaseStore, LogPage, LogPosition, LogSearch,
+    LogSearchPage, Maintenance, NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor,
+    PruneReport, QueueDepth, ReapReport, RecordedActivity, RunnerBeat, RunnerFilter,
+    RunnerKeyRecord, RunnerStore, StoreError, Submitted,
 };
 use crate::{
     EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
@@ -598,6 +598,11 @@ impl JobStore for PostgresStore {
     ) -> Result<LogPage, StoreError> {
         let client = self.client().await?;
         jobs::logs::read(&client, id, after_seq, limit).await
+    }
+
+    async fn search_logs(&self, id: JobId, search: LogSearch) -> Result<LogSearchPage, StoreError> {
+        let client = self.client().await?;
+        jobs::logs::search(&client, id, &search).await
     }
 
     async fn log_positions(&self, ids: Vec<JobId>) -> Result<Vec<LogPosition>, StoreError> {

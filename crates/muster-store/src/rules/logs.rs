@@ -13,7 +13,7 @@ use muster_core::{JobId, LogEntry, LogLevel, NewLogEntry, Timestamp};
 use serde_json::Value;
 
 use crate::encoding::level_from_code;
-use crate::{LogPosition, StoreError};
+use crate::{LogPosition, LogSearch, LogSearchPage, StoreError};
 
 /// Where a job's log stands, as kept on the job's row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +155,49 @@ pub(crate) fn next_log_seq(
     match items.last() {
         Some(entry) => Ok(entry.seq + 1),
         None => Ok(first.min(stored_next_seq()?).max(0) as u64),
+    }
+}
+
+/// `text` as a `LIKE` pattern that matches messages containing it, a backslash escaping `%`, `_`
+/// and itself: the same pattern for both backends (SQLite's `LIKE` and PostgreSQL's `ILIKE`
+/// compare ASCII letters without case).
+pub(crate) fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for character in text.chars() {
+        if matches!(character, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(character);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// The `seq` range a search looks at: from the first after `after_seq`, `window` entries.
+pub(crate) fn search_range(search: &LogSearch) -> (i64, i64) {
+    let first = first_log_seq_after(search.after_seq);
+    let last = first.saturating_add(i64::try_from(search.window.max(1)).unwrap_or(i64::MAX) - 1);
+    (first, last)
+}
+
+/// A search's answer from its matches: the next call goes on past the last match when the page
+/// is full, else past the window, and never past what is stored (`stored_next_seq`).
+pub(crate) fn search_page(
+    items: Vec<LogEntry>,
+    search: &LogSearch,
+    stored_next_seq: i64,
+) -> LogSearchPage {
+    let (_, last) = search_range(search);
+    let stored_next_seq = stored_next_seq.max(0);
+    let next_seq = match items.last() {
+        Some(entry) if items.len() >= search.limit as usize => entry.seq + 1,
+        _ => last.saturating_add(1).min(stored_next_seq).max(0) as u64,
+    };
+    LogSearchPage {
+        items,
+        next_seq,
+        log_next_seq: stored_next_seq as u64,
     }
 }
 

@@ -33,10 +33,10 @@ use tokio::sync::watch;
 use crate::{
     Activity, ArtifactRecord, ArtifactRecords, ArtifactUsage, ArtifactUsageReport, AuditEntry,
     AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, IdentityRecords, JobCall, JobFilter,
-    JobStore, KindSettingsRecord, KindSettingsStore, LeaseStore, LogPage, LogPosition, Maintenance,
-    NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport,
-    RecordedActivity, RunnerBeat, RunnerFilter, RunnerKeyRecord, RunnerStore, StoreError,
-    Submitted,
+    JobStore, KindSettingsRecord, KindSettingsStore, LeaseStore, LogPage, LogPosition, LogSearch,
+    LogSearchPage, Maintenance, NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor,
+    PruneReport, QueueDepth, ReapReport, RecordedActivity, RunnerBeat, RunnerFilter,
+    RunnerKeyRecord, RunnerStore, StoreError, Submitted,
 };
 use crate::{
     EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
@@ -360,6 +360,12 @@ impl JobStore for SqliteStore {
     ) -> Result<LogPage, StoreError> {
         self.readers
             .run(move |conn| jobs::logs::read(conn, id, after_seq, limit))
+            .await
+    }
+
+    async fn search_logs(&self, id: JobId, search: LogSearch) -> Result<LogSearchPage, StoreError> {
+        self.readers
+            .run(move |conn| jobs::logs::search(conn, id, &search))
             .await
     }
 

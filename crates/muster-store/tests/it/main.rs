@@ -81,6 +81,7 @@ macro_rules! conformance_suite {
             next_seq_starts_at_zero_and_read_logs_pages_by_after_seq,
             next_seq_never_passes_what_is_stored_however_far_the_cursor,
             log_positions_follow_appends_and_the_end_of_a_job_and_skip_unknown_jobs,
+            log_search_finds_text_and_levels_within_its_window_and_never_passes_the_end,
             // listing
             list_jobs_is_newest_first_and_cursors_visit_every_job_once,
             list_jobs_cursors_stay_stable_while_new_jobs_arrive,

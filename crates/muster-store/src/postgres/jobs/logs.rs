@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use deadpool_postgres::{GenericClient, Transaction};
 use muster_core::{JobId, NewLogEntry, Timestamp};
+use tokio_postgres::types::ToSql;
 
 use super::super::rows::column;
 use super::super::{Shared, execute, query};
@@ -12,7 +13,7 @@ use super::load_by_id;
 use crate::encoding::level_code;
 use crate::rules::jobs::{TERMINAL_STATE_CODES, job_not_found};
 use crate::rules::logs::{self, LogCounters, LogRow};
-use crate::{LogPage, LogPosition, StoreError};
+use crate::{LogPage, LogPosition, LogSearch, LogSearchPage, StoreError};
 
 /// Append entries to the log of the job at row `job_seq` within its cap; answers the job's next
 /// sequence number. The caller holds the job's row lock, so the log cannot move underneath.
@@ -149,6 +150,59 @@ pub(in crate::postgres) async fn read(
         next_seq,
         job_finished: job.state().is_terminal(),
     })
+}
+
+pub(in crate::postgres) async fn search(
+    client: &impl GenericClient,
+    id: JobId,
+    search: &LogSearch,
+) -> Result<LogSearchPage, StoreError> {
+    let (job_seq, _) = load_by_id(client, id, false).await?;
+    let rows = query(
+        client,
+        "SELECT log_next_seq FROM jobs WHERE seq = $1",
+        &[&job_seq],
+    )
+    .await?;
+    let stored_next_seq: i64 = match rows.first() {
+        Some(row) => column(row, 0)?,
+        None => return Err(job_not_found(id)),
+    };
+    let (first, last) = logs::search_range(search);
+    let level = search.min_level.map(|level| level_code(level) as i16);
+    let pattern = search
+        .text
+        .as_deref()
+        .filter(|text| !text.is_empty())
+        .map(logs::like_pattern);
+    let limit = i64::from(search.limit);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&job_seq, &first, &last];
+    let mut sql = String::from(
+        "SELECT seq, ts, level, message, metadata FROM job_logs \
+         WHERE job_seq = $1 AND seq >= $2 AND seq <= $3",
+    );
+    if let Some(level) = &level {
+        params.push(level);
+        sql.push_str(&format!(" AND level >= ${}", params.len()));
+    }
+    if let Some(pattern) = &pattern {
+        params.push(pattern);
+        sql.push_str(&format!(" AND message ILIKE ${} ESCAPE '\\'", params.len()));
+    }
+    params.push(&limit);
+    sql.push_str(&format!(" ORDER BY seq LIMIT ${}", params.len()));
+    let rows = query(client, &sql, &params).await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        items.push(logs::log_entry_from_columns(
+            column(row, 0)?,
+            column(row, 1)?,
+            i64::from(column::<i16>(row, 2)?),
+            column(row, 3)?,
+            column(row, 4)?,
+        ));
+    }
+    Ok(logs::search_page(items, search, stored_next_seq))
 }
 
 pub(in crate::postgres) async fn positions(

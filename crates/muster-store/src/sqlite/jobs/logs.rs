@@ -12,7 +12,7 @@ use super::load_by_id;
 use crate::encoding::level_code;
 use crate::rules::jobs::TERMINAL_STATE_CODES;
 use crate::rules::logs::{self, LogCounters};
-use crate::{LogPage, LogPosition, StoreError};
+use crate::{LogPage, LogPosition, LogSearch, LogSearchPage, StoreError};
 
 /// Append entries to the log of the job at row `job_seq` within its cap; answers the job's next
 /// sequence number.
@@ -122,6 +122,50 @@ pub(in crate::sqlite) fn read(
         next_seq,
         job_finished: job.state().is_terminal(),
     })
+}
+
+pub(in crate::sqlite) fn search(
+    conn: &Connection,
+    id: JobId,
+    search: &LogSearch,
+) -> Result<LogSearchPage, StoreError> {
+    let (job_seq, _) = load_by_id(conn, id)?;
+    let stored_next_seq: i64 = conn
+        .prepare_cached("SELECT log_next_seq FROM jobs WHERE seq = ?1")
+        .and_then(|mut statement| statement.query_row(params![job_seq], |row| row.get(0)))
+        .map_err(map_sqlite_error)?;
+    let (first, last) = logs::search_range(search);
+    let mut sql = String::from(
+        "SELECT seq, ts, level, message, metadata FROM job_logs \
+         WHERE job_seq = ?1 AND seq >= ?2 AND seq <= ?3",
+    );
+    let mut values: Vec<rusqlite::types::Value> = vec![job_seq.into(), first.into(), last.into()];
+    if let Some(level) = search.min_level {
+        values.push(level_code(level).into());
+        sql.push_str(&format!(" AND level >= ?{}", values.len()));
+    }
+    if let Some(text) = search.text.as_deref().filter(|text| !text.is_empty()) {
+        values.push(logs::like_pattern(text).into());
+        sql.push_str(&format!(" AND message LIKE ?{} ESCAPE '\\'", values.len()));
+    }
+    values.push(i64::from(search.limit).into());
+    sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", values.len()));
+    let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    let items: Vec<LogEntry> = statement
+        .query_map(rusqlite::params_from_iter(values), |row| {
+            let metadata: Option<String> = row.get(4)?;
+            Ok(logs::log_entry_from_columns(
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                metadata.as_deref(),
+            ))
+        })
+        .map_err(map_sqlite_error)?
+        .collect::<Result<_, _>>()
+        .map_err(map_sqlite_error)?;
+    Ok(logs::search_page(items, search, stored_next_seq))
 }
 
 pub(in crate::sqlite) fn positions(

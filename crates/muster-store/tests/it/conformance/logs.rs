@@ -521,3 +521,143 @@ where
     ensure!(page.next_seq == 9);
     Ok(())
 }
+
+pub async fn log_search_finds_text_and_levels_within_its_window_and_never_passes_the_end(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    use muster_store::LogSearch;
+    let store = store.as_ref();
+    let job = submit_one(
+        store,
+        spec_with_policy("searched", policy(3, 600, 30, 1)),
+        T0,
+    )
+    .await?;
+    let runner = register_runner(store, "searcher").await?;
+    let claimed = claim_one(store, runner, "searched", at(1_000)).await?;
+    let call = call_for(&claimed, runner);
+    // 0..=9: "line N"; 3 is an error, 7 a warning; 5 and 8 hold LIKE's wildcards literally.
+    let entries = (0..10)
+        .map(|n| {
+            let mut entry = log_entry(
+                None,
+                &match n {
+                    3 => "Disk FULL on /dev/sda".to_string(),
+                    5 => "100% done".to_string(),
+                    8 => "file_name ok".to_string(),
+                    _ => format!("line {n}"),
+                },
+            );
+            entry.level = match n {
+                3 => LogLevel::Error,
+                7 => LogLevel::Warn,
+                _ => LogLevel::Info,
+            };
+            entry
+        })
+        .collect();
+    store.append_logs(call, entries, at(2_000)).await?;
+    let search =
+        |text: Option<&str>, min_level: Option<LogLevel>, after_seq, window, limit| LogSearch {
+            after_seq,
+            text: text.map(str::to_string),
+            min_level,
+            window,
+            limit,
+        };
+    let seqs = |page: &muster_store::LogSearchPage| -> Vec<u64> {
+        page.items.iter().map(|entry| entry.seq).collect()
+    };
+
+    // Text, without case for ASCII letters.
+    let found = store
+        .search_logs(job.id, search(Some("disk full"), None, None, 1_000, 10))
+        .await?;
+    ensure!(seqs(&found) == vec![3], "{found:?}");
+    ensure!(
+        found.next_seq == 10 && found.log_next_seq == 10,
+        "{found:?}"
+    );
+    // Wildcards are literal: "%" matches only the line that has one, "_" likewise.
+    let percent = store
+        .search_logs(job.id, search(Some("0%"), None, None, 1_000, 10))
+        .await?;
+    ensure!(seqs(&percent) == vec![5], "{percent:?}");
+    let underscore = store
+        .search_logs(job.id, search(Some("e_n"), None, None, 1_000, 10))
+        .await?;
+    ensure!(seqs(&underscore) == vec![8], "{underscore:?}");
+    // Levels: at least warn.
+    let loud = store
+        .search_logs(job.id, search(None, Some(LogLevel::Warn), None, 1_000, 10))
+        .await?;
+    ensure!(seqs(&loud) == vec![3, 7], "{loud:?}");
+    let first_error = store
+        .search_logs(job.id, search(None, Some(LogLevel::Error), None, 1_000, 1))
+        .await?;
+    ensure!(
+        seqs(&first_error) == vec![3] && first_error.next_seq == 4,
+        "{first_error:?}"
+    );
+    // Both together.
+    let both = store
+        .search_logs(
+            job.id,
+            search(Some("line"), Some(LogLevel::Warn), None, 1_000, 10),
+        )
+        .await?;
+    ensure!(seqs(&both) == vec![7], "{both:?}");
+
+    // A window of 4 looks at 4 entries per call and says where to go on, never past the end.
+    let mut after = None;
+    let mut found = Vec::new();
+    let mut calls = 0;
+    loop {
+        let page = store
+            .search_logs(job.id, search(Some("line"), None, after, 4, 100))
+            .await?;
+        calls += 1;
+        ensure!(
+            page.items
+                .iter()
+                .all(|entry| entry.seq >= after.map_or(0, |a| a + 1))
+        );
+        found.extend(seqs(&page));
+        if page.next_seq >= page.log_next_seq {
+            ensure!(page.next_seq == 10, "{page:?}");
+            break;
+        }
+        after = Some(page.next_seq - 1);
+        ensure!(calls < 10, "the search ends");
+    }
+    ensure!(calls == 3, "10 entries in windows of 4: {calls} calls");
+    ensure!(found == vec![0, 1, 2, 4, 6, 7, 9], "{found:?}");
+    // A full page stops at its last match; the next call goes on from there.
+    let page = store
+        .search_logs(job.id, search(Some("line"), None, None, 1_000, 2))
+        .await?;
+    ensure!(seqs(&page) == vec![0, 1] && page.next_seq == 2, "{page:?}");
+    // A cursor far past the end answers nothing and the end.
+    let beyond = store
+        .search_logs(
+            job.id,
+            search(Some("line"), None, Some(1_000_000), 1_000, 10),
+        )
+        .await?;
+    ensure!(
+        beyond.items.is_empty() && beyond.next_seq == 10,
+        "{beyond:?}"
+    );
+    // An unknown job is not found.
+    let unknown = store
+        .search_logs(
+            muster_core::JobId::new(T0, 42),
+            search(None, None, None, 10, 10),
+        )
+        .await;
+    ensure!(
+        matches!(unknown, Err(muster_store::StoreError::NotFound(_))),
+        "{unknown:?}"
+    );
+    Ok(())
+}
