@@ -1137,6 +1137,26 @@ pub struct JobCount {
     pub capped: bool,
 }
 
+/// `GET /api/v1/jobs/summary`: jobs by state (every state named, zeros included), and by kind
+/// for the 50 kinds with the most jobs, most first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobSummary {
+    pub by_state: BTreeMap<String, u64>,
+    pub kinds: Vec<KindSummary>,
+    /// The jobs of the kinds left out, by state.
+    pub other_kinds: BTreeMap<String, u64>,
+    /// How many kinds were left out.
+    pub other_kind_count: u64,
+}
+
+/// One kind's jobs by state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KindSummary {
+    pub kind: String,
+    pub total: u64,
+    pub by_state: BTreeMap<String, u64>,
+}
+
 /// What a bulk change does to each job it selects.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -1158,6 +1178,12 @@ pub struct JobSelector {
     pub runner_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization_id: Option<String>,
+    /// Created at or after this instant (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub created_after: Option<OffsetDateTime>,
+    /// Created before this instant (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub created_before: Option<OffsetDateTime>,
 }
 
 /// `POST /api/v1/jobs/bulk`: cancel or retry the jobs named in `ids`, or every job matching

@@ -172,6 +172,12 @@ pub(crate) struct ListArgs {
     /// Only jobs of this organization (its id).
     #[arg(long = "org", value_name = "ORGANIZATION")]
     organization: Option<String>,
+    /// Only jobs created at or after this instant (RFC 3339, e.g. 2026-12-03T10:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    created_after: Option<String>,
+    /// Only jobs created before this instant (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    created_before: Option<String>,
     /// At most this many jobs.
     #[arg(long, default_value_t = 50)]
     limit: u32,
@@ -482,6 +488,8 @@ async fn list(client: &MusterClient, args: ListArgs) -> anyhow::Result<u8> {
         kind: args.kind,
         runner_id: args.runner,
         organization_id: args.organization,
+        created_after: args.created_after,
+        created_before: args.created_before,
         limit: Some(args.limit),
         cursor: None,
     };

@@ -289,6 +289,12 @@ pub struct JobQuery {
     pub runner_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub organization_id: Option<String>,
+    /// Created at or after this instant (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_after: Option<String>,
+    /// Created before this instant (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_before: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]

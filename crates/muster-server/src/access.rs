@@ -97,6 +97,11 @@ pub const ROUTE_ACCESS: &[(&str, &str, RouteAccess)] = &[
         RouteAccess::User(Action::ReadJobs),
     ),
     (
+        "GET",
+        "/api/v1/jobs/summary",
+        RouteAccess::User(Action::ReadJobs),
+    ),
+    (
         "POST",
         "/api/v1/jobs/bulk",
         RouteAccess::User(Action::SteerJobs),

@@ -154,6 +154,23 @@ pub(crate) fn parse_id(text: &str, what: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::not_found(format!("{what} '{text}' not found (ids are UUIDs)")))
 }
 
+/// An instant a query parameter names, in RFC 3339 (`2026-12-03T10:00:00Z`).
+pub(crate) fn parse_instant(
+    text: Option<&str>,
+    name: &str,
+) -> Result<Option<muster_core::Timestamp>, ApiError> {
+    let Some(text) = text.filter(|text| !text.is_empty()) else {
+        return Ok(None);
+    };
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|at| Some(crate::convert::time_from_wire(at)))
+        .map_err(|_| {
+            ApiError::invalid_input(format!(
+                "query parameter '{name}': not an RFC 3339 time (e.g. 2026-12-03T10:00:00Z)"
+            ))
+        })
+}
+
 /// The bearer token of a request, if any.
 pub(crate) fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
     let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {

@@ -208,6 +208,12 @@ fn uuid() -> ObjectBuilder {
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
 }
 
+fn date_time() -> ObjectBuilder {
+    text().format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+        utoipa::openapi::KnownFormat::DateTime,
+    )))
+}
+
 fn text() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String)
 }
@@ -267,6 +273,8 @@ parameter_lists! {
         ("kind", Query, "only jobs of this kind", text()),
         ("runner_id", Query, "only jobs whose current or last lease is this runner's", uuid()),
         ("organization_id", Query, "only jobs of this organization", text()),
+        ("created_after", Query, "only jobs created at or after this instant (RFC 3339)", date_time()),
+        ("created_before", Query, "only jobs created before this instant (RFC 3339)", date_time()),
         ("limit", Query, "jobs per page; default 50", schemas::page_limit()),
         ("cursor", Query, "`next_cursor` of the previous page; empty or absent for the first", text()),
     ];
@@ -276,6 +284,8 @@ parameter_lists! {
         ("kind", Query, "only jobs of this kind", text()),
         ("runner_id", Query, "only jobs whose current or last lease is this runner's", uuid()),
         ("organization_id", Query, "only jobs of this organization", text()),
+        ("created_after", Query, "only jobs created at or after this instant (RFC 3339)", date_time()),
+        ("created_before", Query, "only jobs created before this instant (RFC 3339)", date_time()),
     ];
     /// The paging of `GET /api/v1/runners` (`routes::runners::ListRunnersQuery`).
     ListRunnersParameters => [

@@ -27,6 +27,7 @@ pub mod log_search;
 mod metrics;
 pub mod operations;
 pub mod organizations;
+pub mod overview;
 pub mod protocol;
 mod quota;
 mod reaper;

@@ -21,6 +21,10 @@ pub struct JobFilter {
     pub kind: Option<String>,
     pub runner_id: Option<RunnerId>,
     pub organization_id: Option<String>,
+    /// Created at or after this instant.
+    pub created_after: Option<Timestamp>,
+    /// Created before this instant.
+    pub created_before: Option<Timestamp>,
 }
 
 /// Filters for listing runners; `None` matches everything.

@@ -572,18 +572,23 @@ async function overviewPage(ctx, root) {
   root.append(body);
   let timer = null;
   const load = async () => {
-    const [jobs, runners, pending] = await Promise.all([
+    const [jobs, runners, pending, summary] = await Promise.all([
       api("GET", "/jobs?limit=10"),
       api("GET", "/runners?limit=1000"),
       api("GET", "/jobs?state=pending&limit=200"),
+      api("GET", "/jobs/summary"),
     ]);
     if (!ctx.alive) return;
     clear(body);
     body.append(
+      el("section", { "aria-labelledby": "h-states", class: "card" },
+        el("h2", { id: "h-states" }, "Jobs by state"), stateSummary(summary)),
       el("section", { "aria-labelledby": "h-runners", class: "card" },
         el("h2", { id: "h-runners" }, "Runners"), runnerSummary(runners)),
       el("section", { "aria-labelledby": "h-pending", class: "card" },
         el("h2", { id: "h-pending" }, "Oldest pending job"), oldestPending(pending)),
+      el("section", { "aria-labelledby": "h-kinds", class: "wide" },
+        el("h2", { id: "h-kinds" }, "Jobs by kind"), kindSummary(summary)),
       el("section", { "aria-labelledby": "h-newest", class: "wide" },
         el("h2", { id: "h-newest" }, "Newest jobs"),
         jobsTable(jobs.items, "Newest jobs"),
@@ -601,6 +606,34 @@ async function overviewPage(ctx, root) {
   };
   timer = setTimeout(tick, OVERVIEW_REFRESH_MS);
   ctx.cleanups.push(() => clearTimeout(timer));
+}
+
+function stateSummary(summary) {
+  const facts = STATES.map((state) => [
+    el("dt", {}, el("a", { href: `/jobs?state=${state}` }, state)),
+    el("dd", { dataset: { testid: `count-${state}` } }, (summary.by_state[state] || 0).toLocaleString("en-US")),
+  ]);
+  return el("dl", { class: "facts" }, facts);
+}
+
+// The kinds with the most jobs: waiting, leased, failed and done, each a link to the list.
+function kindSummary(summary) {
+  const cell = (kind, state, n) => el("td", { class: "num" },
+    n ? el("a", { href: `/jobs?kind=${encodeURIComponent(kind)}&state=${state}` }, n.toLocaleString("en-US")) : "0");
+  const rows = summary.kinds.map((k) => el("tr", { dataset: { testid: "kind-row", kind: k.kind } },
+    el("td", {}, el("a", { href: `/jobs?kind=${encodeURIComponent(k.kind)}` }, k.kind)),
+    cell(k.kind, "pending", k.by_state.pending),
+    el("td", { class: "num" }, ((k.by_state.claimed || 0) + (k.by_state.running || 0) + (k.by_state.cancelling || 0)).toLocaleString("en-US")),
+    cell(k.kind, "failed", k.by_state.failed),
+    cell(k.kind, "cancelled", k.by_state.cancelled),
+    cell(k.kind, "completed", k.by_state.completed),
+    el("td", { class: "num" }, k.total.toLocaleString("en-US"))));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "7", class: "muted" }, "No jobs yet.")));
+  const wrap = tableWrap("Jobs by kind", table(["Kind", "Pending", "Leased", "Failed", "Cancelled", "Completed", "Total"], rows, "Jobs by kind"));
+  if (!summary.other_kind_count) return wrap;
+  const others = Object.values(summary.other_kinds).reduce((a, b) => a + b, 0);
+  return el("div", {}, wrap, el("p", { class: "muted" },
+    `${summary.other_kind_count.toLocaleString("en-US")} more kinds with ${others.toLocaleString("en-US")} jobs are not shown.`));
 }
 
 function showTransient(container, message) {
@@ -634,9 +667,17 @@ function oldestPending(list) {
 
 // ---------- jobs list ----------
 
-const JOB_FILTERS = ["state", "kind", "runner_id", "organization_id"];
+const JOB_FILTERS = ["state", "kind", "runner_id", "organization_id", "created_after", "created_before"];
 const BULK_PAGE = 200;
 const COUNT_CAP_TEXT = "10,000+";
+
+// An RFC 3339 instant as a datetime-local input's value, in the viewer's time zone.
+function localInputValue(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (isNaN(d)) return "";
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
 
 function countText(counted) {
   return counted.capped ? COUNT_CAP_TEXT : counted.count.toLocaleString("en-US");
@@ -656,6 +697,10 @@ async function jobsPage(ctx, root) {
   const kindInput = textFilter("f-kind", "kind");
   const runnerInput = textFilter("f-runner", "runner_id", { class: "mono", placeholder: "runner id" });
   const orgInput = textFilter("f-org", "organization_id", { placeholder: "default" });
+  // Created range: picked in local time, sent as RFC 3339 in UTC.
+  const timeFilter = (id, name) => el("input", { id, name, type: "datetime-local", step: "1", value: localInputValue(chosen[name]) });
+  const fromInput = timeFilter("f-from", "created_after");
+  const untilInput = timeFilter("f-until", "created_before");
   const filterError = el("div", {});
   const scoped = !!(me && me.organization_id);
   const filter = el("form", { class: "inline-form", "aria-label": "Filter jobs" },
@@ -663,6 +708,8 @@ async function jobsPage(ctx, root) {
     el("div", {}, el("label", { for: "f-kind" }, "Kind"), kindInput),
     el("div", {}, el("label", { for: "f-runner" }, "Runner"), runnerInput),
     scoped ? null : el("div", {}, el("label", { for: "f-org" }, "Organization"), orgInput),
+    el("div", {}, el("label", { for: "f-from" }, "Created from"), fromInput),
+    el("div", {}, el("label", { for: "f-until" }, "Created before"), untilInput),
     el("button", { type: "submit" }, "Filter"),
     filterError);
   filter.addEventListener("submit", (event) => {
@@ -678,6 +725,12 @@ async function jobsPage(ctx, root) {
     if (kindInput.value.trim()) q.set("kind", kindInput.value.trim());
     if (runner) q.set("runner_id", runner.toLowerCase());
     if (!scoped && orgInput.value.trim()) q.set("organization_id", orgInput.value.trim());
+    for (const [input, name] of [[fromInput, "created_after"], [untilInput, "created_before"]]) {
+      if (!input.value) continue;
+      const at = new Date(input.value);
+      if (isNaN(at)) { filterError.append(alertBox("Created: enter a date and time.")); return; }
+      q.set(name, at.toISOString());
+    }
     navigate("/jobs" + (q.toString() ? "?" + q : ""));
   });
 

@@ -1,17 +1,18 @@
-//! Counting jobs and changing many at once: `GET /api/v1/jobs/count` (capped) and
-//! `POST /api/v1/jobs/bulk` (cancel or retry by ids or by filter, with a dry run). Each parses,
-//! calls the coordinator, and converts.
+//! Counting jobs and changing many at once: `GET /api/v1/jobs/count` (capped),
+//! `GET /api/v1/jobs/summary` (by state and kind) and `POST /api/v1/jobs/bulk` (cancel or retry
+//! by ids or by filter, with a dry run). Each parses, calls the coordinator, and converts.
 
 use axum::extract::State;
 use muster_api as wire;
-use muster_core::{BulkJobAction, JobId, RunnerId};
+use muster_core::{BulkJobAction, JobId, JobState, RunnerId};
 use muster_service::bulk::{BulkOutcome, BulkRequest, BulkSelection, CappedCount};
 use muster_service::jobs::JobFilter;
+use muster_service::overview::StateCounts;
 use serde::Deserialize;
 
-use crate::convert::{state_from_wire, state_to_wire};
+use crate::convert::{state_from_wire, state_to_wire, time_from_wire};
 use crate::error::error_detail;
-use crate::extract::{JsonBody, QueryParams, UserCaller};
+use crate::extract::{JsonBody, QueryParams, UserCaller, parse_instant};
 use crate::state::AppState;
 use crate::{ApiError, Json};
 
@@ -22,6 +23,8 @@ pub(crate) struct CountJobsQuery {
     kind: Option<String>,
     runner_id: Option<uuid::Uuid>,
     organization_id: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
 }
 
 /// How many jobs match a filter, counted no further than 10,000 (`capped` says there are
@@ -42,6 +45,8 @@ pub(crate) async fn count_jobs(
         kind: query.kind,
         runner_id: query.runner_id.map(RunnerId),
         organization_id: query.organization_id,
+        created_after: parse_instant(query.created_after.as_deref(), "created_after")?,
+        created_before: parse_instant(query.created_before.as_deref(), "created_before")?,
     };
     let counted = state.coordinator.count_jobs(&caller, filter).await?;
     Ok(Json(count_to_wire(counted)))
@@ -72,6 +77,8 @@ pub(crate) async fn bulk_jobs(
             kind: filter.kind,
             runner_id: filter.runner_id.map(RunnerId),
             organization_id: filter.organization_id,
+            created_after: filter.created_after.map(time_from_wire),
+            created_before: filter.created_before.map(time_from_wire),
         }),
         _ => {
             return Err(ApiError(muster_service::ServiceError::invalid_input(
@@ -107,6 +114,43 @@ pub(crate) async fn bulk_jobs(
         )
         .await?;
     Ok(Json(outcome_to_wire(request.action, outcome)))
+}
+
+/// Jobs by state, and by kind for the 50 kinds with the most jobs (the organizations the caller
+/// sees). Unfinished jobs are counted at each call; finished ones may lag by a few seconds with
+/// millions of them (the counts `/metrics` reuses).
+#[utoipa::path(get, path = "/api/v1/jobs/summary", tag = "jobs",
+    responses(
+        (status = 200, description = "jobs by state and by kind", body = wire::JobSummary),
+        crate::openapi::AuthErrors,
+    ),
+    security(("admin_token" = [])))]
+pub(crate) async fn job_summary(
+    State(state): State<AppState>,
+    UserCaller(caller): UserCaller,
+) -> Result<Json<wire::JobSummary>, ApiError> {
+    let summary = state.coordinator.job_summary(&caller).await?;
+    Ok(Json(wire::JobSummary {
+        by_state: states_to_wire(&summary.by_state),
+        kinds: summary
+            .kinds
+            .into_iter()
+            .map(|kind| wire::KindSummary {
+                total: kind.counts.total(),
+                by_state: states_to_wire(&kind.counts),
+                kind: kind.kind,
+            })
+            .collect(),
+        other_kinds: states_to_wire(&summary.other_kinds),
+        other_kind_count: summary.other_kind_count,
+    }))
+}
+
+fn states_to_wire(counts: &StateCounts) -> std::collections::BTreeMap<String, u64> {
+    JobState::ALL
+        .into_iter()
+        .map(|state| (state.as_str().to_string(), counts.of(state)))
+        .collect()
 }
 
 fn count_to_wire(counted: CappedCount) -> wire::JobCount {

@@ -19,7 +19,7 @@ use crate::convert::{
     view_to_wire,
 };
 use crate::error::error_body;
-use crate::extract::{JsonBody, PathId, QueryParams, UserCaller, parse_id};
+use crate::extract::{JsonBody, PathId, QueryParams, UserCaller, parse_id, parse_instant};
 use crate::state::AppState;
 use crate::{ApiError, Json};
 
@@ -83,6 +83,8 @@ pub(crate) struct ListJobsQuery {
     kind: Option<String>,
     runner_id: Option<uuid::Uuid>,
     organization_id: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -105,6 +107,8 @@ pub(crate) async fn list_jobs(
             kind: query.kind,
             runner_id: query.runner_id.map(muster_core::RunnerId),
             organization_id: query.organization_id,
+            created_after: parse_instant(query.created_after.as_deref(), "created_after")?,
+            created_before: parse_instant(query.created_before.as_deref(), "created_before")?,
         },
         limit: query.limit,
         cursor: query.cursor,

@@ -29,6 +29,7 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::submit_job, jobs::list_jobs))
         .routes(routes!(jobs::submit_jobs))
         .routes(routes!(bulk::count_jobs))
+        .routes(routes!(bulk::job_summary))
         .routes(routes!(bulk::bulk_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::cancel_job))

@@ -713,6 +713,15 @@ def step_bulk(browser):
         page = sign_in(context, OPERATOR)
         open_page(page, f"/jobs?kind={kind}")
         expect(page.get_by_test_id("job-count")).to_have_text("7 jobs match the filter.")
+        # A creation range from the form: none of them was created before 2000.
+        page.get_by_label("Created before").fill("2000-01-01T00:00:00")
+        page.get_by_role("button", name="Filter").click()
+        expect(page).to_have_url(re.compile(r"created_before=1999-12-3|created_before=2000-01-0"))
+        expect(page.get_by_test_id("job-count")).to_have_text("0 jobs match the filter.")
+        page.get_by_label("Created before").fill("")
+        page.get_by_label("Created from").fill("2000-01-01T00:00:00")
+        page.get_by_role("button", name="Filter").click()
+        expect(page.get_by_test_id("job-count")).to_have_text("7 jobs match the filter.")
         # Two picked by hand: the dry run counts them, then they are cancelled.
         page.locator(f'[data-testid="select-job"][data-id="{ids[0]}"]').check()
         page.locator(f'[data-testid="select-job"][data-id="{ids[1]}"]').check()
@@ -759,9 +768,23 @@ def step_bulk(browser):
         expect(page.get_by_test_id("cancel-matching")).to_have_count(0)
     finally:
         viewer.close()
+    # The overview counts them by kind, and follows a new one without a reload.
+    admin = new_context(browser)
+    try:
+        page = sign_in(admin, ADMIN)
+        open_page(page, "/")
+        row = page.locator(f'[data-testid="kind-row"][data-kind="{kind}"]')
+        expect(row.locator("td").nth(1)).to_have_text("7")
+        ids.append(api_ok("POST", "/jobs", {"kind": kind})["id"])
+        expect(row.locator("td").nth(1)).to_have_text("8", timeout=TIMEOUT_MS)
+        pending = int(page.get_by_test_id("count-pending").inner_text().replace(",", ""))
+        check(pending >= 8, "at least 8 pending jobs counted", pending)
+        shot(page, "overview-kinds.png")
+    finally:
+        admin.close()
     for job_id in ids:
         cancel_quietly(job_id)
-    print("ok: bulk: 2 selected then 5 matching cancelled after dry runs, 7 retried, audited; a viewer has no bulk controls")
+    print("ok: bulk: 2 selected then 5 matching cancelled after dry runs, 7 retried, audited; a viewer has no bulk controls; the overview counts the kind live")
 
 
 def main():

@@ -480,3 +480,161 @@ async fn a_scoped_token_changes_and_counts_only_its_own_organizations_jobs() {
     .await
     .assert_error(403, "forbidden", &["submitter"]);
 }
+
+#[tokio::test]
+async fn the_summary_counts_jobs_by_state_and_kind_of_the_organizations_the_caller_sees() {
+    let server = start().await;
+    let client = server.client();
+    let team = create_organization(&server, "summary-team").await;
+    submit_many(&server, "summary-a", 4).await;
+    let (_, runner) = server.runner("summarizer").await.expect("runner");
+    let (_, claimed) = submit_and_claim(&client, &runner, "summary-b").await;
+    runner
+        .complete_job(claimed.id, Some(claimed.lease.epoch), json!({}))
+        .await
+        .expect("complete");
+    for _ in 0..2 {
+        let reply = admin(
+            &server,
+            Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"kind": "summary-team-kind", "organization_id": team})),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    }
+    // 55 kinds of one job each: the 50 kinds with the most jobs are named, the rest summed.
+    let many: Vec<SubmitJob> = (0..55).map(|n| job(&format!("summary-z{n:02}"))).collect();
+    client.submit_jobs(&many).await.expect("submit many kinds");
+
+    let summary = admin(&server, Method::GET, "/api/v1/jobs/summary", None).await;
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    let summary = summary.json();
+    assert_eq!(summary["by_state"]["pending"], 4 + 2 + 55, "{summary}");
+    assert_eq!(summary["by_state"]["completed"], 1);
+    assert_eq!(summary["by_state"]["failed"], 0, "every state is named");
+    let kinds = summary["kinds"].as_array().expect("kinds");
+    assert_eq!(kinds.len(), 50);
+    assert_eq!(kinds[0]["kind"], "summary-a", "most jobs first");
+    assert_eq!(
+        (
+            kinds[0]["total"].as_u64(),
+            kinds[0]["by_state"]["pending"].as_u64()
+        ),
+        (Some(4), Some(4))
+    );
+    assert_eq!(kinds[1]["kind"], "summary-team-kind");
+    let b = kinds
+        .iter()
+        .find(|kind| kind["kind"] == "summary-b")
+        .expect("summary-b is named");
+    assert_eq!(b["by_state"]["completed"], 1);
+    assert_eq!(summary["other_kind_count"], 58 - 50);
+    assert_eq!(summary["other_kinds"]["pending"], 8);
+
+    // A token of one organization counts its own jobs only.
+    let minted = admin(
+        &server,
+        Method::POST,
+        "/api/v1/admin/tokens",
+        Some(json!({"name": "summary-viewer", "role": "viewer", "organization_id": team})),
+    )
+    .await;
+    let token = minted.json()["token"].as_str().expect("token").to_string();
+    let own = send(request(
+        &server,
+        Method::GET,
+        "/api/v1/jobs/summary",
+        Some(&token),
+    ))
+    .await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    let own = own.json();
+    assert_eq!(own["by_state"]["pending"], 2, "{own}");
+    assert_eq!(own["kinds"].as_array().map(Vec::len), Some(1));
+    assert_eq!(own["kinds"][0]["kind"], "summary-team-kind");
+}
+
+#[tokio::test]
+async fn jobs_are_listed_counted_and_changed_by_when_they_were_created() {
+    use muster_core::Clock;
+    let (server, clock) = crate::support::start_manual().await;
+    let client = server.client();
+    let rfc3339 = |clock: &muster_test_support::ManualClock| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(clock.now().as_millis()) * 1_000_000,
+        )
+        .expect("a time")
+    };
+    let old = submit_many(&server, "ranged", 3).await;
+    clock.advance_s(60);
+    let boundary = rfc3339(&clock);
+    clock.advance_s(1);
+    let new = submit_many(&server, "ranged", 2).await;
+    let text = |at: time::OffsetDateTime| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .expect("format a time")
+    };
+
+    let listed = |after: Option<String>, before: Option<String>| JobQuery {
+        kind: Some("ranged".into()),
+        created_after: after,
+        created_before: before,
+        ..Default::default()
+    };
+    let ids = |page: muster_client::api::JobList| -> HashSet<uuid::Uuid> {
+        page.items.into_iter().map(|job| job.id).collect()
+    };
+    let recent = client
+        .list_jobs(&listed(Some(text(boundary)), None))
+        .await
+        .expect("list the recent ones");
+    assert_eq!(ids(recent), new.iter().copied().collect());
+    let older = client
+        .list_jobs(&listed(None, Some(text(boundary))))
+        .await
+        .expect("list the older ones");
+    assert_eq!(ids(older), old.iter().copied().collect());
+    let counted = client
+        .count_jobs(&listed(None, Some(text(boundary))))
+        .await
+        .expect("count the older ones");
+    assert_eq!(counted.count, 3);
+
+    // Cancel every job created before the boundary: the newer ones stay pending.
+    let outcome = client
+        .bulk_jobs(&by_filter(
+            BulkAction::Cancel,
+            JobSelector {
+                created_before: Some(boundary),
+                ..of_kind("ranged")
+            },
+        ))
+        .await
+        .expect("bulk cancel by creation time");
+    let changed: HashSet<uuid::Uuid> = outcome.changed.iter().map(|job| job.id).collect();
+    assert_eq!(changed, old.iter().copied().collect());
+    for id in new {
+        assert_eq!(
+            client.get_job(id).await.expect("job").state,
+            JobState::Pending
+        );
+    }
+
+    admin(
+        &server,
+        Method::GET,
+        "/api/v1/jobs?created_after=yesterday",
+        None,
+    )
+    .await
+    .assert_error(400, "invalid_input", &["created_after", "RFC 3339"]);
+    admin(
+        &server,
+        Method::GET,
+        "/api/v1/jobs/count?created_before=2026-13-01",
+        None,
+    )
+    .await
+    .assert_error(400, "invalid_input", &["created_before"]);
+}

@@ -301,6 +301,8 @@ struct Selection {
     kind: Option<String>,
     organization: Option<String>,
     runner: Option<Vec<u8>>,
+    created_after: Option<i64>,
+    created_before: Option<i64>,
     before: Option<i64>,
 }
 
@@ -312,6 +314,8 @@ impl Selection {
             kind: filter.kind.clone(),
             organization: filter.organization_id.clone(),
             runner: filter.runner_id.map(|id| id.as_bytes().to_vec()),
+            created_after: filter.created_after.map(|at| at.as_millis()),
+            created_before: filter.created_before.map(|at| at.as_millis()),
             before,
         };
         let mut placeholders = 0;
@@ -345,6 +349,12 @@ impl Selection {
         if selection.runner.is_some() {
             sql.push_str(&format!(" AND runner_id = ${}", next()));
         }
+        if selection.created_after.is_some() {
+            sql.push_str(&format!(" AND created_at >= ${}", next()));
+        }
+        if selection.created_before.is_some() {
+            sql.push_str(&format!(" AND created_at < ${}", next()));
+        }
         if selection.before.is_some() {
             sql.push_str(&format!(" AND seq < ${}", next()));
         }
@@ -366,6 +376,12 @@ impl Selection {
         }
         if let Some(runner) = &self.runner {
             params.push(runner);
+        }
+        if let Some(after) = &self.created_after {
+            params.push(after);
+        }
+        if let Some(created_before) = &self.created_before {
+            params.push(created_before);
         }
         if let Some(before) = &self.before {
             params.push(before);

@@ -213,6 +213,14 @@ fn selection(filter: &JobFilter, before: Option<i64>) -> (String, Vec<rusqlite::
         values.push(runner.as_bytes().to_vec().into());
         sql.push_str(&format!(" AND runner_id = ?{}", values.len()));
     }
+    if let Some(after) = filter.created_after {
+        values.push(after.as_millis().into());
+        sql.push_str(&format!(" AND created_at >= ?{}", values.len()));
+    }
+    if let Some(created_before) = filter.created_before {
+        values.push(created_before.as_millis().into());
+        sql.push_str(&format!(" AND created_at < ?{}", values.len()));
+    }
     if let Some(before) = before {
         values.push(before.into());
         sql.push_str(&format!(" AND seq < ?{}", values.len()));

@@ -128,7 +128,7 @@ pub async fn list_jobs_filters_by_state_kind_and_runner(
             state,
             kind: kind.map(str::to_string),
             runner_id: runner,
-            organization_id: None,
+            ..JobFilter::default()
         };
     let cases: Vec<(&str, JobFilter, usize)> = vec![
         ("everything", JobFilter::default(), 10),
@@ -158,6 +158,42 @@ pub async fn list_jobs_filters_by_state_kind_and_runner(
         (
             "kind b and first runner",
             filter(None, Some("filter-b"), Some(first_runner)),
+            0,
+        ),
+        // Kind a was created at T0, kind b a millisecond later.
+        (
+            "created from T0 + 1 ms",
+            JobFilter {
+                created_after: Some(T0.plus_millis(1)),
+                ..JobFilter::default()
+            },
+            4,
+        ),
+        (
+            "created before T0 + 1 ms",
+            JobFilter {
+                created_before: Some(T0.plus_millis(1)),
+                ..JobFilter::default()
+            },
+            6,
+        ),
+        (
+            "created in [T0, T0 + 1 ms) and pending",
+            JobFilter {
+                state: Some(JobState::Pending),
+                created_after: Some(T0),
+                created_before: Some(T0.plus_millis(1)),
+                ..JobFilter::default()
+            },
+            4,
+        ),
+        (
+            "created in an empty range",
+            JobFilter {
+                created_after: Some(T0.plus_millis(1)),
+                created_before: Some(T0.plus_millis(1)),
+                ..JobFilter::default()
+            },
             0,
         ),
     ];
@@ -265,8 +301,7 @@ pub async fn lists_of_failed_cancelled_and_leased_jobs_follow_every_change_of_st
         let filter = JobFilter {
             state: Some(state),
             kind: kind.map(str::to_string),
-            runner_id: None,
-            organization_id: None,
+            ..JobFilter::default()
         };
         // Pages of one, so every cursor is used; the count reads the same tables.
         async move {
