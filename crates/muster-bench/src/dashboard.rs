@@ -5,8 +5,9 @@
 //!    shared feed): the time from the runner's `2xx` to each stream's receipt of the line.
 //! 2. With `--jobs` jobs stored (four kinds, a tenth of them completed by one runner), every
 //!    list the jobs page asks for (newest first, by state, by kind, by runner, a later page) and
-//!    the job page's calls (the job, its attempts, its DAG), each timed over HTTP on loopback
-//!    (so at least the server's time), 50 calls each.
+//!    the job page's calls (the job, its attempts, its DAG), creation ranges, the capped counts,
+//!    the overview's summary and a bulk dry run, each timed over HTTP on loopback (so at least
+//!    the server's time), 50 calls each.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -280,6 +281,83 @@ async fn page_times(
         let times = timed(|| async { admin.list_jobs(&query).await.map(|_| ()) }).await?;
         pages.push((format!("{name} (50 a page)"), times.0, times.1));
     }
+    // Creation ranges: the newest minute (found at once, newest first), and everything before
+    // an early completed job (a walk past every newer job first: the worst case).
+    let early = admin.get_job(some_job).await?.created_at;
+    let text = |at: time::OffsetDateTime| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    let ranges = [
+        (
+            "jobs created in the last minute",
+            JobQuery {
+                created_after: Some(text(
+                    time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+                )),
+                limit: Some(50),
+                ..Default::default()
+            },
+        ),
+        (
+            "jobs created before an early job (the oldest tenth)",
+            JobQuery {
+                created_before: Some(text(early)),
+                limit: Some(50),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (name, query) in ranges {
+        let times = timed(|| async { admin.list_jobs(&query).await.map(|_| ()) }).await?;
+        pages.push((format!("{name} (50 a page)"), times.0, times.1));
+    }
+    let counts = [
+        ("count, all jobs (capped at 10,000)", JobQuery::default()),
+        (
+            "count, one kind completed",
+            query(Some(JobState::Completed), Some("page-a"), None, None),
+        ),
+        (
+            "count, before an early job",
+            JobQuery {
+                created_before: Some(text(early)),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (name, query) in counts {
+        let times = timed(|| async { admin.count_jobs(&query).await.map(|_| ()) }).await?;
+        pages.push((name.to_string(), times.0, times.1));
+    }
+    let summary = timed(|| async { admin.job_summary().await.map(|_| ()) }).await?;
+    pages.push((
+        "the overview's summary (jobs by state and kind)".into(),
+        summary.0,
+        summary.1,
+    ));
+    let dry_run = timed(|| async {
+        admin
+            .bulk_jobs(&muster_api::BulkJobs {
+                action: muster_api::BulkAction::Cancel,
+                ids: None,
+                filter: Some(muster_api::JobSelector {
+                    kind: Some("page-b".into()),
+                    ..Default::default()
+                }),
+                dry_run: true,
+                cursor: None,
+                limit: None,
+            })
+            .await
+            .map(|_| ())
+    })
+    .await?;
+    pages.push((
+        "bulk cancel dry run of one kind (capped count)".into(),
+        dry_run.0,
+        dry_run.1,
+    ));
     let job_page = timed(|| async {
         let (job, attempts, dag) = futures::join!(
             admin.get_job(some_job),

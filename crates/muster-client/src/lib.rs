@@ -34,7 +34,7 @@ use muster_api::{
     Artifact, AttemptList, BulkJobs, BulkJobsOutcome, CancelFlag, ClaimJobs, ClaimedJob,
     ClaimedJobs, CompleteJob, CompleteJobs, CompletionOutcomes, CreateRunner, CreatedRunner, Dag,
     ErrorBody, FailJob, Job, JobCount, JobHeartbeat, JobHeartbeatResponse, JobList, JobState,
-    LEASE_EPOCH_HEADER, LogAppended, LogBatch, LogPage, NewLogEntry, OutputsRecorded,
+    JobSummary, LEASE_EPOCH_HEADER, LogAppended, LogBatch, LogPage, NewLogEntry, OutputsRecorded,
     ProgressReport, RecordOutputs, Runner, RunnerHeartbeat, RunnerHeartbeatResponse, RunnerList,
     SubmitJob, SubmitJobs,
 };
@@ -382,6 +382,13 @@ impl MusterClient {
                     .request(Method::GET, "/api/v1/jobs/count")
                     .query(&filter),
             )
+            .await
+    }
+
+    /// Jobs by state and by kind (the overview's counts).
+    pub async fn job_summary(&self) -> Result<JobSummary, ClientError> {
+        self.connection
+            .json(self.connection.request(Method::GET, "/api/v1/jobs/summary"))
             .await
     }
 

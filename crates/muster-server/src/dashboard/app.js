@@ -1170,6 +1170,17 @@ function renderExtra(container, job) {
     el("pre", { class: "json", tabindex: "0" }, JSON.stringify(value, null, 2)));
   container.append(json("Payload", "payload", job.payload));
   if (job.result !== null && job.result !== undefined) container.append(json("Result", "result", job.result));
+  // Artifacts: what it read and what it recorded, each a download.
+  const artifact = (id, label) => el("a", { href: `${API}/artifacts/${encodeURIComponent(id)}`, download: label || id, class: "mono", title: id, dataset: { testid: "artifact-link" } }, label || shortId(id));
+  const outputs = Object.entries(job.outputs || {});
+  const inputs = job.inputs || [];
+  if (outputs.length || inputs.length) {
+    container.append(el("section", { class: "artifacts", "aria-labelledby": "h-artifacts" },
+      el("h2", { id: "h-artifacts" }, "Artifacts"),
+      el("dl", { class: "facts" },
+        outputs.map(([name, id]) => [el("dt", {}, name), el("dd", {}, artifact(id, name), " ", el("span", { class: "muted mono small-text" }, shortId(id)))]),
+        inputs.map((id) => [el("dt", {}, "input"), el("dd", {}, artifact(id))]))));
+  }
   const sig = job.result_signature;
   if (sig) {
     container.append(el("section", { class: "signature", "aria-labelledby": "h-sig" },
@@ -1639,6 +1650,15 @@ async function runnersPage(ctx, root) {
   await load();
 }
 
+// A runner's tags and resources in one line: "tags: fp16, int8 · vram_gb 24".
+function capabilityText(r) {
+  const parts = [];
+  if ((r.tags || []).length) parts.push("tags: " + r.tags.join(", "));
+  const resources = Object.entries(r.resources || {}).map(([k, v]) => `${k} ${v}`);
+  if (resources.length) parts.push(resources.join(", "));
+  return parts.join(" · ");
+}
+
 function runnersTable(runners, reload, message) {
   const operator = roleAtLeast("operator");
   const act = async (button, method, path) => {
@@ -1675,12 +1695,13 @@ function runnersTable(runners, reload, message) {
       el("td", {}, el("span", { class: `badge runner-${["online", "offline", "draining"].includes(r.status) ? r.status : "other"}` }, r.status)),
       el("td", {}, r.enrollment || "enrolled"),
       el("td", {}, (r.kinds || []).join(", ") || "—"),
-      el("td", {}, labels || "—"),
+      el("td", {}, labels || "—", capabilityText(r) ? el("div", { class: "muted small-text" }, capabilityText(r)) : null),
+      el("td", {}, r.version || "—"),
       el("td", { class: "num" }, String(r.running_jobs)),
       el("td", {}, timeEl(r.last_heartbeat_at)),
       operator ? el("td", { class: "actions" }, buttons) : null);
   });
-  const columns = ["Name", "Status", "Enrollment", "Kinds", "Labels", "Running jobs", "Last heartbeat"];
+  const columns = ["Name", "Status", "Enrollment", "Kinds", "Labels, tags, resources", "Version", "Running jobs", "Last heartbeat"];
   if (operator) columns.push("Actions");
   if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: String(columns.length), class: "muted" }, "No runners.")));
   return tableWrap("Runners", table(columns, rows, "Runners"));

@@ -643,6 +643,15 @@ def step_big_log(browser):
     for start in range(0, BIG_LOG_LINES, 5_000):
         batch = [big_log_line(n) for n in range(start, start + 5_000)]
         api_ok("POST", f"/runner/jobs/{job_id}/log", {"entries": batch}, token=DAG_RUNNER, headers=lease)
+    # An artifact the job recorded, to download from its page.
+    report = b"the report of the long job\n"
+    upload = urllib.request.Request(BASE + "/api/v1/runner/artifacts", data=report, method="POST")
+    upload.add_header("Authorization", f"Bearer {DAG_RUNNER}")
+    upload.add_header("Content-Type", "application/octet-stream")
+    with urllib.request.urlopen(upload, timeout=30) as response:
+        artifact_id = json.loads(response.read())["id"]
+    api_ok("POST", f"/runner/jobs/{job_id}/outputs", {"name": "report.txt", "artifact_id": artifact_id},
+           token=DAG_RUNNER, headers=lease)
     api_ok("POST", f"/runner/jobs/{job_id}/complete", {"result": {}}, token=DAG_RUNNER, headers=lease)
     context = new_context(browser, accept_downloads=True)
     try:
@@ -694,10 +703,15 @@ def step_big_log(browser):
             lines = handle.read().splitlines()
         check(len(lines) == BIG_LOG_LINES, f"{BIG_LOG_LINES} lines downloaded", len(lines))
         check(lines[7_777].endswith("ERROR row 7777 \x1b[31mboom\x1b[0m"), "the raw error line", lines[7_777])
+        with page.expect_download() as download_info:
+            page.get_by_test_id("artifact-link").filter(has_text="report.txt").click()
+        with open(download_info.value.path(), "rb") as handle:
+            got = handle.read()
+        check(got == report, "the artifact's bytes downloaded from the job page", got)
         check(not refusals, "no Content-Security-Policy refusal in the console", refusals)
     finally:
         context.close()
-    print(f"ok: big log of {BIG_LOG_LINES} lines: tail shown with at most 200 rows drawn, first error, search, line link, download")
+    print(f"ok: big log of {BIG_LOG_LINES} lines: tail shown with at most 200 rows drawn, first error, search, line link, download; the job's artifact downloads")
 
 
 def count_state(kind, state):
