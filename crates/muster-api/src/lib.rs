@@ -1147,6 +1147,21 @@ pub struct JobSummary {
     pub other_kinds: BTreeMap<String, u64>,
     /// How many kinds were left out.
     pub other_kind_count: u64,
+    /// What this coordinator saw end in the last hour; null for a token scoped to one
+    /// organization.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub last_hour: Option<LastHour>,
+}
+
+/// Completions and failed attempts (by reason) one coordinator saw in the last hour, counted
+/// from `since` (an hour ago, or when it started if that is later).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LastHour {
+    pub completed: u64,
+    /// Failed attempts by reason: `runner_error`, `lease_expired`, `timed_out`, `cancelled`.
+    pub failed_attempts: BTreeMap<String, u64>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
 }
 
 /// One kind's jobs by state.

@@ -159,7 +159,7 @@ pub(crate) fn parse_instant(
     text: Option<&str>,
     name: &str,
 ) -> Result<Option<muster_core::Timestamp>, ApiError> {
-    let Some(text) = text.filter(|text| !text.is_empty()) else {
+    let Some(text) = text else {
         return Ok(None);
     };
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)

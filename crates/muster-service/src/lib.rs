@@ -103,13 +103,14 @@ pub struct CoordinatorParts {
 impl Coordinator {
     pub fn new(parts: CoordinatorParts) -> Coordinator {
         let auth_throttle = Arc::new(throttle::AuthThrottle::new(parts.config.auth_failure_limit));
+        let started_at = parts.clock.now();
         Coordinator {
             store: parts.store,
             blobs: parts.blobs,
             clock: parts.clock,
             config: Arc::new(parts.config),
             auth: Arc::new(auth::Auth::new(&parts.admin_token)),
-            metrics: Arc::new(metrics::Metrics::new()),
+            metrics: Arc::new(metrics::Metrics::starting_at(started_at)),
             runner_view: Arc::default(),
             finished_counts: Arc::default(),
             job_changes: Arc::default(),

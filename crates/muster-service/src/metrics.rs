@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use muster_core::{FailureReason, RunnerId, RunnerStatus};
+use muster_core::{FailureReason, RunnerId, RunnerStatus, Timestamp};
 use muster_store::{ArtifactUsage, QueueDepth};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -46,6 +46,93 @@ pub(crate) struct Metrics {
     log_lines_lost: Counter,
     connections_open: Gauge,
     connections_closed: Family<Labels, Counter>,
+    recent: Mutex<RecentOutcomes>,
+}
+
+/// Completions and failed attempts per minute over the last hour, as this coordinator saw them:
+/// what the overview shows as throughput and failures by reason.
+#[derive(Debug, Default)]
+pub(crate) struct RecentOutcomes {
+    /// Oldest first: the minute (milliseconds since the epoch / 60,000), completions, failed
+    /// attempts by reason in the order of [`FailureReason::ALL`].
+    minutes: std::collections::VecDeque<(i64, u64, [u64; 4])>,
+    started: Option<Timestamp>,
+}
+
+/// The last hour's totals, and since when they count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecentTotals {
+    pub completed: u64,
+    /// Failed attempts by reason, in the order of [`FailureReason::ALL`].
+    pub failed: [u64; 4],
+    /// Where the window starts: an hour ago, or when this coordinator started counting.
+    pub since: Option<Timestamp>,
+}
+
+const MINUTE_MS: i64 = 60_000;
+const WINDOW_MINUTES: i64 = 60;
+
+impl RecentOutcomes {
+    pub(crate) fn starting_at(now: Timestamp) -> RecentOutcomes {
+        RecentOutcomes {
+            minutes: std::collections::VecDeque::new(),
+            started: Some(now),
+        }
+    }
+
+    pub(crate) fn record(&mut self, now: Timestamp, failure: Option<FailureReason>, count: u64) {
+        let minute = now.as_millis().div_euclid(MINUTE_MS);
+        if self
+            .minutes
+            .back()
+            .is_none_or(|(last, _, _)| *last < minute)
+        {
+            self.minutes.push_back((minute, 0, [0; 4]));
+        }
+        // A clock that stepped back counts into the newest minute it already has.
+        if let Some((_, completed, failed)) = self.minutes.back_mut() {
+            match failure {
+                None => *completed += count,
+                Some(reason) => {
+                    if let Some(position) =
+                        FailureReason::ALL.iter().position(|known| *known == reason)
+                    {
+                        failed[position] += count;
+                    }
+                }
+            }
+        }
+        self.forget_before(minute - WINDOW_MINUTES + 1);
+    }
+
+    fn forget_before(&mut self, first_minute: i64) {
+        while self
+            .minutes
+            .front()
+            .is_some_and(|(minute, _, _)| *minute < first_minute)
+        {
+            self.minutes.pop_front();
+        }
+    }
+
+    pub(crate) fn last_hour(&self, now: Timestamp) -> RecentTotals {
+        let first_minute = now.as_millis().div_euclid(MINUTE_MS) - WINDOW_MINUTES + 1;
+        let mut totals = RecentTotals::default();
+        for (minute, completed, failed) in &self.minutes {
+            if *minute >= first_minute {
+                totals.completed += completed;
+                for (total, count) in totals.failed.iter_mut().zip(failed) {
+                    *total += count;
+                }
+            }
+        }
+        let hour_ago = Timestamp(first_minute * MINUTE_MS);
+        totals.since = Some(match self.started {
+            Some(started) if started > hour_ago => started,
+            _ => hour_ago,
+        });
+        totals
+    }
 }
 
 impl Default for Metrics {
@@ -191,7 +278,17 @@ impl Metrics {
             log_lines_lost,
             connections_open,
             connections_closed,
+            recent: Mutex::new(RecentOutcomes::default()),
         }
+    }
+
+    /// The metrics of a coordinator starting at `now` (the start of its recent outcomes).
+    pub(crate) fn starting_at(now: Timestamp) -> Metrics {
+        let metrics = Metrics::new();
+        if let Ok(mut recent) = metrics.recent.lock() {
+            *recent = RecentOutcomes::starting_at(now);
+        }
+        metrics
     }
 
     pub(crate) fn connection_opened(&self) {
@@ -217,8 +314,21 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn record_completions(&self, count: u64) {
+    pub(crate) fn record_completions(&self, count: u64, now: Timestamp) {
         self.jobs_completed.inc_by(count);
+        if count > 0
+            && let Ok(mut recent) = self.recent.lock()
+        {
+            recent.record(now, None, count);
+        }
+    }
+
+    /// What this coordinator saw end in the last hour (since it started, when that is later).
+    pub(crate) fn last_hour(&self, now: Timestamp) -> RecentTotals {
+        self.recent
+            .lock()
+            .map(|recent| recent.last_hour(now))
+            .unwrap_or_default()
     }
 
     pub(crate) fn record_feed_read(&self) {
@@ -264,11 +374,14 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn record_failure(&self, reason: FailureReason, count: u64) {
+    pub(crate) fn record_failure(&self, reason: FailureReason, count: u64, now: Timestamp) {
         if count > 0 {
             self.attempts_failed
                 .get_or_create(&vec![("reason".to_string(), reason.as_str().to_string())])
                 .inc_by(count);
+            if let Ok(mut recent) = self.recent.lock() {
+                recent.record(now, Some(reason), count);
+            }
         }
     }
 
@@ -420,5 +533,39 @@ mod tests {
         assert_eq!(few[&("org-000".to_string(), "pending")], 1000);
         let total: u64 = series.values().sum();
         assert_eq!(total, depths.iter().map(|depth| depth.count).sum::<u64>());
+    }
+}
+
+#[cfg(test)]
+mod recent_outcomes {
+    use muster_core::{FailureReason, Timestamp};
+
+    use super::RecentOutcomes;
+
+    const START: Timestamp = Timestamp(1_800_000_000_000);
+
+    #[test]
+    fn the_last_hour_counts_what_ended_in_its_sixty_minutes_since_the_start_at_most() {
+        let mut recent = RecentOutcomes::starting_at(START);
+        recent.record(START, None, 3);
+        recent.record(START.plus_millis(30_000), Some(FailureReason::TimedOut), 2);
+        recent.record(START.plus_millis(61_000), None, 1);
+        let early = recent.last_hour(START.plus_millis(90_000));
+        assert_eq!(early.completed, 4);
+        // In the order of FailureReason::ALL: runner_error, lease_expired, timed_out, cancelled.
+        assert_eq!(early.failed, [0, 0, 2, 0], "{early:?}");
+        assert_eq!(
+            early.since,
+            Some(START),
+            "younger than an hour: since it started"
+        );
+        // 59 minutes later the first minute has left the window; the second is still in it.
+        let later = recent.last_hour(START.plus_millis(60 * 60_000));
+        assert_eq!(later.completed, 1, "{later:?}");
+        assert_eq!(later.failed.iter().sum::<u64>(), 0);
+        assert!(later.since > Some(START));
+        // A clock that steps back counts into the newest minute.
+        recent.record(START.plus_millis(10_000), None, 5);
+        assert_eq!(recent.last_hour(START.plus_millis(90_000)).completed, 9);
     }
 }

@@ -4,6 +4,7 @@
 
 use muster_core::{Action, JobState, Principal, authorize};
 
+pub use crate::metrics::RecentTotals;
 use crate::scope::sees;
 use crate::{Coordinator, ServiceError};
 
@@ -49,6 +50,9 @@ pub struct JobSummary {
     /// The jobs of the kinds left out, by state.
     pub other_kinds: StateCounts,
     pub other_kind_count: u64,
+    /// Completions and failed attempts this coordinator saw in the last hour; `None` for a token
+    /// scoped to one organization (they count every organization's jobs).
+    pub last_hour: Option<RecentTotals>,
 }
 
 impl Coordinator {
@@ -87,6 +91,9 @@ impl Coordinator {
             }
         }
         summary.kinds = kinds;
+        if principal.scoped_organization().is_none() {
+            summary.last_hour = Some(self.metrics.last_hour(self.clock.now()));
+        }
         Ok(summary)
     }
 }

@@ -510,7 +510,7 @@ impl Coordinator {
             .await?;
         self.grant_to_job_organization(&job.organization.id, produced)
             .await;
-        self.metrics.record_completions(1);
+        self.metrics.record_completions(1, self.clock.now());
         self.job_changes.changed(call.job);
         Ok(self.view(job).await)
     }
@@ -745,7 +745,7 @@ impl Coordinator {
             };
             outcomes.push(outcome);
         }
-        self.metrics.record_completions(completed);
+        self.metrics.record_completions(completed, self.clock.now());
         Ok(outcomes)
     }
 
@@ -772,7 +772,7 @@ impl Coordinator {
                 self.clock.now(),
             )
             .await?;
-        self.metrics.record_failure(reason, 1);
+        self.metrics.record_failure(reason, 1, self.clock.now());
         self.job_changes.changed(call.job);
         Ok(self.view(job).await)
     }

@@ -41,15 +41,21 @@ pub(crate) async fn reap_once(coordinator: &Coordinator) -> Result<(), muster_st
             .await
         {
             Ok(report) => {
-                coordinator
-                    .metrics
-                    .record_failure(FailureReason::LeaseExpired, u64::from(report.lease_expired));
-                coordinator
-                    .metrics
-                    .record_failure(FailureReason::TimedOut, u64::from(report.timed_out));
-                coordinator
-                    .metrics
-                    .record_failure(FailureReason::Cancelled, u64::from(report.cancels_finished));
+                coordinator.metrics.record_failure(
+                    FailureReason::LeaseExpired,
+                    u64::from(report.lease_expired),
+                    coordinator.clock.now(),
+                );
+                coordinator.metrics.record_failure(
+                    FailureReason::TimedOut,
+                    u64::from(report.timed_out),
+                    coordinator.clock.now(),
+                );
+                coordinator.metrics.record_failure(
+                    FailureReason::Cancelled,
+                    u64::from(report.cancels_finished),
+                    coordinator.clock.now(),
+                );
                 for job in &report.changed_jobs {
                     coordinator.job_changes.changed(*job);
                 }

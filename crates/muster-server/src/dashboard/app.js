@@ -583,6 +583,8 @@ async function overviewPage(ctx, root) {
     body.append(
       el("section", { "aria-labelledby": "h-states", class: "card" },
         el("h2", { id: "h-states" }, "Jobs by state"), stateSummary(summary)),
+      summary.last_hour ? el("section", { "aria-labelledby": "h-hour", class: "card" },
+        el("h2", { id: "h-hour" }, "Last hour"), lastHour(summary.last_hour)) : null,
       el("section", { "aria-labelledby": "h-runners", class: "card" },
         el("h2", { id: "h-runners" }, "Runners"), runnerSummary(runners)),
       el("section", { "aria-labelledby": "h-pending", class: "card" },
@@ -606,6 +608,19 @@ async function overviewPage(ctx, root) {
   };
   timer = setTimeout(tick, OVERVIEW_REFRESH_MS);
   ctx.cleanups.push(() => clearTimeout(timer));
+}
+
+// Throughput and failed attempts by reason, as this coordinator saw them.
+function lastHour(hour) {
+  const failed = Object.entries(hour.failed_attempts || {}).filter(([, n]) => n > 0);
+  const since = new Date(hour.since);
+  const partial = !isNaN(since) && Date.now() - since.getTime() < 59 * 60 * 1000;
+  return el("div", {},
+    el("dl", { class: "facts" },
+      el("dt", {}, "Completed"), el("dd", { dataset: { testid: "hour-completed" } }, hour.completed.toLocaleString("en-US")),
+      el("dt", {}, "Failed attempts"), el("dd", { dataset: { testid: "hour-failed" } }, failed.reduce((a, [, n]) => a + n, 0).toLocaleString("en-US")),
+      failed.map(([reason, n]) => [el("dt", { class: "indent" }, FAILURE_REASONS[reason] || reason), el("dd", {}, n.toLocaleString("en-US"))])),
+    partial ? el("p", { class: "muted small-text" }, "Since this coordinator started at ", hms(hour.since), ".") : null);
 }
 
 function stateSummary(summary) {

@@ -4,13 +4,13 @@
 
 use axum::extract::State;
 use muster_api as wire;
-use muster_core::{BulkJobAction, JobId, JobState, RunnerId};
+use muster_core::{BulkJobAction, FailureReason, JobId, JobState, RunnerId};
 use muster_service::bulk::{BulkOutcome, BulkRequest, BulkSelection, CappedCount};
 use muster_service::jobs::JobFilter;
 use muster_service::overview::StateCounts;
 use serde::Deserialize;
 
-use crate::convert::{state_from_wire, state_to_wire, time_from_wire};
+use crate::convert::{state_from_wire, state_to_wire, time_from_wire, time_to_wire};
 use crate::error::error_detail;
 use crate::extract::{JsonBody, QueryParams, UserCaller, parse_instant};
 use crate::state::AppState;
@@ -143,6 +143,18 @@ pub(crate) async fn job_summary(
             .collect(),
         other_kinds: states_to_wire(&summary.other_kinds),
         other_kind_count: summary.other_kind_count,
+        last_hour: summary.last_hour.map(|recent| wire::LastHour {
+            completed: recent.completed,
+            failed_attempts: FailureReason::ALL
+                .into_iter()
+                .zip(recent.failed)
+                .map(|(reason, count)| (reason.as_str().to_string(), count))
+                .collect(),
+            since: recent
+                .since
+                .map(time_to_wire)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        }),
     }))
 }
 

@@ -791,6 +791,8 @@ def step_bulk(browser):
         expect(row.locator("td").nth(1)).to_have_text("7")
         ids.append(api_ok("POST", "/jobs", {"kind": kind})["id"])
         expect(row.locator("td").nth(1)).to_have_text("8", timeout=TIMEOUT_MS)
+        completed = int(page.get_by_test_id("hour-completed").inner_text().replace(",", ""))
+        check(completed >= 2, "the last hour's completions counted (the exec and graph jobs)", completed)
         pending = int(page.get_by_test_id("count-pending").inner_text().replace(",", ""))
         check(pending >= 8, "at least 8 pending jobs counted", pending)
         shot(page, "overview-kinds.png")

@@ -531,6 +531,10 @@ async fn the_summary_counts_jobs_by_state_and_kind_of_the_organizations_the_call
     assert_eq!(b["by_state"]["completed"], 1);
     assert_eq!(summary["other_kind_count"], 58 - 50);
     assert_eq!(summary["other_kinds"]["pending"], 8);
+    // This coordinator saw one completion; no attempt failed.
+    assert_eq!(summary["last_hour"]["completed"], 1, "{summary}");
+    assert_eq!(summary["last_hour"]["failed_attempts"]["runner_error"], 0);
+    assert!(summary["last_hour"]["since"].is_string());
 
     // A token of one organization counts its own jobs only.
     let minted = admin(
@@ -553,6 +557,11 @@ async fn the_summary_counts_jobs_by_state_and_kind_of_the_organizations_the_call
     assert_eq!(own["by_state"]["pending"], 2, "{own}");
     assert_eq!(own["kinds"].as_array().map(Vec::len), Some(1));
     assert_eq!(own["kinds"][0]["kind"], "summary-team-kind");
+    assert_eq!(
+        own["last_hour"],
+        Value::Null,
+        "every organization's throughput is not its own"
+    );
 }
 
 #[tokio::test]

@@ -299,6 +299,8 @@ async fn the_openapi_document_declares_every_answer_and_where_each_parameter_goe
             "kind",
             "runner_id",
             "organization_id",
+            "created_after",
+            "created_before",
             "limit",
             "cursor"
         ])
