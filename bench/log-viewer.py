@@ -10,7 +10,8 @@ HTTP), then opens the job's page and measures:
     drawn with its text, median and p95;
   - first error: the "First error" button, until the error line (at 90 % of the log) is shown;
   - memory: the page's JS heap (Chromium's Performance metrics) and DOM node count after all of
-    the above, and the resident memory of every Chromium process summed.
+    the above, and Chromium's memory (PSS, so shared pages count once) over all its processes and
+    over its renderers, beside the same page with a ten-line log opened first.
 
 Usage:
   target/python-venv/bin/python bench/log-viewer.py ./target/release/muster 1000000
@@ -85,23 +86,37 @@ def run(url, token, lines, chromium):
     wrote = time.monotonic() - started
     call(url, "POST", f"/runner/jobs/{job['id']}/complete", {"result": {}}, runner["token"], lease)
     print(f"wrote {lines:,} log lines in {wrote:.1f} s ({lines / wrote:,.0f} lines/s)")
+    short = call(url, "POST", "/jobs", {"kind": "long-log"}, token)
+    claimed = call(url, "POST", "/runner/claim", {"kinds": ["long-log"], "max_jobs": 1},
+                   runner["token"])["jobs"][0]
+    short_lease = {"Muster-Lease-Epoch": str(claimed["lease"]["epoch"])}
+    call(url, "POST", f"/runner/jobs/{short['id']}/log",
+         {"entries": [line(n, lines) for n in range(10)]}, runner["token"], short_lease)
+    call(url, "POST", f"/runner/jobs/{short['id']}/complete", {"result": {}}, runner["token"], short_lease)
+    short_job = short["id"]
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True,
                                              args=["--no-sandbox"])
         try:
-            measure(browser, url, token, job["id"], lines)
+            measure(browser, url, token, job["id"], short_job, lines)
         finally:
             browser.close()
 
 
-def measure(browser, url, token, job_id, lines):
+def measure(browser, url, token, job_id, short_job, lines):
     context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.goto("/sign-in")
     page.get_by_label("Token").fill(token)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_test_id("whoami").wait_for()
+
+    # The same page with a ten-line log first: what the browser costs without a long log.
+    page.goto(f"/jobs/{short_job}")
+    page.locator('[data-testid="log-line"][data-seq="9"] .log-msg').wait_for(timeout=60_000)
+    time.sleep(1)
+    baseline = chromium_memory_mib()
 
     last = page.locator(f'[data-testid="log-line"][data-seq="{lines - 1}"] .log-msg')
     started = time.monotonic()
@@ -138,12 +153,16 @@ def measure(browser, url, token, job_id, lines):
     print(f"page memory: JS heap {metrics['JSHeapUsedSize'] / 2**20:.1f} MiB used "
           f"({metrics['JSHeapTotalSize'] / 2**20:.1f} MiB allocated), {int(metrics['Nodes']):,} DOM nodes, "
           f"{rows} log rows drawn")
-    print(f"every Chromium process together: {chromium_rss_mib():.0f} MiB resident")
+    total, renderers = chromium_memory_mib()
+    print(f"Chromium's memory (PSS) with the {lines:,}-line log open: all processes {total:.0f} MiB, "
+          f"renderers {renderers:.0f} MiB (with the short log: {baseline[0]:.0f} MiB and {baseline[1]:.0f} MiB)")
     context.close()
 
 
-def chromium_rss_mib():
-    total = 0
+def chromium_memory_mib():
+    """(PSS of every Chromium process summed, PSS of the renderers) in MiB. PSS shares each page
+    among the processes that map it, so the sum counts shared libraries once."""
+    total = renderers = 0
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -151,13 +170,18 @@ def chromium_rss_mib():
             with open(f"/proc/{pid}/comm") as handle:
                 if "chrom" not in handle.read():
                     continue
-            with open(f"/proc/{pid}/status") as handle:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                renderer = b"--type=renderer" in handle.read()
+            with open(f"/proc/{pid}/smaps_rollup") as handle:
                 for field in handle:
-                    if field.startswith("VmRSS:"):
-                        total += int(field.split()[1])
+                    if field.startswith("Pss:"):
+                        kib = int(field.split()[1])
+                        total += kib
+                        if renderer:
+                            renderers += kib
         except OSError:
             continue
-    return total / 1024
+    return total / 1024, renderers / 1024
 
 
 if __name__ == "__main__":

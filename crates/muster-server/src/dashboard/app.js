@@ -25,7 +25,7 @@ const LOG_PAGES_KEPT = 40; // pages of entries kept in memory at most
 const LOG_OVERSCAN = 60; // rows drawn above and below the view
 const LOG_MAX_SCROLL_PX = 30000000; // under Chromium's tallest element; longer logs scroll scaled
 const MAX_DAG_DRAWN = 200;
-const OVERVIEW_REFRESH_MS = 5000;
+const OVERVIEW_REFRESH_MS = 10000; // about 7 store queries a refresh: under one a second
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 let me = null; // the WhoAmI of the session, null when signed out
