@@ -278,7 +278,7 @@ parameter_lists! {
         ("limit", Query, "jobs per page; default 50", schemas::page_limit()),
         ("cursor", Query, "`next_cursor` of the previous page; empty or absent for the first", text()),
     ];
-    /// The filters of `GET /api/v1/jobs/count` (`routes::bulk::CountJobsQuery`).
+    /// The filters of `GET /api/v1/jobs/count` (`routes::jobs::ListJobsQuery` without paging).
     CountJobsParameters => [
         ("state", Query, "only jobs in this state", Ref::from_schema_name(muster_api::JobState::name())),
         ("kind", Query, "only jobs of this kind", text()),

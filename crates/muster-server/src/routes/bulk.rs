@@ -8,24 +8,13 @@ use muster_core::{BulkJobAction, FailureReason, JobId, JobState, RunnerId};
 use muster_service::bulk::{BulkOutcome, BulkRequest, BulkSelection, CappedCount};
 use muster_service::jobs::JobFilter;
 use muster_service::overview::StateCounts;
-use serde::Deserialize;
 
 use crate::convert::{state_from_wire, state_to_wire, time_from_wire, time_to_wire};
 use crate::error::error_detail;
-use crate::extract::{JsonBody, QueryParams, UserCaller, parse_instant};
+use crate::extract::{JsonBody, QueryParams, UserCaller};
+use crate::routes::jobs::ListJobsQuery;
 use crate::state::AppState;
 use crate::{ApiError, Json};
-
-/// The filters of a count, as `crate::openapi::CountJobsParameters` describes them.
-#[derive(Debug, Deserialize)]
-pub(crate) struct CountJobsQuery {
-    state: Option<wire::JobState>,
-    kind: Option<String>,
-    runner_id: Option<uuid::Uuid>,
-    organization_id: Option<String>,
-    created_after: Option<String>,
-    created_before: Option<String>,
-}
 
 /// How many jobs match a filter, counted no further than 10,000 (`capped` says there are
 /// more), so a count costs the same with a million jobs as with ten thousand.
@@ -38,17 +27,17 @@ pub(crate) struct CountJobsQuery {
 pub(crate) async fn count_jobs(
     State(state): State<AppState>,
     UserCaller(caller): UserCaller,
-    QueryParams(query): QueryParams<CountJobsQuery>,
+    QueryParams(query): QueryParams<ListJobsQuery>,
 ) -> Result<Json<wire::JobCount>, ApiError> {
-    let filter = JobFilter {
-        state: query.state.map(state_from_wire),
-        kind: query.kind,
-        runner_id: query.runner_id.map(RunnerId),
-        organization_id: query.organization_id,
-        created_after: parse_instant(query.created_after.as_deref(), "created_after")?,
-        created_before: parse_instant(query.created_before.as_deref(), "created_before")?,
-    };
-    let counted = state.coordinator.count_jobs(&caller, filter).await?;
+    if query.pages() {
+        return Err(ApiError::invalid_input(
+            "a count takes the filters of a list, not 'limit' or 'cursor'",
+        ));
+    }
+    let counted = state
+        .coordinator
+        .count_jobs(&caller, query.filter()?)
+        .await?;
     Ok(Json(count_to_wire(counted)))
 }
 

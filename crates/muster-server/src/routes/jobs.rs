@@ -89,6 +89,25 @@ pub(crate) struct ListJobsQuery {
     cursor: Option<String>,
 }
 
+impl ListJobsQuery {
+    /// The filters, converted (the creation range parsed as RFC 3339).
+    pub(crate) fn filter(&self) -> Result<JobFilter, ApiError> {
+        Ok(JobFilter {
+            state: self.state.map(state_from_wire),
+            kind: self.kind.clone(),
+            runner_id: self.runner_id.map(muster_core::RunnerId),
+            organization_id: self.organization_id.clone(),
+            created_after: parse_instant(self.created_after.as_deref(), "created_after")?,
+            created_before: parse_instant(self.created_before.as_deref(), "created_before")?,
+        })
+    }
+
+    /// Whether it asks for a page (`limit` or `cursor`), which a count has none of.
+    pub(crate) fn pages(&self) -> bool {
+        self.limit.is_some() || self.cursor.is_some()
+    }
+}
+
 /// List jobs, newest first.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(crate::openapi::ListJobsParameters),
     responses(
@@ -102,14 +121,7 @@ pub(crate) async fn list_jobs(
     QueryParams(query): QueryParams<ListJobsQuery>,
 ) -> Result<Json<wire::JobList>, ApiError> {
     let query = JobQuery {
-        filter: JobFilter {
-            state: query.state.map(state_from_wire),
-            kind: query.kind,
-            runner_id: query.runner_id.map(muster_core::RunnerId),
-            organization_id: query.organization_id,
-            created_after: parse_instant(query.created_after.as_deref(), "created_after")?,
-            created_before: parse_instant(query.created_before.as_deref(), "created_before")?,
-        },
+        filter: query.filter()?,
         limit: query.limit,
         cursor: query.cursor,
     };

@@ -105,6 +105,9 @@ async fn counts_follow_the_filter_and_stop_at_ten_thousand() {
     )
     .await;
     refused.assert_error(400, "invalid_input", &["state"]);
+    admin(&server, Method::GET, "/api/v1/jobs/count?limit=5", None)
+        .await
+        .assert_error(400, "invalid_input", &["limit", "cursor"]);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use deadpool_postgres::{GenericClient, Transaction};
-use muster_core::{JobId, NewLogEntry, Timestamp};
+use muster_core::{JobId, LogEntry, NewLogEntry, Timestamp};
 use tokio_postgres::types::ToSql;
 
 use super::super::rows::column;
@@ -120,16 +120,10 @@ pub(in crate::postgres) async fn read(
         &[&seq, &first, &i64::from(limit)],
     )
     .await?;
-    let mut items = Vec::with_capacity(rows.len());
-    for row in &rows {
-        items.push(logs::log_entry_from_columns(
-            column(row, 0)?,
-            column(row, 1)?,
-            i64::from(column::<i16>(row, 2)?),
-            column(row, 3)?,
-            column(row, 4)?,
-        ));
-    }
+    let items = rows
+        .iter()
+        .map(entry_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     let stored_next_seq = if items.is_empty() {
         let rows = query(
             client,
@@ -192,17 +186,22 @@ pub(in crate::postgres) async fn search(
     params.push(&limit);
     sql.push_str(&format!(" ORDER BY seq LIMIT ${}", params.len()));
     let rows = query(client, &sql, &params).await?;
-    let mut items = Vec::with_capacity(rows.len());
-    for row in &rows {
-        items.push(logs::log_entry_from_columns(
-            column(row, 0)?,
-            column(row, 1)?,
-            i64::from(column::<i16>(row, 2)?),
-            column(row, 3)?,
-            column(row, 4)?,
-        ));
-    }
+    let items = rows
+        .iter()
+        .map(entry_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(logs::search_page(items, search, stored_next_seq))
+}
+
+/// A `job_logs` row read as `seq, ts, level, message, metadata`.
+fn entry_from_row(row: &tokio_postgres::Row) -> Result<LogEntry, StoreError> {
+    Ok(logs::log_entry_from_columns(
+        column(row, 0)?,
+        column(row, 1)?,
+        i64::from(column::<i16>(row, 2)?),
+        column(row, 3)?,
+        column(row, 4)?,
+    ))
 }
 
 pub(in crate::postgres) async fn positions(

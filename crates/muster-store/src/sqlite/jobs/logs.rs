@@ -99,16 +99,7 @@ pub(in crate::sqlite) fn read(
         )
         .map_err(map_sqlite_error)?;
     let items: Vec<LogEntry> = statement
-        .query_map(params![seq, first, i64::from(limit)], |row| {
-            let metadata: Option<String> = row.get(4)?;
-            Ok(logs::log_entry_from_columns(
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                metadata.as_deref(),
-            ))
-        })
+        .query_map(params![seq, first, i64::from(limit)], entry_from_row)
         .map_err(map_sqlite_error)?
         .collect::<Result<_, _>>()
         .map_err(map_sqlite_error)?;
@@ -152,20 +143,23 @@ pub(in crate::sqlite) fn search(
     sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", values.len()));
     let mut statement = conn.prepare_cached(&sql).map_err(map_sqlite_error)?;
     let items: Vec<LogEntry> = statement
-        .query_map(rusqlite::params_from_iter(values), |row| {
-            let metadata: Option<String> = row.get(4)?;
-            Ok(logs::log_entry_from_columns(
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                metadata.as_deref(),
-            ))
-        })
+        .query_map(rusqlite::params_from_iter(values), entry_from_row)
         .map_err(map_sqlite_error)?
         .collect::<Result<_, _>>()
         .map_err(map_sqlite_error)?;
     Ok(logs::search_page(items, search, stored_next_seq))
+}
+
+/// A `job_logs` row read as `seq, ts, level, message, metadata`.
+fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<LogEntry> {
+    let metadata: Option<String> = row.get(4)?;
+    Ok(logs::log_entry_from_columns(
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        metadata.as_deref(),
+    ))
 }
 
 pub(in crate::sqlite) fn positions(
