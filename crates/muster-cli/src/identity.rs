@@ -13,6 +13,7 @@ pub(crate) enum KeysCommand {
     /// List the runner keys on the allowlist, oldest first.
     ///
     ///   muster runners keys list --json
+    #[command(verbatim_doc_comment)]
     List {
         #[arg(long)]
         json: bool,
@@ -20,10 +21,12 @@ pub(crate) enum KeysCommand {
     /// Put a runner's public key on the allowlist (what `muster runner keygen` printed).
     ///
     ///   muster runners keys add 32F0NggnJw2Vhi/99+g6ewRH7kRzXG2jZ4trNhuD+aM= --note "gpu-box-1"
+    #[command(verbatim_doc_comment)]
     Add(AddKeyArgs),
     /// Take a key off the allowlist by its fingerprint.
     ///
     ///   muster runners keys remove sha256:5e1f...
+    #[command(verbatim_doc_comment)]
     Remove { fingerprint: String },
 }
 

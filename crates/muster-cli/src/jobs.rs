@@ -1,4 +1,4 @@
-//! `muster job ...`: submit, list, show, logs, cancel, retry, wait.
+//! `muster job ...`: submit, list, show, logs, cancel, retry, cancel-all, retry-all, wait.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
-use muster_api::{Job, JobState, Requirements, SubmitJob};
+use muster_api::{BulkAction, BulkJobs, Job, JobSelector, JobState, Requirements, SubmitJob};
 use muster_client::{JobQuery, MusterClient};
 use uuid::Uuid;
 
@@ -22,42 +22,69 @@ pub(crate) enum JobCommand {
     ///   muster job submit -- echo hello
     ///   muster job submit --label gpu=a100 --resource vram_gb=40 -- python train.py
     ///   muster job submit --kind /reconstruction/v1 --payload '{"scene": 7}'
+    #[command(verbatim_doc_comment)]
     Submit(Box<SubmitArgs>),
     /// List jobs, newest first.
     ///
     ///   muster job list --state running
+    #[command(verbatim_doc_comment)]
     List(ListArgs),
     /// Show one job: state, attempts, progress, error, result, inputs and outputs.
     ///
     ///   muster job show 0192... --json
+    #[command(verbatim_doc_comment)]
     Show(IdArgs),
     /// Print a job's log; -f follows it live until the job ends.
     ///
     ///   muster job logs 0192... -f
+    #[command(verbatim_doc_comment)]
     Logs(LogsArgs),
     /// Cancel a job (a running job's runner is told to stop).
     ///
     ///   muster job cancel 0192...
+    #[command(verbatim_doc_comment)]
     Cancel(IdArgs),
     /// Put a failed or cancelled job back in the queue, with a fresh allowance of attempts.
     ///
     ///   muster job retry 0192...
+    #[command(verbatim_doc_comment)]
     Retry(IdArgs),
+    /// Cancel every job matching the filters.
+    ///
+    /// A page at a time: pending jobs end cancelled, claimed and running ones are told to stop;
+    /// a job that changed state meanwhile is left alone. Asks first at a terminal; elsewhere
+    /// needs --yes. Audited.
+    ///
+    ///   muster job cancel-all --kind render --state pending --dry-run
+    ///   muster job cancel-all --kind render --created-before 2026-12-03T10:00:00Z --yes
+    #[command(verbatim_doc_comment)]
+    CancelAll(BulkArgs),
+    /// Retry every failed or cancelled job matching the filters, a page at a time.
+    ///
+    /// Asks first at a terminal; elsewhere needs --yes. Audited.
+    ///
+    ///   muster job retry-all --kind render --state failed --yes
+    #[command(verbatim_doc_comment)]
+    RetryAll(BulkArgs),
     /// Save one of a job's output artifacts to a file.
     ///
     ///   muster job download 0192... report.pdf --output ./report.pdf
+    #[command(verbatim_doc_comment)]
     Download(DownloadArgs),
     /// Wait for a job to end, showing its progress; exits 0 only if it completed.
     ///
     ///   muster job wait $(muster job submit -- make test)
+    #[command(verbatim_doc_comment)]
     Wait(WaitArgs),
-    /// Check a job's result signature again, offline: the digest of its result's canonical
-    /// JSON, the Ed25519 signature, and that the key's fingerprint is the one recorded. Exits 0
-    /// only if it verifies.
+    /// Check a job's result signature again, offline; exits 0 only if it verifies.
+    ///
+    /// Checks the digest of its result's canonical JSON, the Ed25519 signature, and that the
+    /// key's fingerprint is the one recorded.
     ///
     ///   muster job verify 0192... --public-key BASE64
     ///   muster job verify 0192... --runner-key-from-coordinator
     ///   muster job verify --file job.json --public-key BASE64
+    #[command(verbatim_doc_comment)]
     Verify(VerifyArgs),
 }
 
@@ -186,6 +213,36 @@ pub(crate) struct ListArgs {
 }
 
 #[derive(Args, Debug)]
+pub(crate) struct BulkArgs {
+    /// Only jobs in this state (pending, claimed, running, failed, cancelled, ...).
+    #[arg(long)]
+    state: Option<String>,
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only jobs of this runner.
+    #[arg(long)]
+    runner: Option<Uuid>,
+    /// Only jobs of this organization (its id).
+    #[arg(long = "org", value_name = "ORGANIZATION")]
+    organization: Option<String>,
+    /// Only jobs created at or after this instant (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    created_after: Option<String>,
+    /// Only jobs created before this instant (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    created_before: Option<String>,
+    /// Count the jobs it would change, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Change them without asking (needed when stdin is not a terminal).
+    #[arg(short, long)]
+    yes: bool,
+    /// Print what changed as JSON: {"changed", "skipped"}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
 pub(crate) struct LogsArgs {
     id: Uuid,
     /// Keep printing new entries until the job ends.
@@ -257,6 +314,8 @@ pub(crate) async fn run(command: JobCommand, connect: &ConnectArgs) -> anyhow::R
             print_job(&job, args.json)?;
             Ok(0)
         }
+        JobCommand::CancelAll(args) => bulk(&client, BulkAction::Cancel, args).await,
+        JobCommand::RetryAll(args) => bulk(&client, BulkAction::Retry, args).await,
         JobCommand::Wait(args) => wait(&client, args).await,
         JobCommand::Verify(args) => verify(connect, args).await,
         JobCommand::Download(args) => {
@@ -590,6 +649,123 @@ async fn logs(client: &MusterClient, args: LogsArgs) -> anyhow::Result<u8> {
         }
     }
     bail!("the live log ended before the job did (coordinator stopped?)")
+}
+
+/// How many matching jobs one bulk call examines.
+const BULK_PAGE: u32 = 500;
+
+async fn bulk(client: &MusterClient, action: BulkAction, args: BulkArgs) -> anyhow::Result<u8> {
+    let instant =
+        |text: Option<String>, flag: &str| -> anyhow::Result<Option<time::OffsetDateTime>> {
+            text.map(|text| {
+                time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| {
+                        anyhow::format_err!(
+                            "{flag} '{text}': not an RFC 3339 time (e.g. 2026-12-03T10:00:00Z)"
+                        )
+                    })
+            })
+            .transpose()
+        };
+    let filter = JobSelector {
+        state: args.state.as_deref().map(parse_state).transpose()?,
+        kind: args.kind,
+        runner_id: args.runner,
+        organization_id: args.organization,
+        created_after: instant(args.created_after, "--created-after")?,
+        created_before: instant(args.created_before, "--created-before")?,
+    };
+    let (verb, done) = match action {
+        BulkAction::Cancel => ("cancel", "cancelled"),
+        BulkAction::Retry => ("retry", "retried"),
+    };
+    let mut request = BulkJobs {
+        action,
+        ids: None,
+        filter: Some(filter),
+        dry_run: true,
+        cursor: None,
+        limit: None,
+    };
+    let counted = client
+        .bulk_jobs(&request)
+        .await
+        .with_context(|| format!("count the jobs to {verb}"))?
+        .would_change
+        .context("the coordinator answered a dry run without a count")?;
+    let count_text = if counted.capped {
+        format!("more than {}", counted.count)
+    } else {
+        counted.count.to_string()
+    };
+    if args.dry_run || counted.count == 0 {
+        if args.json {
+            print_json(
+                &serde_json::json!({"would_change": counted.count, "capped": counted.capped}),
+            )?;
+        } else {
+            println!("{count_text} jobs would be {done}");
+        }
+        return Ok(0);
+    }
+    if !args.yes {
+        use std::io::{BufRead, IsTerminal, Write};
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "{verb} {count_text} jobs? Nothing changed: pass --yes to do it (or --dry-run to only count)"
+            );
+        }
+        eprint!("{verb} {count_text} jobs matching the filters? [y/N] ");
+        std::io::stderr().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .context("read the answer")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("nothing changed");
+            return Ok(1);
+        }
+    }
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new(counted.count)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    request.dry_run = false;
+    request.limit = Some(BULK_PAGE);
+    let (mut changed, mut skipped) = (0u64, 0u64);
+    loop {
+        let outcome = client
+            .bulk_jobs(&request)
+            .await
+            .with_context(|| format!("{verb} jobs ({changed} {done} before this)"))?;
+        changed += outcome.changed.len() as u64;
+        skipped += outcome.skipped.len() as u64;
+        if changed > bar.length().unwrap_or(0) {
+            bar.set_length(changed);
+        }
+        bar.set_position(changed);
+        bar.set_message(done);
+        match outcome.next_cursor {
+            Some(cursor) => request.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    bar.finish_and_clear();
+    if args.json {
+        print_json(&serde_json::json!({"changed": changed, "skipped": skipped}))?;
+    } else {
+        println!("{done} {changed} jobs");
+        if skipped > 0 {
+            eprintln!("{skipped} jobs were left alone: they changed state meanwhile");
+        }
+    }
+    Ok(0)
 }
 
 async fn wait(client: &MusterClient, args: WaitArgs) -> anyhow::Result<u8> {

@@ -15,10 +15,12 @@ pub(crate) enum KindsCommand {
     /// Set a kind's result rules, replacing any it had.
     ///
     ///   muster kinds set bench --schema score.schema.json --require-signed-results
+    #[command(verbatim_doc_comment)]
     Set(SetArgs),
     /// Show a kind's result rules.
     ///
     ///   muster kinds show bench --json
+    #[command(verbatim_doc_comment)]
     Show {
         kind: String,
         #[arg(long)]

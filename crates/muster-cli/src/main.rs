@@ -37,18 +37,21 @@ enum Command {
     /// file and the admin token). Example:
     ///
     ///   muster server --listen 0.0.0.0:7070 --data-dir /var/lib/muster
+    #[command(verbatim_doc_comment)]
     Server(ServerArgs),
     /// Run the coordinator and one local runner (hosting `exec`) in one process: the quickest
     /// way to try muster. Takes the same flags as `muster server`.
     ///
     ///   muster up
     ///   muster job submit -- echo hello
+    #[command(verbatim_doc_comment)]
     Up(up::UpArgs),
     /// Run a runner: claim jobs of the kinds it hosts and run them; `muster runner keygen PATH`
     /// makes a key for it.
     ///
     ///   muster runner --server http://coordinator:7070 --token muster_runner_... --exec
     ///   muster runner keygen /etc/muster/runner.pem
+    #[command(verbatim_doc_comment)]
     Runner(runner::RunnerCommand),
     /// Submit and watch jobs.
     #[command(

@@ -12,6 +12,7 @@ pub(crate) enum OrgsCommand {
     /// Create an organization; its id is made from its name (`Acme Corp` is `acme-corp`).
     ///
     ///   muster orgs create "Acme Corp" --no-shared-runners
+    #[command(verbatim_doc_comment)]
     Create {
         /// Shown in lists; unique.
         name: String,

@@ -13,6 +13,7 @@ pub(crate) enum RunnersCommand {
     /// List registered runners with their status.
     ///
     ///   muster runners list --json
+    #[command(verbatim_doc_comment)]
     List {
         /// Only this organization's runners (cluster-scoped runners belong to none).
         #[arg(long = "org", visible_alias = "organization")]
@@ -23,6 +24,7 @@ pub(crate) enum RunnersCommand {
     /// Show one runner: status, kinds, labels, resources, running jobs.
     ///
     ///   muster runners show 0192...
+    #[command(verbatim_doc_comment)]
     Show {
         id: Uuid,
         #[arg(long)]
@@ -31,21 +33,25 @@ pub(crate) enum RunnersCommand {
     /// Register a runner and print its token (shown this once).
     ///
     ///   muster runners create gpu-box-1 --label gpu=a100
+    #[command(verbatim_doc_comment)]
     Create(CreateArgs),
     /// Delete a runner: its token stops working and the jobs it holds go back to the queue.
     ///
     ///   muster runners delete 0192...
+    #[command(verbatim_doc_comment)]
     Delete { id: Uuid },
     /// Approve a runner waiting for approval (ENROLLMENT pending in `muster runners list`): it
     /// is enrolled, its key joins the allowlist, and it may claim jobs at once.
     ///
     ///   muster runners approve 0192...
+    #[command(verbatim_doc_comment)]
     Approve { id: Uuid },
     /// Reject a runner that registered with its key: its tokens stop working, the jobs it holds
     /// go back to the queue, and its key leaves the allowlist, so it cannot register again
     /// until an operator adds the key.
     ///
     ///   muster runners reject 0192...
+    #[command(verbatim_doc_comment)]
     Reject { id: Uuid },
     /// The allowlist of runner keys: which keys may register runners themselves.
     Keys {

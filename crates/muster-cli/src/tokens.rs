@@ -14,6 +14,7 @@ pub(crate) enum TokensCommand {
     /// Mint a user token; it is printed this once (only its hash is kept).
     ///
     ///   muster tokens create ci --role submitter --org acme-corp --expires-in 90d
+    #[command(verbatim_doc_comment)]
     Create {
         /// What the token is for ("ci", "alice's laptop"): shown in lists.
         name: String,

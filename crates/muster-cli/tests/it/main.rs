@@ -3,6 +3,7 @@
 //! `exec` jobs, the user commands, and `muster up`. These tests start the real executable Cargo
 //! built for this package.
 
+mod bulk_cli;
 mod cli;
 mod crash;
 mod dashboard;
