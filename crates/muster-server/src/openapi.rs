@@ -382,6 +382,28 @@ impl PartialSchema for LogStreamEvent {
 
 impl ToSchema for LogStreamEvent {}
 
+/// One event of a followed summary (`GET /api/v1/jobs/summary` with `Accept:
+/// text/event-stream`): `summary` carries the summary as the JSON answer has it, `error` the
+/// error body of a count that failed (the stream ends after it).
+pub(crate) struct SummaryStreamEvent;
+
+impl PartialSchema for SummaryStreamEvent {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(stream_event(
+                "summary",
+                Ref::from_schema_name(muster_api::JobSummary::name()).into(),
+            ))
+            .item(stream_event(
+                "error",
+                Ref::from_schema_name(muster_api::ErrorBody::name()).into(),
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for SummaryStreamEvent {}
+
 /// One event of a live job stream (`GET /api/v1/jobs/{id}/events` with `Accept:
 /// text/event-stream`): `job` carries the job as `GET /api/v1/jobs/{id}` answers it, `end` an
 /// empty object once it is finished, `error` the error body of a read that failed (the stream

@@ -19,8 +19,37 @@ use crate::Coordinator;
 pub(crate) struct JobChanges {
     watched: Mutex<HashMap<JobId, watch::Sender<u64>>>,
     /// How many jobs are watched, readable without the lock: a change when nobody watches
-    /// anything (the common case on the hot path) costs one atomic load.
+    /// anything (the common case on the hot path) costs two atomic loads (this and the fleet's).
     watched_count: AtomicUsize,
+    /// That some job changed or was submitted, for views of the whole fleet.
+    pub(crate) fleet: FleetChanges,
+}
+
+/// A signal that some job changed or was submitted, for views of the whole fleet (the
+/// overview's counts). Sending it when nobody listens costs one atomic load.
+pub(crate) struct FleetChanges {
+    sender: watch::Sender<u64>,
+}
+
+impl Default for FleetChanges {
+    fn default() -> FleetChanges {
+        FleetChanges {
+            sender: watch::channel(0).0,
+        }
+    }
+}
+
+impl FleetChanges {
+    pub(crate) fn changed(&self) {
+        if self.sender.receiver_count() > 0 {
+            self.sender
+                .send_modify(|version| *version = version.wrapping_add(1));
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.sender.subscribe()
+    }
 }
 
 /// One watcher of one job; stops watching when dropped.
@@ -58,6 +87,7 @@ impl JobChanges {
 
     /// These jobs' logs or states changed: wake whoever watches them, taking the lock once.
     pub(crate) fn changed_many(&self, jobs: impl IntoIterator<Item = JobId>) {
+        self.fleet.changed();
         if self.watched_count.load(Ordering::Acquire) == 0 {
             return;
         }

@@ -247,6 +247,7 @@ impl Coordinator {
             .pop()
             .ok_or_else(|| ServiceError::internal("store answered no job for one submitted"))?;
         self.grant_inputs([&submitted.job]).await;
+        self.job_changes.fleet.changed();
         Ok(Submission {
             view: self.view(submitted.job).await,
             created: submitted.created,
@@ -296,6 +297,7 @@ impl Coordinator {
         )
         .await?;
         let submitted = self.store.submit_jobs(new_jobs).await?;
+        self.job_changes.fleet.changed();
         self.grant_inputs(submitted.iter().map(|answer| &answer.job))
             .await;
         Ok(self

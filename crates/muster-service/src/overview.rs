@@ -2,6 +2,9 @@
 //! Unfinished jobs are counted from what claims and the reaper read (so the cost follows the
 //! queue, not the history); finished ones come from the counts `/metrics` reuses.
 
+use std::time::Duration;
+
+use futures::Stream;
 use muster_core::{Action, JobState, Principal, authorize};
 
 pub use crate::metrics::RecentTotals;
@@ -55,7 +58,79 @@ pub struct JobSummary {
     pub last_hour: Option<RecentTotals>,
 }
 
+/// A followed summary is sent again no sooner than this after the last (a busy fleet changes all
+/// the time: this bounds what one open overview costs the store)...
+const SUMMARY_MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// ...and no later than this even when nothing here changed (other coordinators' changes, the
+/// last hour's window moving).
+const SUMMARY_MAX_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What a followed summary yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SummaryEvent {
+    Summary(Box<JobSummary>),
+    /// Reading it failed; the stream ends.
+    Failed(ServiceError),
+}
+
 impl Coordinator {
+    /// The summary now, then again whenever jobs changed (at most every 5 s, at least every
+    /// 30 s), and only when it differs from the last one sent.
+    pub async fn follow_job_summary(
+        &self,
+        principal: &Principal,
+    ) -> Result<impl Stream<Item = SummaryEvent> + Send + 'static, ServiceError> {
+        let mut changes = self.job_changes.fleet.subscribe();
+        changes.mark_unchanged();
+        let first = self.job_summary(principal).await?;
+        let coordinator = self.clone();
+        let principal = principal.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut last = first;
+            if sender
+                .send(SummaryEvent::Summary(Box::new(last.clone())))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = tokio::time::sleep(SUMMARY_MAX_INTERVAL) => {}
+                    _ = sender.closed() => return,
+                    _ = coordinator.shutdown.cancelled() => return,
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(SUMMARY_MIN_INTERVAL) => {}
+                    _ = sender.closed() => return,
+                    _ = coordinator.shutdown.cancelled() => return,
+                }
+                changes.mark_unchanged();
+                match coordinator.job_summary(&principal).await {
+                    Ok(summary) if summary == last => {}
+                    Ok(summary) => {
+                        last = summary;
+                        if sender
+                            .send(SummaryEvent::Summary(Box::new(last.clone())))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "failed to count jobs for a followed summary; closing it");
+                        let _ = sender.send(SummaryEvent::Failed(error)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(receiver))
+    }
+
     /// Jobs by state and kind, of the organizations `principal` sees.
     pub async fn job_summary(&self, principal: &Principal) -> Result<JobSummary, ServiceError> {
         authorize(principal, Action::ReadJobs)?;

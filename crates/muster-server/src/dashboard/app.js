@@ -25,7 +25,7 @@ const LOG_PAGES_KEPT = 40; // pages of entries kept in memory at most
 const LOG_OVERSCAN = 60; // rows drawn above and below the view
 const LOG_MAX_SCROLL_PX = 30000000; // under Chromium's tallest element; longer logs scroll scaled
 const MAX_DAG_DRAWN = 200;
-const OVERVIEW_REFRESH_MS = 10000; // about 7 store queries a refresh: under one a second
+const OVERVIEW_REFRESH_MS = 10000; // the overview's lists: about 5 store queries a read
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 let me = null; // the WhoAmI of the session, null when signed out
@@ -570,15 +570,16 @@ async function overviewPage(ctx, root) {
   root.append(el("h1", {}, "Overview"));
   const body = el("div", { class: "overview" });
   root.append(body);
-  let timer = null;
+  let summary = null;
   const load = async () => {
-    const [jobs, runners, pending, summary] = await Promise.all([
+    const [jobs, runners, pending, counted] = await Promise.all([
       api("GET", "/jobs?limit=10"),
       api("GET", "/runners?limit=1000"),
       api("GET", "/jobs?state=pending&limit=200"),
-      api("GET", "/jobs/summary"),
+      summary ? Promise.resolve(summary) : api("GET", "/jobs/summary"),
     ]);
     if (!ctx.alive) return;
+    summary = counted;
     clear(body);
     body.append(
       el("section", { "aria-labelledby": "h-states", class: "card" },
@@ -597,17 +598,38 @@ async function overviewPage(ctx, root) {
         el("p", {}, el("a", { href: "/jobs" }, "All jobs"))));
   };
   await load();
-  // Refresh while the tab is visible; a hidden tab costs the coordinator nothing.
-  const tick = async () => {
+  // The coordinator pushes the counts when jobs change (at most every 5 s); the lists beside
+  // them are read again then, at most every OVERVIEW_REFRESH_MS, and never while the tab is
+  // hidden. An idle fleet costs an open overview next to nothing.
+  let timer = null;
+  let lastLoad = Date.now();
+  let stale = false;
+  const reload = async () => {
     timer = null;
     if (!ctx.alive) return;
-    if (!document.hidden) {
-      try { await load(); } catch (error) { if (!error.handled && ctx.alive) showTransient(body, error.message); }
-    }
-    if (ctx.alive) timer = setTimeout(tick, OVERVIEW_REFRESH_MS);
+    if (document.hidden) { stale = true; return; }
+    stale = false;
+    lastLoad = Date.now();
+    try { await load(); } catch (error) { if (!error.handled && ctx.alive) showTransient(body, error.message); }
   };
-  timer = setTimeout(tick, OVERVIEW_REFRESH_MS);
-  ctx.cleanups.push(() => clearTimeout(timer));
+  const reloadSoon = () => {
+    if (timer) return;
+    timer = setTimeout(reload, Math.max(0, lastLoad + OVERVIEW_REFRESH_MS - Date.now()));
+  };
+  // The stream's first summary is usually the one just drawn.
+  let first = true;
+  const stream = openStream(ctx, `${API}/jobs/summary`, {
+    summary: (pushed) => {
+      const same = first && JSON.stringify(pushed) === JSON.stringify(summary);
+      first = false;
+      if (same) return;
+      summary = pushed;
+      reloadSoon();
+    },
+  });
+  const onVisible = () => { if (!document.hidden && stale) reloadSoon(); };
+  document.addEventListener("visibilitychange", onVisible);
+  ctx.cleanups.push(() => { clearTimeout(timer); stream.close(); document.removeEventListener("visibilitychange", onVisible); });
 }
 
 // Throughput and failed attempts by reason, as this coordinator saw them.

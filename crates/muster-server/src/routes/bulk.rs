@@ -2,17 +2,24 @@
 //! `GET /api/v1/jobs/summary` (by state and kind) and `POST /api/v1/jobs/bulk` (cancel or retry
 //! by ids or by filter, with a dry run). Each parses, calls the coordinator, and converts.
 
+use std::convert::Infallible;
+
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use muster_api as wire;
 use muster_core::{BulkJobAction, FailureReason, JobId, JobState, RunnerId};
 use muster_service::bulk::{BulkOutcome, BulkRequest, BulkSelection, CappedCount};
 use muster_service::jobs::JobFilter;
-use muster_service::overview::StateCounts;
+use muster_service::overview::{JobSummary, StateCounts, SummaryEvent};
 
 use crate::convert::{state_from_wire, state_to_wire, time_from_wire, time_to_wire};
+use crate::error::error_body;
 use crate::error::error_detail;
 use crate::extract::{JsonBody, QueryParams, UserCaller};
-use crate::routes::jobs::ListJobsQuery;
+use crate::routes::jobs::{ListJobsQuery, wants_event_stream};
 use crate::state::AppState;
 use crate::{ApiError, Json};
 
@@ -107,19 +114,44 @@ pub(crate) async fn bulk_jobs(
 
 /// Jobs by state, and by kind for the 50 kinds with the most jobs (the organizations the caller
 /// sees). Unfinished jobs are counted at each call; finished ones may lag by a few seconds with
-/// millions of them (the counts `/metrics` reuses).
+/// millions of them (the counts `/metrics` reuses). With `Accept: text/event-stream`, the summary
+/// now and again after jobs change (events `summary`, at most every 5 s, at least every 30 s).
 #[utoipa::path(get, path = "/api/v1/jobs/summary", tag = "jobs",
     responses(
-        (status = 200, description = "jobs by state and by kind", body = wire::JobSummary),
+        (status = 200, description = "jobs by state and by kind; with `Accept: text/event-stream`, a live stream of them (events `summary`)",
+            content(
+                (wire::JobSummary = "application/json"),
+                (inline(crate::openapi::SummaryStreamEvent) = "text/event-stream"),
+            )),
         crate::openapi::AuthErrors,
     ),
     security(("admin_token" = [])))]
 pub(crate) async fn job_summary(
     State(state): State<AppState>,
     UserCaller(caller): UserCaller,
-) -> Result<Json<wire::JobSummary>, ApiError> {
-    let summary = state.coordinator.job_summary(&caller).await?;
-    Ok(Json(wire::JobSummary {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !wants_event_stream(&headers) {
+        let summary = state.coordinator.job_summary(&caller).await?;
+        return Ok(Json(summary_to_wire(summary)).into_response());
+    }
+    let events = state.coordinator.follow_job_summary(&caller).await?;
+    Ok(Sse::new(events.map(|event| {
+        Ok::<_, Infallible>(match event {
+            SummaryEvent::Summary(summary) => Event::default()
+                .event("summary")
+                .data(serde_json::to_string(&summary_to_wire(*summary)).unwrap_or_default()),
+            SummaryEvent::Failed(error) => Event::default()
+                .event("error")
+                .data(serde_json::to_string(&error_body(&error)).unwrap_or_default()),
+        })
+    }))
+    .keep_alive(KeepAlive::default())
+    .into_response())
+}
+
+fn summary_to_wire(summary: JobSummary) -> wire::JobSummary {
+    wire::JobSummary {
         by_state: states_to_wire(&summary.by_state),
         kinds: summary
             .kinds
@@ -144,7 +176,7 @@ pub(crate) async fn job_summary(
                 .map(time_to_wire)
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
         }),
-    }))
+    }
 }
 
 fn states_to_wire(counts: &StateCounts) -> std::collections::BTreeMap<String, u64> {

@@ -650,3 +650,47 @@ async fn jobs_are_listed_counted_and_changed_by_when_they_were_created() {
     .await
     .assert_error(400, "invalid_input", &["created_before"]);
 }
+
+#[tokio::test]
+async fn a_followed_summary_is_pushed_again_after_jobs_change_and_not_before() {
+    let server = start().await;
+    submit_many(&server, "pushed", 2).await;
+    let response = request(
+        &server,
+        Method::GET,
+        "/api/v1/jobs/summary",
+        Some(&server.admin_token),
+    )
+    .header(reqwest::header::ACCEPT, "text/event-stream")
+    .send()
+    .await
+    .expect("open the summary stream");
+    assert_eq!(response.status(), 200);
+    let mut events = crate::support::SseReader::new(response);
+    let first = events.next().await.expect("the summary now");
+    assert_eq!(first.event, "summary");
+    let first: Value = serde_json::from_str(&first.data).expect("JSON");
+    assert_eq!(first["by_state"]["pending"], 2, "{first}");
+
+    // Nothing changes: nothing is sent within the coalescing interval (5 s).
+    let quiet = tokio::time::timeout(std::time::Duration::from_secs(6), events.next()).await;
+    assert!(
+        quiet.is_err(),
+        "no summary while nothing changed: {quiet:?}"
+    );
+
+    let started = std::time::Instant::now();
+    submit_many(&server, "pushed", 3).await;
+    let next = tokio::time::timeout(std::time::Duration::from_secs(15), events.next())
+        .await
+        .expect("a summary after the change")
+        .expect("the stream goes on");
+    assert_eq!(next.event, "summary");
+    let next: Value = serde_json::from_str(&next.data).expect("JSON");
+    assert_eq!(next["by_state"]["pending"], 5, "{next}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(12),
+        "pushed after the change, not on the 30 s fallback: {:?}",
+        started.elapsed()
+    );
+}
