@@ -186,8 +186,9 @@ pub(crate) struct DownloadArgs {
     output: Option<std::path::PathBuf>,
 }
 
+/// Which jobs: the filters `job list`, `cancel-all` and `retry-all` share.
 #[derive(Args, Debug)]
-pub(crate) struct ListArgs {
+pub(crate) struct FilterArgs {
     /// pending, claimed, running, cancelling, completed, failed or cancelled.
     #[arg(long)]
     state: Option<String>,
@@ -205,6 +206,12 @@ pub(crate) struct ListArgs {
     /// Only jobs created before this instant (RFC 3339).
     #[arg(long, value_name = "TIME")]
     created_before: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    filter: FilterArgs,
     /// At most this many jobs.
     #[arg(long, default_value_t = 50)]
     limit: u32,
@@ -214,23 +221,8 @@ pub(crate) struct ListArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct BulkArgs {
-    /// Only jobs in this state (pending, claimed, running, failed, cancelled, ...).
-    #[arg(long)]
-    state: Option<String>,
-    #[arg(long)]
-    kind: Option<String>,
-    /// Only jobs of this runner.
-    #[arg(long)]
-    runner: Option<Uuid>,
-    /// Only jobs of this organization (its id).
-    #[arg(long = "org", value_name = "ORGANIZATION")]
-    organization: Option<String>,
-    /// Only jobs created at or after this instant (RFC 3339).
-    #[arg(long, value_name = "TIME")]
-    created_after: Option<String>,
-    /// Only jobs created before this instant (RFC 3339).
-    #[arg(long, value_name = "TIME")]
-    created_before: Option<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Count the jobs it would change, and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -543,12 +535,12 @@ async fn list(client: &MusterClient, args: ListArgs) -> anyhow::Result<u8> {
         bail!("--limit must be between 1 and 1000");
     }
     let query = JobQuery {
-        state: args.state.as_deref().map(parse_state).transpose()?,
-        kind: args.kind,
-        runner_id: args.runner,
-        organization_id: args.organization,
-        created_after: args.created_after,
-        created_before: args.created_before,
+        state: args.filter.state.as_deref().map(parse_state).transpose()?,
+        kind: args.filter.kind,
+        runner_id: args.filter.runner,
+        organization_id: args.filter.organization,
+        created_after: args.filter.created_after,
+        created_before: args.filter.created_before,
         limit: Some(args.limit),
         cursor: None,
     };
@@ -668,12 +660,12 @@ async fn bulk(client: &MusterClient, action: BulkAction, args: BulkArgs) -> anyh
             .transpose()
         };
     let filter = JobSelector {
-        state: args.state.as_deref().map(parse_state).transpose()?,
-        kind: args.kind,
-        runner_id: args.runner,
-        organization_id: args.organization,
-        created_after: instant(args.created_after, "--created-after")?,
-        created_before: instant(args.created_before, "--created-before")?,
+        state: args.filter.state.as_deref().map(parse_state).transpose()?,
+        kind: args.filter.kind,
+        runner_id: args.filter.runner,
+        organization_id: args.filter.organization,
+        created_after: instant(args.filter.created_after, "--created-after")?,
+        created_before: instant(args.filter.created_before, "--created-before")?,
     };
     let (verb, done) = match action {
         BulkAction::Cancel => ("cancel", "cancelled"),
