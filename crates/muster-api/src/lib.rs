@@ -1147,14 +1147,15 @@ pub struct JobSummary {
     pub other_kinds: BTreeMap<String, u64>,
     /// How many kinds were left out.
     pub other_kind_count: u64,
-    /// What this coordinator saw end in the last hour; null for a token scoped to one
-    /// organization.
+    /// What ended in the last hour on every coordinator of the store; null for a token scoped
+    /// to one organization.
     #[cfg_attr(feature = "openapi", schema(required))]
     pub last_hour: Option<LastHour>,
 }
 
-/// Completions and failed attempts (by reason) one coordinator saw in the last hour, counted
-/// from `since` (an hour ago, or when it started if that is later).
+/// Completions and failed attempts (by reason) in the last hour, across every coordinator of
+/// the store, counted by the minute from `since` (the start of the minute 59 minutes before the
+/// current one).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LastHour {
     pub completed: u64,

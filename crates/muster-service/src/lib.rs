@@ -23,6 +23,7 @@ mod feeds;
 pub mod identity;
 pub mod jobs;
 pub mod kinds;
+mod last_hour;
 pub mod log_search;
 mod metrics;
 pub mod operations;
@@ -74,6 +75,7 @@ pub struct Coordinator {
     pub(crate) config: Arc<ServiceConfig>,
     pub(crate) auth: Arc<auth::Auth>,
     pub(crate) metrics: Arc<metrics::Metrics>,
+    pub(crate) outcomes_being_added: Arc<last_hour::OutcomesBeingAdded>,
     pub(crate) runner_view: Arc<views::RunnerView>,
     pub(crate) finished_counts: Arc<views::FinishedCounts>,
     pub(crate) job_changes: Arc<changes::JobChanges>,
@@ -103,14 +105,14 @@ pub struct CoordinatorParts {
 impl Coordinator {
     pub fn new(parts: CoordinatorParts) -> Coordinator {
         let auth_throttle = Arc::new(throttle::AuthThrottle::new(parts.config.auth_failure_limit));
-        let started_at = parts.clock.now();
         Coordinator {
             store: parts.store,
             blobs: parts.blobs,
             clock: parts.clock,
             config: Arc::new(parts.config),
             auth: Arc::new(auth::Auth::new(&parts.admin_token)),
-            metrics: Arc::new(metrics::Metrics::starting_at(started_at)),
+            metrics: Arc::default(),
+            outcomes_being_added: Arc::default(),
             runner_view: Arc::default(),
             finished_counts: Arc::default(),
             job_changes: Arc::default(),
@@ -149,17 +151,20 @@ impl Coordinator {
         self.metrics.connection_closed(reason);
     }
 
-    /// Run the reaper, retention and (with a database other coordinators share) the watcher of
-    /// their changes until the shutdown signal; answers once all have stopped.
+    /// Run the reaper, retention, the adding of outcome counts to the store and (with a database
+    /// other coordinators share) the watcher of their changes until the shutdown signal; answers
+    /// once all have stopped.
     pub async fn run_background_tasks(&self) {
         let reaper = tokio::spawn(reaper::run(self.clone()));
         let retention = tokio::spawn(retention::run(self.clone()));
+        let outcomes = tokio::spawn(last_hour::run(self.clone()));
         let shared_store_watch = self
             .store
             .shared_with_other_coordinators()
             .then(|| tokio::spawn(changes::watch_shared_store(self.clone())));
         let _ = reaper.await;
         let _ = retention.await;
+        let _ = outcomes.await;
         if let Some(task) = shared_store_watch {
             let _ = task.await;
         }

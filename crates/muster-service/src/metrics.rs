@@ -46,92 +46,37 @@ pub(crate) struct Metrics {
     log_lines_lost: Counter,
     connections_open: Gauge,
     connections_closed: Family<Labels, Counter>,
+    /// What ended since the last time the counts were taken for the store.
     recent: Mutex<RecentOutcomes>,
 }
 
-/// Completions and failed attempts per minute over the last hour, as this coordinator saw them:
-/// what the overview shows as throughput and failures by reason.
+/// Completions and failed attempts by the minute, counted here and not yet added to the store's
+/// totals (see `last_hour`).
 #[derive(Debug, Default)]
 pub(crate) struct RecentOutcomes {
-    /// Oldest first: the minute (milliseconds since the epoch / 60,000), completions, failed
-    /// attempts by reason in the order of [`FailureReason::ALL`].
-    minutes: std::collections::VecDeque<(i64, u64, [u64; 4])>,
-    started: Option<Timestamp>,
+    /// By minute (milliseconds since the epoch / 60,000) and outcome (`completed` or a
+    /// failure reason's name).
+    pub(crate) counts: std::collections::BTreeMap<(i64, &'static str), u64>,
 }
 
-/// The last hour's totals, and since when they count.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RecentTotals {
-    pub completed: u64,
-    /// Failed attempts by reason, in the order of [`FailureReason::ALL`].
-    pub failed: [u64; 4],
-    /// Where the window starts: an hour ago, or when this coordinator started counting.
-    pub since: Option<Timestamp>,
-}
+pub(crate) const MINUTE_MS: i64 = 60_000;
 
-const MINUTE_MS: i64 = 60_000;
-const WINDOW_MINUTES: i64 = 60;
+/// The outcome a completion counts under; failed attempts count under their reason's name.
+pub(crate) const COMPLETED: &str = "completed";
 
 impl RecentOutcomes {
-    pub(crate) fn starting_at(now: Timestamp) -> RecentOutcomes {
-        RecentOutcomes {
-            minutes: std::collections::VecDeque::new(),
-            started: Some(now),
-        }
-    }
-
-    pub(crate) fn record(&mut self, now: Timestamp, failure: Option<FailureReason>, count: u64) {
+    pub(crate) fn record(&mut self, now: Timestamp, outcome: &'static str, count: u64) {
         let minute = now.as_millis().div_euclid(MINUTE_MS);
-        if self
-            .minutes
-            .back()
-            .is_none_or(|(last, _, _)| *last < minute)
-        {
-            self.minutes.push_back((minute, 0, [0; 4]));
-        }
-        // A clock that stepped back counts into the newest minute it already has.
-        if let Some((_, completed, failed)) = self.minutes.back_mut() {
-            match failure {
-                None => *completed += count,
-                Some(reason) => {
-                    if let Some(position) =
-                        FailureReason::ALL.iter().position(|known| *known == reason)
-                    {
-                        failed[position] += count;
-                    }
-                }
-            }
-        }
-        self.forget_before(minute - WINDOW_MINUTES + 1);
+        let total = self.counts.entry((minute, outcome)).or_default();
+        *total = total.saturating_add(count);
     }
 
-    fn forget_before(&mut self, first_minute: i64) {
-        while self
-            .minutes
-            .front()
-            .is_some_and(|(minute, _, _)| *minute < first_minute)
-        {
-            self.minutes.pop_front();
+    /// Add `other`'s counts to these.
+    pub(crate) fn absorb(&mut self, other: RecentOutcomes) {
+        for ((minute, outcome), count) in other.counts {
+            let total = self.counts.entry((minute, outcome)).or_default();
+            *total = total.saturating_add(count);
         }
-    }
-
-    pub(crate) fn last_hour(&self, now: Timestamp) -> RecentTotals {
-        let first_minute = now.as_millis().div_euclid(MINUTE_MS) - WINDOW_MINUTES + 1;
-        let mut totals = RecentTotals::default();
-        for (minute, completed, failed) in &self.minutes {
-            if *minute >= first_minute {
-                totals.completed += completed;
-                for (total, count) in totals.failed.iter_mut().zip(failed) {
-                    *total += count;
-                }
-            }
-        }
-        let hour_ago = Timestamp(first_minute * MINUTE_MS);
-        totals.since = Some(match self.started {
-            Some(started) if started > hour_ago => started,
-            _ => hour_ago,
-        });
-        totals
     }
 }
 
@@ -282,15 +227,6 @@ impl Metrics {
         }
     }
 
-    /// The metrics of a coordinator starting at `now` (the start of its recent outcomes).
-    pub(crate) fn starting_at(now: Timestamp) -> Metrics {
-        let metrics = Metrics::new();
-        if let Ok(mut recent) = metrics.recent.lock() {
-            *recent = RecentOutcomes::starting_at(now);
-        }
-        metrics
-    }
-
     pub(crate) fn connection_opened(&self) {
         self.connections_open.inc();
     }
@@ -319,15 +255,25 @@ impl Metrics {
         if count > 0
             && let Ok(mut recent) = self.recent.lock()
         {
-            recent.record(now, None, count);
+            recent.record(now, COMPLETED, count);
         }
     }
 
-    /// What this coordinator saw end in the last hour (since it started, when that is later).
-    pub(crate) fn last_hour(&self, now: Timestamp) -> RecentTotals {
+    /// The outcomes counted since the last call, taken out.
+    pub(crate) fn take_recent_outcomes(&self) -> RecentOutcomes {
         self.recent
             .lock()
-            .map(|recent| recent.last_hour(now))
+            .map(|mut recent| std::mem::take(&mut *recent))
+            .unwrap_or_default()
+    }
+
+    /// A copy of the outcomes counted since the last take.
+    pub(crate) fn recent_outcomes(&self) -> RecentOutcomes {
+        self.recent
+            .lock()
+            .map(|recent| RecentOutcomes {
+                counts: recent.counts.clone(),
+            })
             .unwrap_or_default()
     }
 
@@ -380,7 +326,7 @@ impl Metrics {
                 .get_or_create(&vec![("reason".to_string(), reason.as_str().to_string())])
                 .inc_by(count);
             if let Ok(mut recent) = self.recent.lock() {
-                recent.record(now, Some(reason), count);
+                recent.record(now, reason.as_str(), count);
             }
         }
     }
@@ -533,39 +479,5 @@ mod tests {
         assert_eq!(few[&("org-000".to_string(), "pending")], 1000);
         let total: u64 = series.values().sum();
         assert_eq!(total, depths.iter().map(|depth| depth.count).sum::<u64>());
-    }
-}
-
-#[cfg(test)]
-mod recent_outcomes {
-    use muster_core::{FailureReason, Timestamp};
-
-    use super::RecentOutcomes;
-
-    const START: Timestamp = Timestamp(1_800_000_000_000);
-
-    #[test]
-    fn the_last_hour_counts_what_ended_in_its_sixty_minutes_since_the_start_at_most() {
-        let mut recent = RecentOutcomes::starting_at(START);
-        recent.record(START, None, 3);
-        recent.record(START.plus_millis(30_000), Some(FailureReason::TimedOut), 2);
-        recent.record(START.plus_millis(61_000), None, 1);
-        let early = recent.last_hour(START.plus_millis(90_000));
-        assert_eq!(early.completed, 4);
-        // In the order of FailureReason::ALL: runner_error, lease_expired, timed_out, cancelled.
-        assert_eq!(early.failed, [0, 0, 2, 0], "{early:?}");
-        assert_eq!(
-            early.since,
-            Some(START),
-            "younger than an hour: since it started"
-        );
-        // 59 minutes later the first minute has left the window; the second is still in it.
-        let later = recent.last_hour(START.plus_millis(60 * 60_000));
-        assert_eq!(later.completed, 1, "{later:?}");
-        assert_eq!(later.failed.iter().sum::<u64>(), 0);
-        assert!(later.since > Some(START));
-        // A clock that steps back counts into the newest minute.
-        recent.record(START.plus_millis(10_000), None, 5);
-        assert_eq!(recent.last_hour(START.plus_millis(90_000)).completed, 9);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::Stream;
 use muster_core::{Action, JobState, Principal, authorize};
 
-pub use crate::metrics::RecentTotals;
+pub use crate::last_hour::RecentTotals;
 use crate::scope::sees;
 use crate::{Coordinator, ServiceError};
 
@@ -53,8 +53,8 @@ pub struct JobSummary {
     /// The jobs of the kinds left out, by state.
     pub other_kinds: StateCounts,
     pub other_kind_count: u64,
-    /// Completions and failed attempts this coordinator saw in the last hour; `None` for a token
-    /// scoped to one organization (they count every organization's jobs).
+    /// Completions and failed attempts in the last hour, on every coordinator of the store;
+    /// `None` for a token scoped to one organization (they count every organization's jobs).
     pub last_hour: Option<RecentTotals>,
 }
 
@@ -167,7 +167,7 @@ impl Coordinator {
         }
         summary.kinds = kinds;
         if principal.scoped_organization().is_none() {
-            summary.last_hour = Some(self.metrics.last_hour(self.clock.now()));
+            summary.last_hour = Some(self.last_hour().await?);
         }
         Ok(summary)
     }

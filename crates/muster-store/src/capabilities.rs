@@ -20,9 +20,9 @@ use serde_json::Value;
 use crate::{
     Activity, ArtifactRecord, ArtifactUsage, ArtifactUsageReport, AuditEntry, AuditFilter,
     ClaimRequest, ClaimedJob, CompletionItem, JobAck, JobCall, JobFilter, KindSettingsRecord,
-    LogPage, LogPosition, LogSearch, LogSearchPage, NewAuditEntry, NewRunner, Page, PageRequest,
-    PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity, RecordedOutputs,
-    RunnerBeat, RunnerFilter, RunnerKeyRecord, StoreError, Submitted,
+    LogPage, LogPosition, LogSearch, LogSearchPage, NewAuditEntry, NewRunner, OutcomeCount, Page,
+    PageRequest, PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity,
+    RecordedOutputs, RunnerBeat, RunnerFilter, RunnerKeyRecord, StoreError, Submitted,
 };
 use crate::{
     EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
@@ -611,6 +611,19 @@ pub trait Maintenance: Send + Sync + 'static {
         depths.extend(self.finished_job_counts().await?);
         Ok(depths)
     }
+
+    /// Add `counts` to the per-minute outcome totals every coordinator of this store shares
+    /// (a count for a minute and outcome already there is added to it), and forget the minutes
+    /// before `forget_before_minute`.
+    async fn add_outcome_counts(
+        &self,
+        counts: Vec<OutcomeCount>,
+        forget_before_minute: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The outcome totals from `first_minute` on, summed by outcome (`minute` is then the first
+    /// minute asked for). Reads at most one row per minute and outcome kept.
+    async fn outcome_totals(&self, first_minute: i64) -> Result<Vec<OutcomeCount>, StoreError>;
 
     /// Whether the store answers at all.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -37,8 +37,8 @@ pub use model::{
     AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, EnrollmentChange,
     EnrollmentChangeOutcome, JobAck, JobCall, JobFilter, KeyRegistration, KindSettingsRecord,
     LogPage, LogPosition, LogSearch, LogSearchPage, NewAuditEntry, NewRunner, NewUserToken,
-    OrganizationContents, OrganizationRecord, Page, PageRequest, PruneCursor, PruneReport,
-    QueueDepth, ReapReport, RecordedActivity, RecordedOutputs, RegistrationOutcome,
+    OrganizationContents, OrganizationRecord, OutcomeCount, Page, PageRequest, PruneCursor,
+    PruneReport, QueueDepth, ReapReport, RecordedActivity, RecordedOutputs, RegistrationOutcome,
     RemovedRunnerKey, RunnerBeat, RunnerCredentials, RunnerFilter, RunnerKeyRecord, SessionHolder,
     SessionRecord, Submitted, UserTokenRecord,
 };

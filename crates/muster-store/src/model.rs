@@ -245,6 +245,16 @@ pub struct QueueDepth {
     pub count: u64,
 }
 
+/// How many attempts ended with one outcome in one minute, as the coordinators add them up for
+/// the overview's last hour. `outcome` is `completed` or a failure reason's name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OutcomeCount {
+    /// Milliseconds since the epoch divided by 60,000.
+    pub minute: i64,
+    pub outcome: String,
+    pub count: u64,
+}
+
 /// Who made the coordinator store an artifact: what its bytes are charged to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ArtifactUploader {

@@ -632,17 +632,15 @@ async function overviewPage(ctx, root) {
   ctx.cleanups.push(() => { clearTimeout(timer); stream.close(); document.removeEventListener("visibilitychange", onVisible); });
 }
 
-// Throughput and failed attempts by reason, as this coordinator saw them.
+// Throughput and failed attempts by reason, across every coordinator.
 function lastHour(hour) {
   const failed = Object.entries(hour.failed_attempts || {}).filter(([, n]) => n > 0);
-  const since = new Date(hour.since);
-  const partial = !isNaN(since) && Date.now() - since.getTime() < 59 * 60 * 1000;
   return el("div", {},
     el("dl", { class: "facts" },
       el("dt", {}, "Completed"), el("dd", { dataset: { testid: "hour-completed" } }, hour.completed.toLocaleString("en-US")),
       el("dt", {}, "Failed attempts"), el("dd", { dataset: { testid: "hour-failed" } }, failed.reduce((a, [, n]) => a + n, 0).toLocaleString("en-US")),
       failed.map(([reason, n]) => [el("dt", { class: "indent" }, FAILURE_REASONS[reason] || reason), el("dd", {}, n.toLocaleString("en-US"))])),
-    partial ? el("p", { class: "muted small-text" }, "Since this coordinator started at ", hms(hour.since), ".") : null);
+    el("p", { class: "muted small-text" }, "Since ", hms(hour.since), "."));
 }
 
 function stateSummary(summary) {
@@ -771,7 +769,7 @@ async function jobsPage(ctx, root) {
     navigate("/jobs" + (q.toString() ? "?" + q : ""));
   });
 
-  const idInput = el("input", { id: "f-id", name: "id", type: "search", class: "mono", autocomplete: "off", placeholder: "0190…" });
+  const idInput = el("input", { id: "f-id", name: "id", type: "search", class: "mono", autocomplete: "off", placeholder: "0190…", "aria-keyshortcuts": "/", dataset: { shortcut: "/" } });
   const idError = el("div", {});
   const search = el("form", { class: "inline-form", role: "search", "aria-label": "Find a job by id" },
     el("div", {}, el("label", { for: "f-id" }, "Job id"), idInput),
@@ -1296,11 +1294,11 @@ function logPanel(ctx, id) {
   const base = `${API}/jobs/${encodeURIComponent(id)}/logs`;
   const status = el("span", { class: "muted", "aria-live": "polite", dataset: { testid: "log-status" } }, "Connecting…");
   const size = el("span", { class: "muted", dataset: { testid: "log-size" } });
-  const follow = el("input", { type: "checkbox", id: "log-follow", checked: true });
-  const searchInput = el("input", { id: "log-q", type: "search", autocomplete: "off", placeholder: "text" });
+  const follow = el("input", { type: "checkbox", id: "log-follow", checked: true, "aria-keyshortcuts": "f", dataset: { shortcut: "f" } });
+  const searchInput = el("input", { id: "log-q", type: "search", autocomplete: "off", placeholder: "text", "aria-keyshortcuts": "/", dataset: { shortcut: "/" } });
   const searchNote = el("span", { class: "muted", "aria-live": "polite", dataset: { testid: "log-search-status" } });
   const nextButton = el("button", { type: "button", class: "small secondary", dataset: { testid: "log-next" }, disabled: true }, "Next");
-  const errorButton = el("button", { type: "button", class: "small secondary", dataset: { testid: "log-first-error" } }, "First error");
+  const errorButton = el("button", { type: "button", class: "small secondary", "aria-keyshortcuts": "e", dataset: { testid: "log-first-error", shortcut: "e" } }, "First error");
   const searchForm = el("form", { class: "log-search", role: "search", "aria-label": "Log search" },
     el("label", { for: "log-q", class: "visually-hidden" }, "Search the log"), searchInput,
     el("button", { type: "submit", class: "small" }, "Find"), nextButton, errorButton, searchNote);
@@ -2053,6 +2051,77 @@ document.addEventListener("click", (event) => {
   navigate(href);
 });
 
+// ---------- keyboard ----------
+
+// Shortcuts, listed by "?". A key typed into a field belongs to the field (Escape leaves it);
+// none of them changes a job, so a stray key press can do no harm.
+const GO_TO = { o: "/", j: "/jobs", r: "/runners", k: "/keys", n: "/kinds", t: "/tokens", g: "/organizations", a: "/audit" };
+const SHORTCUTS = [
+  ["?", "Show these shortcuts"],
+  ["/", "Search: the job id on the jobs page, the log on a job's page"],
+  ["j / k", "Next / previous row of a table"],
+  ["g then o, j, r, k, n", "Go to the overview, jobs, runners, keys, kinds"],
+  ["g then t, g, a", "Go to tokens, organizations, the audit log (admins)"],
+  ["f", "Follow the log on or off (job page)"],
+  ["e", "Jump to the log's first error (job page)"],
+  ["Escape", "Leave a field, close this list"],
+];
+let goStartedAt = 0;
+
+function shortcutsDialog() {
+  let dialog = document.getElementById("shortcuts");
+  if (dialog) return dialog;
+  const close = el("button", { type: "button", class: "secondary" }, "Close");
+  dialog = el("dialog", { id: "shortcuts", "aria-labelledby": "h-shortcuts", dataset: { testid: "shortcuts" } },
+    el("h2", { id: "h-shortcuts" }, "Keyboard shortcuts"),
+    el("dl", { class: "facts shortcuts" }, SHORTCUTS.map(([keys, what]) => [el("dt", {}, el("kbd", {}, keys)), el("dd", {}, what)])),
+    close);
+  close.addEventListener("click", () => dialog.close());
+  document.body.append(dialog);
+  return dialog;
+}
+
+// Move the focus to the first link or control of the next (step 1) or previous (-1) row of the
+// page's first table with links, starting at the top when no row has it.
+function moveRowFocus(step) {
+  const rows = [...main().querySelectorAll("tbody tr")].filter((row) => row.querySelector("a[href], button, input"));
+  if (!rows.length) return;
+  const current = rows.findIndex((row) => row.contains(document.activeElement));
+  const next = current < 0 ? (step > 0 ? 0 : rows.length - 1) : Math.min(rows.length - 1, Math.max(0, current + step));
+  const target = rows[next].querySelector("a[href]") || rows[next].querySelector("button, input");
+  target.focus();
+  target.scrollIntoView({ block: "nearest" });
+}
+
+document.addEventListener("keydown", (event) => {
+  if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey || event.isComposing) return;
+  const target = event.target;
+  if (target instanceof Element && target.closest("input:not([type=checkbox]):not([type=radio]), textarea, select, [contenteditable]")) {
+    if (event.key === "Escape") target.blur();
+    return;
+  }
+  if (!me || document.querySelector("dialog[open]")) return;
+  const key = event.key;
+  const going = goStartedAt && Date.now() - goStartedAt < 1500;
+  goStartedAt = 0;
+  if (going) {
+    const link = GO_TO[key] && document.querySelector(`#nav a[href="${GO_TO[key]}"]`);
+    if (link && !link.closest("[hidden]")) {
+      event.preventDefault();
+      navigate(GO_TO[key]);
+    }
+    return;
+  }
+  if (key === "g") { goStartedAt = Date.now(); return; }
+  if (key === "?") { event.preventDefault(); shortcutsDialog().showModal(); return; }
+  if (key === "j" || key === "k") { event.preventDefault(); moveRowFocus(key === "j" ? 1 : -1); return; }
+  const control = main().querySelector(`[data-shortcut="${CSS.escape(key)}"]`);
+  if (!control || control.disabled) return;
+  event.preventDefault();
+  if (key === "/") { control.focus(); control.select(); } else control.click();
+});
+
 window.addEventListener("popstate", () => render(true));
 document.getElementById("sign-out").addEventListener("click", signOut);
+document.getElementById("show-shortcuts").addEventListener("click", () => shortcutsDialog().showModal());
 render(false);

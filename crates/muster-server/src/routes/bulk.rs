@@ -171,10 +171,7 @@ fn summary_to_wire(summary: JobSummary) -> wire::JobSummary {
                 .zip(recent.failed)
                 .map(|(reason, count)| (reason.as_str().to_string(), count))
                 .collect(),
-            since: recent
-                .since
-                .map(time_to_wire)
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+            since: time_to_wire(recent.since),
         }),
     }
 }

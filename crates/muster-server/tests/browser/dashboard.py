@@ -442,6 +442,60 @@ def audit(page, path):
     check(not bad, f"no serious or critical axe violation on {path}", "; ".join(details))
 
 
+def step_keyboard(browser, job_id):
+    """The shortcuts: "?" lists them, "g j" goes to the jobs, "/" finds the search field, "j"
+    moves along the rows and Enter opens one, "f" turns following the log off; a viewer's "g t"
+    goes nowhere, since tokens are not theirs to see."""
+    context = new_context(browser)
+    page = sign_in(context, ADMIN)
+    open_page(page, "/")
+    page.keyboard.press("?")
+    dialog = page.get_by_test_id("shortcuts")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_role("heading", name="Keyboard shortcuts")).to_be_visible()
+    shot(page, "shortcuts.png", full_page=False)
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    page.keyboard.press("g")
+    page.keyboard.press("j")
+    expect(page).to_have_url(re.compile(r"/jobs$"))
+    page.wait_for_selector("main[data-ready]", timeout=TIMEOUT_MS)
+    page.keyboard.press("/")
+    expect(page.locator("#f-id")).to_be_focused()
+    page.keyboard.type("j")
+    check(page.url.endswith("/jobs"), "a key typed into a field stays in the field", page.url)
+    page.keyboard.press("Escape")
+    page.keyboard.press("j")
+    first_row_link = page.locator("main tbody tr").first.locator("a[href]").first
+    expect(first_row_link).to_be_focused()
+    page.keyboard.press("j")
+    second_row_link = page.locator("main tbody tr").nth(1).locator("a[href]").first
+    expect(second_row_link).to_be_focused()
+    page.keyboard.press("k")
+    expect(first_row_link).to_be_focused()
+    href = first_row_link.get_attribute("href")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(re.escape(href) + "$"))
+    page.wait_for_selector("main[data-ready]", timeout=TIMEOUT_MS)
+    follow = page.locator("#log-follow")
+    expect(follow).to_be_checked()
+    page.keyboard.press("f")
+    expect(follow).not_to_be_checked()
+    page.keyboard.press("/")
+    expect(page.locator("#log-q")).to_be_focused()
+    context.close()
+
+    viewer = new_context(browser)
+    viewer_page = sign_in(viewer, VIEWER)
+    open_page(viewer_page, "/jobs")
+    viewer_page.keyboard.press("g")
+    viewer_page.keyboard.press("t")
+    viewer_page.wait_for_timeout(300)
+    check(viewer_page.url.endswith("/jobs"), "a viewer's g t stays put (no tokens page for them)", viewer_page.url)
+    viewer.close()
+    print("ok: keyboard shortcuts: ?, g j, /, j/k, Enter, f; a viewer's g t goes nowhere")
+
+
 def step_phone_and_dark(browser, job_id):
     phone = new_context(browser, viewport=PHONE, is_mobile=True, has_touch=True)
     try:
@@ -834,6 +888,8 @@ def main():
             step_axe(browser, [exec_job, dag_job])
             step = "phone and dark"
             step_phone_and_dark(browser, exec_job)
+            step = "keyboard"
+            step_keyboard(browser, exec_job)
             step = "admin pages and attempts"
             step_new_pages(browser, exec_job)
             step = "bulk"

@@ -534,7 +534,7 @@ async fn the_summary_counts_jobs_by_state_and_kind_of_the_organizations_the_call
     assert_eq!(b["by_state"]["completed"], 1);
     assert_eq!(summary["other_kind_count"], 58 - 50);
     assert_eq!(summary["other_kinds"]["pending"], 8);
-    // This coordinator saw one completion; no attempt failed.
+    // One completion; no attempt failed.
     assert_eq!(summary["last_hour"]["completed"], 1, "{summary}");
     assert_eq!(summary["last_hour"]["failed_attempts"]["runner_error"], 0);
     assert!(summary["last_hour"]["since"].is_string());
@@ -564,6 +564,46 @@ async fn the_summary_counts_jobs_by_state_and_kind_of_the_organizations_the_call
         own["last_hour"],
         Value::Null,
         "every organization's throughput is not its own"
+    );
+}
+
+#[tokio::test]
+async fn the_last_hour_counts_outlive_a_restart_of_the_coordinator() {
+    let server = start().await;
+    let client = server.client();
+    let (_, runner) = server.runner("hour-keeper").await.expect("runner");
+    let (_, claimed) = submit_and_claim(&client, &runner, "hour-done").await;
+    runner
+        .complete_job(claimed.id, Some(claimed.lease.epoch), json!({}))
+        .await
+        .expect("complete");
+    let (_, claimed) = submit_and_claim(&client, &runner, "hour-failed").await;
+    runner
+        .fail_job(claimed.id, Some(claimed.lease.epoch), &Default::default())
+        .await
+        .expect("fail");
+    let before = admin(&server, Method::GET, "/api/v1/jobs/summary", None)
+        .await
+        .json();
+    assert_eq!(before["last_hour"]["completed"], 1, "{before}");
+    assert_eq!(before["last_hour"]["failed_attempts"]["runner_error"], 1);
+
+    // Stopping adds what this coordinator counted to the store; the next one reads it back.
+    let server = server
+        .restart_with(std::sync::Arc::new(muster_core::SystemClock), |_| {})
+        .await
+        .expect("restart");
+    let after = admin(&server, Method::GET, "/api/v1/jobs/summary", None)
+        .await
+        .json();
+    assert_eq!(after["last_hour"], before["last_hour"], "{after}");
+    let since = after["last_hour"]["since"].as_str().expect("since");
+    let since = time::OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339)
+        .expect("an RFC 3339 time");
+    let window = time::OffsetDateTime::now_utc() - since;
+    assert!(
+        window > time::Duration::minutes(59) && window <= time::Duration::minutes(60),
+        "the window is the last 60 minutes: {window}"
     );
 }
 

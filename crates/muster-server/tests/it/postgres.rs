@@ -223,3 +223,58 @@ async fn a_log_followed_on_one_coordinator_shows_lines_and_the_end_written_throu
     assert!(completed, "{seen}");
     assert!(seen.contains("\"state\":\"completed\""), "{seen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_hour_on_one_coordinator_counts_what_ended_on_the_other() {
+    let (first, second) = two_coordinators().await;
+    let (_, runner) = first
+        .runner("hour-on-first")
+        .await
+        .expect("register a runner");
+    let client = first.client();
+    for kind in ["hour-first-done", "hour-first-failed"] {
+        client
+            .submit_job(&SubmitJob {
+                kind: kind.into(),
+                ..SubmitJob::default()
+            })
+            .await
+            .expect("submit");
+        let claimed = runner
+            .claim_job(&ClaimJobs {
+                kinds: vec![kind.into()],
+                max_jobs: Some(1),
+                ..Default::default()
+            })
+            .await
+            .expect("claim")
+            .pop()
+            .expect("a job");
+        if kind.ends_with("done") {
+            runner
+                .complete_job(claimed.id, Some(claimed.lease.epoch), json!({}))
+                .await
+                .expect("complete");
+        } else {
+            runner
+                .fail_job(claimed.id, Some(claimed.lease.epoch), &Default::default())
+                .await
+                .expect("fail");
+        }
+    }
+    // The first coordinator adds its counts to the database every few seconds; the second
+    // reads them from there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let summary = second.client().job_summary().await.expect("summary");
+        let hour = summary.last_hour.expect("the admin sees the last hour");
+        if hour.completed == 1 && hour.failed_attempts.get("runner_error") == Some(&1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second coordinator never counted the first one's outcomes: {hour:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -59,8 +59,8 @@ use crate::{
     Activity, ArtifactRecord, ArtifactRecords, ArtifactUsage, ArtifactUsageReport, AuditEntry,
     AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, IdentityRecords, JobCall, JobFilter,
     JobStore, KindSettingsRecord, KindSettingsStore, LeaseStore, LogPage, LogPosition, LogSearch,
-    LogSearchPage, Maintenance, NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor,
-    PruneReport, QueueDepth, ReapReport, RecordedActivity, RunnerBeat, RunnerFilter,
+    LogSearchPage, Maintenance, NewAuditEntry, NewRunner, OutcomeCount, Page, PageRequest,
+    PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity, RunnerBeat, RunnerFilter,
     RunnerKeyRecord, RunnerStore, StoreError, Submitted,
 };
 use crate::{
@@ -1069,6 +1069,20 @@ impl Maintenance for PostgresStore {
     async fn finished_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
         let client = self.client().await?;
         jobs::finished_job_counts(&client).await
+    }
+
+    async fn add_outcome_counts(
+        &self,
+        counts: Vec<OutcomeCount>,
+        forget_before_minute: i64,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        jobs::outcomes::add(&client, counts, forget_before_minute).await
+    }
+
+    async fn outcome_totals(&self, first_minute: i64) -> Result<Vec<OutcomeCount>, StoreError> {
+        let client = self.client().await?;
+        jobs::outcomes::totals(&client, first_minute).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

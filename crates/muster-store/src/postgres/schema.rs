@@ -390,6 +390,17 @@ CREATE TABLE job_attempts (
     PRIMARY KEY (job_seq, lease_epoch)
 );
 "#,
+    r#"
+-- The overview's last hour, by the minute: what ended how often, added up by every coordinator
+-- sharing the database, so the overview is the fleet's and a restart loses none of it. Minutes
+-- older than two hours are deleted as new ones are added.
+CREATE TABLE outcome_minutes (
+    minute BIGINT NOT NULL,
+    outcome TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (minute, outcome)
+);
+"#,
 ];
 
 /// Bring `component`'s schema up to date: apply the migrations of `migrations` not yet applied,

@@ -28,6 +28,7 @@ pub(crate) mod jobs;
 pub(crate) mod kinds;
 pub(crate) mod logs;
 pub(crate) mod organizations;
+pub(crate) mod outcomes;
 pub(crate) mod paging;
 pub(crate) mod prune;
 pub(crate) mod runners;

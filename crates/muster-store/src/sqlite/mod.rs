@@ -34,8 +34,8 @@ use crate::{
     Activity, ArtifactRecord, ArtifactRecords, ArtifactUsage, ArtifactUsageReport, AuditEntry,
     AuditFilter, ClaimRequest, ClaimedJob, CompletionItem, IdentityRecords, JobCall, JobFilter,
     JobStore, KindSettingsRecord, KindSettingsStore, LeaseStore, LogPage, LogPosition, LogSearch,
-    LogSearchPage, Maintenance, NewAuditEntry, NewRunner, Page, PageRequest, PruneCursor,
-    PruneReport, QueueDepth, ReapReport, RecordedActivity, RunnerBeat, RunnerFilter,
+    LogSearchPage, Maintenance, NewAuditEntry, NewRunner, OutcomeCount, Page, PageRequest,
+    PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity, RunnerBeat, RunnerFilter,
     RunnerKeyRecord, RunnerStore, StoreError, Submitted,
 };
 use crate::{
@@ -844,6 +844,22 @@ impl Maintenance for SqliteStore {
 
     async fn finished_job_counts(&self) -> Result<Vec<QueueDepth>, StoreError> {
         self.readers.run(jobs::finished_job_counts).await
+    }
+
+    async fn add_outcome_counts(
+        &self,
+        counts: Vec<OutcomeCount>,
+        forget_before_minute: i64,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .run(move |context| jobs::outcomes::add(context, counts, forget_before_minute))
+            .await
+    }
+
+    async fn outcome_totals(&self, first_minute: i64) -> Result<Vec<OutcomeCount>, StoreError> {
+        self.readers
+            .run(move |conn| jobs::outcomes::totals(conn, first_minute))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -300,6 +300,17 @@ CREATE TABLE job_attempts (
     PRIMARY KEY (job_seq, lease_epoch)
 ) WITHOUT ROWID;
 "#,
+    // 13: the overview's last hour, by the minute: what ended how often, added up by the
+    // coordinators so a restart loses none of it. Minutes older than two hours are deleted as
+    // new ones are added.
+    r#"
+CREATE TABLE outcome_minutes (
+    minute INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (minute, outcome)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Bring the schema up to date inside one transaction.

@@ -121,6 +121,7 @@ macro_rules! conformance_suite {
             read_dag_returns_the_last_synced_dag,
             an_activity_records_all_it_holds_in_one_commit_or_nothing,
             queue_depths_count_jobs_by_kind_and_state,
+            outcome_counts_add_up_by_minute_and_outcome_and_old_minutes_are_forgotten,
             the_pending_signal_moves_whenever_jobs_may_have_become_claimable,
             ping_answers,
         );

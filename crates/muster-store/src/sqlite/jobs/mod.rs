@@ -8,6 +8,7 @@ pub(super) mod activity;
 pub(super) mod claims;
 pub(super) mod completions;
 pub(super) mod logs;
+pub(super) mod outcomes;
 pub(super) mod prune;
 pub(super) mod reap;
 

@@ -684,3 +684,92 @@ pub async fn an_activity_records_all_it_holds_in_one_commit_or_nothing(
     ensure!(plain.ack.next_seq == 2);
     Ok(())
 }
+
+fn outcome(minute: i64, outcome: &str, count: u64) -> muster_store::OutcomeCount {
+    muster_store::OutcomeCount {
+        minute,
+        outcome: outcome.into(),
+        count,
+    }
+}
+
+pub async fn outcome_counts_add_up_by_minute_and_outcome_and_old_minutes_are_forgotten(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    ensure!(
+        store.outcome_totals(0).await?.is_empty(),
+        "nothing counted yet"
+    );
+    // Twice the same minute and outcome in one call: summed, not refused.
+    store
+        .add_outcome_counts(
+            vec![
+                outcome(100, "completed", 3),
+                outcome(100, "completed", 2),
+                outcome(101, "timed_out", 1),
+                outcome(102, "completed", 0),
+            ],
+            0,
+        )
+        .await?;
+    store
+        .add_outcome_counts(
+            vec![outcome(101, "completed", 4), outcome(101, "timed_out", 1)],
+            0,
+        )
+        .await?;
+    ensure!(
+        store.outcome_totals(100).await?
+            == vec![outcome(100, "completed", 9), outcome(100, "timed_out", 2)],
+        "{:?}",
+        store.outcome_totals(100).await?
+    );
+    ensure!(
+        store.outcome_totals(101).await?
+            == vec![outcome(101, "completed", 4), outcome(101, "timed_out", 2)],
+        "from minute 101 on: {:?}",
+        store.outcome_totals(101).await?
+    );
+    // Forgetting the minutes before 101 leaves minute 101 whole.
+    store
+        .add_outcome_counts(vec![outcome(103, "runner_error", 1)], 101)
+        .await?;
+    ensure!(
+        store.outcome_totals(0).await?
+            == vec![
+                outcome(0, "completed", 4),
+                outcome(0, "runner_error", 1),
+                outcome(0, "timed_out", 2)
+            ],
+        "minute 100 forgotten: {:?}",
+        store.outcome_totals(0).await?
+    );
+
+    // Coordinators adding to the same rows at once lose none of it and never deadlock.
+    let adders: Vec<_> = (0..8)
+        .map(|adder| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    let mut counts =
+                        vec![outcome(200, "completed", 1), outcome(201, "cancelled", 1)];
+                    if adder % 2 == 0 {
+                        counts.reverse();
+                    }
+                    store.add_outcome_counts(counts, 101).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for adder in adders {
+        adder.await??;
+    }
+    ensure!(
+        store.outcome_totals(200).await?
+            == vec![outcome(200, "cancelled", 80), outcome(200, "completed", 80)],
+        "{:?}",
+        store.outcome_totals(200).await?
+    );
+    Ok(())
+}
