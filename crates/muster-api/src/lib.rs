@@ -116,6 +116,37 @@ mod objects_only {
     ) -> Result<Vec<T>, D::Error> {
         deserializer.deserialize_seq(ListOfObjects(PhantomData))
     }
+
+    struct OptionalList<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for OptionalList<T> {
+        type Value = Option<Vec<T>>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("an array of JSON objects or null")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<Vec<T>>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<Vec<T>>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<Option<Vec<T>>, D::Error> {
+            list(deserializer).map(Some)
+        }
+    }
+
+    pub(crate) fn optional_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Vec<T>>, D::Error> {
+        deserializer.deserialize_option(OptionalList(PhantomData))
+    }
 }
 
 /// `run_after` as RFC 3339, or null, exactly as the schema's pattern states it. A leap second
@@ -1262,4 +1293,144 @@ pub struct BulkJobsOutcome {
 /// What a job from a coordinator older than organizations belongs to.
 fn default_organization() -> String {
     "default".to_string()
+}
+
+schema! {
+/// Where a workload is in its life; `stopped` and `failed` are final.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadStatus {
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+/// What a container is to its workload.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerRole {
+    Main,
+    Sidecar,
+    Init,
+}
+
+/// A container's own state.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerStatus {
+    Running,
+    Terminated,
+    Waiting,
+}
+
+/// One container of a workload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Container {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::container_id))]
+    pub container_id: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::container_text))]
+    #[serde(default)]
+    pub name: String,
+    pub role: ContainerRole,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::container_text))]
+    #[serde(default)]
+    pub image: String,
+    pub status: ContainerStatus,
+}
+
+/// `POST /api/v1/workloads`: record a workload a runner hosts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreateWorkload {
+    /// The caller's id for it, unique across the coordinator: 1 to 128 of letters, digits and
+    /// `. _ - :`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::workload_id))]
+    pub id: String,
+    /// The runner that hosts it.
+    pub runner_id: Uuid,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::workload_reference))]
+    #[serde(default)]
+    pub thread_id: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::workload_reference))]
+    #[serde(default)]
+    pub agent_id: String,
+    /// Its organization: the runner's for a runner of one, the caller's for a scoped token,
+    /// `default` otherwise.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_organization_id))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+    pub status: WorkloadStatus,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_workload_reason))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::containers))]
+    #[serde(default, deserialize_with = "objects_only::list")]
+    pub containers: Vec<Container>,
+    /// Stored and returned as given.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::workload_reference))]
+    #[serde(default)]
+    pub ziti_identity_id: String,
+}
+
+/// `POST /api/v1/workloads/{id}/status`: a workload's status now, and its containers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UpdateWorkloadStatus {
+    pub status: WorkloadStatus,
+    /// The containers now; absent or null keeps those recorded.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_containers))]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "objects_only::optional_list")]
+    pub containers: Option<Vec<Container>>,
+    /// Why it has this status; absent keeps the recorded reason if the status stays, and clears
+    /// it if the status changes.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schemas::optional_workload_reason))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+}
+
+/// A workload as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Workload {
+    pub id: String,
+    pub runner_id: Uuid,
+    pub thread_id: String,
+    pub agent_id: String,
+    pub organization_id: String,
+    pub status: WorkloadStatus,
+    /// Why it has its status (`runner_deleted` when its runner was deleted); empty for none.
+    pub status_reason: String,
+    pub containers: Vec<Container>,
+    pub ziti_identity_id: String,
+    /// Its runner is offline or gone and it has not finished: the status is only the last one
+    /// reported.
+    pub stale: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A page of workloads, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkloadList {
+    pub items: Vec<Workload>,
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub next_cursor: Option<String>,
+}
+
+/// One change of a workload's status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkloadStatusChange {
+    pub status: WorkloadStatus,
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// `GET /api/v1/workloads/{id}/history`: its status changes, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkloadHistory {
+    pub items: Vec<WorkloadStatusChange>,
+}
 }

@@ -540,3 +540,74 @@ pub fn binary() -> RefOr<Schema> {
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
         .into()
 }
+
+/// A workload id as the caller chose it.
+pub const WORKLOAD_ID_PATTERN: &str = "^[A-Za-z0-9._:-]+$";
+
+/// A workload's id (the caller's): 1 to 128 of letters, digits and `. _ - :`.
+pub fn workload_id() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(types(false, Type::String))
+        .min_length(Some(1))
+        .max_length(Some(muster_core::workload::MAX_WORKLOAD_ID_LEN))
+        .pattern(Some(WORKLOAD_ID_PATTERN))
+        .into()
+}
+
+/// A thread, agent or ziti identity id of a workload; empty for none.
+pub fn workload_reference() -> RefOr<Schema> {
+    text(
+        TextRule::optional(muster_core::workload::MAX_WORKLOAD_REFERENCE_LEN),
+        false,
+    )
+    .into()
+}
+
+/// The reason given with a workload's status, or null.
+pub fn optional_workload_reason() -> RefOr<Schema> {
+    text(
+        TextRule::optional(muster_core::workload::MAX_WORKLOAD_REASON_LEN),
+        true,
+    )
+    .into()
+}
+
+/// A container's id: 1 to 512 characters.
+pub fn container_id() -> RefOr<Schema> {
+    text(
+        TextRule::key(muster_core::workload::MAX_CONTAINER_FIELD_LEN),
+        false,
+    )
+    .into()
+}
+
+/// A container's name or image.
+pub fn container_text() -> RefOr<Schema> {
+    text(
+        TextRule::optional(muster_core::workload::MAX_CONTAINER_FIELD_LEN),
+        false,
+    )
+    .into()
+}
+
+/// A workload's containers: at most 64, each id once.
+pub fn containers() -> RefOr<Schema> {
+    array(
+        reference("Container"),
+        false,
+        0,
+        muster_core::workload::MAX_WORKLOAD_CONTAINERS,
+    )
+    .into()
+}
+
+/// A workload's containers, or null to keep those recorded.
+pub fn optional_containers() -> RefOr<Schema> {
+    array(
+        reference("Container"),
+        true,
+        0,
+        muster_core::workload::MAX_WORKLOAD_CONTAINERS,
+    )
+    .into()
+}

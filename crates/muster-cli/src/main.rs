@@ -12,6 +12,7 @@ mod runner;
 mod runners;
 mod tokens;
 mod up;
+mod workloads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +73,16 @@ enum Command {
         connect: connect::ConnectArgs,
         #[command(subcommand)]
         command: runners::RunnersCommand,
+    },
+    /// The workload registry: what runners host (containers, agents, workers) and its status.
+    #[command(
+        after_help = "Examples:\n  muster workloads list --thread thread-42\n  muster workloads list --status running --json\n  muster workloads show wl-1"
+    )]
+    Workloads {
+        #[command(flatten)]
+        connect: connect::ConnectArgs,
+        #[command(subcommand)]
+        command: workloads::WorkloadsCommand,
     },
     /// Result rules per job kind: a JSON Schema results must meet, signed results only.
     #[command(
@@ -297,6 +308,7 @@ fn main() -> ExitCode {
         },
         Command::Job { connect, command } => run_async(jobs::run(command, &connect)),
         Command::Runners { connect, command } => run_async(runners::run(command, &connect)),
+        Command::Workloads { connect, command } => run_async(workloads::run(command, &connect)),
         Command::Kinds { connect, command } => run_async(kinds::run(command, &connect)),
         Command::Orgs { connect, command } => run_async(orgs::run(command, &connect)),
         Command::Tokens { connect, command } => run_async(tokens::run(command, &connect)),

@@ -278,6 +278,28 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Filters for [`MusterClient::list_workloads`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkloadQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner_id: Option<Uuid>,
+    /// Any of these statuses, comma-separated (`running,failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+fn workload_path(id: &str) -> String {
+    format!("/api/v1/workloads/{}", path_segment(id))
+}
+
 /// Filters for [`MusterClient::list_jobs`].
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct JobQuery {
@@ -521,6 +543,75 @@ impl MusterClient {
                 self.connection
                     .request(Method::GET, "/api/v1/runners")
                     .query(&organization_page_query(organization, limit, cursor)),
+            )
+            .await
+    }
+
+    /// Record a workload a runner hosts.
+    pub async fn create_workload(
+        &self,
+        workload: &muster_api::CreateWorkload,
+    ) -> Result<muster_api::Workload, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::POST, "/api/v1/workloads")
+                    .json(workload),
+            )
+            .await
+    }
+
+    pub async fn get_workload(&self, id: &str) -> Result<muster_api::Workload, ClientError> {
+        self.connection
+            .json(self.connection.request(Method::GET, &workload_path(id)))
+            .await
+    }
+
+    /// Workloads, newest first, a page at a time.
+    pub async fn list_workloads(
+        &self,
+        query: &WorkloadQuery,
+    ) -> Result<muster_api::WorkloadList, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, "/api/v1/workloads")
+                    .query(query),
+            )
+            .await
+    }
+
+    /// Report a workload's status (and its containers).
+    pub async fn update_workload_status(
+        &self,
+        id: &str,
+        update: &muster_api::UpdateWorkloadStatus,
+    ) -> Result<muster_api::Workload, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::POST, &format!("{}/status", workload_path(id)))
+                    .json(update),
+            )
+            .await
+    }
+
+    pub async fn delete_workload(&self, id: &str) -> Result<(), ClientError> {
+        self.connection
+            .send(self.connection.request(Method::DELETE, &workload_path(id)))
+            .await?;
+        Ok(())
+    }
+
+    /// A workload's status changes, oldest first.
+    pub async fn workload_history(
+        &self,
+        id: &str,
+    ) -> Result<muster_api::WorkloadHistory, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::GET, &format!("{}/history", workload_path(id))),
             )
             .await
     }

@@ -23,6 +23,7 @@ mod retry;
 mod runner;
 mod text;
 mod time;
+pub mod workload;
 
 pub use attempts::{AttemptOutcome, AttemptRecord, attempt_history, attempt_in_job, ended_attempt};
 pub use bulk::BulkJobAction;
@@ -61,3 +62,7 @@ pub use text::{
     check_text, runner_name,
 };
 pub use time::{Clock, SystemClock, Timestamp};
+pub use workload::{
+    Container, ContainerRole, ContainerStatus, WorkloadChange, WorkloadOperation, WorkloadRecord,
+    WorkloadRefusal, WorkloadStatus, WorkloadStatusChange, workload_transition,
+};

@@ -155,16 +155,19 @@ pub enum Requirement {
 /// Who may take `action`.
 pub fn requirement(action: Action) -> Requirement {
     match action {
-        Action::ReadJobs | Action::ReadRunners | Action::ReadArtifacts | Action::ReadKinds => {
-            Requirement::Role(Role::Viewer)
-        }
+        Action::ReadJobs
+        | Action::ReadRunners
+        | Action::ReadArtifacts
+        | Action::ReadKinds
+        | Action::ReadWorkloads => Requirement::Role(Role::Viewer),
         Action::SubmitJobs | Action::SteerJobs | Action::UploadArtifacts => {
             Requirement::Role(Role::Submitter)
         }
         Action::ManageRunners
         | Action::ReadRunnerKeys
         | Action::ManageRunnerKeys
-        | Action::ManageKinds => Requirement::Role(Role::Operator),
+        | Action::ManageKinds
+        | Action::ManageWorkloads => Requirement::Role(Role::Operator),
         Action::ReadAudit | Action::ManageUserTokens => Requirement::Role(Role::Admin),
         Action::ManageOrganizations => Requirement::BootstrapAdmin,
         Action::RunnerProtocol | Action::RunnerHeartbeat => Requirement::Runner,
@@ -286,6 +289,8 @@ mod tests {
             (Action::ManageOrganizations, [false, false, false, false]),
             (Action::RunnerProtocol, [false, false, false, false]),
             (Action::RunnerHeartbeat, [false, false, false, false]),
+            (Action::ReadWorkloads, [true, true, true, true]),
+            (Action::ManageWorkloads, [false, false, true, true]),
         ];
         assert_eq!(
             table.len(),

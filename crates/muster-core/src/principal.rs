@@ -123,6 +123,10 @@ pub enum Action {
     ManageOrganizations,
     /// Mint, list and revoke user tokens (of the caller's organization, or of any).
     ManageUserTokens,
+    /// Read the workload registry.
+    ReadWorkloads,
+    /// Record, report on and delete workloads as a user (an orchestrator's token).
+    ManageWorkloads,
 }
 
 impl Action {
@@ -144,6 +148,8 @@ impl Action {
         Action::ReadAudit,
         Action::ManageOrganizations,
         Action::ManageUserTokens,
+        Action::ReadWorkloads,
+        Action::ManageWorkloads,
     ];
 
     /// Whose action this is.

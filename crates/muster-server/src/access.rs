@@ -71,6 +71,8 @@ pub fn action_name(action: Action) -> &'static str {
         Action::ReadAudit => "read the audit log",
         Action::ManageOrganizations => "manage organizations (bootstrap admin only)",
         Action::ManageUserTokens => "manage user tokens",
+        Action::ReadWorkloads => "read workloads",
+        Action::ManageWorkloads => "manage workloads",
     }
 }
 
@@ -81,6 +83,36 @@ pub const ROUTE_ACCESS: &[(&str, &str, RouteAccess)] = &[
     ("GET", "/metrics", RouteAccess::Open),
     ("GET", "/api/v1/openapi.json", RouteAccess::Open),
     ("GET", "/api/v1/jobs", RouteAccess::User(Action::ReadJobs)),
+    (
+        "POST",
+        "/api/v1/workloads",
+        RouteAccess::User(Action::ManageWorkloads),
+    ),
+    (
+        "GET",
+        "/api/v1/workloads",
+        RouteAccess::User(Action::ReadWorkloads),
+    ),
+    (
+        "GET",
+        "/api/v1/workloads/{id}",
+        RouteAccess::User(Action::ReadWorkloads),
+    ),
+    (
+        "DELETE",
+        "/api/v1/workloads/{id}",
+        RouteAccess::User(Action::ManageWorkloads),
+    ),
+    (
+        "POST",
+        "/api/v1/workloads/{id}/status",
+        RouteAccess::User(Action::ManageWorkloads),
+    ),
+    (
+        "GET",
+        "/api/v1/workloads/{id}/history",
+        RouteAccess::User(Action::ReadWorkloads),
+    ),
     (
         "POST",
         "/api/v1/jobs",

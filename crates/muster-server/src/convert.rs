@@ -395,3 +395,97 @@ pub(crate) fn identity_to_wire(identity: muster_service::tokens::Identity) -> wi
         token_info: identity.token.map(user_token_to_wire),
     }
 }
+
+pub(crate) fn workload_status_to_wire(status: muster_core::WorkloadStatus) -> wire::WorkloadStatus {
+    use muster_core::WorkloadStatus as Status;
+    match status {
+        Status::Starting => wire::WorkloadStatus::Starting,
+        Status::Running => wire::WorkloadStatus::Running,
+        Status::Stopping => wire::WorkloadStatus::Stopping,
+        Status::Stopped => wire::WorkloadStatus::Stopped,
+        Status::Failed => wire::WorkloadStatus::Failed,
+    }
+}
+
+pub(crate) fn workload_status_from_wire(
+    status: wire::WorkloadStatus,
+) -> muster_core::WorkloadStatus {
+    use muster_core::WorkloadStatus as Status;
+    match status {
+        wire::WorkloadStatus::Starting => Status::Starting,
+        wire::WorkloadStatus::Running => Status::Running,
+        wire::WorkloadStatus::Stopping => Status::Stopping,
+        wire::WorkloadStatus::Stopped => Status::Stopped,
+        wire::WorkloadStatus::Failed => Status::Failed,
+    }
+}
+
+pub(crate) fn container_to_wire(container: muster_core::Container) -> wire::Container {
+    use muster_core::{ContainerRole as Role, ContainerStatus as Status};
+    wire::Container {
+        container_id: container.container_id,
+        name: container.name,
+        role: match container.role {
+            Role::Main => wire::ContainerRole::Main,
+            Role::Sidecar => wire::ContainerRole::Sidecar,
+            Role::Init => wire::ContainerRole::Init,
+        },
+        image: container.image,
+        status: match container.status {
+            Status::Running => wire::ContainerStatus::Running,
+            Status::Terminated => wire::ContainerStatus::Terminated,
+            Status::Waiting => wire::ContainerStatus::Waiting,
+        },
+    }
+}
+
+pub(crate) fn container_from_wire(container: wire::Container) -> muster_core::Container {
+    use muster_core::{ContainerRole as Role, ContainerStatus as Status};
+    muster_core::Container {
+        container_id: container.container_id,
+        name: container.name,
+        role: match container.role {
+            wire::ContainerRole::Main => Role::Main,
+            wire::ContainerRole::Sidecar => Role::Sidecar,
+            wire::ContainerRole::Init => Role::Init,
+        },
+        image: container.image,
+        status: match container.status {
+            wire::ContainerStatus::Running => Status::Running,
+            wire::ContainerStatus::Terminated => Status::Terminated,
+            wire::ContainerStatus::Waiting => Status::Waiting,
+        },
+    }
+}
+
+pub(crate) fn workload_to_wire(view: muster_service::workloads::WorkloadView) -> wire::Workload {
+    let record = view.record;
+    wire::Workload {
+        id: record.id,
+        runner_id: record.runner_id.0,
+        thread_id: record.thread_id,
+        agent_id: record.agent_id,
+        organization_id: record.organization.as_str().to_string(),
+        status: workload_status_to_wire(record.status),
+        status_reason: record.status_reason,
+        containers: record
+            .containers
+            .into_iter()
+            .map(container_to_wire)
+            .collect(),
+        ziti_identity_id: record.ziti_identity_id,
+        stale: view.stale,
+        created_at: time_to_wire(record.created_at),
+        updated_at: time_to_wire(record.updated_at),
+    }
+}
+
+pub(crate) fn workload_change_to_wire(
+    change: muster_core::WorkloadStatusChange,
+) -> wire::WorkloadStatusChange {
+    wire::WorkloadStatusChange {
+        status: workload_status_to_wire(change.status),
+        reason: change.reason,
+        at: time_to_wire(change.at),
+    }
+}

@@ -38,6 +38,7 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
         (name = "runner", description = "The runner protocol (runner token)"),
         (name = "identity", description = "Runner keys and the audit log (admin token)"),
         (name = "kinds", description = "Result rules per job kind (admin token)"),
+        (name = "workloads", description = "The workload registry: what runners host (admin token)"),
         (name = "organizations", description = "Tenants: organizations (bootstrap admin token)"),
         (name = "tokens", description = "User tokens with roles (admin role), and whoami (any user token)"),
         (name = "sessions", description = "Dashboard sign-in and sign-out: a user token traded for a session cookie"),
@@ -229,6 +230,17 @@ parameter_lists! {
     JobIdPath => [("id", Path, "the job's id", uuid())];
     /// The id in the path of a runner's route.
     RunnerIdPath => [("id", Path, "the runner's id", uuid())];
+    /// The id in the path of a workload's route.
+    WorkloadIdPath => [("id", Path, "the workload's id (the caller's)", schemas::workload_id())];
+    /// The filters and paging of `GET /api/v1/workloads` (`routes::workloads::ListWorkloadsQuery`).
+    ListWorkloadsParameters => [
+        ("thread_id", Query, "only workloads of this thread", text()),
+        ("runner_id", Query, "only workloads this runner hosts", uuid()),
+        ("status", Query, "only workloads in one of these statuses, comma-separated (`running,failed`)", text()),
+        ("organization_id", Query, "only workloads of this organization; a scoped token reads its own whatever this says", text()),
+        ("limit", Query, "workloads per page; default 50", schemas::page_limit()),
+        ("cursor", Query, "`next_cursor` of the previous page; empty or absent for the first", text()),
+    ];
     /// The kind in the path of a kind's route (percent-encoded).
     KindPath => [("kind", Path, "the job kind, percent-encoded", text())];
     /// The fingerprint in the path of a runner key's route.

@@ -107,7 +107,9 @@ impl From<StoreError> for ServiceError {
         let code = match &error {
             StoreError::NotFound(_) => ErrorCode::NotFound,
             StoreError::LeaseLost(_) => ErrorCode::LeaseLost,
-            StoreError::InvalidState { .. } => ErrorCode::InvalidState,
+            StoreError::InvalidState { .. } | StoreError::WorkloadRefused { .. } => {
+                ErrorCode::InvalidState
+            }
             StoreError::Rejected(message) => {
                 return ServiceError::invalid_input(message.clone());
             }

@@ -40,6 +40,7 @@ pub mod sessions;
 mod throttle;
 pub mod tokens;
 mod views;
+pub mod workloads;
 
 use std::sync::Arc;
 

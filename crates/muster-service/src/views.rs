@@ -1,10 +1,11 @@
 //! What the coordinator keeps in memory to answer quickly: a recent view of every runner (for
 //! `pending_reason`) and the counts of finished jobs (for `/metrics`).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use muster_core::{RunnerSnapshot, runner_status};
+use muster_core::{RunnerId, RunnerSnapshot, RunnerStatus, runner_status};
 use muster_store::{PageRequest, Store};
 
 use crate::Coordinator;
@@ -65,20 +66,42 @@ impl FinishedCounts {
 /// A recent snapshot of every runner, for explaining why pending jobs wait.
 #[derive(Default)]
 pub(crate) struct RunnerView {
-    snapshot: Mutex<Option<(Instant, Arc<Vec<RunnerSnapshot>>)>>,
+    snapshot: Mutex<Option<TakenView>>,
+}
+
+/// One reading of every runner: what matching needs, and each runner's status by id.
+struct TakenView {
+    taken: Instant,
+    snapshots: Arc<Vec<RunnerSnapshot>>,
+    statuses: Arc<HashMap<RunnerId, RunnerStatus>>,
 }
 
 impl RunnerView {
     pub(crate) async fn snapshots(&self, coordinator: &Coordinator) -> Arc<Vec<RunnerSnapshot>> {
+        self.read(coordinator, |view| Arc::clone(&view.snapshots))
+            .await
+    }
+
+    /// Every runner's status by id, as recent as [`RunnerView::snapshots`].
+    pub(crate) async fn statuses(
+        &self,
+        coordinator: &Coordinator,
+    ) -> Arc<HashMap<RunnerId, RunnerStatus>> {
+        self.read(coordinator, |view| Arc::clone(&view.statuses))
+            .await
+    }
+
+    async fn read<T>(&self, coordinator: &Coordinator, part: impl Fn(&TakenView) -> T) -> T {
         if let Ok(guard) = self.snapshot.lock()
-            && let Some((taken, snapshot)) = guard.as_ref()
-            && taken.elapsed() < RUNNER_VIEW_MAX_AGE
+            && let Some(view) = guard.as_ref()
+            && view.taken.elapsed() < RUNNER_VIEW_MAX_AGE
         {
-            return Arc::clone(snapshot);
+            return part(view);
         }
         let now = coordinator.clock.now();
         let offline_after = coordinator.config.runner_offline_after_ms();
         let mut snapshots = Vec::new();
+        let mut statuses = HashMap::new();
         let mut cursor = None;
         loop {
             let page = match coordinator
@@ -91,30 +114,40 @@ impl RunnerView {
             {
                 Ok(page) => page,
                 Err(error) => {
-                    tracing::warn!(%error, "failed to list runners for pending reasons; reasons may be stale");
+                    tracing::warn!(%error, "failed to list runners for pending reasons and workload staleness; they may be stale");
                     break;
                 }
             };
-            snapshots.extend(page.items.into_iter().map(|runner| RunnerSnapshot {
-                status: runner_status(runner.last_seen_at, runner.draining, offline_after, now),
-                kinds: runner.kinds,
-                offer: {
-                    let mut offer = runner.offer;
-                    offer.labels = runner.labels;
-                    offer
-                },
-                organization_id: runner.organization_id,
-            }));
+            for runner in page.items {
+                let status =
+                    runner_status(runner.last_seen_at, runner.draining, offline_after, now);
+                statuses.insert(runner.id, status);
+                snapshots.push(RunnerSnapshot {
+                    status,
+                    kinds: runner.kinds,
+                    offer: {
+                        let mut offer = runner.offer;
+                        offer.labels = runner.labels;
+                        offer
+                    },
+                    organization_id: runner.organization_id,
+                });
+            }
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
                 None => break,
             }
         }
-        let snapshot = Arc::new(snapshots);
+        let view = TakenView {
+            taken: Instant::now(),
+            snapshots: Arc::new(snapshots),
+            statuses: Arc::new(statuses),
+        };
+        let answer = part(&view);
         if let Ok(mut guard) = self.snapshot.lock() {
-            *guard = Some((Instant::now(), Arc::clone(&snapshot)));
+            *guard = Some(view);
         }
-        snapshot
+        answer
     }
 
     /// Drop the snapshot so the next read sees a change just made.

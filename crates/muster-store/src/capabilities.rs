@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use muster_core::identity::VerifiedResultSignature;
 use muster_core::{
     ArtifactId, AttemptRecord, JobError, JobId, JobRecord, NewJob, NewLogEntry, Progress, RunnerId,
-    RunnerRecord, Timestamp, UserTokenId,
+    RunnerRecord, Timestamp, UserTokenId, WorkloadRecord, WorkloadStatusChange,
 };
 use serde_json::Value;
 
@@ -27,6 +27,7 @@ use crate::{
 use crate::{
     EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
     RegistrationOutcome, RemovedRunnerKey, RunnerCredentials, SessionRecord, UserTokenRecord,
+    WorkloadFilter, WorkloadReport,
 };
 
 /// The coordinator's durable state: every capability together. See the crate docs for the
@@ -39,6 +40,7 @@ pub trait Store:
     + IdentityRecords
     + KindSettingsStore
     + OrganizationStore
+    + WorkloadStore
     + Maintenance
 {
 }
@@ -51,6 +53,7 @@ impl<
         + IdentityRecords
         + KindSettingsStore
         + OrganizationStore
+        + WorkloadStore
         + Maintenance
         + ?Sized,
 > Store for T
@@ -487,6 +490,39 @@ pub trait KindSettingsStore: Send + Sync + 'static {
         kind: &str,
         audit: NewAuditEntry,
     ) -> Result<(), StoreError>;
+}
+
+/// The workload registry: what runners host, as they (or an orchestrator) report it. Every
+/// status change goes through [`muster_core::workload_transition`] and is kept in the
+/// workload's history in the same commit.
+#[async_trait]
+pub trait WorkloadStore: Send + Sync + 'static {
+    /// Record `workload`, its status the first entry of its history. `Conflict` when its id is
+    /// taken (in any organization), `NotFound` when its runner does not exist or was deleted;
+    /// nothing is written then.
+    async fn create_workload(&self, workload: WorkloadRecord)
+    -> Result<WorkloadRecord, StoreError>;
+
+    /// The workload of `id`; `NotFound` when there is none.
+    async fn get_workload(&self, id: &str) -> Result<WorkloadRecord, StoreError>;
+
+    /// The workloads `filter` matches, newest first, a page at a time.
+    async fn list_workloads(
+        &self,
+        filter: WorkloadFilter,
+        page: PageRequest,
+    ) -> Result<Page<WorkloadRecord>, StoreError>;
+
+    /// Apply `report`: `NotFound` when there is no such workload, `WorkloadRefused` (nothing
+    /// changed) when its status does not allow the one reported. Answers the workload as stored.
+    async fn report_workload(&self, report: WorkloadReport) -> Result<WorkloadRecord, StoreError>;
+
+    /// Remove the workload of `id` and its history; `NotFound` when there is none.
+    async fn delete_workload(&self, id: &str) -> Result<(), StoreError>;
+
+    /// The workload's status changes, oldest first (at most one per status it can have);
+    /// `NotFound` when there is no such workload.
+    async fn workload_history(&self, id: &str) -> Result<Vec<WorkloadStatusChange>, StoreError>;
 }
 
 /// Organizations and the user tokens that act in them. Every change and its audit entry are

@@ -395,3 +395,41 @@ pub(crate) fn user_token_from_row<R: StoredRow>(
     .map_err(|problem| R::corrupt(1, problem))?;
     Ok((row.integer(0)?, record))
 }
+
+/// The columns of `workloads` that [`workload_from_row`] reads.
+pub(crate) const WORKLOAD_COLUMNS: &str = "seq, id, runner_id, thread_id, agent_id, organization_id, \
+     status, status_reason, containers, ziti_identity_id, created_at, updated_at";
+
+/// Read a row selected with [`WORKLOAD_COLUMNS`]; answers the row's `seq` and the workload, an
+/// error of its own when the row does not decode.
+pub(crate) fn workload_from_row<R: StoredRow>(
+    row: &R,
+) -> Result<(i64, Result<muster_core::WorkloadRecord, StoreError>), R::Error> {
+    let record =
+        crate::rules::workloads::workload_record(crate::rules::workloads::WorkloadColumns {
+            id: text(row, 1)?,
+            runner_id: runner_id(row, 2)?,
+            thread_id: text(row, 3)?,
+            agent_id: text(row, 4)?,
+            organization_id: text(row, 5)?,
+            status: row.state_code(6)?,
+            status_reason: text(row, 7)?,
+            containers: text(row, 8)?,
+            ziti_identity_id: text(row, 9)?,
+            created_at: row.integer(10)?,
+            updated_at: row.integer(11)?,
+        });
+    Ok((row.integer(0)?, record))
+}
+
+/// The columns of `workload_history` that [`workload_change_from_row`] reads.
+pub(crate) const WORKLOAD_HISTORY_COLUMNS: &str = "status, reason, at";
+
+pub(crate) fn workload_change_from_row<R: StoredRow>(
+    row: &R,
+) -> Result<Result<muster_core::WorkloadStatusChange, StoreError>, R::Error> {
+    let status = crate::rules::workloads::status_from_code(row.state_code(0)?);
+    let reason = text(row, 1)?;
+    let at = Timestamp(row.integer(2)?);
+    Ok(status.map(|status| muster_core::WorkloadStatusChange { status, reason, at }))
+}

@@ -35,6 +35,12 @@ pub enum StoreError {
         organization: String,
         contents: crate::OrganizationContents,
     },
+    /// The workload's status does not allow the report; nothing changed.
+    #[error("workload {workload}: {refusal}")]
+    WorkloadRefused {
+        workload: String,
+        refusal: muster_core::WorkloadRefusal,
+    },
     /// The store cannot be reached or cannot write (disk full, I/O error, connection lost).
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -29,7 +29,7 @@ pub mod sqlite;
 
 pub use capabilities::{
     ArtifactRecords, IdentityRecords, JobStore, KindSettingsStore, LeaseStore, Maintenance,
-    OrganizationStore, RunnerStore, Store,
+    OrganizationStore, RunnerStore, Store, WorkloadStore,
 };
 pub use error::StoreError;
 pub use model::{
@@ -40,6 +40,6 @@ pub use model::{
     OrganizationContents, OrganizationRecord, OutcomeCount, Page, PageRequest, PruneCursor,
     PruneReport, QueueDepth, ReapReport, RecordedActivity, RecordedOutputs, RegistrationOutcome,
     RemovedRunnerKey, RunnerBeat, RunnerCredentials, RunnerFilter, RunnerKeyRecord, SessionHolder,
-    SessionRecord, Submitted, UserTokenRecord,
+    SessionRecord, Submitted, UserTokenRecord, WorkloadFilter, WorkloadReport,
 };
 pub use rules::enrollment::RUNNER_REVOKED as RUNNER_REVOKED_ACTION;

@@ -27,6 +27,29 @@ pub struct JobFilter {
     pub created_before: Option<Timestamp>,
 }
 
+/// Filters for listing workloads; `None` (or no statuses) matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkloadFilter {
+    pub organization_id: Option<String>,
+    pub thread_id: Option<String>,
+    pub runner_id: Option<RunnerId>,
+    /// Any of these statuses.
+    pub statuses: Vec<muster_core::WorkloadStatus>,
+}
+
+/// A report of a workload's status (by its runner, or an orchestrator).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadReport {
+    pub id: String,
+    pub status: muster_core::WorkloadStatus,
+    /// The containers now; `None` keeps those recorded.
+    pub containers: Option<Vec<muster_core::Container>>,
+    /// Why it has this status; `None` keeps the recorded reason when the status stays, and
+    /// clears it when the status changes.
+    pub reason: Option<String>,
+    pub at: Timestamp,
+}
+
 /// Filters for listing runners; `None` matches everything.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunnerFilter {

@@ -22,3 +22,4 @@ mod shutdown;
 mod tokens;
 mod up;
 mod verify;
+mod workloads_cli;

@@ -19,3 +19,4 @@ mod matching;
 mod principals;
 mod support;
 mod transition_table;
+mod workloads;

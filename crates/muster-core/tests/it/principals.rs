@@ -30,6 +30,8 @@ const USER_ACTIONS: &[Action] = &[
     Action::ReadAudit,
     Action::ManageOrganizations,
     Action::ManageUserTokens,
+    Action::ReadWorkloads,
+    Action::ManageWorkloads,
 ];
 
 fn user(role: Role, scope: OrganizationScope) -> Principal {
@@ -70,20 +72,25 @@ fn expected(principal: &Principal, action: Action) -> bool {
             | Action::ManageKinds
             | Action::ReadAudit
             | Action::ManageOrganizations
-            | Action::ManageUserTokens,
+            | Action::ManageUserTokens
+            | Action::ReadWorkloads
+            | Action::ManageWorkloads,
         ) => true,
         // The roles, each including the ones before it; organizations are the bootstrap
         // admin's alone, and kind rules (cluster-wide) need a token of every organization.
         (Principal::User(user), action) => match action {
-            Action::ReadJobs | Action::ReadRunners | Action::ReadArtifacts | Action::ReadKinds => {
-                true
-            }
+            Action::ReadJobs
+            | Action::ReadRunners
+            | Action::ReadArtifacts
+            | Action::ReadKinds
+            | Action::ReadWorkloads => true,
             Action::SubmitJobs | Action::SteerJobs | Action::UploadArtifacts => {
                 user.role >= Role::Submitter
             }
-            Action::ManageRunners | Action::ReadRunnerKeys | Action::ManageRunnerKeys => {
-                user.role >= Role::Operator
-            }
+            Action::ManageRunners
+            | Action::ReadRunnerKeys
+            | Action::ManageRunnerKeys
+            | Action::ManageWorkloads => user.role >= Role::Operator,
             Action::ManageKinds => {
                 user.role >= Role::Operator && user.scope == OrganizationScope::Every
             }

@@ -13,6 +13,7 @@ pub(crate) mod protocol;
 pub(crate) mod runners;
 pub(crate) mod sessions;
 pub(crate) mod tokens;
+pub(crate) mod workloads;
 
 use axum::Router;
 use utoipa::OpenApi;
@@ -67,6 +68,13 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::revoke_user_token))
         .routes(routes!(tokens::whoami))
         .routes(routes!(sessions::open_session, sessions::close_session))
+        .routes(routes!(
+            workloads::create_workload,
+            workloads::list_workloads
+        ))
+        .routes(routes!(workloads::get_workload, workloads::delete_workload))
+        .routes(routes!(workloads::update_workload_status))
+        .routes(routes!(workloads::workload_history))
         .routes(routes!(jobs::job_events))
         .routes(routes!(jobs::job_attempts))
         .routes(routes!(protocol::runner_heartbeat))

@@ -276,6 +276,10 @@ fn body_of(template: &str, artifact: &str, key: &str) -> Value {
         "/api/v1/jobs/batch" => json!({"jobs": [{"kind": "auth-submitted"}]}),
         "/api/v1/jobs/bulk" => json!({"action": "cancel", "ids": [unknown_job]}),
         "/api/v1/runners" => json!({"name": "made-by-the-matrix"}),
+        "/api/v1/workloads" => {
+            json!({"id": "made-by-the-matrix", "runner_id": unknown_job, "status": "starting"})
+        }
+        "/api/v1/workloads/{id}/status" => json!({"status": "running"}),
         "/api/v1/admin/tokens" => json!({"name": "made-by-the-matrix", "role": "viewer"}),
         "/api/v1/admin/runner-keys" => json!({"public_key": key}),
         "/api/v1/admin/organizations" => json!({"name": "made-by-the-matrix"}),
@@ -301,6 +305,7 @@ async fn snapshot(server: &TestServer) -> Vec<Value> {
         "/api/v1/admin/runner-keys",
         "/api/v1/admin/audit?limit=500",
         "/api/v1/kinds",
+        "/api/v1/workloads?limit=500",
         "/api/v1/admin/organizations",
         "/api/v1/admin/tokens?limit=500",
     ] {

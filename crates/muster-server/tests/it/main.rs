@@ -32,3 +32,4 @@ mod signed_results;
 mod support;
 mod throttle;
 mod user_tokens;
+mod workloads;

@@ -33,6 +33,7 @@ mod rows;
 mod runners;
 mod schema;
 mod tls;
+mod workloads;
 
 pub(crate) use schema::migrate_component;
 
@@ -46,7 +47,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
 use muster_core::{
     ArtifactId, AttemptRecord, JobError, JobId, JobRecord, NewJob, RunnerId, RunnerRecord,
-    Timestamp, UserTokenId,
+    Timestamp, UserTokenId, WorkloadRecord, WorkloadStatusChange,
 };
 use serde_json::Value;
 use tokio::sync::watch;
@@ -61,7 +62,8 @@ use crate::{
     JobStore, KindSettingsRecord, KindSettingsStore, LeaseStore, LogPage, LogPosition, LogSearch,
     LogSearchPage, Maintenance, NewAuditEntry, NewRunner, OutcomeCount, Page, PageRequest,
     PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity, RunnerBeat, RunnerFilter,
-    RunnerKeyRecord, RunnerStore, StoreError, Submitted,
+    RunnerKeyRecord, RunnerStore, StoreError, Submitted, WorkloadFilter, WorkloadReport,
+    WorkloadStore,
 };
 use crate::{
     EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
@@ -1034,6 +1036,44 @@ impl OrganizationStore for PostgresStore {
     ) -> Result<(), StoreError> {
         in_transaction!(self, transaction => organizations::delete_session(&transaction, &secret_hash, &audit));
         Ok(())
+    }
+}
+
+#[async_trait]
+impl WorkloadStore for PostgresStore {
+    async fn create_workload(
+        &self,
+        workload: WorkloadRecord,
+    ) -> Result<WorkloadRecord, StoreError> {
+        Ok(in_transaction!(self, transaction => workloads::create(&transaction, workload)))
+    }
+
+    async fn get_workload(&self, id: &str) -> Result<WorkloadRecord, StoreError> {
+        let client = self.client().await?;
+        workloads::get(&client, id).await
+    }
+
+    async fn list_workloads(
+        &self,
+        filter: WorkloadFilter,
+        page: PageRequest,
+    ) -> Result<Page<WorkloadRecord>, StoreError> {
+        let client = self.client().await?;
+        workloads::list(&client, &filter, &page).await
+    }
+
+    async fn report_workload(&self, report: WorkloadReport) -> Result<WorkloadRecord, StoreError> {
+        Ok(in_transaction!(self, transaction => workloads::report(&transaction, &report)))
+    }
+
+    async fn delete_workload(&self, id: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        workloads::delete(&client, id).await
+    }
+
+    async fn workload_history(&self, id: &str) -> Result<Vec<WorkloadStatusChange>, StoreError> {
+        let client = self.client().await?;
+        workloads::history(&client, id).await
     }
 }
 

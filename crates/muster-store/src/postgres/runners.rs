@@ -131,6 +131,7 @@ pub(super) async fn delete(
     if changed == 0 {
         return Err(runner_not_found(id));
     }
+    super::workloads::fail_workloads_of_deleted_runner(transaction, id, now).await?;
     release_held_jobs(transaction, id, ReleaseCause::Deleted, now).await
 }
 

@@ -401,6 +401,36 @@ CREATE TABLE outcome_minutes (
     PRIMARY KEY (minute, outcome)
 );
 "#,
+    r#"
+-- The workload registry. A workload's id is the caller's; `seq` orders lists newest first. Its
+-- history holds one row per status it took, so it stays a handful of rows.
+CREATE TABLE workloads (
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    runner_id BYTEA NOT NULL,
+    thread_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    organization_id TEXT NOT NULL,
+    status SMALLINT NOT NULL,
+    status_reason TEXT NOT NULL,
+    containers TEXT NOT NULL,
+    ziti_identity_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX workloads_thread ON workloads (thread_id, seq);
+CREATE INDEX workloads_runner ON workloads (runner_id, seq);
+CREATE INDEX workloads_organization ON workloads (organization_id, seq);
+CREATE INDEX workloads_status ON workloads (status, seq);
+CREATE TABLE workload_history (
+    workload_seq BIGINT NOT NULL REFERENCES workloads (seq) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    status SMALLINT NOT NULL,
+    reason TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (workload_seq, position)
+);
+"#,
 ];
 
 /// Bring `component`'s schema up to date: apply the migrations of `migrations` not yet applied,

@@ -32,6 +32,7 @@ pub(crate) mod outcomes;
 pub(crate) mod paging;
 pub(crate) mod prune;
 pub(crate) mod runners;
+pub(crate) mod workloads;
 
 /// What the rules' unit tests build their cases from.
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod organizations;
 mod rows;
 mod runners;
 mod schema;
+mod workloads;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use muster_core::{
     ArtifactId, AttemptRecord, JobError, JobId, JobRecord, NewJob, RunnerId, RunnerRecord,
-    Timestamp, UserTokenId,
+    Timestamp, UserTokenId, WorkloadRecord, WorkloadStatusChange,
 };
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
@@ -36,7 +37,8 @@ use crate::{
     JobStore, KindSettingsRecord, KindSettingsStore, LeaseStore, LogPage, LogPosition, LogSearch,
     LogSearchPage, Maintenance, NewAuditEntry, NewRunner, OutcomeCount, Page, PageRequest,
     PruneCursor, PruneReport, QueueDepth, ReapReport, RecordedActivity, RunnerBeat, RunnerFilter,
-    RunnerKeyRecord, RunnerStore, StoreError, Submitted,
+    RunnerKeyRecord, RunnerStore, StoreError, Submitted, WorkloadFilter, WorkloadReport,
+    WorkloadStore,
 };
 use crate::{
     EnrollmentChange, EnrollmentChangeOutcome, KeyRegistration, NewUserToken, OrganizationRecord,
@@ -813,6 +815,55 @@ impl OrganizationStore for SqliteStore {
     ) -> Result<(), StoreError> {
         self.writer
             .run(move |context| organizations::delete_session(context, &secret_hash, &audit))
+            .await
+    }
+}
+
+#[async_trait]
+impl WorkloadStore for SqliteStore {
+    async fn create_workload(
+        &self,
+        workload: WorkloadRecord,
+    ) -> Result<WorkloadRecord, StoreError> {
+        self.writer
+            .run(move |context| workloads::create(context, workload))
+            .await
+    }
+
+    async fn get_workload(&self, id: &str) -> Result<WorkloadRecord, StoreError> {
+        let id = id.to_string();
+        self.readers
+            .run(move |conn| workloads::get(conn, &id))
+            .await
+    }
+
+    async fn list_workloads(
+        &self,
+        filter: WorkloadFilter,
+        page: PageRequest,
+    ) -> Result<Page<WorkloadRecord>, StoreError> {
+        self.readers
+            .run(move |conn| workloads::list(conn, &filter, &page))
+            .await
+    }
+
+    async fn report_workload(&self, report: WorkloadReport) -> Result<WorkloadRecord, StoreError> {
+        self.writer
+            .run(move |context| workloads::report(context, &report))
+            .await
+    }
+
+    async fn delete_workload(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.writer
+            .run(move |context| workloads::delete(context, &id))
+            .await
+    }
+
+    async fn workload_history(&self, id: &str) -> Result<Vec<WorkloadStatusChange>, StoreError> {
+        let id = id.to_string();
+        self.readers
+            .run(move |conn| workloads::history(conn, &id))
             .await
     }
 }

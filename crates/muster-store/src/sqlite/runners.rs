@@ -125,6 +125,7 @@ pub(super) fn delete(
     if changed == 0 {
         return Err(runner_not_found(id));
     }
+    super::workloads::fail_workloads_of_deleted_runner(&context.conn, id, now)?;
     let released = release_held_jobs(context, id, ReleaseCause::Deleted, now)?;
     context.runner_touches.forget(id);
     Ok(released)

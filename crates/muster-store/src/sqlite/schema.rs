@@ -311,6 +311,36 @@ CREATE TABLE outcome_minutes (
     PRIMARY KEY (minute, outcome)
 ) WITHOUT ROWID;
 "#,
+    // 14: the workload registry. A workload's id is the caller's; `seq` orders lists newest
+    // first. Its history holds one row per status it took, so it stays a handful of rows.
+    r#"
+CREATE TABLE workloads (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    runner_id BLOB NOT NULL,
+    thread_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    organization_id TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    status_reason TEXT NOT NULL,
+    containers TEXT NOT NULL,
+    ziti_identity_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX workloads_thread ON workloads (thread_id, seq);
+CREATE INDEX workloads_runner ON workloads (runner_id, seq);
+CREATE INDEX workloads_organization ON workloads (organization_id, seq);
+CREATE INDEX workloads_status ON workloads (status, seq);
+CREATE TABLE workload_history (
+    workload_seq INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (workload_seq, position)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Bring the schema up to date inside one transaction.

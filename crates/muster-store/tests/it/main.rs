@@ -122,6 +122,13 @@ macro_rules! conformance_suite {
             an_activity_records_all_it_holds_in_one_commit_or_nothing,
             queue_depths_count_jobs_by_kind_and_state,
             outcome_counts_add_up_by_minute_and_outcome_and_old_minutes_are_forgotten,
+            // workloads
+            a_workload_is_recorded_once_exactly_as_given_for_a_live_runner,
+            reports_move_a_workload_forward_and_keep_a_history_of_its_statuses,
+            reports_sent_at_once_change_the_status_once,
+            workloads_are_listed_newest_first_by_thread_runner_organization_and_status,
+            a_deleted_workload_is_gone_with_its_history,
+            deleting_a_runner_fails_its_unfinished_workloads_and_leaves_the_rest,
             the_pending_signal_moves_whenever_jobs_may_have_become_claimable,
             ping_answers,
         );

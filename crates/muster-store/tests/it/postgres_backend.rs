@@ -16,6 +16,14 @@ use crate::conformance::{
     T0, at, claim, policy, register_runner, spec_with_policy, submit_many, submit_one,
 };
 
+/// The statements that take the schema from version 14 back to version 13: no workloads.
+macro_rules! undo_migration_14 {
+    () => {
+        "DROP TABLE workload_history;
+         DROP TABLE workloads;"
+    };
+}
+
 /// The statements that take a store schema from version 13 back to version 12: no outcome
 /// totals.
 macro_rules! undo_migration_13 {
@@ -82,6 +90,7 @@ macro_rules! undo_migration_8 {
 macro_rules! undo_migrations_after_version_2 {
     () => {
         concat!(
+            undo_migration_14!(),
             undo_migration_13!(),
             undo_migration_12!(),
             undo_migration_11!(),
@@ -510,6 +519,7 @@ async fn jobs_from_before_organizations_move_into_default() -> anyhow::Result<()
     client
         .batch_execute(concat!(
             "BEGIN;",
+            undo_migration_14!(),
             undo_migration_13!(),
             undo_migration_12!(),
             undo_migration_11!(),
@@ -546,7 +556,7 @@ async fn jobs_from_before_organizations_move_into_default() -> anyhow::Result<()
         )
         .await?
         .get(0);
-    ensure!(version == 13, "the schema is at version 13, got {version}");
+    ensure!(version == 14, "the schema is at version 14, got {version}");
     drop(client);
     connection.await.context("join the connection task")??;
     Ok(())

@@ -5,6 +5,14 @@ use muster_core::{ArtifactId, JobSpec, Timestamp};
 use muster_store::JobStore;
 use muster_store::sqlite::{SqliteConfig, SqliteStore};
 
+/// The statements that take the schema from version 14 back to version 13: no workloads.
+macro_rules! undo_migration_14 {
+    () => {
+        "DROP TABLE workload_history;
+         DROP TABLE workloads;"
+    };
+}
+
 /// The statements that take the schema from version 13 back to version 12: no outcome totals.
 macro_rules! undo_migration_13 {
     () => {
@@ -90,6 +98,7 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
         let conn = rusqlite::Connection::open(&config.path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(concat!(
+            undo_migration_14!(),
             undo_migration_13!(),
             undo_migration_12!(),
             undo_migration_11!(),
@@ -143,7 +152,7 @@ async fn a_version_1_database_is_upgraded_in_place_keeping_its_jobs() -> anyhow:
     drop(store);
     let conn = rusqlite::Connection::open(&config.path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    ensure!(version == 13, "the schema is at version 13, got {version}");
+    ensure!(version == 14, "the schema is at version 14, got {version}");
     let identity_tables: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
          AND name IN ('runner_keys', 'audit_log')",
@@ -209,6 +218,7 @@ async fn jobs_and_runners_from_before_organizations_move_into_default() -> anyho
         let conn = rusqlite::Connection::open(&config.path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(concat!(
+            undo_migration_14!(),
             undo_migration_13!(),
             undo_migration_12!(),
             undo_migration_11!(),
@@ -236,6 +246,6 @@ async fn jobs_and_runners_from_before_organizations_move_into_default() -> anyho
         "every job from before is in default: {in_default} of {jobs}"
     );
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    ensure!(version == 13, "the schema is at version 13, got {version}");
+    ensure!(version == 14, "the schema is at version 14, got {version}");
     Ok(())
 }

@@ -24,6 +24,7 @@ mod reaping;
 mod result_signatures;
 mod retries;
 mod runners;
+mod workloads;
 
 pub use artifact_records::*;
 pub use artifacts::*;
@@ -44,6 +45,7 @@ pub use reaping::*;
 pub use result_signatures::*;
 pub use retries::*;
 pub use runners::*;
+pub use workloads::*;
 
 use std::any::Any;
 use std::collections::BTreeMap;
