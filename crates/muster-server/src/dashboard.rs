@@ -33,6 +33,8 @@ pub(crate) const PAGE_PATHS: &[&str] = &[
     "/jobs",
     "/jobs/{id}",
     "/runners",
+    "/workloads",
+    "/workloads/{id}",
     "/keys",
     "/kinds",
     "/tokens",

@@ -16,6 +16,9 @@ const FAILURE_REASONS = {
   timed_out: "ran past its timeout",
   cancelled: "cancelled",
 };
+const WORKLOAD_STATUSES = ["starting", "running", "stopping", "stopped", "failed"];
+// The job state whose colours each workload status borrows.
+const WORKLOAD_COLOURS = { starting: "claimed", running: "running", stopping: "cancelling", stopped: "completed", failed: "failed" };
 const PAGE_LIMIT = 50;
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"];
 const LOG_ROW_PX = 20; // every log row's height (.log-line in app.css)
@@ -369,6 +372,9 @@ function routeOf(pathname) {
   const job = pathname.match(/^\/jobs\/([^/]+)$/);
   if (job) return { name: "jobs", render: (ctx, root) => jobPage(ctx, root, decodeURIComponent(job[1])) };
   if (pathname === "/runners") return { name: "runners", render: runnersPage };
+  if (pathname === "/workloads") return { name: "workloads", render: workloadsPage };
+  const workload = pathname.match(/^\/workloads\/([^/]+)$/);
+  if (workload) return { name: "workloads", render: (ctx, root) => workloadPage(ctx, root, decodeURIComponent(workload[1])) };
   if (pathname === "/keys") return { name: "keys", render: keysPage };
   if (pathname === "/kinds") return { name: "kinds", render: kindsPage };
   if (pathname === "/tokens") return { name: "tokens", render: tokensPage };
@@ -1726,7 +1732,8 @@ function runnersTable(runners, reload, message) {
     }
     const labels = Object.entries(r.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ");
     return el("tr", { id: `runner-${r.id}` },
-      el("td", {}, el("span", { title: r.id }, r.name), r.hostname ? el("div", { class: "muted small-text" }, r.hostname) : null),
+      el("td", {}, el("span", { title: r.id }, r.name), r.hostname ? el("div", { class: "muted small-text" }, r.hostname) : null,
+        el("div", { class: "small-text" }, el("a", { href: `/workloads?runner_id=${encodeURIComponent(r.id)}` }, "workloads"))),
       el("td", {}, el("span", { class: `badge runner-${["online", "offline", "draining"].includes(r.status) ? r.status : "other"}` }, r.status)),
       el("td", {}, r.enrollment || "enrolled"),
       el("td", {}, (r.kinds || []).join(", ") || "—"),
@@ -1743,6 +1750,120 @@ function runnersTable(runners, reload, message) {
 }
 
 // ---------- runner keys ----------
+
+// ---------- workloads ----------
+
+function workloadBadge(w) {
+  const colour = WORKLOAD_COLOURS[w.status] || "other";
+  const badgeEl = el("span", { class: `badge state-${colour}`, dataset: { testid: "workload-status" } }, w.status);
+  if (!w.stale) return badgeEl;
+  return el("span", {}, badgeEl, " ", el("span", { class: "warn-text small-text", title: "its runner is offline or gone: this is the last status it reported", dataset: { testid: "workload-stale" } }, "stale"));
+}
+
+function workloadLink(id) {
+  return el("a", { href: `/workloads/${encodeURIComponent(id)}`, class: "mono" }, id);
+}
+
+function containersTable(containers) {
+  const rows = (containers || []).map((c) => el("tr", { dataset: { testid: "container-row" } },
+    el("td", { class: "mono" }, c.container_id),
+    el("td", {}, c.name || el("span", { class: "muted" }, "—")),
+    el("td", {}, c.role),
+    el("td", { class: "mono wrap" }, c.image || el("span", { class: "muted" }, "—")),
+    el("td", {}, c.status)));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "5", class: "muted" }, "No containers reported.")));
+  return tableWrap("Containers", table(["Container", "Name", "Role", "Image", "Status"], rows, "Containers"));
+}
+
+async function workloadsPage(ctx, root) {
+  setTitle("Workloads");
+  root.append(el("h1", {}, "Workloads"));
+  const query = new URLSearchParams(location.search);
+  const thread = el("input", { id: "w-thread", name: "thread_id", type: "search", value: query.get("thread_id") || "", autocomplete: "off", "aria-keyshortcuts": "/", dataset: { shortcut: "/" } });
+  const runner = el("input", { id: "w-runner", name: "runner_id", type: "text", class: "mono", value: query.get("runner_id") || "", autocomplete: "off", placeholder: "runner id" });
+  const status = el("select", { id: "w-status", name: "status" },
+    el("option", { value: "" }, "any"),
+    WORKLOAD_STATUSES.map((name) => el("option", { value: name, selected: query.get("status") === name }, name)));
+  const form = el("form", { class: "inline-form", "aria-label": "Filter workloads", dataset: { testid: "workload-filter" } },
+    field("w-thread", "Thread", thread),
+    field("w-status", "Status", status),
+    field("w-runner", "Runner", runner),
+    el("button", { type: "submit" }, "Filter"));
+  const message = el("div", {});
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    clear(message);
+    const q = new URLSearchParams();
+    if (thread.value.trim()) q.set("thread_id", thread.value.trim());
+    if (status.value) q.set("status", status.value);
+    const runnerId = runner.value.trim();
+    if (runnerId) {
+      if (!UUID_RE.test(runnerId)) { message.append(alertBox("Runner: not a runner id (a UUID).")); return; }
+      q.set("runner_id", runnerId);
+    }
+    navigate("/workloads" + (q.toString() ? "?" + q : ""));
+  });
+  root.append(el("div", { class: "toolbar" }, form), message);
+  const params = {};
+  for (const name of ["thread_id", "status", "runner_id"]) if (query.get(name)) params[name] = query.get(name);
+  const list = pagedTable(ctx, {
+    path: "/workloads", api: "/workloads", params, label: "Workloads",
+    empty: Object.keys(params).length ? "No workloads match." : "No workloads recorded.",
+    columns: ["Workload", "Status", "Runner", "Thread", "Agent", "Containers", "Updated"],
+    row: (w) => el("tr", { dataset: { testid: "workload-row", id: w.id } },
+      el("td", {}, workloadLink(w.id)),
+      el("td", {}, workloadBadge(w)),
+      el("td", {}, runnerLink(w.runner_id)),
+      el("td", { class: "mono" }, w.thread_id ? el("a", { href: `/workloads?thread_id=${encodeURIComponent(w.thread_id)}` }, w.thread_id) : el("span", { class: "muted" }, "—")),
+      el("td", { class: "mono" }, w.agent_id || el("span", { class: "muted" }, "—")),
+      el("td", { class: "num" }, String((w.containers || []).length)),
+      el("td", {}, timeEl(w.updated_at))),
+  });
+  root.append(list.holder);
+  try {
+    await list.load();
+  } catch (error) {
+    if (!error.handled && ctx.alive) message.append(alertBox(error.message));
+  }
+}
+
+async function workloadPage(ctx, root, id) {
+  setTitle(`Workload ${id}`);
+  root.append(el("p", {}, el("a", { href: "/workloads" }, "← Workloads")));
+  let workload;
+  let history;
+  try {
+    [workload, history] = await Promise.all([
+      api("GET", `/workloads/${encodeURIComponent(id)}`),
+      api("GET", `/workloads/${encodeURIComponent(id)}/history`),
+    ]);
+  } catch (error) {
+    if (!error.handled && ctx.alive) root.append(el("h1", {}, "Workload"), alertBox(error.message));
+    return;
+  }
+  if (!ctx.alive) return;
+  const w = workload;
+  const facts = [
+    ["Status", workloadBadge(w)],
+    ["Reason", w.status_reason || el("span", { class: "muted" }, "—")],
+    ["Runner", runnerLink(w.runner_id)],
+    ["Thread", w.thread_id ? el("a", { href: `/workloads?thread_id=${encodeURIComponent(w.thread_id)}`, class: "mono" }, w.thread_id) : el("span", { class: "muted" }, "—")],
+    ["Agent", w.agent_id ? el("span", { class: "mono" }, w.agent_id) : el("span", { class: "muted" }, "—")],
+    ["Organization", w.organization_id],
+    ["Ziti identity", w.ziti_identity_id ? el("span", { class: "mono" }, w.ziti_identity_id) : el("span", { class: "muted" }, "—")],
+    ["Created", timeEl(w.created_at)],
+    ["Updated", timeEl(w.updated_at)],
+  ];
+  const changes = (history.items || []).map((change) => el("li", { dataset: { testid: "workload-change" } },
+    timeEl(change.at), " ", el("span", { class: `badge state-${WORKLOAD_COLOURS[change.status] || "other"}` }, change.status),
+    change.reason ? [" ", el("span", { class: "muted" }, change.reason)] : null));
+  root.append(
+    el("h1", {}, "Workload ", el("span", { class: "mono job-id" }, w.id)),
+    w.stale ? el("p", { class: "warn-text", dataset: { testid: "workload-stale-note" } }, "Its runner is offline or gone: the status is the last one it reported.") : null,
+    el("dl", { class: "job-facts", dataset: { testid: "workload-facts" } }, facts.map(([name, value]) => [el("dt", {}, name), el("dd", {}, value)])),
+    el("section", { class: "panel", "aria-labelledby": "h-containers" }, el("h2", { id: "h-containers" }, "Containers"), containersTable(w.containers)),
+    el("section", { class: "panel", "aria-labelledby": "h-history" }, el("h2", { id: "h-history" }, "Status history"), el("ol", { class: "attempts", dataset: { testid: "workload-history" } }, changes)));
+}
 
 async function keysPage(ctx, root) {
   setTitle("Runner keys");
@@ -2055,12 +2176,12 @@ document.addEventListener("click", (event) => {
 
 // Shortcuts, listed by "?". A key typed into a field belongs to the field (Escape leaves it);
 // none of them changes a job, so a stray key press can do no harm.
-const GO_TO = { o: "/", j: "/jobs", r: "/runners", k: "/keys", n: "/kinds", t: "/tokens", g: "/organizations", a: "/audit" };
+const GO_TO = { o: "/", j: "/jobs", r: "/runners", w: "/workloads", k: "/keys", n: "/kinds", t: "/tokens", g: "/organizations", a: "/audit" };
 const SHORTCUTS = [
   ["?", "Show these shortcuts"],
-  ["/", "Search: the job id on the jobs page, the log on a job's page"],
+  ["/", "Search: the job id on the jobs page, the log on a job's page, the thread on the workloads page"],
   ["j / k", "Next / previous row of a table"],
-  ["g then o, j, r, k, n", "Go to the overview, jobs, runners, keys, kinds"],
+  ["g then o, j, r, w, k, n", "Go to the overview, jobs, runners, workloads, keys, kinds"],
   ["g then t, g, a", "Go to tokens, organizations, the audit log (admins)"],
   ["f", "Follow the log on or off (job page)"],
   ["e", "Jump to the log's first error (job page)"],

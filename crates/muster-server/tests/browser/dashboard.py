@@ -598,6 +598,67 @@ def step_audit(page):
     print(f"ok: audit: session.opened listed; the filter leaves {len(actions)} user_token.created entries only")
 
 
+def step_workloads(browser):
+    """Workloads recorded through the API are listed, filtered by thread and status, and one
+    opens with its containers and status history; a deleted runner's workload shows failed."""
+    runner = api_ok("POST", "/runners", {"name": "workload-host"})["runner"]["id"]
+    containers = [
+        {"container_id": "c-agent", "name": "agent", "role": "main", "image": "registry.example/agent:7", "status": "running"},
+        {"container_id": "c-proxy", "name": "proxy", "role": "sidecar", "image": "registry.example/proxy:2", "status": "running"},
+    ]
+    for n in range(3):
+        api_ok("POST", "/workloads", {
+            "id": f"wl-browser-{n}", "runner_id": runner, "thread_id": "thread-browser" if n < 2 else "thread-other",
+            "agent_id": f"agent-{n}", "status": "starting", "containers": containers[:1],
+        })
+    api_ok("POST", "/workloads/wl-browser-0/status", {"status": "running", "containers": containers})
+    api_ok("POST", "/workloads/wl-browser-0/status", {"status": "stopping", "status_reason": "thread closed"})
+    context = new_context(browser)
+    try:
+        page = sign_in(context, ADMIN)
+        open_page(page, "/workloads")
+        rows = page.get_by_test_id("workload-row")
+        expect(rows).to_have_count(3)
+        check(rows.first.get_attribute("data-id") == "wl-browser-2", "newest first", rows.first.get_attribute("data-id"))
+        expect(rows.first.get_by_test_id("workload-stale")).to_be_visible()
+        shot(page, "workloads.png")
+        filter_form = page.get_by_test_id("workload-filter")
+        filter_form.get_by_label("Thread").fill("thread-browser")
+        filter_form.get_by_label("Status").select_option("stopping")
+        filter_form.get_by_role("button", name="Filter").click()
+        expect(page).to_have_url(re.compile(r"/workloads\?thread_id=thread-browser&status=stopping$"))
+        page.wait_for_selector("main[data-ready]", timeout=TIMEOUT_MS)
+        expect(rows).to_have_count(1)
+        rows.first.get_by_role("link", name="wl-browser-0").click()
+        expect(page).to_have_url(re.compile(r"/workloads/wl-browser-0$"))
+        page.wait_for_selector("main[data-ready]", timeout=TIMEOUT_MS)
+        expect(page.get_by_test_id("container-row")).to_have_count(2)
+        expect(page.get_by_test_id("workload-facts")).to_contain_text("thread closed")
+        history = page.get_by_test_id("workload-change").locator(".badge").all_text_contents()
+        check(history == ["starting", "running", "stopping"], "the history: starting, running, stopping", history)
+        expect(page.get_by_test_id("workload-change").last).to_contain_text("thread closed")
+        expect(page.get_by_test_id("workload-stale-note")).to_be_visible()
+        shot(page, "workload.png")
+        api_ok("DELETE", f"/runners/{runner}")
+        page.reload()
+        page.wait_for_selector("main[data-ready]", timeout=TIMEOUT_MS)
+        expect(page.get_by_test_id("workload-facts")).to_contain_text("runner_deleted")
+        expect(page.get_by_test_id("workload-status")).to_have_text("failed")
+        open_page(page, "/workloads/no-such-workload")
+        expect(page.get_by_role("alert")).to_contain_text("not found")
+    finally:
+        context.close()
+    axe_context = new_context(browser, bypass_csp=True)
+    try:
+        page = sign_in(axe_context, ADMIN)
+        for path in ("/workloads", "/workloads/wl-browser-0"):
+            open_page(page, path)
+            audit(page, path)
+    finally:
+        axe_context.close()
+    print("ok: workloads: listed newest first, filtered by thread and status, containers and history shown; a deleted runner's workload failed; axe clean")
+
+
 def step_viewer_pages(browser):
     viewer = new_context(browser)
     try:
@@ -892,6 +953,8 @@ def main():
             step_keyboard(browser, exec_job)
             step = "admin pages and attempts"
             step_new_pages(browser, exec_job)
+            step = "workloads"
+            step_workloads(browser)
             step = "bulk"
             step_bulk(browser)
             step = "big log"
