@@ -161,6 +161,9 @@ struct Activity {
     changed: Notify,
     /// Closes the connection now (evicted to make room).
     evict: CancellationToken,
+    /// Requests being answered: one at a time over HTTP/1.1, any number at once over HTTP/2.
+    /// Changed under the phase's lock, so the connection is waiting only when none is.
+    requests_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Activity {
@@ -174,24 +177,8 @@ impl Activity {
             awaiting_first_byte: AtomicBool::new(true),
             changed: Notify::new(),
             evict: CancellationToken::new(),
+            requests_in_flight: std::sync::atomic::AtomicUsize::new(0),
         }
-    }
-
-    fn set(&self, phase: Phase) {
-        if let Ok(mut current) = self.phase.lock() {
-            *current = phase;
-        }
-        self.awaiting_first_byte.store(
-            matches!(
-                phase,
-                Phase::Waiting {
-                    first_byte_at: None,
-                    ..
-                }
-            ),
-            Ordering::Release,
-        );
-        self.changed.notify_one();
     }
 
     fn phase(&self) -> Phase {
@@ -215,15 +202,30 @@ impl Activity {
     }
 
     fn request_started(&self) {
-        self.set(Phase::InFlight);
+        if let Ok(mut phase) = self.phase.lock() {
+            self.requests_in_flight.fetch_add(1, Ordering::AcqRel);
+            *phase = Phase::InFlight;
+        }
+        self.awaiting_first_byte.store(false, Ordering::Release);
+        self.changed.notify_one();
     }
 
     fn answer_finished(&self) {
-        self.set(Phase::Waiting {
-            since: Instant::now(),
-            first_request: false,
-            first_byte_at: None,
-        });
+        let mut now_waiting = false;
+        if let Ok(mut phase) = self.phase.lock()
+            && self.requests_in_flight.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            *phase = Phase::Waiting {
+                since: Instant::now(),
+                first_request: false,
+                first_byte_at: None,
+            };
+            now_waiting = true;
+        }
+        if now_waiting {
+            self.awaiting_first_byte.store(true, Ordering::Release);
+        }
+        self.changed.notify_one();
     }
 
     /// When the connection must be closed unless something happens first, and why.
@@ -561,9 +563,13 @@ async fn serve_http<S>(
             handle(request, peer, Arc::clone(&activity), Arc::clone(&shared))
         })
     };
-    let connection = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(io), service);
+    // HTTP/1.1 for the API and the dashboard, HTTP/2 (h2c in the clear, `h2` by ALPN under
+    // TLS) for gRPC and any client that prefers it; the connection says which by its first
+    // bytes.
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http1().keep_alive(true);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let mut shutting_down = false;
     loop {
@@ -619,6 +625,7 @@ async fn handle(
     let watch = Arc::new(BodyWatch::default());
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(ConnectInfo(peer));
+    parts.extensions.insert(muster_grpc::PeerAddress(peer.ip()));
     let body = DeadlineBody::new(body, &shared.limits, Arc::clone(&watch));
     let request = Request::from_parts(parts, axum::body::Body::new(body));
     let answer = match shared.router.clone().oneshot(request).await {

@@ -189,9 +189,19 @@ pub fn build_with_blobs(
         openapi_json: Arc::new(openapi::render(&openapi)),
         secure_cookies: config.tls.is_some(),
     };
+    // gRPC on the same port: its requests (`content-type: application/grpc`, over HTTP/2) go
+    // to the services' own paths (`/muster.runners.v1.RunnersService/...`), which no API route
+    // has, so they reach the fallback and are handed to tonic there.
+    let grpc = match muster_grpc::services(coordinator.clone()) {
+        Ok(grpc) => Some(grpc),
+        Err(error) => {
+            tracing::error!(%error, "serving without gRPC");
+            None
+        }
+    };
     let router = routes
         .merge(dashboard::routes())
-        .fallback(not_found)
+        .fallback(move |request: axum::extract::Request| grpc_or_not_found(grpc.clone(), request))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
@@ -210,6 +220,28 @@ pub fn build_with_blobs(
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route {}", uri.path()))
+}
+
+/// A gRPC request to the gRPC services; anything else is a path no route has.
+async fn grpc_or_not_found(
+    grpc: Option<tonic::service::Routes>,
+    request: axum::extract::Request,
+) -> Response {
+    let is_grpc = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"));
+    match grpc {
+        Some(grpc) if is_grpc => {
+            use tower::ServiceExt;
+            match grpc.oneshot(request).await {
+                Ok(answer) => answer.map(axum::body::Body::new),
+                Err(never) => match never {},
+            }
+        }
+        _ => not_found(request.uri().clone()).await.into_response(),
+    }
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {

@@ -127,9 +127,9 @@ impl ServerTls {
         .map_err(|error| unusable(&files.certificate, format!("set up TLS: {error}")))?
         .with_no_client_auth()
         .with_cert_resolver(current.clone());
-        // The coordinator serves HTTP/1.1 only; offering h2 would make clients pick a protocol it does not
-        // speak.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // h2 for gRPC (and HTTP/2 clients), HTTP/1.1 for the rest; the connection serves
+        // whichever the client picks.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(ServerTls {
             files: files.clone(),
             current,

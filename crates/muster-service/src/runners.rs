@@ -135,6 +135,56 @@ impl Coordinator {
         Ok(self.runner_view(runner))
     }
 
+    /// The runner whose current token hashes to `token_hash` (the lowercase hex SHA-256 of the
+    /// token, as stored), for a component that was handed a runner token and must learn whose
+    /// it is without keeping tokens itself. An unknown, revoked or expired token, and a runner
+    /// outside the caller's organization, answer `not_found` alike.
+    pub async fn runner_by_token_hash(
+        &self,
+        principal: &Principal,
+        token_hash: &str,
+    ) -> Result<RunnerView, ServiceError> {
+        authorize(principal, Action::ManageRunners)?;
+        let malformed = || {
+            ServiceError::invalid_input(
+                "token_hash: must be 64 lowercase hex digits, the SHA-256 of the token",
+            )
+        };
+        if token_hash.len() != 64
+            || !token_hash
+                .bytes()
+                .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+        {
+            return Err(malformed());
+        }
+        let mut hash = [0u8; 32];
+        for (index, byte) in hash.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&token_hash[index * 2..index * 2 + 2], 16)
+                .map_err(|_| malformed())?;
+        }
+        let unknown = || ServiceError::not_found("no runner holds a live token with this hash");
+        let credentials = self
+            .store
+            .runner_by_token_hash(hash)
+            .await?
+            .ok_or_else(unknown)?;
+        if credentials
+            .expires_at
+            .is_some_and(|expires| expires <= self.clock.now())
+        {
+            return Err(unknown());
+        }
+        let runner = match self.store.get_runner(credentials.runner).await {
+            Ok(runner) => runner,
+            Err(muster_store::StoreError::NotFound(_)) => return Err(unknown()),
+            Err(error) => return Err(error.into()),
+        };
+        if !crate::scope::sees(principal, runner.organization_id.as_deref()) {
+            return Err(unknown());
+        }
+        Ok(self.runner_view(runner))
+    }
+
     /// Delete a runner: its token stops working (at once on this coordinator, within the token
     /// cache's few seconds on others) and the attempts it holds fail as lost leases.
     pub async fn delete_runner(

@@ -85,6 +85,7 @@ fn the_service_depends_on_no_front_end_crate() {
         "tower",
         "muster-api",
         "muster-server",
+        "muster-grpc",
         "reqwest",
     ] {
         let named = dependencies.lines().any(|line| {
@@ -107,8 +108,24 @@ fn the_service_depends_on_no_front_end_crate() {
 
 #[test]
 fn no_http_handler_names_the_store() {
-    let routes = crate_dir("muster-server").join("src").join("routes");
-    let files = rust_files(&routes);
+    handlers_reach_the_store_only_through_the_service(
+        &crate_dir("muster-server").join("src").join("routes"),
+    );
+}
+
+#[test]
+fn no_grpc_handler_names_the_store() {
+    handlers_reach_the_store_only_through_the_service(&crate_dir("muster-grpc").join("src"));
+    let manifest = std::fs::read_to_string(crate_dir("muster-grpc").join("Cargo.toml"))
+        .expect("read the gRPC front end's manifest");
+    assert!(
+        !manifest.contains("muster-store"),
+        "muster-grpc reaches the store only through the service"
+    );
+}
+
+fn handlers_reach_the_store_only_through_the_service(routes: &std::path::Path) {
+    let files = rust_files(routes);
     assert!(
         !files.is_empty(),
         "the handlers are in {}",

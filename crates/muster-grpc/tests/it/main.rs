@@ -1,0 +1,7 @@
+//! The gRPC front end against a real coordinator on a loopback port (the same port as the HTTP
+//! API, h2c): every RPC of `RunnersService`, each error code a caller can hit, the gateway and
+//! what it leaves out, and server reflection.
+
+mod python_client;
+mod services;
+mod support;
