@@ -35,8 +35,8 @@ pub(crate) enum OrgsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete an organization with no unfinished jobs, runners or user tokens left; its
-    /// finished jobs stay. `default` always stays.
+    /// Delete an organization with no unfinished jobs, runners, user tokens or unfinished
+    /// workloads left; its finished jobs stay. `default` always stays.
     Delete { id: String },
 }
 

@@ -1015,6 +1015,49 @@ impl RunnerClient {
         }
     }
 
+    /// Record a workload this runner hosts (`runner_id` must be this runner's).
+    pub async fn record_workload(
+        &self,
+        workload: &muster_api::CreateWorkload,
+    ) -> Result<muster_api::Workload, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(Method::POST, "/api/v1/runner/workloads")
+                    .json(workload),
+            )
+            .await
+    }
+
+    /// Report the status (and containers) of a workload this runner hosts.
+    pub async fn report_workload(
+        &self,
+        id: &str,
+        update: &muster_api::UpdateWorkloadStatus,
+    ) -> Result<muster_api::Workload, ClientError> {
+        self.connection
+            .json(
+                self.connection
+                    .request(
+                        Method::POST,
+                        &format!("/api/v1/runner/workloads/{}/status", path_segment(id)),
+                    )
+                    .json(update),
+            )
+            .await
+    }
+
+    /// Remove a workload this runner hosted.
+    pub async fn remove_workload(&self, id: &str) -> Result<(), ClientError> {
+        self.connection
+            .send(self.connection.request(
+                Method::DELETE,
+                &format!("/api/v1/runner/workloads/{}", path_segment(id)),
+            ))
+            .await?;
+        Ok(())
+    }
+
     /// Tell the coordinator this runner is alive; answers the jobs to stop and when to beat next.
     pub async fn heartbeat(
         &self,

@@ -115,6 +115,21 @@ pub const ROUTE_ACCESS: &[(&str, &str, RouteAccess)] = &[
     ),
     (
         "POST",
+        "/api/v1/runner/workloads",
+        RouteAccess::Runner(Action::RunnerProtocol),
+    ),
+    (
+        "POST",
+        "/api/v1/runner/workloads/{id}/status",
+        RouteAccess::Runner(Action::RunnerProtocol),
+    ),
+    (
+        "DELETE",
+        "/api/v1/runner/workloads/{id}",
+        RouteAccess::Runner(Action::RunnerProtocol),
+    ),
+    (
+        "POST",
         "/api/v1/jobs",
         RouteAccess::User(Action::SubmitJobs),
     ),

@@ -3,7 +3,7 @@
 //!
 //! The rules, once for every front end:
 //! - Writes take `manage workloads` (operator) of the workload's organization, or the runner
-//!   itself for its own workloads (a runner cannot record one for another runner).
+//!   itself for its own workloads (another runner, and its workloads, answer absent to it).
 //! - A workload belongs to an organization. A runner of an organization hosts only that
 //!   organization's workloads; a shared runner hosts those of organizations that accept shared
 //!   runners, as with jobs.
@@ -124,10 +124,10 @@ impl Coordinator {
         check_workload_reference("ziti_identity_id", &new.ziti_identity_id).map_err(invalid)?;
         check_report_fields(Some(&new.containers), new.status_reason.as_deref())?;
         let runner_id = match (&writer, new.runner_id) {
+            // A runner records only its own workloads: another runner is not there for it, as
+            // another runner's workloads are not.
             (Writer::Runner(own), Some(named)) if named != *own => {
-                return Err(ServiceError::forbidden(
-                    "runner_id: a runner records only its own workloads",
-                ));
+                return Err(runner_not_found(named));
             }
             (Writer::Runner(own), _) => *own,
             (Writer::User, Some(named)) => named,

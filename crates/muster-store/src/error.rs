@@ -26,10 +26,11 @@ pub enum StoreError {
     /// The organization still holds what [`crate::OrganizationContents`] counts; nothing
     /// changed.
     #[error(
-        "organization {organization} still has {} unfinished jobs, {} runners and {} user tokens: finish or cancel its jobs, delete its runners and revoke its tokens first",
+        "organization {organization} still has {} unfinished jobs, {} runners, {} user tokens and {} unfinished workloads: finish or cancel its jobs, delete its runners, revoke its tokens and stop its workloads first",
         contents.unfinished_jobs,
         contents.runners,
-        contents.user_tokens
+        contents.user_tokens,
+        contents.unfinished_workloads
     )]
     OrganizationNotEmpty {
         organization: String,

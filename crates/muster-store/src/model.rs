@@ -448,6 +448,8 @@ pub struct OrganizationContents {
     /// Runners not deleted.
     pub runners: u64,
     pub user_tokens: u64,
+    /// Workloads not finished (neither stopped nor failed), on its runners or shared ones.
+    pub unfinished_workloads: u64,
 }
 
 impl OrganizationContents {

@@ -87,7 +87,7 @@ pub(crate) async fn get_organization(
     params(crate::openapi::OrganizationPath),
     responses(
         (status = 204, description = "deleted; its finished jobs stay"),
-        (status = 409, description = "`organization_not_empty`: it still has unfinished jobs, runners or user tokens; `invalid_state`: it is `default`", body = wire::ErrorBody),
+        (status = 409, description = "`organization_not_empty`: it still has unfinished jobs, runners, user tokens or unfinished workloads; `invalid_state`: it is `default`", body = wire::ErrorBody),
         crate::openapi::AuthErrors, crate::openapi::IdErrors, crate::openapi::QueryErrors,
     ),
     security(("admin_token" = [])))]

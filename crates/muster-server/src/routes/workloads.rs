@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::convert::{
     container_from_wire, workload_change_to_wire, workload_status_from_wire, workload_to_wire,
 };
-use crate::extract::{JsonBody, PathId, QueryParams, UserCaller};
+use crate::extract::{JsonBody, PathId, QueryParams, RunnerCaller, UserCaller};
 use crate::state::AppState;
 use crate::{ApiError, Json};
 
@@ -28,6 +28,31 @@ pub(crate) async fn create_workload(
     UserCaller(caller): UserCaller,
     JsonBody(request): JsonBody<wire::CreateWorkload>,
 ) -> Result<(StatusCode, Json<wire::Workload>), ApiError> {
+    record(&state, &caller, request).await
+}
+
+/// A runner records a workload it hosts (`runner_id` is its own).
+#[utoipa::path(post, path = "/api/v1/runner/workloads", tag = "runner", request_body = wire::CreateWorkload,
+    responses(
+        (status = 201, description = "recorded", body = wire::Workload),
+        (status = 409, description = "`conflict`: a workload with this id exists", body = wire::ErrorBody),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::IdErrors,
+        crate::openapi::OrganizationErrors,
+    ),
+    security(("runner_token" = [])))]
+pub(crate) async fn runner_create_workload(
+    State(state): State<AppState>,
+    RunnerCaller(caller): RunnerCaller,
+    JsonBody(request): JsonBody<wire::CreateWorkload>,
+) -> Result<(StatusCode, Json<wire::Workload>), ApiError> {
+    record(&state, &caller, request).await
+}
+
+async fn record(
+    state: &AppState,
+    caller: &muster_core::Principal,
+    request: wire::CreateWorkload,
+) -> Result<(StatusCode, Json<wire::Workload>), ApiError> {
     let new = NewWorkload {
         id: request.id,
         runner_id: Some(muster_core::RunnerId(request.runner_id)),
@@ -43,7 +68,7 @@ pub(crate) async fn create_workload(
             .collect(),
         ziti_identity_id: request.ziti_identity_id,
     };
-    let view = state.coordinator.create_workload(&caller, new).await?;
+    let view = state.coordinator.create_workload(caller, new).await?;
     Ok((StatusCode::CREATED, Json(workload_to_wire(view))))
 }
 
@@ -135,6 +160,33 @@ pub(crate) async fn update_workload_status(
     PathId(id): PathId,
     JsonBody(request): JsonBody<wire::UpdateWorkloadStatus>,
 ) -> Result<Json<wire::Workload>, ApiError> {
+    report(&state, &caller, id, request).await
+}
+
+/// A runner reports the status of a workload it hosts.
+#[utoipa::path(post, path = "/api/v1/runner/workloads/{id}/status", tag = "runner", params(crate::openapi::WorkloadIdPath),
+    request_body = wire::UpdateWorkloadStatus,
+    responses(
+        (status = 200, description = "the workload as recorded now", body = wire::Workload),
+        crate::openapi::AuthErrors, crate::openapi::BodyErrors, crate::openapi::IdErrors,
+        crate::openapi::StateErrors,
+    ),
+    security(("runner_token" = [])))]
+pub(crate) async fn runner_update_workload_status(
+    State(state): State<AppState>,
+    RunnerCaller(caller): RunnerCaller,
+    PathId(id): PathId,
+    JsonBody(request): JsonBody<wire::UpdateWorkloadStatus>,
+) -> Result<Json<wire::Workload>, ApiError> {
+    report(&state, &caller, id, request).await
+}
+
+async fn report(
+    state: &AppState,
+    caller: &muster_core::Principal,
+    id: String,
+    request: wire::UpdateWorkloadStatus,
+) -> Result<Json<wire::Workload>, ApiError> {
     let report = WorkloadStatusReport {
         id,
         status: workload_status_from_wire(request.status),
@@ -143,7 +195,7 @@ pub(crate) async fn update_workload_status(
             .map(|containers| containers.into_iter().map(container_from_wire).collect()),
         reason: request.status_reason,
     };
-    let view = state.coordinator.report_workload(&caller, report).await?;
+    let view = state.coordinator.report_workload(caller, report).await?;
     Ok(Json(workload_to_wire(view)))
 }
 
@@ -157,6 +209,22 @@ pub(crate) async fn update_workload_status(
 pub(crate) async fn delete_workload(
     State(state): State<AppState>,
     UserCaller(caller): UserCaller,
+    PathId(id): PathId,
+) -> Result<StatusCode, ApiError> {
+    state.coordinator.delete_workload(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A runner removes a workload it hosted.
+#[utoipa::path(delete, path = "/api/v1/runner/workloads/{id}", tag = "runner", params(crate::openapi::WorkloadIdPath),
+    responses(
+        (status = 204, description = "removed"),
+        crate::openapi::AuthErrors, crate::openapi::IdErrors,
+    ),
+    security(("runner_token" = [])))]
+pub(crate) async fn runner_delete_workload(
+    State(state): State<AppState>,
+    RunnerCaller(caller): RunnerCaller,
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     state.coordinator.delete_workload(&caller, &id).await?;

@@ -279,7 +279,12 @@ fn body_of(template: &str, artifact: &str, key: &str) -> Value {
         "/api/v1/workloads" => {
             json!({"id": "made-by-the-matrix", "runner_id": unknown_job, "status": "starting"})
         }
-        "/api/v1/workloads/{id}/status" => json!({"status": "running"}),
+        "/api/v1/workloads/{id}/status" | "/api/v1/runner/workloads/{id}/status" => {
+            json!({"status": "running"})
+        }
+        "/api/v1/runner/workloads" => {
+            json!({"id": "made-by-the-matrix", "runner_id": unknown_job, "status": "starting"})
+        }
         "/api/v1/admin/tokens" => json!({"name": "made-by-the-matrix", "role": "viewer"}),
         "/api/v1/admin/runner-keys" => json!({"public_key": key}),
         "/api/v1/admin/organizations" => json!({"name": "made-by-the-matrix"}),

@@ -383,3 +383,77 @@ async fn a_deleted_runners_workloads_fail_and_a_silent_runners_are_stale() {
         "a finished workload is not waiting on anyone"
     );
 }
+
+#[tokio::test]
+async fn a_runner_records_and_reports_its_own_workloads_and_no_other_runners() {
+    let server = start().await;
+    let (me, runner) = server.runner("self-reporter").await.expect("runner");
+    let (other, other_runner) = server.runner("other").await.expect("another runner");
+    let own = |id: &str, runner_id: uuid::Uuid| muster_client::api::CreateWorkload {
+        id: id.into(),
+        runner_id,
+        thread_id: "t".into(),
+        agent_id: String::new(),
+        organization_id: None,
+        status: muster_client::api::WorkloadStatus::Starting,
+        status_reason: None,
+        containers: Vec::new(),
+        ziti_identity_id: String::new(),
+    };
+    let recorded = runner
+        .record_workload(&own("wl-own", me.runner.id))
+        .await
+        .expect("record its own workload");
+    assert_eq!(recorded.runner_id, me.runner.id);
+    let reported = runner
+        .report_workload(
+            "wl-own",
+            &muster_client::api::UpdateWorkloadStatus {
+                status: muster_client::api::WorkloadStatus::Running,
+                containers: None,
+                status_reason: None,
+            },
+        )
+        .await
+        .expect("report it running");
+    assert_eq!(reported.status, muster_client::api::WorkloadStatus::Running);
+
+    // Another runner's id, and another runner's workload, are not there for it.
+    let refused = runner
+        .record_workload(&own("wl-theirs", other.runner.id))
+        .await
+        .expect_err("a workload for another runner");
+    assert!(refused.to_string().contains("not found"), "{refused}");
+    other_runner
+        .record_workload(&own("wl-other", other.runner.id))
+        .await
+        .expect("the other runner records its own");
+    let hidden = runner
+        .report_workload(
+            "wl-other",
+            &muster_client::api::UpdateWorkloadStatus {
+                status: muster_client::api::WorkloadStatus::Failed,
+                containers: None,
+                status_reason: None,
+            },
+        )
+        .await
+        .expect_err("another runner's workload");
+    assert!(hidden.to_string().contains("not found"), "{hidden}");
+    runner
+        .remove_workload("wl-other")
+        .await
+        .expect_err("removing another runner's workload");
+    let untouched = admin(&server, Method::GET, "/api/v1/workloads/wl-other", None)
+        .await
+        .json();
+    assert_eq!(untouched["status"], "starting", "{untouched}");
+
+    runner
+        .remove_workload("wl-own")
+        .await
+        .expect("remove its own");
+    admin(&server, Method::GET, "/api/v1/workloads/wl-own", None)
+        .await
+        .assert_error(404, "not_found", &["wl-own"]);
+}

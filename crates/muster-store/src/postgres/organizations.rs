@@ -90,7 +90,10 @@ async fn contents(
          (SELECT count(*) FROM jobs WHERE organization_id = $1 \
              AND state NOT IN ({TERMINAL_STATE_CODES})), \
          (SELECT count(*) FROM runners WHERE organization_id = $1 AND deleted_at IS NULL), \
-         (SELECT count(*) FROM user_tokens WHERE organization_id = $1)"
+         (SELECT count(*) FROM user_tokens WHERE organization_id = $1), \
+         (SELECT count(*) FROM workloads WHERE organization_id = $1 AND status NOT IN ({}, {}))",
+        crate::rules::workloads::status_code(muster_core::WorkloadStatus::Stopped),
+        crate::rules::workloads::status_code(muster_core::WorkloadStatus::Failed)
     );
     let rows = query(transaction, &sql, &[&id]).await?;
     let row = rows
@@ -105,6 +108,7 @@ async fn contents(
         unfinished_jobs: read(0)?,
         runners: read(1)?,
         user_tokens: read(2)?,
+        unfinished_workloads: read(3)?,
     })
 }
 

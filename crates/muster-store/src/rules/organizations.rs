@@ -182,6 +182,7 @@ mod tests {
             unfinished_jobs: 2,
             runners: 0,
             user_tokens: 1,
+            unfinished_workloads: 3,
         };
         let error = check_deletable("a", contents).expect_err("not empty");
         assert_eq!(

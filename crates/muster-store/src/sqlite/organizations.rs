@@ -98,7 +98,10 @@ fn contents(conn: &Connection, id: &str) -> Result<OrganizationContents, StoreEr
          (SELECT count(*) FROM jobs WHERE organization_id = ?1 \
              AND state NOT IN ({TERMINAL_STATE_CODES})), \
          (SELECT count(*) FROM runners WHERE organization_id = ?1 AND deleted_at IS NULL), \
-         (SELECT count(*) FROM user_tokens WHERE organization_id = ?1)"
+         (SELECT count(*) FROM user_tokens WHERE organization_id = ?1), \
+         (SELECT count(*) FROM workloads WHERE organization_id = ?1 AND status NOT IN ({}, {}))",
+        crate::rules::workloads::status_code(muster_core::WorkloadStatus::Stopped),
+        crate::rules::workloads::status_code(muster_core::WorkloadStatus::Failed)
     );
     conn.prepare_cached(&sql)
         .and_then(|mut statement| {
@@ -107,6 +110,7 @@ fn contents(conn: &Connection, id: &str) -> Result<OrganizationContents, StoreEr
                     unfinished_jobs: count(row.get(0)?),
                     runners: count(row.get(1)?),
                     user_tokens: count(row.get(2)?),
+                    unfinished_workloads: count(row.get(3)?),
                 })
             })
         })

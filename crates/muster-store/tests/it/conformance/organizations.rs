@@ -180,6 +180,25 @@ pub async fn an_organization_is_deleted_only_when_nothing_is_left_in_it(
     )
     .await?;
 
+    // A shared runner hosting one of the team's workloads: the workload keeps the team too.
+    let shared_runner = super::register_runner(store, "shared-host").await?;
+    let workload_id = format!("team-workload-{:x}", unique_bits());
+    store
+        .create_workload(muster_core::WorkloadRecord {
+            id: workload_id.clone(),
+            runner_id: shared_runner,
+            thread_id: String::new(),
+            agent_id: String::new(),
+            organization: muster_core::organization::OrganizationId::parse("team")?,
+            status: muster_core::WorkloadStatus::Running,
+            status_reason: String::new(),
+            containers: Vec::new(),
+            ziti_identity_id: String::new(),
+            created_at: at(1_300),
+            updated_at: at(1_300),
+        })
+        .await?;
+
     let deleting = || audit(DELETED, "team", at(2_000), json!({}));
     match store.delete_organization("team", deleting()).await {
         Err(StoreError::OrganizationNotEmpty {
@@ -192,7 +211,8 @@ pub async fn an_organization_is_deleted_only_when_nothing_is_left_in_it(
                     == OrganizationContents {
                         unfinished_jobs: 0,
                         runners: 1,
-                        user_tokens: 1
+                        user_tokens: 1,
+                        unfinished_workloads: 1,
                     },
                 "counts what keeps it: {contents:?}"
             );
@@ -211,6 +231,22 @@ pub async fn an_organization_is_deleted_only_when_nothing_is_left_in_it(
     store.delete_runner(runner_id, at(2_100)).await?;
     store
         .revoke_user_token(token.id, audit(TOKEN_REVOKED, "ci", at(2_200), json!({})))
+        .await?;
+    match store.delete_organization("team", deleting()).await {
+        Err(StoreError::OrganizationNotEmpty { contents, .. }) => ensure!(
+            contents.unfinished_workloads == 1 && contents.runners == 0,
+            "its running workload still keeps it: {contents:?}"
+        ),
+        other => bail!("an organization with a running workload stays, got {other:?}"),
+    }
+    store
+        .report_workload(muster_store::WorkloadReport {
+            id: workload_id,
+            status: muster_core::WorkloadStatus::Stopped,
+            containers: None,
+            reason: None,
+            at: at(2_300),
+        })
         .await?;
     store.delete_organization("team", deleting()).await?;
     ensure!(store.get_organization("team").await?.is_none(), "deleted");
