@@ -69,6 +69,17 @@ if ! git cat-file -e "$sha:proto" 2>/dev/null; then
   skip_breaking "that revision has no proto/ directory (the protobuf files are new), so there is nothing to break"
 fi
 
+# A file that was a draft in that revision (its first line starts with
+# "// DRAFT") made no promise yet: it is left out of the comparison once, the
+# commit that turns it into a release may still change its numbers.
+draft_excludes=()
+while IFS= read -r file; do
+  if git show "$sha:$file" 2>/dev/null | head -n 1 | grep -q '^// DRAFT'; then
+    say "buf breaking: $file was a draft in $rev; not compared"
+    draft_excludes+=(--exclude-path "$file")
+  fi
+done < <(git ls-tree -r --name-only "$sha" proto | grep '\.proto$')
+
 # buf reads the earlier revision itself through the '.git#ref=' input. That
 # needs a .git directory at the root and a buf.yaml in that revision; when
 # either is missing, or buf cannot read the repository (a worktree, where .git
@@ -87,7 +98,7 @@ against_archive() {
     say "that revision has no buf.yaml; using the current one to read its proto/"
   fi
   say "buf breaking: FILE rules against git archive of $sha (in $tmp)"
-  "$buf" breaking --against "$tmp"
+  "$buf" breaking --against "$tmp" "${draft_excludes[@]}"
 }
 
 rc=0
@@ -96,7 +107,7 @@ if [[ -e .git ]] && git cat-file -e "$sha:buf.yaml" 2>/dev/null; then
     say ".git is a file (a worktree or submodule); trying .git#ref first anyway"
   fi
   say "buf breaking: FILE rules against .git#ref=$sha"
-  "$buf" breaking --against ".git#ref=$sha" || rc=$?
+  "$buf" breaking --against ".git#ref=$sha" "${draft_excludes[@]}" || rc=$?
   if [[ $rc -ne 0 && $rc -ne 100 ]]; then
     # Exit status 100 means buf read both sides and found breaking changes;
     # anything else means it could not read the revision.

@@ -293,6 +293,11 @@ pub(crate) struct ServerArgs {
     /// the user token it was opened with, and revoking that token ends it at once.
     #[arg(long, env = "MUSTER_SESSION_TTL", value_name = "DURATION")]
     pub(crate) session_ttl: Option<String>,
+    /// How long a runner's gRPC push stream lasts before the coordinator asks the runner to
+    /// move to a new one [default: 30m, give or take a tenth; 2s to 24h]. Jobs and leases carry
+    /// over untouched; keep it under the idle timeout of any proxy between runners and here.
+    #[arg(long, env = "MUSTER_STREAM_LIFETIME", value_name = "DURATION")]
+    pub(crate) stream_lifetime: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -370,6 +375,7 @@ pub(crate) fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         enrollment: args.enrollment,
         runner_token_ttl: args.runner_token_ttl,
         session_ttl: args.session_ttl,
+        stream_lifetime: args.stream_lifetime,
     };
     ServerConfig::from_raw(raw).context("check the configuration")
 }

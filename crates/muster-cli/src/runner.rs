@@ -56,7 +56,7 @@ pub(crate) struct RunnerArgs {
     #[arg(long = "ca-cert", value_name = "PATH")]
     ca_cert: Option<PathBuf>,
     /// A TOML file with any of: server, token, key, name, ca_cert, exec, labels, tags, resources, concurrency,
-    /// drain_timeout_s, work_dir [env: MUSTER_RUNNER_CONFIG]
+    /// drain_timeout_s, work_dir, transport [env: MUSTER_RUNNER_CONFIG]
     #[arg(long)]
     config: Option<PathBuf>,
     /// Host the built-in `exec` runner, which runs any command a submitter sends. Only turn this
@@ -82,6 +82,21 @@ pub(crate) struct RunnerArgs {
     /// Where job output directories are made [default: the system temp dir].
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// How to reach the coordinator [env: MUSTER_RUNNER_TRANSPORT] [default: http]. `http`
+    /// long-polls the HTTP API. `grpc` attaches one gRPC stream on the same address, on which
+    /// the coordinator pushes jobs and cancels as they happen (artifacts still go over HTTP);
+    /// it takes an http:// address and a --token for now.
+    #[arg(long, value_enum)]
+    transport: Option<TransportChoice>,
+}
+
+/// The line a runner speaks to the coordinator over.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TransportChoice {
+    #[default]
+    Http,
+    Grpc,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +117,7 @@ struct RunnerFile {
     concurrency: Option<u32>,
     drain_timeout_s: Option<u64>,
     work_dir: Option<PathBuf>,
+    transport: Option<TransportChoice>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -147,6 +163,7 @@ struct Resolved {
     connection: Connection,
     config: DaemonConfig,
     exec: bool,
+    transport: TransportChoice,
 }
 
 /// Flags win over the environment, which wins over the file.
@@ -211,6 +228,24 @@ fn resolve(args: RunnerArgs) -> anyhow::Result<Resolved> {
             .context("load the certificate authority (--ca-cert)")?,
         None => muster_client::ClientTls::system(),
     };
+    let transport = match args.transport {
+        Some(choice) => choice,
+        None => match env("MUSTER_RUNNER_TRANSPORT") {
+            Some(text) => match text.trim().to_ascii_lowercase().as_str() {
+                "http" => TransportChoice::Http,
+                "grpc" => TransportChoice::Grpc,
+                other => bail!(
+                    "MUSTER_RUNNER_TRANSPORT='{other}' is not a transport; write http or grpc"
+                ),
+            },
+            None => file.transport.unwrap_or_default(),
+        },
+    };
+    if transport == TransportChoice::Grpc && matches!(identity, Identity::Key { .. }) {
+        bail!(
+            "--transport grpc runs with a --token for now; a runner that registers with its key uses --transport http"
+        );
+    }
     let mut labels = file.labels;
     for pair in &args.labels {
         let Some((key, value)) = pair.split_once('=') else {
@@ -260,6 +295,7 @@ fn resolve(args: RunnerArgs) -> anyhow::Result<Resolved> {
         },
         config,
         exec: args.exec || file.exec.unwrap_or(false),
+        transport,
     })
 }
 
@@ -296,6 +332,20 @@ pub(crate) fn run(args: RunnerArgs) -> anyhow::Result<()> {
         let stop = StopSignals::default();
         tokio::spawn(stop_on_signals(stop.clone()));
         let mut config = resolved.config;
+        if resolved.transport == TransportChoice::Grpc
+            && let Identity::Token(token) = &resolved.connection.identity
+        {
+            let http = HttpTransport::new(
+                &resolved.connection.server,
+                token,
+                &resolved.connection.tls,
+            )
+            .context("set up the runner client")?;
+            let transport =
+                muster_runner::GrpcTransport::new(http, &resolved.connection.server, token)
+                    .context("set up the gRPC runner transport")?;
+            return muster_runner::run(Arc::new(transport), config, runners, stop).await;
+        }
         if let Some(transport) = resolved.connection.token_transport()? {
             return muster_runner::run(transport, config, runners, stop).await;
         }

@@ -2,34 +2,14 @@
 //! `RunnersGateway`, and server reflection, over the same `Coordinator` methods the HTTP API
 //! calls. Each method parses, calls the service, and converts; no rule lives here.
 
-/// The generated messages and services, in modules named as the proto packages are (the
-/// gateway's code names the runners package's messages by that path).
-pub mod pb {
-    pub mod muster {
-        pub mod runners {
-            pub mod v1 {
-                tonic::include_proto!("muster.runners.v1");
-            }
-        }
-        pub mod gateway {
-            pub mod v1 {
-                tonic::include_proto!("muster.gateway.v1");
-            }
-        }
-    }
-}
-
-pub use pb::muster::gateway::v1 as gateway_pb;
-pub use pb::muster::runners::v1 as runners_pb;
-
-/// The encoded descriptors of every service, for reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/muster_descriptor.bin"));
+pub use muster_proto::{FILE_DESCRIPTOR_SET, gateway_pb, pb, protocol_pb, runners_pb};
 
 mod convert;
+mod protocol;
 mod runners;
 
 pub use convert::{ERROR_CODE_METADATA, status_of};
+pub use protocol::{LEASE_LOST_TYPE_URL, RpcStatus, RunnerProtocolApi, lease_lost_detail};
 pub use runners::{PeerAddress, RunnersApi};
 
 /// Every gRPC service of the coordinator, ready to be served: `RunnersService`,
@@ -38,6 +18,7 @@ pub use runners::{PeerAddress, RunnersApi};
 pub fn services(
     coordinator: muster_service::Coordinator,
 ) -> Result<tonic::service::Routes, ReflectionError> {
+    let protocol = RunnerProtocolApi::new(coordinator.clone());
     let api = RunnersApi::new(coordinator);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -51,6 +32,9 @@ pub fn services(
         runners_pb::runners_service_server::RunnersServiceServer::new(api.clone()),
     )
     .add_service(gateway_pb::runners_gateway_server::RunnersGatewayServer::new(api))
+    .add_service(
+        protocol_pb::runner_protocol_service_server::RunnerProtocolServiceServer::new(protocol),
+    )
     .add_service(reflection)
     .add_service(reflection_alpha))
 }

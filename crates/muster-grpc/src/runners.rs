@@ -20,6 +20,26 @@ use crate::runners_pb::runners_service_server::RunnersService;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddress(pub std::net::IpAddr);
 
+/// The token of `authorization: Bearer <token>` metadata, if the request has one.
+pub(crate) fn bearer_token<T>(request: &Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+}
+
+/// Where `request` came from, for counting failed authentications.
+pub(crate) fn peer_of<T>(request: &Request<T>) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<PeerAddress>()
+        .map(|peer| peer.0)
+        .or_else(|| request.remote_addr().map(|address| address.ip()))
+}
+
 /// The gRPC front end over one coordinator.
 #[derive(Clone)]
 pub struct RunnersApi {
@@ -34,19 +54,8 @@ impl RunnersApi {
     /// The caller of `request`, from its `authorization: Bearer ...` metadata (a user token or
     /// the bootstrap admin token).
     async fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty());
-        let peer = request
-            .extensions()
-            .get::<PeerAddress>()
-            .map(|peer| peer.0)
-            .or_else(|| request.remote_addr().map(|address| address.ip()));
-        let Some(token) = token else {
+        let peer = peer_of(request);
+        let Some(token) = bearer_token(request) else {
             // Counted as a failed authentication, as over HTTP; a throttled address hears so.
             let refused = self
                 .coordinator

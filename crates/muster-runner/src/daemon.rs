@@ -143,6 +143,9 @@ pub async fn run(
         stop.clone(),
         heartbeat_stop.clone(),
     ));
+    let pushed_stops = transport
+        .pushed_stops()
+        .map(|stops| tokio::spawn(obey_pushed_stops(stops, Arc::clone(&running))));
     let mut jobs = JoinSet::new();
     let slot_freed = Arc::new(tokio::sync::Notify::new());
     let mut failures = 0u32;
@@ -270,8 +273,33 @@ pub async fn run(
     }
     heartbeat_stop.cancel();
     let _ = heartbeats.await;
+    if let Some(task) = pushed_stops {
+        task.abort();
+    }
     tracing::info!("runner stopped");
     Ok(())
+}
+
+/// Stop the running jobs the coordinator says to, as it says so.
+async fn obey_pushed_stops(
+    mut stops: tokio::sync::mpsc::UnboundedReceiver<crate::transport::PushedStop>,
+    running: Running,
+) {
+    while let Some(stop) = stops.recv().await {
+        let task = running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&stop.job)
+            .cloned();
+        let Some(task) = task else { continue };
+        if stop.lease_lost {
+            tracing::warn!(job = %stop.job, "the coordinator says the lease is lost; stopping the job");
+            task.lose_lease();
+        } else {
+            tracing::info!(job = %stop.job, "the coordinator asked to stop this job");
+            task.cancel();
+        }
+    }
 }
 
 /// Stop every running job because this runner is shutting down.

@@ -10,18 +10,21 @@
 //! them as failed attempts (so they run again elsewhere) and exits.
 //!
 //! The daemon reaches the coordinator only through a [`Transport`]; [`HttpTransport`] (over
-//! `muster-client`) is the one muster ships.
+//! `muster-client`) is the default; [`GrpcTransport`] speaks the gRPC runner protocol, where the
+//! coordinator pushes assignments and cancels on a stream instead of answering long polls.
 
 mod daemon;
 pub mod exec;
+mod grpc;
 mod http;
 mod ports;
 mod task;
 mod transport;
 
 pub use daemon::{DaemonConfig, StopSignals, detect_resources, run};
+pub use grpc::GrpcTransport;
 pub use http::HttpTransport;
 pub use transport::{
-    ClaimRequest, ClaimedTask, Failure, HeldLease, JobAck, LeaseRenewal, RunnerBeat,
+    ClaimRequest, ClaimedTask, Failure, HeldLease, JobAck, LeaseRenewal, PushedStop, RunnerBeat,
     RunnerBeatAnswer, Transport, TransportError,
 };

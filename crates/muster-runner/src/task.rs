@@ -96,7 +96,7 @@ impl TaskState {
         self.interrupted.load(Ordering::SeqCst)
     }
 
-    fn lose_lease(&self) {
+    pub(crate) fn lose_lease(&self) {
         self.lease_lost.cancel();
         self.cancelled.cancel();
     }

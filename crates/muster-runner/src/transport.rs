@@ -69,6 +69,21 @@ pub trait Transport: Send + Sync {
 
     /// Fetch the artifact `id` into the file `path`, streamed and checked against its id.
     async fn download_to_file(&self, id: &str, path: &Path) -> Result<(), TransportError>;
+
+    /// The jobs the coordinator tells this runner to stop as it happens (a push transport), to
+    /// be taken once by the daemon; `None` when stops arrive only in heartbeat answers.
+    fn pushed_stops(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<PushedStop>> {
+        None
+    }
+}
+
+/// A job the coordinator told this runner to stop, pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushedStop {
+    pub job: Uuid,
+    /// The runner holds the job's lease no more: stop at once and report nothing about it.
+    /// Otherwise the job was cancelled: stop and fail the attempt as cancelled.
+    pub lease_lost: bool,
 }
 
 /// The lease a job-scoped call acts under: the job and the epoch its claim gave.

@@ -69,6 +69,9 @@ pub struct RawServerConfig {
     pub runner_token_ttl: Option<String>,
     /// `--session-ttl` / `MUSTER_SESSION_TTL`: how long a dashboard sign-in lasts (a duration).
     pub session_ttl: Option<String>,
+    /// `--stream-lifetime` / `MUSTER_STREAM_LIFETIME`: how long a runner's gRPC push stream
+    /// lasts before it is asked to move to a new one (a duration).
+    pub stream_lifetime: Option<String>,
 }
 
 /// Where jobs are stored.
@@ -414,6 +417,15 @@ impl ServerConfig {
             Duration::from_secs(60),
             Duration::from_secs(30 * 86_400),
         )?;
+        // Under the idle and age limits of common proxies and load balancers (minutes to an
+        // hour), so none of them cuts a stream silently; at least a few seconds, for tests.
+        let runner_stream_lifetime = bounded_duration(
+            "stream-lifetime",
+            raw.stream_lifetime.as_deref(),
+            "30m",
+            Duration::from_secs(2),
+            Duration::from_secs(86_400),
+        )?;
         Ok(ServerConfig {
             listen,
             data_dir,
@@ -438,6 +450,7 @@ impl ServerConfig {
                 enrollment_gate,
                 runner_token_ttl,
                 session_ttl,
+                runner_stream_lifetime,
             },
             tls,
             connections,

@@ -301,6 +301,9 @@ impl Coordinator {
         match changed {
             Ok(job) => {
                 self.job_changes.changed(id);
+                if action == BulkJobAction::Cancel {
+                    self.attached.cancel_requested(id, self.config.cancel_grace);
+                }
                 organizations
                     .entry(job.organization.id.clone())
                     .or_default()

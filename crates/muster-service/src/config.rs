@@ -34,6 +34,10 @@ pub struct ServiceConfig {
     pub runner_token_ttl: Duration,
     /// How long a dashboard session lasts after sign-in (never past its user token's expiry).
     pub session_ttl: Duration,
+    /// How long a runner's push stream (gRPC `Attach`) lasts before the coordinator asks the
+    /// runner to move to a new one, give or take a tenth: shorter than the idle timeouts of the
+    /// proxies in between, so none of them cuts a stream silently.
+    pub runner_stream_lifetime: Duration,
 }
 
 impl ServiceConfig {

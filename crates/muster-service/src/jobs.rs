@@ -369,6 +369,7 @@ impl Coordinator {
             .cancel_job(id, grace_ms, self.clock.now())
             .await?;
         self.job_changes.changed(id);
+        self.attached.cancel_requested(id, self.config.cancel_grace);
         Ok(self.view(job).await)
     }
 

@@ -14,6 +14,7 @@
 //! [`Coordinator::run_background_tasks`].
 
 pub mod artifacts;
+pub mod attached;
 mod auth;
 pub mod bulk;
 mod changes;
@@ -87,6 +88,7 @@ pub struct Coordinator {
     pub(crate) kind_rules: Arc<kinds::KindRules>,
     pub(crate) registration_replays: Arc<registration::RegistrationReplays>,
     pub(crate) auth_throttle: Arc<throttle::AuthThrottle>,
+    pub(crate) attached: Arc<attached::AttachedRunners>,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -124,6 +126,7 @@ impl Coordinator {
             kind_rules: Arc::default(),
             registration_replays: Arc::default(),
             auth_throttle,
+            attached: Arc::default(),
             shutdown: parts.shutdown,
         }
     }

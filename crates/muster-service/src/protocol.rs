@@ -255,7 +255,7 @@ pub(crate) fn check_runner_kinds(kinds: &[String]) -> Result<(), ServiceError> {
 /// created it) may claim with fewer kinds and capabilities than bound, never more: a claim that
 /// widens them is refused rather than narrowed silently, so a misconfigured runner hears why it
 /// gets no jobs instead of quietly running fewer.
-fn check_claim_within_binding(
+pub(crate) fn check_claim_within_binding(
     binding: &RunnerBinding,
     kinds: &[String],
     offer: &muster_core::Capabilities,
@@ -512,6 +512,7 @@ impl Coordinator {
             .await;
         self.metrics.record_completions(1, self.clock.now());
         self.job_changes.changed(call.job);
+        self.attached.job_released(call.runner, call.job);
         Ok(self.view(job).await)
     }
 
@@ -735,6 +736,7 @@ impl Coordinator {
                     Some((id, Ok(()))) => {
                         completed += 1;
                         self.job_changes.changed(id);
+                        self.attached.job_released(runner, id);
                         Ok(())
                     }
                     Some((_, Err(error))) => Err(ServiceError::from(error)),
@@ -774,6 +776,7 @@ impl Coordinator {
             .await?;
         self.metrics.record_failure(reason, 1, self.clock.now());
         self.job_changes.changed(call.job);
+        self.attached.job_released(call.runner, call.job);
         Ok(self.view(job).await)
     }
 

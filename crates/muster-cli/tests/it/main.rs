@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod dashboard;
 mod fleet;
+mod grpc_runner;
 mod hardening;
 mod https;
 mod job_cli;

@@ -4,5 +4,6 @@
 
 mod outage;
 mod python_client;
+mod runner_protocol;
 mod services;
 mod support;

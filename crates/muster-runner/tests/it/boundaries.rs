@@ -1,5 +1,6 @@
 //! The daemon's layering, checked where it is cheap: only the HTTP transport module names the
-//! HTTP client or the wire types, and nothing branches on HTTP statuses.
+//! HTTP client or the wire types, only the gRPC transport module names the generated messages
+//! or tonic, and nothing branches on HTTP statuses.
 
 use std::path::Path;
 
@@ -37,6 +38,28 @@ fn only_the_http_transport_names_the_http_client_or_the_wire_types() -> Result<(
             continue;
         }
         for word in ["muster_client", "muster_api", "RunnerClient", "ClientError"] {
+            if text.contains(word) {
+                offenders.push(format!("{name} names {word}"));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:#?}");
+    Ok(())
+}
+
+#[test]
+fn only_the_grpc_transport_names_the_generated_messages_or_tonic() -> Result<()> {
+    let files = sources()?;
+    assert!(
+        files.iter().any(|(name, _)| name == "grpc.rs"),
+        "the gRPC transport module is where this test expects it"
+    );
+    let mut offenders = Vec::new();
+    for (name, text) in &files {
+        if name == "grpc.rs" {
+            continue;
+        }
+        for word in ["muster_proto", "tonic", "prost"] {
             if text.contains(word) {
                 offenders.push(format!("{name} names {word}"));
             }

@@ -59,6 +59,7 @@ impl DirectCalls {
             enrollment_gate: muster_core::EnrollmentGate::default(),
             runner_token_ttl: Duration::from_secs(3600),
             session_ttl: Duration::from_secs(3600),
+            runner_stream_lifetime: Duration::from_secs(1800),
         };
         let coordinator = Coordinator::new(CoordinatorParts {
             store,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "muster/runners/v1/runners.proto",
     "muster/gateway/v1/runners.proto",
+    "muster/runner/v1/protocol.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
