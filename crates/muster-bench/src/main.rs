@@ -42,6 +42,7 @@ mod dashboard;
 mod graphile;
 mod organizations;
 mod postgres;
+mod push;
 mod signed;
 
 use std::path::PathBuf;
@@ -114,6 +115,16 @@ struct Args {
     /// Claim+complete cycles measured at each depth.
     #[arg(long, default_value_t = 3_000)]
     depth_cycles: usize,
+    /// Runners the idle scenario attaches over gRPC.
+    #[arg(long, default_value_t = 10_000)]
+    idle_runners: usize,
+    /// HTTP/2 connections the idle scenario's runners share (streams are multiplexed over them,
+    /// at most 200 per connection).
+    #[arg(long, default_value_t = 100)]
+    idle_connections: usize,
+    /// Seconds the idle scenario measures the coordinator's CPU over.
+    #[arg(long, default_value_t = 60)]
+    idle_window: u64,
     /// Organizations the organizations scenario spreads the deep queue over.
     #[arg(long, default_value_t = 1_000)]
     organizations: usize,
@@ -184,6 +195,13 @@ enum Scenario {
     Signed,
     Organizations,
     Dashboard,
+    /// The gRPC runner protocol beside HTTP, each on a fresh coordinator in this run:
+    /// enqueue→claim (long poll) and enqueue→assignment (stream), cancel→runner told, and the
+    /// burn-down over each transport.
+    Push,
+    /// `--idle-runners` runners attached over gRPC doing nothing but heartbeats: memory per
+    /// stream and the coordinator's CPU at rest.
+    Idle,
 }
 
 impl Args {
@@ -632,6 +650,132 @@ async fn run_scenarios(args: &Args, server: Option<&PgServer>) -> anyhow::Result
             ),
             format!("p50 {:.3} ms, p99 {:.3} ms", p50, p99),
             "p50 ≤ 1 ms, p99 ≤ 5 ms".into(),
+        ));
+    }
+    if args.wants(Scenario::Push) {
+        let fresh = |label: &'static str| async move {
+            let database = database_for(args, server, label).await?;
+            anyhow::Ok(match database {
+                Database::Sqlite(_) => Database::Sqlite(None),
+                other => other,
+            })
+        };
+        let database = fresh("muster_bench_push_http_latency").await?;
+        let coordinator = Coordinator::start(args, database_of(&database)).await?;
+        let (http_p50, http_p99) =
+            tokio::time::timeout(limit, latency(&coordinator.base_url, args))
+                .await
+                .context("the HTTP latency ran past --timeout")??;
+        coordinator.stop().await?;
+        finish_database(server, &database).await?;
+        let database = fresh("muster_bench_push_grpc_latency").await?;
+        let coordinator = Coordinator::start(args, database_of(&database)).await?;
+        let pushed = tokio::time::timeout(limit, push::latencies(&coordinator.base_url, args))
+            .await
+            .context("the gRPC latency ran past --timeout")??;
+        coordinator.stop().await?;
+        finish_database(server, &database).await?;
+        rows.push((
+            format!(
+                "enqueue→claim over HTTP ({backend}), {} samples, {} idle long-polling runners",
+                args.latency_samples, args.latency_runners
+            ),
+            format!("p50 {http_p50:.3} ms, p99 {http_p99:.3} ms"),
+            String::new(),
+        ));
+        rows.push((
+            format!(
+                "enqueue→assignment over gRPC ({backend}), {} samples, {} idle attached runners",
+                args.latency_samples, args.latency_runners
+            ),
+            format!(
+                "p50 {:.3} ms, p99 {:.3} ms",
+                pushed.assignment_p50, pushed.assignment_p99
+            ),
+            "p50 ≤ 0.5 ms, p99 ≤ 2 ms".into(),
+        ));
+        rows.push((
+            format!("cancel→runner told over gRPC ({backend})"),
+            format!(
+                "p50 {:.3} ms, p99 {:.3} ms",
+                pushed.cancel_p50, pushed.cancel_p99
+            ),
+            "p99 ≤ 5 ms".into(),
+        ));
+        let database = fresh("muster_bench_push_http_burn_down").await?;
+        let coordinator = Coordinator::start(args, database_of(&database)).await?;
+        let http_rate = tokio::time::timeout(
+            limit,
+            burn_down(&coordinator.base_url, args, &database, None),
+        )
+        .await
+        .context("the HTTP burn-down ran past --timeout")??;
+        coordinator.stop().await?;
+        finish_database(server, &database).await?;
+        let database = fresh("muster_bench_push_grpc_burn_down").await?;
+        let coordinator = Coordinator::start(args, database_of(&database)).await?;
+        let grpc_rate = tokio::time::timeout(limit, push::burn_down(&coordinator.base_url, args))
+            .await
+            .context("the gRPC burn-down ran past --timeout")??;
+        coordinator.stop().await?;
+        finish_database(server, &database).await?;
+        let completion = if args.complete_each {
+            "one call per job"
+        } else {
+            "one batch call per claim"
+        };
+        rows.push((
+            format!(
+                "burn-down over HTTP ({backend}), {} jobs, {} runners, claims of {}, {completion}",
+                args.jobs, args.runners, args.batch
+            ),
+            format!("{http_rate:.0} jobs/s"),
+            String::new(),
+        ));
+        rows.push((
+            format!(
+                "burn-down over gRPC ({backend}), {} jobs, {} runners, credit {}, one CompleteJob per job",
+                args.jobs, args.runners, args.batch
+            ),
+            format!("{grpc_rate:.0} jobs/s"),
+            "≥ HTTP".into(),
+        ));
+        rows.push((
+            "burn-down gRPC / HTTP".into(),
+            format!("{:.2}", grpc_rate / http_rate),
+            "≥ 1.0".into(),
+        ));
+    }
+    if args.wants(Scenario::Idle) {
+        let database = database_for(args, server, "muster_bench_idle").await?;
+        let database = match database {
+            Database::Sqlite(_) => Database::Sqlite(None),
+            other => other,
+        };
+        let coordinator = Coordinator::start(args, database_of(&database)).await?;
+        let run = tokio::time::timeout(limit, push::idle(&coordinator.base_url, args))
+            .await
+            .context("the idle scenario ran past --timeout")??;
+        coordinator.stop().await?;
+        finish_database(server, &database).await?;
+        rows.push((
+            format!(
+                "idle attached runners ({backend}): {} over {} connections, heartbeats every 10 s",
+                run.runners, run.connections
+            ),
+            format!(
+                "{:.1} KiB per runner (both ends of its stream)",
+                run.kib_per_runner
+            ),
+            String::new(),
+        ));
+        rows.push((
+            format!(
+                "coordinator CPU at rest with them, over {} s",
+                run.window.as_secs()
+            ),
+            format!("{:.1} % of one core", run.coordinator_cpu_percent),
+            "< 25 %".into(),
         ));
     }
     if args.wants(Scenario::Depth) {

@@ -324,6 +324,17 @@ fn task_of(assignment: pb::Assignment, token: &str) -> Option<ClaimedTask> {
     })
 }
 
+/// Whether the coordinator will refuse this runner's stream however often it asks: its token,
+/// or a Hello it cannot accept (kinds beyond its registration, a malformed field). Anything
+/// else (a coordinator restarting, a store outage, a broken connection) is retried.
+fn refuses_for_good(error: &TransportError) -> bool {
+    error.is_refused_token()
+        || matches!(
+            error.code(),
+            Some(ErrorCode::CapabilityNotRegistered | ErrorCode::InvalidInput)
+        )
+}
+
 /// Keep one stream attached until the transport closes, reattaching with resume.
 async fn keep_stream(
     mut client: RunnerProtocolServiceClient<Channel>,
@@ -341,7 +352,7 @@ async fn keep_stream(
                 }
                 Err(error) => {
                     failures += 1;
-                    if !error.is_transient() {
+                    if refuses_for_good(&error) {
                         tracing::error!(%error, "the coordinator refused this runner's stream");
                         lock(&shared).refused = Some(error);
                         shared.arrived.notify_waiters();
@@ -433,6 +444,11 @@ async fn attach_once(
         let mut state = lock(shared);
         if state.session_id != accepted.session_id {
             tracing::info!(session = %accepted.session_id, resumed = accepted.resumed, "attached to the coordinator");
+        }
+        if !accepted.resumed {
+            // A new session numbers its events from 1 again: what the old one handled says
+            // nothing about them.
+            state.last_sequence = 0;
         }
         state.session_id = accepted.session_id;
         state.heartbeat_interval = Some(interval);
@@ -533,15 +549,16 @@ impl Transport for GrpcTransport {
         &self,
         beat: &RunnerBeat,
     ) -> Result<RunnerBeatAnswer, TransportError> {
-        let started = {
+        let attached = {
             let mut state = lock(&self.shared);
             state.draining = beat.draining;
             state.hostname = beat.hostname.clone().unwrap_or_default();
             state.version = beat.version.clone();
-            state.started
+            state.sender.is_some()
         };
-        if !started {
-            // Before the first claim there is no stream yet: say so over HTTP.
+        if !attached {
+            // Before the first claim, or while the stream reattaches: say so over HTTP, so the
+            // runner stays online and hears of cancels meanwhile.
             return self.http.runner_heartbeat(beat).await;
         }
         self.stream_heartbeat().await?;
@@ -614,11 +631,23 @@ impl Transport for GrpcTransport {
                 .map_err(|status| from_status(&status))?;
             cancel = answer.into_inner().cancel_requested;
         }
-        let recent = lock(&self.shared)
-            .extended
-            .get(&lease.job)
-            .copied()
-            .filter(|(at, ttl)| at.elapsed() < *ttl / EXTENSION_REUSE_SHARE);
+        let (recent, attached) = {
+            let state = lock(&self.shared);
+            let recent = state
+                .extended
+                .get(&lease.job)
+                .copied()
+                .filter(|(at, ttl)| at.elapsed() < *ttl / EXTENSION_REUSE_SHARE);
+            (recent, state.sender.is_some())
+        };
+        if recent.is_none() && !attached {
+            // The stream is reattaching: keep the lease over HTTP meanwhile.
+            let renewal = self.http.job_heartbeat(lease, None).await?;
+            return Ok(LeaseRenewal {
+                ttl: renewal.ttl,
+                cancel: cancel || renewal.cancel,
+            });
+        }
         if let Some((at, ttl)) = recent {
             return Ok(LeaseRenewal {
                 ttl: ttl.saturating_sub(at.elapsed()),

@@ -355,6 +355,72 @@ impl AttachedRunners {
         }
     }
 
+    /// A session that could take a job of `kind` now (attached, active, enrolled, with credit
+    /// left), with one credit taken for it; `None` when there is none.
+    fn reserve_for(
+        &self,
+        kind: &str,
+        draining: &crate::changes::DrainingRunners,
+    ) -> Option<Reservation> {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        for session in sessions.values() {
+            let mut state = lock(session);
+            let waiting = state.attached
+                && !state.recycling
+                && !state.draining
+                && !state.ended
+                && state.credit > 0
+                && matches!(state.principal, Principal::Runner(_))
+                && state.kinds.iter().any(|taken| taken == kind)
+                && !draining.contains(session.runner);
+            if waiting {
+                state.credit -= 1;
+                let claim = muster_store::ClaimRequest {
+                    runner: session.runner,
+                    kinds: state.kinds.clone(),
+                    offer: state.offer.clone(),
+                    max_jobs: 1,
+                };
+                return Some(Reservation {
+                    session: Arc::clone(session),
+                    claim,
+                    settled: false,
+                });
+            }
+        }
+        None
+    }
+
+    /// The runner's session on this coordinator, if it has one.
+    fn live_session_of(&self, runner: RunnerId) -> Option<Arc<Session>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .find(|session| session.runner == runner && !lock(session).ended)
+            .cloned()
+    }
+
+    /// Start `session`, ending the runner's earlier sessions here: a runner has one session
+    /// at a time, so two assigners never claim for it and its streams never compete.
+    fn replace_sessions_of(&self, session: Arc<Session>) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions.retain(|_, earlier| {
+            if earlier.runner != session.runner {
+                return true;
+            }
+            lock(earlier).ended = true;
+            earlier.events.send_modify(|version| *version += 1);
+            earlier.assigner_wake.send_modify(|version| *version += 1);
+            false
+        });
+        sessions.insert(session.id.clone(), session);
+        self.count.store(sessions.len(), Ordering::Release);
+    }
+
     /// Forget sessions whose stream has been gone longer than a runner could still reattach.
     fn forget_expired(&self) {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
@@ -375,6 +441,96 @@ impl AttachedRunners {
     /// The number of sessions (attached or waiting for their runner), for metrics and tests.
     fn len(&self) -> usize {
         self.count.load(Ordering::Acquire)
+    }
+}
+
+/// One credit of a waiting session, taken for a submit that may be handed to it. Given back
+/// unless the claim made in the submit's commit is delivered.
+struct Reservation {
+    session: Arc<Session>,
+    claim: muster_store::ClaimRequest,
+    settled: bool,
+}
+
+impl Reservation {
+    /// Push what the submit's claim leased to the session, and give back the credit it did not
+    /// use.
+    fn deliver(mut self, claimed: Vec<ClaimedJob>) {
+        self.settled = true;
+        let mut state = lock(&self.session);
+        if claimed.is_empty() {
+            state.credit += 1;
+            state.cap_credit();
+        }
+        for job in claimed {
+            let id = job.job.id;
+            let epoch = job.lease.epoch;
+            let sequence = state.push(PushedEvent::Assignment(Box::new(job)));
+            state.held.insert(id, (epoch, sequence));
+        }
+        drop(state);
+        self.session.events.send_modify(|version| *version += 1);
+        self.session
+            .assigner_wake
+            .send_modify(|version| *version += 1);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled {
+            let mut state = lock(&self.session);
+            state.credit += 1;
+            state.cap_credit();
+        }
+    }
+}
+
+impl Coordinator {
+    /// Store one new job; when an attached runner is waiting for work of its kind, claim for
+    /// that runner in the same commit and push the assignment (the direct hand-off: enqueue to
+    /// claim costs one durable write, not two in series). The claim is an ordinary one, so the
+    /// runner gets older pending work it can take first, and nothing it cannot.
+    pub(crate) async fn submit_handing_off(
+        &self,
+        new_job: muster_core::NewJob,
+    ) -> Result<muster_store::Submitted, ServiceError> {
+        let Some(reservation) = self
+            .attached
+            .reserve_for(&new_job.spec.kind, &self.draining_runners)
+        else {
+            return self
+                .store
+                .submit_jobs(vec![new_job])
+                .await?
+                .pop()
+                .ok_or_else(|| ServiceError::internal("store answered no job for one submitted"));
+        };
+        let now = self.clock.now();
+        let (mut submitted, claimed) = self
+            .store
+            .submit_and_claim(vec![new_job], reservation.claim.clone(), now)
+            .await?;
+        if !claimed.is_empty() {
+            self.job_changes
+                .changed_many(claimed.iter().map(|claimed| claimed.job.id));
+            self.metrics.record_claim(claimed.iter().map(|claimed| {
+                let ready = claimed.job.created_at.max(claimed.job.lifecycle.run_after);
+                now.millis_since(ready) as f64 / 1000.0
+            }));
+        }
+        let mut submitted = submitted
+            .pop()
+            .ok_or_else(|| ServiceError::internal("store answered no job for one submitted"))?;
+        // The submit's answer shows the job as the same commit left it: leased, when it was.
+        if let Some(leased) = claimed
+            .iter()
+            .find(|claimed| claimed.job.id == submitted.job.id)
+        {
+            submitted.job = leased.job.clone();
+        }
+        reservation.deliver(claimed);
+        Ok(submitted)
     }
 }
 
@@ -544,7 +700,8 @@ impl Coordinator {
                         ..JobFilter::default()
                     },
                     PageRequest {
-                        limit: hello.max_jobs,
+                        // The named ones are on the page too.
+                        limit: (hello.max_jobs as usize + hello.held_jobs.len()).min(1000) as u32,
                         cursor: None,
                     },
                 )
@@ -692,15 +849,7 @@ impl Coordinator {
             events: watch::channel(0).0,
             assigner_wake: watch::channel(0).0,
         });
-        {
-            let mut sessions = self
-                .attached
-                .sessions
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            sessions.insert(session.id.clone(), Arc::clone(&session));
-            self.attached.count.store(sessions.len(), Ordering::Release);
-        }
+        self.attached.replace_sessions_of(Arc::clone(&session));
         tokio::spawn(assign(self.clone(), Arc::clone(&session)));
         session
     }
@@ -814,17 +963,28 @@ async fn assign(coordinator: Coordinator, session: Arc<Session>) {
         match coordinator.claim(&principal, claim).await {
             Ok(claimed) if !claimed.is_empty() => {
                 failures = 0;
-                {
-                    let mut state = lock(&session);
-                    for job in claimed {
-                        let id = job.job.id;
-                        let epoch = job.lease.epoch;
-                        let sequence = state.push(PushedEvent::Assignment(Box::new(job)));
-                        state.held.insert(id, (epoch, sequence));
-                        state.credit = state.credit.saturating_sub(1);
+                // The session may have been replaced while the claim ran (the runner came back
+                // without resuming it): the jobs go to the runner's session now, so none is
+                // leased to a session nobody will read. With none, the runner's next attach
+                // sends them again (they are claimed and not started).
+                let target = if lock(&session).ended {
+                    coordinator.attached.live_session_of(session.runner)
+                } else {
+                    Some(Arc::clone(&session))
+                };
+                if let Some(target) = target {
+                    {
+                        let mut state = lock(&target);
+                        for job in claimed {
+                            let id = job.job.id;
+                            let epoch = job.lease.epoch;
+                            let sequence = state.push(PushedEvent::Assignment(Box::new(job)));
+                            state.held.insert(id, (epoch, sequence));
+                            state.credit = state.credit.saturating_sub(1);
+                        }
                     }
+                    target.events.send_modify(|version| *version += 1);
                 }
-                session.events.send_modify(|version| *version += 1);
                 continue;
             }
             Ok(_) => failures = 0,

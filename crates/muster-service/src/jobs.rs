@@ -240,12 +240,7 @@ impl Coordinator {
                 .collect(),
         )
         .await?;
-        let submitted = self
-            .store
-            .submit_jobs(vec![new_job])
-            .await?
-            .pop()
-            .ok_or_else(|| ServiceError::internal("store answered no job for one submitted"))?;
+        let submitted = self.submit_handing_off(new_job).await?;
         self.grant_inputs([&submitted.job]).await;
         self.job_changes.fleet.changed();
         Ok(Submission {

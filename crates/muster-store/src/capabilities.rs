@@ -69,6 +69,18 @@ pub trait JobStore: Send + Sync + 'static {
     /// stored as given: the caller has checked that those artifacts exist.
     async fn submit_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError>;
 
+    /// Store `jobs` as [`JobStore::submit_jobs`] does and then claim for `claim` as
+    /// [`LeaseStore::claim_jobs`] does: the direct hand-off of a submit to a runner already
+    /// waiting for work. SQLite does both in one commit (one durable write instead of two in
+    /// series); PostgreSQL in two transactions, the claim right after the submit. All or
+    /// nothing on SQLite; on PostgreSQL a failed claim leaves the jobs stored and pending.
+    async fn submit_and_claim(
+        &self,
+        jobs: Vec<NewJob>,
+        claim: ClaimRequest,
+        now: Timestamp,
+    ) -> Result<(Vec<Submitted>, Vec<ClaimedJob>), StoreError>;
+
     async fn get_job(&self, id: JobId) -> Result<JobRecord, StoreError>;
 
     /// The kinds of those of `jobs` that `runner` holds now (leased to it and not finished),

@@ -6,8 +6,10 @@
 mod bulk_cli;
 mod cli;
 mod crash;
+mod cutting_proxy;
 mod dashboard;
 mod fleet;
+mod grpc_faults;
 mod grpc_runner;
 mod hardening;
 mod https;

@@ -158,7 +158,7 @@ fn count(counts: &BTreeMap<String, u64>, state: &str) -> u64 {
     counts.get(state).copied().unwrap_or(0)
 }
 
-fn terminal(counts: &BTreeMap<String, u64>) -> u64 {
+pub(crate) fn terminal(counts: &BTreeMap<String, u64>) -> u64 {
     count(counts, "completed") + count(counts, "failed") + count(counts, "cancelled")
 }
 
@@ -232,13 +232,13 @@ async fn start_runner(
 }
 
 /// One execution of a job's command: which runner, which attempt.
-struct Execution {
-    runner: usize,
-    attempt: u32,
+pub(crate) struct Execution {
+    pub(crate) runner: usize,
+    pub(crate) attempt: u32,
 }
 
 /// Read the record files: each line `JOB_ID ATTEMPT`, appended by the job's command.
-fn read_executions(
+pub(crate) fn read_executions(
     record_files: &[std::path::PathBuf],
 ) -> anyhow::Result<HashMap<Uuid, Vec<Execution>>> {
     let mut executions: HashMap<Uuid, Vec<Execution>> = HashMap::new();

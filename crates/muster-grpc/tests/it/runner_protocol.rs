@@ -559,3 +559,41 @@ async fn malformed_streams_and_wrong_tokens_are_refused() {
         "unauthorized",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_is_handed_to_a_waiting_attached_runner_in_its_own_commit() {
+    let server = TestServer::start().await.expect("a coordinator");
+    let (runner, _) = server.runner("waiting").await.expect("a runner");
+    let mut client = protocol(&server, &runner.token).await;
+    let mut stream = open(&mut client, hello(&["handed"], 1))
+        .await
+        .expect("attach");
+    // The submit's own answer already shows the job leased to the waiting runner: the claim
+    // was made in the submit's commit, not after it.
+    let (job, created) = server
+        .client()
+        .submit_job(&SubmitJob {
+            kind: "handed".into(),
+            ..SubmitJob::default()
+        })
+        .await
+        .expect("submit");
+    assert!(created);
+    assert_eq!(job.state, JobState::Claimed, "{job:?}");
+    assert_eq!(job.runner_id, Some(runner.runner.id));
+    let pushed = next_event(&mut stream).await;
+    let Some(ServerBody::Assignment(assignment)) = pushed.body else {
+        panic!("the assignment, got {pushed:?}");
+    };
+    assert_eq!(assignment.job_id, job.id.to_string());
+    // With its one credit used, the next job waits for it.
+    let (next, _) = server
+        .client()
+        .submit_job(&SubmitJob {
+            kind: "handed".into(),
+            ..SubmitJob::default()
+        })
+        .await
+        .expect("submit");
+    assert_eq!(next.state, JobState::Pending, "{next:?}");
+}

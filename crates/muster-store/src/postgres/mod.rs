@@ -547,6 +547,19 @@ impl JobStore for PostgresStore {
         Ok(answers)
     }
 
+    async fn submit_and_claim(
+        &self,
+        new_jobs: Vec<NewJob>,
+        claim: ClaimRequest,
+        now: Timestamp,
+    ) -> Result<(Vec<Submitted>, Vec<ClaimedJob>), StoreError> {
+        // Claims go through the combiner (one statement for every claim in flight), so the
+        // claim follows the submit's transaction instead of joining it.
+        let submitted = self.submit_jobs(new_jobs).await?;
+        let claimed = self.claim_jobs(claim, now).await?;
+        Ok((submitted, claimed))
+    }
+
     async fn get_job(&self, id: JobId) -> Result<JobRecord, StoreError> {
         let client = self.client().await?;
         jobs::load_by_id(&client, id, false)

@@ -305,6 +305,21 @@ impl JobStore for SqliteStore {
             .await
     }
 
+    async fn submit_and_claim(
+        &self,
+        new_jobs: Vec<NewJob>,
+        claim: ClaimRequest,
+        now: Timestamp,
+    ) -> Result<(Vec<Submitted>, Vec<ClaimedJob>), StoreError> {
+        self.writer
+            .run(move |context| {
+                let submitted = jobs::submit(context, new_jobs)?;
+                let claimed = jobs::claims::claim(context, &claim, now)?;
+                Ok((submitted, claimed))
+            })
+            .await
+    }
+
     async fn get_job(&self, id: JobId) -> Result<JobRecord, StoreError> {
         self.readers
             .run(move |conn| jobs::load_by_id(conn, id).map(|(_, job)| job))

@@ -35,6 +35,7 @@ macro_rules! conformance_suite {
             claims_take_the_lowest_priority_number_first_then_the_oldest,
             claims_order_by_priority_across_kinds,
             claims_respect_max_jobs,
+            a_submit_handed_off_to_a_waiting_runner_is_leased_to_it_at_once,
             claims_only_take_the_runners_kinds,
             claims_match_labels_tags_and_resources,
             registration_labels_count_for_matching_and_cannot_be_overridden,

@@ -205,6 +205,55 @@ pub async fn claims_respect_max_jobs(store: Arc<dyn Store>) -> anyhow::Result<()
     Ok(())
 }
 
+pub async fn a_submit_handed_off_to_a_waiting_runner_is_leased_to_it_at_once(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let runner = register_runner(store, "waiting").await?;
+    let job = new_job(spec("handed"), T0);
+    let (submitted, claimed) = store
+        .submit_and_claim(
+            vec![job.clone()],
+            claim_request(runner, &["handed"], 1),
+            at(10),
+        )
+        .await?;
+    ensure!(
+        submitted.len() == 1 && submitted[0].created,
+        "{submitted:?}"
+    );
+    ensure!(claimed.len() == 1, "the new job is leased: {claimed:?}");
+    ensure!(claimed[0].job.id == job.id);
+    ensure!(claimed[0].lease.epoch == 1);
+    let stored = store.get_job(job.id).await?;
+    ensure!(stored.state() == JobState::Claimed, "{stored:?}");
+    ensure!(stored.runner_id() == Some(runner));
+    // A runner of another kind leaves the new job pending; the submit still stands.
+    let other = new_job(spec("handed"), T0.plus_millis(1));
+    let (submitted, claimed) = store
+        .submit_and_claim(
+            vec![other.clone()],
+            claim_request(runner, &["elsewhere"], 1),
+            at(20),
+        )
+        .await?;
+    ensure!(submitted.len() == 1 && claimed.is_empty(), "{claimed:?}");
+    ensure!(store.get_job(other.id).await?.state() == JobState::Pending);
+    // Older pending work the runner can take comes first, as in any claim.
+    let (_, claimed) = store
+        .submit_and_claim(
+            vec![new_job(spec("handed"), T0.plus_millis(2))],
+            claim_request(runner, &["handed"], 1),
+            at(30),
+        )
+        .await?;
+    ensure!(
+        claimed.len() == 1 && claimed[0].job.id == other.id,
+        "{claimed:?}"
+    );
+    Ok(())
+}
+
 pub async fn claims_only_take_the_runners_kinds(store: Arc<dyn Store>) -> anyhow::Result<()> {
     let store = store.as_ref();
     let a = submit_many(store, "alpha", 3, T0).await?;
