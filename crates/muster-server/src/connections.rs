@@ -626,7 +626,14 @@ async fn handle(
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(ConnectInfo(peer));
     parts.extensions.insert(muster_grpc::PeerAddress(peer.ip()));
-    let body = DeadlineBody::new(body, &shared.limits, Arc::clone(&watch));
+    let mut body = DeadlineBody::new(body, &shared.limits, Arc::clone(&watch));
+    // A runner's push stream is a request body that lasts for minutes and carries a heartbeat
+    // every few seconds: far below any byte rate. Its liveness is the runner protocol's own
+    // (a Hello within 30 s, then nothing silent for two heartbeat intervals, checked by the
+    // stream's handler), and it is authenticated before its body is read.
+    if is_runner_stream(&parts) {
+        body.enforced = false;
+    }
     let request = Request::from_parts(parts, axum::body::Body::new(body));
     let answer = match shared.router.clone().oneshot(request).await {
         Ok(answer) => answer,
@@ -652,6 +659,16 @@ async fn handle(
         body,
         _in_flight: in_flight,
     }))
+}
+
+/// Whether a request opens a runner's gRPC push stream (`RunnerProtocolService/Attach`).
+fn is_runner_stream(parts: &axum::http::request::Parts) -> bool {
+    parts.uri.path() == "/muster.runner.v1.RunnerProtocolService/Attach"
+        && parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("application/grpc"))
 }
 
 /// Marks the connection waiting again once the answer is finished or abandoned.
@@ -713,6 +730,8 @@ pub(crate) struct BodyTooSlow {
 /// honest large upload at any rate above the minimum completes however long it takes.
 struct DeadlineBody {
     inner: Incoming,
+    /// False for the bodies the rate does not apply to (runner push streams).
+    enforced: bool,
     started: Instant,
     grace: Duration,
     min_rate: u64,
@@ -728,6 +747,7 @@ impl DeadlineBody {
         }
         DeadlineBody {
             inner,
+            enforced: true,
             started: Instant::now(),
             grace: limits.body_read_timeout,
             min_rate: limits.body_min_rate.max(1),
@@ -771,6 +791,7 @@ impl HttpBody for DeadlineBody {
                 this.watch.finished.store(true, Ordering::Release);
                 Poll::Ready(None)
             }
+            Poll::Pending if !this.enforced => Poll::Pending,
             Poll::Pending => {
                 let due = this.due();
                 let sleep = this

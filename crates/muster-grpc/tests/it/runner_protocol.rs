@@ -597,3 +597,45 @@ async fn a_submit_is_handed_to_a_waiting_attached_runner_in_its_own_commit() {
         .expect("submit");
     assert_eq!(next.state, JobState::Pending, "{next:?}");
 }
+
+/// A push stream carries a heartbeat every interval, far below the request-body byte rate the
+/// connection layer demands of other bodies: it must outlive `--body-read-timeout` for as long
+/// as the runner heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeating_stream_outlives_the_body_read_timeout() {
+    let server = TestServer::start_with(std::sync::Arc::new(muster_core::SystemClock), |raw| {
+        raw.heartbeat_interval_ms = Some(300);
+        raw.body_read_timeout = Some("1s".into());
+        raw.body_min_rate = Some(100_000);
+    })
+    .await
+    .expect("a coordinator");
+    let (runner, _) = server.runner("slow-body").await.expect("a runner");
+    let mut client = protocol(&server, &runner.token).await;
+    let mut stream = open(&mut client, hello(&["patient"], 1))
+        .await
+        .expect("attach");
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        stream
+            .sender
+            .send(message(RunnerBody::Heartbeat(Heartbeat::default())))
+            .await
+            .expect("send a heartbeat");
+        let answer = next(&mut stream.inbound).await.unwrap_or_else(|status| {
+            panic!("the stream ended after {:?}: {status:?}", started.elapsed())
+        });
+        assert!(
+            matches!(answer.body, Some(ServerBody::HeartbeatAck(_))),
+            "{answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // And it still gets work.
+    let id = submit(&server, "patient").await;
+    let pushed = next_event(&mut stream).await;
+    let Some(ServerBody::Assignment(assignment)) = pushed.body else {
+        panic!("an assignment, got {pushed:?}");
+    };
+    assert_eq!(assignment.job_id, id.to_string());
+}
